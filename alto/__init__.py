@@ -1,0 +1,52 @@
+"""Alto: streaming compound-AI pipelines with nested ancestry.
+
+Write stages as ``async def`` functions, wire them in a flow, run it:
+
+    >>> import alto
+    >>> from alto import Gather, Split
+    >>> @alto.stage
+    ... async def words(text: str) -> Split[str]:
+    ...     for w in text.split():
+    ...         yield w
+    >>> @alto.stage
+    ... async def size(word: str) -> int:
+    ...     return len(word)
+    >>> @alto.stage
+    ... async def total(sizes: Gather[int]) -> int:
+    ...     return sum(sizes)
+    >>> @alto.flow
+    ... def letters(text: str):
+    ...     return total(size(words(text)))
+    >>> alto.run(letters, ["a bb ccc", ""])
+    [6, 0]
+"""
+
+from alto.errors import AltoError, CompileError, InputError, PipelineError, StageError
+from alto.flow import Flow, ResultStream, flow, run
+from alto.markers import Gather, GatherStream, Split
+from alto.result import Result
+from alto.runtime.metrics import CallSpan, RunStats, StageStats
+from alto.stage import Stage, stage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AltoError",
+    "CallSpan",
+    "CompileError",
+    "Flow",
+    "Gather",
+    "GatherStream",
+    "InputError",
+    "PipelineError",
+    "Result",
+    "ResultStream",
+    "RunStats",
+    "Split",
+    "Stage",
+    "StageError",
+    "StageStats",
+    "flow",
+    "run",
+    "stage",
+]

@@ -1,0 +1,290 @@
+"""What the compiler knows of a stage: read once from its signature and hints.
+
+A :class:`StageSpec` is the frozen description of one decorated function:
+its parameters (plain values, ``Gather[T]`` or ``GatherStream[T]``), whether
+it opens a level (``-> Split[T]``) and its options. Both the compiler and
+the runtimes read it; neither looks at the function again.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import enum
+import inspect
+import math
+import re
+import sys
+import typing
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from alto.errors import CompileError
+from alto.markers import Gather, GatherStream, Split
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+class ParamKind(enum.Enum):
+    VALUE = "value"
+    GATHER = "gather"
+    GATHER_STREAM = "gather_stream"
+
+
+class OutputKind(enum.Enum):
+    VALUE = "value"  # one output per call
+    SPLIT = "split"  # async generator: one child per yield
+    SPLIT_ITERABLE = "split_iterable"  # coroutine returning an iterable of children
+
+
+@dataclass(frozen=True, slots=True)
+class ParamSpec:
+    """One parameter of a stage."""
+
+    name: str
+    kind: ParamKind
+    annotation: Any  # element type for gathers; ``None`` when not annotated
+    has_default: bool
+    default: Any = None
+    keyword_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StageOptions:
+    """Execution options of a stage; see :func:`alto.stage` for their meaning."""
+
+    replicas: int = 1
+    batch: int | None = None
+    batch_timeout: float = 0.0
+    buffer: int = 8
+    timeout: float | None = None
+    retries: int = 0
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    retry_backoff: float = 0.05
+    resources: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class StageSpec:
+    """The frozen description of one stage function."""
+
+    name: str
+    fn: Callable[..., Any]
+    params: tuple[ParamSpec, ...]
+    output: OutputKind
+    output_annotation: Any  # element type for splits; ``None`` when not annotated
+    options: StageOptions
+    where: str
+
+    @property
+    def is_split(self) -> bool:
+        return self.output is not OutputKind.VALUE
+
+    def param(self, name: str) -> ParamSpec | None:
+        for p in self.params:
+            if p.name == name:
+                return p
+        return None
+
+
+def where_defined(fn: Callable[..., Any]) -> str:
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return "<unknown>"
+    return f"{code.co_filename}:{code.co_firstlineno}"
+
+
+def where_called() -> str:
+    """``file:line`` of the first frame outside the ``alto`` package."""
+    frame = sys._getframe(1)
+    alto_dir = __file__.rsplit("/ancestry/", 1)[0]
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(alto_dir):
+            return f"{filename}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return "<unknown>"
+
+
+def _resolve_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Type hints with string annotations evaluated where possible."""
+    try:
+        return typing.get_type_hints(fn, include_extras=True)
+    except Exception:
+        pass
+    hints: dict[str, Any] = {}
+    globalns = getattr(fn, "__globals__", {})
+    for name, ann in getattr(fn, "__annotations__", {}).items():
+        if isinstance(ann, str):
+            try:
+                ann = eval(ann, globalns)  # noqa: S307 - the user's own annotation text
+            except Exception:
+                pass
+        hints[name] = ann
+    return hints
+
+
+def _marker(ann: Any) -> tuple[Any, Any]:
+    """Split an annotation into (marker class or None, element type)."""
+    if isinstance(ann, str):  # unresolvable forward reference: read the text
+        m = re.match(r"^\s*(?:alto\.)?(Split|Gather|GatherStream)\s*\[(.*)\]\s*$", ann)
+        if m:
+            marker = {"Split": Split, "Gather": Gather, "GatherStream": GatherStream}[m.group(1)]
+            return marker, None
+        return None, None
+    origin = typing.get_origin(ann)
+    if origin in (Split, Gather, GatherStream):
+        args = typing.get_args(ann)
+        return origin, (args[0] if args else None)
+    if ann in (Split, Gather, GatherStream):
+        return ann, None
+    return None, ann
+
+
+def _check_options(name: str, where: str, options: StageOptions) -> None:
+    def bad(opt: str, value: Any, expected: str) -> CompileError:
+        return CompileError(
+            f"stage {name!r}: option {opt}={value!r} is invalid; expected {expected}",
+            stage=name,
+            parameter=opt,
+            where=where,
+        )
+
+    if not isinstance(options.replicas, int) or options.replicas < 1:
+        raise bad("replicas", options.replicas, "an int >= 1")
+    if options.batch is not None and (not isinstance(options.batch, int) or options.batch < 1):
+        raise bad("batch", options.batch, "None or an int >= 1")
+    if not isinstance(options.buffer, int) or options.buffer < 1:
+        raise bad("buffer", options.buffer, "an int >= 1")
+    if options.timeout is not None and not (options.timeout > 0 and math.isfinite(options.timeout)):
+        raise bad("timeout", options.timeout, "None or a finite number of seconds > 0")
+    if not isinstance(options.retries, int) or options.retries < 0:
+        raise bad("retries", options.retries, "an int >= 0")
+    if not options.batch_timeout >= 0:
+        raise bad("batch_timeout", options.batch_timeout, "a number of seconds >= 0")
+    if not options.retry_backoff >= 0:
+        raise bad("retry_backoff", options.retry_backoff, "a number of seconds >= 0")
+    for exc in options.retry_on:
+        if not (isinstance(exc, type) and issubclass(exc, BaseException)):
+            raise bad("retry_on", options.retry_on, "exception classes")
+
+
+def read_stage(fn: Callable[..., Any], name: str | None, options: StageOptions) -> StageSpec:
+    """Build the spec of ``fn``; raises :class:`CompileError` on what cannot run."""
+    where = where_defined(fn)
+    stage_name = name if name is not None else getattr(fn, "__name__", None)
+    if not isinstance(stage_name, str) or not _NAME_RE.match(stage_name):
+        raise CompileError(
+            f"stage name {stage_name!r} is invalid; expected letters, digits, '_' or '-'",
+            stage=str(stage_name),
+            where=where,
+            fix="pass name='my_stage' to @alto.stage",
+        )
+    _check_options(stage_name, where, options)
+
+    is_agen = inspect.isasyncgenfunction(fn)
+    if not (is_agen or inspect.iscoroutinefunction(fn)):
+        kind = "generator" if inspect.isgeneratorfunction(fn) else "plain function"
+        raise CompileError(
+            f"stage {stage_name!r} is a {kind}; stages must be 'async def' functions",
+            stage=stage_name,
+            where=where,
+            fix=f"write 'async def {getattr(fn, '__name__', stage_name)}(...)'"
+            + (" and keep the 'yield'" if kind == "generator" else ""),
+        )
+
+    hints = _resolve_hints(fn)
+    out_marker, out_elem = _marker(hints.get("return"))
+    if is_agen:
+        output = OutputKind.SPLIT
+    elif out_marker is Split:
+        output = OutputKind.SPLIT_ITERABLE
+    else:
+        output = OutputKind.VALUE
+    if out_marker in (Gather, GatherStream):
+        raise CompileError(
+            f"stage {stage_name!r} is annotated to return {out_marker.__name__}[...]; "
+            "Gather marks a parameter that closes a level, not a return value",
+            stage=stage_name,
+            where=where,
+            fix="annotate the return as the gathered result's type, e.g. -> list[str]",
+        )
+    if output is OutputKind.SPLIT and out_marker is None and hints.get("return") is not None:
+        out_elem = None  # AsyncIterator[T] and friends: element type not checked
+
+    params: list[ParamSpec] = []
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise CompileError(
+                f"stage {stage_name!r} takes {'*' if p.kind is p.VAR_POSITIONAL else '**'}"
+                f"{p.name}; stage inputs must be named parameters",
+                stage=stage_name,
+                parameter=p.name,
+                where=where,
+                fix="list each input as its own parameter",
+            )
+        marker, elem = _marker(hints.get(p.name))
+        if marker is Split:
+            raise CompileError(
+                f"stage {stage_name!r}: parameter {p.name!r} is annotated Split[...]; "
+                "Split marks the return of a stage that yields children",
+                stage=stage_name,
+                parameter=p.name,
+                where=where,
+                fix="annotate the parameter with the child type; to collect children use Gather[T]",
+            )
+        kind = {
+            Gather: ParamKind.GATHER,
+            GatherStream: ParamKind.GATHER_STREAM,
+        }.get(marker, ParamKind.VALUE)  # type: ignore[call-overload]
+        params.append(
+            ParamSpec(
+                name=p.name,
+                kind=kind,
+                annotation=elem,
+                has_default=p.default is not p.empty,
+                default=None if p.default is p.empty else p.default,
+                keyword_only=p.kind is p.KEYWORD_ONLY,
+            )
+        )
+
+    if options.batch is not None:
+        if output is not OutputKind.VALUE:
+            raise CompileError(
+                f"stage {stage_name!r} has batch={options.batch} and yields children; "
+                "batching applies to stages that return one value per input",
+                stage=stage_name,
+                where=where,
+                fix="split in one stage and batch the next one",
+            )
+        if any(p.kind is ParamKind.GATHER_STREAM for p in params):
+            raise CompileError(
+                f"stage {stage_name!r} has batch={options.batch} and a GatherStream parameter",
+                stage=stage_name,
+                where=where,
+                fix="use Gather[T] (a list per parent) in a batched stage",
+            )
+    if output is not OutputKind.VALUE and any(p.kind is ParamKind.GATHER_STREAM for p in params):
+        raise CompileError(
+            f"stage {stage_name!r} both reads a GatherStream and yields children",
+            stage=stage_name,
+            where=where,
+            fix="gather in one stage and split in the next one",
+        )
+    return StageSpec(
+        name=stage_name,
+        fn=fn,
+        params=tuple(params),
+        output=output,
+        output_annotation=out_elem,
+        options=options,
+        where=where,
+    )
+
+
+def element_type_for_batch(ann: Any) -> Any:
+    """A batched stage annotates ``list[T]`` parameters and returns: the element ``T``."""
+    if typing.get_origin(ann) in (list, collections.abc.Sequence):
+        args = typing.get_args(ann)
+        return args[0] if args else None
+    return None

@@ -1,0 +1,143 @@
+"""The error hierarchy.
+
+Every error carries structured fields so callers never parse messages:
+
+* :class:`CompileError`: the flow cannot be compiled; raised before any data moves.
+* :class:`StageError`: one fragment failed in one stage; fails that root input only.
+* :class:`InputError`: one root input does not fit the flow's parameters.
+* :class:`PipelineError`: raised by ``Flow.run`` after all inputs finished, when some failed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from alto.ancestry.ancestry import Ancestry, format_ancestry
+
+
+class AltoError(Exception):
+    """Base of every error Alto raises. ``code`` is a stable identifier."""
+
+    code = "alto"
+
+
+class CompileError(AltoError):
+    """A flow cannot be compiled into a plan.
+
+    Attributes:
+        stage: the stage (or flow) the problem is in, if any.
+        parameter: the parameter at fault, if any.
+        where: ``"file:line"`` of the user's code the error points at.
+    """
+
+    code = "compile"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stage: str | None = None,
+        parameter: str | None = None,
+        where: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.stage = stage
+        self.parameter = parameter
+        self.where = where
+        self.fix = fix
+        text = message
+        if fix:
+            text += f"\n  fix: {fix}"
+        if where:
+            text += f"\n  at: {where}"
+        super().__init__(text)
+
+
+class StageError(AltoError):
+    """A fragment failed in a stage.
+
+    Attributes:
+        stage: name of the stage that failed.
+        ancestry: ancestry of the fragment that failed (see :mod:`alto.ancestry`).
+        index: index of the root input the fragment descends from.
+        attempts: how many times the stage was tried on the fragment.
+        cause: the exception raised by the stage (also ``__cause__``).
+    """
+
+    code = "stage"
+
+    def __init__(
+        self,
+        stage: str,
+        ancestry: Ancestry,
+        cause: BaseException,
+        *,
+        attempts: int = 1,
+        message: str | None = None,
+    ) -> None:
+        self.stage = stage
+        self.ancestry = ancestry
+        self.index = ancestry[0]
+        self.attempts = attempts
+        self.cause = cause
+        what = message or f"{type(cause).__name__}: {cause}"
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        super().__init__(
+            f"stage {stage!r} failed{tries} on input {self.index} "
+            f"({format_ancestry(ancestry)}): {what}"
+        )
+        self.__cause__ = cause
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_stage_error, (self.stage, self.ancestry, self.cause, self.attempts))
+
+
+def _rebuild_stage_error(
+    stage: str, ancestry: Ancestry, cause: BaseException, attempts: int
+) -> StageError:
+    return StageError(stage, ancestry, cause, attempts=attempts)
+
+
+class InputError(AltoError):
+    """A root input does not fit the flow's parameters.
+
+    Attributes:
+        index: the position of the input in the inputs given to ``run``/``stream``.
+        parameter: the flow parameter at fault, if one is to blame.
+    """
+
+    code = "input"
+
+    def __init__(self, index: int, message: str, *, parameter: str | None = None) -> None:
+        self.index = index
+        self.parameter = parameter
+        super().__init__(f"input {index}: {message}")
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_input_error, (self.index, str(self), self.parameter))
+
+
+def _rebuild_input_error(index: int, text: str, parameter: str | None) -> InputError:
+    err = InputError(index, "", parameter=parameter)
+    err.args = (text,)
+    return err
+
+
+class PipelineError(AltoError):
+    """Some root inputs failed; raised by ``Flow.run`` after every other input finished.
+
+    Attributes:
+        results: one entry per input, in input order: the output, or the error
+            (a :class:`StageError` or :class:`InputError`) for a failed input.
+        failures: the errors alone, in input order.
+    """
+
+    code = "pipeline"
+
+    def __init__(self, results: Sequence[Any], failures: Sequence[AltoError]) -> None:
+        self.results = list(results)
+        self.failures = list(failures)
+        first = failures[0] if failures else None
+        super().__init__(
+            f"{len(failures)} of {len(results)} inputs failed; first: {first}"
+        )

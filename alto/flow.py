@@ -1,0 +1,238 @@
+"""``@alto.flow``: wiring stages into a plan, and running it."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable
+
+import anyio
+
+from alto.ancestry.compiler import compile_flow, current_tracer
+from alto.ancestry.plan import Plan
+from alto.ancestry.spec import where_called, where_defined
+from alto.errors import CompileError, PipelineError, StageError
+from alto.result import Result
+from alto.runtime import get_backend
+from alto.runtime.metrics import RunStats
+
+Inputs = Iterable[Any] | AsyncIterable[Any]
+
+
+class Flow:
+    """A traced composition of stages. Calling it runs nothing; ``run`` and ``stream`` do.
+
+    Attributes:
+        name: the flow's name.
+        fn: the wiring function.
+    """
+
+    def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "flow")
+        self.where = where_defined(fn)
+        self._plan: Plan | None = None
+        functools.update_wrapper(self, fn)
+        try:
+            self._plan = compile_flow(self.name, fn, self.where)
+        except NameError:
+            pass  # a stage defined further down the module: compile on first use
+
+    @property
+    def plan(self) -> Plan:
+        """The frozen plan (compiled on first access if the flow was defined early)."""
+        if self._plan is None:
+            self._plan = compile_flow(self.name, self.fn, self.where)
+        return self._plan
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if current_tracer() is None:
+            raise CompileError(
+                f"flow {self.name!r} was called directly; a flow runs through run() or stream()",
+                stage=self.name,
+                where=where_called(),
+                fix=f"await {self.name}.run([...]) or alto.run({self.name}, [...]); calling a "
+                "flow inside another flow inlines it",
+            )
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<alto.flow {self.name!r}>"
+
+    async def run(
+        self,
+        inputs: Inputs,
+        *,
+        backend: str = "local",
+        concurrency: int | None = None,
+        stats: RunStats | None = None,
+        trace: bool = False,
+        dead_letters: list[StageError] | None = None,
+        progress: bool = False,
+        **options: Any,
+    ) -> list[Any]:
+        """Run every input through the flow; the outputs in input order.
+
+        Args:
+            inputs: one item per root input: the value of a one-parameter flow,
+                else a tuple (positional) or a dict (by name). Any iterable, or
+                an async iterable of inputs that arrive over time.
+            backend: ``"local"`` (this process) or ``"ray"``.
+            concurrency: most root inputs in flight at once (default: no limit
+                beyond the stages' own).
+            stats: a :class:`RunStats` to fill with per-stage counters and
+                per-root timings.
+            trace: also record every stage call in ``stats.spans``.
+            dead_letters: a list to collect failed fragments in, instead of
+                failing their root input: the gather sees the surviving siblings.
+            progress: show a progress bar.
+            options: options of the backend (e.g. ``address=`` for Ray).
+
+        Raises:
+            PipelineError: some inputs failed; raised after all others finished,
+                with every input's outcome in ``.results``.
+        """
+        outcomes: dict[int, Result[Any]] = {}
+        bar = _progress_bar(inputs, self.name) if progress else None
+        try:
+            await get_backend(backend)(
+                self.plan,
+                inputs,
+                lambda result: outcomes.__setitem__(result.index, result),
+                concurrency=concurrency,
+                stats=stats,
+                trace=trace,
+                dead_letters=dead_letters,
+                progress=bar,
+                **options,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        ordered = [outcomes[i] for i in range(len(outcomes))]
+        failures = [r.error for r in ordered if r.error is not None]
+        if failures:
+            raise PipelineError([r.value if r.ok else r.error for r in ordered], failures)
+        return [r.value for r in ordered]
+
+    def stream(self, inputs: Inputs, *, backend: str = "local", **options: Any) -> ResultStream:
+        """Outcomes as each root input completes: ``async for result in flow.stream(...)``.
+
+        Takes the options of :meth:`run`. Leaving the loop early (or
+        ``aclose()``, or ``async with``) cancels everything the run started.
+        """
+        return ResultStream(self, inputs, backend, options)
+
+
+class ResultStream:
+    """An async iterator of :class:`~alto.Result` s, in completion order.
+
+    Attributes:
+        stats: the run's :class:`RunStats`, filled as it goes.
+    """
+
+    def __init__(self, flow: Flow, inputs: Inputs, backend: str, options: dict[str, Any]) -> None:
+        self.flow = flow
+        self.plan = flow.plan
+        self._inputs = inputs
+        self._run = get_backend(backend)
+        self._options = options
+        self.stats: RunStats = options.pop("stats", None) or RunStats()
+        self._send, self._receive = anyio.create_memory_object_stream[Result[Any]](math.inf)
+        self._task: asyncio.Task[None] | None = None
+
+    async def _main(self) -> None:
+        progress = self._options.pop("progress", False)
+        bar = _progress_bar(self._inputs, self.flow.name) if progress else None
+        try:
+            async with self._send:
+                await self._run(
+                    self.plan, self._inputs, self._send.send_nowait, stats=self.stats,
+                    progress=bar, **self._options,
+                )
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def __aiter__(self) -> AsyncIterator[Result[Any]]:
+        return self
+
+    async def __anext__(self) -> Result[Any]:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._main())
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            await self._settle()
+            raise StopAsyncIteration from None
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _settle(self) -> None:
+        task = self._task
+        if task is not None:
+            await asyncio.wait([task])
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def aclose(self) -> None:
+        """Stop the run: cancel every stage call still going, and wait for them to end."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        self._receive.close()
+
+    async def __aenter__(self) -> ResultStream:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+
+
+def _progress_bar(inputs: Inputs, name: str) -> Any:
+    from tqdm.auto import tqdm
+
+    total = len(inputs) if hasattr(inputs, "__len__") else None  # type: ignore[arg-type]
+    return tqdm(total=total, desc=name, unit="input", leave=False)
+
+
+def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+    """Trace a wiring function into a :class:`Flow`, bare or as ``@alto.flow(name=...)``.
+
+    Example:
+        >>> import alto
+        >>> @alto.stage
+        ... async def shout(text: str) -> str:
+        ...     return text.upper()
+        >>> @alto.flow
+        ... def loud(text: str):
+        ...     return shout(text)
+        >>> alto.run(loud, ["hi", "there"])
+        ['HI', 'THERE']
+    """
+    if fn is not None:
+        return Flow(fn, name)
+    return lambda f: Flow(f, name)
+
+
+def run(flow: Flow, inputs: Inputs, **options: Any) -> list[Any]:
+    """Blocking helper: ``alto.run(flow, inputs)`` is ``await flow.run(inputs)`` from sync code."""
+    try:
+        asyncio.get_running_loop()
+        in_loop = True
+    except RuntimeError:
+        in_loop = False
+    if not in_loop:
+        return anyio.run(functools.partial(flow.run, inputs, **options))
+    raise RuntimeError(
+        "alto.run() blocks, and this thread is already running an event loop; "
+        f"use 'await {flow.name}.run(inputs)' inside async code"
+    )

@@ -1,0 +1,27 @@
+"""Runtimes that execute a compiled plan: ``local`` (anyio, this process) and ``ray``."""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+BACKENDS = ("local", "ray")
+
+
+def get_backend(name: str) -> Callable[..., Awaitable[Any]]:
+    """The ``run(plan, inputs, on_result, **options)`` coroutine of a backend.
+
+    Backends are imported on first use, so ``import alto`` never imports Ray.
+    """
+    if name == "local":
+        from alto.runtime.local import run_local
+
+        return run_local
+    if name == "ray":
+        try:
+            from alto.runtime.ray_backend import run_ray
+        except ImportError as exc:
+            raise ImportError(
+                "backend='ray' needs Ray: pip install 'alto[ray]'"
+            ) from exc
+        return run_ray
+    raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")

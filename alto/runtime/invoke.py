@@ -1,0 +1,242 @@
+"""Calling a stage function on assembled inputs: one fragment, a split, a batch.
+
+An :class:`Invoker` owns the call conventions (keyword binding, constants,
+timeouts, retries with backoff) and writes what the call produced into an
+:class:`Outbox`. It never touches channels, so every backend can use it.
+"""
+
+from __future__ import annotations
+
+import random
+from contextlib import aclosing
+from typing import Any, Awaitable, Callable, Protocol
+
+import anyio
+
+from alto.ancestry.plan import Node
+from alto.ancestry.spec import OutputKind
+from alto.errors import StageError
+from alto.runtime.metrics import StageStats, now
+from alto.runtime.records import DROPPED, Close
+from alto.runtime.run import RunState
+
+
+class Outbox(Protocol):
+    """Where an invoker puts the records a call produced."""
+
+    records: list[Any]
+
+    async def emitted(self, elapsed: float) -> None:
+        """Records were appended after ``elapsed`` seconds of work; flush if worth it."""
+
+
+class Invoker:
+    """Runs one node's function for one replica."""
+
+    def __init__(self, node: Node, run: RunState, stats: StageStats, replica: int = 0) -> None:
+        spec = node.spec
+        self.node = node
+        self.name = node.name
+        self.run = run
+        self.dead = run.dead
+        self.stats = stats
+        self.replica = replica
+        self.kind = spec.output
+        options = spec.options
+        self.timeout = options.timeout
+        self.retries = options.retries
+        self.retry_on = options.retry_on
+        self.backoff = options.retry_backoff
+        self.trace = run.stats.spans is not None
+        self.call = self._caller()
+
+    def _caller(self) -> Callable[[Any], Any]:
+        """A function of the assembled inputs that starts the stage's call."""
+        node = self.node
+        fn = node.spec.fn
+        consts = dict(node.consts)
+        names = tuple(p.param for p in node.ports)
+        if node.spec.options.batch:
+
+            def call_batch(columns: tuple[list[Any], ...]) -> Any:
+                kwargs = dict(zip(names, columns))
+                n = len(columns[0]) if columns else 0
+                for k, v in consts.items():
+                    kwargs[k] = [v] * n
+                return fn(**kwargs)
+
+            return call_batch
+        if not node.is_keyed:
+            (name,) = names
+            first = node.spec.params[0]
+            if first.name == name and not first.keyword_only:
+                if consts:
+                    return lambda value: fn(value, **consts)
+                return fn
+            return lambda value: fn(**{name: value}, **consts)
+
+        def call_keyed(values: tuple[Any, ...]) -> Any:
+            kwargs = dict(zip(names, values))
+            kwargs.update(consts)
+            return fn(**kwargs)
+
+        return call_keyed
+
+    async def _backoff(self, attempt: int) -> None:
+        self.stats.retries += 1
+        delay = self.backoff * (2 ** (attempt - 1))
+        await anyio.sleep(delay * (0.5 + random.random()))
+
+    def _fail(self, anc: tuple, exc: BaseException, attempts: int, outbox: Outbox) -> None:
+        """A call returning one value failed: fail its root, or leave a tombstone."""
+        if self.run.fail(StageError(self.name, anc, exc, attempts=attempts)):
+            outbox.records.append((anc, DROPPED))
+
+    async def _attempt(self, args: Any) -> Any:
+        if self.timeout is None:
+            return await self.call(args)
+        with anyio.fail_after(self.timeout):
+            return await self.call(args)
+
+    async def value(self, anc: tuple, args: Any, outbox: Outbox) -> None:
+        """One call that returns one value."""
+        stats = self.stats
+        attempt = 1
+        t0 = now()
+        while True:
+            try:
+                if self.timeout is None:
+                    result = await self.call(args)
+                else:
+                    with anyio.fail_after(self.timeout):
+                        result = await self.call(args)
+                break
+            except Exception as exc:
+                if attempt <= self.retries and isinstance(exc, self.retry_on):
+                    await self._backoff(attempt)
+                    attempt += 1
+                    continue
+                t1 = now()
+                stats.calls += 1
+                stats.busy_s += t1 - t0
+                self._fail(anc, exc, attempt, outbox)
+                return
+        t1 = now()
+        stats.calls += 1
+        stats.busy_s += t1 - t0
+        stats.fragments_out += 1
+        if self.trace:
+            self.run.span(self.name, anc, t0, t1, self.replica, 1)
+        outbox.records.append((anc, result))
+        await outbox.emitted(t1 - t0)
+
+    async def split(self, anc: tuple, args: Any, outbox: Outbox) -> None:
+        """One call that yields children; emits them as they come, then the close."""
+        stats = self.stats
+        attempt = 1
+        made = [0]  # children emitted so far, also when the call fails or times out
+        t0 = now()
+        while True:
+            try:
+                if self.timeout is None:
+                    await self._children(anc, args, outbox, made)
+                else:
+                    with anyio.fail_after(self.timeout):
+                        await self._children(anc, args, outbox, made)
+                break
+            except Exception as exc:
+                if made[0] == 0 and attempt <= self.retries and isinstance(exc, self.retry_on):
+                    await self._backoff(attempt)
+                    attempt += 1
+                    continue
+                stats.calls += 1
+                stats.busy_s += now() - t0
+                if self.run.fail(StageError(self.name, anc, exc, attempts=attempt)):
+                    outbox.records.append(Close(anc, made[0]))  # the children so far survive
+                return
+        t1 = now()
+        stats.calls += 1
+        stats.busy_s += t1 - t0
+        if self.trace:
+            self.run.span(self.name, anc, t0, t1, self.replica, 1)
+        outbox.records.append(Close(anc, made[0]))
+
+    async def _children(self, anc: tuple, args: Any, outbox: Outbox, made: list[int]) -> None:
+        # outbox.records is replaced on every flush: never hold on to it across an await
+        name = self.name
+        dead = self.dead
+        stats = self.stats
+        if self.kind is OutputKind.SPLIT_ITERABLE:
+            items = await self.call(args)
+            records = outbox.records
+            for item in items:
+                records.append((anc + (name, made[0]), item))
+                made[0] += 1
+                stats.fragments_out += 1
+            return
+        async with aclosing(self.call(args)) as children:
+            t = now()
+            async for item in children:
+                outbox.records.append((anc + (name, made[0]), item))
+                made[0] += 1
+                stats.fragments_out += 1
+                if anc[0] in dead:
+                    return  # the root already has an outcome: stop splitting it
+                t1 = now()
+                await outbox.emitted(t1 - t)
+                t = now()
+
+    async def batch(self, items: list[tuple[tuple, Any]], outbox: Outbox) -> None:
+        """One call on a batch of assembled inputs from any parents."""
+        stats = self.stats
+        n = len(items)
+        if self.node.is_keyed:
+            columns = tuple(list(col) for col in zip(*(values for _, values in items)))
+        else:
+            columns = ([value for _, value in items],)
+        attempt = 1
+        t0 = now()
+        while True:
+            try:
+                results = await self._attempt(columns)
+                if not isinstance(results, (list, tuple)) or len(results) != n:
+                    got = (
+                        f"{len(results)} results"
+                        if isinstance(results, (list, tuple))
+                        else f"a {type(results).__name__}"
+                    )
+                    raise BatchShapeError(
+                        f"batched stage {self.name!r} returned {got} for a batch of {n}; "
+                        "a batched stage returns a list with one result per input"
+                    )
+                break
+            except Exception as exc:
+                retryable = not isinstance(exc, BatchShapeError) and isinstance(exc, self.retry_on)
+                if attempt <= self.retries and retryable:
+                    await self._backoff(attempt)
+                    attempt += 1
+                    continue
+                stats.calls += 1
+                stats.busy_s += now() - t0
+                for anc, _ in items:
+                    self._fail(anc, exc, attempt, outbox)
+                return
+        t1 = now()
+        stats.calls += 1
+        stats.busy_s += t1 - t0
+        stats.fragments_out += n
+        if self.trace:
+            self.run.span(self.name, items[0][0], t0, t1, self.replica, n)
+        records = outbox.records
+        for (anc, _), result in zip(items, results):
+            records.append((anc, result))
+        await outbox.emitted(t1 - t0)
+
+
+class BatchShapeError(TypeError):
+    """A batched stage returned the wrong number of results."""
+
+
+def runner_for(invoker: Invoker) -> Callable[[tuple, Any, Outbox], Awaitable[None]]:
+    """The invoker method that runs one assembled call of its node."""
+    return invoker.value if invoker.kind is OutputKind.VALUE else invoker.split

@@ -1,0 +1,408 @@
+"""The local runtime: one process, anyio, stages connected by bounded streams.
+
+Each stage replica is one worker task that drains its inbox without waiting
+while items are there (``receive_nowait``), assembles calls, runs them and
+puts what they produce in its outbox. The outbox sends records downstream in
+chunks, so one channel operation moves many fragments; a stage whose calls
+take long sends each output at once instead, so the next stage starts on it
+while this one works on the next (the flush policy adapts to each stage).
+
+Channels are bounded (``buffer`` chunks per inbox): a fast stage waits for a
+slow one. Every stage reads all its inputs from one inbox, so joins of
+several streams cannot deadlock on a full channel. A keyed stage (join,
+broadcast, gather) with several replicas has one inbox per replica and its
+records are routed by key, so all fragments of one parent reach the same
+replica.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterable, Callable, Iterable
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from alto.ancestry.plan import INPUT_PREFIX, Node, Plan, PortMode
+from alto.errors import InputError, StageError
+from alto.result import Result
+from alto.runtime.assemble import Assembler
+from alto.runtime.invoke import Invoker, runner_for
+from alto.runtime.metrics import RunStats, StageStats, now
+from alto.runtime.records import CHUNK, Close
+from alto.runtime.run import RunState, bind_input
+
+EAGER_S = 50e-6
+"""Calls slower than this (moving average) send each output at once."""
+
+YIELD_EVERY = 256
+"""Records a worker handles before it lets other tasks run."""
+
+Chunk = tuple[int, list[Any]]
+
+
+class _Route:
+    """Delivers one source's records to one port of one node (one worker's copy)."""
+
+    __slots__ = ("port", "sends", "stats", "max_chunk", "mode", "key_len", "primary")
+
+    def __init__(
+        self, node: Node, port: int, sends: list[MemoryObjectSendStream[Chunk]], stats: StageStats
+    ) -> None:
+        self.port = port
+        self.sends = sends
+        self.stats = stats
+        shared_replicas = not node.is_keyed and node.spec.options.replicas > 1
+        # Replicas sharing an inbox each take whole chunks: one fragment per
+        # chunk spreads the work across them.
+        self.max_chunk = 1 if shared_replicas and not node.spec.options.batch else CHUNK
+        self.mode = node.ports[port].mode
+        self.key_len = 1 + 2 * node.depth
+        self.primary = node.primary == port
+
+    def _wanted(self, close: Close) -> bool:
+        if self.mode is PortMode.GATHER or self.mode is PortMode.GATHER_STREAM:
+            if len(close.parent) == self.key_len:
+                return True
+        return self.primary
+
+    async def send(self, records: list[Any]) -> None:
+        if len(self.sends) == 1:
+            if not self.primary or self.mode is not PortMode.SAME:
+                records = [r for r in records if r.__class__ is tuple or self._wanted(r)]
+            await self._put(self.sends[0], records)
+            return
+        # A keyed node with several replicas: route by the key each record belongs to.
+        n = len(self.sends)
+        parts: list[list[Any]] = [[] for _ in range(n)]
+        mode = self.mode
+        for rec in records:
+            if rec.__class__ is tuple:
+                if mode is PortMode.SAME:
+                    parts[hash(rec[0]) % n].append(rec)
+                elif mode is PortMode.BROADCAST:
+                    for part in parts:
+                        part.append(rec)
+                else:
+                    parts[hash(rec[0][:-2]) % n].append(rec)
+            elif self._wanted(rec):
+                parts[hash(rec.parent) % n].append(rec)
+        for send, part in zip(self.sends, parts):
+            if part:
+                await self._put(send, part)
+
+    async def _put(self, send: MemoryObjectSendStream[Chunk], records: list[Any]) -> None:
+        if not records:
+            return
+        stats = self.stats
+        stats.queued += len(records)
+        if stats.queued > stats.peak_queue:
+            stats.peak_queue = stats.queued
+        step = self.max_chunk
+        for i in range(0, len(records), step):
+            chunk = (self.port, records if step >= len(records) else records[i : i + step])
+            try:
+                send.send_nowait(chunk)
+            except anyio.WouldBlock:
+                await send.send(chunk)
+
+    async def aclose(self) -> None:
+        for send in self.sends:
+            await send.aclose()
+
+
+class _SinkRoute:
+    """Delivers level-0 values of one output to the run's outcomes."""
+
+    __slots__ = ("run", "slot")
+
+    def __init__(self, run: RunState, slot: int) -> None:
+        self.run = run
+        self.slot = slot
+
+    async def send(self, records: list[Any]) -> None:
+        output = self.run.output
+        for rec in records:
+            if rec.__class__ is tuple:
+                output(rec[0], rec[1], self.slot)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _Outbox:
+    """Records a worker produced, waiting to be sent to every consumer."""
+
+    __slots__ = ("records", "routes", "ema")
+
+    def __init__(self, routes: list[Any]) -> None:
+        self.records: list[Any] = []
+        self.routes = routes
+        self.ema = 1.0  # start eager: the first outputs go out at once
+
+    async def flush(self) -> None:
+        records = self.records
+        if records:
+            self.records = []
+            for route in self.routes:
+                await route.send(records)
+
+    async def emitted(self, elapsed: float) -> None:
+        self.ema = ema = self.ema * 0.8 + elapsed * 0.2
+        if ema > EAGER_S or len(self.records) >= CHUNK:
+            await self.flush()
+
+    async def __aenter__(self) -> _Outbox:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            for route in self.routes:
+                await route.aclose()
+
+
+class LocalRuntime:
+    """Runs a plan in this process; see the module docstring."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        on_result: Callable[[Result[Any]], None],
+        *,
+        concurrency: int | None = None,
+        stats: RunStats | None = None,
+        trace: bool = False,
+        dead_letters: list[StageError] | None = None,
+        progress: Any = None,
+    ) -> None:
+        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+            raise ValueError(f"concurrency={concurrency!r} is invalid; expected None or an int >= 1")
+        self.plan = plan
+        self.stats = stats if stats is not None else RunStats()
+        self.run = RunState(plan, on_result, self.stats, trace=trace, dead_letters=dead_letters)
+        self.run.progress = progress
+        if concurrency is not None:
+            self.run.slots = anyio.Semaphore(concurrency)
+        self.nodes = {n.name: n for n in plan.nodes}
+        # node name -> one (send, receive) pair per inbox
+        self.inboxes: dict[str, list[tuple[MemoryObjectSendStream[Chunk], MemoryObjectReceiveStream[Chunk]]]] = {}
+        for node in plan.nodes:
+            opts = node.spec.options
+            n_inboxes = opts.replicas if node.is_keyed else 1
+            capacity = opts.buffer * (opts.replicas if not node.is_keyed else 1)
+            self.inboxes[node.name] = [
+                anyio.create_memory_object_stream[Chunk](capacity) for _ in range(n_inboxes)
+            ]
+
+    def _routes(self, source: str) -> list[Any]:
+        """Fresh routes (with their own send-stream clones) for one producer of ``source``."""
+        routes: list[Any] = []
+        for name, port in self.plan.consumers.get(source, ()):
+            sends = [send.clone() for send, _ in self.inboxes[name]]
+            routes.append(_Route(self.nodes[name], port, sends, self.stats.stages[name]))
+        for slot, out in enumerate(self.plan.outputs):
+            if out == source:
+                routes.append(_SinkRoute(self.run, slot))
+        return routes
+
+    async def execute(self, inputs: Iterable[Any] | AsyncIterable[Any]) -> None:
+        """Run every input through the plan; outcomes go to ``on_result``."""
+        plan = self.plan
+        self.stats.started = now()
+        source_outboxes = {name: _Outbox(self._routes(INPUT_PREFIX + name)) for name in plan.inputs}
+        workers: list[tuple[Node, int, MemoryObjectReceiveStream[Chunk], _Outbox]] = []
+        for node in plan.nodes:
+            replicas = node.spec.options.replicas
+            pairs = self.inboxes[node.name]
+            for r in range(replicas):
+                receive = (pairs[r] if node.is_keyed else pairs[0])[1].clone()
+                workers.append((node, r, receive, _Outbox(self._routes(node.name))))
+        for pairs in self.inboxes.values():
+            for send, receive in pairs:
+                send.close()
+                receive.close()
+        try:
+            async with anyio.create_task_group() as tg:
+                for node, r, receive, outbox in workers:
+                    tg.start_soon(self._worker, node, r, receive, outbox, name=f"alto:{node.name}[{r}]")
+                await self._source(inputs, source_outboxes)
+        finally:
+            self.stats.finished = now()
+        for root in sorted(set(self.stats.root_start) - self.run.dead):  # pragma: no cover
+            self.run.finish(
+                root,
+                None,
+                StageError(plan.name, (root,), RuntimeError("the run ended without an outcome")),
+            )
+
+    async def _source(self, inputs: Iterable[Any] | AsyncIterable[Any], outboxes: dict[str, _Outbox]) -> None:
+        run = self.run
+        plan = self.plan
+        is_async = hasattr(inputs, "__aiter__")
+
+        async def flush_all() -> None:
+            for outbox in outboxes.values():
+                await outbox.flush()
+
+        async def admit(index: int, item: Any) -> None:
+            if run.slots is not None:
+                try:
+                    run.slots.acquire_nowait()
+                except anyio.WouldBlock:
+                    await flush_all()
+                    await run.slots.acquire()
+            try:
+                args = bind_input(plan, index, item)
+            except InputError as exc:
+                run.reject(exc)
+                return
+            run.start(index)
+            anc = (index,)
+            for name, value in args.items():
+                outboxes[name].records.append((anc, value))
+
+        try:
+            index = 0
+            if is_async:
+                async for item in inputs:  # type: ignore[union-attr]
+                    await admit(index, item)
+                    index += 1
+                    await flush_all()  # inputs that arrive over time go in at once
+            else:
+                for item in inputs:  # type: ignore[union-attr]
+                    await admit(index, item)
+                    index += 1
+                    if index % CHUNK == 0:
+                        await flush_all()
+                        await anyio.lowlevel.checkpoint()
+        finally:
+            for outbox in outboxes.values():
+                await outbox.aclose()
+
+    async def _worker(self, node: Node, replica: int, receive: MemoryObjectReceiveStream[Chunk], outbox: _Outbox) -> None:
+        run = self.run
+        stats = self.stats.stages[node.name]
+        assembler = Assembler(node, run.dead)
+        if not assembler.simple:
+            run.assemblers.append(assembler)
+        invoker = Invoker(node, run, stats, replica)
+        async with receive, outbox:
+            if node.spec.options.batch:
+                await self._batch_loop(node, receive, assembler, invoker, outbox, stats)
+            elif any(p.mode is PortMode.GATHER_STREAM for p in node.ports):
+                async with anyio.create_task_group() as tg:
+                    await self._loop(receive, assembler, invoker, outbox, stats, tg)
+            else:
+                await self._loop(receive, assembler, invoker, outbox, stats, None)
+
+    async def _loop(
+        self,
+        receive: MemoryObjectReceiveStream[Chunk],
+        assembler: Assembler,
+        invoker: Invoker,
+        outbox: _Outbox,
+        stats: StageStats,
+        tg: TaskGroup | None,
+    ) -> None:
+        run_one = runner_for(invoker)
+        accept = assembler.accept
+        ready: list[Any] = []
+        handled = 0
+        while True:
+            try:
+                port, records = receive.receive_nowait()
+            except anyio.WouldBlock:
+                await outbox.flush()
+                try:
+                    port, records = await receive.receive()
+                except anyio.EndOfStream:
+                    break
+            except anyio.EndOfStream:
+                break
+            n = len(records)
+            stats.queued -= n
+            stats.fragments_in += n - accept(port, records, outbox.records, ready)
+            if ready:
+                if tg is None:
+                    for anc, args in ready:
+                        await run_one(anc, args, outbox)
+                else:  # streaming gathers run beside the worker that feeds them
+                    for anc, args in ready:
+                        tg.start_soon(run_one, anc, args, outbox)
+                ready.clear()
+            if len(outbox.records) >= CHUNK:
+                await outbox.flush()
+            handled += n
+            if handled >= YIELD_EVERY:
+                handled = 0
+                await anyio.lowlevel.checkpoint()
+
+    async def _batch_loop(
+        self,
+        node: Node,
+        receive: MemoryObjectReceiveStream[Chunk],
+        assembler: Assembler,
+        invoker: Invoker,
+        outbox: _Outbox,
+        stats: StageStats,
+    ) -> None:
+        size = node.spec.options.batch or 1
+        wait = node.spec.options.batch_timeout
+        pending: list[Any] = []
+        ended = False
+
+        def take(item: Chunk) -> None:
+            port, records = item
+            stats.queued -= len(records)
+            closes = assembler.accept(port, records, outbox.records, pending)
+            stats.fragments_in += len(records) - closes
+
+        while not ended or pending:
+            while len(pending) < size and not ended:
+                try:
+                    take(receive.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+                except anyio.EndOfStream:
+                    ended = True
+            if pending and len(pending) < size and wait > 0 and not ended:
+                await outbox.flush()
+                with anyio.move_on_after(wait):
+                    while len(pending) < size:
+                        try:
+                            take(await receive.receive())
+                        except anyio.EndOfStream:
+                            ended = True
+                            break
+            if pending:
+                batch, pending = pending[:size], pending[size:]
+                await invoker.batch(batch, outbox)
+                await anyio.lowlevel.checkpoint()
+                continue
+            if ended:
+                break
+            await outbox.flush()
+            try:
+                take(await receive.receive())
+            except anyio.EndOfStream:
+                ended = True
+
+
+async def run_local(
+    plan: Plan,
+    inputs: Iterable[Any] | AsyncIterable[Any],
+    on_result: Callable[[Result[Any]], None],
+    **options: Any,
+) -> RunStats:
+    """Run ``plan`` over ``inputs`` in this process; returns the run's statistics."""
+    runtime = LocalRuntime(plan, on_result, **options)
+    await runtime.execute(inputs)
+    return runtime.stats
+
+
+__all__ = ["LocalRuntime", "run_local"]

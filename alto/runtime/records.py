@@ -1,0 +1,66 @@
+"""What moves between stages.
+
+A *record* is either a fragment, the plain tuple ``(ancestry, value)``, or a
+:class:`Close` that tells downstream gathers how many children a parent has.
+A fragment whose value is :data:`DROPPED` is a tombstone: it carries no value
+but still counts toward its parent's close, so gathers never hang.
+
+Records travel in *chunks*: ``(port index, list of records)``, so one channel
+operation moves many fragments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class _Dropped:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DROPPED"
+
+    def __reduce__(self) -> str:
+        return "DROPPED"
+
+
+DROPPED: Any = _Dropped()
+"""The value of a tombstone fragment."""
+
+
+class Close:
+    """Parent ``parent`` has exactly ``count`` children (sent when its split ends).
+
+    ``dropped`` marks the close of a parent that was itself a tombstone when it
+    reached the split: it has no children, and its gather yields a tombstone
+    rather than an empty list.
+    """
+
+    __slots__ = ("parent", "count", "dropped")
+
+    def __init__(self, parent: tuple, count: int, dropped: bool = False) -> None:
+        self.parent = parent
+        self.count = count
+        self.dropped = dropped
+
+    def __repr__(self) -> str:
+        tail = ", dropped" if self.dropped else ""
+        return f"Close({self.parent!r}, {self.count}{tail})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Close)
+            and other.parent == self.parent
+            and other.count == self.count
+            and other.dropped == self.dropped
+        )
+
+    def __hash__(self) -> int:
+        return hash((Close, self.parent, self.count, self.dropped))
+
+    def __reduce__(self) -> Any:
+        return (Close, (self.parent, self.count, self.dropped))
+
+
+CHUNK = 64
+"""Most records a chunk carries."""

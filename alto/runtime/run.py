@@ -1,0 +1,169 @@
+"""State of one run shared by every stage: which roots are done, and their outcomes."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import anyio
+
+from alto.ancestry.plan import Plan
+from alto.errors import AltoError, InputError, StageError
+from alto.result import Result
+from alto.runtime.assemble import Assembler
+from alto.runtime.metrics import CallSpan, RunStats, StageStats, now
+from alto.runtime.records import DROPPED
+
+
+def bind_input(plan: Plan, index: int, item: Any) -> dict[str, Any]:
+    """The flow's arguments for one root input; raises :class:`InputError`.
+
+    A one-parameter flow takes each input as its value; a flow of several
+    parameters takes a tuple (positional) or a dict (by name).
+    """
+    names = plan.inputs
+    if len(names) == 1:
+        return {names[0]: item}
+    signature = f"({', '.join(names)})"
+    if isinstance(item, dict):
+        unknown = [k for k in item if k not in names]
+        if unknown:
+            raise InputError(
+                index,
+                f"unknown parameter {unknown[0]!r}; flow {plan.name!r} takes {signature}",
+                parameter=str(unknown[0]),
+            )
+        args = dict(item)
+    elif isinstance(item, (tuple, list)):
+        if len(item) > len(names):
+            raise InputError(
+                index,
+                f"{len(item)} values given; flow {plan.name!r} takes {len(names)} {signature}",
+            )
+        args = dict(zip(names, item))
+    else:
+        raise InputError(
+            index,
+            f"got a {type(item).__name__}; flow {plan.name!r} takes {len(names)} parameters "
+            f"{signature}: pass a tuple or a dict",
+        )
+    for name in names:
+        if name not in args:
+            if name not in plan.defaults:
+                raise InputError(
+                    index, f"missing parameter {name!r}; flow {plan.name!r} takes {signature}",
+                    parameter=name,
+                )
+            args[name] = plan.defaults[name]
+    return args
+
+
+class RunState:
+    """Outcomes of the roots of one run.
+
+    A root has an outcome once its output reached the sink or one of its
+    fragments failed; from then on it is *dead*: stages drop its records on
+    arrival and every assembler forgets its state.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        on_result: Callable[[Result[Any]], None],
+        stats: RunStats,
+        *,
+        trace: bool = False,
+        dead_letters: list[Any] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.on_result = on_result
+        self.stats = stats
+        self.dead: set[int] = set()
+        self.assemblers: list[Assembler] = []
+        self.n_outputs = len(plan.outputs)
+        self.partial: dict[int, list[Any]] = {}
+        self.in_flight = 0
+        self.slots: anyio.Semaphore | None = None
+        self.dead_letters = dead_letters
+        self.last_error: dict[int, StageError] = {}
+        self.progress: Any = None
+        if trace:
+            stats.spans = []
+        for node in plan.nodes:
+            stats.stages[node.name] = StageStats(node.name, node.spec.options.replicas)
+
+    def start(self, index: int) -> None:
+        self.in_flight += 1
+        self.stats.root_start[index] = now()
+
+    def output(self, anc: tuple, value: Any, slot: int) -> None:
+        """A level-0 value for output ``slot`` of root ``anc[0]`` reached the sink."""
+        root = anc[0]
+        if root in self.dead:
+            return
+        if value is DROPPED:
+            error = self.last_error.get(root)
+            if error is None:  # pragma: no cover - a tombstone always follows an error
+                error = StageError(self.plan.outputs[slot], anc, RuntimeError("output dropped"))
+            self.finish(root, None, error)
+            return
+        if self.n_outputs == 1:
+            self.finish(root, value, None)
+            return
+        parts = self.partial.get(root)
+        if parts is None:
+            parts = self.partial[root] = [DROPPED] * (self.n_outputs + 1)
+            parts[-1] = 0
+        if parts[slot] is DROPPED:
+            parts[slot] = value
+            parts[-1] += 1
+        if parts[-1] == self.n_outputs:
+            del self.partial[root]
+            self.finish(root, tuple(parts[:-1]), None)
+
+    def fail(self, error: StageError) -> bool:
+        """Record a failed fragment. Returns whether a tombstone should stand in for it.
+
+        Without dead letters the whole root fails. With them, the failure is
+        kept for inspection and the fragment becomes a tombstone, so its
+        parent's gather receives the surviving siblings.
+        """
+        stage = self.stats.stages.get(error.stage)
+        if stage is not None:
+            stage.errors += 1
+        if self.dead_letters is not None and error.index not in self.dead:
+            self.dead_letters.append(error)
+            self.last_error[error.index] = error
+            return True
+        self.finish(error.index, None, error)
+        return False
+
+    def reject(self, error: InputError) -> None:
+        """An input that does not fit the flow fails alone, before it enters the run."""
+        self.stats.root_start[error.index] = now()
+        self.in_flight += 1
+        self.finish(error.index, None, error)
+
+    def finish(self, root: int, value: Any, error: AltoError | None) -> None:
+        if root in self.dead:
+            return
+        self.dead.add(root)
+        self.in_flight -= 1
+        self.stats.root_end[root] = now()
+        self.partial.pop(root, None)
+        self.last_error.pop(root, None)
+        for assembler in self.assemblers:
+            assembler.drop_root(root)
+        if self.slots is not None:
+            self.slots.release()
+        if self.progress is not None:
+            self.progress.update(1)
+        self.on_result(Result(root, value, error))
+
+    def span(self, stage: str, anc: tuple, start: float, end: float, replica: int, size: int) -> None:
+        spans = self.stats.spans
+        if spans is not None:
+            spans.append(CallSpan(stage, anc, start, end, replica, size))
+
+
+def stage_options(plan: Plan) -> Mapping[str, Any]:
+    return {n.name: n.spec.options for n in plan.nodes}

@@ -1,0 +1,146 @@
+"""``@alto.stage``: turning an ``async def`` into a stage."""
+
+from __future__ import annotations
+
+import functools
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, overload
+
+from alto.ancestry.compiler import current_tracer
+from alto.ancestry.spec import StageOptions, StageSpec, read_stage, where_called
+from alto.errors import CompileError
+
+
+class Stage:
+    """A decorated stage function. Inside a flow, calling it wires it in.
+
+    The undecorated function stays available as ``.fn`` (for tests, or to call
+    it directly with ``await stage.fn(...)``).
+    """
+
+    def __init__(self, spec: StageSpec) -> None:
+        self.spec = spec
+        functools.update_wrapper(self, spec.fn)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def fn(self) -> Callable[..., Any]:
+        return self.spec.fn
+
+    @property
+    def options(self) -> StageOptions:
+        return self.spec.options
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        tracer = current_tracer()
+        if tracer is None:
+            raise CompileError(
+                f"stage {self.name!r} was called outside a flow; calling a stage wires it "
+                "into the flow being defined",
+                stage=self.name,
+                where=where_called(),
+                fix=f"call it inside an @alto.flow function, or run the function itself "
+                f"with 'await {self.name}.fn(...)'",
+            )
+        return tracer.call(self.spec, args, kwargs, where_called())
+
+    def __repr__(self) -> str:
+        return f"<alto.stage {self.name!r}>"
+
+    def __reduce__(self) -> Any:
+        # Pickled by reference: the stage is a module global, like its function.
+        return (_stage_by_name, (self.spec.fn.__module__, self.spec.fn.__qualname__))
+
+
+def _stage_by_name(module: str, qualname: str) -> Stage:
+    import importlib
+
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[no-any-return]
+
+
+@overload
+def stage(fn: Callable[..., Any], /) -> Stage: ...
+
+
+@overload
+def stage(
+    *,
+    replicas: int = 1,
+    batch: int | None = None,
+    batch_timeout: float = 0.0,
+    buffer: int = 8,
+    timeout: float | None = None,
+    retries: int = 0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    retry_backoff: float = 0.05,
+    resources: Mapping[str, float] | None = None,
+    name: str | None = None,
+) -> Callable[[Callable[..., Any]], Stage]: ...
+
+
+def stage(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    replicas: int = 1,
+    batch: int | None = None,
+    batch_timeout: float = 0.0,
+    buffer: int = 8,
+    timeout: float | None = None,
+    retries: int = 0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    retry_backoff: float = 0.05,
+    resources: Mapping[str, float] | None = None,
+    name: str | None = None,
+) -> Stage | Callable[[Callable[..., Any]], Stage]:
+    """Make an ``async def`` a stage, bare (``@alto.stage``) or with options.
+
+    Args:
+        replicas: how many calls of this stage run at once (workers).
+        batch: call the function on lists of up to ``batch`` inputs (from any
+            parents); it then takes a list per parameter and returns a list.
+        batch_timeout: seconds a partial batch waits for more inputs (0: take
+            whatever has arrived).
+        buffer: capacity of the stage's input, in chunks of up to 64 fragments.
+        timeout: seconds one call may take before it fails (a split's whole run).
+        retries: how many times a failed call is tried again, with exponential
+            backoff from ``retry_backoff`` seconds.
+        retry_on: which exceptions are worth a retry (default: any ``Exception``).
+        resources: what a replica needs on a distributed backend, e.g.
+            ``{"num_cpus": 1, "num_gpus": 0.5}`` or a custom resource.
+        name: the stage's name in plans, errors and statistics (default: the
+            function's name).
+
+    Example:
+        >>> import alto
+        >>> @alto.stage(replicas=4, timeout=30)
+        ... async def answer(question: str) -> str:
+        ...     return question.upper()
+    """
+    retry = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+    options = StageOptions(
+        replicas=replicas,
+        batch=batch,
+        batch_timeout=batch_timeout,
+        buffer=buffer,
+        timeout=timeout,
+        retries=retries,
+        retry_on=retry,
+        retry_backoff=retry_backoff,
+        resources=MappingProxyType(dict(resources or {})),
+    )
+
+    def decorate(f: Callable[..., Any]) -> Stage:
+        if isinstance(f, Stage):
+            f = f.fn
+        return Stage(read_stage(f, name, options))
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate
