@@ -142,25 +142,17 @@ class ResultStream:
         self._send, self._receive = anyio.create_memory_object_stream[Result[Any]](math.inf)
         self._task: asyncio.Task[None] | None = None
 
-    async def _main(self) -> None:
-        progress = self._options.pop("progress", False)
-        bar = _progress_bar(self._inputs, self.flow.name) if progress else None
-        try:
-            async with self._send:
-                await self._run(
-                    self.plan, self._inputs, self._send.send_nowait, stats=self.stats,
-                    progress=bar, **self._options,
-                )
-        finally:
-            if bar is not None:
-                bar.close()
-
     def __aiter__(self) -> AsyncIterator[Result[Any]]:
         return self
 
     async def __anext__(self) -> Result[Any]:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._main())
+            # The task must not hold the stream: dropping the last reference to
+            # the stream (leaving an ``async for`` early) is what cancels it.
+            self._task = asyncio.get_running_loop().create_task(
+                _produce(self._run, self.plan, self.flow.name, self._inputs, self._send,
+                         self.stats, self._options)
+            )
         try:
             return await self._receive.receive()
         except anyio.EndOfStream:
@@ -182,7 +174,8 @@ class ResultStream:
         task = self._task
         if task is not None and not task.done():
             task.cancel()
-            await asyncio.wait([task])
+            with anyio.CancelScope(shield=True):  # also when our own caller is cancelled
+                await asyncio.wait([task])
         self._receive.close()
 
     async def __aenter__(self) -> ResultStream:
@@ -195,6 +188,25 @@ class ResultStream:
         task = self._task
         if task is not None and not task.done():
             task.cancel()
+
+
+async def _produce(
+    run: Callable[..., Any],
+    plan: Plan,
+    name: str,
+    inputs: Inputs,
+    send: Any,
+    stats: RunStats,
+    options: dict[str, Any],
+) -> None:
+    progress = options.pop("progress", False)
+    bar = _progress_bar(inputs, name) if progress else None
+    try:
+        async with send:
+            await run(plan, inputs, send.send_nowait, stats=stats, progress=bar, **options)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _progress_bar(inputs: Inputs, name: str) -> Any:

@@ -168,7 +168,7 @@ class Assembler:
             if self.modes[port] is GATHER_STREAM:
                 send, receive = anyio.create_memory_object_stream[Any](math.inf)
                 group[2] = send
-                ready.append((parent, receive))
+                ready.append((parent, (receive,)))  # a streaming gather is its only port
             else:
                 group[2] = {}
         return group

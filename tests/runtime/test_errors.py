@@ -1,0 +1,244 @@
+"""Failures stay with their root input: timeouts, retries, batches, splits, dead letters."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+import alto
+from alto import Gather, Split, StageError
+
+pytestmark = pytest.mark.anyio
+
+
+@alto.stage
+async def items(text: str) -> Split[str]:
+    for w in text.split():
+        yield w
+
+
+@alto.stage(replicas=2)
+async def checked(item: str) -> str:
+    if item.startswith("bad"):
+        raise ValueError(f"cannot take {item!r}")
+    return item.upper()
+
+
+@alto.stage
+async def collect(xs: Gather[str]) -> list[str]:
+    return list(xs)
+
+
+@alto.flow
+def checks(text: str):
+    return collect(checked(items(text)))
+
+
+async def test_failing_fragments_fail_only_their_roots(backend):
+    inputs = ["a b", "c bad1 d", "e", "bad2", "f g"]
+    with pytest.raises(alto.PipelineError) as err:
+        await checks.run(inputs, backend=backend)
+    e = err.value
+    assert e.results[0] == ["A", "B"] and e.results[2] == ["E"] and e.results[4] == ["F", "G"]
+    assert [f.index for f in e.failures] == [1, 3]
+    first = e.failures[0]
+    assert isinstance(first, StageError)
+    assert first.stage == "checked" and first.index == 1
+    assert first.ancestry == (1, "items", 1)
+    assert isinstance(first.cause, ValueError) and first.__cause__ is first.cause
+    assert "root 1 > items[1]" in str(first) and "cannot take 'bad1'" in str(first)
+    assert e.results[1] is first
+
+
+async def test_stream_reports_errors_per_root(backend):
+    results = {r.index: r async for r in checks.stream(["bad", "ok"], backend=backend)}
+    assert not results[0].ok and isinstance(results[0].error, StageError)
+    assert results[1].ok and results[1].unwrap() == ["OK"]
+    with pytest.raises(StageError):
+        results[0].unwrap()
+
+
+async def test_retries_then_success(backend):
+    attempts: dict[str, int] = {}
+
+    @alto.stage(retries=3, retry_backoff=0.001)
+    async def flaky(x: str) -> str:
+        attempts[x] = attempts.get(x, 0) + 1
+        if attempts[x] < 3:
+            raise ConnectionError("try again")
+        return x
+
+    @alto.flow
+    def f(x: str):
+        return flaky(x)
+
+    stats = alto.RunStats()
+    assert await f.run(["a", "b"], backend=backend, stats=stats) == ["a", "b"]
+    assert attempts == {"a": 3, "b": 3}
+    assert stats.stages["flaky"].retries == 4
+
+
+async def test_retries_exhausted_and_retry_on(backend):
+    calls = {"conn": 0, "value": 0}
+
+    @alto.stage(retries=2, retry_backoff=0.001, retry_on=ConnectionError)
+    async def failing(kind: str) -> str:
+        calls[kind] += 1
+        raise ConnectionError("down") if kind == "conn" else ValueError("bad")
+
+    @alto.flow
+    def f(kind: str):
+        return failing(kind)
+
+    with pytest.raises(alto.PipelineError) as err:
+        await f.run(["conn", "value"], backend=backend)
+    conn, value = err.value.failures
+    assert conn.attempts == 3 and "after 3 attempts" in str(conn)
+    assert value.attempts == 1  # not a retryable error
+    assert calls == {"conn": 3, "value": 1}
+
+
+async def test_timeout_fails_the_root(backend):
+    @alto.stage(timeout=0.05)
+    async def stuck(x: str) -> str:
+        if x == "stuck":
+            await anyio.sleep(30)
+        return x
+
+    @alto.flow
+    def f(x: str):
+        return stuck(x)
+
+    with pytest.raises(alto.PipelineError) as err:
+        await f.run(["ok", "stuck"], backend=backend)
+    assert err.value.results[0] == "ok"
+    (failure,) = err.value.failures
+    assert isinstance(failure.cause, TimeoutError) and failure.index == 1
+
+
+async def test_split_failure_after_children_fails_root(backend):
+    @alto.stage
+    async def breaks(text: str) -> Split[str]:
+        for w in text.split():
+            if w == "boom":
+                raise RuntimeError("split broke")
+            yield w
+
+    @alto.flow
+    def f(text: str):
+        return collect(checked(breaks(text)))
+
+    with pytest.raises(alto.PipelineError) as err:
+        await f.run(["a boom b", "c"], backend=backend)
+    assert err.value.results[1] == ["C"]
+    (failure,) = err.value.failures
+    assert failure.stage == "breaks" and failure.ancestry == (0,)
+
+
+async def test_split_retried_only_before_its_first_child(backend):
+    tries = {"early": 0, "late": 0}
+
+    @alto.stage(retries=2, retry_backoff=0.001)
+    async def unreliable(text: str) -> Split[str]:
+        tries[text] += 1
+        if text == "early" and tries[text] < 2:
+            raise ConnectionError("not yet")
+        yield text
+        if text == "late":
+            raise ConnectionError("too late to retry")
+
+    @alto.flow
+    def f(text: str):
+        return collect(unreliable(text))
+
+    with pytest.raises(alto.PipelineError) as err:
+        await f.run(["early", "late"], backend=backend)
+    assert err.value.results[0] == ["early"]
+    assert tries == {"early": 2, "late": 1}
+
+
+async def test_batch_returning_wrong_length(backend):
+    @alto.stage(batch=4)
+    async def short(xs: list[str]) -> list[str]:
+        return xs[:-1]
+
+    @alto.flow
+    def f(x: str):
+        return short(x)
+
+    with pytest.raises(alto.PipelineError) as err:
+        await f.run(["a"], backend=backend)
+    assert "returned 0 results for a batch of 1" in str(err.value.failures[0])
+
+
+async def test_dead_letters_keep_survivors(backend):
+    letters: list[StageError] = []
+    out = await checks.run(["a bad1 b", "bad2", "c"], backend=backend, dead_letters=letters)
+    assert out == [["A", "B"], [], ["C"]]
+    assert sorted(e.ancestry for e in letters) == [(0, "items", 1), (1, "items", 0)]
+
+
+async def test_dead_letter_at_level_zero_fails_root(backend):
+    @alto.stage
+    async def picky(x: str) -> str:
+        if x == "no":
+            raise ValueError("no")
+        return x
+
+    @alto.flow
+    def f(x: str):
+        return picky(x)
+
+    letters: list[StageError] = []
+    with pytest.raises(alto.PipelineError) as err:
+        await f.run(["yes", "no"], backend=backend, dead_letters=letters)
+    assert err.value.results[0] == "yes"
+    assert err.value.failures[0] is letters[0]
+
+
+async def test_dead_letter_before_nested_split_gives_tombstone_to_outer_gather(backend):
+    @alto.stage
+    async def fragile(word: str) -> str:
+        if word == "x":
+            raise ValueError("x")
+        return word
+
+    @alto.stage
+    async def chars(word: str) -> Split[str]:
+        for c in word:
+            yield c
+
+    @alto.stage
+    async def concat(cs: Gather[str]) -> str:
+        return "".join(cs)
+
+    @alto.flow
+    def f(text: str):
+        return collect(concat(chars(fragile(items(text)))))
+
+    letters: list[StageError] = []
+    out = await f.run(["ab x cd"], backend=backend, dead_letters=letters)
+    assert out == [["ab", "cd"]]
+    assert [e.stage for e in letters] == ["fragile"]
+
+
+async def test_failure_in_join_branch(backend):
+    @alto.stage
+    async def length(item: str) -> int:
+        if item == "zz":
+            raise KeyError(item)
+        return len(item)
+
+    @alto.stage
+    async def both(item: str, n: int) -> str:
+        return item * n
+
+    @alto.flow
+    def f(text: str):
+        w = items(text)
+        return collect(both(w, length(w)))
+
+    with pytest.raises(alto.PipelineError) as err:
+        await f.run(["a zz", "bb", "zz"], backend=backend)
+    assert err.value.results[1] == ["bbbb"]
+    assert [x.index for x in err.value.failures] == [0, 2]
