@@ -114,9 +114,21 @@ class Assembler:
                 if waiters:
                     for key, slot in waiters:
                         self._fire(rs, key, slot, out, ready)
-            else:
-                self._child(rs, port, anc, value, ready)
-                self._maybe_complete(rs, port, anc[:-2], out, ready)
+            else:  # a child for a gather, inlined: it is the hot path of every gather
+                parent = anc[:-2]
+                group = rs.groups.get((port, parent))
+                if group is None:
+                    group = self._open(rs, port, parent, ready)
+                group[1] += 1
+                if mode is GATHER:
+                    group[2][anc[-1]] = value
+                elif value is not DROPPED:
+                    try:
+                        group[2].send_nowait(value)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        pass  # the stage stopped reading early; it needs no more children
+                if group[1] == group[0]:
+                    self._maybe_complete(rs, port, parent, out, ready)
         return closes
 
     def _pass_tombstone(self, key: tuple, out: list[Any]) -> None:
@@ -172,17 +184,6 @@ class Assembler:
             else:
                 group[2] = {}
         return group
-
-    def _child(self, rs: _RootState, port: int, anc: tuple, value: Any, ready: list[Any]) -> None:
-        group = self._open(rs, port, anc[:-2], ready)
-        group[1] += 1
-        if self.modes[port] is GATHER:
-            group[2][anc[-1]] = value
-        elif value is not DROPPED:
-            try:
-                group[2].send_nowait(value)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass  # the stage stopped reading early; it needs no more children
 
     def _close(self, rs: _RootState, port: int, close: Close, out: list[Any], ready: list[Any]) -> None:
         parent = close.parent

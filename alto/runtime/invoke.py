@@ -26,8 +26,11 @@ class Outbox(Protocol):
 
     records: list[Any]
 
-    async def emitted(self, elapsed: float) -> None:
-        """Records were appended after ``elapsed`` seconds of work; flush if worth it."""
+    def due(self, elapsed: float) -> bool:
+        """Records were appended after ``elapsed`` seconds of work: is a flush worth it now?"""
+
+    async def flush(self) -> None:
+        """Send the records on."""
 
 
 class Invoker:
@@ -128,7 +131,8 @@ class Invoker:
         if self.trace:
             self.run.span(self.name, anc, t0, t1, self.replica, 1)
         outbox.records.append((anc, result))
-        await outbox.emitted(t1 - t0)
+        if outbox.due(t1 - t0):
+            await outbox.flush()
 
     async def split(self, anc: tuple, args: Any, outbox: Outbox) -> None:
         """One call that yields children; emits them as they come, then the close."""
@@ -174,17 +178,20 @@ class Invoker:
                 made[0] += 1
                 stats.fragments_out += 1
             return
-        async with aclosing(self.call(args)) as children:
-            t = now()
-            async for item in children:
-                outbox.records.append((anc + (name, made[0]), item))
-                made[0] += 1
-                stats.fragments_out += 1
-                if anc[0] in dead:
-                    return  # the root already has an outcome: stop splitting it
-                t1 = now()
-                await outbox.emitted(t1 - t)
+        try:
+            async with aclosing(self.call(args)) as children:
                 t = now()
+                async for item in children:
+                    outbox.records.append((anc + (name, made[0]), item))
+                    made[0] += 1
+                    if anc[0] in dead:
+                        break  # the root already has an outcome: stop splitting it
+                    t1 = now()
+                    if outbox.due(t1 - t):
+                        await outbox.flush()
+                    t = t1
+        finally:
+            stats.fragments_out += made[0]
 
     async def batch(self, items: list[tuple[tuple, Any]], outbox: Outbox) -> None:
         """One call on a batch of assembled inputs from any parents."""
@@ -230,7 +237,8 @@ class Invoker:
         records = outbox.records
         for (anc, _), result in zip(items, results):
             records.append((anc, result))
-        await outbox.emitted(t1 - t0)
+        if outbox.due(t1 - t0):
+            await outbox.flush()
 
 
 class BatchShapeError(TypeError):

@@ -147,10 +147,9 @@ class _Outbox:
             for route in self.routes:
                 await route.send(records)
 
-    async def emitted(self, elapsed: float) -> None:
+    def due(self, elapsed: float) -> bool:
         self.ema = ema = self.ema * 0.8 + elapsed * 0.2
-        if ema > EAGER_S or len(self.records) >= CHUNK:
-            await self.flush()
+        return ema > EAGER_S or len(self.records) >= CHUNK
 
     async def __aenter__(self) -> _Outbox:
         return self

@@ -108,5 +108,4 @@ class RunStats:
         }
 
 
-def now() -> float:
-    return time.perf_counter()
+now = time.perf_counter
