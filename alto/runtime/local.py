@@ -191,12 +191,16 @@ class LocalRuntime:
         # node name -> one (send, receive) pair per inbox
         self.inboxes: dict[str, list[tuple[MemoryObjectSendStream[Chunk], MemoryObjectReceiveStream[Chunk]]]] = {}
         for node in plan.nodes:
-            opts = node.spec.options
-            n_inboxes = opts.replicas if node.is_keyed else 1
-            capacity = opts.buffer * (opts.replicas if not node.is_keyed else 1)
-            self.inboxes[node.name] = [
-                anyio.create_memory_object_stream[Chunk](capacity) for _ in range(n_inboxes)
-            ]
+            self.inboxes[node.name] = self._new_inboxes(node)
+
+    def _new_inboxes(
+        self, node: Node
+    ) -> list[tuple[MemoryObjectSendStream[Chunk], MemoryObjectReceiveStream[Chunk]]]:
+        """One inbox per replica of a keyed node (records routed by key), else one shared."""
+        opts = node.spec.options
+        n_inboxes = opts.replicas if node.is_keyed else 1
+        capacity = opts.buffer * (opts.replicas if not node.is_keyed else 1)
+        return [anyio.create_memory_object_stream[Chunk](capacity) for _ in range(n_inboxes)]
 
     def _routes(self, source: str) -> list[Any]:
         """Fresh routes (with their own send-stream clones) for one producer of ``source``."""
