@@ -1,0 +1,239 @@
+"""The ``alto`` command: list, run and draw the example applications.
+
+    alto list
+    alto run factcheck --n 3
+    alto run summarize --input docs.jsonl --llm openai --llm-url http://127.0.0.1:8000/v1
+    alto graph multihop --mermaid
+
+Errors are one line on stderr and a non-zero exit (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Sequence
+
+APPS = ("factcheck", "multihop", "summarize", "ingest")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class CLIError(Exception):
+    """A user mistake: printed as one line, exit status 2."""
+
+
+def load_app(name: str) -> ModuleType:
+    """The module of example application ``name`` (from the repository's ``examples/``)."""
+    if name not in APPS:
+        raise CLIError(f"unknown app {name!r}; choose one of: {', '.join(APPS)} (see 'alto list')")
+    if not (REPO / "examples" / name).is_dir():
+        raise CLIError(
+            f"the example apps live in the repository's examples/ folder, which is not next to "
+            f"this installation ({REPO}); install Alto from a checkout with 'pip install -e .'"
+        )
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return importlib.import_module(f"examples.{name}")
+
+
+def read_inputs(app: ModuleType, path: str) -> list[Any]:
+    """Inputs from a JSON file (a list) or a JSON-lines file (one input per line)."""
+    file = Path(path)
+    if not file.is_file():
+        raise CLIError(f"input file {path!r} does not exist")
+    text = file.read_text(encoding="utf-8")
+    try:
+        stripped = text.lstrip()
+        if stripped.startswith("["):
+            records = json.loads(text)
+        else:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"input file {path!r} is not JSON or JSON lines: {exc}") from exc
+    if not isinstance(records, list) or not records:
+        raise CLIError(f"input file {path!r} holds no inputs")
+    try:
+        return list(app.parse_inputs(records))
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"{path}: {exc}") from exc
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
+    return value
+
+
+def check_llm_server(url: str) -> None:
+    """Fail fast, in one line, when an OpenAI-compatible server does not answer."""
+    import httpx
+
+    try:
+        httpx.get(url.rstrip("/") + "/models", timeout=5.0)
+    except httpx.HTTPError as exc:
+        raise CLIError(f"cannot reach the LLM server at {url}: {exc}") from exc
+
+
+async def _run(args: argparse.Namespace, app: ModuleType) -> int:
+    import alto
+    from examples.common import open_operators
+
+    inputs = read_inputs(app, args.input) if args.input else app.load_inputs(args.n)
+    if args.llm == "openai":
+        if not args.llm_url:
+            raise CLIError("--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)")
+        check_llm_server(args.llm_url)
+    stats = alto.RunStats()
+    started = time.perf_counter()
+    async with open_operators(app.NEEDS, llm=args.llm, llm_url=args.llm_url,
+                              llm_model=args.llm_model, embedder=args.embedder) as ops:
+        flow = app.build(ops)
+        outcomes: dict[int, alto.Result[Any]] = {}
+        async for result in flow.stream(inputs, backend=args.backend, stats=stats,
+                                        trace=bool(args.trace), progress=len(inputs) > 3,
+                                        concurrency=args.concurrency):
+            outcomes[result.index] = result
+    wall = time.perf_counter() - started
+    if args.trace:
+        from alto.runtime.trace import write_chrome_trace
+
+        write_chrome_trace(stats, args.trace, process=f"alto {app.NAME}")
+    failed = [r for r in outcomes.values() if not r.ok]
+    describe = getattr(app, "input_summary", _jsonable)
+    if args.json:
+        print(json.dumps({
+            "app": app.NAME,
+            "operators": ops.labels,
+            "backend": args.backend,
+            "wall_s": round(wall, 3),
+            "results": [
+                {"index": i, "input": describe(inputs[i]), "output": _jsonable(r.value),
+                 "error": None if r.ok else str(r.error)}
+                for i, r in sorted(outcomes.items())
+            ],
+            "stats": stats.as_dict(),
+        }, indent=2))
+    else:
+        for i, r in sorted(outcomes.items()):
+            if r.ok:
+                print(app.render(inputs[i], r.value))
+            else:
+                print(f"input {i}: FAILED: {r.error}")
+        models = "; ".join(f"{k}: {v}" for k, v in ops.labels.items())
+        print(f"\n{app.NAME}: {len(inputs) - len(failed)}/{len(inputs)} inputs in {wall:.1f} s "
+              f"({args.backend} backend; {models})")
+        if args.stats:
+            print(stats.table())
+    return 1 if failed else 0
+
+
+def _graph(args: argparse.Namespace, app: ModuleType) -> int:
+    from examples.common import Operators
+    from alto.testing import FakeLLM
+
+    plan = app.build(Operators(llm=FakeLLM())).plan  # the plan does not depend on the models
+    if not args.mermaid:
+        print(plan.describe())
+    if not args.text:
+        if not args.mermaid:
+            print()
+        print(plan.mermaid())
+    return 0
+
+
+def _list() -> int:
+    for name in APPS:
+        try:
+            app = load_app(name)
+            description = app.DESCRIPTION
+        except (CLIError, ImportError) as exc:
+            description = f"(unavailable: {exc})"
+        print(f"{name:<11} {description}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alto", description="Streaming compound-AI pipelines.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the example apps")
+
+    run = sub.add_parser("run", help="run an example app")
+    run.add_argument("app", help=f"one of {', '.join(APPS)}")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--input", metavar="FILE", help="JSON list or JSON-lines file of inputs")
+    source.add_argument("--n", type=int, default=3, help="inputs from the shipped data (default 3)")
+    run.add_argument("--llm", choices=["local", "openai", "emulated", "fake"], default="local",
+                     help="local: embedded SmolLM2 (default); openai: a server at --llm-url; "
+                     "emulated: the serving-timing emulator (timing emulation, not a model)")
+    run.add_argument("--llm-url", help="base URL of an OpenAI-compatible server (…/v1)")
+    run.add_argument("--llm-model", help="model name for the server, or a GGUF path for local")
+    run.add_argument("--embedder", choices=["minilm", "hash"], default="minilm")
+    run.add_argument("--backend", choices=["local", "ray"], default="local")
+    run.add_argument("--concurrency", type=int, help="most inputs in flight at once")
+    run.add_argument("--json", action="store_true", help="print results as JSON")
+    run.add_argument("--stats", action="store_true", help="print per-stage statistics")
+    run.add_argument("--trace", metavar="FILE", help="write a Chrome trace of every stage call")
+
+    graph = sub.add_parser("graph", help="print an app's plan, with its levels")
+    graph.add_argument("app")
+    fmt = graph.add_mutually_exclusive_group()
+    fmt.add_argument("--text", action="store_true", help="only the text form")
+    fmt.add_argument("--mermaid", action="store_true", help="only the Mermaid form")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    # model libraries print download/loading progress bars; the run has its own
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        if args.command == "list":
+            return _list()
+        app = load_app(args.app)
+        if args.command == "graph":
+            return _graph(args, app)
+        if args.n is not None and args.n < 1:
+            raise CLIError(f"--n must be at least 1, got {args.n}")
+        if args.concurrency is not None and args.concurrency < 1:
+            raise CLIError(f"--concurrency must be at least 1, got {args.concurrency}")
+        import anyio
+
+        return anyio.run(_run, args, app)
+    except KeyboardInterrupt:
+        print("alto: interrupted", file=sys.stderr)
+        return 130
+    except CLIError as exc:
+        if args.debug:
+            raise
+        print(f"alto: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # one line for the user; --debug for the whole story
+        if args.debug:
+            raise
+        print(f"alto: error: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""What the example applications share: their operators, and how to open them.
+
+Every app calls its models through one :class:`Operators` bundle, and its
+Alto flow, its plain-Python reference and its LangGraph baselines all call the
+*same* objects, so comparisons measure orchestration only.
+
+``open_operators`` builds the bundle an app needs from the command line's
+choices: the LLM (embedded SmolLM2, an OpenAI-compatible server, the
+serving-timing emulator, or the scripted fake) and the embedder (MiniLM, or
+the hashing test double); the passage retriever is built over the shipped
+corpus and cached on disk, so only the first run pays for embedding it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterable, Literal
+
+from alto.operators.llm.base import LLM
+
+LLMKind = Literal["local", "openai", "emulated", "fake"]
+EmbedderKind = Literal["minilm", "hash"]
+Need = Literal["llm", "embedder", "retriever"]
+
+
+@dataclass
+class Operators:
+    """The model clients an app calls.
+
+    Attributes:
+        llm: the language model.
+        embedder: a sentence embedder (``embed``, ``token_embeddings``, ``dim``).
+        retriever: a passage retriever over the shipped corpus.
+        labels: how each was made, for reports (e.g. ``{"llm": "local SmolLM2"}``).
+    """
+
+    llm: LLM | None = None
+    embedder: Any = None
+    retriever: Any = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def llm_replicas(self) -> int:
+        """How many LLM calls to run at once: what the LLM serves well concurrently."""
+        return self.llm.max_concurrency if self.llm is not None else 1
+
+
+def cache_dir() -> Path:
+    """Where built indexes are kept: ``$ALTO_CACHE`` or ``~/.cache/alto``."""
+    return Path(os.environ.get("ALTO_CACHE", Path.home() / ".cache" / "alto"))
+
+
+def make_embedder(kind: EmbedderKind = "minilm") -> Any:
+    from alto.operators.embedding import Embedder, HashEmbedder
+
+    if kind == "hash":
+        return HashEmbedder()
+    if kind == "minilm":
+        return Embedder()
+    raise ValueError(f"unknown embedder {kind!r}; expected 'minilm' or 'hash'")
+
+
+async def passage_retriever(embedder: Any, *, limit: int | None = None) -> Any:
+    """A retriever over the shipped passages, built once per embedder and cached on disk."""
+    from alto.operators.embedding import describe_embedder
+    from alto.operators.retriever import Retriever
+    from examples import data
+
+    passages = data.passages()[:limit]
+    key = hashlib.sha256(
+        repr((describe_embedder(embedder), [p.id for p in passages])).encode()
+    ).hexdigest()[:16]
+    folder = cache_dir() / "indexes" / f"passages-{key}"
+    if (folder / "index.faiss").exists():
+        try:
+            return Retriever.load(folder, embedder)
+        except Exception:  # a stale or partial cache: rebuild it below
+            pass
+    retriever = await Retriever.build(
+        [p.text for p in passages], embedder, ids=[p.id for p in passages]
+    )
+    with contextlib.suppress(OSError):
+        retriever.save(folder)
+    return retriever
+
+
+@contextlib.asynccontextmanager
+async def open_llm(
+    kind: LLMKind = "local", *, url: str | None = None, model: str | None = None
+) -> AsyncIterator[tuple[LLM, str]]:
+    """The LLM of the given kind, and a label for reports; closed (and servers stopped) after."""
+    if kind == "local":
+        from alto.operators.llm.local import LocalLLM
+
+        llm: LLM = LocalLLM(model) if model else LocalLLM()
+        label = "local SmolLM2-135M (llama.cpp, CPU)" if not model else f"local {model}"
+        async with llm:
+            yield llm, label
+    elif kind == "openai":
+        from alto.operators.llm.openai import OpenAIClient
+
+        if not url:
+            raise ValueError("--llm openai needs --llm-url, e.g. http://127.0.0.1:8000/v1")
+        async with OpenAIClient(url, model or "default") as client:
+            yield client, f"OpenAI-compatible server at {url}"
+    elif kind == "emulated":
+        from alto.operators.llm.emulator import EmulatedServer
+        from alto.operators.llm.openai import OpenAIClient
+
+        with EmulatedServer() as server:
+            async with OpenAIClient(server.url, "emulated") as client:
+                client.max_concurrency = server.config.recommended_concurrency
+                yield client, "serving-timing emulator (timing emulation, not a model)"
+    elif kind == "fake":
+        from alto.testing import FakeLLM
+
+        yield FakeLLM(), "scripted fake LLM (tests)"
+    else:
+        raise ValueError(f"unknown LLM kind {kind!r}; expected local, openai, emulated or fake")
+
+
+@contextlib.asynccontextmanager
+async def open_operators(
+    needs: Iterable[Need],
+    *,
+    llm: LLMKind = "local",
+    llm_url: str | None = None,
+    llm_model: str | None = None,
+    embedder: EmbedderKind = "minilm",
+) -> AsyncIterator[Operators]:
+    """Open what an app needs; everything opened is closed on exit."""
+    needs = set(needs)
+    ops = Operators()
+    async with contextlib.AsyncExitStack() as stack:
+        if "embedder" in needs or "retriever" in needs:
+            ops.embedder = make_embedder(embedder)
+            ops.labels["embedder"] = "all-MiniLM-L6-v2" if embedder == "minilm" else "hashing"
+        if "retriever" in needs:
+            ops.retriever = await passage_retriever(ops.embedder)
+            ops.labels["retriever"] = "faiss flat inner product over the shipped passages"
+        if "llm" in needs:
+            ops.llm, ops.labels["llm"] = await stack.enter_async_context(
+                open_llm(llm, url=llm_url, model=llm_model)
+            )
+        yield ops
+
+
+def parse_each(records: Iterable[Any], parse: Any) -> list[Any]:
+    """``parse`` applied to every record; a bad one raises ``ValueError`` naming its index."""
+    out = []
+    for i, record in enumerate(records):
+        try:
+            out.append(parse(record))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"input {i}: {exc}") from exc
+    return out
+
+
+async def fake_operators(*, passages: int | None = 400) -> Operators:
+    """Operators for tests: the scripted fake LLM, the hashing embedder, a small retriever."""
+    from alto.operators.embedding import HashEmbedder
+    from alto.testing import FakeLLM
+
+    embedder = HashEmbedder()
+    from alto.operators.retriever import Retriever
+    from examples import data
+
+    chosen = data.passages()[:passages]
+    retriever = await Retriever.build(
+        [p.text for p in chosen], embedder, ids=[p.id for p in chosen]
+    )
+    return Operators(FakeLLM(), embedder, retriever, {"llm": "fake", "embedder": "hashing"})
