@@ -139,10 +139,12 @@ async def _run(args: argparse.Namespace, app: ModuleType) -> int:
 
 
 def _graph(args: argparse.Namespace, app: ModuleType) -> int:
-    from examples.common import Operators
+    from alto.operators.embedding import HashEmbedder
     from alto.testing import FakeLLM
+    from examples.common import Operators
 
-    plan = app.build(Operators(llm=FakeLLM())).plan  # the plan does not depend on the models
+    # the plan does not depend on the models: wire it over the test doubles
+    plan = app.build(Operators(llm=FakeLLM(), embedder=HashEmbedder())).plan
     if not args.mermaid:
         print(plan.describe())
     if not args.text:
