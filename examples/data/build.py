@@ -30,7 +30,6 @@ each gold answer occurs verbatim in each of its gold passages.
 from __future__ import annotations
 
 import argparse
-import base64
 import gzip
 import hashlib
 import io
@@ -40,7 +39,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,8 +76,49 @@ HOWTO_EXCLUDE = ("index", "cporting", "clinic", "logging-cookbook")  # index pag
 # --------------------------------------------------------------------------------------------
 
 _ABBREVIATIONS = frozenset(
-    "e.g i.e etc cf vs al approx esp fig no nos inc ltd co corp dr mr mrs ms prof st jr sr "
-    "vol ed eds rev dept univ jan feb mar apr jun jul aug sep sept oct nov dec".split()
+    [
+        "e.g",
+        "i.e",
+        "etc",
+        "cf",
+        "vs",
+        "al",
+        "approx",
+        "esp",
+        "fig",
+        "no",
+        "nos",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "dr",
+        "mr",
+        "mrs",
+        "ms",
+        "prof",
+        "st",
+        "jr",
+        "sr",
+        "vol",
+        "ed",
+        "eds",
+        "rev",
+        "dept",
+        "univ",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+    ]
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[A-Z0-9])")
 
@@ -173,9 +213,12 @@ def chunk_paragraphs(paragraphs: Sequence[str], limit: int = MAX_WORDS) -> list[
             chunks.append([unit])
             size = n
     texts = ["\n\n".join(chunk) for chunk in chunks]
-    if len(texts) >= 2 and word_count(texts[-1]) < MIN_WORDS:
-        if word_count(texts[-2]) + word_count(texts[-1]) <= limit * 1.25:
-            texts[-2:] = [texts[-2] + "\n\n" + texts[-1]]
+    if (
+        len(texts) >= 2
+        and word_count(texts[-1]) < MIN_WORDS
+        and word_count(texts[-2]) + word_count(texts[-1]) <= limit * 1.25
+    ):
+        texts[-2:] = [texts[-2] + "\n\n" + texts[-1]]
     return texts
 
 
@@ -261,7 +304,9 @@ def clean_foldoc_paragraph(raw: str) -> tuple[str, list[str]]:
     return " ".join(text.split()), refs
 
 
-def parse_foldoc(dict_path: Path = FOLDOC_DICT, index_path: Path = FOLDOC_INDEX) -> list[FoldocEntry]:
+def parse_foldoc(
+    dict_path: Path = FOLDOC_DICT, index_path: Path = FOLDOC_INDEX
+) -> list[FoldocEntry]:
     """Parse the dictd files into entries, in dictionary order, skipping the preamble."""
     with gzip.open(dict_path, "rb") as fh:
         data = fh.read()
@@ -342,13 +387,48 @@ _ADORNMENT = re.compile(r"([=\-~^*\"#+'`:.])\1{2,}")
 _TABLE_BORDER = re.compile(r"[=\-+|\s]{3,}")
 _ITEM_START = re.compile(r"([*+\-•]|#\.|\d+\.|\(\d+\))\s+\S")
 _OBJECT_DIRECTIVES = frozenset(
-    "function method class attribute data exception decorator decoratormethod classmethod "
-    "staticmethod abstractmethod coroutinefunction coroutinemethod opcode cmdoption option "
-    "envvar describe pdbcommand monitoring-event".split()
+    [
+        "function",
+        "method",
+        "class",
+        "attribute",
+        "data",
+        "exception",
+        "decorator",
+        "decoratormethod",
+        "classmethod",
+        "staticmethod",
+        "abstractmethod",
+        "coroutinefunction",
+        "coroutinemethod",
+        "opcode",
+        "cmdoption",
+        "option",
+        "envvar",
+        "describe",
+        "pdbcommand",
+        "monitoring-event",
+    ]
 )
 _CONTENT_DIRECTIVES = frozenset(
-    "note warning important tip attention caution danger hint impl-detail admonition topic "
-    "glossary only hlist rubric container".split()
+    [
+        "note",
+        "warning",
+        "important",
+        "tip",
+        "attention",
+        "caution",
+        "danger",
+        "hint",
+        "impl-detail",
+        "admonition",
+        "topic",
+        "glossary",
+        "only",
+        "hlist",
+        "rubric",
+        "container",
+    ]
 )
 
 
@@ -366,7 +446,7 @@ def clean_inline(text: str) -> str:
 
     def role(match: re.Match[str]) -> str:
         name, content = match.group(1), match.group(2)
-        target = re.fullmatch(r"(.*?)\s*<[^<>]*>", content, re.S)
+        target = re.fullmatch(r"(.*?)\s*<[^<>]*>", content, re.DOTALL)
         if target and target.group(1):
             content = target.group(1)
         content = content.lstrip("!")
@@ -463,8 +543,11 @@ def parse_rst(text: str) -> list[tuple[str, str, str]]:
                 out.extend(_directive(directive.group(1), directive.group(2), lines[i + 1 : end]))
             i = end
             continue
-        if stripped.startswith(">>>") or _TABLE_BORDER.fullmatch(stripped) and "--" in stripped or (
-            _TABLE_BORDER.fullmatch(stripped) and "==" in stripped
+        if (
+            stripped.startswith(">>>")
+            or _TABLE_BORDER.fullmatch(stripped)
+            and "--" in stripped
+            or (_TABLE_BORDER.fullmatch(stripped) and "==" in stripped)
         ):
             while i < n and lines[i].strip():
                 i += 1
@@ -476,7 +559,7 @@ def parse_rst(text: str) -> list[tuple[str, str, str]]:
         j = i + 1
         while j < n and lines[j].strip() and not _heading_at(lines, j):
             nxt = lines[j].strip()
-            if nxt.startswith(".. ") or nxt.startswith(">>>") or _ITEM_START.match(nxt):
+            if nxt.startswith((".. ", ">>>")) or _ITEM_START.match(nxt):
                 break
             para.append(nxt)
             j += 1
@@ -604,7 +687,9 @@ def build_foldoc(entries: Sequence[FoldocEntry], corpus: Corpus) -> None:
             continue
         names = [candidates[k][0].headword for k in linked]
         if len(names) == 1:
-            question = f'What is {entry.headword}, and what is meant by "{names[0]}" in its definition?'
+            question = (
+                f'What is {entry.headword}, and what is meant by "{names[0]}" in its definition?'
+            )
         else:
             question = (
                 f'What is {entry.headword}, and what are "{names[0]}" and "{names[1]}" '
@@ -626,9 +711,13 @@ def build_foldoc(entries: Sequence[FoldocEntry], corpus: Corpus) -> None:
     keys = chosen + [k for k in extra if k not in in_corpus]
     for key in sorted(keys, key=pid):
         entry, text, _ = candidates[key]
-        corpus.passages.append(_passage(pid(key), entry.headword, f"{entry.headword}: {text}", "foldoc"))
+        corpus.passages.append(
+            _passage(pid(key), entry.headword, f"{entry.headword}: {text}", "foldoc")
+        )
     for n, key in enumerate(chosen[:FOLDOC_QUESTIONS], 1):
-        corpus.questions.append({"id": f"q-foldoc-{n:04d}", "kind": "foldoc-definition", **what_is(key)})
+        corpus.questions.append(
+            {"id": f"q-foldoc-{n:04d}", "kind": "foldoc-definition", **what_is(key)}
+        )
     corpus.multihop.extend(multihop)
 
     stream = [e for e in entries if word_count(e.body()) >= 15 and e.is_clean]
@@ -642,7 +731,12 @@ def build_foldoc(entries: Sequence[FoldocEntry], corpus: Corpus) -> None:
     unique.sort(key=lambda e: stable_order("ingest:" + e.headword))
     for entry in unique[:INGEST_DOCUMENTS]:
         corpus.ingest.append(
-            _passage(ingest_ids[entry.headword], entry.headword, f"{entry.headword}: {entry.body()}", "foldoc")
+            _passage(
+                ingest_ids[entry.headword],
+                entry.headword,
+                f"{entry.headword}: {entry.body()}",
+                "foldoc",
+            )
         )
 
 
@@ -677,7 +771,9 @@ def build_glossary(root: Path, corpus: Corpus) -> None:
         text = "\n\n".join(paragraphs)
         if word_count(text) > MAX_WORDS:
             text = chunk_paragraphs(paragraphs)[0]
-        corpus.passages.append(_passage(ids[term], f"Python glossary: {term}", f"{term}: {text}", source))
+        corpus.passages.append(
+            _passage(ids[term], f"Python glossary: {term}", f"{term}: {text}", source)
+        )
         answer = lead_answer(paragraphs[0])
         if answer is not None and asked < GLOSSARY_QUESTIONS:
             asked += 1
@@ -697,7 +793,9 @@ def build_modules(root: Path, corpus: Corpus) -> None:
     asked = 0
     for path in sorted((root / "library").glob("*.rst.txt")):
         raw = path.read_text(encoding="utf-8")
-        module = re.search(r"^\.\. module:: *(\S+)\s*\n((?: +:\w+:.*\n| {6,}\S.*\n)*)", raw, re.M)
+        module = re.search(
+            r"^\.\. module:: *(\S+)\s*\n((?: +:\w+:.*\n| {6,}\S.*\n)*)", raw, re.MULTILINE
+        )
         if module is None:
             continue
         name = module.group(1)
@@ -759,8 +857,11 @@ def build_pages(root: Path, corpus: Corpus) -> None:
                     n += 1
                 if folder != "faq" or not section.title.endswith("?") or asked >= FAQ_QUESTIONS:
                     continue
-                answer = lead_answer(section.paragraphs[0] if len(section.paragraphs[0].split()) > 3
-                                     else " ".join(section.paragraphs[:2]))
+                answer = lead_answer(
+                    section.paragraphs[0]
+                    if len(section.paragraphs[0].split()) > 3
+                    else " ".join(section.paragraphs[:2])
+                )
                 if answer is None or answer not in chunks[0]:
                     continue
                 asked += 1
@@ -802,7 +903,9 @@ def build_documents(root: Path, corpus: Corpus) -> None:
 
 
 def build_corpus(
-    foldoc_dict: Path = FOLDOC_DICT, foldoc_index: Path = FOLDOC_INDEX, pydoc_root: Path = PYDOC_ROOT
+    foldoc_dict: Path = FOLDOC_DICT,
+    foldoc_index: Path = FOLDOC_INDEX,
+    pydoc_root: Path = PYDOC_ROOT,
 ) -> Corpus:
     """Assemble every record and check the invariants the loaders and tests rely on."""
     corpus = Corpus()
@@ -829,7 +932,9 @@ def check(corpus: Corpus) -> None:
     for item in items:
         for gold in item["gold_ids"]:  # type: ignore[attr-defined]
             if gold not in texts:
-                raise ValueError(f"gold passage {gold!r} of {item['question']!r} is not in the corpus")
+                raise ValueError(
+                    f"gold passage {gold!r} of {item['question']!r} is not in the corpus"
+                )
             if str(item["answer"]) not in texts[gold]:
                 raise ValueError(f"answer of {item['question']!r} not found in passage {gold!r}")
     for name in ("questions", "multihop", "ingest"):
@@ -857,7 +962,10 @@ def package_version(package: str) -> str:
     """Installed Debian package version, or "unknown" where dpkg is unavailable."""
     try:
         done = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=False
+            ["dpkg-query", "-W", "-f=${Version}", package],
+            capture_output=True,
+            text=True,
+            check=False,
         )
     except OSError:
         return "unknown"
@@ -890,7 +998,8 @@ def compare(built: Path, shipped: Path) -> list[str]:
     return [
         name
         for name in (*DATA_FILES, "MANIFEST.json")
-        if not (shipped / name).exists() or (built / name).read_bytes() != (shipped / name).read_bytes()
+        if not (shipped / name).exists()
+        or (built / name).read_bytes() != (shipped / name).read_bytes()
     ]
 
 
@@ -903,14 +1012,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE, help="output folder (default: here)")
     parser.add_argument(
-        "--check", action="store_true", help="rebuild into a temporary folder and compare with --out"
+        "--check",
+        action="store_true",
+        help="rebuild into a temporary folder and compare with --out",
     )
     args = parser.parse_args(argv)
     missing = _missing_sources()
     if missing:
         print(
-            "source files not found: " + ", ".join(missing)
-            + "\ninstall them with: apt-get install -y " + " ".join(PACKAGES),
+            "source files not found: "
+            + ", ".join(missing)
+            + "\ninstall them with: apt-get install -y "
+            + " ".join(PACKAGES),
             file=sys.stderr,
         )
         return 2
@@ -931,8 +1044,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, info in manifest["files"].items():  # type: ignore[union-attr]
         print(f"{name:22} {info['records']:6d} records")
     return 0
-
-
 
 
 if __name__ == "__main__":

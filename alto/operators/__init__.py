@@ -1,0 +1,41 @@
+"""Ready-made operators: model clients that Alto stages and other frameworks can call.
+
+Names are resolved lazily, so ``import alto.operators`` imports neither numpy, torch nor faiss;
+``alto.operators.Embedder`` imports its module on first access (and torch only when an
+``Embedder`` is created).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from alto.operators.embedding import Embedder, HashEmbedder
+    from alto.operators.retriever import Hit, Retriever
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "Embedder": "alto.operators.embedding",
+    "HashEmbedder": "alto.operators.embedding",
+    "Hit": "alto.operators.retriever",
+    "Retriever": "alto.operators.retriever",
+}
+
+__all__ = ["Embedder", "HashEmbedder", "Hit", "Retriever"]
+
+
+assert sorted(__all__) == sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'alto.operators' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
