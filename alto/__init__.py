@@ -21,7 +21,15 @@ Write stages as ``async def`` functions, wire them in a flow, run it:
     [6, 0]
 """
 
-from alto.errors import AltoError, CompileError, InputError, PipelineError, StageError
+from alto.errors import (
+    AltoError,
+    CompileError,
+    DeadlineExceeded,
+    InputCancelled,
+    InputError,
+    PipelineError,
+    StageError,
+)
 from alto.flow import Flow, ResultStream, flow, run
 from alto.markers import Gather, GatherStream, Split
 from alto.result import Result
@@ -34,9 +42,11 @@ __all__ = [
     "AltoError",
     "CallSpan",
     "CompileError",
+    "DeadlineExceeded",
     "Flow",
     "Gather",
     "GatherStream",
+    "InputCancelled",
     "InputError",
     "PipelineError",
     "Result",

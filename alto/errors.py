@@ -123,6 +123,45 @@ def _rebuild_input_error(index: int, text: str, parameter: str | None) -> InputE
     return err
 
 
+class DeadlineExceeded(AltoError):
+    """A root input did not finish within the run's ``deadline``.
+
+    Attributes:
+        index: the input's position.
+        deadline: the deadline in seconds, counted from when the input entered the run.
+    """
+
+    code = "deadline"
+
+    def __init__(self, index: int, deadline: float) -> None:
+        self.index = index
+        self.deadline = deadline
+        super().__init__(
+            f"input {index} did not finish within its deadline of {deadline:g} s; its stage "
+            "calls were cancelled"
+        )
+
+    def __reduce__(self) -> Any:
+        return (DeadlineExceeded, (self.index, self.deadline))
+
+
+class InputCancelled(AltoError):
+    """A root input was cancelled (``ResultStream.cancel(index)``) before it finished.
+
+    Attributes:
+        index: the input's position.
+    """
+
+    code = "cancelled"
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        super().__init__(f"input {index} was cancelled; its stage calls were stopped")
+
+    def __reduce__(self) -> Any:
+        return (InputCancelled, (self.index,))
+
+
 class PipelineError(AltoError):
     """Some root inputs failed; raised by ``Flow.run`` after every other input finished.
 

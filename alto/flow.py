@@ -16,6 +16,7 @@ from alto.errors import CompileError, PipelineError, StageError
 from alto.result import Result
 from alto.runtime import get_backend
 from alto.runtime.metrics import RunStats
+from alto.runtime.run import RunControl
 
 Inputs = Iterable[Any] | AsyncIterable[Any]
 
@@ -69,6 +70,7 @@ class Flow:
         stats: RunStats | None = None,
         trace: bool = False,
         dead_letters: list[StageError] | None = None,
+        deadline: float | None = None,
         progress: bool = False,
         **options: Any,
     ) -> list[Any]:
@@ -86,6 +88,9 @@ class Flow:
             trace: also record every stage call in ``stats.spans``.
             dead_letters: a list to collect failed fragments in, instead of
                 failing their root input: the gather sees the surviving siblings.
+            deadline: seconds each input may take from when it enters the run;
+                an input past it fails with :class:`DeadlineExceeded` and its
+                stage calls are stopped.
             progress: show a progress bar.
             options: options of the backend (e.g. ``address=`` for Ray).
 
@@ -105,6 +110,7 @@ class Flow:
                 trace=trace,
                 dead_letters=dead_letters,
                 progress=bar,
+                **({"deadline": deadline} if deadline is not None else {}),
                 **options,
             )
         finally:
@@ -139,8 +145,23 @@ class ResultStream:
         self._run = get_backend(backend)
         self._options = options
         self.stats: RunStats = options.pop("stats", None) or RunStats()
+        self._control = RunControl()
+        if getattr(self._run, "cancels_inputs", False):
+            options["control"] = self._control
         self._send, self._receive = anyio.create_memory_object_stream[Result[Any]](math.inf)
         self._task: asyncio.Task[None] | None = None
+
+    def cancel(self, index: int) -> bool:
+        """Stop input ``index``: it gets the outcome :class:`InputCancelled`, others go on.
+
+        Returns False if the input already had an outcome.
+        """
+        if not getattr(self._run, "cancels_inputs", False):
+            raise NotImplementedError(
+                f"this backend ({getattr(self._run, '__module__', '?')}) cannot cancel single "
+                "inputs; cancel the whole stream with aclose()"
+            )
+        return self._control.cancel(index)
 
     def __aiter__(self) -> AsyncIterator[Result[Any]]:
         return self

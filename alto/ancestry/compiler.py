@@ -371,6 +371,9 @@ def compile_flow(name: str, fn: Callable[..., Any], where: str) -> Plan:
         outputs=outputs,
         output_tuple=as_tuple,
         consumers=MappingProxyType({k: tuple(v) for k, v in consumers.items()}),
+        annotations=MappingProxyType(
+            {p: hints[p] for p in sig.parameters if hints.get(p) is not None}
+        ),
     )
 
 

@@ -91,6 +91,7 @@ class Plan:
         outputs: the sources whose level-0 values make up each root's output.
         output_tuple: whether the flow returns a tuple of those values.
         consumers: for every source, the ``(node name, port index)`` pairs it feeds.
+        annotations: the flow parameters' type hints, which inputs are checked against.
     """
 
     name: str
@@ -102,6 +103,7 @@ class Plan:
     consumers: Mapping[str, tuple[tuple[str, int], ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    annotations: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def node(self, name: str) -> Node:
         for n in self.nodes:

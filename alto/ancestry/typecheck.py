@@ -8,6 +8,7 @@ passes, and the stage sees the value as is.
 
 from __future__ import annotations
 
+import collections.abc
 import types
 import typing
 from typing import Any
@@ -47,6 +48,8 @@ def fits(produced: Any, expected: Any) -> bool | None:
     e_origin = typing.get_origin(expected) or expected
     if not (isinstance(p_origin, type) and isinstance(e_origin, type)):
         return None
+    if _validated_at_run_time(e_origin, p_origin):
+        return None
     if getattr(e_origin, "_is_protocol", False) and not getattr(
         e_origin, "_is_runtime_protocol", False
     ):
@@ -66,6 +69,17 @@ def fits(produced: Any, expected: Any) -> bool | None:
     return False if any(v is False for v in verdicts) else True
 
 
+def _validated_at_run_time(expected: type, produced: type) -> bool:
+    """A pydantic model parameter accepts mappings: they are validated when the stage runs."""
+    try:
+        import pydantic
+    except ImportError:  # pragma: no cover - pydantic is a dependency
+        return False
+    return issubclass(expected, pydantic.BaseModel) and issubclass(
+        produced, collections.abc.Mapping
+    )
+
+
 def value_fits(value: Any, expected: Any) -> bool | None:
     """Whether a constant fits ``expected``; only plain classes are checked."""
     if expected is None or expected is Any or isinstance(expected, (str, typing.TypeVar)):
@@ -81,6 +95,8 @@ def value_fits(value: Any, expected: Any) -> bool | None:
     if not isinstance(origin, type):
         return None
     if getattr(origin, "_is_protocol", False):
+        return None
+    if isinstance(value, collections.abc.Mapping) and _validated_at_run_time(origin, dict):
         return None
     try:
         return isinstance(value, origin) or origin in _NUMERIC_WIDENING.get(type(value), ())

@@ -12,13 +12,21 @@ from contextlib import aclosing
 from typing import Any, Awaitable, Callable, Protocol
 
 import anyio
+import pydantic
 
 from alto.ancestry.plan import Node
-from alto.ancestry.spec import OutputKind
+from alto.ancestry.spec import OutputKind, ParamKind
 from alto.errors import StageError
 from alto.runtime.metrics import StageStats, now
 from alto.runtime.records import DROPPED, Close
 from alto.runtime.run import RunState
+
+
+GUARD_S = 1e-3
+"""Stages whose calls take longer than this (moving average) can have a call stopped
+when its root gets an outcome (a failure elsewhere, a deadline, a cancellation)."""
+
+STOPPED: Any = object()
 
 
 class Outbox(Protocol):
@@ -51,7 +59,8 @@ class Invoker:
         self.retry_on = options.retry_on
         self.backoff = options.retry_backoff
         self.trace = run.stats.spans is not None
-        self.call = self._caller()
+        self.call = self._validating(self._caller())
+        self.ema = 1.0  # moving average of call time; starts high, so first calls are guarded
 
     def _caller(self) -> Callable[[Any], Any]:
         """A function of the assembled inputs that starts the stage's call."""
@@ -85,6 +94,53 @@ class Invoker:
 
         return call_keyed
 
+    def _validating(self, call: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """Validate values bound to parameters annotated with a pydantic model.
+
+        A dict becomes the model; a value that does not validate fails the call
+        with an :class:`ArgumentError` naming the parameter (never retried).
+        """
+        node = self.node
+        if node.spec.options.batch:
+            return call
+        models = {
+            p.name: p.annotation
+            for p in node.spec.params
+            if p.kind is ParamKind.VALUE and _is_model(p.annotation)
+        }
+        names = tuple(p.param for p in node.ports)
+        checked = [(i, n, models[n]) for i, n in enumerate(names) if n in models]
+        if not checked:
+            return call
+        stage = self.name
+
+        def check(name: str, model: type[pydantic.BaseModel], value: Any) -> Any:
+            if isinstance(value, model):
+                return value
+            try:
+                return model.model_validate(value)
+            except pydantic.ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+                    for e in exc.errors(include_url=False)
+                )
+                raise ArgumentError(
+                    f"parameter {name!r} of stage {stage!r} is not a valid "
+                    f"{model.__name__}: {problems}"
+                ) from exc
+
+        if not node.is_keyed:
+            (_, name, model) = checked[0]
+            return lambda value: call(check(name, model, value))
+
+        def validated(values: tuple[Any, ...]) -> Any:
+            values = list(values)
+            for i, name, model in checked:
+                values[i] = check(name, model, values[i])
+            return call(tuple(values))
+
+        return validated
+
     async def _backoff(self, attempt: int) -> None:
         self.stats.retries += 1
         delay = self.backoff * (2 ** (attempt - 1))
@@ -101,21 +157,46 @@ class Invoker:
         with anyio.fail_after(self.timeout):
             return await self.call(args)
 
+    async def _guarded(self, root: int, args: Any) -> Any:
+        """A call that stops (returning ``STOPPED``) if its root gets an outcome meanwhile.
+
+        The cancel scope costs a few microseconds, so only stages whose calls take
+        longer than ``GUARD_S`` on average run their calls guarded.
+        """
+        run = self.run
+        with anyio.CancelScope() as scope:
+            run.watch(root, scope)
+            try:
+                if self.timeout is None:
+                    return await self.call(args)
+                with anyio.fail_after(self.timeout):
+                    return await self.call(args)
+            finally:
+                run.unwatch(root, scope)
+        return STOPPED  # only reached when the scope was cancelled
+
     async def value(self, anc: tuple, args: Any, outbox: Outbox) -> None:
         """One call that returns one value."""
+        if anc[0] in self.dead:
+            return  # the root got its outcome while this call waited its turn
         stats = self.stats
         attempt = 1
         t0 = now()
         while True:
             try:
-                if self.timeout is None:
+                if self.ema > GUARD_S:
+                    result = await self._guarded(anc[0], args)
+                    if result is STOPPED:
+                        return
+                elif self.timeout is None:
                     result = await self.call(args)
                 else:
                     with anyio.fail_after(self.timeout):
                         result = await self.call(args)
                 break
             except Exception as exc:
-                if attempt <= self.retries and isinstance(exc, self.retry_on):
+                retryable = isinstance(exc, self.retry_on) and not isinstance(exc, ArgumentError)
+                if attempt <= self.retries and retryable:
                     await self._backoff(attempt)
                     attempt += 1
                     continue
@@ -125,6 +206,7 @@ class Invoker:
                 self._fail(anc, exc, attempt, outbox)
                 return
         t1 = now()
+        self.ema = self.ema * 0.8 + (t1 - t0) * 0.2
         stats.calls += 1
         stats.busy_s += t1 - t0
         stats.fragments_out += 1
@@ -149,7 +231,8 @@ class Invoker:
                         await self._children(anc, args, outbox, made)
                 break
             except Exception as exc:
-                if made[0] == 0 and attempt <= self.retries and isinstance(exc, self.retry_on):
+                retryable = isinstance(exc, self.retry_on) and not isinstance(exc, ArgumentError)
+                if made[0] == 0 and attempt <= self.retries and retryable:
                     await self._backoff(attempt)
                     attempt += 1
                     continue
@@ -178,15 +261,37 @@ class Invoker:
                 made[0] += 1
                 stats.fragments_out += 1
             return
+        root = anc[0]
+        run = self.run
         try:
             async with aclosing(self.call(args)) as children:
+                following = children.__anext__
                 t = now()
-                async for item in children:
+                while True:
+                    if self.ema > GUARD_S:  # a slow split: stop it if its root ends meanwhile
+                        with anyio.CancelScope() as scope:
+                            run.watch(root, scope)
+                            try:
+                                item = await following()
+                            except StopAsyncIteration:
+                                break
+                            finally:
+                                run.unwatch(root, scope)
+                        if scope.cancelled_caught:
+                            return
+                    else:
+                        try:
+                            item = await following()
+                        except StopAsyncIteration:
+                            break
                     outbox.records.append((anc + (name, made[0]), item))
                     made[0] += 1
-                    if anc[0] in dead:
+                    if root in dead:
                         break  # the root already has an outcome: stop splitting it
                     t1 = now()
+                    self.ema = self.ema * 0.8 + (t1 - t) * 0.2
+                    # flushing happens outside any cancel scope: records of other roots
+                    # are never lost to a cancellation
                     if outbox.due(t1 - t):
                         await outbox.flush()
                     t = t1
@@ -243,6 +348,14 @@ class Invoker:
 
 class BatchShapeError(TypeError):
     """A batched stage returned the wrong number of results."""
+
+
+class ArgumentError(TypeError):
+    """A value does not validate against a stage parameter's pydantic model."""
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, pydantic.BaseModel)
 
 
 def runner_for(invoker: Invoker) -> Callable[[tuple, Any, Outbox], Awaitable[None]]:

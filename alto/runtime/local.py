@@ -17,6 +17,7 @@ replica.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, AsyncIterable, Callable, Iterable
 
 import anyio
@@ -30,7 +31,7 @@ from alto.runtime.assemble import Assembler
 from alto.runtime.invoke import Invoker, runner_for
 from alto.runtime.metrics import RunStats, StageStats, now
 from alto.runtime.records import CHUNK, Close
-from alto.runtime.run import RunState, bind_input
+from alto.runtime.run import RunControl, RunState, bind_input
 
 EAGER_S = 50e-6
 """Calls slower than this (moving average) send each output at once."""
@@ -178,15 +179,24 @@ class LocalRuntime:
         trace: bool = False,
         dead_letters: list[StageError] | None = None,
         progress: Any = None,
+        deadline: float | None = None,
+        control: RunControl | None = None,
     ) -> None:
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
             raise ValueError(f"concurrency={concurrency!r} is invalid; expected None or an int >= 1")
+        if deadline is not None and not deadline > 0:
+            raise ValueError(f"deadline={deadline!r} is invalid; expected None or seconds > 0")
         self.plan = plan
         self.stats = stats if stats is not None else RunStats()
         self.run = RunState(plan, on_result, self.stats, trace=trace, dead_letters=dead_letters)
         self.run.progress = progress
         if concurrency is not None:
             self.run.slots = anyio.Semaphore(concurrency)
+        self.deadline = deadline
+        if deadline is not None:
+            self.run.admitted = deque()
+        if control is not None:
+            control.attach(self.run)
         self.nodes = {n.name: n for n in plan.nodes}
         # node name -> one (send, receive) pair per inbox
         self.inboxes: dict[str, list[tuple[MemoryObjectSendStream[Chunk], MemoryObjectReceiveStream[Chunk]]]] = {}
@@ -230,10 +240,17 @@ class LocalRuntime:
                 send.close()
                 receive.close()
         try:
-            async with anyio.create_task_group() as tg:
-                for node, r, receive, outbox in workers:
-                    tg.start_soon(self._worker, node, r, receive, outbox, name=f"alto:{node.name}[{r}]")
-                await self._source(inputs, source_outboxes)
+            async with anyio.create_task_group() as outer:
+                if self.deadline is not None:
+                    outer.start_soon(self._deadlines, self.deadline)
+                try:
+                    async with anyio.create_task_group() as tg:
+                        for node, r, receive, outbox in workers:
+                            tg.start_soon(self._worker, node, r, receive, outbox,
+                                          name=f"alto:{node.name}[{r}]")
+                        await self._source(inputs, source_outboxes)
+                finally:
+                    outer.cancel_scope.cancel()
         finally:
             self.stats.finished = now()
         for root in sorted(set(self.stats.root_start) - self.run.dead):  # pragma: no cover
@@ -242,6 +259,13 @@ class LocalRuntime:
                 None,
                 StageError(plan.name, (root,), RuntimeError("the run ended without an outcome")),
             )
+
+    async def _deadlines(self, deadline: float) -> None:
+        """Fail inputs older than ``deadline``; checks a few times per deadline."""
+        every = min(0.05, deadline / 4)
+        while True:
+            await anyio.sleep(every)
+            self.run.expire(deadline)
 
     async def _source(self, inputs: Iterable[Any] | AsyncIterable[Any], outboxes: dict[str, _Outbox]) -> None:
         run = self.run
@@ -264,7 +288,8 @@ class LocalRuntime:
             except InputError as exc:
                 run.reject(exc)
                 return
-            run.start(index)
+            if not run.start(index):
+                return  # cancelled before it entered
             anc = (index,)
             for name, value in args.items():
                 outboxes[name].records.append((anc, value))
@@ -406,6 +431,9 @@ async def run_local(
     runtime = LocalRuntime(plan, on_result, **options)
     await runtime.execute(inputs)
     return runtime.stats
+
+
+run_local.cancels_inputs = True  # type: ignore[attr-defined]
 
 
 __all__ = ["LocalRuntime", "run_local"]

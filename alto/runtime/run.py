@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections import deque
+from typing import Any, Callable
 
 import anyio
+import pydantic
 
 from alto.ancestry.plan import Plan
-from alto.errors import AltoError, InputError, StageError
+from alto.ancestry.typecheck import describe, value_fits
+from alto.errors import AltoError, DeadlineExceeded, InputCancelled, InputError, StageError
 from alto.result import Result
 from alto.runtime.assemble import Assembler
 from alto.runtime.metrics import CallSpan, RunStats, StageStats, now
@@ -22,7 +25,7 @@ def bind_input(plan: Plan, index: int, item: Any) -> dict[str, Any]:
     """
     names = plan.inputs
     if len(names) == 1:
-        return {names[0]: item}
+        return _checked(plan, index, {names[0]: item})
     signature = f"({', '.join(names)})"
     if isinstance(item, dict):
         unknown = [k for k in item if k not in names]
@@ -54,7 +57,68 @@ def bind_input(plan: Plan, index: int, item: Any) -> dict[str, Any]:
                     parameter=name,
                 )
             args[name] = plan.defaults[name]
+    return _checked(plan, index, args)
+
+
+def _checked(plan: Plan, index: int, args: dict[str, Any]) -> dict[str, Any]:
+    """Inputs checked against the flow's annotations; pydantic models validated from dicts."""
+    for name, expected in plan.annotations.items():
+        value = args[name]
+        if _is_model(expected):
+            if isinstance(value, expected):
+                continue
+            try:
+                args[name] = expected.model_validate(value)
+            except pydantic.ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+                    for e in exc.errors(include_url=False)
+                )
+                raise InputError(
+                    index, f"parameter {name!r} is not a valid {expected.__name__}: {problems}",
+                    parameter=name,
+                ) from None
+        elif value_fits(value, expected) is False:
+            raise InputError(
+                index,
+                f"parameter {name!r} expects {describe(expected)}, got {type(value).__name__} "
+                f"{_clip(value)}",
+                parameter=name,
+            )
     return args
+
+
+class RunControl:
+    """A handle on a run in progress, for cancelling single inputs.
+
+    ``Flow.stream`` makes one; a backend attaches its :class:`RunState` when the
+    run starts. Cancelling before that is remembered and applied on attach.
+    """
+
+    def __init__(self) -> None:
+        self._run: RunState | None = None
+        self._early: set[int] = set()
+
+    def attach(self, run: RunState) -> None:
+        self._run = run
+        for index in self._early:
+            run.cancel(index)
+        self._early.clear()
+
+    def cancel(self, index: int) -> bool:
+        if self._run is None:
+            self._early.add(index)
+            return True
+        return self._run.cancel(index)
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, pydantic.BaseModel)
+
+
+def _clip(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class RunState:
@@ -86,14 +150,67 @@ class RunState:
         self.dead_letters = dead_letters
         self.last_error: dict[int, StageError] = {}
         self.progress: Any = None
+        # cancel scopes of the slow calls now running, by root: a root that gets its
+        # outcome (failure, deadline, cancellation) stops the calls still working for it
+        self.calls: dict[int, set[anyio.CancelScope]] = {}
+        self.cancel_early: set[int] = set()
+        self.admitted: deque[int] | None = None  # in admission order, when deadlines apply
         if trace:
             stats.spans = []
         for node in plan.nodes:
             stats.stages[node.name] = StageStats(node.name, node.spec.options.replicas)
 
-    def start(self, index: int) -> None:
+    def start(self, index: int) -> bool:
+        """Input ``index`` enters the run; False if it was cancelled before it could."""
         self.in_flight += 1
         self.stats.root_start[index] = now()
+        if self.admitted is not None:
+            self.admitted.append(index)
+        if index in self.cancel_early:
+            self.cancel_early.discard(index)
+            self.finish(index, None, InputCancelled(index))
+            return False
+        return True
+
+    def watch(self, root: int, scope: anyio.CancelScope) -> None:
+        """Cancel ``scope`` if ``root`` gets its outcome while the call inside it runs."""
+        self.calls.setdefault(root, set()).add(scope)
+
+    def unwatch(self, root: int, scope: anyio.CancelScope) -> None:
+        scopes = self.calls.get(root)
+        if scopes is not None:
+            scopes.discard(scope)
+            if not scopes:
+                del self.calls[root]
+
+    def cancel(self, index: int) -> bool:
+        """Give input ``index`` the outcome :class:`InputCancelled` and stop its calls.
+
+        An input that has not entered the run yet is cancelled when it does.
+        Returns False if the input already had an outcome.
+        """
+        if index in self.dead:
+            return False
+        if index not in self.stats.root_start:
+            self.cancel_early.add(index)
+            return True
+        self.finish(index, None, InputCancelled(index))
+        return True
+
+    def expire(self, deadline: float) -> None:
+        """Fail every input that has been in the run longer than ``deadline`` seconds."""
+        admitted = self.admitted
+        assert admitted is not None
+        horizon = now() - deadline
+        while admitted:
+            index = admitted[0]
+            if index in self.dead:
+                admitted.popleft()
+            elif self.stats.root_start[index] <= horizon:
+                admitted.popleft()
+                self.finish(index, None, DeadlineExceeded(index, deadline))
+            else:
+                break
 
     def output(self, anc: tuple, value: Any, slot: int) -> None:
         """A level-0 value for output ``slot`` of root ``anc[0]`` reached the sink."""
@@ -153,6 +270,8 @@ class RunState:
         self.last_error.pop(root, None)
         for assembler in self.assemblers:
             assembler.drop_root(root)
+        for scope in self.calls.pop(root, ()):
+            scope.cancel()
         if self.slots is not None:
             self.slots.release()
         if self.progress is not None:
@@ -164,6 +283,3 @@ class RunState:
         if spans is not None:
             spans.append(CallSpan(stage, anc, start, end, replica, size))
 
-
-def stage_options(plan: Plan) -> Mapping[str, Any]:
-    return {n.name: n.spec.options for n in plan.nodes}
