@@ -65,6 +65,25 @@ def read_inputs(app: ModuleType, path: str) -> list[Any]:
         raise CLIError(f"{path}: {exc}") from exc
 
 
+def read_config(app: ModuleType, path: str) -> Any:
+    """The app's settings from a JSON file, validated against its ``Config`` model."""
+    import pydantic
+
+    file = Path(path)
+    if not file.is_file():
+        raise CLIError(f"config file {path!r} does not exist")
+    try:
+        return app.Config.model_validate_json(file.read_text(encoding="utf-8"))
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        fields = ", ".join(app.Config.model_fields)
+        raise CLIError(f"config file {path!r} is not a valid {app.NAME} config: {problems} "
+                       f"(settings: {fields})") from None
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json")
@@ -96,9 +115,10 @@ async def _run(args: argparse.Namespace, app: ModuleType) -> int:
         check_llm_server(args.llm_url)
     stats = alto.RunStats()
     started = time.perf_counter()
+    config = read_config(app, args.config) if args.config else None
     async with open_operators(app.NEEDS, llm=args.llm, llm_url=args.llm_url,
                               llm_model=args.llm_model, embedder=args.embedder) as ops:
-        flow = app.build(ops)
+        flow = app.build(ops, config)
         outcomes: dict[int, alto.Result[Any]] = {}
         async for result in flow.stream(inputs, backend=args.backend, stats=stats,
                                         trace=bool(args.trace), progress=len(inputs) > 3,
@@ -182,6 +202,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--llm-url", help="base URL of an OpenAI-compatible server (…/v1)")
     run.add_argument("--llm-model", help="model name for the server, or a GGUF path for local")
     run.add_argument("--embedder", choices=["minilm", "hash"], default="minilm")
+    run.add_argument("--config", metavar="FILE", help="the app's settings as JSON (see its Config)")
     run.add_argument("--backend", choices=["local", "ray"], default="local")
     run.add_argument("--concurrency", type=int, help="most inputs in flight at once")
     run.add_argument("--json", action="store_true", help="print results as JSON")

@@ -97,6 +97,20 @@ def test_missing_and_bad_input_files(tmp_path: Path) -> None:
     assert_one_line_error(alto("run", "factcheck", "--input", str(empty)), "no inputs")
 
 
+def test_config_file(tmp_path: Path) -> None:
+    good = tmp_path / "good.json"
+    good.write_text('{"max_claims": 1}')
+    result = alto("run", "factcheck", "--n", "2", "--json", "--config", str(good), *FAST)
+    assert result.returncode == 0, result.stderr
+    assert all(len(r["output"]["claims"]) <= 1 for r in json.loads(result.stdout)["results"])
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"max_claims": "lots", "colour": 1}')
+    assert_one_line_error(alto("run", "factcheck", "--config", str(bad), *FAST),
+                          "not a valid factcheck config", "max_claims", "colour")
+    assert_one_line_error(alto("run", "factcheck", "--config", str(tmp_path / "no.json")),
+                          "does not exist")
+
+
 def test_unreachable_llm_server() -> None:
     result = alto("run", "factcheck", "--llm", "openai", "--llm-url", "http://127.0.0.1:9/v1")
     assert_one_line_error(result, "cannot reach the LLM server at http://127.0.0.1:9/v1")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextlib import aclosing
 from typing import Any, AsyncIterator, Sequence
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from alto.operators.text import sentences, split_lines
 from examples.common import Operators, parse_each
@@ -18,6 +18,9 @@ from examples.common import Operators, parse_each
 
 class Config(BaseModel):
     """Factcheck settings."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error
+
 
     answer_tokens: int = Field(96, description="most tokens of the LLM's answer")
     max_claims: int = Field(4, description="claims checked per answer")

@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from examples.common import Operators, parse_each
 
 
 class Config(BaseModel):
     """Ingest settings."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error
+
 
     chunk_words: int = Field(80, description="words per chunk")
     threshold: float = Field(0.92, description="cosine similarity of near duplicates")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from alto.operators.text import split_lines
 from examples.common import Operators, parse_each
@@ -18,6 +18,9 @@ from examples.common import Operators, parse_each
 
 class Config(BaseModel):
     """Multihop settings."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error
+
 
     max_subquestions: int = Field(3, description="sub-questions per question")
     k: int = Field(6, description="passages retrieved per sub-question before reranking")

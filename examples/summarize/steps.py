@@ -12,13 +12,16 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from examples.common import Operators, parse_each
 
 
 class Config(BaseModel):
     """Summarize settings."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error
+
 
     chunk_words: int = Field(60, description="words per chunk (paragraphs are not merged)")
     central: int = Field(2, description="most central chunks summarized per section")
