@@ -214,6 +214,11 @@ def parser() -> argparse.ArgumentParser:
     fmt = graph.add_mutually_exclusive_group()
     fmt.add_argument("--text", action="store_true", help="only the text form")
     fmt.add_argument("--mermaid", action="store_true", help="only the Mermaid form")
+
+    from alto.bench.cli import add_arguments as add_bench_arguments
+
+    add_bench_arguments(sub.add_parser(
+        "bench", help="compare Alto, the LangGraph versions and an asyncio optimum"))
     return p
 
 
@@ -226,6 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             return _list()
+        if args.command == "bench":
+            from alto.bench.cli import run as bench
+
+            return bench(args)
         app = load_app(args.app)
         if args.command == "graph":
             return _graph(args, app)

@@ -1,0 +1,17 @@
+"""``alto bench``: Alto against the LangGraph baselines and a hand-written asyncio optimum.
+
+Modules, one concept each:
+
+* :mod:`alto.bench.stats`: percentiles, ratios, Poisson schedules (pure).
+* :mod:`alto.bench.record`: operator wrappers that record every call alike for every
+  system, with root attribution and causal dependencies.
+* :mod:`alto.bench.bound`: the critical-path lower bound under the emulator's timing model.
+* :mod:`alto.bench.systems`: the systems under test behind one interface.
+* :mod:`alto.bench.driver`: closed-loop and Poisson load.
+* :mod:`alto.bench.runner`: one app's interleaved benchmark, in one process.
+* :mod:`alto.bench.summary`, :mod:`alto.bench.report`, :mod:`alto.bench.plots`,
+  :mod:`alto.bench.chrome`: figures, ``report.md``, PNGs, the Chrome trace.
+* :mod:`alto.bench.cli`: the subcommand.
+
+Nothing heavy is imported here.
+"""

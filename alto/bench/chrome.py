@@ -1,0 +1,123 @@
+"""The timelines as Chrome trace events (the JSON Perfetto and chrome://tracing open).
+
+One process per (app, system), one track per operator call of the recorded input, so the
+trace shows the same Gantt chart as ``timeline_<app>.png``; Alto's own stage calls of the
+same run follow as a separate process per app.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def chrome_trace(results: dict[str, Any]) -> dict[str, Any]:
+    """``{"traceEvents": [...]}`` with one complete ("X") event per call (microseconds)."""
+    events: list[dict[str, Any]] = []
+    pid = 0
+    for app_name, app in results["apps"].items():
+        for system, line in app.get("timelines", {}).items():
+            pid += 1
+            events.append(
+                {
+                    "ph": "M",
+                    "name": "process_name",
+                    "pid": pid,
+                    "args": {"name": f"{app_name} / {system} (operator calls)"},
+                }
+            )
+            events.append(
+                {"ph": "M", "name": "process_sort_index", "pid": pid, "args": {"sort_index": pid}}
+            )
+            for tid, call in enumerate(line["calls"], 1):
+                events.append(
+                    {
+                        "ph": "M",
+                        "name": "thread_name",
+                        "pid": pid,
+                        "tid": tid,
+                        "args": {"name": f"{tid:02d} {call['step']}"},
+                    }
+                )
+                events.append(
+                    _event(
+                        call["step"],
+                        call["operator"],
+                        pid,
+                        tid,
+                        call["start"],
+                        call["end"],
+                        {
+                            k: call[k]
+                            for k in (
+                                "method",
+                                "root",
+                                "items",
+                                "tokens",
+                                "prompt_chars",
+                                "queued_s",
+                                "error",
+                            )
+                        },
+                    )
+                )
+            if line.get("stage_spans"):
+                pid += 1
+                events.append(
+                    {
+                        "ph": "M",
+                        "name": "process_name",
+                        "pid": pid,
+                        "args": {"name": f"{app_name} / {system} (stage calls)"},
+                    }
+                )
+                tracks: dict[tuple[str, int], int] = {}
+                for span in line["stage_spans"]:
+                    key = (span["stage"], span["replica"])
+                    if key not in tracks:
+                        tracks[key] = len(tracks) + 1
+                        events.append(
+                            {
+                                "ph": "M",
+                                "name": "thread_name",
+                                "pid": pid,
+                                "tid": tracks[key],
+                                "args": {"name": f"{span['stage']}[{span['replica']}]"},
+                            }
+                        )
+                    events.append(
+                        _event(
+                            span["stage"],
+                            "stage",
+                            pid,
+                            tracks[key],
+                            span["start"],
+                            span["end"],
+                            {"fragments": span["size"]},
+                        )
+                    )
+    return {"traceEvents": events, "displayTimeUnit": "ms"}
+
+
+def _event(
+    name: str, cat: str, pid: int, tid: int, start: float, end: float, args: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "ph": "X",
+        "name": name,
+        "cat": cat,
+        "pid": pid,
+        "tid": tid,
+        "ts": round(start * 1e6, 3),
+        "dur": round(max(end - start, 0.0) * 1e6, 3),
+        "args": args,
+    }
+
+
+def write_chrome_trace(results: dict[str, Any], path: str | Path) -> Path:
+    """Write :func:`chrome_trace` to ``path``; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(chrome_trace(results), allow_nan=False))
+    return path

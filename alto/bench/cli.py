@@ -1,0 +1,244 @@
+"""``alto bench``: its arguments, and running one app or all of them.
+
+    alto bench factcheck --llm emulated --queries 16 --concurrency 1,4,16 --repeats 3 --out bench
+    alto bench all --llm emulated --out bench --trace bench/trace.json
+    alto bench multihop --llm emulated --mode poisson --rate 2,4,8 --out bench-poisson
+
+One app runs in this process. ``all`` runs each app in a process of its own, one after
+another (the systems of one app share that process and interleave), then writes one
+``results.json``, ``report.md`` and the plots for all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from alto.bench.systems import SYSTEMS
+
+APPS = ("factcheck", "multihop", "summarize", "ingest")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``bench`` subcommand's arguments."""
+    p.add_argument("app", nargs="?", default="all", help=f"one of {', '.join(APPS)}, or all")
+    p.add_argument(
+        "--llm",
+        choices=["emulated", "local", "openai", "fake"],
+        default="emulated",
+        help="emulated: the serving-timing emulator (default; timing emulation, not "
+        "a model); local: embedded SmolLM2; openai: a server at --llm-url; fake: "
+        "the scripted test double",
+    )
+    p.add_argument("--llm-url", help="base URL of an OpenAI-compatible server (…/v1)")
+    p.add_argument("--llm-model", help="model name for the server, or a GGUF path for local")
+    p.add_argument("--embedder", choices=["minilm", "hash"], default="minilm")
+    p.add_argument("--config", metavar="FILE", help="the app's settings as JSON (one app only)")
+    p.add_argument("--queries", type=int, default=16, help="root inputs per app (default 16)")
+    p.add_argument(
+        "--concurrency",
+        default="1,4,16",
+        help="closed-loop concurrency levels, comma-separated (default 1,4,16)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["closed", "poisson"],
+        default="closed",
+        help="closed loop at each concurrency, or open-loop Poisson arrivals",
+    )
+    p.add_argument(
+        "--rate",
+        default="2",
+        help="Poisson arrival rates in inputs/s, comma-separated (--mode poisson)",
+    )
+    p.add_argument("--repeats", type=int, default=3, help="repeats of every run (default 3)")
+    p.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help=f"systems to run, comma-separated (default all: {','.join(SYSTEMS)})",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the Poisson schedules")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds one measured run may take before it is cut off",
+    )
+    p.add_argument(
+        "--docs-per-corpus", type=int, default=16, help="ingest: documents per root input (corpus)"
+    )
+    p.add_argument(
+        "--out",
+        default="bench-results",
+        help="folder for results.json, report.md and the plots (default bench-results)",
+    )
+    p.add_argument("--trace", metavar="FILE", help="also write the timelines as a Chrome trace")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _numbers(text: str, kind: type, what: str) -> list[Any]:
+    from alto.cli import CLIError
+
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CLIError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise CLIError(f"{what} must be positive numbers, got {text!r}")
+    return sorted(set(values))
+
+
+def settings_from(args: argparse.Namespace) -> Any:
+    """Validated :class:`~alto.bench.runner.Settings` from the parsed arguments."""
+    from alto.bench.runner import Settings
+    from alto.cli import CLIError, check_llm_server
+
+    apps = list(APPS) if args.app == "all" else [args.app]
+    for app in apps:
+        if app not in APPS:
+            raise CLIError(f"unknown app {app!r}; choose one of: {', '.join(APPS)} or all")
+    if args.queries < 1:
+        raise CLIError(f"--queries must be at least 1, got {args.queries}")
+    if args.repeats < 1:
+        raise CLIError(f"--repeats must be at least 1, got {args.repeats}")
+    if args.docs_per_corpus < 1:
+        raise CLIError(f"--docs-per-corpus must be at least 1, got {args.docs_per_corpus}")
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown or not systems:
+        raise CLIError(f"unknown systems {unknown}; choose from {', '.join(SYSTEMS)}")
+    if args.config and len(apps) > 1:
+        raise CLIError("--config holds one app's settings: name that app, not 'all'")
+    if args.config and not Path(args.config).is_file():
+        raise CLIError(f"config file {args.config!r} does not exist")
+    if args.llm == "openai":
+        if not args.llm_url:
+            raise CLIError("--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)")
+        check_llm_server(args.llm_url)
+    return Settings(
+        apps=apps,
+        llm=args.llm,
+        llm_url=args.llm_url,
+        llm_model=args.llm_model,
+        embedder=args.embedder,
+        queries=args.queries,
+        concurrency=_numbers(args.concurrency, int, "--concurrency"),
+        mode=args.mode,
+        rates=_numbers(args.rate, float, "--rate"),
+        repeats=args.repeats,
+        seed=args.seed,
+        systems=[s for s in SYSTEMS if s in systems],
+        timeout_s=args.timeout,
+        docs_per_corpus=args.docs_per_corpus,
+        config=str(Path(args.config).resolve()) if args.config else None,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """``alto bench``: benchmark, then write the results, report and plots."""
+    import anyio
+
+    from alto.bench.runner import bench_app, environment
+
+    settings = settings_from(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    apps: dict[str, Any] = {}
+    failures: dict[str, str] = {}
+    progress = not args.no_progress
+    if len(settings.apps) == 1:
+        name = settings.apps[0]
+        apps[name] = anyio.run(lambda: bench_app(name, settings, progress=progress))
+    else:
+        for name in settings.apps:
+            result = _in_subprocess(name, settings, progress)
+            if "error" in result:
+                failures[name] = result["error"]
+            else:
+                apps[name] = result
+    results = {
+        "schema": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "duration_s": round(time.time() - started, 3),
+        "settings": settings.as_dict(),
+        "environment": environment(settings),
+        "apps": apps,
+        "failures": failures,
+    }
+    written = write_outputs(results, out, trace=args.trace)
+    for name in apps:
+        print(_headline(name, apps[name]))
+    for name, error in failures.items():
+        print(f"{name}: FAILED: {error}", file=sys.stderr)
+    print(f"wrote {', '.join(str(p) for p in written[:2])} and {len(written) - 2} more files")
+    return 1 if failures else 0
+
+
+def write_outputs(results: dict[str, Any], out: Path, *, trace: str | None = None) -> list[Path]:
+    """``results.json``, ``report.md``, the PNGs (and the Chrome trace) into ``out``."""
+    from alto.bench import plots, report
+    from alto.bench.chrome import write_chrome_trace
+    from alto.bench.summary import summarize_app
+
+    out.mkdir(parents=True, exist_ok=True)
+    for app in results["apps"].values():
+        app["summary"] = summarize_app(app)
+    path = out / "results.json"
+    path.write_text(json.dumps(results, indent=1, allow_nan=False))
+    text = report.render(results)
+    if results.get("failures"):
+        text += (
+            "\n## Apps that failed\n\n"
+            + "\n".join(f"- {name}: {error}" for name, error in results["failures"].items())
+            + "\n"
+        )
+    (out / "report.md").write_text(text)
+    written = [path, out / "report.md", *plots.write_all(results, out)]
+    if trace:
+        written.append(write_chrome_trace(results, trace))
+    return written
+
+
+def _in_subprocess(name: str, settings: Any, progress: bool) -> dict[str, Any]:
+    """Benchmark one app in a fresh Python process; its raw result (or ``{"error": ...}``)."""
+    with tempfile.TemporaryDirectory(prefix="alto-bench-") as tmp:
+        raw = Path(tmp) / f"{name}.json"
+        cmd = [
+            sys.executable,
+            "-m",
+            "alto.bench",
+            name,
+            "--settings",
+            json.dumps(settings.as_dict()),
+            "--raw",
+            str(raw),
+        ]
+        if not progress:
+            cmd.append("--no-progress")
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+        if raw.is_file():
+            result: dict[str, Any] = json.loads(raw.read_text())
+            return result
+        return {
+            "error": f"the benchmark process exited with status {proc.returncode} "
+            f"and no result: {proc.stdout.strip()[-500:]}"
+        }
+
+
+def _headline(name: str, app: dict[str, Any]) -> str:
+    rows = app.get("summary", [])
+    top = max((r["level"] for r in rows), default=None)
+    parts = []
+    for r in rows:
+        if r["level"] == top and r["p50_s"] is not None:
+            parts.append(f"{r['system']} p50 {r['p50_s']:.3f}s")
+    tag = " (timing emulation)" if app.get("timing_emulation") else ""
+    return f"{name}{tag} at the highest load: " + "; ".join(parts)

@@ -1,0 +1,477 @@
+"""Recording every operator call, the same way for every system under test.
+
+The benchmark wraps the operators an app calls (``ops.llm``, ``ops.embedder``,
+``ops.retriever``) in thin proxies that note each call: which step function made
+it, when it started and ended, and for the LLM how long the prompt was and how many
+tokens came back. Alto, the LangGraph variants and the asyncio optimum all call
+through the same proxies, so their timelines are comparable, and nothing relies on
+one system's own instrumentation.
+
+Two more things ride on the same proxies:
+
+* **Root attribution.** The load driver runs each root input of a per-input system
+  in its own task with :data:`current_root` set; calls made on its behalf (in that
+  task or the tasks it spawns, which copy the context) carry the root's index.
+* **Causal dependencies** (only while :func:`tracking_dependencies` is active): each
+  call records the earlier calls whose results the code making it had consumed, and
+  for a token stream how many tokens it had read. A task starts with what its parent
+  had consumed when it was spawned; reading a finished task's result (``result()``
+  or ``await``) adds what that task had consumed. That is the dependency graph the
+  critical-path bound (:mod:`alto.bench.bound`) is evaluated on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from alto.operators.llm.base import LLM, Message, Stop
+
+FULL = -1
+"""Token count of a dependency on a whole call (not on a prefix of a stream)."""
+
+current_root: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "alto_bench_root", default=None
+)
+"""The root input the code now running works for (set by the load driver)."""
+
+_SKIP = ("alto.operators", "alto.bench", "contextlib", "asyncio", "anyio")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One operator call.
+
+    Attributes:
+        id: order of the call's start within its recorder (0, 1, ...).
+        operator: ``"llm"``, ``"embedder"`` or ``"retriever"``.
+        method: the method called (``chat``, ``stream``, ``json``, ``embed``, ``search`` ...).
+        step: the app's function that made the call (e.g. ``judge``).
+        start / end: ``time.perf_counter()`` at the call's start and end.
+        root: the root input it worked for, when known.
+        items: texts (or vectors) in the call; 1 for an LLM call.
+        prompt_chars: LLM only: characters of the prompt as the server reads it.
+        tokens: LLM only: completion tokens received (pieces, as the emulator cuts text).
+        deps: ``(call id, tokens)`` pairs this call waited for; ``tokens`` is :data:`FULL`
+            for a whole call, or the number of tokens read from a stream.
+        queued_s: seconds spent waiting for a concurrency slot before ``start``.
+        error: the exception's type and message, if the call failed.
+    """
+
+    id: int
+    operator: str
+    method: str
+    step: str
+    start: float
+    end: float
+    root: int | None = None
+    items: int = 1
+    prompt_chars: int = 0
+    tokens: int = 0
+    deps: tuple[tuple[int, int], ...] = ()
+    queued_s: float = 0.0
+    error: str | None = None
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    def as_dict(self, t0: float = 0.0) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "operator": self.operator,
+            "method": self.method,
+            "step": self.step,
+            "start": round(self.start - t0, 6),
+            "end": round(self.end - t0, 6),
+            "root": self.root,
+            "items": self.items,
+            "prompt_chars": self.prompt_chars,
+            "tokens": self.tokens,
+            "deps": [list(d) for d in self.deps],
+            "queued_s": round(self.queued_s, 6),
+            "error": self.error,
+        }
+
+
+class _Node:
+    """What one task's code has consumed so far: call id -> tokens (:data:`FULL` = all)."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self, seen: dict[int, int] | None = None) -> None:
+        self.seen: dict[int, int] = dict(seen or {})
+
+    def note(self, call: int, tokens: int) -> None:
+        old = self.seen.get(call)
+        if old is None or old != FULL and (tokens == FULL or tokens > old):
+            self.seen[call] = tokens
+
+    def absorb(self, other: _Node) -> None:
+        for call, tokens in other.seen.items():
+            self.note(call, tokens)
+
+
+_node: contextvars.ContextVar[_Node | None] = contextvars.ContextVar(
+    "alto_bench_node", default=None
+)
+
+
+class _TrackedTask(asyncio.Task[Any]):
+    """A task that hands what it consumed to whoever reads its result."""
+
+    _alto_node: _Node | None = None
+
+    def _hand_over(self) -> None:
+        reader = _node.get()
+        if reader is not None and self._alto_node is not None:
+            reader.absorb(self._alto_node)
+
+    def result(self) -> Any:
+        value = super().result()
+        self._hand_over()
+        return value
+
+    def __await__(self) -> Any:
+        value = yield from super().__await__()
+        self._hand_over()
+        return value
+
+    __iter__ = __await__
+
+
+def _task_factory(
+    loop: asyncio.AbstractEventLoop, coro: Any, context: Any = None
+) -> asyncio.Task[Any]:
+    ctx = (context if context is not None else contextvars.copy_context()).copy()
+    parent = ctx.get(_node)
+    child = _Node(parent.seen) if parent is not None else None
+    if child is not None:
+        ctx.run(_node.set, child)
+    task = _TrackedTask(coro, loop=loop, context=ctx)
+    task._alto_node = child
+    return task
+
+
+@contextlib.contextmanager
+def tracking_dependencies() -> Iterator[_Node]:
+    """Record causal dependencies of the calls made inside the block (on this event loop).
+
+    Yields the node of the code running the block: after the block, ``node.seen`` holds
+    what the block's result depends on (its code read those calls' results, directly or
+    through tasks whose results it read).
+    """
+    loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+    node = _Node()
+    token = _node.set(node)
+    loop.set_task_factory(_task_factory)
+    try:
+        yield node
+    finally:
+        loop.set_task_factory(previous)
+        _node.reset(token)
+
+
+def _caller_step() -> str:
+    """The name of the first function up the stack outside operators, bench and asyncio."""
+    frame: Any = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not module.startswith(_SKIP):
+            return frame.f_code.co_name
+        frame = frame.f_back
+    return "?"
+
+
+def _prompt_text(messages: Sequence[Message]) -> str:
+    """The prompt as the emulator reads it (the messages' contents, one per line)."""
+    return "\n".join(str(m.get("content") or "") for m in messages)
+
+
+def _tokens(text: str) -> int:
+    from alto.operators.llm._compose import pieces
+
+    return len(pieces(text))
+
+
+@dataclass
+class Recorder:
+    """Collects :class:`Call` s; one per measured run.
+
+    Attributes:
+        calls: every finished call, in the order they ended.
+        t0: ``time.perf_counter()`` when the recorder was made (timelines start here).
+    """
+
+    calls: list[Call] = field(default_factory=list)
+    t0: float = field(default_factory=time.perf_counter)
+    _next: int = 0
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self._next = 0
+        self.t0 = time.perf_counter()
+
+    @contextlib.asynccontextmanager
+    async def call(
+        self,
+        operator: str,
+        method: str,
+        *,
+        items: int = 1,
+        prompt_chars: int = 0,
+        slots: asyncio.Semaphore | None = None,
+    ) -> AsyncIterator[_Open]:
+        """Time one call; the body fills in ``tokens`` (and ``progress`` for streams)."""
+        step = _caller_step()
+        asked = time.perf_counter()
+        if slots is not None:
+            await slots.acquire()
+        try:
+            node = _node.get()
+            deps = tuple(sorted(node.seen.items())) if node is not None else ()
+            opened = _Open(self._next, node)
+            self._next += 1
+            start = time.perf_counter()
+            error = None
+            try:
+                yield opened
+            except GeneratorExit:  # a stream its reader left early: not a failure
+                raise
+            except BaseException as exc:
+                error = f"{type(exc).__name__}: {exc}"[:300]
+                raise
+            finally:
+                end = time.perf_counter()
+                self.calls.append(Call(
+                    opened.id, operator, method, step, start, end, current_root.get(), items,
+                    prompt_chars, opened.tokens, deps, start - asked, error,
+                ))  # fmt: skip
+                if node is not None and error is None:
+                    node.note(opened.id, FULL)
+        finally:
+            if slots is not None:
+                slots.release()
+
+
+class _Open:
+    """A call in progress: its id, tokens so far, and the caller's dependency node."""
+
+    __slots__ = ("id", "tokens", "_node")
+
+    def __init__(self, call_id: int, node: _Node | None) -> None:
+        self.id = call_id
+        self.tokens = 0
+        self._node = node
+
+    def progress(self, piece: str) -> None:
+        """A streamed piece reached the caller: code after this point has read it."""
+        self.tokens += _tokens(piece)
+        if self._node is not None:
+            self._node.note(self.id, self.tokens)
+
+
+class RecordingLLM(LLM):
+    """An :class:`LLM` that records every call of ``inner`` (and can bound their number).
+
+    Args:
+        inner: the LLM to call.
+        recorder: where calls go.
+        slots: if given, every call holds one of its permits while it runs (a client-side
+            bound on the LLM calls in flight, shared by everything using this wrapper).
+    """
+
+    def __init__(
+        self, inner: LLM, recorder: Recorder, *, slots: asyncio.Semaphore | None = None
+    ) -> None:
+        self.inner = inner
+        self.recorder = recorder
+        self.slots = slots
+        self.max_concurrency = inner.max_concurrency
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    async def complete(
+        self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, stop: Stop = None
+    ) -> str:
+        async with self.recorder.call(
+            "llm", "complete", prompt_chars=len(prompt), slots=self.slots
+        ) as call:
+            text = await self.inner.complete(
+                prompt, max_tokens=max_tokens, temperature=temperature, stop=stop
+            )
+            call.tokens = _tokens(text)
+        return text
+
+    async def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Stop = None,
+    ) -> str:
+        async with self.recorder.call(
+            "llm", "chat", prompt_chars=len(_prompt_text(messages)), slots=self.slots
+        ) as call:
+            text = await self.inner.chat(
+                messages, max_tokens=max_tokens, temperature=temperature, stop=stop
+            )
+            call.tokens = _tokens(text)
+        return text
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Stop = None,
+    ) -> AsyncIterator[str]:
+        async with self.recorder.call(
+            "llm", "stream", prompt_chars=len(_prompt_text(messages)), slots=self.slots
+        ) as call:
+            source = self.inner.stream(
+                messages, max_tokens=max_tokens, temperature=temperature, stop=stop
+            )
+            async with contextlib.aclosing(source):  # type: ignore[type-var]
+                async for piece in source:
+                    call.progress(piece)
+                    yield piece
+
+    async def _generate_json(
+        self,
+        messages: list[dict[str, str]],
+        json_schema: dict[str, Any],
+        *,
+        schema_name: str,
+        max_tokens: int,
+        temperature: float,
+    ) -> str:
+        async with self.recorder.call(
+            "llm", "json", prompt_chars=len(_prompt_text(messages)), slots=self.slots
+        ) as call:
+            text = await self.inner._generate_json(
+                messages, json_schema, schema_name=schema_name, max_tokens=max_tokens,
+                temperature=temperature,
+            )  # fmt: skip
+            call.tokens = _tokens(text)
+        return text
+
+    async def aclose(self) -> None:
+        """The inner LLM belongs to whoever opened it: closing the wrapper leaves it open."""
+
+
+class RecordingEmbedder:
+    """An embedder proxy that records ``embed`` and ``token_embeddings`` calls."""
+
+    def __init__(self, inner: Any, recorder: Recorder) -> None:
+        self.inner = inner
+        self.recorder = recorder
+
+    @property
+    def dim(self) -> int:
+        return int(self.inner.dim)
+
+    async def embed(self, texts: list[str]) -> Any:
+        async with self.recorder.call("embedder", "embed", items=len(texts)):
+            return await self.inner.embed(texts)
+
+    def embed_sync(self, texts: list[str]) -> Any:
+        return self.inner.embed_sync(texts)
+
+    async def token_embeddings(self, texts: list[str]) -> Any:
+        async with self.recorder.call("embedder", "token_embeddings", items=len(texts)):
+            return await self.inner.token_embeddings(texts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class RecordingRetriever:
+    """A retriever proxy that records ``search``, ``search_vectors`` and ``rerank`` calls."""
+
+    def __init__(self, inner: Any, recorder: Recorder) -> None:
+        self.inner = inner
+        self.recorder = recorder
+
+    async def search(self, queries: Sequence[str], k: int = 5) -> Any:
+        async with self.recorder.call("retriever", "search", items=len(queries)):
+            return await self.inner.search(queries, k)
+
+    def search_vectors(self, vectors: Any, k: int = 5) -> Any:
+        # synchronous: timed by hand (no await may happen inside)
+        step = _caller_step()
+        node = _node.get()
+        deps = tuple(sorted(node.seen.items())) if node is not None else ()
+        rec = self.recorder
+        call_id = rec._next
+        rec._next += 1
+        start = time.perf_counter()
+        error = None
+        try:
+            return self.inner.search_vectors(vectors, k)
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"[:300]
+            raise
+        finally:
+            end = time.perf_counter()
+            rec.calls.append(
+                Call(
+                    call_id,
+                    "retriever",
+                    "search_vectors",
+                    step,
+                    start,
+                    end,
+                    current_root.get(),
+                    len(vectors),
+                    0,
+                    0,
+                    deps,
+                    0.0,
+                    error,
+                )
+            )
+            if node is not None and error is None:
+                node.note(call_id, FULL)
+
+    async def rerank(self, query: str, hits: Sequence[Any], k: int | None = None) -> Any:
+        async with self.recorder.call("retriever", "rerank", items=len(hits)):
+            return await self.inner.rerank(query, hits, k)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def recording_operators(ops: Any, recorder: Recorder, *, llm_slots: int | None = None) -> Any:
+    """A copy of an :class:`~examples.common.Operators` bundle whose operators record calls.
+
+    Args:
+        ops: the bundle to wrap (its operators are shared, not copied).
+        recorder: where the calls go.
+        llm_slots: bound the LLM calls in flight through this bundle (None: no bound).
+    """
+    from examples.common import Operators
+
+    slots = asyncio.Semaphore(llm_slots) if llm_slots else None
+    return Operators(
+        llm=RecordingLLM(ops.llm, recorder, slots=slots) if ops.llm is not None else None,
+        embedder=RecordingEmbedder(ops.embedder, recorder) if ops.embedder is not None else None,
+        retriever=(
+            RecordingRetriever(ops.retriever, recorder) if ops.retriever is not None else None
+        ),
+        labels=dict(ops.labels),
+    )

@@ -1,0 +1,198 @@
+"""The systems under test, behind one interface the load driver can feed.
+
+* ``alto``: the app's Alto flow, run once per measured run as one streaming run whose
+  root inputs arrive over time (an async iterable), so fragments of different roots
+  share stages and batches as they do in production.
+* ``langgraph-flat``, ``langgraph-subgraph``, ``langgraph-functional``: the LangGraph
+  versions (``baselines_langgraph``), one graph invocation per root input.
+* ``optimum``: the app's hand-written asyncio version (``examples/<app>/optimum.py``),
+  one coroutine per root input.
+
+Every system is built afresh for every measured run, on operators that record their
+calls (:mod:`alto.bench.record`); building is not timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Protocol
+
+from alto.bench.record import Recorder, current_root
+
+ALTO = "alto"
+OPTIMUM = "optimum"
+LANGGRAPH_VARIANTS = ("flat", "subgraph", "functional")
+SYSTEMS = (ALTO, *(f"langgraph-{v}" for v in LANGGRAPH_VARIANTS), OPTIMUM)
+
+FRAGMENT_OUTPUT: dict[str, tuple[str, str] | None] = {
+    "factcheck": ("judge", "verdict"),
+    "multihop": ("answer", "answer"),
+    "summarize": ("summarize_section", "section_summary"),
+    "ingest": None,
+}
+"""Per app, the first per-fragment result: (the step function making its operator call,
+the Alto stage calling that function). Ingest's outputs are per corpus only."""
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """A root input handed to a system: its index in the run and when it was submitted."""
+
+    index: int
+    value: Any
+    submitted: float
+
+
+Done = Callable[[int, Any, BaseException | None], None]
+"""Called once per root input, as it completes: ``(index, output, error)``."""
+
+
+class Server(Protocol):
+    """A system ready for one measured run."""
+
+    async def serve(self, arrivals: AsyncIterator[Arrival], done: Done) -> None:
+        """Run every arrival (they come over time) and report each with ``done``."""
+
+    def fragment_ends(self) -> dict[int, float]:
+        """Per root index, when its first per-fragment output was ready (if measured here)."""
+
+
+class PerRoot:
+    """A system that runs one coroutine per root input (LangGraph, the asyncio optimum).
+
+    Args:
+        run_one: runs one root input to its output.
+        recorder: the recorder of the operators it calls (for fragment outputs).
+        fragment_step: the step function whose operator call makes a per-fragment output.
+    """
+
+    def __init__(
+        self,
+        run_one: Callable[[Any], Awaitable[Any]],
+        recorder: Recorder | None = None,
+        fragment_step: str | None = None,
+    ) -> None:
+        self.run_one = run_one
+        self.recorder = recorder
+        self.fragment_step = fragment_step
+
+    async def serve(self, arrivals: AsyncIterator[Arrival], done: Done) -> None:
+        async def one(arrival: Arrival) -> None:
+            current_root.set(arrival.index)  # this task's own context: its calls carry it
+            try:
+                value = await self.run_one(arrival.value)
+            except Exception as exc:  # a failed root is a sample too; the run goes on
+                done(arrival.index, None, exc)
+            else:
+                done(arrival.index, value, None)
+
+        async with asyncio.TaskGroup() as group:
+            async for arrival in arrivals:
+                group.create_task(one(arrival))
+
+    def fragment_ends(self) -> dict[int, float]:
+        """From the recorded operator calls: the end of the root's first call of the step."""
+        ends: dict[int, float] = {}
+        if self.recorder is None or self.fragment_step is None:
+            return ends
+        for call in self.recorder.calls:
+            if call.step == self.fragment_step and call.root is not None and call.error is None:
+                ends[call.root] = min(ends.get(call.root, call.end), call.end)
+        return ends
+
+
+class AltoServer:
+    """The Alto flow, one streaming run fed by the arrivals."""
+
+    def __init__(self, flow: Any, fragment_stage: str | None) -> None:
+        import alto
+
+        self.flow = flow
+        self.stats = alto.RunStats()
+        self.order: list[int] = []  # Alto's root index -> the run's root index
+        self.fragment_stage = fragment_stage
+
+    async def serve(self, arrivals: AsyncIterator[Arrival], done: Done) -> None:
+        async def inputs() -> AsyncIterator[Any]:
+            async for arrival in arrivals:
+                self.order.append(arrival.index)
+                yield arrival.value
+
+        async with self.flow.stream(inputs(), stats=self.stats, trace=True) as results:
+            async for result in results:
+                done(self.order[result.index], result.value, result.error)
+
+    def fragment_ends(self) -> dict[int, float]:
+        """From Alto's own stage spans: the end of the root's first call of the stage."""
+        ends: dict[int, float] = {}
+        stage = self.fragment_stage
+        if stage is None or stage not in self.stats.stages:
+            return ends
+        for span in self.stats.spans or ():
+            if span.stage == stage and span.ancestry:
+                root = self.order[span.ancestry[0]]
+                ends[root] = min(ends.get(root, span.end), span.end)
+        return ends
+
+
+def load_optimum(app: ModuleType) -> Callable[..., Awaitable[Any]]:
+    """The app's ``optimum(ops, input, config=None)``."""
+    return importlib.import_module(f"{app.__name__}.optimum").optimum
+
+
+def langgraph_unavailable() -> str | None:
+    """Why the LangGraph baselines cannot run here, or None when they can."""
+    try:
+        importlib.import_module("baselines_langgraph")
+    except ImportError as exc:
+        return f"baselines_langgraph cannot be imported: {exc}"
+    return None
+
+
+def make_server(
+    system: str,
+    app: ModuleType,
+    ops: Any,
+    *,
+    recorder: Recorder,
+    optimum_ops: Any,
+    langgraph_concurrency: int,
+    config: Any = None,
+) -> Server:
+    """A fresh ``system`` for ``app`` on ``ops`` (the optimum uses ``optimum_ops``).
+
+    Args:
+        system: one of :data:`SYSTEMS`.
+        app: the app's module (``examples.<name>``).
+        ops: recording operators for this run.
+        recorder: their recorder.
+        optimum_ops: the same, with the optimum's client-side LLM bound.
+        langgraph_concurrency: LangGraph's ``max_concurrency``.
+        config: the app's ``Config`` (its defaults when None).
+    """
+    name = app.NAME
+    fragment = FRAGMENT_OUTPUT.get(name)
+    step = fragment[0] if fragment else None
+    if system == ALTO:
+        return AltoServer(app.build(ops, config), fragment[1] if fragment else None)
+    if system == OPTIMUM:
+        optimum = load_optimum(app)
+        return PerRoot(lambda value: optimum(optimum_ops, value, config), recorder, step)
+    if system.startswith("langgraph-"):
+        import baselines_langgraph
+
+        variant = system.removeprefix("langgraph-")
+        runner = baselines_langgraph.build(
+            name, variant, ops, config, max_concurrency=langgraph_concurrency
+        )
+        return PerRoot(runner, recorder, step)
+    raise ValueError(f"unknown system {system!r}; choose from {', '.join(SYSTEMS)}")
+
+
+def now() -> float:
+    return time.perf_counter()
