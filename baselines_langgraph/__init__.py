@@ -6,7 +6,9 @@ LangGraph's documentation recommends, calling the *same* step functions of
 comparison measures orchestration only:
 
 * ``flat``: one ``StateGraph``; ``Send`` fans out to per-fragment async nodes whose results
-  meet in ``operator.add`` reducers; fan-in nodes re-assemble them in child order.
+  meet in ``operator.add`` reducers; fan-in nodes re-assemble them in child order, by the
+  index each Send carries (LangGraph happens to apply one superstep's writes in task order,
+  but does not promise it).
 * ``subgraph``: ``Send`` to a compiled per-fragment subgraph, so each fragment's chain of
   steps runs through without waiting at the parent's superstep barriers.
 * ``functional``: the Functional API (``@entrypoint`` / ``@task``), with tasks started as
@@ -57,7 +59,9 @@ def build(
         ``await runner.run_many(inputs, concurrency)`` for many.
 
     Raises:
-        ValueError: on an unknown app or variant (the message lists the valid ones).
+        ValueError: on an unknown app or variant (the message lists the valid ones), or a
+            ``max_concurrency`` the variant cannot run under: below 1, or below 2 for the
+            functional variant (LangGraph counts the running entrypoint against the limit).
     """
     if app not in APPS:
         raise ValueError(f"unknown app {app!r}; expected one of {', '.join(APPS)}")

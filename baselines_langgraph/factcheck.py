@@ -27,7 +27,7 @@ from langgraph.func import entrypoint, task
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
-from baselines_langgraph.runner import Runner
+from baselines_langgraph.runner import Runner, check_functional_limit
 from examples.common import Operators
 from examples.factcheck import steps
 from examples.factcheck.steps import ClaimVerdict, Config, Evidence, Report
@@ -93,7 +93,7 @@ class ParentState(TypedDict):
 
 
 def _by_index(items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Fan-in results back in child order (Sends complete in any order)."""
+    """Fan-in results in child order, by the index each Send carried."""
     return sorted(items, key=lambda item: item[:-1])
 
 
@@ -244,6 +244,7 @@ def functional(
     ops: Operators, config: Config | None = None, *, max_concurrency: int = 64
 ) -> Runner:
     """Factcheck in the Functional API, each claim's tasks started as the claim is written."""
+    check_functional_limit(max_concurrency)
     config = config or Config()
 
     @task

@@ -25,7 +25,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from baselines_langgraph.runner import Runner
+from baselines_langgraph.runner import Runner, check_functional_limit
 from examples.common import Operators
 from examples.ingest import steps
 from examples.ingest.steps import (
@@ -242,6 +242,7 @@ def functional(
     ops: Operators, config: Config | None = None, *, max_concurrency: int = 64
 ) -> Runner:
     """Ingest in the Functional API: embeddings run ahead while earlier batches are indexed."""
+    check_functional_limit(max_concurrency)
     config = config or Config()
 
     @task

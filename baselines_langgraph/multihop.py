@@ -1,4 +1,4 @@
-"""Multihop in LangGraph: sub-questions -> retrieval -> rerank and answer per sub-question -> compose.
+"""Multihop in LangGraph: sub-questions -> retrieval -> rerank, answer per sub-question -> compose.
 
 The same steps as ``examples/multihop`` (``examples.multihop.steps``), orchestrated three
 ways:
@@ -26,7 +26,7 @@ from langgraph.func import entrypoint, task
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, Send
 
-from baselines_langgraph.runner import Runner
+from baselines_langgraph.runner import Runner, check_functional_limit
 from examples.common import Operators
 from examples.multihop import steps
 from examples.multihop.steps import Answer, Config, Passage, SubAnswer
@@ -197,6 +197,7 @@ def functional(
     ops: Operators, config: Config | None = None, *, max_concurrency: int = 64
 ) -> Runner:
     """Multihop in the Functional API: every sub-question's chain of tasks runs at once."""
+    check_functional_limit(max_concurrency)
     config = config or Config()
 
     @task

@@ -19,6 +19,23 @@ import anyio
 RECURSION_LIMIT = 64
 
 
+def check_functional_limit(max_concurrency: int) -> None:
+    """Refuse a ``max_concurrency`` under which a Functional API baseline cannot progress.
+
+    LangGraph counts the running ``@entrypoint`` itself against ``max_concurrency``, so
+    with a limit of 1 the entrypoint holds the only slot and its tasks wait forever.
+
+    Raises:
+        ValueError: if ``max_concurrency`` is below 2.
+    """
+    if max_concurrency < 2:
+        raise ValueError(
+            f"the functional variant needs max_concurrency >= 2, got {max_concurrency}: "
+            "LangGraph counts the running entrypoint against the limit, so with 1 its "
+            "tasks would wait forever"
+        )
+
+
 def _identity(value: Any) -> Any:
     return value
 

@@ -1,4 +1,4 @@
-"""Summarize in LangGraph: sections -> chunks -> embeddings -> section summaries -> document summary.
+"""Summarize in LangGraph: sections -> chunks -> embeddings -> section summaries -> summary.
 
 The same steps as ``examples/summarize`` (``examples.summarize.steps``), orchestrated three
 ways:
@@ -26,7 +26,7 @@ from langgraph.func import entrypoint, task
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
-from baselines_langgraph.runner import Runner
+from baselines_langgraph.runner import Runner, check_functional_limit
 from examples.common import Operators
 from examples.summarize import steps
 from examples.summarize.steps import (
@@ -199,6 +199,7 @@ def functional(
     ops: Operators, config: Config | None = None, *, max_concurrency: int = 64
 ) -> Runner:
     """Summarize in the Functional API: every section's chain of tasks runs at once."""
+    check_functional_limit(max_concurrency)
     config = config or Config()
 
     @task
