@@ -1,0 +1,73 @@
+"""LLM operators: one async interface, three backends, all usable outside Alto too.
+
+* :class:`OpenAIClient`: any OpenAI-compatible server over HTTP (vLLM, llama.cpp's server ...).
+* :class:`LocalLLM`: llama.cpp in-process on a GGUF file (SmolLM2-135M by default), offline.
+* The serving-timing emulator (:func:`serve_emulator`): an OpenAI-compatible server with the
+  latency of GPU serving and extractive text, for benchmarks. It is timing emulation, not a
+  model.
+
+Every backend implements :class:`LLM` (``complete``, ``chat``, ``stream``, ``structured``,
+``max_concurrency``). Names are imported on first use, so importing this package loads neither
+llama.cpp nor the HTTP stack.
+
+Example:
+    >>> from alto.operators.llm import OpenAIClient, serve_emulator
+    >>> async def main():  # doctest: +SKIP
+    ...     with serve_emulator() as base_url:
+    ...         async with OpenAIClient(base_url, "emulated") as llm:
+    ...             return await llm.chat([{"role": "user", "content": "Hi. Who are you?"}])
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from alto.operators.llm.base import LLM, Message
+    from alto.operators.llm.errors import (
+        LLMConnectionError,
+        LLMError,
+        LLMProtocolError,
+        LLMServerError,
+        LLMTimeoutError,
+        StructuredOutputError,
+    )
+    from alto.operators.llm.openai import OpenAIClient
+
+_WHERE = {
+    "LLM": "base",
+    "Message": "base",
+    "LLMError": "errors",
+    "LLMServerError": "errors",
+    "LLMConnectionError": "errors",
+    "LLMTimeoutError": "errors",
+    "LLMProtocolError": "errors",
+    "StructuredOutputError": "errors",
+    "OpenAIClient": "openai",
+}
+
+__all__ = [
+    "LLM",
+    "LLMConnectionError",
+    "LLMError",
+    "LLMProtocolError",
+    "LLMServerError",
+    "LLMTimeoutError",
+    "Message",
+    "OpenAIClient",
+    "StructuredOutputError",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,426 @@
+"""A client for any OpenAI-compatible server (vLLM, llama.cpp's server, SGLang, OpenAI ...).
+
+Built on one pooled ``httpx.AsyncClient``: keep-alive connections, per-phase timeouts, retries
+with exponential backoff on HTTP 429/5xx and connection failures, and token streaming over
+server-sent events. The API key is read from an environment variable only; it is sent as a
+header and never stored in errors, logs or reprs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Literal
+
+import anyio
+import httpx
+
+from alto.operators.llm.base import LLM, Message, Stop, normalize_messages, normalize_stop
+from alto.operators.llm.errors import (
+    LLMConnectionError,
+    LLMProtocolError,
+    LLMServerError,
+    LLMTimeoutError,
+)
+
+JsonMode = Literal["auto", "json_schema", "json_object", "none"]
+
+_RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+_SCHEMA_REJECTED = frozenset({400, 404, 415, 422})  # "response_format not understood"
+_SSE_FIELDS = frozenset({"data", "event", "id", "retry"})
+
+
+class OpenAIClient(LLM):
+    """An :class:`~alto.operators.llm.base.LLM` over HTTP, for OpenAI-compatible servers.
+
+    Calls ``/v1/chat/completions`` and ``/v1/completions``; ``stream`` reads server-sent
+    events as they arrive.
+
+    Args:
+        base_url: the server, with or without the ``/v1`` suffix
+            (``http://127.0.0.1:8000`` or ``http://127.0.0.1:8000/v1``).
+        model: the model name the server serves.
+        api_key_env: environment variable holding the API key (sent as
+            ``Authorization: Bearer``); no header when it is unset or None.
+        timeout: seconds to wait for the answer to start, and between streamed pieces.
+        connect_timeout: seconds to wait for a connection.
+        max_retries: retries after the first attempt, on HTTP 408/409/425/429/5xx and
+            connection failures (with exponential backoff and jitter, honouring
+            ``Retry-After``). A stream is retried only until its first byte.
+        backoff: the first retry's delay in seconds; doubles each retry.
+        max_backoff: the longest delay between retries.
+        max_connections: connections kept in the pool; more concurrent calls wait for one.
+        max_concurrency: how many calls the server serves well at once (a continuous-batching
+            server takes many); stages use it as ``replicas``. Not enforced here.
+        json_mode: how :meth:`structured` asks for JSON: ``"json_schema"`` (OpenAI's
+            ``response_format``), ``"json_object"`` (with a ``schema`` field, as llama.cpp's
+            server takes), ``"none"`` (prompt only), or ``"auto"``: ``json_schema``, falling
+            back to ``json_object`` for good if the server refuses it (HTTP 400/404/415/422,
+            or an error that names ``response_format``).
+        headers: extra HTTP headers for every request.
+        transport: an httpx transport to use instead of the network (for proxies or mocks).
+
+    Example:
+        >>> async def main():  # doctest: +SKIP
+        ...     async with OpenAIClient("http://127.0.0.1:8000/v1", "llama-3-8b") as llm:
+        ...         async for piece in llm.stream([{"role": "user", "content": "Hi"}]):
+        ...             print(piece, end="")
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        max_retries: int = 3,
+        backoff: float = 0.25,
+        max_backoff: float = 8.0,
+        max_connections: int = 64,
+        max_concurrency: int = 16,
+        json_mode: JsonMode = "auto",
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if max_concurrency < 1 or max_connections < 1:
+            raise ValueError("max_concurrency and max_connections must be >= 1")
+        if json_mode not in ("auto", "json_schema", "json_object", "none"):
+            raise ValueError(
+                f"json_mode must be auto, json_schema, json_object or none, got {json_mode!r}"
+            )
+        base = base_url.rstrip("/")
+        if not base.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+        self.base_url = base.removesuffix("/v1") + "/v1"
+        self.model = model
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        self._json_mode: JsonMode = json_mode
+        self._api_key_env = api_key_env
+        self._secret = os.environ.get(api_key_env, "") if api_key_env else ""
+        sent = dict(headers or {})
+        if self._secret:
+            sent["Authorization"] = f"Bearer {self._secret}"
+        self._client = httpx.AsyncClient(
+            headers=sent,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout, pool=None),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            transport=transport,
+        )
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}@{self.base_url}"
+
+    def __repr__(self) -> str:
+        key = f"${self._api_key_env} set" if self._secret else "no API key"
+        return (
+            f"<OpenAIClient model={self.model!r} base_url={self.base_url!r} "
+            f"max_concurrency={self.max_concurrency} ({key})>"
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    # -- the LLM interface -------------------------------------------------------------------
+
+    async def complete(
+        self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, stop: Stop = None
+    ) -> str:
+        url = f"{self.base_url}/completions"
+        payload = self._payload(max_tokens, temperature, stop, prompt=prompt)
+        data = await self._post(url, payload)
+        return _text(url, data, chat=False)
+
+    async def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Stop = None,
+    ) -> str:
+        url = f"{self.base_url}/chat/completions"
+        payload = self._payload(
+            max_tokens, temperature, stop, messages=normalize_messages(messages)
+        )
+        data = await self._post(url, payload)
+        return _text(url, data, chat=True)
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Stop = None,
+    ) -> AsyncIterator[str]:
+        payload = self._payload(
+            max_tokens, temperature, stop, messages=normalize_messages(messages), stream=True
+        )
+        return self._stream(f"{self.base_url}/chat/completions", payload)
+
+    async def _generate_json(
+        self,
+        messages: list[dict[str, str]],
+        json_schema: dict[str, Any],
+        *,
+        schema_name: str,
+        max_tokens: int,
+        temperature: float,
+    ) -> str:
+        url = f"{self.base_url}/chat/completions"
+        mode = "json_schema" if self._json_mode == "auto" else self._json_mode
+        payload = self._payload(max_tokens, temperature, None, messages=messages)
+        if mode != "none":
+            payload["response_format"] = _response_format(mode, schema_name, json_schema)
+        if self._json_mode != "auto":
+            return _text(url, await self._post(url, payload), chat=True)
+        try:  # probe once, without retries: a refusal is not transient
+            data = await self._post(url, payload, retries=0)
+        except LLMServerError as exc:
+            refused = exc.status in _SCHEMA_REJECTED or "response_format" in exc.body
+            if not refused:
+                return _text(url, await self._post(url, payload), chat=True)
+            self._json_mode = "json_object"  # remembered: ask this way from now on
+            payload["response_format"] = _response_format("json_object", schema_name, json_schema)
+            return _text(url, await self._post(url, payload), chat=True)
+        self._json_mode = "json_schema"
+        return _text(url, data, chat=True)
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def _payload(
+        self, max_tokens: int, temperature: float, stop: Stop, *, stream: bool = False, **body: Any
+    ) -> dict[str, Any]:
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        payload: dict[str, Any] = {
+            "model": self.model,
+            **body,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "stream": stream,
+        }
+        stops = normalize_stop(stop)
+        if stops:
+            payload["stop"] = stops
+        return payload
+
+    async def _post(
+        self, url: str, payload: dict[str, Any], *, retries: int | None = None
+    ) -> dict[str, Any]:
+        """POST and return the JSON answer; the whole exchange is retried on failures."""
+        retries = self.max_retries if retries is None else retries
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._open(url, payload, attempt, retries)
+                try:
+                    body = await response.aread()
+                finally:
+                    await response.aclose()
+            except _Retry as retry:
+                await anyio.sleep(retry.delay)
+                continue
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                # the answer was cut off: nothing reached the caller, so asking again is safe
+                if attempt > retries:
+                    raise LLMConnectionError(url, _describe(exc), attempts=attempt) from exc
+                await anyio.sleep(self._delay(attempt, None))
+                continue
+            except httpx.TimeoutException as exc:
+                raise self._timeout(url, exc) from exc
+            try:
+                data = json.loads(body)
+            except ValueError as exc:
+                shown = self._redact(body.decode(errors="replace"))[:200]
+                raise LLMProtocolError(url, f"expected a JSON body, got {shown!r}") from exc
+            if not isinstance(data, dict):
+                raise LLMProtocolError(url, f"expected a JSON object, got {type(data).__name__}")
+            return data
+
+    async def _open(
+        self, url: str, payload: dict[str, Any], attempt: int, retries: int
+    ) -> httpx.Response:
+        """Send one request and return a response with a success status, its body unread.
+
+        Raises:
+            _Retry: the attempt failed in a way worth retrying, and retries are left.
+        """
+        try:
+            request = self._client.build_request("POST", url, json=payload)
+            response = await self._client.send(request, stream=True)
+        except (
+            httpx.ConnectError,
+            httpx.ConnectTimeout,
+            httpx.RemoteProtocolError,
+            httpx.ReadError,
+            httpx.WriteError,
+        ) as exc:
+            # protocol/read/write errors here: the connection broke before any answer
+            if attempt > retries:
+                raise LLMConnectionError(url, _describe(exc), attempts=attempt) from exc
+            raise _Retry(self._delay(attempt, None)) from exc
+        except httpx.TimeoutException as exc:
+            raise self._timeout(url, exc) from exc
+        except httpx.TransportError as exc:
+            raise LLMConnectionError(url, _describe(exc), attempts=attempt) from exc
+        if response.status_code < 400:
+            return response
+        try:
+            body = (await response.aread()).decode(errors="replace")
+        except httpx.HTTPError:
+            body = ""
+        finally:
+            await response.aclose()
+        if response.status_code in _RETRY_STATUS and attempt <= retries:
+            raise _Retry(self._delay(attempt, response.headers.get("retry-after")))
+        raise LLMServerError(url, response.status_code, self._redact(body), attempts=attempt)
+
+    async def _stream(self, url: str, payload: dict[str, Any]) -> AsyncIterator[str]:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._open(url, payload, attempt, self.max_retries)
+                break
+            except _Retry as retry:
+                await anyio.sleep(retry.delay)
+        try:
+            kind = response.headers.get("content-type", "")
+            if kind and "event-stream" not in kind:
+                body = (await response.aread()).decode(errors="replace")
+                raise LLMProtocolError(
+                    url,
+                    f"expected a text/event-stream answer, got {kind!r}: "
+                    f"{self._redact(body)[:200]!r}",
+                )
+            async for event in self._events(url, response):
+                if "error" in event:  # vLLM reports failures mid-stream this way
+                    error = event["error"]
+                    code = error.get("code") if isinstance(error, dict) else None
+                    status = code if isinstance(code, int) else response.status_code
+                    raise LLMServerError(url, status, self._redact(json.dumps(event)))
+                choices = event.get("choices")
+                if not choices:
+                    continue  # e.g. a usage-only chunk
+                try:
+                    choice = choices[0]
+                    piece = (
+                        choice["delta"].get("content") if "delta" in choice else choice.get("text")
+                    )
+                except (TypeError, KeyError, IndexError, AttributeError) as exc:
+                    raise LLMProtocolError(url, f"unexpected stream chunk {event!r:.200}") from exc
+                if piece:
+                    yield piece
+        finally:
+            await response.aclose()
+
+    async def _events(self, url: str, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+        """Parse server-sent events: ``data:`` lines up to a blank line make one JSON event;
+        ``data: [DONE]`` ends the stream; ``:`` lines are comments (keep-alives)."""
+        data: list[str] = []
+        try:
+            async for line in response.aiter_lines():
+                if line == "":
+                    if data:
+                        payload, data = "\n".join(data), []
+                        if payload.strip() == "[DONE]":
+                            return
+                        yield self._event(url, payload)
+                    continue
+                if line.startswith(":"):
+                    continue
+                field, colon, value = line.partition(":")
+                if not colon or field not in _SSE_FIELDS:
+                    raise LLMProtocolError(
+                        url, f"malformed server-sent event line {self._redact(line)[:200]!r}"
+                    )
+                if field == "data":
+                    data.append(value.removeprefix(" "))
+        except httpx.TimeoutException as exc:
+            raise self._timeout(url, exc) from exc
+        except httpx.TransportError as exc:
+            raise LLMConnectionError(url, f"the stream broke off: {_describe(exc)}") from exc
+        if data:  # a last event without its blank line
+            payload = "\n".join(data)
+            if payload.strip() == "[DONE]":
+                return
+            yield self._event(url, payload)
+        raise LLMProtocolError(url, "the stream ended without 'data: [DONE]' (cut off mid-answer?)")
+
+    def _event(self, url: str, payload: str) -> dict[str, Any]:
+        try:
+            event = json.loads(payload)
+        except ValueError as exc:
+            raise LLMProtocolError(
+                url,
+                f"malformed server-sent event: data is not JSON: {self._redact(payload)[:200]!r}",
+            ) from exc
+        if not isinstance(event, dict):
+            raise LLMProtocolError(url, f"malformed server-sent event: {payload[:200]!r}")
+        return event
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(self._max_backoff, max(0.0, float(retry_after)))
+            except ValueError:
+                pass  # an HTTP date; use our own schedule
+        ceiling = min(self._max_backoff, self._backoff * 2 ** (attempt - 1))
+        return ceiling * random.uniform(0.5, 1.0)
+
+    def _timeout(self, url: str, exc: httpx.TimeoutException) -> LLMTimeoutError:
+        if isinstance(exc, httpx.ConnectTimeout):
+            return LLMTimeoutError(url, self.connect_timeout, "connect")
+        phase = "write" if isinstance(exc, httpx.WriteTimeout) else "read"
+        return LLMTimeoutError(url, self.timeout, phase)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+
+class _Retry(Exception):
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _response_format(mode: str, name: str, json_schema: dict[str, Any]) -> dict[str, Any]:
+    if mode == "json_object":
+        return {"type": "json_object", "schema": json_schema}
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64] or "answer"
+    return {"type": "json_schema", "json_schema": {"name": safe, "schema": json_schema}}
+
+
+def _text(url: str, data: dict[str, Any], *, chat: bool) -> str:
+    if "error" in data:
+        raise LLMProtocolError(url, f"the server answered with an error: {data['error']!r:.300}")
+    try:
+        choice = data["choices"][0]
+        text = choice["message"]["content"] if chat else choice["text"]
+    except (KeyError, IndexError, TypeError) as exc:
+        field = "choices[0].message.content" if chat else "choices[0].text"
+        raise LLMProtocolError(url, f"expected {field} in {json.dumps(data)[:200]}") from exc
+    return text or ""
