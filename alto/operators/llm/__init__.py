@@ -25,6 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from alto.operators.llm.base import LLM, Message
+    from alto.operators.llm.emulator import (
+        EmulatorConfig,
+        EmulatorServer,
+        FaultConfig,
+        create_app,
+        serve_emulator,
+        serve_emulator_async,
+    )
     from alto.operators.llm.errors import (
         LLMConnectionError,
         LLMError,
@@ -48,10 +56,19 @@ _WHERE = {
     "OpenAIClient": "openai",
     "LocalLLM": "local",
     "default_model_path": "local",
+    "EmulatorConfig": "emulator",
+    "EmulatorServer": "emulator",
+    "FaultConfig": "emulator",
+    "create_app": "emulator",
+    "serve_emulator": "emulator",
+    "serve_emulator_async": "emulator",
 }
 
 __all__ = [
     "LLM",
+    "EmulatorConfig",
+    "EmulatorServer",
+    "FaultConfig",
     "LLMConnectionError",
     "LLMError",
     "LLMProtocolError",
@@ -61,7 +78,10 @@ __all__ = [
     "Message",
     "OpenAIClient",
     "StructuredOutputError",
+    "create_app",
     "default_model_path",
+    "serve_emulator",
+    "serve_emulator_async",
 ]
 
 
