@@ -35,7 +35,8 @@ def default_reply(prompt: str) -> str:
     """A deterministic reply built from the prompt's own words: 1-4 short sentences.
 
     The count and the words depend on the prompt only, so different prompts
-    split into different numbers of claims, queries or sub-questions.
+    split into different numbers of claims, queries or sub-questions. Each
+    sentence is on its own line, so replies split by line or by sentence alike.
     """
     words = _WORD.findall(prompt) or ["nothing"]
     h = _digest(prompt)
@@ -46,7 +47,7 @@ def default_reply(prompt: str) -> str:
         start = (h >> (4 * i)) % len(words)
         picked = [words[(start + j * 7) % len(words)] for j in range(k)]
         sentences.append(" ".join(picked).capitalize() + ".")
-    return " ".join(sentences)
+    return "\n".join(sentences)
 
 
 class FakeLLM(LLM):

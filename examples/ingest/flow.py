@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import alto
 from alto import Gather, Split
 from examples.common import Operators
@@ -19,20 +21,21 @@ from examples.ingest.steps import (
     CorpusReport,
     Deduper,
     Doc,
-    DocResult,
     EmbeddedChunk,
+    Ingested,
 )
 
 
 def build(ops: Operators, config: Config | None = None) -> alto.Flow:
-    """The ingest flow over ``ops``; it indexes into a fresh index of its own."""
+    """The ingest flow over ``ops``; each corpus it ingests gets an index of its own."""
     config = config or Config()
     deduper = Deduper(ops, config)
 
     @alto.stage
     async def documents(corpus: Corpus) -> Split[Doc]:
+        job = deduper.start(corpus)
         for doc in corpus.documents:
-            yield doc  # documents stream in; each is chunked while the next arrives
+            yield replace(doc, job=job)  # documents stream in; each is chunked as it comes
 
     @alto.stage
     async def chunks(doc: Doc) -> Split[Chunk]:
@@ -50,18 +53,20 @@ def build(ops: Operators, config: Config | None = None) -> alto.Flow:
         return deduper.check_and_add(item)
 
     @alto.stage
-    async def per_document(results: Gather[ChunkResult], doc: Doc) -> DocResult:
-        return steps.document_result(doc, results)
+    async def per_document(results: Gather[ChunkResult], doc: Doc) -> Ingested:
+        return Ingested(doc.job, steps.document_result(doc, results))
 
     @alto.stage
-    async def report(docs: Gather[DocResult], corpus: Corpus) -> CorpusReport:
-        return steps.corpus_report(corpus, docs)
+    async def report(docs: Gather[Ingested], corpus: Corpus) -> CorpusReport:
+        deduper.finish(docs[0].job if docs else None)  # the corpus's index is done
+        return steps.corpus_report(corpus, [d.result for d in docs])
 
     @alto.flow(name="ingest")
     def ingest(corpus: Corpus):
         doc = documents(corpus)
         return report(per_document(index(embed(chunks(doc))), doc), corpus)
 
+    ingest.deduper = deduper  # type: ignore[attr-defined]  # its open indexes, for inspection
     return ingest
 
 
@@ -71,13 +76,16 @@ async def reference(
     """The same computation in plain Python, one chunk after another (no Alto)."""
     config = config or Config()
     reports = []
+    deduper = Deduper(ops, config)
     for corpus in inputs:
-        deduper = Deduper(ops, config)
+        job = deduper.start(corpus)
         docs = []
         for doc in corpus.documents:
+            doc = replace(doc, job=job)
             results = []
             for chunk in steps.chunks(doc, config):
                 results += deduper.check_and_add(await steps.embed(ops, [chunk]))
             docs.append(steps.document_result(doc, results))
+        deduper.finish(job)
         reports.append(steps.corpus_report(corpus, docs))
     return reports

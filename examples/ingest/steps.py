@@ -34,6 +34,7 @@ class Config(BaseModel):
 class Doc:
     id: str
     text: str
+    job: str = ""  # set when ingest starts: which corpus's index the document goes into
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class Chunk:
     id: str  # "<document id>#<chunk index>"
     doc_id: str
     text: str
+    job: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,44 +84,77 @@ class CorpusReport(BaseModel):
     documents_with_duplicates: list[str]
 
 
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """One document's result, with the job it was indexed under."""
+
+    job: str
+    result: DocResult
+
+
 class Deduper:
-    """The index being built, with the near-duplicate check before every add.
+    """The indexes being built, one per ingest job, with the near-duplicate check before adds.
+
+    Each corpus gets a job id when its ingest starts (:meth:`start`) and its own
+    index, released when its report is made (:meth:`finish`): corpora ingested
+    at the same time, or one after another, never see each other's chunks.
 
     ``check_and_add`` is synchronous: checking a batch and adding it happen with
-    no other batch in between, so every chunk is compared with every chunk
-    indexed before it.
+    no other batch in between, so every chunk is compared with every chunk of
+    its job indexed before it.
     """
 
     def __init__(self, ops: Operators, config: Config) -> None:
-        from alto.operators.retriever import Retriever
-
+        self.ops = ops
         self.config = config
-        self.index = Retriever(ops.embedder)
+        self.indexes: dict[str, Any] = {}
+        self._jobs = 0
+
+    def start(self, corpus: Corpus) -> str:
+        self._jobs += 1
+        return f"{corpus.name}/{self._jobs}"
+
+    def finish(self, job: str | None) -> None:
+        if job is not None:
+            self.indexes.pop(job, None)
 
     def check_and_add(self, batch: Sequence[EmbeddedChunk]) -> list[ChunkResult]:
-        if not batch:
-            return []
+        results: dict[int, ChunkResult] = {}
+        by_job: dict[str, list[int]] = {}
+        for i, e in enumerate(batch):
+            by_job.setdefault(e.chunk.job, []).append(i)
+        for job, positions in by_job.items():
+            for i, result in zip(positions, self._check_and_add(job, [batch[i] for i in positions])):
+                results[i] = result
+        return [results[i] for i in range(len(batch))]
+
+    def _check_and_add(self, job: str, batch: list[EmbeddedChunk]) -> list[ChunkResult]:
+        from alto.operators.retriever import Retriever
+
+        index = self.indexes.get(job)
+        if index is None:
+            index = self.indexes[job] = Retriever(self.ops.embedder)
         matrix = np.stack([e.vector for e in batch]).astype(np.float32)
         threshold = self.config.threshold
         matches: list[list[str]] = [[] for _ in batch]
-        if len(self.index):
-            k = min(self.config.k, len(self.index))
-            for row, hits in zip(matches, self.index.search_vectors(matrix, k)):
+        if len(index):
+            k = min(self.config.k, len(index))
+            for row, hits in zip(matches, index.search_vectors(matrix, k)):
                 row.extend(h.id for h in hits if h.score >= threshold)
         within = matrix @ matrix.T  # each chunk against those before it in the batch
         for i in range(len(batch)):
             for j in range(i):
                 if within[i, j] >= threshold:
                     matches[i].append(batch[j].chunk.id)
-        self.index.add_vectors(matrix, [e.chunk.text for e in batch],
-                               ids=[e.chunk.id for e in batch])
+        index.add_vectors(matrix, [e.chunk.text for e in batch], ids=[e.chunk.id for e in batch])
         return [ChunkResult(id=e.chunk.id, matches=sorted(m)) for e, m in zip(batch, matches)]
 
 
 def chunks(doc: Doc, config: Config) -> list[Chunk]:
     words = doc.text.split()
     return [
-        Chunk(f"{doc.id}#{i}", doc.id, " ".join(words[start : start + config.chunk_words]))
+        Chunk(f"{doc.id}#{i}", doc.id, " ".join(words[start : start + config.chunk_words]),
+              doc.job)
         for i, start in enumerate(range(0, len(words), config.chunk_words))
     ]
 

@@ -87,3 +87,20 @@ async def test_summarize_central_chunks_come_from_their_section(ops: Operators) 
         assert 1 <= len(part.chunks_used) <= summarize.Config().central
         for chunk in part.chunks_used:
             assert chunk.split()[0] in by_title[part.title]
+
+
+async def test_ingest_corpora_get_their_own_index(ops: Operators) -> None:
+    from examples import ingest
+    from examples.ingest import Corpus
+
+    (corpus,) = ingest.load_inputs(40)
+    twin = Corpus("twin", corpus.documents)  # the same documents again, as another corpus
+    flow = ingest.build(ops)
+    first = await flow.run([corpus])
+    again = await flow.run([corpus])  # the same flow, a second job
+    both = await flow.run([corpus, twin])  # two jobs at once
+    expected = await ingest.reference(ops, [corpus])
+    assert first == again == expected
+    assert both[0] == expected[0]
+    assert both[1].duplicate_groups == expected[0].duplicate_groups
+    assert flow.deduper.indexes == {}  # every job's index released after its report
