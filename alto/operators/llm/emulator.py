@@ -318,7 +318,13 @@ def create_app(config: EmulatorConfig | None = None) -> Any:
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     ]
-    app = Starlette(routes=routes)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state.slots()  # on the server's loop, before the first request (the first costs ~20 ms)
+        yield
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.emulator = state
     return app
 
@@ -729,7 +735,7 @@ def _uvicorn_config(app: Any, host: str, port: int) -> Any:
         host=host,
         port=port,
         loop="asyncio",
-        lifespan="off",
+        lifespan="on",
         log_config=None,  # leave the host process's logging alone
         log_level="warning",
         access_log=False,
