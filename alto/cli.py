@@ -232,9 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             return _list()
         if args.command == "bench":
+            from alto.bench.cli import BenchError
             from alto.bench.cli import run as bench
 
-            return bench(args)
+            try:
+                return bench(args)
+            except BenchError as exc:
+                raise CLIError(str(exc)) from None
         app = load_app(args.app)
         if args.command == "graph":
             return _graph(args, app)

@@ -26,6 +26,10 @@ from alto.bench.systems import SYSTEMS
 APPS = ("factcheck", "multihop", "summarize", "ingest")
 
 
+class BenchError(ValueError):
+    """A mistake in the arguments of ``alto bench``: one line for the user, exit status 2."""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``bench`` subcommand's arguments."""
     p.add_argument("app", nargs="?", default="all", help=f"one of {', '.join(APPS)}, or all")
@@ -84,44 +88,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _numbers(text: str, kind: type, what: str) -> list[Any]:
-    from alto.cli import CLIError
-
     try:
         values = [kind(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise CLIError(f"{what} must be comma-separated numbers, got {text!r}") from None
+        raise BenchError(f"{what} must be comma-separated numbers, got {text!r}") from None
     if not values or any(v <= 0 for v in values):
-        raise CLIError(f"{what} must be positive numbers, got {text!r}")
+        raise BenchError(f"{what} must be positive numbers, got {text!r}")
     return sorted(set(values))
 
 
 def settings_from(args: argparse.Namespace) -> Any:
     """Validated :class:`~alto.bench.runner.Settings` from the parsed arguments."""
     from alto.bench.runner import Settings
-    from alto.cli import CLIError, check_llm_server
+    from alto.cli import check_llm_server
 
     apps = list(APPS) if args.app == "all" else [args.app]
     for app in apps:
         if app not in APPS:
-            raise CLIError(f"unknown app {app!r}; choose one of: {', '.join(APPS)} or all")
+            raise BenchError(f"unknown app {app!r}; choose one of: {', '.join(APPS)} or all")
     if args.queries < 1:
-        raise CLIError(f"--queries must be at least 1, got {args.queries}")
+        raise BenchError(f"--queries must be at least 1, got {args.queries}")
     if args.repeats < 1:
-        raise CLIError(f"--repeats must be at least 1, got {args.repeats}")
+        raise BenchError(f"--repeats must be at least 1, got {args.repeats}")
     if args.docs_per_corpus < 1:
-        raise CLIError(f"--docs-per-corpus must be at least 1, got {args.docs_per_corpus}")
+        raise BenchError(f"--docs-per-corpus must be at least 1, got {args.docs_per_corpus}")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown or not systems:
-        raise CLIError(f"unknown systems {unknown}; choose from {', '.join(SYSTEMS)}")
+        raise BenchError(f"unknown systems {unknown}; choose from {', '.join(SYSTEMS)}")
     if args.config and len(apps) > 1:
-        raise CLIError("--config holds one app's settings: name that app, not 'all'")
+        raise BenchError("--config holds one app's settings: name that app, not 'all'")
     if args.config and not Path(args.config).is_file():
-        raise CLIError(f"config file {args.config!r} does not exist")
+        raise BenchError(f"config file {args.config!r} does not exist")
     if args.llm == "openai":
         if not args.llm_url:
-            raise CLIError("--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)")
-        check_llm_server(args.llm_url)
+            raise BenchError("--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)")
+        try:
+            check_llm_server(args.llm_url)
+        except Exception as exc:  # alto.cli's own error, re-raised as ours
+            raise BenchError(str(exc)) from None
     return Settings(
         apps=apps,
         llm=args.llm,

@@ -264,16 +264,18 @@ class Recorder:
 class _Open:
     """A call in progress: its id, tokens so far, and the caller's dependency node."""
 
-    __slots__ = ("id", "tokens", "_node")
+    __slots__ = ("id", "tokens", "_node", "_text")
 
     def __init__(self, call_id: int, node: _Node | None) -> None:
         self.id = call_id
         self.tokens = 0
         self._node = node
+        self._text = ""
 
     def progress(self, piece: str) -> None:
         """A streamed piece reached the caller: code after this point has read it."""
-        self.tokens += _tokens(piece)
+        self._text += piece
+        self.tokens = _tokens(self._text)  # pieces of all the text so far, as the server cut it
         if self._node is not None:
             self._node.note(self.id, self.tokens)
 

@@ -1,0 +1,254 @@
+"""``alto bench`` as a user runs it: what it writes, and how it refuses bad arguments."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alto.bench.stats import percentile, poisson_schedule, rotation
+
+FAST = ["--llm", "fake", "--embedder", "hash", "--no-progress"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "alto.cli", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def load(out: Path) -> dict[str, Any]:
+    results: dict[str, Any] = json.loads((out / "results.json").read_text())
+    return results
+
+
+@pytest.fixture(scope="module")
+def factcheck_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    ok(
+        bench(
+            "factcheck",
+            *FAST,
+            "--queries",
+            "3",
+            "--concurrency",
+            "1,2",
+            "--repeats",
+            "1",
+            "--systems",
+            "alto,optimum",
+            "--out",
+            str(out),
+            "--trace",
+            str(out / "trace.json"),
+        )
+    )
+    return out
+
+
+def test_results_json_holds_every_sample_and_the_environment(factcheck_run: Path) -> None:
+    results = load(factcheck_run)
+    settings = results["settings"]
+    assert (settings["llm"], settings["queries"], settings["concurrency"]) == ("fake", 3, [1, 2])
+    assert settings["systems"] == ["alto", "optimum"] and settings["repeats"] == 1
+    env = results["environment"]
+    for key in ("cpu_count", "python", "machine", "platform", "packages", "llm", "seed"):
+        assert key in env
+    assert env["packages"]["anyio"] and env["llm"] == "fake"
+    app = results["apps"]["factcheck"]
+    assert app["inputs"] == 3 and app["timing_emulation"] is False
+    assert app["fairness"]["alto_llm_stages"] == 3  # claims, queries, verdict
+    knobs = app["fairness"]
+    assert (
+        knobs["langgraph_max_concurrency"]
+        == knobs["optimum_llm_slots"]
+        == (knobs["alto_replicas_per_llm_stage"] * 3)
+    )
+    runs = app["runs"]
+    assert len(runs) == 2 * 2  # levels x systems, one repeat
+    for run in runs:
+        assert run["completed"] == 3 and run["failed"] == 0 and run["mismatched"] == 0
+        assert run["llm_calls"] > 0 and run["throughput"] > 0
+        assert [s["index"] for s in run["samples"]] == [0, 1, 2]
+        for sample in run["samples"]:
+            assert sample["error"] is None and sample["latency_s"] > 0
+            assert 0 < sample["first_fragment_s"] <= sample["latency_s"]
+        assert run["first_output_s"] == pytest.approx(
+            min(s["submitted_s"] + s["latency_s"] for s in run["samples"]), abs=2e-6
+        )
+
+
+def test_systems_interleave_in_rotating_order(factcheck_run: Path) -> None:
+    runs = load(factcheck_run)["apps"]["factcheck"]["runs"]
+    order = [(r["level"], r["system"]) for r in runs]
+    expected = [
+        (level, s)
+        for turn, level in enumerate([1.0, 2.0])
+        for s in rotation(["alto", "optimum"], turn)
+    ]
+    assert order == expected
+    assert [r["position"] for r in runs] == [0, 1, 0, 1]
+
+
+def test_summary_agrees_with_the_raw_samples(factcheck_run: Path) -> None:
+    app = load(factcheck_run)["apps"]["factcheck"]
+    rows = {(r["level"], r["system"]): r for r in app["summary"]}
+    for (level, system), row in rows.items():
+        (run,) = [r for r in app["runs"] if r["level"] == level and r["system"] == system]
+        latencies = [s["latency_s"] for s in run["samples"]]
+        assert row["p50_s"] == pytest.approx(percentile(latencies, 50))
+        assert row["p95_s"] == pytest.approx(percentile(latencies, 95))
+        alto = rows[(level, "alto")]
+        assert row["p50_vs_alto"] == pytest.approx(row["p50_s"] / alto["p50_s"])
+        assert row["throughput_vs_alto"] == pytest.approx(row["throughput"] / alto["throughput"])
+    assert all(rows[(level, "alto")]["p50_vs_alto"] == 1.0 for level in (1.0, 2.0))
+
+
+def test_bound_needs_the_emulator_but_the_unloaded_optimum_is_measured(
+    factcheck_run: Path,
+) -> None:
+    bound = load(factcheck_run)["apps"]["factcheck"]["bound"]
+    assert bound["method"] is None
+    assert [q["index"] for q in bound["queries"]] == [0, 1, 2]
+    assert all(q["unloaded_optimum_s"] > 0 and "bound_s" not in q for q in bound["queries"])
+
+
+def test_timelines_record_every_operator_call(factcheck_run: Path) -> None:
+    timelines = load(factcheck_run)["apps"]["factcheck"]["timelines"]
+    assert set(timelines) == {"alto", "optimum"}
+    for line in timelines.values():
+        calls = line["calls"]
+        assert calls[0]["step"] == "claims" and calls[0]["method"] == "stream"
+        assert {c["step"] for c in calls} == {"claims", "queries", "retrieve", "judge"}
+        assert [c["start"] for c in calls] == sorted(c["start"] for c in calls)
+        assert all(c["end"] >= c["start"] >= 0 for c in calls)
+        assert line["latency_s"] >= max(c["end"] for c in calls) - calls[0]["start"]
+    assert timelines["alto"]["stage_spans"] and not timelines["optimum"]["stage_spans"]
+
+
+def test_report_and_plots(factcheck_run: Path) -> None:
+    report = (factcheck_run / "report.md").read_text()
+    assert "## factcheck" in report
+    assert "| concurrency | system | p50 | p95 | p50 / Alto |" in report
+    for row in ("| 1 | alto |", "| 1 | optimum |", "| 2 | alto |", "| 2 | optimum |"):
+        assert row in report
+    assert "timing emulation" not in report.split("## Method")[0].split("## factcheck")[1]
+    assert "Not computed" in report
+    for name in ("latency_cdf", "throughput", "timeline"):
+        png = factcheck_run / f"{name}_factcheck.png"
+        assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000
+        assert f"({name}_factcheck.png)" in report
+
+
+def test_chrome_trace_is_json_with_complete_events(factcheck_run: Path) -> None:
+    trace = json.loads((factcheck_run / "trace.json").read_text())
+    events = trace["traceEvents"]
+    complete = [e for e in events if e["ph"] == "X"]
+    assert complete and all(e["dur"] >= 0 and e["ts"] >= 0 for e in complete)
+    assert {"claims", "judge"} <= {e["name"] for e in complete}
+    names = {e["args"]["name"] for e in events if e["name"] == "process_name"}
+    assert "factcheck / alto (operator calls)" in names
+    assert "factcheck / alto (stage calls)" in names
+    assert "factcheck / optimum (operator calls)" in names
+
+
+def test_poisson_mode_submits_on_the_seeded_schedule(tmp_path: Path) -> None:
+    ok(
+        bench(
+            "summarize",
+            *FAST,
+            "--queries",
+            "3",
+            "--mode",
+            "poisson",
+            "--rate",
+            "40,20",
+            "--repeats",
+            "2",
+            "--seed",
+            "5",
+            "--systems",
+            "optimum,alto",
+            "--out",
+            str(tmp_path),
+        )
+    )
+    results = load(tmp_path)
+    assert results["settings"]["rates"] == [20.0, 40.0]
+    runs = results["apps"]["summarize"]["runs"]
+    assert len(runs) == 2 * 2 * 2
+    for run in runs:
+        schedule = poisson_schedule(3, run["level"], 5 + run["repeat"])
+        assert [s["submitted_s"] for s in run["samples"]] == pytest.approx(schedule, abs=2e-6)
+        assert run["completed"] == 3 and run["mismatched"] == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| arrival rate | system |" in report and "| 20/s | alto |" in report
+
+
+@pytest.mark.langgraph
+def test_every_system_on_every_app(tmp_path: Path) -> None:
+    ok(
+        bench(
+            "all",
+            *FAST,
+            "--queries",
+            "2",
+            "--concurrency",
+            "1,2",
+            "--repeats",
+            "1",
+            "--docs-per-corpus",
+            "4",
+            "--out",
+            str(tmp_path),
+        )
+    )
+    results = load(tmp_path)
+    assert results["failures"] == {}
+    assert list(results["apps"]) == ["factcheck", "multihop", "summarize", "ingest"]
+    for name, app in results["apps"].items():
+        assert app["systems"] == [
+            "alto",
+            "langgraph-flat",
+            "langgraph-subgraph",
+            "langgraph-functional",
+            "optimum",
+        ]
+        assert len(app["runs"]) == 2 * 5
+        assert all(r["completed"] == 2 and r["mismatched"] == 0 for r in app["runs"]), name
+        assert set(app["timelines"]) == {"alto", "langgraph-flat", "optimum"}
+        assert (tmp_path / f"timeline_{name}.png").read_bytes()[:8] == PNG
+    assert results["apps"]["ingest"]["fairness"]["alto_llm_stages"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["factcheck", "--concurrency", "0"], "--concurrency must be positive"),
+        (["factcheck", "--concurrency", "a,b"], "comma-separated numbers"),
+        (["factcheck", "--queries", "0"], "--queries must be at least 1"),
+        (["factcheck", "--systems", "alto,nope"], "unknown systems ['nope']"),
+        (["nope"], "unknown app 'nope'"),
+        (["all", "--config", "x.json"], "--config holds one app's settings"),
+        (["factcheck", "--llm", "openai"], "--llm openai needs --llm-url"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(tmp_path: Path, args: list[str], needle: str) -> None:
+    result = bench(*FAST, *args, "--out", str(tmp_path), timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("alto: error:"), result.stderr
+    assert needle in lines[0]
+    assert not (tmp_path / "results.json").exists()
