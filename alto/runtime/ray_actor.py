@@ -1,0 +1,343 @@
+"""The Ray actor that hosts one replica of one stage.
+
+A :class:`StageHost` is a stateless executor: it receives *assembled* calls
+from the driver (one ``(ancestry, args)`` per call, or whole batches of a
+batched stage), runs them with the same :class:`~alto.runtime.invoke.Invoker`
+as the local runtime (keyword binding, timeouts, retries, splits, batches) and
+streams what they produce back as Ray streaming-generator items. Each item is
+a :data:`Message`: the records produced since the previous item, the failures
+(:class:`~alto.errors.StageError`) behind any tombstones among them, counter
+deltas, trace spans, and how far the call got (for replay after a crash).
+
+Calls run one at a time per actor, as a local replica runs one call at a
+time; the driver keeps one more call queued so the actor never waits on the
+network. Streaming gathers (``GatherStream``) run beside the other calls and
+are fed their children by :meth:`StageHost.feed`, as they arrive.
+
+Per-actor state: the stage function travels to the actor once, when the actor
+is created, and lives as long as the actor. A stage that creates a client or
+loads a model lazily into a module-level variable (``global _model; if _model
+is None: _model = load()``) therefore loads it once per actor, not per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import anyio
+import ray
+import ray.cloudpickle
+
+from alto.ancestry.plan import Node
+from alto.errors import StageError
+from alto.runtime.invoke import Invoker, runner_for
+from alto.runtime.metrics import CallSpan, RunStats, StageStats, now
+from alto.runtime.records import CHUNK
+
+EAGER_S = 5e-3
+"""Calls slower than this (moving average) ship each output at once."""
+
+LINGER_S = 0.005
+"""Longest a produced record waits on the actor before it is shipped."""
+
+Message = tuple[list[Any], list[StageError], tuple[int, float, int, int], list[CallSpan], int, int]
+"""``(records, errors, (calls, busy_s, retries, fragments_out), spans, done, shipped)``.
+
+``done`` counts the units of the call that are finished; ``shipped`` counts
+the records of unit ``done`` shipped so far (its children, for a split).
+"""
+
+
+class _CallRun:
+    """What an Invoker needs of the run, on the actor side: dead roots, failures, spans."""
+
+    __slots__ = ("dead", "dead_letters", "errors", "stats", "calls")
+
+    def __init__(
+        self, dead: set[int], calls: dict[int, set[anyio.CancelScope]], dead_letters: bool,
+        trace: bool,
+    ) -> None:
+        self.dead = dead
+        self.calls = calls  # shared by the actor's calls: StageHost.forget cancels them
+        self.dead_letters = dead_letters
+        self.errors: list[StageError] = []
+        self.stats = RunStats(spans=[] if trace else None)
+
+    def watch(self, root: int, scope: anyio.CancelScope) -> None:
+        """Cancel ``scope`` if the driver reports that ``root`` got its outcome."""
+        self.calls.setdefault(root, set()).add(scope)
+
+    def unwatch(self, root: int, scope: anyio.CancelScope) -> None:
+        scopes = self.calls.get(root)
+        if scopes is not None:
+            scopes.discard(scope)
+            if not scopes:
+                del self.calls[root]
+
+    def fail(self, error: StageError) -> bool:
+        """Mirror of :meth:`RunState.fail`; the driver applies the error for real."""
+        self.errors.append(_shippable(error))
+        if self.dead_letters and error.index not in self.dead:
+            return True
+        self.dead.add(error.index)
+        for scope in self.calls.pop(error.index, ()):
+            scope.cancel()
+        return False
+
+    def span(
+        self, stage: str, anc: tuple, start: float, end: float, replica: int, size: int
+    ) -> None:
+        spans = self.stats.spans
+        if spans is not None:
+            spans.append(CallSpan(stage, anc, start, end, replica, size))
+
+
+def _shippable(error: StageError) -> StageError:
+    """The error, with its cause replaced by a plain one if the cause cannot be pickled."""
+    try:
+        ray.cloudpickle.dumps(error.cause)
+    except Exception:
+        cause = RuntimeError(f"{type(error.cause).__name__}: {error.cause}")
+        return StageError(error.stage, error.ancestry, cause, attempts=error.attempts)
+    return error
+
+
+class _Sink:
+    """The outbox of one remote call: records wait here until a message ships them."""
+
+    __slots__ = ("records", "ema", "send", "receive", "run", "stats", "done", "taken", "mark")
+
+    def __init__(self, run: _CallRun, stats: StageStats) -> None:
+        self.records: list[Any] = []
+        self.ema = 1.0  # start eager: the first outputs go out at once
+        self.send, self.receive = anyio.create_memory_object_stream[Message](1)
+        self.run = run
+        self.stats = stats
+        self.done = 0
+        self.taken = 0  # records shipped so far
+        self.mark = 0  # value of ``taken`` (plus records waiting) when the current unit began
+
+    def due(self, elapsed: float) -> bool:
+        self.ema = ema = self.ema * 0.8 + elapsed * 0.2
+        return ema > EAGER_S or len(self.records) >= CHUNK
+
+    async def flush(self) -> None:
+        if self.records:
+            await self.send.send(self.take())  # waits while the previous message is unsent
+
+    def begin(self, unit: int) -> None:
+        self.done = unit
+        self.mark = self.taken + len(self.records)
+
+    def take(self) -> Message:
+        records = self.records
+        self.records = []
+        self.taken += len(records)
+        # a message is serialised after it is taken: it must share no list that grows later
+        run = self.run
+        errors = run.errors
+        run.errors = []
+        spans = run.stats.spans
+        if spans:
+            run.stats.spans = []
+        else:
+            spans = []
+        s = self.stats
+        counters = (s.calls, s.busy_s, s.retries, s.fragments_out)
+        s.calls = s.retries = s.fragments_out = 0
+        s.busy_s = 0.0
+        return (records, errors, counters, spans, self.done, self.taken - self.mark)
+
+
+class _Feed:
+    """The children of one streaming gather call, as the driver sends them."""
+
+    __slots__ = ("send", "receive", "ended", "finished")
+
+    def __init__(self) -> None:
+        self.send, self.receive = anyio.create_memory_object_stream[Any](float("inf"))
+        self.ended = False  # the driver sent the last children
+        self.finished = False  # the stage function returned
+
+
+class HostNotLoaded(RuntimeError):
+    """A call reached a stage actor that holds no stage (it was restarted since its load)."""
+
+
+class StageHost:
+    """A Ray async actor that runs one replica of one stage; see the module docstring.
+
+    A host starts empty; :meth:`load` gives it its stage for one run. Hosts
+    that ask Ray for no resources are kept between runs and loaded again, so a
+    run does not start a process per replica. Ray restarts a crashed host
+    empty, and the driver loads it again before sending it calls.
+    """
+
+    def __init__(self) -> None:
+        self.node: Node | None = None
+
+    @ray.method(enable_task_events=False)
+    async def load(
+        self, node: Node, replica: int, trace: bool, dead_letters: bool
+    ) -> tuple[float, str, int]:
+        """Take on replica ``replica`` of ``node`` for one run, forgetting any earlier one.
+
+        Returns this actor's clock (``perf_counter``), Ray node id and process id.
+        """
+        self.node = node
+        self.replica = replica
+        self.trace = trace
+        self.dead_letters = dead_letters
+        self.dead: set[int] = set()
+        self.watched: dict[int, set[anyio.CancelScope]] = {}  # root -> scopes of slow calls
+        self.lock = asyncio.Lock()
+        self.feeds: dict[int, _Feed] = {}
+        self.batch = node.spec.options.batch
+        # moving averages that outlive one remote call: how long calls take (the invoker
+        # guards slow ones) and how often outputs come (the sink ships fast ones in chunks)
+        self.call_ema = 1.0
+        self.flush_ema = 1.0
+        return now(), ray.get_runtime_context().get_node_id(), os.getpid()
+
+    @ray.method(enable_task_events=False)
+    async def unload(self) -> None:
+        """Drop the stage (and what its function holds) until the next :meth:`load`."""
+        self.node = None
+        self.feeds = {}
+        self.watched = {}
+
+    def _invoker(self) -> tuple[Invoker, _Sink]:
+        if self.node is None:
+            raise HostNotLoaded("this stage actor was restarted and holds no stage yet")
+        run = _CallRun(self.dead, self.watched, self.dead_letters, self.trace)
+        stats = StageStats(self.node.name)
+        invoker = Invoker(self.node, run, stats, self.replica)  # type: ignore[arg-type]
+        invoker.ema = self.call_ema
+        sink = _Sink(run, stats)
+        sink.ema = self.flush_ema
+        return invoker, sink
+
+    def _learn(self, invoker: Invoker, sink: _Sink) -> None:
+        self.call_ema = invoker.ema
+        self.flush_ema = sink.ema
+
+    @ray.method(enable_task_events=False)
+    async def forget(self, roots: list[int]) -> None:
+        """These roots have their outcome: skip their calls, and stop those running."""
+        if self.node is not None:
+            self._forget(roots)
+
+    def _forget(self, roots: list[int]) -> None:
+        self.dead.update(roots)
+        watched = self.watched
+        if watched:
+            for root in roots:
+                for scope in watched.pop(root, ()):
+                    scope.cancel()
+
+    @ray.method(enable_task_events=False)
+    async def calls(self, units: list[Any], dead: list[int]) -> AsyncIterator[Message]:
+        """Run ``units`` in order (one call each, or one batch each for a batched stage)."""
+        invoker, sink = self._invoker()
+        self._forget(dead)
+        is_dead = self.dead.__contains__
+
+        async def work() -> None:
+            async with self.lock:
+                if self.batch:
+                    for k, batch in enumerate(units):
+                        sink.begin(k)
+                        await invoker.batch(batch, sink)
+                else:
+                    run_one = runner_for(invoker)
+                    for k, (anc, args) in enumerate(units):
+                        sink.begin(k)
+                        if not is_dead(anc[0]):  # the root already has an outcome
+                            await run_one(anc, args, sink)
+                sink.begin(len(units))
+                self._learn(invoker, sink)
+
+        async for message in _pump(sink, work):
+            yield message
+
+    @ray.method(enable_task_events=False)
+    async def stream(self, cid: int, anc: tuple, dead: list[int]) -> AsyncIterator[Message]:
+        """Run a streaming gather for parent ``anc``; its children come through :meth:`feed`."""
+        invoker, sink = self._invoker()
+        self._forget(dead)
+        feed = self.feeds.get(cid)
+        if feed is None:
+            feed = self.feeds[cid] = _Feed()
+
+        async def work() -> None:
+            sink.begin(0)
+            try:
+                await invoker.value(anc, (feed.receive,), sink)
+            finally:
+                feed.receive.close()
+                feed.finished = True
+                if feed.ended:  # the driver has sent everything: forget the feed
+                    self.feeds.pop(cid, None)
+            sink.begin(1)
+
+        async for message in _pump(sink, work):
+            yield message
+
+    @ray.method(enable_task_events=False)
+    async def feed(self, cid: int, values: list[Any], end: bool) -> None:
+        """More children for streaming gather ``cid`` (in order); ``end``: no more follow."""
+        if self.node is None:
+            raise HostNotLoaded("this stage actor was restarted and holds no stage yet")
+        feed = self.feeds.get(cid)
+        if feed is None:
+            feed = self.feeds[cid] = _Feed()
+        for value in values:
+            try:
+                feed.send.send_nowait(value)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                break  # the stage stopped reading early; it needs no more children
+        if end:
+            feed.send.close()
+            feed.ended = True
+            if feed.finished:
+                self.feeds.pop(cid, None)
+
+
+async def _pump(sink: _Sink, work: Callable[[], Awaitable[None]]) -> AsyncIterator[Message]:
+    """Run ``work`` and yield the messages it produces, then a last one with the rest.
+
+    Records are shipped when the invoker flushes (a full chunk, or a slow call
+    that sends each output at once), and otherwise at most ``LINGER_S`` after
+    they were produced, so closes and tombstones never wait behind a long call.
+    """
+
+    async def run() -> None:
+        try:
+            await work()
+        finally:
+            sink.send.close()
+
+    task = asyncio.ensure_future(run())
+    receive = sink.receive
+    try:
+        while True:
+            message: Message | None = None
+            with anyio.move_on_after(LINGER_S):
+                try:
+                    message = await receive.receive()
+                except anyio.EndOfStream:
+                    break
+            if message is None:
+                if not sink.records and not sink.run.errors:
+                    continue
+                message = sink.take()
+            yield message
+        await task  # raises what went wrong in the host itself (not in the stage)
+        yield sink.take()
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        receive.close()

@@ -1,0 +1,404 @@
+"""The distributed runtime: the same plan, each stage replica a Ray async actor.
+
+``await flow.run(inputs, backend="ray")`` (or ``flow.stream(...)``) runs the
+plan on a Ray cluster: the one at ``address=`` (or ``RAY_ADDRESS``), or a
+local one it starts for the run and shuts down afterwards. A Ray instance
+that was already initialised in this process is used as is and left running.
+
+Design
+------
+The driver (the caller's process) keeps everything that has state: the run's
+outcomes (:class:`~alto.runtime.run.RunState`), the bounded channels between
+stages and the routing of the local runtime, and one
+:class:`~alto.runtime.assemble.Assembler` per stage (joins, broadcasts,
+gathers). Each stage replica is an actor (:class:`~alto.runtime.ray_actor.StageHost`)
+that only *runs* assembled calls, with the local runtime's
+:class:`~alto.runtime.invoke.Invoker` (timeouts, retries, splits, batches),
+and streams back what they produce. Why assemble on the driver rather than on
+the actors:
+
+* Results are identical to the local runtime by construction: the same
+  assembler, the same close bookkeeping, the same run state, unchanged.
+* Aggregation-aware routing holds trivially: all fragments of a parent meet in
+  one assembler, and its gather reaches one actor as one call.
+* Actors hold no state of the run, so a crashed actor loses nothing that the
+  driver cannot send again: its in-flight calls are replayed on the restarted
+  actor (or another replica). State on actors would need checkpoints.
+* The cost is a hop through the driver per stage: tens of microseconds per
+  fragment when calls carry many fragments, against model calls of
+  milliseconds to seconds in the pipelines Alto runs.
+
+Fragments move in remote calls of many units (see
+:mod:`alto.runtime.ray_stage`): per stage, calls in flight are bounded
+(``inflight`` per actor), so a slow stage holds back the stages before it.
+Splits stream: a remote call is a Ray streaming generator, and the children
+of a split reach the next stage while the split still runs.
+
+Options (keyword arguments of ``run``/``stream`` with ``backend="ray"``):
+
+* ``address``: the cluster to use (default: ``RAY_ADDRESS``, else start one).
+* ``init``: more keyword arguments for ``ray.init`` when a local instance is
+  started (e.g. ``{"num_cpus": 4}``).
+* ``call_items``: most units (fragments, or batches of a batched stage) in one
+  remote call (default 64; 1 sends every fragment on its own).
+* ``inflight``: remote calls in flight per actor (default 2).
+* ``restarts``: how many times Ray restarts a crashed actor, and how many
+  times a fragment that was running when its actor died is run again
+  (default 3).
+* ``start_timeout``: seconds to wait for the actors to start (default 120;
+  a stage asking for resources no node has would otherwise wait forever).
+
+Resources: ``@alto.stage(resources={...})`` is what each replica asks of Ray:
+``num_cpus``, ``num_gpus``, ``memory`` and custom resources (any other key).
+A stage that names no ``num_cpus`` asks for none, so light stages fit beside
+the heavy ones; Ray places the actors on the nodes that have what they ask.
+
+Per-actor state: stage functions travel to their actors by value (cloudpickle)
+once, when the actor starts. A model or client created lazily in a
+module-level variable is created once per actor and reused by every call::
+
+    _model = None
+
+    @alto.stage(resources={"num_gpus": 1})
+    async def embed(texts: list[str]) -> list[list[float]]:
+        global _model
+        if _model is None:
+            _model = load_model()
+        return _model.encode(texts)
+
+Values, and the exceptions stages raise, must be picklable. A stage function
+that refers to classes or functions of the caller's modules needs those
+modules importable on the workers (same code on every node, or a Ray
+``runtime_env``).
+
+Failures: a stage error is reported exactly as by the local runtime. When an
+actor dies, Ray restarts it and the calls it had in flight run again, on it
+or on another replica: a call is *executed* at least once, and its output is
+*delivered* exactly once. One exception: a split that had already sent
+children downstream is not run again (that would repeat them); its root fails
+with a :class:`~alto.runtime.ray_stage.ActorLostError` naming the stage and
+the fragment, as does a fragment whose actor died ``restarts + 1`` times, and
+a streaming gather whose actor died.
+
+Cancellation: cancelling the run cancels the remote calls in flight (the stage
+functions see the cancellation), then kills every actor the run created.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, AsyncIterable, Callable, Iterable, Mapping
+
+import anyio
+import ray
+import sniffio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from alto.ancestry.plan import INPUT_PREFIX, Node, Plan
+from alto.errors import StageError
+from alto.result import Result
+from alto.runtime.local import Chunk, LocalRuntime, _Outbox, _Route
+from alto.runtime.metrics import RunStats, now
+from alto.runtime.ray_pool import host_class, kill, pool, poolable, release_idle
+from alto.runtime.ray_stage import UP, ActorLostError, Replica, StageDriver
+from alto.runtime.records import CHUNK
+from alto.runtime.run import RunControl
+
+_NATIVE = ("num_cpus", "num_gpus", "memory")
+
+
+def actor_options(node: Node, restarts: int) -> dict[str, Any]:
+    """Ray actor options of one replica of ``node``: its resources, and restarts."""
+    resources = dict(node.spec.options.resources)
+    options: dict[str, Any] = {
+        "max_restarts": restarts,
+        "max_task_retries": 0,  # the driver replays calls itself, knowing what was delivered
+        "num_cpus": 0,
+    }
+    for key in _NATIVE:
+        if key in resources:
+            options[key] = resources.pop(key)
+    if resources:
+        options["resources"] = resources
+    return options
+
+
+class _Connection:
+    """Connects this process to Ray for the runs that need it; disconnects after the last.
+
+    A Ray instance initialised by someone else is used and left alone.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        self.owned = False
+
+    def acquire(self, address: str | None, init: Mapping[str, Any] | None) -> None:
+        with self.lock:
+            if self.users == 0 and not ray.is_initialized():
+                address = address or os.environ.get("RAY_ADDRESS") or None
+                kwargs: dict[str, Any] = {"logging_level": logging.WARNING}
+                if address is None:
+                    kwargs.update(address="local", include_dashboard=False)
+                    kwargs.update(init or {})
+                else:
+                    kwargs.update(address=address)
+                ray.init(**kwargs)
+                self.owned = True
+            self.users += 1
+
+    def release(self) -> None:
+        with self.lock:
+            self.users -= 1
+            if self.users == 0 and self.owned:
+                self.owned = False
+                pool.clear()
+                ray.shutdown()
+
+
+_connection = _Connection()
+
+
+class RayRuntime(LocalRuntime):
+    """Runs a plan on Ray; see the module docstring."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        on_result: Callable[[Result[Any]], None],
+        *,
+        concurrency: int | None = None,
+        stats: RunStats | None = None,
+        trace: bool = False,
+        dead_letters: list[StageError] | None = None,
+        progress: Any = None,
+        deadline: float | None = None,
+        control: RunControl | None = None,
+        call_items: int = CHUNK,
+        inflight: int = 2,
+        restarts: int = 3,
+        start_timeout: float = 120.0,
+    ) -> None:
+        for name, value, low in (("call_items", call_items, 1), ("inflight", inflight, 1),
+                                 ("restarts", restarts, 0)):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}={value!r} is invalid; expected an int >= {low}")
+        if not start_timeout > 0:
+            raise ValueError(f"start_timeout={start_timeout!r} is invalid; expected seconds > 0")
+        self.finished: list[int] = []  # roots with an outcome, in order (actors skip their calls)
+        self.forget: set[int] = set()  # of those, roots with calls in flight: stop them
+        self.forget_due = anyio.Event()
+
+        def record(result: Result[Any]) -> None:
+            root = result.index
+            self.finished.append(root)
+            if any(root in r.roots for rs in self.replicas.values() for r in rs):
+                self.forget.add(root)
+                self.forget_due.set()
+            on_result(result)
+
+        self.replicas: dict[str, list[Replica]] = {}
+        super().__init__(plan, record, concurrency=concurrency, stats=stats, trace=trace,
+                         dead_letters=dead_letters, progress=progress, deadline=deadline,
+                         control=control)
+        self.trace = trace
+        self.dead_letters = dead_letters is not None
+        self.call_items = call_items
+        self.inflight = inflight
+        self.restarts = restarts
+        self.start_timeout = start_timeout
+        self.options = {node.name: actor_options(node, restarts) for node in plan.nodes}
+
+    def _new_inboxes(
+        self, node: Node
+    ) -> list[tuple[MemoryObjectSendStream[Chunk], MemoryObjectReceiveStream[Chunk]]]:
+        # One inbox per stage: its driver assembles every call of the stage.
+        opts = node.spec.options
+        return [anyio.create_memory_object_stream[Chunk](opts.buffer * opts.replicas)]
+
+    def _routes(self, source: str) -> list[Any]:
+        routes = super()._routes(source)
+        for route in routes:
+            if isinstance(route, _Route):
+                route.max_chunk = CHUNK  # the driver batches calls itself: send whole chunks
+        return routes
+
+    async def execute(self, inputs: Iterable[Any] | AsyncIterable[Any]) -> None:
+        """Start the actors, run every input through the plan, release the actors."""
+        plan = self.plan
+        self.stats.started = now()
+        clean = False
+        try:
+            try:
+                await self._start_actors()
+            except BaseException:
+                for pairs in self.inboxes.values():
+                    for send, receive in pairs:
+                        send.close()
+                        receive.close()
+                raise
+            source_outboxes = {n: _Outbox(self._routes(INPUT_PREFIX + n)) for n in plan.inputs}
+            drivers = [
+                StageDriver(
+                    self,
+                    node,
+                    self.replicas[node.name],
+                    self.inboxes[node.name][0][1].clone(),
+                    _Outbox(self._routes(node.name)),
+                )
+                for node in plan.nodes
+            ]
+            for pairs in self.inboxes.values():
+                for send, receive in pairs:
+                    send.close()
+                    receive.close()
+            async with anyio.create_task_group() as outer:
+                if self.deadline is not None:
+                    outer.start_soon(self._deadlines, self.deadline)
+                outer.start_soon(self._stop_calls)
+                try:
+                    async with anyio.create_task_group() as tg:
+                        for driver in drivers:
+                            tg.start_soon(driver.run, name=f"alto:{driver.name}")
+                        await self._source(inputs, source_outboxes)
+                finally:
+                    outer.cancel_scope.cancel()
+            clean = True
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._release_actors(clean)
+            self.stats.finished = now()
+        for root in sorted(set(self.stats.root_start) - self.run.dead):  # pragma: no cover
+            self.run.finish(
+                root,
+                None,
+                StageError(plan.name, (root,), RuntimeError("the run ended without an outcome")),
+            )
+
+    async def _start_actors(self) -> None:
+        failures: list[str] = []
+
+        async def start(node: Node, replica: Replica) -> None:
+            try:
+                try:
+                    await replica.start()
+                except Exception:
+                    if not replica.pooled:
+                        raise
+                    # an idle host that died meanwhile: start a fresh one instead
+                    kill(replica.handle)
+                    replica.handle = host_class().options(**self.options[node.name]).remote()
+                    replica.pooled = False
+                    await replica.start()
+            except Exception as exc:
+                failures.append(
+                    f"stage {node.name!r} (defined at {node.spec.where}): its Ray actor failed "
+                    f"to start: {type(exc).__name__}: {exc}"
+                )
+
+        for node in self.plan.nodes:
+            replicas = self.replicas[node.name] = []
+            for i in range(node.spec.options.replicas):
+                handle, pooled = pool.take(self.options[node.name])
+                args = (node, i, self.trace, self.dead_letters)
+                replicas.append(Replica(i, handle, args, pooled))
+        with anyio.move_on_after(self.start_timeout) as scope:
+            async with anyio.create_task_group() as tg:
+                for node in self.plan.nodes:
+                    for replica in self.replicas[node.name]:
+                        tg.start_soon(start, node, replica)
+        if scope.cancelled_caught:
+            waiting = [
+                f"{n.name!r} (resources {dict(n.spec.options.resources) or 'none'})"
+                for n in self.plan.nodes
+                if any(r.pid == 0 for r in self.replicas[n.name])
+            ]
+            raise ActorLostError(
+                f"the Ray actors of stage(s) {', '.join(waiting)} did not start within "
+                f"{self.start_timeout:g}s; does the cluster have a node with those resources? "
+                f"(cluster: {ray.cluster_resources()})"
+            )
+        if failures:
+            raise ActorLostError("\n".join(failures))
+
+    async def _stop_calls(self) -> None:
+        """Tell actors which roots got their outcome while calls of theirs were running.
+
+        The actors stop those calls (the slow ones, as the local runtime does)
+        and skip the ones still queued.
+        """
+        while True:
+            await self.forget_due.wait()
+            self.forget_due = anyio.Event()
+            roots, self.forget = self.forget, set()
+            refs = []
+            for replicas in self.replicas.values():
+                for replica in replicas:
+                    mine = [root for root in roots if root in replica.roots]
+                    if mine and replica.state is UP:
+                        refs.append(replica.handle.forget.remote(mine))
+            for ref in refs:
+                try:
+                    await ref
+                except Exception:  # the actor is gone: its driver finds out and recovers
+                    pass
+
+    async def _release_actors(self, clean: bool) -> None:
+        """After a clean run, keep the hosts that may be kept; kill every other one."""
+        keep: list[tuple[str, Replica]] = []
+        for name, replicas in self.replicas.items():
+            for replica in replicas:
+                if clean and replica.state is UP and replica.pid and poolable(self.options[name]):
+                    keep.append((name, replica))
+                else:
+                    kill(replica.handle)
+        if not keep:
+            return
+
+        async def unload(name: str, replica: Replica) -> None:
+            try:
+                with anyio.fail_after(self.start_timeout):
+                    await replica.handle.unload.remote()
+            except Exception:
+                kill(replica.handle)
+            else:
+                pool.give_back(self.options[name], replica.handle)
+
+        async with anyio.create_task_group() as tg:
+            for name, replica in keep:
+                tg.start_soon(unload, name, replica)
+
+
+async def run_ray(
+    plan: Plan,
+    inputs: Iterable[Any] | AsyncIterable[Any],
+    on_result: Callable[[Result[Any]], None],
+    *,
+    address: str | None = None,
+    init: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> RunStats:
+    """Run ``plan`` over ``inputs`` on Ray; returns the run's statistics.
+
+    Takes the options of :func:`~alto.runtime.local.run_local` and those listed
+    in the module docstring.
+    """
+    if sniffio.current_async_library() != "asyncio":
+        raise RuntimeError("backend='ray' runs on asyncio; run the flow from an asyncio event loop")
+    # ray.init belongs on the main thread (signal handlers); it blocks only when it starts Ray
+    _connection.acquire(address, init)
+    try:
+        runtime = RayRuntime(plan, on_result, **options)
+        await runtime.execute(inputs)
+        return runtime.stats
+    finally:
+        _connection.release()
+
+
+run_ray.cancels_inputs = True  # type: ignore[attr-defined]
+
+
+__all__ = ["ActorLostError", "RayRuntime", "actor_options", "release_idle", "run_ray"]

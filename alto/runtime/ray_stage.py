@@ -1,0 +1,543 @@
+"""The driver side of one stage on Ray: assembling calls and keeping its actors busy.
+
+A :class:`StageDriver` reads the stage's inbox, assembles calls with the same
+:class:`~alto.runtime.assemble.Assembler` as the local runtime (joins,
+broadcasts, gathers: one assembler per stage, so every group is complete in
+one place) and hands the ready calls to the stage's actors in *remote calls*
+of several units each:
+
+* **Batching.** A remote call costs about a millisecond, so a call carries as
+  many units as make about ``TARGET_S`` of work (measured as the run goes),
+  up to ``call_items``: many fragments per call for a fast stage, one per call
+  for a slow one, so slow calls still spread across replicas.
+* **Backpressure.** Each actor has at most ``inflight`` remote calls (one
+  running, the others queued on the actor); beyond that, calls wait here, and
+  beyond ``high water`` of those the driver stops reading its inbox, which
+  fills and stops the stages upstream. A remote call streams its results back
+  (a Ray streaming generator) with a bounded backlog, so a fast split cannot
+  run ahead of a driver that is not reading its results.
+* **Failures.** A call that dies with its actor is replayed from the unit
+  that was running, on whichever replica is up (Ray restarts the actor, up to
+  ``restarts`` times); see :meth:`StageDriver._recover` for the exact rules.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import ray
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
+from ray.exceptions import ObjectLostError, RayActorError, WorkerCrashedError
+
+from alto.ancestry.plan import Node, PortMode
+from alto.errors import StageError
+from alto.runtime.assemble import Assembler
+from alto.runtime.metrics import CallSpan, now
+from alto.runtime.ray_actor import HostNotLoaded
+from alto.runtime.records import CHUNK, DROPPED, Close
+
+if TYPE_CHECKING:
+    from alto.runtime.local import _Outbox
+    from alto.runtime.ray_backend import RayRuntime
+
+TARGET_S = 0.02
+"""Work (seconds) one remote call should carry, to amortise Ray's cost per call."""
+
+BACKLOG = 4
+"""Messages a remote call may produce ahead of the driver reading them."""
+
+CANCEL_GRACE_S = 2.0
+"""Seconds a cancelled remote call may take to clean up before its actor is killed."""
+
+YIELD_EVERY = 256
+"""Records the driver reads before it lets other tasks run."""
+
+ACTOR_LOST = (RayActorError, WorkerCrashedError, ObjectLostError)
+"""Ray errors that mean the actor (or its process, or its node) went away."""
+
+UP, _PROBING, _DEAD = "up", "probing", "dead"
+_UP = UP
+_stream_ids = itertools.count()
+
+
+class ActorLostError(RuntimeError):
+    """The actor running a stage call died, and the call could not be run again."""
+
+
+class Replica:
+    """One actor of a stage, as the driver sees it."""
+
+    __slots__ = (
+        "index", "handle", "args", "pooled", "load", "offset", "sent", "state", "node_id", "pid",
+        "roots",
+    )
+
+    def __init__(self, index: int, handle: Any, args: tuple[Any, ...], pooled: bool) -> None:
+        self.index = index
+        self.handle = handle
+        self.args = args  # of StageHost.load
+        self.pooled = pooled  # the host was idle in the pool
+        self.load = 0  # remote calls in flight
+        self.offset = 0.0  # actor clock minus driver clock (perf_counter)
+        self.sent = 0  # how many of the run's finished roots this actor was told about
+        self.state = _UP
+        self.node_id = ""
+        self.pid = 0
+        self.roots: dict[int, int] = {}  # root -> units of it in flight on this actor
+
+    def working(self, units: list[Any], batched: bool, step: int) -> None:
+        """Count the roots of ``units`` in flight (``step`` 1) or done (``step`` -1)."""
+        roots = self.roots
+        for unit in units:
+            for anc, _ in unit if batched else (unit,):
+                n = roots.get(anc[0], 0) + step
+                if n:
+                    roots[anc[0]] = n
+                else:
+                    del roots[anc[0]]
+
+    async def start(self) -> None:
+        """Load the stage into the actor (again, after a restart); measure its clock offset."""
+        t0 = now()
+        clock, self.node_id, self.pid = await self.handle.load.remote(*self.args)
+        t1 = now()
+        self.offset = clock - (t0 + t1) / 2
+        self.sent = 0  # a freshly loaded actor knows no finished roots
+        self.state = _UP
+
+
+class StageDriver:
+    """Feeds one stage's actors; see the module docstring."""
+
+    def __init__(
+        self,
+        runtime: RayRuntime,
+        node: Node,
+        replicas: list[Replica],
+        receive: MemoryObjectReceiveStream[Any],
+        outbox: _Outbox,
+    ) -> None:
+        self.node = node
+        self.name = node.name
+        self.state = runtime.run
+        self.finished = runtime.finished
+        self.stats = runtime.stats.stages[node.name]
+        self.spans = runtime.stats.spans
+        self.replicas = replicas
+        self.receive = receive
+        self.outbox = outbox
+        self.call_items = runtime.call_items
+        self.inflight = runtime.inflight
+        self.restarts = runtime.restarts
+        self.probe_timeout = runtime.start_timeout
+        opts = node.spec.options
+        self.size = opts.batch or 0
+        self.batch_wait = opts.batch_timeout
+        self.is_split = node.is_split
+        self.streams = any(p.mode is PortMode.GATHER_STREAM for p in node.ports)
+        self.assembler = Assembler(node, runtime.run.dead)
+        if not self.assembler.simple:
+            runtime.run.assemblers.append(self.assembler)
+        self.pending: list[Any] = []  # assembled calls waiting for an actor
+        self.since = 0.0  # when the oldest pending call arrived (for partial batches)
+        self.high = max(self.call_items, self.size) * max(len(replicas), 2)
+        self.ended = False
+        self.calls = 0  # remote calls in flight
+        self.cost: float | None = None  # moving average of seconds per unit
+        self.replays: dict[tuple, int] = {}  # ancestry -> times it was running when its actor died
+        self._work = anyio.Event()
+        self._room = anyio.Event()
+        self._tg: TaskGroup | None = None
+
+    # -- the two loops -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with self.receive, self.outbox:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._read, name=f"alto:{self.name}:read")
+                await self._dispatch()
+
+    async def _read(self) -> None:
+        receive = self.receive
+        outbox = self.outbox
+        stats = self.stats
+        accept = self.assembler.accept
+        pending = self.pending
+        ready: list[Any] = []
+        handled = 0
+        while True:
+            while len(pending) >= self.high:
+                await self._wait_room()
+            try:
+                port, records = receive.receive_nowait()
+            except anyio.WouldBlock:
+                self._work.set()
+                await outbox.flush()
+                try:
+                    port, records = await receive.receive()
+                except anyio.EndOfStream:
+                    break
+            except anyio.EndOfStream:
+                break
+            n = len(records)
+            stats.queued -= n
+            stats.fragments_in += n - accept(port, records, outbox.records, ready)
+            if ready:
+                if self.streams:
+                    assert self._tg is not None
+                    for anc, (children,) in ready:
+                        self._tg.start_soon(self._stream, anc, children)
+                else:
+                    if not pending:
+                        self.since = now()
+                    pending.extend(ready)
+                ready.clear()
+            if len(outbox.records) >= CHUNK:
+                await outbox.flush()
+            handled += n
+            if handled >= YIELD_EVERY:
+                handled = 0
+                self._work.set()
+                await anyio.lowlevel.checkpoint()
+        self.ended = True
+        self._work.set()
+
+    async def _dispatch(self) -> None:
+        assert self._tg is not None
+        pending = self.pending
+        while True:
+            # A second call queued on an actor hides the network, but work queued behind a
+            # slow call waits even when another actor is free: only fast stages queue.
+            cost = self.cost
+            cap = self.inflight if cost is not None and cost < TARGET_S / 4 else 1
+            while pending:
+                replica = self._pick(cap)
+                if replica is None:
+                    break
+                units = self._take(replica)
+                if units is None:
+                    break
+                replica.load += 1
+                self.calls += 1
+                self._tg.start_soon(self._call, replica, units)
+            if not pending and self.ended and self.calls == 0:
+                break
+            if pending and all(r.state is _DEAD for r in self.replicas):
+                self._fail_units(self._units(pending), self._all_dead(), 1)
+                pending.clear()
+                await self.outbox.flush()
+                continue
+            self._room.set()
+            await self._wait_work(self._deadline())
+
+    # -- choosing work ---------------------------------------------------------------------
+
+    def _pick(self, cap: int) -> Replica | None:
+        best = None
+        for r in self.replicas:
+            if r.state is _UP and r.load < cap and (best is None or r.load < best.load):
+                best = r
+        return best
+
+    def _per_call(self) -> int:
+        cost = self.cost
+        if cost is None:
+            return 1  # nothing measured yet: start small, as the first outputs go out at once
+        return max(1, min(self.call_items, int(TARGET_S / max(cost, 1e-9))))
+
+    def _take(self, replica: Replica) -> list[Any] | None:
+        """The units of the next remote call, or ``None`` while a partial batch may still fill."""
+        pending = self.pending
+        idle = sum(1 for r in self.replicas if r.state is _UP and r.load == 0) or 1
+        if self.size:
+            size = self.size
+            full = len(pending) // size
+            if full == 0:
+                due = self.ended or self.batch_wait <= 0 or now() - self.since >= self.batch_wait
+                if not due:
+                    return None
+                units = [pending[:]]
+                pending.clear()
+                return units
+            n = min(full, self._per_call(), max(1, math.ceil(full / idle)))
+            units = [pending[i * size : (i + 1) * size] for i in range(n)]
+            del pending[: n * size]
+        else:
+            n = min(len(pending), self._per_call(), max(1, math.ceil(len(pending) / idle)))
+            units = pending[:n]
+            del pending[:n]
+        self.since = now()
+        return units
+
+    def _deadline(self) -> float | None:
+        if self.size and self.pending and self.batch_wait > 0 and not self.ended:
+            return max(0.0, self.since + self.batch_wait - now())
+        return None
+
+    def _units(self, items: list[Any]) -> list[Any]:
+        if self.size:
+            return [items[i : i + self.size] for i in range(0, len(items), self.size)]
+        return list(items)
+
+    # -- remote calls ----------------------------------------------------------------------
+
+    def _dead_for(self, replica: Replica) -> list[int]:
+        """Roots that finished since this actor last heard (it skips their calls)."""
+        finished = self.finished
+        delta = finished[replica.sent :]
+        replica.sent = len(finished)
+        return delta
+
+    async def _call(self, replica: Replica, units: list[Any]) -> None:
+        batched = bool(self.size)
+        replica.working(units, batched, 1)
+        try:
+            gen = replica.handle.calls.options(_generator_backpressure_num_objects=BACKLOG).remote(
+                units, self._dead_for(replica)
+            )
+            done, shipped, error = await self._consume(gen, replica)
+            if error is not None:
+                self._recover(replica, units, done, shipped, error)
+                await self.outbox.flush()
+        finally:
+            replica.working(units, batched, -1)
+            replica.load -= 1
+            self.calls -= 1
+            self._work.set()
+
+    async def _consume(self, gen: Any, replica: Replica) -> tuple[int, int, Exception | None]:
+        """Apply the messages of one remote call; returns how far it got, and its error."""
+        done = shipped = 0
+        it = gen.__aiter__()
+        try:
+            while True:
+                try:
+                    message = await (await it.__anext__())
+                except StopAsyncIteration:
+                    return done, shipped, None
+                except Exception as exc:
+                    return done, shipped, exc
+                done, shipped = message[4], message[5]
+                self._apply(message, replica)
+                await self.outbox.flush()
+        except BaseException:  # cancelled: stop the remote call, give it time to clean up
+            with anyio.CancelScope(shield=True):
+                await _cancel(gen)
+            raise
+
+    def _apply(self, message: Any, replica: Replica) -> None:
+        records, errors, (calls, busy, retries, out), spans, _, _ = message
+        stats = self.stats
+        if calls:
+            stats.calls += calls
+            stats.busy_s += busy
+            per = busy / calls
+            self.cost = per if self.cost is None else self.cost * 0.7 + per * 0.3
+        stats.retries += retries
+        stats.fragments_out += out
+        for error in errors:
+            self.state.fail(error)  # before the records: a tombstone's error must be known first
+        if spans and self.spans is not None:
+            off = replica.offset
+            self.spans.extend(
+                CallSpan(s.stage, s.ancestry, s.start - off, s.end - off, s.replica, s.size)
+                for s in spans
+            )
+        if records:
+            self.outbox.records.extend(records)
+
+    # -- failures --------------------------------------------------------------------------
+
+    def _recover(
+        self, replica: Replica, units: list[Any], done: int, shipped: int, error: Exception
+    ) -> None:
+        """A remote call failed after ``done`` units (and ``shipped`` records of the next).
+
+        Units already finished stay finished. The unit that was running is
+        finished too if its output was shipped whole (a value, a batch);
+        a split that had shipped children cannot run again without
+        repeating them, so its root fails (dead letters: the children so
+        far survive). The other units run again elsewhere when the actor
+        was lost (at most ``restarts`` times for the unit that was running:
+        a fragment that kills its actor every time ends with a clear
+        error), and fail with the error otherwise.
+        """
+        lost = _is_lost(error)
+        rest = units[done:]
+        running = 0  # index in ``rest`` of the unit that was running, if it is still there
+        if rest and shipped:
+            running = -1
+            first, rest = rest[0], rest[1:]
+            if self.is_split:
+                cause = self._lost(replica, error, shipped) if lost else error
+                anc = first[0]
+                attempts = self.replays.get(anc, 0) + 1
+                if self.state.fail(StageError(self.name, anc, cause, attempts=attempts)):
+                    self.outbox.records.append(Close(anc, shipped))
+        if not lost:
+            self._fail_units(rest, error, 1)
+            return
+        self._suspect(replica)
+        again: list[Any] = []
+        for k, unit in enumerate(rest):
+            items = unit if self.size else [unit]
+            for item in items:
+                anc = item[0]
+                if anc[0] in self.state.dead:
+                    continue
+                runs = self.replays.get(anc, 0) + (1 if k == running else 0)
+                if runs > self.restarts:
+                    self._fail_units([item] if not self.size else [[item]],
+                                     self._lost(replica, error, 0), runs)
+                    continue
+                self.replays[anc] = runs
+                again.append(item)
+        if again:
+            self.pending[:0] = again
+            self.since = now()
+
+    def _lost(self, replica: Replica, error: Exception, shipped: int) -> ActorLostError:
+        what = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        why = (
+            f"; {shipped} of its children had already gone downstream, so it cannot run again"
+            if shipped
+            else ""
+        )
+        return ActorLostError(
+            f"the Ray actor of stage {self.name!r} (replica {replica.index}, pid {replica.pid}) "
+            f"died while running this fragment{why} ({type(error).__name__}: {what})"
+        )
+
+    def _all_dead(self) -> ActorLostError:
+        return ActorLostError(
+            f"every Ray actor of stage {self.name!r} died and Ray gave up restarting them "
+            f"(restarts={self.restarts}); pass restarts= to the ray backend to allow more"
+        )
+
+    def _fail_units(self, units: list[Any], cause: BaseException, attempts: int) -> None:
+        run = self.state
+        records = self.outbox.records
+        for unit in units:
+            for anc, _ in unit if self.size else [unit]:
+                if anc[0] in run.dead:
+                    continue
+                if run.fail(StageError(self.name, anc, cause, attempts=attempts)):
+                    records.append(Close(anc, 0) if self.is_split else (anc, DROPPED))
+
+    def _suspect(self, replica: Replica) -> None:
+        """Dispatch nothing more to ``replica`` until it answers again."""
+        if replica.state is _UP:
+            replica.state = _PROBING
+            assert self._tg is not None
+            self._tg.start_soon(self._probe, replica)
+
+    async def _probe(self, replica: Replica) -> None:
+        """After a crash: wait for Ray to restart the actor and load it, or learn it is gone."""
+        try:
+            with anyio.fail_after(self.probe_timeout):
+                await replica.start()
+        except Exception:
+            replica.state = _DEAD
+        self._work.set()
+
+    # -- streaming gathers -----------------------------------------------------------------
+
+    async def _stream(self, anc: tuple, children: MemoryObjectReceiveStream[Any]) -> None:
+        """Run a streaming gather on an actor, sending it the children as they arrive."""
+        replica = self._pick(math.inf)  # type: ignore[arg-type]
+        if replica is None:
+            children.close()
+            self._fail_units([(anc, None)], self._all_dead(), 1)
+            await self.outbox.flush()
+            return
+        cid = next(_stream_ids)
+        replica.load += 1
+        unit = [(anc, None)]
+        replica.working(unit, False, 1)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._feed, replica, cid, children)
+                gen = replica.handle.stream.options(
+                    _generator_backpressure_num_objects=BACKLOG
+                ).remote(cid, anc, self._dead_for(replica))
+                done, shipped, error = await self._consume(gen, replica)
+                tg.cancel_scope.cancel()
+            if error is not None and not (done or shipped):
+                if _is_lost(error):
+                    # its children were handed over one by one: they cannot be sent again
+                    error = self._lost(replica, error, 0)
+                    self._suspect(replica)
+                self._fail_units([(anc, None)], error, 1)
+                await self.outbox.flush()
+        finally:
+            children.close()
+            replica.working(unit, False, -1)
+            replica.load -= 1
+            self._work.set()
+
+    async def _feed(
+        self, replica: Replica, cid: int, children: MemoryObjectReceiveStream[Any]
+    ) -> None:
+        feed = replica.handle.feed
+        while True:
+            values: list[Any] = []
+            end = False
+            try:
+                values.append(await children.receive())
+                while len(values) < 4096:
+                    values.append(children.receive_nowait())
+            except anyio.WouldBlock:
+                pass
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                end = True
+            try:
+                await feed.remote(cid, values, end)
+            except Exception:
+                return  # the actor is gone: the call itself reports it
+            if end:
+                return
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    async def _wait_work(self, timeout: float | None) -> None:
+        event = self._work
+        if timeout is None:
+            await event.wait()
+        else:
+            with anyio.move_on_after(timeout):
+                await event.wait()
+        if event is self._work:
+            self._work = anyio.Event()
+
+    async def _wait_room(self) -> None:
+        self._work.set()
+        event = self._room
+        await event.wait()
+        if event is self._room:
+            self._room = anyio.Event()
+
+
+def _is_lost(error: Exception) -> bool:
+    """Whether ``error`` means the actor went away (or came back empty) under a call."""
+    return isinstance(error, ACTOR_LOST) or isinstance(
+        getattr(error, "cause", error), HostNotLoaded
+    ) or isinstance(error, HostNotLoaded)
+
+
+async def _cancel(gen: Any) -> None:
+    """Cancel a remote call and wait (briefly) until it has stopped."""
+    try:
+        ray.cancel(gen)
+    except Exception:
+        return
+    with anyio.move_on_after(CANCEL_GRACE_S):
+        try:
+            async for ref in gen:
+                await ref
+        except Exception:
+            pass
