@@ -1,8 +1,13 @@
-"""Cancelling a run cancels every stage call it started, and leaves no task behind."""
+"""Cancelling a run cancels every stage call it started, and leaves no task behind.
+
+The stage calls report to ``shared`` (they may run in other processes): how
+many are running, how many were cancelled, and when the first one blocks.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 
 import anyio
@@ -13,17 +18,12 @@ from alto import Gather, Split
 
 pytestmark = pytest.mark.anyio
 
-
-class Probe:
-    """Counts stage calls in progress, and how many were cancelled."""
-
-    def __init__(self) -> None:
-        self.running = 0
-        self.cancelled = 0
-        self.started = anyio.Event()
+HANG = 30  # seconds: only reached when cancellation does not reach the stage calls
 
 
-def blocking_flow(probe: Probe) -> alto.Flow:
+def blocking_flow(probe) -> alto.Flow:
+    """Stage ``block`` returns fragment 0 at once and blocks on every other one."""
+
     @alto.stage
     async def parts(n: int) -> Split[int]:
         for i in range(n):
@@ -31,17 +31,18 @@ def blocking_flow(probe: Probe) -> alto.Flow:
 
     @alto.stage(replicas=4)
     async def block(i: int) -> int:
-        probe.running += 1
-        probe.started.set()
+        await probe.add("running")
+        await probe.set("started")
         try:
             if i > 0:
+                await probe.add("blocked")
                 await anyio.sleep(60)
             return i
         except anyio.get_cancelled_exc_class():
-            probe.cancelled += 1
+            await probe.add("cancelled")
             raise
         finally:
-            probe.running -= 1
+            await probe.add("running", -1)
 
     @alto.stage
     async def total(xs: Gather[int]) -> int:
@@ -58,52 +59,78 @@ def other_tasks() -> set[asyncio.Task]:
     return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
 
 
-async def test_cancelling_run_cancels_stage_calls(backend):
-    probe = Probe()
+async def blocked(probe, calls: int) -> None:
+    """Wait until ``calls`` stage calls are blocked."""
+    while await probe.get("blocked") < calls:
+        await anyio.sleep(0.01)
+
+
+async def settled(probe) -> tuple[int, int]:
+    """``(running, cancelled)`` stage calls, read once the run has stopped."""
+    return await probe.get("running"), await probe.get("cancelled")
+
+
+async def test_cancelling_run_cancels_stage_calls(backend, shared):
+    probe = shared
     f = blocking_flow(probe)
     before = other_tasks()
-    with anyio.move_on_after(5) as scope:
+    with anyio.move_on_after(HANG) as scope:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(f.run, [3, 3])
-            await probe.started.wait()
+            tg.start_soon(functools.partial(f.run, [3, 3], backend=backend))
+            await probe.wait("started")
+            await blocked(probe, 2)
             await anyio.sleep(0.05)
             tg.cancel_scope.cancel()
     assert not scope.cancelled_caught  # cancelled by us, not by the guard
-    assert probe.running == 0 and probe.cancelled >= 2
+    running, cancelled = await settled(probe)
+    assert running == 0 and cancelled >= 2
     assert other_tasks() <= before
 
 
-async def test_leaving_stream_early_cancels_the_rest(backend):
-    probe = Probe()
+async def test_leaving_stream_early_cancels_the_rest(backend, shared):
+    probe = shared
     f = blocking_flow(probe)
     before = other_tasks()
-    with anyio.fail_after(5):
+    with anyio.fail_after(HANG):
         async with f.stream([1, 3, 3], backend=backend) as results:
             async for r in results:
                 assert r.index == 0 and r.value == 0
+                await blocked(probe, 1)
                 break
-    assert probe.running == 0 and probe.cancelled >= 1
+    running, cancelled = await settled(probe)
+    assert running == 0 and cancelled >= 1
     assert other_tasks() <= before
 
 
-async def test_breaking_out_of_a_bare_stream_loop_cancels_the_rest(backend):
-    probe = Probe()
+async def test_breaking_out_of_a_bare_stream_loop_cancels_the_rest(backend, shared):
+    probe = shared
     f = blocking_flow(probe)
     before = other_tasks()
-    with anyio.fail_after(5):
-        async for r in f.stream([1, 3, 3], backend=backend):
+    with anyio.fail_after(HANG):
+        async for _ in f.stream([1, 3, 3], backend=backend):
+            await blocked(probe, 1)
             break
         gc.collect()
         while other_tasks() - before:
             await anyio.sleep(0.01)
-    assert probe.running == 0 and probe.cancelled >= 1
+    running, cancelled = await settled(probe)
+    assert running == 0 and cancelled >= 1
 
 
-async def test_cancelled_consumer_of_stream_cancels_the_run(backend):
-    probe = Probe()
+async def test_cancelled_consumer_of_stream_cancels_the_run(backend, shared):
+    probe = shared
     f = blocking_flow(probe)
     stream = f.stream([3], backend=backend)
-    with anyio.move_on_after(0.2):
+
+    async def consume() -> None:
         async for _ in stream:
             pass
-    assert probe.running == 0 and probe.cancelled >= 1
+
+    with anyio.fail_after(HANG):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)  # cancelled below, while it waits in the loop
+            await blocked(probe, 1)
+            await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+    running, cancelled = await settled(probe)
+    assert running == 0 and cancelled >= 1

@@ -11,19 +11,11 @@ from alto import Gather, Split
 
 pytestmark = pytest.mark.anyio
 
-# The first three tests watch stage calls through counters shared with the test, which
-# only works in this process: they run on the local backend.
-LOCAL = "local"
+# The first three tests watch stage calls through counters in ``shared`` (the stages
+# may run in other processes): calls running, stopped (cancelled) and finished.
 
 
-class Calls:
-    def __init__(self) -> None:
-        self.running = 0
-        self.stopped = 0
-        self.finished = 0
-
-
-def sleepy_flow(calls: Calls) -> alto.Flow:
+def sleepy_flow(calls) -> alto.Flow:
     @alto.stage
     async def parts(n: int) -> Split[int]:
         for i in range(n):
@@ -31,16 +23,16 @@ def sleepy_flow(calls: Calls) -> alto.Flow:
 
     @alto.stage(replicas=8)
     async def nap(i: int) -> int:
-        calls.running += 1
+        await calls.add("running")
         try:
             await anyio.sleep(0.001 if i == 0 else 30)
-            calls.finished += 1
+            await calls.add("finished")
             return i
         except anyio.get_cancelled_exc_class():
-            calls.stopped += 1
+            await calls.add("stopped")
             raise
         finally:
-            calls.running -= 1
+            await calls.add("running", -1)
 
     @alto.stage
     async def total(xs: Gather[int]) -> int:
@@ -53,9 +45,8 @@ def sleepy_flow(calls: Calls) -> alto.Flow:
     return f
 
 
-async def test_deadline_fails_slow_inputs_and_stops_their_calls():
-    backend = LOCAL
-    calls = Calls()
+async def test_deadline_fails_slow_inputs_and_stops_their_calls(backend, shared):
+    calls = shared
     f = sleepy_flow(calls)
     with anyio.fail_after(20):
         with pytest.raises(alto.PipelineError) as err:
@@ -65,12 +56,11 @@ async def test_deadline_fails_slow_inputs_and_stops_their_calls():
     (failure,) = e.failures
     assert isinstance(failure, alto.DeadlineExceeded) and failure.index == 1
     assert "deadline of 0.3 s" in str(failure)
-    assert calls.running == 0 and calls.stopped == 2
+    assert await calls.get("running") == 0 and await calls.get("stopped") == 2
 
 
-async def test_cancel_one_input_of_a_stream():
-    backend = LOCAL
-    calls = Calls()
+async def test_cancel_one_input_of_a_stream(backend, shared):
+    calls = shared
     f = sleepy_flow(calls)
     outcomes = {}
     with anyio.fail_after(20):
@@ -85,12 +75,11 @@ async def test_cancel_one_input_of_a_stream():
     assert outcomes[1].value == 0 and outcomes[3].value == 0
     assert isinstance(outcomes[0].error, alto.InputCancelled)
     assert isinstance(outcomes[2].error, alto.InputCancelled)
-    assert calls.running == 0
+    assert await calls.get("running") == 0
 
 
-async def test_failure_stops_the_slow_calls_of_the_same_input():
-    backend = LOCAL
-    calls = Calls()
+async def test_failure_stops_the_slow_calls_of_the_same_input(backend, shared):
+    calls = shared
 
     @alto.stage
     async def parts(n: int) -> Split[int]:
@@ -102,15 +91,15 @@ async def test_failure_stops_the_slow_calls_of_the_same_input():
         if i == 0:
             await anyio.sleep(0.05)
             raise ValueError("first fragment fails")
-        calls.running += 1
+        await calls.add("running")
         try:
             await anyio.sleep(30)
             return i
         except anyio.get_cancelled_exc_class():
-            calls.stopped += 1
+            await calls.add("stopped")
             raise
         finally:
-            calls.running -= 1
+            await calls.add("running", -1)
 
     @alto.stage
     async def total(xs: Gather[int]) -> int:
@@ -124,7 +113,7 @@ async def test_failure_stops_the_slow_calls_of_the_same_input():
         with pytest.raises(alto.PipelineError) as err:
             await f.run([4], backend=backend)
     assert err.value.failures[0].stage == "work"
-    assert calls.stopped == 3 and calls.running == 0
+    assert await calls.get("stopped") == 3 and await calls.get("running") == 0
 
 
 class Claim(pydantic.BaseModel):

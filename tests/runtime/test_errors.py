@@ -58,13 +58,10 @@ async def test_stream_reports_errors_per_root(backend):
         results[0].unwrap()
 
 
-async def test_retries_then_success(backend):
-    attempts: dict[str, int] = {}
-
+async def test_retries_then_success(backend, shared):
     @alto.stage(retries=3, retry_backoff=0.001)
     async def flaky(x: str) -> str:
-        attempts[x] = attempts.get(x, 0) + 1
-        if attempts[x] < 3:
+        if await shared.add(f"attempts:{x}") < 3:
             raise ConnectionError("try again")
         return x
 
@@ -74,16 +71,14 @@ async def test_retries_then_success(backend):
 
     stats = alto.RunStats()
     assert await f.run(["a", "b"], backend=backend, stats=stats) == ["a", "b"]
-    assert attempts == {"a": 3, "b": 3}
+    assert [await shared.get("attempts:a"), await shared.get("attempts:b")] == [3, 3]
     assert stats.stages["flaky"].retries == 4
 
 
-async def test_retries_exhausted_and_retry_on(backend):
-    calls = {"conn": 0, "value": 0}
-
+async def test_retries_exhausted_and_retry_on(backend, shared):
     @alto.stage(retries=2, retry_backoff=0.001, retry_on=ConnectionError)
     async def failing(kind: str) -> str:
-        calls[kind] += 1
+        await shared.add(f"calls:{kind}")
         raise ConnectionError("down") if kind == "conn" else ValueError("bad")
 
     @alto.flow
@@ -95,7 +90,7 @@ async def test_retries_exhausted_and_retry_on(backend):
     conn, value = err.value.failures
     assert conn.attempts == 3 and "after 3 attempts" in str(conn)
     assert value.attempts == 1  # not a retryable error
-    assert calls == {"conn": 3, "value": 1}
+    assert [await shared.get("calls:conn"), await shared.get("calls:value")] == [3, 1]
 
 
 async def test_timeout_fails_the_root(backend):
@@ -135,13 +130,11 @@ async def test_split_failure_after_children_fails_root(backend):
     assert failure.stage == "breaks" and failure.ancestry == (0,)
 
 
-async def test_split_retried_only_before_its_first_child(backend):
-    tries = {"early": 0, "late": 0}
-
+async def test_split_retried_only_before_its_first_child(backend, shared):
     @alto.stage(retries=2, retry_backoff=0.001)
     async def unreliable(text: str) -> Split[str]:
-        tries[text] += 1
-        if text == "early" and tries[text] < 2:
+        tries = await shared.add(f"tries:{text}")
+        if text == "early" and tries < 2:
             raise ConnectionError("not yet")
         yield text
         if text == "late":
@@ -154,7 +147,7 @@ async def test_split_retried_only_before_its_first_child(backend):
     with pytest.raises(alto.PipelineError) as err:
         await f.run(["early", "late"], backend=backend)
     assert err.value.results[0] == ["early"]
-    assert tries == {"early": 2, "late": 1}
+    assert [await shared.get("tries:early"), await shared.get("tries:late")] == [2, 1]
 
 
 async def test_batch_returning_wrong_length(backend):

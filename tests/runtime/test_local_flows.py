@@ -119,9 +119,7 @@ async def test_iterable_split_and_constants(backend):
     assert await f.run([8, 3], backend=backend) == [8, 0]
 
 
-async def test_batched_stage_mixes_parents_and_routes_results_back(backend):
-    batches: list[list[tuple[str, int]]] = []
-
+async def test_batched_stage_mixes_parents_and_routes_results_back(backend, shared):
     @alto.stage
     async def numbered(text: str) -> Split[str]:
         for i, w in enumerate(text.split()):
@@ -129,7 +127,7 @@ async def test_batched_stage_mixes_parents_and_routes_results_back(backend):
 
     @alto.stage(batch=16, batch_timeout=0.05)
     async def lengths(words: list[str]) -> list[int]:
-        batches.append(list(words))
+        await shared.append("batches", list(words))
         return [len(w) for w in words]
 
     @alto.stage
@@ -144,6 +142,7 @@ async def test_batched_stage_mixes_parents_and_routes_results_back(backend):
     out = await f.run(texts, backend=backend)
     expected = [sum(len(f"{w}{j}") for j, w in enumerate(t.split())) for t in texts]
     assert out == expected
+    batches = await shared.get("batches")
     assert all(len(b) <= 16 for b in batches)
     assert sum(len(b) for b in batches) == sum(len(t.split()) for t in texts)
     assert any(len(b) > 1 for b in batches)
@@ -185,19 +184,17 @@ async def test_streaming_gather_sees_children_as_they_arrive(backend):
     assert await f.run(["a b c", "", "d"], backend=backend) == [3, 0, 1]
 
 
-async def test_stream_yields_results_as_roots_complete(backend):
-    release = anyio.Event()
-
+async def test_stream_yields_results_as_roots_complete(backend, shared):
     @alto.stage(replicas=4)
     async def wait_for(text: str) -> str:
         if text == "slow":
-            await release.wait()
+            await shared.wait("release")
         return text
 
     @alto.stage
     async def done(text: str) -> str:
         if text == "last-fast":
-            release.set()
+            await shared.set("release")
         return text
 
     @alto.flow
@@ -230,17 +227,12 @@ async def test_bad_inputs_fail_alone(backend):
     assert "unknown parameter 'colour'" in str(e.failures[2])
 
 
-async def test_concurrency_bounds_roots_in_flight(backend):
-    active: set[int] = set()
-    peak = 0
-
+async def test_concurrency_bounds_roots_in_flight(backend, shared):
     @alto.stage(replicas=8)
     async def track(n: int) -> int:
-        nonlocal peak
-        active.add(n)
-        peak = max(peak, len(active))
+        await shared.top("peak", await shared.add("active"))
         await anyio.sleep(0.001)
-        active.discard(n)
+        await shared.add("active", -1)
         return n
 
     @alto.flow
@@ -248,7 +240,7 @@ async def test_concurrency_bounds_roots_in_flight(backend):
         return track(n)
 
     assert await f.run(range(40), backend=backend, concurrency=3) == list(range(40))
-    assert 1 <= peak <= 3
+    assert 1 <= await shared.get("peak") <= 3
 
 
 async def test_stats_and_root_timings(backend):
