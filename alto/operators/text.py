@@ -27,7 +27,7 @@ when that character arrives (or the stream ends).
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 from contextlib import AsyncExitStack
 from typing import Protocol
 
@@ -289,7 +289,7 @@ class ListItemSplitter:
                 self._item = text
 
 
-async def _split(tokens: AsyncIterable[str], splitter: _Splitter) -> AsyncIterator[str]:
+async def _split(tokens: AsyncIterable[str], splitter: _Splitter) -> AsyncGenerator[str, None]:
     async with AsyncExitStack() as stack:
         aclose = getattr(tokens, "aclose", None)
         if aclose is not None:  # leaving early stops the producer (and the LLM) at once
@@ -303,7 +303,7 @@ async def _split(tokens: AsyncIterable[str], splitter: _Splitter) -> AsyncIterat
 
 def sentences(
     tokens: AsyncIterable[str], *, line_breaks: bool = True, strip_markers: bool = True
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """Yield complete sentences from a stream of text pieces, each as soon as it ends.
 
     Leaving the loop early closes ``tokens`` (stopping the LLM that produces them).
@@ -326,7 +326,7 @@ def sentences(
     return _split(tokens, SentenceSplitter(line_breaks=line_breaks, strip_markers=strip_markers))
 
 
-def lines(tokens: AsyncIterable[str], *, strip_markers: bool = False) -> AsyncIterator[str]:
+def lines(tokens: AsyncIterable[str], *, strip_markers: bool = False) -> AsyncGenerator[str, None]:
     """Yield each non-blank line (stripped) of a stream of text pieces as its line break arrives.
 
     Args:
@@ -336,7 +336,9 @@ def lines(tokens: AsyncIterable[str], *, strip_markers: bool = False) -> AsyncIt
     return _split(tokens, LineSplitter(strip_markers=strip_markers))
 
 
-def list_items(tokens: AsyncIterable[str], *, skip_headers: bool = True) -> AsyncIterator[str]:
+def list_items(
+    tokens: AsyncIterable[str], *, skip_headers: bool = True
+) -> AsyncGenerator[str, None]:
     """Yield the items of a (bulleted or numbered) list from a stream of text pieces, markers
     dropped, each as soon as it is complete. See :class:`ListItemSplitter` for the rules.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import pydantic
@@ -44,7 +44,7 @@ class Scripted(LLM):
     async def chat(self, messages: Sequence[Message], **kw: Any) -> str:
         return ""
 
-    async def stream(self, messages: Sequence[Message], **kw: Any) -> AsyncIterator[str]:
+    async def stream(self, messages: Sequence[Message], **kw: Any) -> AsyncGenerator[str, None]:
         yield ""
 
     async def _generate_json(

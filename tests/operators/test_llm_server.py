@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pydantic
@@ -92,8 +93,8 @@ def server(gguf: Path) -> Iterator[LlamaServer]:
     running.stop()
 
 
-def _client(url: str, **kw: object) -> OpenAIClient:
-    return OpenAIClient(url, "smollm2", api_key_env=None, backoff=0.05, **kw)  # type: ignore[arg-type]
+def _client(url: str, **kw: Any) -> OpenAIClient:
+    return OpenAIClient(url, "smollm2", api_key_env=None, backoff=0.05, **kw)
 
 
 @pytest.mark.anyio

@@ -173,7 +173,7 @@ async def test_leaving_early_closes_the_token_stream() -> None:
     async for s in stream:
         assert s == "Sentence 0."
         break
-    await stream.aclose()  # type: ignore[attr-defined]
+    await stream.aclose()
     assert closed.is_set()
 
 

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
         LLMTimeoutError,
         StructuredOutputError,
     )
-    from alto.operators.llm.local import LocalLLM, default_model_path
+    from alto.operators.llm.local import LocalLLM, default_model_path, default_threads
     from alto.operators.llm.openai import OpenAIClient
 
 _WHERE = {
@@ -56,6 +56,7 @@ _WHERE = {
     "OpenAIClient": "openai",
     "LocalLLM": "local",
     "default_model_path": "local",
+    "default_threads": "local",
     "EmulatorConfig": "emulator",
     "EmulatorServer": "emulator",
     "FaultConfig": "emulator",
@@ -80,6 +81,7 @@ __all__ = [
     "StructuredOutputError",
     "create_app",
     "default_model_path",
+    "default_threads",
     "serve_emulator",
     "serve_emulator_async",
 ]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import abc
 import json
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -107,7 +107,7 @@ class LLM(abc.ABC):
         max_tokens: int = 256,
         temperature: float = 0.0,
         stop: Stop = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Answer a chat conversation, yielding text deltas as the backend produces them.
 
         Leaving the loop early (``break``, cancellation, or ``aclose()`` on the iterator) stops

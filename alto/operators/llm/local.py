@@ -12,7 +12,7 @@ import importlib.util
 import math
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -89,6 +89,9 @@ class LocalLLM(LLM):
         chat_format: llama-cpp-python chat format; default: the GGUF's own chat template.
         verbose: let llama.cpp print its logs.
         **llama_kwargs: passed on to ``llama_cpp.Llama``.
+
+    Loading takes a fraction of a second per instance and happens in the constructor; inside
+    running async code, build it with ``await anyio.to_thread.run_sync(LocalLLM)``.
 
     Raises:
         LLMError: llama-cpp-python or the default model is not installed.
@@ -202,7 +205,7 @@ class LocalLLM(LLM):
             except Exception as exc:
                 raise LLMError(f"{self.name} failed: {exc}") from exc
 
-    async def _stream(self, pieces: _Pieces) -> AsyncIterator[str]:
+    async def _stream(self, pieces: _Pieces) -> AsyncGenerator[str, None]:
         """Yield pieces as the worker thread produces them; leaving early stops it."""
         async with self._instance() as llama:
             send, receive = anyio.create_memory_object_stream[str](max_buffer_size=math.inf)
@@ -269,7 +272,7 @@ class LocalLLM(LLM):
         max_tokens: int = 256,
         temperature: float = 0.0,
         stop: Stop = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         msgs = normalize_messages(messages)
         return self._stream(self._chat(msgs, max_tokens, temperature, stop, None))
 
