@@ -43,6 +43,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--llm-url", help="base URL of an OpenAI-compatible server (…/v1)")
     p.add_argument("--llm-model", help="model name for the server, or a GGUF path for local")
+    p.add_argument(
+        "--llm-concurrency",
+        type=int,
+        help="LLM calls the LLM serves well at once: Alto's replicas per LLM stage, and the "
+        "base of the LangGraph and optimum budgets (default: the LLM client's own; 16 for "
+        "the emulator)",
+    )
+    p.add_argument(
+        "--emulator-config",
+        metavar="JSON",
+        help="the emulator's timing model (EmulatorConfig) as JSON text or @file "
+        "(default: its documented H100 defaults)",
+    )
+    p.add_argument(
+        "--emulator-mode",
+        choices=["process", "thread"],
+        default="process",
+        help="run the emulator in a child process (default: its clock is not slowed by the "
+        "systems' CPU work) or in a thread",
+    )
     p.add_argument("--embedder", choices=["minilm", "hash"], default="minilm")
     p.add_argument("--config", metavar="FILE", help="the app's settings as JSON (one app only)")
     p.add_argument("--queries", type=int, default=16, help="root inputs per app (default 16)")
@@ -120,6 +140,11 @@ def settings_from(args: argparse.Namespace) -> Any:
         raise BenchError("--config holds one app's settings: name that app, not 'all'")
     if args.config and not Path(args.config).is_file():
         raise BenchError(f"config file {args.config!r} does not exist")
+    if args.llm_concurrency is not None and args.llm_concurrency < 1:
+        raise BenchError(f"--llm-concurrency must be at least 1, got {args.llm_concurrency}")
+    emulator_config = _emulator_config(args.emulator_config) if args.emulator_config else None
+    if emulator_config and args.llm != "emulated":
+        raise BenchError("--emulator-config is for --llm emulated")
     if args.llm == "openai":
         if not args.llm_url:
             raise BenchError("--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)")
@@ -143,7 +168,31 @@ def settings_from(args: argparse.Namespace) -> Any:
         timeout_s=args.timeout,
         docs_per_corpus=args.docs_per_corpus,
         config=str(Path(args.config).resolve()) if args.config else None,
+        llm_concurrency=args.llm_concurrency,
+        emulator_config=emulator_config,
+        emulator_mode=args.emulator_mode,
     )
+
+
+def _emulator_config(text: str) -> str:
+    """The emulator's config as validated JSON text (from ``JSON`` or ``@file``)."""
+    import pydantic
+
+    from alto.operators.llm.emulator import EmulatorConfig
+
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise BenchError(f"cannot read the emulator config {text[1:]!r}: {exc}") from None
+    try:
+        return EmulatorConfig.model_validate_json(text).model_dump_json()
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        raise BenchError(f"--emulator-config is not a valid EmulatorConfig: {problems}") from None
 
 
 def run(args: argparse.Namespace) -> int:

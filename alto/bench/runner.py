@@ -2,8 +2,8 @@
 
 For an app the run goes:
 
-1. **Operators** are opened once (``examples.common.open_operators``): with
-   ``--llm emulated`` that starts the serving-timing emulator for the whole app.
+1. **Operators** are opened once (:func:`open_bench_operators`): with ``--llm emulated``
+   the serving-timing emulator starts once for the whole app.
 2. **Bound pass** (also the warm-up): each input alone through the asyncio optimum,
    recorded with causal dependencies; its outputs are the ones every measured run is
    checked against, and with the emulator it gives each input's critical-path lower
@@ -23,9 +23,11 @@ optimum's LLM calls share a semaphore of the same size across all its root input
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import Any
@@ -45,6 +47,9 @@ from alto.bench.systems import (
 )
 
 TIMELINE_SYSTEMS = (ALTO, "langgraph-flat", OPTIMUM)
+DEFAULT_EMULATED_CONCURRENCY = 16
+"""LLM calls the emulated server is taken to serve well at once (``--llm-concurrency``):
+the emulated vLLM decodes 4 sequences at full speed and 16 at 1.7x the per-token time."""
 LANGGRAPH_DEFAULT_CONCURRENCY = 64
 _PROBE = 7919  # an LLM concurrency no app would choose: finds the stages sized by it
 
@@ -68,6 +73,9 @@ class Settings:
     timeout_s: float = 600.0
     docs_per_corpus: int = 16
     config: str | None = None  # a JSON file of the app's Config (one app only)
+    llm_concurrency: int | None = None  # what the LLM serves well at once (None: its own)
+    emulator_config: str | None = None  # EmulatorConfig as JSON (None: its defaults)
+    emulator_mode: str = "process"
 
     @property
     def levels(self) -> list[float]:
@@ -128,19 +136,68 @@ def fairness(app: ModuleType, ops: Any) -> dict[str, Any]:
     }
 
 
-async def emulator_model(ops: Any) -> tuple[Any, dict[str, Any]]:
-    """The emulator's timing model, checked against what the running server reports.
+@contextlib.asynccontextmanager
+async def open_bench_operators(
+    app: ModuleType, settings: Settings
+) -> AsyncIterator[tuple[Any, Any]]:
+    """The app's operators, and the emulator's timing model when the LLM is emulated.
 
-    One probe request is sent straight to the server; its reported modeled time to first
-    token must equal what :class:`EmulatorConfig` (the defaults the app's operators start the
-    emulator with) predicts for the same prompt.
+    The embedder and retriever come from ``examples.common.open_operators``. With
+    ``--llm emulated`` the serving-timing emulator is started here, once for the app, in a
+    process of its own by default (so the systems' own CPU work cannot slow its clock), and
+    the LLM is an :class:`OpenAIClient` on it with a connection pool as large as the
+    emulator's ``max_num_seqs`` (the client never becomes the bottleneck).
+    """
+    from examples.common import open_operators
+
+    needs = set(app.NEEDS)
+    emulated = settings.llm == "emulated" and "llm" in needs
+    async with open_operators(
+        needs - {"llm"} if emulated else needs,
+        llm=settings.llm,  # type: ignore[arg-type]
+        llm_url=settings.llm_url,
+        llm_model=settings.llm_model,
+        embedder=settings.embedder,  # type: ignore[arg-type]
+    ) as ops:
+        if not emulated:
+            if settings.llm_concurrency and ops.llm is not None:
+                ops.llm.max_concurrency = settings.llm_concurrency
+            yield ops, None
+            return
+        from alto.operators.llm.emulator import EmulatorConfig, EmulatorServer
+        from alto.operators.llm.openai import OpenAIClient
+
+        model = (
+            EmulatorConfig.model_validate_json(settings.emulator_config)
+            if settings.emulator_config
+            else EmulatorConfig()
+        )
+        async with EmulatorServer(model, mode=settings.emulator_mode) as server:  # type: ignore[arg-type]
+            client = OpenAIClient(
+                server.base_url,
+                "emulated",
+                max_connections=max(64, model.max_num_seqs),
+                max_concurrency=settings.llm_concurrency or DEFAULT_EMULATED_CONCURRENCY,
+            )
+            async with client:
+                ops.llm = client
+                ops.labels["llm"] = (
+                    f"serving-timing emulator (timing emulation, not a model; "
+                    f"{settings.emulator_mode} mode)"
+                )
+                yield ops, model
+
+
+async def probe_emulator(llm: Any, model: Any) -> dict[str, Any]:
+    """Check the bound's timing model against the running emulator.
+
+    One request goes straight to the server; the modeled time to first token it reports
+    must equal what ``model`` predicts for the same prompt with one sequence running.
     """
     import httpx
 
     from alto.bench.bound import prompt_tokens
-    from alto.operators.llm.emulator import EmulatorConfig
 
-    config = EmulatorConfig()
     content = "Timing probe. How long does the first token take?"
     body = {
         "model": "emulated",
@@ -148,23 +205,20 @@ async def emulator_model(ops: Any) -> tuple[Any, dict[str, Any]]:
         "max_tokens": 2,
     }
     async with httpx.AsyncClient(timeout=30) as client:
-        response = await client.post(f"{ops.llm.base_url}/chat/completions", json=body)
+        response = await client.post(f"{llm.base_url}/chat/completions", json=body)
         response.raise_for_status()
         reported = response.json().get("emulator", {})
-    expected = config.ttft(prompt_tokens(len(content), config.chars_per_token), 1)
+    expected = model.ttft(prompt_tokens(len(content), model.chars_per_token), 1)
     got = reported.get("modeled_ttft_s")
-    check = {
+    return {
         "expected_ttft_s": expected,
         "reported_ttft_s": got,
         "agrees": got is not None and math.isclose(got, expected, rel_tol=1e-9),
     }
-    return config, check
 
 
 async def bench_app(name: str, settings: Settings, *, progress: bool = True) -> dict[str, Any]:
     """Benchmark one app; everything ``results.json`` holds about it."""
-    from examples.common import open_operators
-
     app = load_app(name)
     config = read_config(app, settings.config) if settings.config else None
     inputs = bench_inputs(app, settings.queries, settings.docs_per_corpus)
@@ -175,18 +229,9 @@ async def bench_app(name: str, settings: Settings, *, progress: bool = True) -> 
         if reason:
             skipped = {s: reason for s in systems if s.startswith("langgraph-")}
             systems = [s for s in systems if s not in skipped]
-    async with open_operators(
-        app.NEEDS,
-        llm=settings.llm,  # type: ignore[arg-type]
-        llm_url=settings.llm_url,
-        llm_model=settings.llm_model,
-        embedder=settings.embedder,  # type: ignore[arg-type]
-    ) as ops:
+    async with open_bench_operators(app, settings) as (ops, emulator):
         knobs = fairness(app, ops)
-        emulator: Any = None
-        probe: dict[str, Any] | None = None
-        if settings.llm == "emulated" and "llm" in app.NEEDS:
-            emulator, probe = await emulator_model(ops)
+        probe = await probe_emulator(ops.llm, emulator) if emulator is not None else None
         session = _Session(app, ops, inputs, settings, knobs, config)
         bounds = await session.bound_pass(emulator)
         for system in systems:
