@@ -426,3 +426,19 @@ def test_constructor_checks() -> None:
         OpenAIClient("http://x", "m", json_mode="xml")  # type: ignore[arg-type]
     llm = OpenAIClient("http://x:1/v1/", "m", max_concurrency=8, api_key_env=None)
     assert llm.base_url == "http://x:1/v1" and llm.max_concurrency == 8
+
+
+def test_one_client_serves_several_event_loops() -> None:
+    async def handler(req: Request, i: int, send: Any) -> None:
+        await send(answer(200, chat_body(f"answer {i}")))
+
+    llm = client("http://127.0.0.1:1")  # the port is set per run below
+
+    async def run(expected: str) -> None:
+        async with serve(Fake(handler)) as url:
+            llm.base_url = url + "/v1"
+            assert await llm.chat(USER) == expected
+            assert await llm.chat(USER) == expected.replace("0", "1")
+
+    for _ in range(3):  # alto.run and asyncio.run start a fresh loop each time
+        anyio.run(run, "answer 0")

@@ -633,8 +633,7 @@ class EmulatorServer:
     def stop(self) -> None:
         """Stop serving (cuts open connections). Calling it twice is harmless."""
         if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._server.force_exit = True
+            self._server.should_exit = True  # answers in flight get 1 s, then are cancelled
             self._thread.join(timeout=10)
         if self._process is not None:
             self._process.terminate()

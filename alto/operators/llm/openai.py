@@ -1,6 +1,6 @@
 """A client for any OpenAI-compatible server (vLLM, llama.cpp's server, SGLang, OpenAI ...).
 
-Built on one pooled ``httpx.AsyncClient``: keep-alive connections, per-phase timeouts, retries
+Built on pooled ``httpx.AsyncClient``s: keep-alive connections, per-phase timeouts, retries
 with exponential backoff on HTTP 429/5xx and connection failures, and token streaming over
 server-sent events. The API key is read from an environment variable only; it is sent as a
 header and never stored in errors, logs or reprs.
@@ -12,10 +12,12 @@ import json
 import os
 import random
 import re
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 
 import anyio
+import anyio.lowlevel
 import httpx
 
 from alto.operators.llm.base import LLM, Message, Stop, normalize_messages, normalize_stop
@@ -113,14 +115,17 @@ class OpenAIClient(LLM):
         sent = dict(headers or {})
         if self._secret:
             sent["Authorization"] = f"Bearer {self._secret}"
-        self._client = httpx.AsyncClient(
-            headers=sent,
-            timeout=httpx.Timeout(timeout, connect=connect_timeout, pool=None),
-            limits=httpx.Limits(
+        self._http_options: dict[str, Any] = {
+            "headers": sent,
+            "timeout": httpx.Timeout(timeout, connect=connect_timeout, pool=None),
+            "limits": httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
-            transport=transport,
-        )
+            "transport": transport,
+        }
+        # one connection pool per event loop: pooled connections belong to the loop that
+        # opened them, and one client may serve several runs (each alto.run has its own loop)
+        self._pools: weakref.WeakKeyDictionary[Any, httpx.AsyncClient] = weakref.WeakKeyDictionary()
 
     @property
     def name(self) -> str:
@@ -133,9 +138,20 @@ class OpenAIClient(LLM):
             f"max_concurrency={self.max_concurrency} ({key})>"
         )
 
+    def _http(self) -> httpx.AsyncClient:
+        """The connection pool of the running event loop (created on first use)."""
+        loop = anyio.lowlevel.current_token().native_token
+        pool = self._pools.get(loop)
+        if pool is None:
+            pool = self._pools[loop] = httpx.AsyncClient(**self._http_options)
+        return pool
+
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._client.aclose()
+        """Close the running loop's connection pool, and forget those of other loops."""
+        pool = self._pools.pop(anyio.lowlevel.current_token().native_token, None)
+        self._pools.clear()
+        if pool is not None:
+            await pool.aclose()
 
     # -- the LLM interface -------------------------------------------------------------------
 
@@ -265,8 +281,9 @@ class OpenAIClient(LLM):
             _Retry: the attempt failed in a way worth retrying, and retries are left.
         """
         try:
-            request = self._client.build_request("POST", url, json=payload)
-            response = await self._client.send(request, stream=True)
+            http = self._http()
+            request = http.build_request("POST", url, json=payload)
+            response = await http.send(request, stream=True)
         except (
             httpx.ConnectError,
             httpx.ConnectTimeout,
