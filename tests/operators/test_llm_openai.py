@@ -406,6 +406,21 @@ async def test_structured_falls_back_to_json_object_once() -> None:
 
 
 @pytest.mark.anyio
+async def test_structured_probe_still_retries_transient_failures() -> None:
+    async def handler(req: Request, i: int, send: Any) -> None:
+        if i == 0:  # the first (probing) request meets a busy server
+            await send(answer(503, {"error": "busy"}))
+        else:
+            await send(answer(200, chat_body('{"name": "Rome", "population": 3}')))
+
+    fake = Fake(handler)
+    async with serve(fake) as url, client(url) as llm:
+        assert await llm.structured(USER, City) == City(name="Rome", population=3)
+    kinds = [r.json()["response_format"]["type"] for r in fake.requests]
+    assert kinds == ["json_schema", "json_schema"]  # not mistaken for a refusal
+
+
+@pytest.mark.anyio
 async def test_structured_reasks_through_http() -> None:
     answers = ['{"name": "Oslo"}', '{"name": "Oslo", "population": 7}']
 

@@ -207,16 +207,18 @@ class OpenAIClient(LLM):
             payload["response_format"] = _response_format(mode, schema_name, json_schema)
         if self._json_mode != "auto":
             return _text(url, await self._post(url, payload), chat=True)
-        try:  # probe once, without retries: a refusal is not transient
+        try:  # probe once without retries: a refusal is not transient
             data = await self._post(url, payload, retries=0)
         except LLMServerError as exc:
-            refused = exc.status in _SCHEMA_REJECTED or "response_format" in exc.body
-            if not refused:
-                return _text(url, await self._post(url, payload), chat=True)
-            self._json_mode = "json_object"  # remembered: ask this way from now on
-            payload["response_format"] = _response_format("json_object", schema_name, json_schema)
-            return _text(url, await self._post(url, payload), chat=True)
-        self._json_mode = "json_schema"
+            if exc.status in _SCHEMA_REJECTED or "response_format" in exc.body:
+                self._json_mode = "json_object"  # remembered: ask this way from now on
+                fmt = _response_format("json_object", schema_name, json_schema)
+                payload["response_format"] = fmt
+            data = await self._post(url, payload)  # with retries, as any call
+        except LLMConnectionError:
+            data = await self._post(url, payload)
+        else:
+            self._json_mode = "json_schema"
         return _text(url, data, chat=True)
 
     # -- HTTP ----------------------------------------------------------------------------------
