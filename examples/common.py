@@ -108,12 +108,12 @@ async def open_llm(
         async with OpenAIClient(url, model or "default") as client:
             yield client, f"OpenAI-compatible server at {url}"
     elif kind == "emulated":
-        from alto.operators.llm.emulator import EmulatedServer
+        from alto.operators.llm.emulator import EmulatorServer
         from alto.operators.llm.openai import OpenAIClient
 
-        with EmulatedServer() as server:
-            async with OpenAIClient(server.url, "emulated") as client:
-                client.max_concurrency = server.config.recommended_concurrency
+        # its own process, so the emulated clock is not slowed by the pipeline's CPU work
+        async with EmulatorServer(mode="process") as server:
+            async with OpenAIClient(server.base_url, "emulated") as client:
                 yield client, "serving-timing emulator (timing emulation, not a model)"
     elif kind == "fake":
         from alto.testing import FakeLLM

@@ -67,6 +67,15 @@ def test_run_from_file_with_trace(tmp_path: Path) -> None:
     assert {"subquestions", "embed", "search", "rerank", "answer", "compose"} <= stages
 
 
+def test_run_on_the_timing_emulator() -> None:
+    result = alto("run", "multihop", "--n", "2", "--llm", "emulated", "--embedder", "hash",
+                  "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert "timing emulation" in data["operators"]["llm"]
+    assert all(r["error"] is None and r["output"]["answer"] for r in data["results"])
+
+
 def test_ingest_file_is_one_corpus(tmp_path: Path) -> None:
     docs = tmp_path / "docs.jsonl"
     docs.write_text("\n".join(json.dumps({"id": f"d{i}", "text": f"text number {i} " * 30})
