@@ -179,6 +179,8 @@ class Invoker:
         """One call that returns one value."""
         if anc[0] in self.dead:
             return  # the root got its outcome while this call waited its turn
+        if outbox.records and self.ema > GUARD_S:
+            await outbox.flush()  # what passed through (other roots' closes) must not wait
         stats = self.stats
         attempt = 1
         t0 = now()
@@ -218,6 +220,8 @@ class Invoker:
 
     async def split(self, anc: tuple, args: Any, outbox: Outbox) -> None:
         """One call that yields children; emits them as they come, then the close."""
+        if outbox.records and self.ema > GUARD_S:
+            await outbox.flush()  # what passed through (other roots' closes) must not wait
         stats = self.stats
         attempt = 1
         made = [0]  # children emitted so far, also when the call fails or times out
@@ -300,6 +304,8 @@ class Invoker:
 
     async def batch(self, items: list[tuple[tuple, Any]], outbox: Outbox) -> None:
         """One call on a batch of assembled inputs from any parents."""
+        if outbox.records:
+            await outbox.flush()  # what passed through (other roots' closes) must not wait
         stats = self.stats
         n = len(items)
         if self.node.is_keyed:
