@@ -118,6 +118,10 @@ class LocalLLM(LLM):
         if instances < 1:
             raise ValueError(f"instances must be >= 1, got {instances}")
         path = Path(model_path) if model_path is not None else default_model_path()
+        self._settings: dict[str, Any] = dict(
+            model_path=str(path), instances=instances, n_ctx=n_ctx, n_threads=n_threads,
+            seed=seed, chat_format=chat_format, verbose=verbose, **llama_kwargs,
+        )
         if not path.is_file():
             raise FileNotFoundError(f"no GGUF model file at {str(path)!r}")
         llama_cls = _import_llama()
@@ -142,6 +146,11 @@ class LocalLLM(LLM):
         self._slots = anyio.Semaphore(instances)
         self._closed = False
 
+
+    def __reduce__(self) -> Any:
+        """Pickled as its settings: a copy in another process (a Ray actor) loads the model
+        once, when it is unpickled there."""
+        return (_rebuild_local, (self._settings,))
     @property
     def name(self) -> str:
         return f"llama.cpp:{self.model_path.name}"
@@ -357,6 +366,10 @@ class LocalLLM(LLM):
             f"<LocalLLM {str(self.model_path)!r} instances={self.max_concurrency}"
             f"{' closed' if self._closed else ''}>"
         )
+
+
+def _rebuild_local(settings: dict[str, Any]) -> LocalLLM:
+    return LocalLLM(**settings)
 
 
 def _check_max_tokens(max_tokens: int) -> None:

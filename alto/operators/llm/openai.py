@@ -90,6 +90,14 @@ class OpenAIClient(LLM):
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        # what a copy in another process (a Ray actor) is rebuilt from; never the key itself
+        self._settings: dict[str, Any] = dict(
+            base_url=base_url, model=model, api_key_env=api_key_env, timeout=timeout,
+            connect_timeout=connect_timeout, max_retries=max_retries, backoff=backoff,
+            max_backoff=max_backoff, max_connections=max_connections,
+            max_concurrency=max_concurrency, json_mode=json_mode, headers=dict(headers or {}),
+        )
+        self._custom_transport = transport is not None
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if max_concurrency < 1 or max_connections < 1:
@@ -127,6 +135,13 @@ class OpenAIClient(LLM):
         # opened them, and one client may serve several runs (each alto.run has its own loop)
         self._pools: weakref.WeakKeyDictionary[Any, httpx.AsyncClient] = weakref.WeakKeyDictionary()
 
+
+    def __reduce__(self) -> Any:
+        """Pickled as its settings: a copy in another process opens its own connections and
+        reads the API key from its own environment."""
+        if self._custom_transport:
+            raise TypeError("an OpenAIClient with a custom transport cannot be pickled")
+        return (_rebuild_client, (self._settings, self.max_concurrency))
     @property
     def name(self) -> str:
         return f"{self.model}@{self.base_url}"
@@ -421,6 +436,12 @@ class OpenAIClient(LLM):
 class _Retry(Exception):
     def __init__(self, delay: float) -> None:
         self.delay = delay
+
+
+def _rebuild_client(settings: dict[str, Any], max_concurrency: int) -> OpenAIClient:
+    client = OpenAIClient(**settings)
+    client.max_concurrency = max_concurrency
+    return client
 
 
 def _describe(exc: Exception) -> str:
