@@ -141,10 +141,25 @@ class Invoker:
 
         return validated
 
-    async def _backoff(self, attempt: int) -> None:
+    async def _backoff(self, attempt: int, root: int | None = None) -> bool:
+        """Wait before retry ``attempt``; False if ``root`` got its outcome meanwhile
+        (its retry would be wasted work: the wait is cut short and no retry follows)."""
+        delay = self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
+        if root is None:
+            await anyio.sleep(delay)
+        elif root in self.dead:
+            return False
+        else:
+            with anyio.CancelScope() as scope:
+                self.run.watch(root, scope)
+                try:
+                    await anyio.sleep(delay)
+                finally:
+                    self.run.unwatch(root, scope)
+            if root in self.dead:
+                return False
         self.stats.retries += 1
-        delay = self.backoff * (2 ** (attempt - 1))
-        await anyio.sleep(delay * (0.5 + random.random()))
+        return True
 
     def _fail(self, anc: tuple, exc: BaseException, attempts: int, outbox: Outbox) -> None:
         """A call returning one value failed: fail its root, or leave a tombstone."""
@@ -199,7 +214,8 @@ class Invoker:
             except Exception as exc:
                 retryable = isinstance(exc, self.retry_on) and not isinstance(exc, ArgumentError)
                 if attempt <= self.retries and retryable:
-                    await self._backoff(attempt)
+                    if not await self._backoff(attempt, anc[0]):
+                        return
                     attempt += 1
                     continue
                 t1 = now()
@@ -237,7 +253,8 @@ class Invoker:
             except Exception as exc:
                 retryable = isinstance(exc, self.retry_on) and not isinstance(exc, ArgumentError)
                 if made[0] == 0 and attempt <= self.retries and retryable:
-                    await self._backoff(attempt)
+                    if not await self._backoff(attempt, anc[0]):
+                        return
                     attempt += 1
                     continue
                 stats.calls += 1

@@ -42,3 +42,33 @@ async def test_a_stalled_call_does_not_hold_back_another_roots_records() -> None
         async with f.stream(["ok", "stall"]) as results:
             first = await anext(results)
     assert first.index == 0 and first.value == "OK"
+
+
+@fault("a failed call whose root passes its deadline during the retry backoff",
+       where="stage that fails once, then would stall",
+       observed="DeadlineExceeded at the deadline; the backoff is cut short and the call is "
+       "not tried again for a root that already has its outcome",
+       roots="only that root")
+async def test_no_retry_once_the_root_has_its_outcome() -> None:
+    calls: list[str] = []
+
+    @alto.stage(replicas=2, retries=3, retry_backoff=5.0)
+    async def flaky(x: str) -> str:
+        calls.append(x)
+        if x == "bad":
+            if len(calls) > 1 and calls.count("bad") > 1:
+                await anyio.sleep(3600)  # a retry would stall
+            raise ConnectionError("transient")
+        return x
+
+    @alto.flow
+    def f(x: str):
+        return flaky(x)
+
+    with anyio.fail_after(10):
+        with pytest.raises(alto.PipelineError) as err:
+            await f.run(["bad", "good"], deadline=1.0)
+    assert err.value.results[1] == "good"
+    (failure,) = err.value.failures
+    assert isinstance(failure, alto.DeadlineExceeded) and failure.index == 0
+    assert calls.count("bad") == 1
