@@ -21,6 +21,11 @@ the earliest finish of every call is evaluated with
 and the query's bound is the latest finish among the calls its result depends on. Pure
 Python between calls (parsing, merging evidence) is left out, and so is the HTTP time
 of the emulated calls: both belong to orchestration, which the bound must not assume.
+
+The LLM part is exact under the emulator. The measured part bounds orchestrations that
+make the same non-LLM calls (a system that batches embeddings differently may do that
+part faster, and calls that queue for the one embedding model include their wait); the
+**LLM-only bound** (``other=False``: non-LLM calls cost nothing) holds for any of them.
 """
 
 from __future__ import annotations
@@ -78,7 +83,11 @@ def llm_service_time(call: Call, config: Any, tokens: int = FULL) -> float:
 
 
 def critical_path(
-    calls: Sequence[Call], result_deps: Mapping[int, int] | Iterable[tuple[int, int]], config: Any
+    calls: Sequence[Call],
+    result_deps: Mapping[int, int] | Iterable[tuple[int, int]],
+    config: Any,
+    *,
+    other: bool = True,
 ) -> Bound:
     """The lower bound of one query from its recorded calls and its result's dependencies.
 
@@ -86,6 +95,8 @@ def critical_path(
         calls: the calls of one unloaded run, recorded with dependencies.
         result_deps: ``call id -> tokens`` (or pairs) the query's result depends on.
         config: the emulator's timing model.
+        other: count the other operator calls at their measured duration; with False they
+            cost nothing, which gives the LLM-only bound (no measurement in it at all).
 
     Raises:
         ValueError: a dependency names a call that is not among ``calls``.
@@ -97,7 +108,7 @@ def critical_path(
     def weight(call: Call, tokens: int) -> float:
         if call.operator == "llm":
             return llm_service_time(call, config, tokens)
-        return call.duration
+        return call.duration if other else 0.0
 
     def ready(dep: tuple[int, int]) -> float:
         call_id, tokens = dep

@@ -27,7 +27,7 @@ import contextlib
 import contextvars
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -338,14 +338,14 @@ class RecordingLLM(LLM):
         max_tokens: int = 256,
         temperature: float = 0.0,
         stop: Stop = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         async with self.recorder.call(
             "llm", "stream", prompt_chars=len(_prompt_text(messages)), slots=self.slots
         ) as call:
             source = self.inner.stream(
                 messages, max_tokens=max_tokens, temperature=temperature, stop=stop
             )
-            async with contextlib.aclosing(source):  # type: ignore[type-var]
+            async with contextlib.aclosing(source):
                 async for piece in source:
                     call.progress(piece)
                     yield piece

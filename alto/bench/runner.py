@@ -4,11 +4,12 @@ For an app the run goes:
 
 1. **Operators** are opened once (:func:`open_bench_operators`): with ``--llm emulated``
    the serving-timing emulator starts once for the whole app.
-2. **Bound pass** (also the warm-up): each input alone through the asyncio optimum,
-   recorded with causal dependencies; its outputs are the ones every measured run is
-   checked against, and with the emulator it gives each input's critical-path lower
-   bound (:mod:`alto.bench.bound`).
-3. Every system runs one input once, unmeasured (connections, compiled graphs, caches).
+2. Every system (and the optimum) runs one input once, unmeasured: connections, model
+   warm-up, compiled graphs, caches.
+3. **Bound pass**: each input alone through the asyncio optimum, recorded with causal
+   dependencies; its outputs are the ones every measured run is checked against, and
+   with the emulator it gives each input's critical-path lower bound
+   (:mod:`alto.bench.bound`).
 4. **Measured runs**, interleaved: for each repeat, for each load level (a closed-loop
    concurrency or a Poisson rate), every system once, the order rotating so each system
    takes each position in turn.
@@ -233,9 +234,9 @@ async def bench_app(name: str, settings: Settings, *, progress: bool = True) -> 
         knobs = fairness(app, ops)
         probe = await probe_emulator(ops.llm, emulator) if emulator is not None else None
         session = _Session(app, ops, inputs, settings, knobs, config)
-        bounds = await session.bound_pass(emulator)
-        for system in systems:
+        for system in dict.fromkeys([*systems, OPTIMUM]):  # warm, so the bound pass is not cold
             await session.warm(system)
+        bounds = await session.bound_pass(emulator)
         runs = await session.measure_all(systems, progress)
         timelines = {s: await session.timeline(s) for s in TIMELINE_SYSTEMS if s in systems}
     return {
@@ -243,7 +244,7 @@ async def bench_app(name: str, settings: Settings, *, progress: bool = True) -> 
         "description": app.DESCRIPTION,
         "inputs": len(inputs),
         "operators": dict(ops.labels),
-        "timing_emulation": settings.llm == "emulated",
+        "timing_emulation": emulator is not None,  # an app without LLM calls is measured
         "emulator": None
         if emulator is None
         else {"config": emulator.model_dump(mode="json"), "probe": probe},
@@ -332,6 +333,8 @@ class _Session:
             }
             if emulator is not None:
                 row.update(critical_path(recorder.calls, result.seen, emulator).as_dict())
+                llm_only = critical_path(recorder.calls, result.seen, emulator, other=False)
+                row["llm_only_bound_s"] = round(llm_only.seconds, 6)
             rows.append(row)
         method = None
         if emulator is not None:

@@ -197,6 +197,50 @@ def test_poisson_mode_submits_on_the_seeded_schedule(tmp_path: Path) -> None:
     assert "| arrival rate | system |" in report and "| 20/s | alto |" in report
 
 
+@pytest.mark.server
+def test_emulated_run_labels_every_table_and_bounds_each_input(tmp_path: Path) -> None:
+    ok(
+        bench(
+            "multihop",
+            "--llm",
+            "emulated",
+            "--embedder",
+            "hash",
+            "--no-progress",
+            "--queries",
+            "2",
+            "--concurrency",
+            "1",
+            "--repeats",
+            "1",
+            "--systems",
+            "alto,optimum",
+            "--emulator-mode",
+            "thread",
+            "--out",
+            str(tmp_path),
+        )
+    )
+    app = load(tmp_path)["apps"]["multihop"]
+    assert app["timing_emulation"] is True
+    assert app["emulator"]["probe"]["agrees"] is True
+    assert app["emulator"]["config"]["tpot_s"] > 0
+    for q in app["bound"]["queries"]:
+        assert (
+            0
+            < q["llm_only_bound_s"]
+            <= q["bound_s"]
+            == pytest.approx(q["llm_s"] + q["other_s"], abs=1e-5)
+        )
+        # the same run's calls took at least their modeled time: the bound is below it
+        assert q["bound_s"] <= q["unloaded_optimum_s"]
+        assert q["chain"][0] == "decompose" and q["chain"][-1] == "compose"
+    report = (tmp_path / "report.md").read_text()
+    titles = [line for line in report.splitlines() if line.startswith(("### ", "Table: "))]
+    assert titles and all("timing emulation" in line for line in titles)
+    assert "| 1 | *lower bound* |" in report
+
+
 @pytest.mark.langgraph
 def test_every_system_on_every_app(tmp_path: Path) -> None:
     ok(

@@ -63,6 +63,13 @@ def test_non_llm_calls_count_their_measured_duration() -> None:
     assert bound.as_dict()["chain"] == ["l0", "o1", "l2"]
 
 
+def test_the_llm_only_bound_leaves_out_measured_calls() -> None:
+    calls = [llm(0, tokens=1), other(1, 0.5, deps=((0, FULL),)), llm(2, 1, deps=((1, FULL),))]
+    bound = critical_path(calls, [(2, FULL)], MODEL, other=False)
+    assert bound.seconds == pytest.approx(0.4) and bound.other_s == 0.0
+    assert bound.seconds <= critical_path(calls, [(2, FULL)], MODEL).seconds
+
+
 def test_independent_branches_do_not_add_up() -> None:
     calls = [llm(0, 1), llm(1, 21), llm(2, 1, deps=((0, FULL), (1, FULL)))]
     # 0 and 1 run side by side: 2 waits for the longer (0.4 s), then takes 0.2 s
