@@ -186,6 +186,7 @@ class ScriptedServer:
         requests: every request, in arrival order.
         open: connections open now.
         abandoned: requests whose client closed the connection before the answer was done.
+        errors: exceptions the handler raised (the test fails on leaving the server).
     """
 
     def __init__(self, handler: Handler) -> None:
@@ -193,6 +194,7 @@ class ScriptedServer:
         self.requests: list[Request] = []
         self.open = 0
         self.abandoned = 0
+        self.errors: list[Exception] = []
         self.url = ""
         self._seen: dict[str, int] = {}
         self._portal_cm: Any = None
@@ -227,6 +229,15 @@ class ScriptedServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+        if exc[0] is None:
+            self.check()
+
+    def check(self) -> None:
+        """Fail if the handler raised: a test must not pass on a broken script."""
+        if self.errors:
+            raise AssertionError(f"the scripted handler failed: {self.errors[0]!r}") from (
+                self.errors[0]
+            )
 
     async def _serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         self._stop = anyio.Event()
@@ -279,6 +290,8 @@ class ScriptedServer:
                         await self.handler(request, reply, n)
                     except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                         pass
+                    except Exception as exc:  # a broken script: the test reports it
+                        self.errors.append(exc)
                     finished = not reply.gone.is_set()
                     tg.cancel_scope.cancel()
         finally:
@@ -329,6 +342,7 @@ async def scripted(handler: Handler) -> AsyncIterator[ScriptedServer]:
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(server.stop)
+    server.check()
 
 
 def refused_url() -> str:

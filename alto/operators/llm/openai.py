@@ -13,7 +13,7 @@ import os
 import random
 import re
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -176,7 +176,7 @@ class OpenAIClient(LLM):
         url = f"{self.base_url}/completions"
         payload = self._payload(max_tokens, temperature, stop, prompt=prompt)
         data = await self._post(url, payload)
-        return _text(url, data, chat=False)
+        return _text(url, data, chat=False, redact=self._redact)
 
     async def chat(
         self,
@@ -191,7 +191,7 @@ class OpenAIClient(LLM):
             max_tokens, temperature, stop, messages=normalize_messages(messages)
         )
         data = await self._post(url, payload)
-        return _text(url, data, chat=True)
+        return _text(url, data, chat=True, redact=self._redact)
 
     def stream(
         self,
@@ -220,8 +220,10 @@ class OpenAIClient(LLM):
         payload = self._payload(max_tokens, temperature, None, messages=messages)
         if mode != "none":
             payload["response_format"] = _response_format(mode, schema_name, json_schema)
+        # the answer is quoted in a StructuredOutputError if it does not validate: redacted
         if self._json_mode != "auto":
-            return _text(url, await self._post(url, payload), chat=True)
+            data = await self._post(url, payload)
+            return self._redact(_text(url, data, chat=True, redact=self._redact))
         try:  # probe once without retries: a refusal is not transient
             data = await self._post(url, payload, retries=0)
         except LLMServerError as exc:
@@ -234,7 +236,7 @@ class OpenAIClient(LLM):
             data = await self._post(url, payload)
         else:
             self._json_mode = "json_schema"
-        return _text(url, data, chat=True)
+        return self._redact(_text(url, data, chat=True, redact=self._redact))
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -361,7 +363,8 @@ class OpenAIClient(LLM):
                         choice["delta"].get("content") if "delta" in choice else choice.get("text")
                     )
                 except (TypeError, KeyError, IndexError, AttributeError) as exc:
-                    raise LLMProtocolError(url, f"unexpected stream chunk {event!r:.200}") from exc
+                    shown = self._redact(repr(event))[:200]
+                    raise LLMProtocolError(url, f"unexpected stream chunk {shown}") from exc
                 if piece:
                     yield piece
         finally:
@@ -409,7 +412,8 @@ class OpenAIClient(LLM):
                 f"malformed server-sent event: data is not JSON: {self._redact(payload)[:200]!r}",
             ) from exc
         if not isinstance(event, dict):
-            raise LLMProtocolError(url, f"malformed server-sent event: {payload[:200]!r}")
+            shown = self._redact(payload)[:200]
+            raise LLMProtocolError(url, f"malformed server-sent event: {shown!r}")
         return event
 
     # -- helpers -------------------------------------------------------------------------------
@@ -455,13 +459,15 @@ def _response_format(mode: str, name: str, json_schema: dict[str, Any]) -> dict[
     return {"type": "json_schema", "json_schema": {"name": safe, "schema": json_schema}}
 
 
-def _text(url: str, data: dict[str, Any], *, chat: bool) -> str:
+def _text(url: str, data: dict[str, Any], *, chat: bool, redact: Callable[[str], str]) -> str:
     if "error" in data:
-        raise LLMProtocolError(url, f"the server answered with an error: {data['error']!r:.300}")
+        shown = redact(repr(data["error"]))[:300]  # redacted before cut: no half key either
+        raise LLMProtocolError(url, f"the server answered with an error: {shown}")
     try:
         choice = data["choices"][0]
         text = choice["message"]["content"] if chat else choice["text"]
     except (KeyError, IndexError, TypeError) as exc:
         field = "choices[0].message.content" if chat else "choices[0].text"
-        raise LLMProtocolError(url, f"expected {field} in {json.dumps(data)[:200]}") from exc
+        shown = redact(json.dumps(data))[:200]
+        raise LLMProtocolError(url, f"expected {field} in {shown}") from exc
     return text or ""
