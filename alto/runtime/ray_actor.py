@@ -177,6 +177,7 @@ class StageHost:
 
     def __init__(self) -> None:
         self.node: Node | None = None
+        self.running: dict[asyncio.Future[None], anyio.CancelScope] = {}  # calls' work
 
     @ray.method(enable_task_events=False)
     async def load(
@@ -200,6 +201,14 @@ class StageHost:
         self.call_ema = 1.0
         self.flush_ema = 1.0
         return now(), ray.get_runtime_context().get_node_id(), os.getpid()
+
+    @ray.method(enable_task_events=False)
+    async def stop(self, grace: float) -> None:
+        """Stop every call in progress, and wait up to ``grace`` seconds for their cleanup."""
+        for scope in list(self.running.values()):
+            scope.cancel()
+        if self.running:
+            await asyncio.wait(list(self.running), timeout=grace)
 
     @ray.method(enable_task_events=False)
     async def unload(self) -> None:
@@ -259,7 +268,7 @@ class StageHost:
                 sink.begin(len(units))
                 self._learn(invoker, sink)
 
-        async for message in _pump(sink, work):
+        async for message in _pump(sink, work, self.running):
             yield message
 
     @ray.method(enable_task_events=False)
@@ -282,7 +291,7 @@ class StageHost:
                     self.feeds.pop(cid, None)
             sink.begin(1)
 
-        async for message in _pump(sink, work):
+        async for message in _pump(sink, work, self.running):
             yield message
 
     @ray.method(enable_task_events=False)
@@ -305,21 +314,33 @@ class StageHost:
                 self.feeds.pop(cid, None)
 
 
-async def _pump(sink: _Sink, work: Callable[[], Awaitable[None]]) -> AsyncIterator[Message]:
+async def _pump(
+    sink: _Sink,
+    work: Callable[[], Awaitable[None]],
+    running: dict[asyncio.Future[None], anyio.CancelScope],
+) -> AsyncIterator[Message]:
     """Run ``work`` and yield the messages it produces, then a last one with the rest.
 
     Records are shipped when the invoker flushes (a full chunk, or a slow call
     that sends each output at once), and otherwise at most ``LINGER_S`` after
     they were produced, so closes and tombstones never wait behind a long call.
+    The work is listed in ``running`` while it runs (see :meth:`StageHost.stop`).
     """
+
+    # Stopping the work goes through an anyio cancel scope, not Task.cancel(): the stage
+    # sees cancellation as under the local runtime (shielded cleanup is not interrupted).
+    scope = anyio.CancelScope()
 
     async def run() -> None:
         try:
-            await work()
+            with scope:
+                await work()
         finally:
             sink.send.close()
 
     task = asyncio.ensure_future(run())
+    running[task] = scope
+    task.add_done_callback(lambda t: running.pop(t, None))
     receive = sink.receive
     try:
         while True:
@@ -338,6 +359,6 @@ async def _pump(sink: _Sink, work: Callable[[], Awaitable[None]]) -> AsyncIterat
         yield sink.take()
     finally:
         if not task.done():
-            task.cancel()
+            scope.cancel()
             await asyncio.wait([task])
         receive.close()

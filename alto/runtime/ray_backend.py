@@ -42,9 +42,9 @@ Options (keyword arguments of ``run``/``stream`` with ``backend="ray"``):
 * ``call_items``: most units (fragments, or batches of a batched stage) in one
   remote call (default 64; 1 sends every fragment on its own).
 * ``inflight``: remote calls in flight per actor (default 2).
-* ``restarts``: how many times Ray restarts a crashed actor, and how many
-  times a fragment that was running when its actor died is run again
-  (default 3).
+* ``restarts``: how many times a fragment whose actor died while running it
+  is run again before it fails (default 3). Ray restarts crashed actors as
+  often as needed.
 * ``start_timeout``: seconds to wait for the actors to start (default 120;
   a stage asking for resources no node has would otherwise wait forever).
 
@@ -53,9 +53,15 @@ Resources: ``@alto.stage(resources={...})`` is what each replica asks of Ray:
 A stage that names no ``num_cpus`` asks for none, so light stages fit beside
 the heavy ones; Ray places the actors on the nodes that have what they ask.
 
-Per-actor state: stage functions travel to their actors by value (cloudpickle)
-once, when the actor starts. A model or client created lazily in a
-module-level variable is created once per actor and reused by every call::
+Actors: each replica of each stage is one actor (one process). Actors that ask
+for no resources are kept idle after a run that ended cleanly and serve the
+next run (:mod:`alto.runtime.ray_pool`); the others, and all actors of a run
+that failed or was cancelled, are killed when the run ends.
+
+Per-actor state: a stage function travels to its actor by value (cloudpickle)
+once per run, when the actor is loaded with its stage. A model or client
+created lazily in a module-level variable is created once per actor and
+reused by every call of the run::
 
     _model = None
 
@@ -74,14 +80,17 @@ modules importable on the workers (same code on every node, or a Ray
 Failures: a stage error is reported exactly as by the local runtime. When an
 actor dies, Ray restarts it and the calls it had in flight run again, on it
 or on another replica: a call is *executed* at least once, and its output is
-*delivered* exactly once. One exception: a split that had already sent
-children downstream is not run again (that would repeat them); its root fails
-with a :class:`~alto.runtime.ray_stage.ActorLostError` naming the stage and
-the fragment, as does a fragment whose actor died ``restarts + 1`` times, and
-a streaming gather whose actor died.
+*delivered* exactly once. The exceptions fail their root with a
+:class:`~alto.runtime.ray_stage.ActorLostError` that names the stage and the
+fragment: a split that had already sent children downstream (running it again
+would repeat them), a fragment whose actor died ``restarts + 1`` times while
+running it alone, and a streaming gather whose actor died.
 
 Cancellation: cancelling the run cancels the remote calls in flight (the stage
-functions see the cancellation), then kills every actor the run created.
+functions see the cancellation and may clean up, for up to two seconds), then
+kills every actor of the run. Deadlines, cancelling one input
+(``ResultStream.cancel``) and failures stop the slow calls still working for
+that input on the actors, as in the local runtime.
 """
 
 from __future__ import annotations
@@ -108,12 +117,15 @@ from alto.runtime.run import RunControl
 
 _NATIVE = ("num_cpus", "num_gpus", "memory")
 
+CANCEL_GRACE_S = 2.0
+"""Seconds the stage calls of a cancelled run may take to clean up before their actors die."""
 
-def actor_options(node: Node, restarts: int) -> dict[str, Any]:
+
+def actor_options(node: Node) -> dict[str, Any]:
     """Ray actor options of one replica of ``node``: its resources, and restarts."""
     resources = dict(node.spec.options.resources)
     options: dict[str, Any] = {
-        "max_restarts": restarts,
+        "max_restarts": -1,  # always restart; fragments that crash it are limited per fragment
         "max_task_retries": 0,  # the driver replays calls itself, knowing what was delivered
         "num_cpus": 0,
     }
@@ -210,7 +222,7 @@ class RayRuntime(LocalRuntime):
         self.inflight = inflight
         self.restarts = restarts
         self.start_timeout = start_timeout
-        self.options = {node.name: actor_options(node, restarts) for node in plan.nodes}
+        self.options = {node.name: actor_options(node) for node in plan.nodes}
 
     def _new_inboxes(
         self, node: Node
@@ -347,7 +359,24 @@ class RayRuntime(LocalRuntime):
                     pass
 
     async def _release_actors(self, clean: bool) -> None:
-        """After a clean run, keep the hosts that may be kept; kill every other one."""
+        """After a clean run, keep the hosts that may be kept; kill every other one.
+
+        After a run that was cancelled or failed, the calls still running on
+        the actors are stopped first, and given ``CANCEL_GRACE_S`` to clean up.
+        """
+        if not clean:
+            async def stop(replica: Replica) -> None:
+                try:
+                    await replica.handle.stop.remote(CANCEL_GRACE_S)
+                except Exception:
+                    pass  # gone already
+
+            with anyio.move_on_after(CANCEL_GRACE_S + 1):
+                async with anyio.create_task_group() as tg:
+                    for replicas in self.replicas.values():
+                        for replica in replicas:
+                            if replica.pid:
+                                tg.start_soon(stop, replica)
         keep: list[tuple[str, Replica]] = []
         for name, replicas in self.replicas.items():
             for replica in replicas:

@@ -17,8 +17,8 @@ of several units each:
   (a Ray streaming generator) with a bounded backlog, so a fast split cannot
   run ahead of a driver that is not reading its results.
 * **Failures.** A call that dies with its actor is replayed from the unit
-  that was running, on whichever replica is up (Ray restarts the actor, up to
-  ``restarts`` times); see :meth:`StageDriver._recover` for the exact rules.
+  that was running, on whichever replica is up (Ray restarts the actor);
+  see :meth:`StageDriver._recover` for the exact rules.
 """
 
 from __future__ import annotations
@@ -50,9 +50,6 @@ TARGET_S = 0.02
 BACKLOG = 4
 """Messages a remote call may produce ahead of the driver reading them."""
 
-CANCEL_GRACE_S = 2.0
-"""Seconds a cancelled remote call may take to clean up before its actor is killed."""
-
 YIELD_EVERY = 256
 """Records the driver reads before it lets other tasks run."""
 
@@ -73,7 +70,7 @@ class Replica:
 
     __slots__ = (
         "index", "handle", "args", "pooled", "load", "offset", "sent", "state", "node_id", "pid",
-        "roots",
+        "roots", "alone",
     )
 
     def __init__(self, index: int, handle: Any, args: tuple[Any, ...], pooled: bool) -> None:
@@ -88,6 +85,7 @@ class Replica:
         self.node_id = ""
         self.pid = 0
         self.roots: dict[int, int] = {}  # root -> units of it in flight on this actor
+        self.alone = False  # running a unit that must be alone on it (after a crash)
 
     def working(self, units: list[Any], batched: bool, step: int) -> None:
         """Count the roots of ``units`` in flight (``step`` 1) or done (``step`` -1)."""
@@ -148,7 +146,8 @@ class StageDriver:
         self.ended = False
         self.calls = 0  # remote calls in flight
         self.cost: float | None = None  # moving average of seconds per unit
-        self.replays: dict[tuple, int] = {}  # ancestry -> times it was running when its actor died
+        self.replays: dict[tuple, int] = {}  # ancestry -> times its actor died running it alone
+        self.alone: set[tuple] = set()  # ancestries to run in calls of their own (after a crash)
         self._work = anyio.Event()
         self._room = anyio.Event()
         self._tg: TaskGroup | None = None
@@ -216,13 +215,15 @@ class StageDriver:
             cost = self.cost
             cap = self.inflight if cost is not None and cost < TARGET_S / 4 else 1
             while pending:
-                replica = self._pick(cap)
+                alone = bool(self.alone) and pending[0][0] in self.alone
+                replica = self._pick(1 if alone else cap)
                 if replica is None:
                     break
-                units = self._take(replica)
+                units = self._take(replica, alone)
                 if units is None:
                     break
                 replica.load += 1
+                replica.alone = alone
                 self.calls += 1
                 self._tg.start_soon(self._call, replica, units)
             if not pending and self.ended and self.calls == 0:
@@ -240,8 +241,9 @@ class StageDriver:
     def _pick(self, cap: int) -> Replica | None:
         best = None
         for r in self.replicas:
-            if r.state is _UP and r.load < cap and (best is None or r.load < best.load):
-                best = r
+            if r.state is _UP and r.load < cap and not r.alone:
+                if best is None or r.load < best.load:
+                    best = r
         return best
 
     def _per_call(self) -> int:
@@ -250,9 +252,12 @@ class StageDriver:
             return 1  # nothing measured yet: start small, as the first outputs go out at once
         return max(1, min(self.call_items, int(TARGET_S / max(cost, 1e-9))))
 
-    def _take(self, replica: Replica) -> list[Any] | None:
+    def _take(self, replica: Replica, alone: bool) -> list[Any] | None:
         """The units of the next remote call, or ``None`` while a partial batch may still fill."""
         pending = self.pending
+        if alone:  # a unit whose call crashed runs alone on an idle actor: a crash is its own
+            item = pending.pop(0)
+            return [[item]] if self.size else [item]
         idle = sum(1 for r in self.replicas if r.state is _UP and r.load == 0) or 1
         if self.size:
             size = self.size
@@ -307,6 +312,7 @@ class StageDriver:
         finally:
             replica.working(units, batched, -1)
             replica.load -= 1
+            replica.alone = False
             self.calls -= 1
             self._work.set()
 
@@ -325,9 +331,8 @@ class StageDriver:
                 done, shipped = message[4], message[5]
                 self._apply(message, replica)
                 await self.outbox.flush()
-        except BaseException:  # cancelled: stop the remote call, give it time to clean up
-            with anyio.CancelScope(shield=True):
-                await _cancel(gen)
+        except BaseException:  # cancelled: stop the remote call
+            _cancel(gen)
             raise
 
     def _apply(self, message: Any, replica: Replica) -> None:
@@ -358,20 +363,19 @@ class StageDriver:
     ) -> None:
         """A remote call failed after ``done`` units (and ``shipped`` records of the next).
 
-        Units already finished stay finished. The unit that was running is
-        finished too if its output was shipped whole (a value, a batch);
-        a split that had shipped children cannot run again without
-        repeating them, so its root fails (dead letters: the children so
-        far survive). The other units run again elsewhere when the actor
-        was lost (at most ``restarts`` times for the unit that was running:
-        a fragment that kills its actor every time ends with a clear
-        error), and fail with the error otherwise.
+        Units already finished stay finished. Unit ``done`` is finished too if
+        its output was shipped whole (a value, a batch); a split that had
+        shipped children cannot run again without repeating them, so its root
+        fails (dead letters: the children so far survive). When the actor was
+        lost, the other units run again, each in a call of its own, so that
+        the one that kills its actor is known: a unit whose actor dies while
+        running it alone is run again at most ``restarts`` times, then fails
+        with a clear error. When the call failed otherwise, its units fail
+        with the error.
         """
         lost = _is_lost(error)
         rest = units[done:]
-        running = 0  # index in ``rest`` of the unit that was running, if it is still there
         if rest and shipped:
-            running = -1
             first, rest = rest[0], rest[1:]
             if self.is_split:
                 cause = self._lost(replica, error, shipped) if lost else error
@@ -383,19 +387,21 @@ class StageDriver:
             self._fail_units(rest, error, 1)
             return
         self._suspect(replica)
+        alone = len(rest) == 1 and not shipped  # then it is the unit that was running
         again: list[Any] = []
-        for k, unit in enumerate(rest):
-            items = unit if self.size else [unit]
-            for item in items:
+        for unit in rest:
+            for item in unit if self.size else (unit,):
                 anc = item[0]
                 if anc[0] in self.state.dead:
                     continue
-                runs = self.replays.get(anc, 0) + (1 if k == running else 0)
-                if runs > self.restarts:
-                    self._fail_units([item] if not self.size else [[item]],
-                                     self._lost(replica, error, 0), runs)
-                    continue
-                self.replays[anc] = runs
+                if alone:
+                    runs = self.replays.get(anc, 0) + 1
+                    if runs > self.restarts:
+                        self._fail_units([[item]] if self.size else [item],
+                                         self._lost(replica, error, 0), runs)
+                        continue
+                    self.replays[anc] = runs
+                self.alone.add(anc)
                 again.append(item)
         if again:
             self.pending[:0] = again
@@ -415,8 +421,8 @@ class StageDriver:
 
     def _all_dead(self) -> ActorLostError:
         return ActorLostError(
-            f"every Ray actor of stage {self.name!r} died and Ray gave up restarting them "
-            f"(restarts={self.restarts}); pass restarts= to the ray backend to allow more"
+            f"every Ray actor of stage {self.name!r} died and none came back within "
+            f"{self.probe_timeout:g}s (start_timeout)"
         )
 
     def _fail_units(self, units: list[Any], cause: BaseException, attempts: int) -> None:
@@ -529,15 +535,9 @@ def _is_lost(error: Exception) -> bool:
     ) or isinstance(error, HostNotLoaded)
 
 
-async def _cancel(gen: Any) -> None:
-    """Cancel a remote call and wait (briefly) until it has stopped."""
+def _cancel(gen: Any) -> None:
+    """Cancel a remote call (the run then stops its actors: see ``RayRuntime``)."""
     try:
         ray.cancel(gen)
-    except Exception:
-        return
-    with anyio.move_on_after(CANCEL_GRACE_S):
-        try:
-            async for ref in gen:
-                await ref
-        except Exception:
-            pass
+    except Exception:  # pragma: no cover - the call already ended
+        pass
