@@ -23,13 +23,12 @@ BACKENDS = [
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def start_local_ray() -> Any:
-    """Start (once) the local Ray instance the ``ray`` tests share; returns the module.
+def ship_test_modules_by_value() -> None:
+    """Make Ray pickle what test modules define by value.
 
     Test modules are not importable in Ray's workers (pytest puts their folder
-    on this process's path only), so what they define is pickled by value.
+    on this process's path only).
     """
-    import ray
     import ray.cloudpickle
 
     for module in list(sys.modules.values()):
@@ -39,9 +38,22 @@ def start_local_ray() -> Any:
                 ray.cloudpickle.register_pickle_by_value(module)
             except ValueError:  # pragma: no cover - a module that left sys.modules
                 pass
+
+
+def start_local_ray() -> Any:
+    """Start (once) the local Ray instance the ``ray`` tests share; returns the module."""
+    import ray
+
+    ship_test_modules_by_value()
     if not ray.is_initialized():
         ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
     return ray
+
+
+@pytest.fixture
+def test_code_by_value() -> None:
+    """For tests that start their own Ray cluster: ship test modules' code by value."""
+    ship_test_modules_by_value()
 
 
 @pytest.fixture(scope="session")

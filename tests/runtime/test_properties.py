@@ -2,16 +2,18 @@
 
 For depth 1-3, replicas 1-8, random delays (so random completion orders) and
 empty splits, the flow's output equals the reference, and every leaf is
-mapped exactly once: no fragment lost or duplicated.
+mapped exactly once: no fragment lost or duplicated. Hypothesis explores the
+local runtime; a few fixed cases check every backend the same way.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import anyio
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -50,7 +52,10 @@ def reference(value: Any, offset: int, with_join: bool) -> Any:
     return (mapped, value + offset) if with_join else mapped
 
 
-def build_flow(depth: int, replicas: int, seed: int, with_join: bool, seen: list[int]) -> alto.Flow:
+def build_flow(
+    depth: int, replicas: int, seed: int, with_join: bool, seen: Callable[[int], Awaitable[Any]]
+) -> alto.Flow:
+    """The flow under test; ``seen`` is awaited with every leaf the map stage receives."""
     rng = random.Random(seed)
 
     async def jitter() -> None:
@@ -78,7 +83,7 @@ def build_flow(depth: int, replicas: int, seed: int, with_join: bool, seen: list
 
     @alto.stage(replicas=replicas)
     async def mapped(x: int) -> int:
-        seen.append(x)
+        await seen(x)
         await jitter()
         return x * 2 + 1
 
@@ -100,12 +105,19 @@ def build_flow(depth: int, replicas: int, seed: int, with_join: bool, seen: list
     return f
 
 
+def recorder(seen: list[int]) -> Callable[[int], Awaitable[None]]:
+    async def record(x: int) -> None:
+        seen.append(x)
+
+    return record
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_split_map_gather_equals_reference(case):
     depth, replicas, seed, inputs, with_join = case
     seen: list[int] = []
-    f = build_flow(depth, replicas, seed, with_join, seen)
+    f = build_flow(depth, replicas, seed, with_join, recorder(seen))
     args = [(value, i * 10) for i, value in enumerate(inputs)]
     out = anyio.run(f.run, args)
     assert out == [reference(v, i * 10, with_join) for i, v in enumerate(inputs)]
@@ -117,10 +129,32 @@ def test_split_map_gather_equals_reference(case):
        st.integers(1, 8), st.integers(0, 2**32 - 1))
 def test_identity_round_trip_with_stream(inputs, replicas, seed):
     seen: list[int] = []
-    f = build_flow(1, replicas, seed, False, seen)
+    f = build_flow(1, replicas, seed, False, recorder(seen))
 
     async def collect() -> dict[int, Any]:
         return {r.index: r.unwrap() async for r in f.stream([(v, 0) for v in inputs])}
 
     out = anyio.run(collect)
     assert out == {i: [x * 2 + 1 for x in v] for i, v in enumerate(inputs)}
+
+
+FIXED = [  # depth, replicas, seed, inputs, with_join
+    (1, 3, 1, [[1, 2, 3], [], [4, -5], [6] * 5], False),
+    (2, 2, 2, [[[1, 2], []], [[3], [4, 5, 6]], []], True),
+    (3, 2, 3, [[[[1], [2, 3]], []], [[[4, 5, 6]], [[]]], [[[7]]]], True),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("case", FIXED, ids=["depth1", "depth2-join", "depth3-join"])
+async def test_fixed_cases_equal_reference(backend, shared, case):
+    depth, replicas, seed, inputs, with_join = case
+
+    async def record(x: int) -> None:
+        await shared.append("seen", x)
+
+    f = build_flow(depth, replicas, seed, with_join, record)
+    out = await f.run([(value, i * 10) for i, value in enumerate(inputs)], backend=backend)
+    assert out == [reference(v, i * 10, with_join) for i, v in enumerate(inputs)]
+    seen = await shared.get("seen", [])
+    assert Counter(seen) == Counter(x for v in inputs for x in leaves(v))
