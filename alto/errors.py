@@ -62,6 +62,9 @@ class StageError(AltoError):
         index: index of the root input the fragment descends from.
         attempts: how many times the stage was tried on the fragment.
         cause: the exception raised by the stage (also ``__cause__``).
+        inputs: the failed call's arguments by parameter name: the fragment's value and
+            any values joined or broadcast to it (what a dead letter needs to be inspected
+            or replayed); ``None`` where they are not known.
     """
 
     code = "stage"
@@ -74,12 +77,14 @@ class StageError(AltoError):
         *,
         attempts: int = 1,
         message: str | None = None,
+        inputs: dict[str, Any] | None = None,
     ) -> None:
         self.stage = stage
         self.ancestry = ancestry
         self.index = ancestry[0]
         self.attempts = attempts
         self.cause = cause
+        self.inputs = inputs
         what = message or f"{type(cause).__name__}: {cause}"
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         super().__init__(
@@ -89,13 +94,20 @@ class StageError(AltoError):
         self.__cause__ = cause
 
     def __reduce__(self) -> Any:
-        return (_rebuild_stage_error, (self.stage, self.ancestry, self.cause, self.attempts))
+        return (
+            _rebuild_stage_error,
+            (self.stage, self.ancestry, self.cause, self.attempts, self.inputs),
+        )
 
 
 def _rebuild_stage_error(
-    stage: str, ancestry: Ancestry, cause: BaseException, attempts: int
+    stage: str,
+    ancestry: Ancestry,
+    cause: BaseException,
+    attempts: int,
+    inputs: dict[str, Any] | None = None,
 ) -> StageError:
-    return StageError(stage, ancestry, cause, attempts=attempts)
+    return StageError(stage, ancestry, cause, attempts=attempts, inputs=inputs)
 
 
 class InputError(AltoError):

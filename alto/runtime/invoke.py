@@ -161,9 +161,17 @@ class Invoker:
         self.stats.retries += 1
         return True
 
-    def _fail(self, anc: tuple, exc: BaseException, attempts: int, outbox: Outbox) -> None:
+    def _named(self, args: Any) -> dict[str, Any]:
+        """A call's assembled inputs by parameter name (what its StageError keeps)."""
+        names = tuple(p.param for p in self.node.ports)
+        return dict(zip(names, args)) if self.node.is_keyed else {names[0]: args}
+
+    def _fail(
+        self, anc: tuple, exc: BaseException, attempts: int, outbox: Outbox, args: Any
+    ) -> None:
         """A call returning one value failed: fail its root, or leave a tombstone."""
-        if self.run.fail(StageError(self.name, anc, exc, attempts=attempts)):
+        error = StageError(self.name, anc, exc, attempts=attempts, inputs=self._named(args))
+        if self.run.fail(error):
             outbox.records.append((anc, DROPPED))
 
     async def _attempt(self, args: Any) -> Any:
@@ -221,7 +229,7 @@ class Invoker:
                 t1 = now()
                 stats.calls += 1
                 stats.busy_s += t1 - t0
-                self._fail(anc, exc, attempt, outbox)
+                self._fail(anc, exc, attempt, outbox, args)
                 return
         t1 = now()
         self.ema = self.ema * 0.8 + (t1 - t0) * 0.2
@@ -259,7 +267,8 @@ class Invoker:
                     continue
                 stats.calls += 1
                 stats.busy_s += now() - t0
-                if self.run.fail(StageError(self.name, anc, exc, attempts=attempt)):
+                error = StageError(self.name, anc, exc, attempts=attempt, inputs=self._named(args))
+                if self.run.fail(error):
                     outbox.records.append(Close(anc, made[0]))  # the children so far survive
                 return
         t1 = now()
@@ -353,8 +362,8 @@ class Invoker:
                     continue
                 stats.calls += 1
                 stats.busy_s += now() - t0
-                for anc, _ in items:
-                    self._fail(anc, exc, attempt, outbox)
+                for anc, values in items:
+                    self._fail(anc, exc, attempt, outbox, values)
                 return
         t1 = now()
         stats.calls += 1
