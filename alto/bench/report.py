@@ -141,9 +141,10 @@ def _bound_section(name: str, app: dict[str, Any], tag: str) -> list[str]:
     rows = bound.get("queries", [])
     lines = ["", f"### Critical-path lower bound per input{tag}", ""]
     if not bound.get("method"):
+        if not app["fairness"]["alto_llm_stages"]:
+            return lines + [f"Not computed: {name} makes no LLM calls, so no emulated timing."]
         return lines + [
-            "Not computed: the bound needs the emulated LLM's timing model "
-            "(`--llm emulated`)" + (" and LLM calls" if app["timing_emulation"] else "") + "."
+            "Not computed: the bound needs the emulated LLM's timing model (`--llm emulated`)."
         ]
     lines += [
         "| input | bound | LLM (modeled) | other (measured) | LLM-only bound | optimum alone | "
