@@ -186,6 +186,7 @@ class ScriptedServer:
         requests: every request, in arrival order.
         open: connections open now.
         abandoned: requests whose client closed the connection before the answer was done.
+        gave_up: those requests.
         errors: exceptions the handler raised (the test fails on leaving the server).
     """
 
@@ -194,6 +195,7 @@ class ScriptedServer:
         self.requests: list[Request] = []
         self.open = 0
         self.abandoned = 0
+        self.gave_up: list[Request] = []
         self.errors: list[Exception] = []
         self.url = ""
         self._seen: dict[str, int] = {}
@@ -283,6 +285,7 @@ class ScriptedServer:
                         if not finished and not reply.hung_up:
                             with self._lock:
                                 self.abandoned += 1
+                                self.gave_up.append(request)
                             tg.cancel_scope.cancel()
 
                     tg.start_soon(watch)
