@@ -360,9 +360,14 @@ def refused_url() -> str:
 
 
 class LlamaServer:
-    """``python -m llama_cpp.server`` on a free loopback port, small: 1 thread, 1024 tokens."""
+    """``python -m llama_cpp.server`` on a free loopback port, small: 1 thread, 1024 tokens.
 
-    def __init__(self, model: Path) -> None:
+    By default it is started with ``--interrupt_requests False``: otherwise the server cuts a
+    running stream short whenever another request arrives (pass ``interrupt_requests=True``
+    to get that, the server's own default).
+    """
+
+    def __init__(self, model: Path, *, interrupt_requests: bool = False) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -372,6 +377,7 @@ class LlamaServer:
             sys.executable, "-m", "llama_cpp.server", "--model", str(model),
             "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "1024",
             "--n_threads", "1", "--n_threads_batch", "1", "--verbose", "False",
+            "--interrupt_requests", str(interrupt_requests),
         ]  # fmt: skip
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, env=env)

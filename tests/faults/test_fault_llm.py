@@ -9,6 +9,7 @@ plain-Python reference.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextlib import aclosing
 from typing import Any
@@ -368,3 +369,33 @@ async def test_all_faults_in_one_run() -> None:
             assert isinstance(out, StageError) and isinstance(out.cause, expected[kind]), (q, out)
         else:
             assert out == reference(q)
+
+
+@fault("a stream cut short with a clean 'data: [DONE]' before any finish_reason",
+       where="scripted server (what llama.cpp's server does to a stream when another "
+       "request arrives)",
+       observed="StageError whose cause is LLMProtocolError saying the answer was cut short, "
+       "instead of a silently truncated answer",
+       roots="only the roots whose streams were cut; the rest complete with correct outputs")
+async def test_stream_cut_short_with_done_is_an_error() -> None:
+    async def handler(req: Request, reply: Reply, n: int) -> None:
+        words = answer_for(req.prompt).split()
+        cut = "interrupted" in req.prompt
+        await reply.sse_head()
+        for i, word in enumerate(words[:1] if cut else words):
+            chunk = {"choices": [{"index": 0, "delta": {"content": f" {word}" if i else word},
+                                  "finish_reason": None}]}
+            await reply.raw(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        if not cut:
+            last = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            await reply.raw(b"data: " + json.dumps(last).encode() + b"\n\n")
+        await reply.raw(b"data: [DONE]\n\n")
+
+    async with scripted(handler) as server, client(server.url) as llm:
+        inputs = questions(10, FAULTY, "interrupted")
+        outcomes = await run_all(qa_flow(lambda q: llm, streaming=True), inputs)
+    check_healthy(outcomes, inputs, FAULTY)
+    for i in FAULTY:
+        err = outcomes[i]
+        assert isinstance(err, StageError) and isinstance(err.cause, LLMProtocolError)
+        assert "cut the answer short" in str(err) and server.url in str(err)

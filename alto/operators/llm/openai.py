@@ -348,6 +348,7 @@ class OpenAIClient(LLM):
                     f"expected a text/event-stream answer, got {kind!r}: "
                     f"{self._redact(body)[:200]!r}",
                 )
+            declared = finished = False  # finish_reason fields seen, and a set one
             async for event in self._events(url, response):
                 if "error" in event:  # vLLM reports failures mid-stream this way
                     error = event["error"]
@@ -365,8 +366,18 @@ class OpenAIClient(LLM):
                 except (TypeError, KeyError, IndexError, AttributeError) as exc:
                     shown = self._redact(repr(event))[:200]
                     raise LLMProtocolError(url, f"unexpected stream chunk {shown}") from exc
+                if "finish_reason" in choice:
+                    declared = True
+                    finished = finished or choice["finish_reason"] is not None
                 if piece:
                     yield piece
+            if declared and not finished:
+                raise LLMProtocolError(
+                    url,
+                    "the stream ended with [DONE] before any finish_reason: the server cut the "
+                    "answer short (llama.cpp's server does so to a stream when another request "
+                    "arrives, unless started with --interrupt_requests False)",
+                )
         finally:
             await response.aclose()
 
