@@ -98,6 +98,7 @@ class Flow:
             PipelineError: some inputs failed; raised after all others finished,
                 with every input's outcome in ``.results``.
         """
+        _check_inputs(inputs, self.name)
         outcomes: dict[int, Result[Any]] = {}
         bar = _progress_bar(inputs, self.name) if progress else None
         try:
@@ -128,6 +129,7 @@ class Flow:
         Takes the options of :meth:`run`. Leaving the loop early (or
         ``aclose()``, or ``async with``) cancels everything the run started.
         """
+        _check_inputs(inputs, self.name)
         return ResultStream(self, inputs, backend, options)
 
 
@@ -228,6 +230,20 @@ async def _produce(
     finally:
         if bar is not None:
             bar.close()
+
+
+def _check_inputs(inputs: Any, name: str) -> None:
+    """Refuse, before anything starts, ``inputs`` that is not a collection of inputs."""
+    if isinstance(inputs, (str, bytes)):
+        found = f"a {type(inputs).__name__} (each character would be an input)"
+    elif not (hasattr(inputs, "__iter__") or hasattr(inputs, "__aiter__")):
+        found = f"{type(inputs).__name__} {inputs!r:.60}"
+    else:
+        return
+    raise TypeError(
+        f"the inputs of flow {name!r} must hold one item per input (a list, an iterable or "
+        f"an async iterable), got {found}; to run a single input, pass [input]"
+    )
 
 
 def _progress_bar(inputs: Inputs, name: str) -> Any:
