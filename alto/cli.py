@@ -43,12 +43,24 @@ def load_app(name: str) -> ModuleType:
     return importlib.import_module(f"examples.{name}")
 
 
+def _read_text(kind: str, path: str) -> str:
+    """The text of an input or config file; a CLIError naming the file if it cannot be read."""
+    file = Path(path)
+    if not file.exists():
+        raise CLIError(f"{kind} file {path!r} does not exist")
+    if not file.is_file():
+        raise CLIError(f"{kind} file {path!r} is not a file")
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"{kind} file {path!r} is not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise CLIError(f"cannot read {kind} file {path!r}: {exc.strerror or exc}") from exc
+
+
 def read_inputs(app: ModuleType, path: str) -> list[Any]:
     """Inputs from a JSON file (a list) or a JSON-lines file (one input per line)."""
-    file = Path(path)
-    if not file.is_file():
-        raise CLIError(f"input file {path!r} does not exist")
-    text = file.read_text(encoding="utf-8")
+    text = _read_text("input", path)
     try:
         stripped = text.lstrip()
         if stripped.startswith("["):
@@ -69,11 +81,9 @@ def read_config(app: ModuleType, path: str) -> Any:
     """The app's settings from a JSON file, validated against its ``Config`` model."""
     import pydantic
 
-    file = Path(path)
-    if not file.is_file():
-        raise CLIError(f"config file {path!r} does not exist")
+    text = _read_text("config", path)
     try:
-        return app.Config.model_validate_json(file.read_text(encoding="utf-8"))
+        return app.Config.model_validate_json(text)
     except pydantic.ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
