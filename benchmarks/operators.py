@@ -2,7 +2,7 @@
 
 1. Embedding (all-MiniLM-L6-v2 on CPU through ``Embedder.embed``, the call an Alto ``batch=``
    stage makes): texts/s for short questions and ~100-word passages at batch sizes 1, 8, 32
-   and 128, median of the repeats, and the speed-up over batch 1.
+   and 128, median of the repeats (all variants interleaved), and the speed-up over batch 1.
 2. Retrieval over the shipped passage corpus (flat and HNSW faiss indexes): the time to embed
    and index it, then latency per query answered one at a time (``search([q])``) against
    batches of 32 (``search(queries[i:i + 32])``), end to end (embed + search) and for the
@@ -17,7 +17,7 @@
 The machine is shared and noisy: figures are medians, the load average is printed, and the
 ratios are what carry over to other machines.
 
-Usage: python benchmarks/operators.py [--repeats 3] [--texts 256] [--passages 0 (all)]
+Usage: python benchmarks/operators.py [--repeats 5] [--texts 256] [--passages 0 (all)]
        [--queries 256] [--quality] [--rerank-questions 100] [--no-llm]
 """
 
@@ -50,15 +50,24 @@ BATCH_SIZES = (1, 8, 32, 128)
 QUERY_BATCH = 32
 
 
-def median_time(fn: Callable[[], Awaitable[Any]], repeats: int) -> float:
-    """Median wall time of ``repeats`` runs of ``await fn()``, each in a fresh event loop."""
+def interleaved_medians(
+    runs: dict[str, Callable[[], Awaitable[Any]]], repeats: int
+) -> dict[str, float]:
+    """Median wall time of each run, the runs interleaved round-robin ``repeats`` times.
 
-    async def timed() -> float:
+    Interleaving spreads the machine's load drift evenly over the variants being compared.
+    """
+
+    async def timed(fn: Callable[[], Awaitable[Any]]) -> float:
         start = time.perf_counter()
         await fn()
         return time.perf_counter() - start
 
-    return statistics.median(anyio.run(timed) for _ in range(repeats))
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            times[name].append(anyio.run(timed, fn))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def chunks(items: Sequence[str], size: int) -> list[list[str]]:
@@ -68,20 +77,19 @@ def chunks(items: Sequence[str], size: int) -> list[list[str]]:
 # ------------------------------------------------------------------ 1. embedding throughput
 
 
-def embedding_throughput(
-    embedder: Embedder, texts: Sequence[str], repeats: int
-) -> dict[int, float]:
-    """texts/s of ``embed`` called with batches of each size, one call after another."""
-    rates: dict[int, float] = {}
-    for size in BATCH_SIZES:
+def embedding_runs(embedder: Embedder, texts: Sequence[str]) -> dict[int, Callable[[], Any]]:
+    """For each batch size, a run that embeds ``texts`` in batches of that size, in order."""
+
+    def run_for(size: int) -> Callable[[], Any]:
         batches = chunks(texts, size)
 
-        async def run(batches: list[list[str]] = batches) -> None:
+        async def run() -> None:
             for batch in batches:
                 await embedder.embed(batch)
 
-        rates[size] = len(texts) / median_time(run, repeats)
-    return rates
+        return run
+
+    return {size: run_for(size) for size in BATCH_SIZES}
 
 
 def report_embedding(embedder: Embedder, n_texts: int, repeats: int) -> None:
@@ -98,8 +106,13 @@ def report_embedding(embedder: Embedder, n_texts: int, repeats: int) -> None:
         f"(~{q_words:.0f} words) and {len(passages)} passages (~{p_words:.0f} words); "
         f"median of {repeats}"
     )
-    short = embedding_throughput(embedder, questions, repeats)
-    long = embedding_throughput(embedder, passages, repeats)
+    runs: dict[str, Callable[[], Any]] = {}
+    for kind, texts in (("q", questions), ("p", passages)):
+        for size, run in embedding_runs(embedder, texts).items():
+            runs[f"{kind}{size}"] = run
+    seconds = interleaved_medians(runs, repeats)
+    short = {size: len(questions) / seconds[f"q{size}"] for size in BATCH_SIZES}
+    long = {size: len(passages) / seconds[f"p{size}"] for size in BATCH_SIZES}
     print(f"{'batch':>6} {'questions/s':>12} {'speed-up':>9} {'passages/s':>11} {'speed-up':>9}")
     for size in BATCH_SIZES:
         print(
@@ -167,12 +180,15 @@ def report_latency(
             for start in range(0, len(vectors), QUERY_BATCH):
                 r.search_vectors(vectors[start : start + QUERY_BATCH], k=5)
 
+        seconds = interleaved_medians(
+            {"t1": one_text, "tb": batch_text, "v1": one_vector, "vb": batch_vector}, repeats
+        )
         for what, single, batched in (
-            ("embed + search", one_text, batch_text),
-            ("faiss search", one_vector, batch_vector),
+            ("embed + search", "t1", "tb"),
+            ("faiss search", "v1", "vb"),
         ):
-            t1 = median_time(single, repeats) / len(queries)
-            tb = median_time(batched, repeats) / len(queries)
+            t1 = seconds[single] / len(queries)
+            tb = seconds[batched] / len(queries)
             per_call = f"{tb * 1e3:.3f} ({tb * QUERY_BATCH * 1e3:.2f})"
             print(f"{name:>6} {what:>16} {t1 * 1e3:>14.3f} {per_call:>22} {t1 / tb:>8.1f}x")
 
@@ -253,7 +269,7 @@ def run_llm_benchmark() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--texts", type=int, default=256, help="questions per throughput run")
     parser.add_argument("--passages", type=int, default=0, help="index size (0: whole corpus)")
     parser.add_argument("--queries", type=int, default=256, help="queries per latency run")
