@@ -107,7 +107,9 @@ def _shippable(error: StageError) -> StageError:
 class _Sink:
     """The outbox of one remote call: records wait here until a message ships them."""
 
-    __slots__ = ("records", "ema", "send", "receive", "run", "stats", "done", "taken", "mark")
+    __slots__ = (
+        "records", "ema", "send", "receive", "run", "stats", "done", "taken", "mark", "last"
+    )
 
     def __init__(self, run: _CallRun, stats: StageStats) -> None:
         self.records: list[Any] = []
@@ -118,9 +120,12 @@ class _Sink:
         self.done = 0
         self.taken = 0  # records shipped so far
         self.mark = 0  # value of ``taken`` (plus records waiting) when the current unit began
+        self.last = False  # the current unit is the call's last, and returns one value (or batch)
 
     def due(self, elapsed: float) -> bool:
         self.ema = ema = self.ema * 0.8 + elapsed * 0.2
+        if self.last:
+            return False  # the call's last message follows at once: no message of its own
         return ema > EAGER_S or len(self.records) >= CHUNK
 
     async def flush(self) -> None:
@@ -204,7 +209,11 @@ class StageHost:
 
     @ray.method(enable_task_events=False)
     async def stop(self, grace: float) -> None:
-        """Stop every call in progress, and wait up to ``grace`` seconds for their cleanup."""
+        """Stop every call in progress, and wait up to ``grace`` seconds for their cleanup.
+
+        Calls that arrive later (sent before the run was cancelled) do not start.
+        """
+        self.node = None
         for scope in list(self.running.values()):
             scope.cancel()
         if self.running:
@@ -253,16 +262,21 @@ class StageHost:
         self._forget(dead)
         is_dead = self.dead.__contains__
 
+        last = len(units) - 1
+        is_split = invoker.node.is_split
+
         async def work() -> None:
             async with self.lock:
                 if self.batch:
                     for k, batch in enumerate(units):
                         sink.begin(k)
+                        sink.last = k == last
                         await invoker.batch(batch, sink)
                 else:
                     run_one = runner_for(invoker)
                     for k, (anc, args) in enumerate(units):
                         sink.begin(k)
+                        sink.last = k == last and not is_split
                         if not is_dead(anc[0]):  # the root already has an outcome
                             await run_one(anc, args, sink)
                 sink.begin(len(units))

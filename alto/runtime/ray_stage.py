@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 TARGET_S = 0.02
 """Work (seconds) one remote call should carry, to amortise Ray's cost per call."""
 
+QUEUE_BELOW_S = 0.1
+"""Stages whose calls take less than this (moving average) queue calls on their actors."""
+
 BACKLOG = 4
 """Messages a remote call may produce ahead of the driver reading them."""
 
@@ -211,9 +214,10 @@ class StageDriver:
         pending = self.pending
         while True:
             # A second call queued on an actor hides the network, but work queued behind a
-            # slow call waits even when another actor is free: only fast stages queue.
+            # slow call waits even when another actor is free: stages whose calls take
+            # seconds (model calls) keep one call per actor, as the local runtime does.
             cost = self.cost
-            cap = self.inflight if cost is not None and cost < TARGET_S / 4 else 1
+            cap = self.inflight if cost is not None and cost < QUEUE_BELOW_S else 1
             while pending:
                 alone = bool(self.alone) and pending[0][0] in self.alone
                 replica = self._pick(1 if alone else cap)
@@ -233,7 +237,8 @@ class StageDriver:
                 pending.clear()
                 await self.outbox.flush()
                 continue
-            self._room.set()
+            if len(pending) < self.high:
+                self._room.set()
             await self._wait_work(self._deadline())
 
     # -- choosing work ---------------------------------------------------------------------
