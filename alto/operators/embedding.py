@@ -299,7 +299,7 @@ class HashEmbedder:
         return _WORD.findall(text.lower())
 
     def embed_sync(self, texts: list[str]) -> np.ndarray:
-        """Hashed bag-of-words vectors: float32 ``(len(texts), dim)``, unit rows (zero if no word)."""
+        """Hashed bag of words: float32 ``(len(texts), dim)``, unit rows (zero if no word)."""
         items = _check_texts(texts, "embed")
         out = np.zeros((len(items), self._dim), dtype=np.float32)
         for row, text in enumerate(items):
