@@ -12,17 +12,40 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from alto.operators.embedding import Embedder, HashEmbedder
+    from alto.operators.llm import LLM, EmulatorConfig, EmulatorServer, LocalLLM, OpenAIClient
     from alto.operators.retriever import Hit, Retriever
+    from alto.operators.text import lines, list_items, sentences
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
     "Embedder": "alto.operators.embedding",
+    "EmulatorConfig": "alto.operators.llm",
+    "EmulatorServer": "alto.operators.llm",
     "HashEmbedder": "alto.operators.embedding",
     "Hit": "alto.operators.retriever",
+    "LLM": "alto.operators.llm",
+    "LocalLLM": "alto.operators.llm",
+    "OpenAIClient": "alto.operators.llm",
     "Retriever": "alto.operators.retriever",
+    "lines": "alto.operators.text",
+    "list_items": "alto.operators.text",
+    "sentences": "alto.operators.text",
 }
 
-__all__ = ["Embedder", "HashEmbedder", "Hit", "Retriever"]
+__all__ = [
+    "LLM",
+    "Embedder",
+    "EmulatorConfig",
+    "EmulatorServer",
+    "HashEmbedder",
+    "Hit",
+    "LocalLLM",
+    "OpenAIClient",
+    "Retriever",
+    "lines",
+    "list_items",
+    "sentences",
+]
 
 
 assert sorted(__all__) == sorted(_LAZY)
