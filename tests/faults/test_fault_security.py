@@ -70,7 +70,7 @@ MARKERS = ("pwned", "etc/passwd", "secret.txt", "jndi", "etc/shadow", "rm -rf")
 
 
 @fault("LLM output that looks like code, shell commands or file paths",
-       where="scripted server; FakeLLM in the factcheck app",
+       where="scripted server",
        observed="carried through split, map and gather as plain strings, byte for byte; an "
        "audit hook sees no open, exec, compile, system or spawn of it",
        roots="none fail")
@@ -121,6 +121,10 @@ async def test_llm_output_is_only_data(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@fault("LLM output that looks like code or paths, inside an example app",
+       where="scripted FakeLLM in the factcheck app",
+       observed="the app's claims are the answer's sentences, as text; no file is opened and "
+       "nothing is executed (audit hook)", roots="none fail")
 async def test_example_app_treats_llm_output_as_text(tmp_path: Path) -> None:
     from alto.testing import FakeLLM
     from examples.common import fake_operators
@@ -152,9 +156,9 @@ def _listening(process: psutil.Process, port: int) -> list[str]:
             if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
 
 
-@fault("a server started by Alto, reachable from other machines?",
+@fault("could a server Alto starts be reached from other machines?",
        where="serving-timing emulator: thread, process and command line",
-       observed="each listens on 127.0.0.1 only, unless a host is passed",
+       observed="no: each listens on 127.0.0.1 only, unless a host is passed",
        roots="n/a")
 def test_emulator_listens_on_loopback_by_default() -> None:
     for mode in ("thread", "process"):
@@ -183,6 +187,9 @@ def test_emulator_listens_on_loopback_by_default() -> None:
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
+@fault("a host default under alto/ other than loopback", where="source scan of alto/",
+       observed="none: every host parameter and --host option defaults to 127.0.0.1, and no "
+       "wildcard address (0.0.0.0, ::) is written anywhere", roots="n/a")
 def test_nothing_under_alto_defaults_to_a_public_address() -> None:
     """Every ``host`` parameter and ``--host`` option under ``alto/`` defaults to loopback, and
     no wildcard address is written anywhere."""
@@ -216,6 +223,10 @@ def test_nothing_under_alto_defaults_to_a_public_address() -> None:
 SECRET = "sk-alto-FAULT-SUITE-7c1e5d9a"
 
 
+@fault("an API key passed in code", where="OpenAIClient's signature",
+       observed="refused (TypeError): the key is read from the environment variable named by "
+       "api_key_env only; the client's repr says whether it is set, never the key",
+       roots="n/a")
 def test_the_api_key_comes_only_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     params = inspect.signature(OpenAIClient).parameters
     assert [p for p in params if "key" in p.lower()] == ["api_key_env"]

@@ -80,7 +80,7 @@ async def outcomes_of(flow: alto.Flow, **options: Any) -> list[Any]:
        roots="only roots with a stalled fragment; the rest complete with correct outputs")
 async def test_stage_timeout_and_retries_on_a_stalled_stream() -> None:
     async with scripted(stalls_on_stuck) as server, client(server.url, timeout=60) as llm:
-        flow = asking(llm, timeout=0.5, retries=1, retry_on=(*RETRYABLE, TimeoutError),
+        flow = asking(llm, timeout=1.0, retries=1, retry_on=(*RETRYABLE, TimeoutError),
                       retry_backoff=0.001)
         stats = alto.RunStats()
         out = await outcomes_of(flow, stats=stats)
