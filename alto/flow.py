@@ -232,7 +232,7 @@ async def _produce(
             bar.close()
 
 
-def _check_inputs(inputs: Any, name: str) -> None:
+def _check_inputs(inputs: Any, name: object) -> None:
     """Refuse, before anything starts, ``inputs`` that is not a collection of inputs."""
     if isinstance(inputs, (str, bytes)):
         found = f"a {type(inputs).__name__} (each character would be an input)"
