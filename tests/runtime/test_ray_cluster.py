@@ -8,9 +8,13 @@ with the affected inputs failed by a clear error, and never hang.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 import uuid
 from collections import Counter
+from typing import Iterator
 
 import anyio
 import pytest
@@ -62,6 +66,76 @@ async def total(xs: Gather[int]) -> int:
 
 def reference(n: int) -> int:
     return sum(i * i for i in range(n))
+
+
+@alto.stage
+async def node_of(n: int) -> tuple[int, str]:
+    return n + 1, ray.get_runtime_context().get_node_id()
+
+
+@alto.flow
+def locate(n: int):
+    return node_of(n)
+
+
+@contextlib.contextmanager
+def disconnected(address: str) -> Iterator[None]:
+    """This process without a Ray connection (the cluster keeps running); reconnect after."""
+    ray.shutdown()
+    try:
+        yield
+    finally:
+        if not ray.is_initialized():
+            ray.init(address=address, logging_level="WARNING")
+
+
+async def test_connects_by_address_and_disconnects_after_the_run(on_cluster, monkeypatch):
+    c, far = on_cluster
+    nodes = {c.head_node.node_id, far.node_id}
+    with anyio.fail_after(HANG), disconnected(c.address):
+        out = await locate.run([1, 2], backend="ray", address=c.address)
+        assert [v for v, _ in out] == [2, 3] and {n for _, n in out} <= nodes
+        assert not ray.is_initialized()  # it disconnected, as it connected
+        monkeypatch.setenv("RAY_ADDRESS", c.address)
+        out = await locate.run([3], backend="ray")
+        assert out[0][0] == 4 and out[0][1] in nodes
+        assert not ray.is_initialized()
+    ((value, node),) = await locate.run([4], backend="ray")  # the cluster is still there
+    assert value == 5 and node in nodes
+
+
+LOCAL_RUN = """
+import asyncio, ray, alto
+
+@alto.stage
+async def node_of(n: int) -> tuple[int, str]:
+    return n + 1, ray.get_runtime_context().get_node_id()
+
+@alto.flow
+def locate(n: int):
+    return node_of(n)
+
+async def main():
+    ((value, node),) = await locate.run([1], backend="ray", init={"num_cpus": 1})
+    print(value, node, ray.is_initialized())
+
+asyncio.run(main())
+"""
+
+
+def test_starts_a_local_ray_when_there_is_none_and_stops_it(on_cluster):
+    # In a process of its own: Ray cannot reconnect a process to a cluster after it
+    # started and stopped a local instance in it.
+    c, far = on_cluster
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(
+        [sys.executable, "-c", LOCAL_RUN], env=env, capture_output=True, text=True, timeout=HANG
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    value, node, initialized = done.stdout.split()[-3:]
+    assert value == "2"
+    assert node not in {c.head_node.node_id, far.node_id}  # a Ray of its own
+    assert initialized == "False"  # and it shut that down
 
 
 async def test_stage_pinned_by_a_custom_resource_runs_on_that_node(on_cluster):
