@@ -10,14 +10,17 @@ a :data:`Message`: the records produced since the previous item, the failures
 deltas, trace spans, and how far the call got (for replay after a crash).
 
 Calls run one at a time per actor, as a local replica runs one call at a
-time; the driver keeps one more call queued so the actor never waits on the
-network. Streaming gathers (``GatherStream``) run beside the other calls and
-are fed their children by :meth:`StageHost.feed`, as they arrive.
+time; for stages whose calls are short, the driver keeps one more call queued
+so the actor does not wait on the network between calls. Streaming gathers
+(``GatherStream``) run beside the other calls and are fed their children by
+:meth:`StageHost.feed`, as they arrive.
 
-Per-actor state: the stage function travels to the actor once, when the actor
-is created, and lives as long as the actor. A stage that creates a client or
-loads a model lazily into a module-level variable (``global _model; if _model
-is None: _model = load()``) therefore loads it once per actor, not per call.
+Per-actor state: the stage function travels to the actor once per run, in
+:meth:`StageHost.load`, and stays until the run ends. A stage that creates a
+client or loads a model lazily into a module-level variable (``global _model;
+if _model is None: _model = load()``) therefore loads it once per actor and
+run, not per call; state kept by a module the workers import (rather than by
+the stage function's own globals) lasts as long as the actor's process.
 """
 
 from __future__ import annotations

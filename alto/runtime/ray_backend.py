@@ -61,7 +61,8 @@ that failed or was cancelled, are killed when the run ends.
 Per-actor state: a stage function travels to its actor by value (cloudpickle)
 once per run, when the actor is loaded with its stage. A model or client
 created lazily in a module-level variable is created once per actor and
-reused by every call of the run::
+reused by every call of the run (state cached by a module the workers import
+lasts as long as the actor's process, across runs)::
 
     _model = None
 
