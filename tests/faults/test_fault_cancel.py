@@ -73,7 +73,8 @@ def streaming_flow(llm: OpenAIClient, seen: list[str] | None = None) -> alto.Flo
 
 async def warm(llm: OpenAIClient) -> None:
     """One call first: pooled connections and resolver threads exist before the snapshot."""
-    assert await llm.chat([{"role": "user", "content": "warm up"}]) == "UP WARM"
+    with anyio.fail_after(HANG):
+        assert await llm.chat([{"role": "user", "content": "warm up"}]) == "UP WARM"
 
 
 async def collect(results: alto.ResultStream, outcomes: dict[int, Any]) -> None:
@@ -167,7 +168,8 @@ def local_llm() -> Iterator[Any]:
 
 async def warm_local(llm: Any) -> None:
     """One call first: the worker thread of the thread pool exists before the snapshot."""
-    assert await llm.complete(COUNT, max_tokens=2)
+    with anyio.fail_after(HANG):
+        assert await llm.complete(COUNT, max_tokens=2)
 
 
 async def still_works(llm: Any) -> None:

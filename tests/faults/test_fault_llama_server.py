@@ -61,7 +61,9 @@ def scratch(llama: LlamaServer) -> Iterator[LlamaServer]:
 
 
 async def direct(llm: OpenAIClient, prompts: list[str], max_tokens: int) -> list[str]:
-    return [await llm.complete(p, max_tokens=max_tokens) for p in prompts]
+    """The server's answers, asked one by one outside any flow (the reference)."""
+    with anyio.fail_after(HANG):
+        return [await llm.complete(p, max_tokens=max_tokens) for p in prompts]
 
 
 def completing(route: Any, **options: Any) -> alto.Flow:
@@ -270,7 +272,8 @@ async def test_interrupted_stream_is_an_error(llama: LlamaServer) -> None:
                 return answer(i)
 
             out = await outcomes(f, [0, 1])
-            whole = await llm.chat([{"role": "user", "content": COUNT}], max_tokens=12)
+            with anyio.fail_after(HANG):
+                whole = await llm.chat([{"role": "user", "content": COUNT}], max_tokens=12)
     finally:
         interrupting.stop()
     assert out[1] == whole
