@@ -27,7 +27,15 @@ from faultkit import Reply, Request, chain, client, fault, scripted
 
 import alto
 from alto import Gather, Split
-from alto.operators.llm import EmulatorServer, LLMError, OpenAIClient, StructuredOutputError
+from alto.operators.llm import (
+    EmulatorConfig,
+    EmulatorServer,
+    FaultConfig,
+    LLMError,
+    LLMServerError,
+    OpenAIClient,
+    StructuredOutputError,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -244,7 +252,7 @@ def _echo(req: Request) -> str:
 
 
 @fault("a server that echoes the API key back in errors, bodies and streams",
-       where="scripted server",
+       where="scripted server; the emulator answering HTTP 500",
        observed="errors name the URL and status with the key replaced by ***; the key is in "
        "no log record (DEBUG), no stderr output, no repr and no error text",
        roots="only the roots whose answers were bad")
@@ -319,6 +327,19 @@ async def test_api_key_never_appears_in_logs_reprs_or_errors(
             await f.run(kinds)
         await llm.aclose()
         assert all(r.headers["authorization"] == f"Bearer {SECRET}" for r in server.requests)
+
+    # the emulator (in this process, so its logs are captured too) gets the key as well
+    faults = FaultConfig(error_rate=0.5, seed=3)
+    with EmulatorServer(EmulatorConfig(time_scale=0.0, faults=faults)) as emulated:
+        async with client(emulated.base_url, api_key_env="ALTO_FAULT_KEY", max_retries=0) as llm:
+            for i in range(6):
+                with anyio.fail_after(30):
+                    try:
+                        await llm.chat([{"role": "user", "content": f"Hello {i}. Who?"}])
+                    except LLMServerError as exc:
+                        shown_by_emulator = [str(exc), repr(exc), exc.body]
+                        assert "500" in str(exc) and not any(SECRET in t for t in shown_by_emulator)
+        assert emulated.stats()["faults"]
 
     results = err.value.results
     assert results[-1] == "all good"
