@@ -53,6 +53,9 @@ QUEUE_BELOW_S = 0.1
 BACKLOG = 4
 """Messages a remote call may produce ahead of the driver reading them."""
 
+FEED_MAX = 4096
+"""Most children of a streaming gather sent to its actor in one remote call."""
+
 YIELD_EVERY = 256
 """Records the driver reads before it lets other tasks run."""
 
@@ -243,7 +246,7 @@ class StageDriver:
 
     # -- choosing work ---------------------------------------------------------------------
 
-    def _pick(self, cap: int) -> Replica | None:
+    def _pick(self, cap: float) -> Replica | None:
         best = None
         for r in self.replicas:
             if r.state is _UP and r.load < cap and not r.alone:
@@ -460,7 +463,7 @@ class StageDriver:
 
     async def _stream(self, anc: tuple, children: MemoryObjectReceiveStream[Any]) -> None:
         """Run a streaming gather on an actor, sending it the children as they arrive."""
-        replica = self._pick(math.inf)  # type: ignore[arg-type]
+        replica = self._pick(math.inf)
         if replica is None:
             children.close()
             self._fail_units([(anc, None)], self._all_dead(), 1)
@@ -500,7 +503,7 @@ class StageDriver:
             end = False
             try:
                 values.append(await children.receive())
-                while len(values) < 4096:
+                while len(values) < FEED_MAX:
                     values.append(children.receive_nowait())
             except anyio.WouldBlock:
                 pass
@@ -535,9 +538,8 @@ class StageDriver:
 
 def _is_lost(error: Exception) -> bool:
     """Whether ``error`` means the actor went away (or came back empty) under a call."""
-    return isinstance(error, ACTOR_LOST) or isinstance(
-        getattr(error, "cause", error), HostNotLoaded
-    ) or isinstance(error, HostNotLoaded)
+    cause = getattr(error, "cause", None)  # a RayTaskError carries the host's exception
+    return isinstance(error, (*ACTOR_LOST, HostNotLoaded)) or isinstance(cause, HostNotLoaded)
 
 
 def _cancel(gen: Any) -> None:

@@ -122,14 +122,15 @@ class Shared:
     stage functions may capture it.
     """
 
-    def __init__(self, handle: Any = None) -> None:
+    def __init__(self, handle: Any = None, prefix: str = "") -> None:
         self._handle = handle
+        self._prefix = prefix  # tests share one store actor: each has its own keys
         self._store = _Store() if handle is None else None
 
-    async def _call(self, method: str, *args: Any) -> Any:
+    async def _call(self, method: str, key: str, *args: Any) -> Any:
         if self._handle is not None:
-            return await getattr(self._handle, method).remote(*args)
-        return await getattr(self._store, method)(*args)
+            return await getattr(self._handle, method).remote(self._prefix + key, *args)
+        return await getattr(self._store, method)(key, *args)
 
     async def _update(self, method: str, *args: Any) -> Any:
         with anyio.CancelScope(shield=True):
@@ -164,15 +165,17 @@ class Shared:
         return await self._call("is_set", key)
 
 
+_stores: dict[str, Any] = {}  # Ray job id -> the store actor the tests of that job share
+
+
 @pytest.fixture
-def shared(backend: str):
+def shared(backend: str, request: pytest.FixtureRequest) -> Shared:
     """A :class:`Shared` for this test, living where the backend's stages can reach it."""
     if backend != "ray":
-        yield Shared()
-        return
+        return Shared()
     ray = start_local_ray()
-    handle = ray.remote(_Store).options(num_cpus=0).remote()
-    try:
-        yield Shared(handle)
-    finally:
-        ray.kill(handle)
+    job = ray.get_runtime_context().get_job_id()
+    if job not in _stores:
+        _stores.clear()
+        _stores[job] = ray.remote(_Store).options(num_cpus=0).remote()
+    return Shared(_stores[job], prefix=request.node.nodeid + ":")
