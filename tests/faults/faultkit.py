@@ -27,8 +27,8 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -310,14 +310,6 @@ class ScriptedServer:
         return condition()
 
 
-async def settle(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Wait (asynchronously) until ``condition()`` holds; returns whether it did."""
-    with anyio.move_on_after(timeout):
-        while not condition():
-            await anyio.sleep(0.01)
-    return condition()
-
-
 async def _read_request(stream: anyio.abc.SocketStream) -> Request | None:
     data = b""
     while b"\r\n\r\n" not in data:
@@ -497,21 +489,6 @@ def chain(exc: BaseException) -> Iterator[BaseException]:
             todo.append(cause)
 
 
-@contextmanager
-def fail_after_sync(seconds: float) -> Iterator[None]:
-    """A hang guard for synchronous code: SIGALRM raises if the block runs too long."""
-    def alarm(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"hung for more than {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 # -- the fault matrix -------------------------------------------------------------------------
 
 
@@ -597,11 +574,6 @@ def write_matrix() -> None:
     DOC.write_text(text[:start] + render_matrix(matrix_rows()) + text[end:], encoding="utf-8")
 
 
-if __name__ == "__main__":
-    write_matrix()
-    print(f"wrote the fault matrix to {DOC}")
-
-
 __all__ = [
     "RETRYABLE",
     "LlamaServer",
@@ -614,12 +586,18 @@ __all__ = [
     "assert_released",
     "chain",
     "client",
+    "documented_matrix",
     "fault",
-    "field",
     "find",
     "leftovers",
+    "matrix_rows",
     "refused_url",
+    "render_matrix",
     "scripted",
-    "settle",
     "snapshot",
 ]
+
+
+if __name__ == "__main__":
+    write_matrix()
+    print(f"wrote the fault matrix to {DOC}")
