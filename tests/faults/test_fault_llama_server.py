@@ -118,9 +118,9 @@ async def test_real_server_answers_beside_a_dead_one(llama: LlamaServer) -> None
 
 
 @fault("the llama.cpp server process is killed (SIGKILL) in the middle of a stream",
-       where="llama_cpp.server, killed", observed="the streaming root: StageError whose cause "
-       "is LLMConnectionError 'the stream broke off'; a root whose request was waiting: "
-       "LLMConnectionError after the client's retries meet a refused port; both name the URL",
+       where="llama_cpp.server, killed", observed="every root on it: StageError whose cause "
+       "is LLMConnectionError naming the server's URL: 'the stream broke off' for the root "
+       "that was streaming, a cut or refused connection for the one still waiting",
        roots="only roots on the killed server; a root on the other server is correct")
 async def test_server_killed_mid_stream(llama: LlamaServer) -> None:
     from alto.operators.llm import default_model_path
