@@ -68,6 +68,7 @@ def _ray_session():
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     if request.param == "ray":
+        pytest.importorskip("ray", reason="the ray backend needs Ray: pip install 'alto[ray]'")
         request.getfixturevalue("_ray_session")
         start_local_ray()
     return str(request.param)
