@@ -116,7 +116,7 @@ from alto.runtime.ray_stage import UP, ActorLostError, Replica, StageDriver
 from alto.runtime.records import CHUNK
 from alto.runtime.run import RunControl
 
-_NATIVE = ("num_cpus", "num_gpus", "memory")
+_NATIVE = ("num_cpus", "num_gpus", "memory", "accelerator_type")
 
 CANCEL_GRACE_S = 2.0
 """Seconds the stage calls of a cancelled run may take to clean up before their actors die."""
