@@ -184,9 +184,11 @@ def timeline(name: str, app: dict[str, Any], path: Path) -> Path:
     axes[-1][0].set_xlabel("seconds since the input was submitted")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[s]) for s in steps]
     if handles:
-        fig.legend(handles, steps, fontsize=7, loc="upper right", ncol=min(len(steps), 6))
-    fig.suptitle(f"{name}: one input, every operator call{_suffix(app)}", fontsize=11, x=0.3)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+        fig.legend(
+            handles, steps, fontsize=7, loc="lower center", ncol=min(len(steps), 6), frameon=False
+        )
+    fig.suptitle(f"{name}: one input, every operator call{_suffix(app)}", fontsize=11)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.96))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
