@@ -132,8 +132,8 @@ class Source:
                 if s != self.question and not s.endswith("?") and s not in seen:
                     seen.add(s)
                     sentences.append(s)
-        if not sentences:
-            sentences = [s for s in question_sents if s] or ["..."]
+        if not sentences:  # nothing to draw from but the question: make up a few sentences
+            sentences = _made_up(question_text, rng) or ["..."]
         wanted = _words(self.question)
         noise = {s: rng.random() for s in sentences}
         self.ranked = sorted(sentences, key=lambda s: (-len(_words(s) & wanted), noise[s]))
@@ -145,7 +145,8 @@ class Source:
         """The best ``sentences`` sentences; or, with ``tokens``, ranked sentences (repeating
         if the context is short) until at least ``tokens`` tokens."""
         if tokens is None:
-            return " ".join(self.ranked[: max(1, sentences)])
+            # one sentence a line, so answers split into several claims, queries or items
+            return "\n".join(self.ranked[: max(1, sentences)])
         out: list[str] = []
         count = 0
         for s in cycle(self.ranked):
@@ -154,6 +155,18 @@ class Source:
             if count >= tokens:
                 break
         return " ".join(out)
+
+
+def _made_up(text: str, rng: random.Random, n: int = 4) -> list[str]:
+    """``n`` sentences of 6-10 of the text's own words, drawn deterministically by ``rng``."""
+    words = [w for w in _WORD.findall(text) if w.lower() not in _STOPWORDS] or _WORD.findall(text)
+    if not words:
+        return []
+    out = []
+    for _ in range(n):
+        picked = [rng.choice(words) for _ in range(rng.randint(6, 10))]
+        out.append(" ".join(picked).capitalize() + ".")
+    return out
 
 
 def chat_source(messages: Sequence[dict[str, Any]], seed: int) -> Source:
