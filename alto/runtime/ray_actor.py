@@ -185,6 +185,7 @@ class StageHost:
 
     def __init__(self) -> None:
         self.node: Node | None = None
+        self.lock = asyncio.Lock()  # one remote call at a time (streaming gathers aside)
         self.running: dict[asyncio.Future[None], anyio.CancelScope] = {}  # calls' work
 
     @ray.method(enable_task_events=False)
@@ -201,7 +202,6 @@ class StageHost:
         self.dead_letters = dead_letters
         self.dead: set[int] = set()
         self.watched: dict[int, set[anyio.CancelScope]] = {}  # root -> scopes of slow calls
-        self.lock = asyncio.Lock()
         self.feeds: dict[int, _Feed] = {}
         self.batch = node.spec.options.batch
         # moving averages that outlive one remote call: how long calls take (the invoker
@@ -260,16 +260,20 @@ class StageHost:
 
     @ray.method(enable_task_events=False)
     async def calls(self, units: list[Any], dead: list[int]) -> AsyncIterator[Message]:
-        """Run ``units`` in order (one call each, or one batch each for a batched stage)."""
-        invoker, sink = self._invoker()
-        self._forget(dead)
-        is_dead = self.dead.__contains__
+        """Run ``units`` in order (one call each, or one batch each for a batched stage).
 
-        last = len(units) - 1
-        is_split = invoker.node.is_split
+        Remote calls run one at a time, and the last message of one leaves before
+        the next call starts, so the outputs of an actor leave in the order it made them.
+        """
+        if self.node is not None:
+            self._forget(dead)
+        async with self.lock:
+            invoker, sink = self._invoker()  # after the wait: the actor may have been stopped
+            is_dead = self.dead.__contains__
+            last = len(units) - 1
+            is_split = invoker.node.is_split
 
-        async def work() -> None:
-            async with self.lock:
+            async def work() -> None:
                 if self.batch:
                     for k, batch in enumerate(units):
                         sink.begin(k)
@@ -285,8 +289,8 @@ class StageHost:
                 sink.begin(len(units))
                 self._learn(invoker, sink)
 
-        async for message in _pump(sink, work, self.running):
-            yield message
+            async for message in _pump(sink, work, self.running):
+                yield message
 
     @ray.method(enable_task_events=False)
     async def stream(self, cid: int, anc: tuple, dead: list[int]) -> AsyncIterator[Message]:
