@@ -16,11 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, AsyncIterator, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping, Sequence
 
 import anyio
 
 from alto.operators.llm.base import LLM, Message, Stop, normalize_messages, normalize_stop
+
+if TYPE_CHECKING:
+    from alto.operators.embedding import HashEmbedder
 
 Script = Mapping[str, str] | Callable[[str], str]
 

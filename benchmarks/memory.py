@@ -55,7 +55,9 @@ def child(n: int) -> None:
     (out,) = alto.run(backpressure, [n])
     assert out == n, (out, n)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"n": n, "peak_rss_mib": peak_kib / 1024, "seconds": time.perf_counter() - t0}))
+    print(
+        json.dumps({"n": n, "peak_rss_mib": peak_kib / 1024, "seconds": time.perf_counter() - t0})
+    )
 
 
 def main() -> None:

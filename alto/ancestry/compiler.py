@@ -285,7 +285,9 @@ class Tracer:
                 fix="convert the value in a stage between them, or correct the annotation",
             )
 
-    def _check_const(self, spec: StageSpec, name: str, p: ParamSpec, value: Any, where: str) -> None:
+    def _check_const(
+        self, spec: StageSpec, name: str, p: ParamSpec, value: Any, where: str
+    ) -> None:
         if p.kind is not ParamKind.VALUE:
             raise CompileError(
                 f"stage {name!r}: parameter {p.name!r} gathers children but got the constant "

@@ -142,7 +142,12 @@ class Plan:
             lines.append(f"  {_mid(n.name)}{shape[0]}{label}{shape[1]}")
         for n in self.nodes:
             for p in n.ports:
-                arrow = {"same": "-->", "broadcast": "-.->", "gather": "==>", "gather_stream": "==>"}
+                arrow = {
+                    "same": "-->",
+                    "broadcast": "-.->",
+                    "gather": "==>",
+                    "gather_stream": "==>",
+                }
                 label = f"{p.param} L{p.source_depth}"
                 if p.mode is not PortMode.SAME:
                     label += f" {p.mode.value}"

@@ -185,7 +185,9 @@ class Assembler:
                 group[2] = {}
         return group
 
-    def _close(self, rs: _RootState, port: int, close: Close, out: list[Any], ready: list[Any]) -> None:
+    def _close(
+        self, rs: _RootState, port: int, close: Close, out: list[Any], ready: list[Any]
+    ) -> None:
         parent = close.parent
         if close.dropped:
             # The parent was a tombstone when it reached the split: no children, no call.

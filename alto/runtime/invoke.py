@@ -21,7 +21,6 @@ from alto.runtime.metrics import StageStats, now
 from alto.runtime.records import DROPPED, Close
 from alto.runtime.run import RunState
 
-
 GUARD_S = 1e-3
 """Stages whose calls take longer than this (moving average) can have a call stopped
 when its root gets an outcome (a failure elsewhere, a deadline, a cancellation)."""

@@ -183,7 +183,9 @@ class LocalRuntime:
         control: RunControl | None = None,
     ) -> None:
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-            raise ValueError(f"concurrency={concurrency!r} is invalid; expected None or an int >= 1")
+            raise ValueError(
+                f"concurrency={concurrency!r} is invalid; expected None or an int >= 1"
+            )
         if deadline is not None and not deadline > 0:
             raise ValueError(f"deadline={deadline!r} is invalid; expected None or seconds > 0")
         self.plan = plan
@@ -199,7 +201,9 @@ class LocalRuntime:
             control.attach(self.run)
         self.nodes = {n.name: n for n in plan.nodes}
         # node name -> one (send, receive) pair per inbox
-        self.inboxes: dict[str, list[tuple[MemoryObjectSendStream[Chunk], MemoryObjectReceiveStream[Chunk]]]] = {}
+        self.inboxes: dict[
+            str, list[tuple[MemoryObjectSendStream[Chunk], MemoryObjectReceiveStream[Chunk]]]
+        ] = {}
         for node in plan.nodes:
             self.inboxes[node.name] = self._new_inboxes(node)
 
@@ -267,7 +271,9 @@ class LocalRuntime:
             await anyio.sleep(every)
             self.run.expire(deadline)
 
-    async def _source(self, inputs: Iterable[Any] | AsyncIterable[Any], outboxes: dict[str, _Outbox]) -> None:
+    async def _source(
+        self, inputs: Iterable[Any] | AsyncIterable[Any], outboxes: dict[str, _Outbox]
+    ) -> None:
         run = self.run
         plan = self.plan
         is_async = hasattr(inputs, "__aiter__")
@@ -312,7 +318,9 @@ class LocalRuntime:
             for outbox in outboxes.values():
                 await outbox.aclose()
 
-    async def _worker(self, node: Node, replica: int, receive: MemoryObjectReceiveStream[Chunk], outbox: _Outbox) -> None:
+    async def _worker(
+        self, node: Node, replica: int, receive: MemoryObjectReceiveStream[Chunk], outbox: _Outbox
+    ) -> None:
         run = self.run
         stats = self.stats.stages[node.name]
         assembler = Assembler(node, run.dead)

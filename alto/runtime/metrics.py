@@ -87,7 +87,10 @@ class RunStats:
 
     def table(self) -> str:
         """A plain-text table of the stage counters."""
-        head = f"{'stage':<24}{'repl':>5}{'in':>9}{'out':>9}{'calls':>8}{'busy s':>10}{'err':>6}{'peakq':>7}"
+        head = (
+            f"{'stage':<24}{'repl':>5}{'in':>9}{'out':>9}{'calls':>8}{'busy s':>10}"
+            f"{'err':>6}{'peakq':>7}"
+        )
         rows = [head]
         for s in self.stages.values():
             rows.append(
@@ -101,7 +104,10 @@ class RunStats:
             "wall_s": round(self.wall_s, 6),
             "stages": [s.as_dict() for s in self.stages.values()],
             "roots": {
-                i: {"start": self.root_start[i] - self.started, "end": self.root_end[i] - self.started}
+                i: {
+                    "start": self.root_start[i] - self.started,
+                    "end": self.root_end[i] - self.started,
+                }
                 for i in sorted(self.root_end)
                 if i in self.root_start
             },

@@ -278,7 +278,9 @@ class RunState:
             self.progress.update(1)
         self.on_result(Result(root, value, error))
 
-    def span(self, stage: str, anc: tuple, start: float, end: float, replica: int, size: int) -> None:
+    def span(
+        self, stage: str, anc: tuple, start: float, end: float, replica: int, size: int
+    ) -> None:
         spans = self.stats.spans
         if spans is not None:
             spans.append(CallSpan(stage, anc, start, end, replica, size))

@@ -58,7 +58,9 @@ def build(ops: Operators, config: Config | None = None) -> alto.Flow:
     return factcheck
 
 
-async def reference(ops: Operators, inputs: list[str], config: Config | None = None) -> list[Report]:
+async def reference(
+    ops: Operators, inputs: list[str], config: Config | None = None
+) -> list[Report]:
     """The same computation in plain Python, one step after another (no Alto)."""
     config = config or Config()
     reports = []

@@ -80,7 +80,9 @@ def query_messages(claim: str, n: int) -> list[dict[str, str]]:
     ]
 
 
-def verdict_messages(question: str, claim: str, evidence: Sequence[Evidence]) -> list[dict[str, str]]:
+def verdict_messages(
+    question: str, claim: str, evidence: Sequence[Evidence]
+) -> list[dict[str, str]]:
     passages = "\n".join(f"[{e.id}] {e.text[:600]}" for e in evidence) or "(no evidence found)"
     return [
         {"role": "system", "content": "Decide whether the evidence supports the claim."},

@@ -124,7 +124,9 @@ class Deduper:
         for i, e in enumerate(batch):
             by_job.setdefault(e.chunk.job, []).append(i)
         for job, positions in by_job.items():
-            for i, result in zip(positions, self._check_and_add(job, [batch[i] for i in positions])):
+            for i, result in zip(
+                positions, self._check_and_add(job, [batch[i] for i in positions])
+            ):
                 results[i] = result
         return [results[i] for i in range(len(batch))]
 

@@ -56,7 +56,9 @@ def build(ops: Operators, config: Config | None = None) -> alto.Flow:
     return multihop
 
 
-async def reference(ops: Operators, inputs: list[str], config: Config | None = None) -> list[Answer]:
+async def reference(
+    ops: Operators, inputs: list[str], config: Config | None = None
+) -> list[Answer]:
     """The same computation in plain Python, one step after another (no Alto)."""
     config = config or Config()
     results = []

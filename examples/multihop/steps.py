@@ -101,7 +101,9 @@ def search(ops: Operators, vectors: list[np.ndarray], config: Config) -> list[li
             for row in rows]
 
 
-async def rerank(ops: Operators, question: str, found: list[Passage], config: Config) -> list[Passage]:
+async def rerank(
+    ops: Operators, question: str, found: list[Passage], config: Config
+) -> list[Passage]:
     """The best ``keep`` passages by late interaction (MaxSim over token embeddings)."""
     from alto.operators.retriever import Hit
 
@@ -110,7 +112,9 @@ async def rerank(ops: Operators, question: str, found: list[Passage], config: Co
     return [Passage(id=h.id, text=h.text, score=round(float(h.score), 6)) for h in best]
 
 
-async def answer(ops: Operators, question: str, passages: list[Passage], config: Config) -> SubAnswer:
+async def answer(
+    ops: Operators, question: str, passages: list[Passage], config: Config
+) -> SubAnswer:
     assert ops.llm is not None
     text = await ops.llm.chat(answer_messages(question, passages), max_tokens=config.answer_tokens)
     return SubAnswer(question=question, answer=text.strip(), passage_ids=[p.id for p in passages])

@@ -1,4 +1,4 @@
-"""Stopping work early: deadlines, cancelling one input, failures that stop siblings; input checks."""
+"""Stopping work early: deadlines, cancelling one input, failed siblings; input checks."""
 
 from __future__ import annotations
 

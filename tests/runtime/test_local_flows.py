@@ -90,7 +90,9 @@ async def test_empty_splits_close_their_parent(backend):
 
 async def test_many_roots_and_replicated_gathers(backend):
     rng = random.Random(7)
-    texts = [" ".join("w" * rng.randint(1, 4) for _ in range(rng.randint(0, 6))) for _ in range(300)]
+    texts = [
+        " ".join("w" * rng.randint(1, 4) for _ in range(rng.randint(0, 6))) for _ in range(300)
+    ]
     out = await respelled.run(texts, backend=backend)
     assert out == [t.upper() for t in (" ".join(s.split()) for s in texts)]
 
