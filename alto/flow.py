@@ -31,7 +31,7 @@ class Flow:
 
     def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "flow")
+        self.name: str = name or str(getattr(fn, "__name__", "flow"))
         self.where = where_defined(fn)
         self._plan: Plan | None = None
         functools.update_wrapper(self, fn)

@@ -61,7 +61,7 @@ def _stage_by_name(module: str, qualname: str) -> Stage:
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 @overload

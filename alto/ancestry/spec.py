@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from alto.errors import CompileError
-from alto.markers import Gather, GatherStream, Split
+from alto._marker_classes import Gather, GatherStream, Split
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
@@ -233,14 +233,16 @@ def read_stage(fn: Callable[..., Any], name: str | None, options: StageOptions) 
                 where=where,
                 fix="annotate the parameter with the child type; to collect children use Gather[T]",
             )
-        kind = {
-            Gather: ParamKind.GATHER,
-            GatherStream: ParamKind.GATHER_STREAM,
-        }.get(marker, ParamKind.VALUE)  # type: ignore[call-overload]
+        if marker is Gather:
+            param_kind = ParamKind.GATHER
+        elif marker is GatherStream:
+            param_kind = ParamKind.GATHER_STREAM
+        else:
+            param_kind = ParamKind.VALUE
         params.append(
             ParamSpec(
                 name=p.name,
-                kind=kind,
+                kind=param_kind,
                 annotation=elem,
                 has_default=p.default is not p.empty,
                 default=None if p.default is p.empty else p.default,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from contextlib import aclosing
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Callable, Coroutine, Protocol
 
 import anyio
 import pydantic
@@ -133,10 +133,10 @@ class Invoker:
             return lambda value: call(check(name, model, value))
 
         def validated(values: tuple[Any, ...]) -> Any:
-            values = list(values)
+            fixed = list(values)
             for i, name, model in checked:
-                values[i] = check(name, model, values[i])
-            return call(tuple(values))
+                fixed[i] = check(name, model, fixed[i])
+            return call(tuple(fixed))
 
         return validated
 
@@ -389,6 +389,6 @@ def _is_model(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, pydantic.BaseModel)
 
 
-def runner_for(invoker: Invoker) -> Callable[[tuple, Any, Outbox], Awaitable[None]]:
+def runner_for(invoker: Invoker) -> Callable[[tuple, Any, Outbox], Coroutine[Any, Any, None]]:
     """The invoker method that runs one assembled call of its node."""
     return invoker.value if invoker.kind is OutputKind.VALUE else invoker.split

@@ -39,7 +39,8 @@ def build(ops: Operators, config: Config | None = None) -> alto.Flow:
 
     @alto.stage
     async def chunks(doc: Doc) -> Split[Chunk]:
-        return steps.chunks(doc, config)
+        for chunk in steps.chunks(doc, config):
+            yield chunk
 
     # Throughput comes from batching: chunks of many documents share one forward pass.
     @alto.stage(batch=64, batch_timeout=0.01)
@@ -66,7 +67,7 @@ def build(ops: Operators, config: Config | None = None) -> alto.Flow:
         doc = documents(corpus)
         return report(per_document(index(embed(chunks(doc))), doc), corpus)
 
-    ingest.deduper = deduper  # type: ignore[attr-defined]  # its open indexes, for inspection
+    ingest.deduper = deduper  # its open indexes, for inspection
     return ingest
 
 

@@ -28,11 +28,13 @@ def build(ops: Operators, config: Config | None = None) -> alto.Flow:
 
     @alto.stage
     async def sections(document: DocumentIn) -> Split[SectionText]:
-        return steps.sections(document, config)
+        for section in steps.sections(document, config):
+            yield section
 
     @alto.stage
     async def chunks(section: SectionText) -> Split[str]:
-        return steps.chunks(section, config)
+        for chunk in steps.chunks(section, config):
+            yield chunk
 
     # Chunks of every section of every document in flight share one forward pass.
     @alto.stage(batch=64, batch_timeout=0.005)
