@@ -170,6 +170,42 @@ class _Feed:
         self.finished = False  # the stage function returned
 
 
+class Turns:
+    """Numbered jobs take turns in the order of their numbers, from 0.
+
+    ``await take(n)`` returns once jobs ``0 .. n-1`` have ended; ``end(n)``
+    ends job ``n``, also one that never took its turn (it is passed over when
+    its turn comes). A job older than the turn does not wait (it came late).
+    """
+
+    __slots__ = ("turn", "skipped", "waiting")
+
+    def __init__(self) -> None:
+        self.turn = 0
+        self.skipped: set[int] = set()
+        self.waiting: dict[int, anyio.Event] = {}
+
+    async def take(self, seq: int) -> None:
+        if seq > self.turn:
+            event = self.waiting[seq] = anyio.Event()
+            await event.wait()
+
+    def end(self, seq: int) -> None:
+        if seq != self.turn:
+            if seq > self.turn:  # it will not take its turn: pass over it when it comes
+                self.skipped.add(seq)
+                self.waiting.pop(seq, None)
+            return
+        turn = seq + 1
+        while turn in self.skipped:
+            self.skipped.discard(turn)
+            turn += 1
+        self.turn = turn
+        event = self.waiting.pop(turn, None)
+        if event is not None:
+            event.set()
+
+
 class HostNotLoaded(RuntimeError):
     """A call reached a stage actor that holds no stage (it was restarted since its load)."""
 
@@ -185,7 +221,7 @@ class StageHost:
 
     def __init__(self) -> None:
         self.node: Node | None = None
-        self.lock = asyncio.Lock()  # one remote call at a time (streaming gathers aside)
+        self._reset_turns()
         self.running: dict[asyncio.Future[None], anyio.CancelScope] = {}  # calls' work
 
     @ray.method(enable_task_events=False)
@@ -208,7 +244,17 @@ class StageHost:
         # guards slow ones) and how often outputs come (the sink ships fast ones in chunks)
         self.call_ema = 1.0
         self.flush_ema = 1.0
+        self._reset_turns()
         return now(), ray.get_runtime_context().get_node_id(), os.getpid()
+
+    def _reset_turns(self) -> None:
+        # Ray may start the calls of an async actor in any order: the driver numbers them
+        self.turns = Turns()
+
+    @ray.method(enable_task_events=False)
+    async def skip(self, seq: int) -> None:
+        """Call ``seq`` never ran here (Ray failed it before it started): pass its turn on."""
+        self.turns.end(seq)
 
     @ray.method(enable_task_events=False)
     async def stop(self, grace: float) -> None:
@@ -259,15 +305,19 @@ class StageHost:
                     scope.cancel()
 
     @ray.method(enable_task_events=False)
-    async def calls(self, units: list[Any], dead: list[int]) -> AsyncIterator[Message]:
+    async def calls(self, units: list[Any], dead: list[int], seq: int) -> AsyncIterator[Message]:
         """Run ``units`` in order (one call each, or one batch each for a batched stage).
 
-        Remote calls run one at a time, and the last message of one leaves before
-        the next call starts, so the outputs of an actor leave in the order it made them.
+        ``seq`` numbers the remote calls the driver sent this actor: they run one at
+        a time in that order, and the last message of one leaves before the next
+        starts, so the outputs of an actor leave in the order it made them.
         """
-        if self.node is not None:
+        turns = self.turns
+        try:
+            if self.node is None:  # restarted by Ray since its load: numbered calls are stale
+                raise HostNotLoaded("this stage actor was restarted and holds no stage yet")
             self._forget(dead)
-        async with self.lock:
+            await turns.take(seq)
             invoker, sink = self._invoker()  # after the wait: the actor may have been stopped
             is_dead = self.dead.__contains__
             last = len(units) - 1
@@ -291,6 +341,8 @@ class StageHost:
 
             async for message in _pump(sink, work, self.running):
                 yield message
+        finally:
+            turns.end(seq)
 
     @ray.method(enable_task_events=False)
     async def stream(self, cid: int, anc: tuple, dead: list[int]) -> AsyncIterator[Message]:

@@ -37,7 +37,7 @@ from alto.ancestry.plan import Node, PortMode
 from alto.errors import StageError
 from alto.runtime.assemble import Assembler
 from alto.runtime.metrics import CallSpan, now
-from alto.runtime.ray_actor import HostNotLoaded
+from alto.runtime.ray_actor import HostNotLoaded, Turns
 from alto.runtime.records import CHUNK, DROPPED, Close
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class Replica:
 
     __slots__ = (
         "index", "handle", "args", "pooled", "load", "offset", "sent", "state", "node_id", "pid",
-        "roots", "alone",
+        "roots", "alone", "seq", "turns",
     )
 
     def __init__(self, index: int, handle: Any, args: tuple[Any, ...], pooled: bool) -> None:
@@ -92,6 +92,8 @@ class Replica:
         self.pid = 0
         self.roots: dict[int, int] = {}  # root -> units of it in flight on this actor
         self.alone = False  # running a unit that must be alone on it (after a crash)
+        self.seq = 0  # remote calls sent since the actor was loaded (it runs them in order)
+        self.turns = Turns()  # and their results are applied here in that order
 
     def working(self, units: list[Any], batched: bool, step: int) -> None:
         """Count the roots of ``units`` in flight (``step`` 1) or done (``step`` -1)."""
@@ -111,6 +113,8 @@ class Replica:
         t1 = now()
         self.offset = clock - (t0 + t1) / 2
         self.sent = 0  # a freshly loaded actor knows no finished roots
+        self.seq = 0
+        self.turns = Turns()
         self.state = _UP
 
 
@@ -309,12 +313,20 @@ class StageDriver:
     async def _call(self, replica: Replica, units: list[Any]) -> None:
         batched = bool(self.size)
         replica.working(units, batched, 1)
+        seq = replica.seq
+        replica.seq += 1
+        turns = replica.turns
         try:
             gen = replica.handle.calls.options(_generator_backpressure_num_objects=BACKLOG).remote(
-                units, self._dead_for(replica)
+                units, self._dead_for(replica), seq
             )
-            done, shipped, error = await self._consume(gen, replica)
+            try:
+                done, shipped, error = await self._consume(gen, replica, (turns, seq))
+            finally:
+                turns.end(seq)
             if error is not None:
+                if not _is_lost(error):
+                    await self._skip(replica, seq)
                 self._recover(replica, units, done, shipped, error)
                 await self.outbox.flush()
         finally:
@@ -324,8 +336,15 @@ class StageDriver:
             self.calls -= 1
             self._work.set()
 
-    async def _consume(self, gen: Any, replica: Replica) -> tuple[int, int, Exception | None]:
-        """Apply the messages of one remote call; returns how far it got, and its error."""
+    async def _consume(
+        self, gen: Any, replica: Replica, turn: tuple[Turns, int] | None = None
+    ) -> tuple[int, int, Exception | None]:
+        """Apply the messages of one remote call; returns how far it got, and its error.
+
+        With ``turn``, the messages wait until the calls sent to the same actor
+        before this one were applied: Ray may deliver the messages of two calls
+        of one actor in either order, and the actor made them in call order.
+        """
         done = shipped = 0
         it = gen.__aiter__()
         try:
@@ -336,6 +355,9 @@ class StageDriver:
                     return done, shipped, None
                 except Exception as exc:
                     return done, shipped, exc
+                if turn is not None:
+                    await turn[0].take(turn[1])
+                    turn = None
                 done, shipped = message[4], message[5]
                 self._apply(message, replica)
                 await self.outbox.flush()
@@ -442,6 +464,13 @@ class StageDriver:
                     continue
                 if run.fail(StageError(self.name, anc, cause, attempts=attempts)):
                     records.append(Close(anc, 0) if self.is_split else (anc, DROPPED))
+
+    async def _skip(self, replica: Replica, seq: int) -> None:
+        """The call may have failed before it ran: the actor must not keep its turn for it."""
+        try:
+            await replica.handle.skip.remote(seq)
+        except Exception:  # the actor is gone: nothing waits on it
+            pass
 
     def _suspect(self, replica: Replica) -> None:
         """Dispatch nothing more to ``replica`` until it answers again."""
