@@ -11,11 +11,15 @@ of several units each:
   up to ``call_items``: many fragments per call for a fast stage, one per call
   for a slow one, so slow calls still spread across replicas.
 * **Backpressure.** Each actor has at most ``inflight`` remote calls (one
-  running, the others queued on the actor); beyond that, calls wait here, and
-  beyond ``high water`` of those the driver stops reading its inbox, which
-  fills and stops the stages upstream. A remote call streams its results back
-  (a Ray streaming generator) with a bounded backlog, so a fast split cannot
-  run ahead of a driver that is not reading its results.
+  running, the others queued on the actor; one in all for stages whose calls
+  take ``QUEUE_BELOW_S`` or more, so no call waits behind a slow one while
+  another actor is free); beyond that, calls wait here, and beyond ``high``
+  of those the driver stops reading its inbox, which fills and stops the
+  stages upstream. A remote call streams its results back (a Ray streaming
+  generator) with a bounded backlog, so a fast split cannot run ahead of a
+  driver that is not reading its results.
+* **Order.** The remote calls sent to one actor are numbered: the actor runs
+  them in that order and the driver applies their results in that order.
 * **Failures.** A call that dies with its actor is replayed from the unit
   that was running, on whichever replica is up (Ray restarts the actor);
   see :meth:`StageDriver._recover` for the exact rules.
@@ -63,7 +67,6 @@ ACTOR_LOST = (RayActorError, WorkerCrashedError, ObjectLostError)
 """Ray errors that mean the actor (or its process, or its node) went away."""
 
 UP, _PROBING, _DEAD = "up", "probing", "dead"
-_UP = UP
 _stream_ids = itertools.count()
 
 
@@ -87,7 +90,7 @@ class Replica:
         self.load = 0  # remote calls in flight
         self.offset = 0.0  # actor clock minus driver clock (perf_counter)
         self.sent = 0  # how many of the run's finished roots this actor was told about
-        self.state = _UP
+        self.state = UP
         self.node_id = ""
         self.pid = 0
         self.roots: dict[int, int] = {}  # root -> units of it in flight on this actor
@@ -115,7 +118,7 @@ class Replica:
         self.sent = 0  # a freshly loaded actor knows no finished roots
         self.seq = 0
         self.turns = Turns()
-        self.state = _UP
+        self.state = UP
 
 
 class StageDriver:
@@ -253,7 +256,7 @@ class StageDriver:
     def _pick(self, cap: float) -> Replica | None:
         best = None
         for r in self.replicas:
-            if r.state is _UP and r.load < cap and not r.alone:
+            if r.state is UP and r.load < cap and not r.alone:
                 if best is None or r.load < best.load:
                     best = r
         return best
@@ -270,7 +273,7 @@ class StageDriver:
         if alone:  # a unit whose call crashed runs alone on an idle actor: a crash is its own
             item = pending.pop(0)
             return [[item]] if self.size else [item]
-        idle = sum(1 for r in self.replicas if r.state is _UP and r.load == 0) or 1
+        idle = sum(1 for r in self.replicas if r.state is UP and r.load == 0) or 1
         if self.size:
             size = self.size
             full = len(pending) // size
@@ -474,7 +477,7 @@ class StageDriver:
 
     def _suspect(self, replica: Replica) -> None:
         """Dispatch nothing more to ``replica`` until it answers again."""
-        if replica.state is _UP:
+        if replica.state is UP:
             replica.state = _PROBING
             assert self._tg is not None
             self._tg.start_soon(self._probe, replica)
