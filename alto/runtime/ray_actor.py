@@ -98,13 +98,21 @@ class _CallRun:
 
 
 def _shippable(error: StageError) -> StageError:
-    """The error, with its cause replaced by a plain one if the cause cannot be pickled."""
+    """The error, with its cause (or failed inputs) replaced by plain stand-ins where they
+    cannot be pickled; the failed call's inputs travel with it (dead letters keep them)."""
+    cause, inputs = error.cause, error.inputs
     try:
-        ray.cloudpickle.dumps(error.cause)
+        ray.cloudpickle.dumps(cause)
     except Exception:
         cause = RuntimeError(f"{type(error.cause).__name__}: {error.cause}")
-        return StageError(error.stage, error.ancestry, cause, attempts=error.attempts)
-    return error
+    if inputs is not None:
+        try:
+            ray.cloudpickle.dumps(inputs)
+        except Exception:
+            inputs = {name: repr(value) for name, value in inputs.items()}
+    if cause is error.cause and inputs is error.inputs:
+        return error
+    return StageError(error.stage, error.ancestry, cause, attempts=error.attempts, inputs=inputs)
 
 
 class _Sink:

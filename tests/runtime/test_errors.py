@@ -169,6 +169,7 @@ async def test_dead_letters_keep_survivors(backend):
     out = await checks.run(["a bad1 b", "bad2", "c"], backend=backend, dead_letters=letters)
     assert out == [["A", "B"], [], ["C"]]
     assert sorted(e.ancestry for e in letters) == [(0, "items", 1), (1, "items", 0)]
+    assert sorted(e.inputs["item"] for e in letters) == ["bad1", "bad2"]  # the failed values
 
 
 async def test_dead_letter_at_level_zero_fails_root(backend):
