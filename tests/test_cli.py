@@ -145,3 +145,17 @@ def test_run_on_the_embedded_models() -> None:
     (out,) = json.loads(result.stdout)["results"]
     assert out["error"] is None and out["output"]["summary"]
     assert "SmolLM2" in json.loads(result.stdout)["operators"]["llm"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_run_on_ray_gives_the_local_outputs() -> None:
+    outputs = {}
+    for backend in ("local", "ray"):
+        result = alto("run", "summarize", "--n", "2", "--json", "--backend", backend, *FAST,
+                      timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        data = json.loads(result.stdout)
+        assert data["backend"] == backend
+        outputs[backend] = [r["output"] for r in data["results"]]
+    assert outputs["ray"] == outputs["local"]

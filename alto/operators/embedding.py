@@ -163,6 +163,10 @@ class Embedder:
         self.model_path = path
         self.name = name or f"{path.parent.name}/{path.name}"
         self.batch_size = batch_size
+        self._settings: dict[str, Any] = dict(
+            model=str(path), device=device, batch_size=batch_size,
+            max_seq_length=max_seq_length, name=name,
+        )
         self._lock = threading.Lock()
         self._model = _load_sentence_transformer(path, device)
         if max_seq_length is not None:
@@ -171,6 +175,11 @@ class Embedder:
         if not dim:
             raise ValueError(f"model at {str(path)!r} does not report an embedding dimension")
         self._dim = int(dim)
+
+    def __reduce__(self) -> Any:
+        """Pickled as its settings: a copy in another process (a Ray actor) loads the model
+        once, when it is unpickled there."""
+        return (_rebuild_embedder, (self._settings,))
 
     @property
     def dim(self) -> int:
@@ -242,6 +251,11 @@ class Embedder:
         if not items:
             return []
         return await anyio.to_thread.run_sync(self.token_embeddings_sync, items)
+
+
+def _rebuild_embedder(settings: dict[str, Any]) -> Embedder:
+    model = settings.pop("model")
+    return Embedder(model, **settings)
 
 
 def _load_sentence_transformer(path: Path, device: str) -> SentenceTransformer:

@@ -478,6 +478,26 @@ class Retriever:
             order = order[:k]
         return [Hit(hits[i].id, hits[i].text, scores[i], rank) for rank, i in enumerate(order, 1)]
 
+    # ---------------------------------------------------------------- pickling
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The index (faiss's own serialization), the passage store and the embedder; a copy
+        in another process (a Ray actor) searches the same passages."""
+        faiss = _import_faiss()
+        with self._lock:
+            state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_index")}
+            state["_index_bytes"] = faiss.serialize_index(self._index)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        faiss = _import_faiss()
+        index_bytes = state.pop("_index_bytes")
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._index = faiss.deserialize_index(index_bytes)
+        if self._kind == "hnsw":
+            self._index.hnsw.efSearch = self._ef_search
+
     # ---------------------------------------------------------------- the passage store
 
     def __len__(self) -> int:

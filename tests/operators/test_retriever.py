@@ -417,3 +417,18 @@ async def test_rerank_scores_are_maxsim_of_token_embeddings(subset, minilm: Embe
     )[:5]
     assert [h.id for h in reranked] == [pid for _, pid in expected]
     np.testing.assert_allclose([h.score for h in reranked], [s for s, _ in expected], rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_pickled_retriever_searches_the_same(kind: str) -> None:
+    import pickle
+
+    from alto.operators.embedding import HashEmbedder
+
+    texts = [f"passage number {i} about topic {i % 7}" for i in range(50)]
+    retriever = Retriever.build_sync(texts, HashEmbedder(), ids=[f"p{i}" for i in range(50)],
+                                     index=kind)
+    copy = pickle.loads(pickle.dumps(retriever))
+    queries = HashEmbedder().embed_sync(["topic 3", "passage number 12"])
+    assert copy.search_vectors(queries, 5) == retriever.search_vectors(queries, 5)
+    assert copy.ids == retriever.ids and len(copy) == 50
