@@ -11,6 +11,7 @@ Errors are one line on stderr and a non-zero exit (``--debug`` shows the traceba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -114,7 +115,7 @@ def check_llm_server(url: str) -> None:
         raise CLIError(f"cannot reach the LLM server at {url}: {exc}") from exc
 
 
-async def _run(args: argparse.Namespace, app: ModuleType) -> int:
+async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
     import alto
     from examples.common import open_operators
 
@@ -153,7 +154,7 @@ async def _run(args: argparse.Namespace, app: ModuleType) -> int:
                 for i, r in sorted(outcomes.items())
             ],
             "stats": stats.as_dict(),
-        }, indent=2))
+        }, indent=2), file=out)
     else:
         for i, r in sorted(outcomes.items()):
             if r.ok:
@@ -258,7 +259,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise CLIError(f"--concurrency must be at least 1, got {args.concurrency}")
         import anyio
 
-        return anyio.run(_run, args, app)
+        if args.json:
+            # stdout carries the JSON alone: whatever the run prints (stage code, Ray's
+            # forwarded worker logs) goes to stderr
+            real_stdout = sys.stdout
+            with contextlib.redirect_stdout(sys.stderr):
+                return anyio.run(_run, args, app, real_stdout)
+        return anyio.run(_run, args, app, sys.stdout)
     except KeyboardInterrupt:
         print("alto: interrupted", file=sys.stderr)
         return 130
