@@ -105,8 +105,11 @@ def stage(
         replicas: how many calls of this stage run at once (workers).
         batch: call the function on lists of up to ``batch`` inputs (from any
             parents); it then takes a list per parameter and returns a list.
-        batch_timeout: seconds a partial batch waits for more inputs (0: take
-            whatever has arrived).
+        batch_timeout: at most how many seconds a partial batch waits for more
+            inputs, and only while a stage upstream is still working (when none
+            is, nothing more can come before the next input, so it runs at once;
+            the Ray backend always waits the full time). 0: take whatever has
+            arrived.
         buffer: capacity of the stage's input, in chunks of up to 64 fragments.
         timeout: seconds one call may take before it fails (a split's whole run).
         retries: how many times a failed call is tried again, with exponential

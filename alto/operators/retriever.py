@@ -33,7 +33,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import anyio.to_thread
 import numpy as np
@@ -495,8 +495,8 @@ class Retriever:
         self.__dict__.update(state)
         self._lock = threading.Lock()
         self._index = faiss.deserialize_index(index_bytes)
-        if self._kind == "hnsw":
-            self._index.hnsw.efSearch = self._ef_search
+        if self._kind == "hnsw":  # faiss hands back the HNSW subclass
+            cast(Any, self._index).hnsw.efSearch = self._ef_search
 
     # ---------------------------------------------------------------- the passage store
 

@@ -36,6 +36,9 @@ from alto.runtime.run import RunControl, RunState, bind_input
 EAGER_S = 50e-6
 """Calls slower than this (moving average) send each output at once."""
 
+POLL_S = 1e-3
+"""How often a partial batch that waits checks whether more inputs can still come."""
+
 YIELD_EVERY = 256
 """Records a worker handles before it lets other tasks run."""
 
@@ -206,6 +209,34 @@ class LocalRuntime:
         ] = {}
         for node in plan.nodes:
             self.inboxes[node.name] = self._new_inboxes(node)
+        self.feeding = False  # the source is admitting an input (not awaiting the next)
+        self.upstream = self._upstream(plan)
+
+    def _upstream(self, plan: Plan) -> dict[str, list[StageStats]]:
+        """For every node, the counters of every stage that can send it records."""
+        producers: dict[str, set[str]] = {n.name: set() for n in plan.nodes}
+        for source, consumers in plan.consumers.items():
+            if not source.startswith(INPUT_PREFIX):
+                for name, _ in consumers:
+                    producers[name].add(source)
+        upstream: dict[str, list[StageStats]] = {}
+        for node in plan.nodes:
+            seen: set[str] = set()
+            todo = list(producers[node.name])
+            while todo:
+                name = todo.pop()
+                if name not in seen:
+                    seen.add(name)
+                    todo.extend(producers[name])
+            seen.discard(node.name)
+            upstream[node.name] = [self.stats.stages[name] for name in sorted(seen)]
+        return upstream
+
+    def _more_coming(self, node: Node) -> bool:
+        """Whether records may still reach ``node`` without a new input arriving."""
+        if self.feeding:
+            return True
+        return any(s.working or s.queued for s in self.upstream[node.name])
 
     def _new_inboxes(
         self, node: Node
@@ -304,10 +335,13 @@ class LocalRuntime:
             index = 0
             if is_async:
                 async for item in inputs:  # type: ignore[union-attr]
+                    self.feeding = True
                     await admit(index, item)
                     index += 1
                     await flush_all()  # inputs that arrive over time go in at once
+                    self.feeding = False
             else:
+                self.feeding = True
                 for item in inputs:  # type: ignore[union-attr]
                     await admit(index, item)
                     index += 1
@@ -315,8 +349,11 @@ class LocalRuntime:
                         await flush_all()
                         await anyio.lowlevel.checkpoint()
         finally:
-            for outbox in outboxes.values():
-                await outbox.aclose()
+            try:
+                for outbox in outboxes.values():
+                    await outbox.aclose()
+            finally:
+                self.feeding = False
 
     async def _worker(
         self, node: Node, replica: int, receive: MemoryObjectReceiveStream[Chunk], outbox: _Outbox
@@ -327,14 +364,29 @@ class LocalRuntime:
         if not assembler.simple:
             run.assemblers.append(assembler)
         invoker = Invoker(node, run, stats, replica)
-        async with receive, outbox:
-            if node.spec.options.batch:
-                await self._batch_loop(node, receive, assembler, invoker, outbox, stats)
-            elif any(p.mode is PortMode.GATHER_STREAM for p in node.ports):
-                async with anyio.create_task_group() as tg:
-                    await self._loop(receive, assembler, invoker, outbox, stats, tg)
-            else:
-                await self._loop(receive, assembler, invoker, outbox, stats, None)
+        stats.working += 1
+        try:
+            async with receive, outbox:
+                await self._work(node, receive, assembler, invoker, outbox, stats)
+        finally:
+            stats.working -= 1
+
+    async def _work(
+        self,
+        node: Node,
+        receive: MemoryObjectReceiveStream[Chunk],
+        assembler: Assembler,
+        invoker: Invoker,
+        outbox: _Outbox,
+        stats: StageStats,
+    ) -> None:
+        if node.spec.options.batch:
+            await self._batch_loop(node, receive, assembler, invoker, outbox, stats)
+        elif any(p.mode is PortMode.GATHER_STREAM for p in node.ports):
+            async with anyio.create_task_group() as tg:
+                await self._loop(receive, assembler, invoker, outbox, stats, tg)
+        else:
+            await self._loop(receive, assembler, invoker, outbox, stats, None)
 
     async def _loop(
         self,
@@ -347,6 +399,14 @@ class LocalRuntime:
     ) -> None:
         run_one = runner_for(invoker)
         accept = assembler.accept
+
+        async def beside(anc: tuple, args: Any) -> None:
+            stats.working += 1
+            try:
+                await run_one(anc, args, outbox)
+            finally:
+                stats.working -= 1
+
         ready: list[Any] = []
         handled = 0
         while True:
@@ -354,10 +414,13 @@ class LocalRuntime:
                 port, records = receive.receive_nowait()
             except anyio.WouldBlock:
                 await outbox.flush()
+                stats.working -= 1
                 try:
                     port, records = await receive.receive()
                 except anyio.EndOfStream:
                     break
+                finally:
+                    stats.working += 1
             except anyio.EndOfStream:
                 break
             n = len(records)
@@ -369,7 +432,7 @@ class LocalRuntime:
                         await run_one(anc, args, outbox)
                 else:  # streaming gathers run beside the worker that feeds them
                     for anc, args in ready:
-                        tg.start_soon(run_one, anc, args, outbox)
+                        tg.start_soon(beside, anc, args)
                 ready.clear()
             if len(outbox.records) >= CHUNK:
                 await outbox.flush()
@@ -407,9 +470,15 @@ class LocalRuntime:
                 except anyio.EndOfStream:
                     ended = True
             if pending and len(pending) < size and wait > 0 and not ended:
+                # Wait for more inputs only while a stage upstream is still working:
+                # otherwise nothing can come until a new input arrives, so run now.
                 await outbox.flush()
-                with anyio.move_on_after(wait):
-                    while len(pending) < size:
+                end = now() + wait
+                while len(pending) < size and (stats.queued or self._more_coming(node)):
+                    left = end - now()
+                    if left <= 0:
+                        break
+                    with anyio.move_on_after(min(left, POLL_S)):
                         try:
                             take(await receive.receive())
                         except anyio.EndOfStream:
@@ -423,10 +492,13 @@ class LocalRuntime:
             if ended:
                 break
             await outbox.flush()
+            stats.working -= 1
             try:
                 take(await receive.receive())
             except anyio.EndOfStream:
                 ended = True
+            finally:
+                stats.working += 1
 
 
 async def run_local(

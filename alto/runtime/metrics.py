@@ -19,6 +19,8 @@ class StageStats:
         errors: calls that failed after their retries.
         retries: calls that were tried again.
         peak_queue: most fragments waiting in the stage's input at once.
+        queued: fragments waiting in the stage's input now.
+        working: replicas handling records now (not waiting on an empty input).
     """
 
     name: str
@@ -31,6 +33,7 @@ class StageStats:
     retries: int = 0
     queued: int = 0
     peak_queue: int = 0
+    working: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {

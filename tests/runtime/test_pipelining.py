@@ -159,3 +159,71 @@ async def test_backpressure_bounds_how_far_a_fast_split_runs_ahead(backend, shar
     assert await f.run([20_000], backend=backend) == [20_000]
     # bounded by the buffers between the two stages (a few chunks of 64), not by n
     assert 0 < await shared.get("lead") < 1_000
+
+
+async def test_partial_batch_runs_at_once_when_nothing_upstream_works():
+    # The second input arrives only after the first one's result: with a batch
+    # that waited out its (hour-long) timeout, the first result would never come.
+    batches: list[list[int]] = []
+
+    @alto.stage
+    async def parts(n: int) -> Split[int]:
+        for i in range(n):
+            yield i
+
+    @alto.stage(batch=64, batch_timeout=3600)
+    async def doubled(xs: list[int]) -> list[int]:
+        batches.append(list(xs))
+        return [2 * x for x in xs]
+
+    @alto.stage
+    async def total(xs: Gather[int]) -> int:
+        return sum(xs)
+
+    @alto.flow
+    def f(n: int):
+        return total(doubled(parts(n)))
+
+    first_done = anyio.Event()
+
+    async def inputs():
+        yield 3
+        await first_done.wait()
+        yield 2
+
+    got = {}
+    with anyio.fail_after(HANG):
+        async for result in f.stream(inputs()):
+            got[result.index] = result.value
+            first_done.set()
+    assert got == {0: 6, 1: 2}
+    assert batches == [[0, 1, 2], [0, 1]]
+
+
+async def test_partial_batch_waits_while_an_upstream_stage_works():
+    # The split sleeps between its children: each is sent on at once, and the
+    # batch waits for the next while the split still runs.
+    batches: list[list[int]] = []
+
+    @alto.stage
+    async def slowly(n: int) -> Split[int]:
+        for i in range(n):
+            await anyio.sleep(0.01)
+            yield i
+
+    @alto.stage(batch=64, batch_timeout=HANG)
+    async def doubled(xs: list[int]) -> list[int]:
+        batches.append(list(xs))
+        return [2 * x for x in xs]
+
+    @alto.stage
+    async def total(xs: Gather[int]) -> int:
+        return sum(xs)
+
+    @alto.flow
+    def f(n: int):
+        return total(doubled(slowly(n)))
+
+    with anyio.fail_after(2 * HANG):
+        assert await f.run([4]) == [12]
+    assert batches == [[0, 1, 2, 3]]
