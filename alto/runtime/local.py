@@ -135,14 +135,21 @@ class _SinkRoute:
 
 
 class _Outbox:
-    """Records a worker produced, waiting to be sent to every consumer."""
+    """Records a worker produced, waiting to be sent to every consumer.
 
-    __slots__ = ("records", "routes", "ema")
+    The replicas of one stage share its routes (``users`` counts the outboxes
+    still open); the last outbox to close closes them. One set of send streams
+    per stage, not per replica: a stage of *n* replicas feeding a keyed stage of
+    *n* replicas would otherwise clone n x n streams.
+    """
 
-    def __init__(self, routes: list[Any]) -> None:
+    __slots__ = ("records", "routes", "ema", "users")
+
+    def __init__(self, routes: list[Any], users: list[int] | None = None) -> None:
         self.records: list[Any] = []
         self.routes = routes
         self.ema = 1.0  # start eager: the first outputs go out at once
+        self.users = users if users is not None else [1]
 
     async def flush(self) -> None:
         records = self.records
@@ -165,8 +172,10 @@ class _Outbox:
         try:
             await self.flush()
         finally:
-            for route in self.routes:
-                await route.aclose()
+            self.users[0] -= 1
+            if self.users[0] == 0:
+                for route in self.routes:
+                    await route.aclose()
 
 
 class LocalRuntime:
@@ -241,11 +250,12 @@ class LocalRuntime:
     def _new_inboxes(
         self, node: Node
     ) -> list[tuple[MemoryObjectSendStream[Chunk], MemoryObjectReceiveStream[Chunk]]]:
-        """One inbox per replica of a keyed node (records routed by key), else one shared."""
+        """One inbox per replica of a routed node (records routed by key), else one shared."""
         opts = node.spec.options
-        n_inboxes = opts.replicas if node.is_keyed else 1
-        capacity = opts.buffer * (opts.replicas if not node.is_keyed else 1)
-        return [anyio.create_memory_object_stream[Chunk](capacity) for _ in range(n_inboxes)]
+        if _routed(node):
+            n = opts.replicas
+            return [anyio.create_memory_object_stream[Chunk](opts.buffer) for _ in range(n)]
+        return [anyio.create_memory_object_stream[Chunk](opts.buffer * opts.replicas)]
 
     def _routes(self, source: str) -> list[Any]:
         """Fresh routes (with their own send-stream clones) for one producer of ``source``."""
@@ -267,9 +277,16 @@ class LocalRuntime:
         for node in plan.nodes:
             replicas = node.spec.options.replicas
             pairs = self.inboxes[node.name]
+            routes = self._routes(node.name)
+            if node.is_keyed and not _routed(node) and replicas > 1:
+                # One task assembles every call, the replicas run them (see _assemble)
+                users = [replicas + 1]
+                workers.append((node, -1, pairs[0][1].clone(), _Outbox(routes, users)))
+                continue
+            users = [replicas]
             for r in range(replicas):
-                receive = (pairs[r] if node.is_keyed else pairs[0])[1].clone()
-                workers.append((node, r, receive, _Outbox(self._routes(node.name))))
+                receive = (pairs[r] if _routed(node) else pairs[0])[1].clone()
+                workers.append((node, r, receive, _Outbox(routes, users)))
         for pairs in self.inboxes.values():
             for send, receive in pairs:
                 send.close()
@@ -363,6 +380,9 @@ class LocalRuntime:
         assembler = Assembler(node, run.dead)
         if not assembler.simple:
             run.assemblers.append(assembler)
+        if replica < 0:
+            await self._assemble(node, receive, assembler, outbox, stats)
+            return
         invoker = Invoker(node, run, stats, replica)
         stats.working += 1
         try:
@@ -387,6 +407,114 @@ class LocalRuntime:
                 await self._loop(receive, assembler, invoker, outbox, stats, tg)
         else:
             await self._loop(receive, assembler, invoker, outbox, stats, None)
+
+    async def _assemble(
+        self,
+        node: Node,
+        receive: MemoryObjectReceiveStream[Chunk],
+        assembler: Assembler,
+        outbox: _Outbox,
+        stats: StageStats,
+    ) -> None:
+        """A keyed stage with replicas: assemble here, hand each call to a free replica.
+
+        Joins, broadcasts and gathers keep their state in one place, so every
+        fragment of a parent meets the others without routing, a broadcast value
+        is stored once, and a call waits only for a free replica (routing calls
+        to replicas by key would queue some behind others while replicas idle).
+        """
+        replicas = node.spec.options.replicas
+        send_calls, receive_calls = anyio.create_memory_object_stream[tuple[tuple, Any]](replicas)
+        stats.working += 1
+        try:
+            async with anyio.create_task_group() as tg:
+                for r in range(replicas):
+                    caller = _Outbox(outbox.routes, outbox.users)
+                    tg.start_soon(self._call_loop, node, r, receive_calls.clone(), caller, stats,
+                                  name=f"alto:{node.name}[{r}]")
+                receive_calls.close()
+                async with receive, outbox, send_calls:
+                    await self._assemble_loop(receive, assembler, outbox, stats, send_calls)
+        finally:
+            stats.working -= 1
+
+    async def _assemble_loop(
+        self,
+        receive: MemoryObjectReceiveStream[Chunk],
+        assembler: Assembler,
+        outbox: _Outbox,
+        stats: StageStats,
+        calls: MemoryObjectSendStream[tuple[tuple, Any]],
+    ) -> None:
+        accept = assembler.accept
+        ready: list[Any] = []
+        handled = 0
+        while True:
+            try:
+                port, records = receive.receive_nowait()
+            except anyio.WouldBlock:
+                await outbox.flush()
+                stats.working -= 1
+                try:
+                    port, records = await receive.receive()
+                except anyio.EndOfStream:
+                    break
+                finally:
+                    stats.working += 1
+            except anyio.EndOfStream:
+                break
+            n = len(records)
+            stats.queued -= n
+            stats.fragments_in += n - accept(port, records, outbox.records, ready)
+            handled += n
+            if ready:
+                stats.queued += len(ready)  # calls waiting for a replica
+                for call in ready:
+                    try:
+                        calls.send_nowait(call)
+                    except anyio.WouldBlock:
+                        await outbox.flush()  # what passed through must not wait for a replica
+                        await calls.send(call)
+                ready.clear()
+            if len(outbox.records) >= CHUNK:
+                await outbox.flush()
+            if handled >= YIELD_EVERY:
+                handled = 0
+                await anyio.lowlevel.checkpoint()
+
+    async def _call_loop(
+        self,
+        node: Node,
+        replica: int,
+        calls: MemoryObjectReceiveStream[tuple[tuple, Any]],
+        outbox: _Outbox,
+        stats: StageStats,
+    ) -> None:
+        """One replica of a keyed stage: runs the calls its assembler hands out."""
+        run_one = runner_for(Invoker(node, self.run, stats, replica))
+        stats.working += 1
+        try:
+            async with calls, outbox:
+                while True:
+                    try:
+                        anc, args = calls.receive_nowait()
+                    except anyio.WouldBlock:
+                        await outbox.flush()
+                        stats.working -= 1
+                        try:
+                            anc, args = await calls.receive()
+                        except anyio.EndOfStream:
+                            break
+                        finally:
+                            stats.working += 1
+                    except anyio.EndOfStream:
+                        break
+                    stats.queued -= 1
+                    await run_one(anc, args, outbox)
+                    if len(outbox.records) >= CHUNK:
+                        await outbox.flush()
+        finally:
+            stats.working -= 1
 
     async def _loop(
         self,
@@ -499,6 +627,19 @@ class LocalRuntime:
                 ended = True
             finally:
                 stats.working += 1
+
+
+def _routed(node: Node) -> bool:
+    """Whether each replica of ``node`` assembles its own calls from records routed by key.
+
+    Batched and streaming-gather stages with replicas do (a batch forms where its
+    inputs are; a streaming gather is fed while it runs). Other keyed stages with
+    replicas have one assembler that hands calls to whichever replica is free.
+    """
+    if not node.is_keyed or node.spec.options.replicas == 1:
+        return False
+    streams = any(p.mode is PortMode.GATHER_STREAM for p in node.ports)
+    return bool(node.spec.options.batch) or streams
 
 
 async def run_local(
