@@ -10,9 +10,11 @@ while this one works on the next (the flush policy adapts to each stage).
 Channels are bounded (``buffer`` chunks per inbox): a fast stage waits for a
 slow one. Every stage reads all its inputs from one inbox, so joins of
 several streams cannot deadlock on a full channel. A keyed stage (join,
-broadcast, gather) with several replicas has one inbox per replica and its
-records are routed by key, so all fragments of one parent reach the same
-replica.
+broadcast, gather) with several replicas has one task that assembles its calls,
+so all fragments of one parent meet in one place, and hands each call to
+whichever replica is free. Batched and streaming-gather keyed stages route
+records to per-replica inboxes by key instead (a batch forms, and a streaming
+gather is fed, where its inputs are).
 """
 
 from __future__ import annotations
