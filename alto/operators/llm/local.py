@@ -12,7 +12,7 @@ import importlib.util
 import math
 import os
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -31,6 +31,31 @@ if TYPE_CHECKING:
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 _Pieces = Callable[["Llama"], Generator[str, None, None]]
+
+MAX_PASSED = 4
+"""How often a waiting call may be passed over for one whose prompt suits the freed model."""
+
+
+class _Waiter:
+    """A call waiting for a model instance."""
+
+    __slots__ = ("prompt", "granted", "llama", "passed")
+
+    def __init__(self, prompt: str) -> None:
+        self.prompt = prompt
+        self.granted = anyio.Event()
+        self.llama: Llama | None = None
+        self.passed = 0
+
+
+def _shared(a: str, b: str) -> int:
+    """Length of the common prefix of ``a`` and ``b``."""
+    return len(os.path.commonprefix((a, b)))
+
+
+def _prompt_key(messages: Sequence[Mapping[str, str]]) -> str:
+    """The text a chat prompt starts with, in order, for prefix matching."""
+    return "\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in messages)
 
 
 def default_model_path() -> Path:
@@ -143,7 +168,9 @@ class LocalLLM(LLM):
             for _ in range(instances)
         ]
         self._free = list(self._instances)
-        self._slots = anyio.Semaphore(instances)
+        self._waiters: list[_Waiter] = []  # calls waiting for an instance, oldest first
+        self._last: dict[int, str] = {}  # id(instance) -> the prompt it last evaluated
+        self._all_free: anyio.Event | None = None  # set when aclose may free the models
         self._closed = False
 
 
@@ -158,22 +185,69 @@ class LocalLLM(LLM):
     # -- the pool -------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _instance(self) -> AsyncIterator[Llama]:
-        """Borrow an instance for one call; waits while all are busy."""
+    async def _instance(self, prompt: str) -> AsyncIterator[Llama]:
+        """Borrow an instance for one call on ``prompt``; waits while all are busy.
+
+        llama.cpp keeps the previous prompt's tokens and evaluates only what differs
+        after their common prefix. So a freed instance goes to the waiting call whose
+        prompt shares the longest prefix with the one it just ran (calls of one prompt
+        template run back to back instead of evicting each other's prefix), unless the
+        oldest waiting call was passed over ``MAX_PASSED`` times already.
+        """
         if self._closed:
             raise LLMError(f"{self.name} is closed")
-        async with self._slots:
-            if self._closed:
-                raise LLMError(f"{self.name} is closed")
-            llama = self._free.pop()
+        if self._free and not self._waiters:
+            llama = max(self._free, key=lambda m: _shared(self._last.get(id(m), ""), prompt))
+            self._free.remove(llama)
+        else:
+            waiter = _Waiter(prompt)
+            self._waiters.append(waiter)
             try:
-                yield llama
-            finally:
-                self._free.append(llama)
+                await waiter.granted.wait()
+            except BaseException:
+                if waiter.llama is not None:  # granted as it was cancelled: pass it on
+                    self._release(waiter.llama)
+                else:
+                    self._waiters.remove(waiter)
+                raise
+            if waiter.llama is None:
+                raise LLMError(f"{self.name} is closed")
+            llama = waiter.llama
+        self._last[id(llama)] = prompt
+        try:
+            yield llama
+        finally:
+            self._release(llama)
 
-    async def _collect(self, pieces: _Pieces) -> str:
+    def _release(self, llama: Llama) -> None:
+        """Hand a freed instance to the best waiting call, or back to the pool."""
+        waiters = self._waiters
+        if waiters and not self._closed:
+            last = self._last.get(id(llama), "")
+            oldest = waiters[0]
+            if oldest.passed >= MAX_PASSED:
+                chosen = oldest
+            else:
+                chosen = max(waiters, key=lambda w: _shared(last, w.prompt))  # first of ties
+            for waiter in waiters:
+                if waiter is chosen:
+                    break
+                waiter.passed += 1
+            waiters.remove(chosen)
+            chosen.llama = llama
+            chosen.granted.set()
+            return
+        self._free.append(llama)
+        if self._closed:
+            for waiter in waiters:  # they raise "closed"
+                waiter.granted.set()
+            waiters.clear()
+            if len(self._free) == len(self._instances) and self._all_free is not None:
+                self._all_free.set()
+
+    async def _collect(self, pieces: _Pieces, prompt: str) -> str:
         """Run a generation to the end on a worker thread; cancelling stops it between tokens."""
-        async with self._instance() as llama:
+        async with self._instance(prompt) as llama:
             halt = threading.Event()
             done = anyio.Event()
             lock = threading.Lock()
@@ -214,9 +288,9 @@ class LocalLLM(LLM):
             except Exception as exc:
                 raise LLMError(f"{self.name} failed: {exc}") from exc
 
-    async def _stream(self, pieces: _Pieces) -> AsyncGenerator[str, None]:
+    async def _stream(self, pieces: _Pieces, prompt: str) -> AsyncGenerator[str, None]:
         """Yield pieces as the worker thread produces them; leaving early stops it."""
-        async with self._instance() as llama:
+        async with self._instance(prompt) as llama:
             send, receive = anyio.create_memory_object_stream[str](max_buffer_size=math.inf)
             finished = anyio.Event()
             halt = threading.Event()
@@ -261,7 +335,7 @@ class LocalLLM(LLM):
     async def complete(
         self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, stop: Stop = None
     ) -> str:
-        return await self._collect(self._completion(prompt, max_tokens, temperature, stop))
+        return await self._collect(self._completion(prompt, max_tokens, temperature, stop), prompt)
 
     async def chat(
         self,
@@ -272,7 +346,9 @@ class LocalLLM(LLM):
         stop: Stop = None,
     ) -> str:
         msgs = normalize_messages(messages)
-        return await self._collect(self._chat(msgs, max_tokens, temperature, stop, None))
+        return await self._collect(
+            self._chat(msgs, max_tokens, temperature, stop, None), _prompt_key(msgs)
+        )
 
     def stream(
         self,
@@ -283,7 +359,9 @@ class LocalLLM(LLM):
         stop: Stop = None,
     ) -> AsyncGenerator[str, None]:
         msgs = normalize_messages(messages)
-        return self._stream(self._chat(msgs, max_tokens, temperature, stop, None))
+        return self._stream(
+            self._chat(msgs, max_tokens, temperature, stop, None), _prompt_key(msgs)
+        )
 
     async def _generate_json(
         self,
@@ -297,7 +375,8 @@ class LocalLLM(LLM):
         # llama.cpp compiles the schema to a grammar and only samples tokens that fit it.
         response_format = {"type": "json_object", "schema": json_schema}
         return await self._collect(
-            self._chat(messages, max_tokens, temperature, None, response_format)
+            self._chat(messages, max_tokens, temperature, None, response_format),
+            _prompt_key(messages),
         )
 
     def _chat(
@@ -355,8 +434,12 @@ class LocalLLM(LLM):
         if self._closed:
             return
         self._closed = True
-        for _ in self._instances:  # waiters ahead of us see _closed and leave at once
-            await self._slots.acquire()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:  # calls still waiting leave at once with "closed"
+            waiter.granted.set()
+        if len(self._free) < len(self._instances):  # calls in flight finish first
+            self._all_free = anyio.Event()
+            await self._all_free.wait()
         for llama in self._instances:
             llama.close()
         self._free.clear()
