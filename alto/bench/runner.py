@@ -124,10 +124,10 @@ def llm_stages(app: ModuleType) -> int:
 def fairness(app: ModuleType, ops: Any) -> dict[str, Any]:
     """The concurrency knobs every system gets (see the module docstring)."""
     stages = llm_stages(app)
-    replicas = ops.llm.max_concurrency if ops.llm is not None else None
+    replicas = ops.llm_replicas if ops.llm is not None else None
     budget = replicas * stages if replicas and stages else None
     return {
-        "llm_max_concurrency": replicas,
+        "llm_max_concurrency": ops.llm.max_concurrency if ops.llm is not None else None,
         "alto_llm_stages": stages,
         "alto_replicas_per_llm_stage": replicas,
         "alto_llm_calls_in_flight_max": budget,

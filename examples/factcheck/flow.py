@@ -19,8 +19,9 @@ def build(ops: Operators, config: Config | None = None) -> alto.Flow:
     config = config or Config()
     llm_calls = ops.llm_replicas
 
-    # Each LLM stage gets as many replicas as the LLM serves calls at once: more would
-    # only queue inside the model, fewer would leave it idle while fragments wait.
+    # Each LLM stage gets as many replicas as the LLM serves calls at once (at least a few,
+    # so a model serving one call at a time can pick the next; see Operators.llm_replicas):
+    # fewer would leave it idle while fragments wait.
     @alto.stage(replicas=llm_calls)
     async def claims(question: str) -> Split[str]:
         async for claim in steps.claims(ops, question, config):
