@@ -20,10 +20,9 @@ gather is fed, where its inputs are).
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, AsyncIterable, Callable, Iterable
+from typing import Any, AsyncIterable, Awaitable, Callable, Iterable
 
 import anyio
-from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from alto.ancestry.plan import INPUT_PREFIX, Node, Plan, PortMode
@@ -404,11 +403,32 @@ class LocalRuntime:
     ) -> None:
         if node.spec.options.batch:
             await self._batch_loop(node, receive, assembler, invoker, outbox, stats)
-        elif any(p.mode is PortMode.GATHER_STREAM for p in node.ports):
-            async with anyio.create_task_group() as tg:
-                await self._loop(receive, assembler, invoker, outbox, stats, tg)
-        else:
-            await self._loop(receive, assembler, invoker, outbox, stats, None)
+            return
+        run_one = runner_for(invoker)
+        if not any(p.mode is PortMode.GATHER_STREAM for p in node.ports):
+
+            async def run_here(ready: list[Any]) -> None:
+                for anc, args in ready:
+                    await run_one(anc, args, outbox)
+
+            await self._loop(receive, assembler, outbox, stats, run_here)
+            return
+
+        async def beside(anc: tuple, args: Any) -> None:
+            stats.working += 1
+            try:
+                await run_one(anc, args, outbox)
+            finally:
+                stats.working -= 1
+
+        async with anyio.create_task_group() as tg:
+
+            async def start_beside(ready: list[Any]) -> None:
+                # streaming gathers run beside the worker that feeds them
+                for anc, args in ready:
+                    tg.start_soon(beside, anc, args)
+
+            await self._loop(receive, assembler, outbox, stats, start_beside)
 
     async def _assemble(
         self,
@@ -427,6 +447,16 @@ class LocalRuntime:
         """
         replicas = node.spec.options.replicas
         send_calls, receive_calls = anyio.create_memory_object_stream[tuple[tuple, Any]](replicas)
+
+        async def hand_out(ready: list[Any]) -> None:
+            stats.queued += len(ready)  # calls waiting for a replica
+            for call in ready:
+                try:
+                    send_calls.send_nowait(call)
+                except anyio.WouldBlock:
+                    await outbox.flush()  # what passed through must not wait for a replica
+                    await send_calls.send(call)
+
         stats.working += 1
         try:
             async with anyio.create_task_group() as tg:
@@ -436,53 +466,9 @@ class LocalRuntime:
                                   name=f"alto:{node.name}[{r}]")
                 receive_calls.close()
                 async with receive, outbox, send_calls:
-                    await self._assemble_loop(receive, assembler, outbox, stats, send_calls)
+                    await self._loop(receive, assembler, outbox, stats, hand_out)
         finally:
             stats.working -= 1
-
-    async def _assemble_loop(
-        self,
-        receive: MemoryObjectReceiveStream[Chunk],
-        assembler: Assembler,
-        outbox: _Outbox,
-        stats: StageStats,
-        calls: MemoryObjectSendStream[tuple[tuple, Any]],
-    ) -> None:
-        accept = assembler.accept
-        ready: list[Any] = []
-        handled = 0
-        while True:
-            try:
-                port, records = receive.receive_nowait()
-            except anyio.WouldBlock:
-                await outbox.flush()
-                stats.working -= 1
-                try:
-                    port, records = await receive.receive()
-                except anyio.EndOfStream:
-                    break
-                finally:
-                    stats.working += 1
-            except anyio.EndOfStream:
-                break
-            n = len(records)
-            stats.queued -= n
-            stats.fragments_in += n - accept(port, records, outbox.records, ready)
-            handled += n
-            if ready:
-                stats.queued += len(ready)  # calls waiting for a replica
-                for call in ready:
-                    try:
-                        calls.send_nowait(call)
-                    except anyio.WouldBlock:
-                        await outbox.flush()  # what passed through must not wait for a replica
-                        await calls.send(call)
-                ready.clear()
-            if len(outbox.records) >= CHUNK:
-                await outbox.flush()
-            if handled >= YIELD_EVERY:
-                handled = 0
-                await anyio.lowlevel.checkpoint()
 
     async def _call_loop(
         self,
@@ -501,14 +487,10 @@ class LocalRuntime:
                     try:
                         anc, args = calls.receive_nowait()
                     except anyio.WouldBlock:
-                        await outbox.flush()
-                        stats.working -= 1
                         try:
-                            anc, args = await calls.receive()
+                            anc, args = await _idle_receive(calls, outbox, stats)
                         except anyio.EndOfStream:
                             break
-                        finally:
-                            stats.working += 1
                     except anyio.EndOfStream:
                         break
                     stats.queued -= 1
@@ -522,47 +504,29 @@ class LocalRuntime:
         self,
         receive: MemoryObjectReceiveStream[Chunk],
         assembler: Assembler,
-        invoker: Invoker,
         outbox: _Outbox,
         stats: StageStats,
-        tg: TaskGroup | None,
+        dispatch: Callable[[list[Any]], Awaitable[None]],
     ) -> None:
-        run_one = runner_for(invoker)
+        """Assemble calls from the inbox; ``dispatch`` runs (or hands out) each list of them."""
         accept = assembler.accept
-
-        async def beside(anc: tuple, args: Any) -> None:
-            stats.working += 1
-            try:
-                await run_one(anc, args, outbox)
-            finally:
-                stats.working -= 1
-
         ready: list[Any] = []
         handled = 0
         while True:
             try:
                 port, records = receive.receive_nowait()
             except anyio.WouldBlock:
-                await outbox.flush()
-                stats.working -= 1
                 try:
-                    port, records = await receive.receive()
+                    port, records = await _idle_receive(receive, outbox, stats)
                 except anyio.EndOfStream:
                     break
-                finally:
-                    stats.working += 1
             except anyio.EndOfStream:
                 break
             n = len(records)
             stats.queued -= n
             stats.fragments_in += n - accept(port, records, outbox.records, ready)
             if ready:
-                if tg is None:
-                    for anc, args in ready:
-                        await run_one(anc, args, outbox)
-                else:  # streaming gathers run beside the worker that feeds them
-                    for anc, args in ready:
-                        tg.start_soon(beside, anc, args)
+                await dispatch(ready)
                 ready.clear()
             if len(outbox.records) >= CHUNK:
                 await outbox.flush()
@@ -621,14 +585,23 @@ class LocalRuntime:
                 continue
             if ended:
                 break
-            await outbox.flush()
-            stats.working -= 1
             try:
-                take(await receive.receive())
+                take(await _idle_receive(receive, outbox, stats))
             except anyio.EndOfStream:
                 ended = True
-            finally:
-                stats.working += 1
+
+
+async def _idle_receive(
+    receive: MemoryObjectReceiveStream[Any], outbox: _Outbox, stats: StageStats
+) -> Any:
+    """The next item of an empty inbox: sends what ``outbox`` holds first, and counts
+    the worker as not working while it waits. Raises ``anyio.EndOfStream`` at the end."""
+    await outbox.flush()
+    stats.working -= 1
+    try:
+        return await receive.receive()
+    finally:
+        stats.working += 1
 
 
 def _routed(node: Node) -> bool:
