@@ -161,17 +161,10 @@ async def test_backpressure_bounds_how_far_a_fast_split_runs_ahead(backend, shar
     assert 0 < await shared.get("lead") < 1_000
 
 
-async def test_partial_batch_runs_at_once_when_nothing_upstream_works():
-    # The second input arrives only after the first one's result: with a batch
-    # that waited out its (hour-long) timeout, the first result would never come.
-    batches: list[list[int]] = []
+def _split_batch_gather(split, batch_timeout: float, batches: list[list[int]]) -> alto.Flow:
+    """``split`` -> a batched doubling stage (its batches go to ``batches``) -> a sum."""
 
-    @alto.stage
-    async def parts(n: int) -> Split[int]:
-        for i in range(n):
-            yield i
-
-    @alto.stage(batch=64, batch_timeout=3600)
+    @alto.stage(batch=64, batch_timeout=batch_timeout)
     async def doubled(xs: list[int]) -> list[int]:
         batches.append(list(xs))
         return [2 * x for x in xs]
@@ -182,8 +175,22 @@ async def test_partial_batch_runs_at_once_when_nothing_upstream_works():
 
     @alto.flow
     def f(n: int):
-        return total(doubled(parts(n)))
+        return total(doubled(split(n)))
 
+    return f
+
+
+async def test_partial_batch_runs_at_once_when_nothing_upstream_works():
+    # The second input arrives only after the first one's result: with a batch
+    # that waited out its (hour-long) timeout, the first result would never come.
+    batches: list[list[int]] = []
+
+    @alto.stage
+    async def parts(n: int) -> Split[int]:
+        for i in range(n):
+            yield i
+
+    f = _split_batch_gather(parts, 3600, batches)
     first_done = anyio.Event()
 
     async def inputs():
@@ -211,19 +218,7 @@ async def test_partial_batch_waits_while_an_upstream_stage_works():
             await anyio.sleep(0.01)
             yield i
 
-    @alto.stage(batch=64, batch_timeout=HANG)
-    async def doubled(xs: list[int]) -> list[int]:
-        batches.append(list(xs))
-        return [2 * x for x in xs]
-
-    @alto.stage
-    async def total(xs: Gather[int]) -> int:
-        return sum(xs)
-
-    @alto.flow
-    def f(n: int):
-        return total(doubled(slowly(n)))
-
+    f = _split_batch_gather(slowly, HANG, batches)
     with anyio.fail_after(2 * HANG):
         assert await f.run([4]) == [12]
     assert batches == [[0, 1, 2, 3]]
