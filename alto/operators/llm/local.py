@@ -24,6 +24,7 @@ import anyio.to_thread
 
 from alto.operators.llm.base import LLM, Message, Stop, normalize_messages, normalize_stop
 from alto.operators.llm.errors import LLMError
+from alto.operators.llm.llama_build import check_build
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -119,7 +120,8 @@ class LocalLLM(LLM):
     running async code, build it with ``await anyio.to_thread.run_sync(LocalLLM)``.
 
     Raises:
-        LLMError: llama-cpp-python or the default model is not installed.
+        LLMError: llama-cpp-python or the default model is not installed, or the installed
+            llama.cpp build dies on this CPU (see ``llama_build.check_build``).
         FileNotFoundError: ``model_path`` does not exist.
 
     Example:
@@ -150,6 +152,7 @@ class LocalLLM(LLM):
         if not path.is_file():
             raise FileNotFoundError(f"no GGUF model file at {str(path)!r}")
         llama_cls = _import_llama()
+        check_build(path)
         threads = n_threads or default_threads(instances)
         self.model_path = path
         self.max_concurrency = instances
