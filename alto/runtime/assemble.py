@@ -57,6 +57,10 @@ class Assembler:
         self.modes = tuple(p.mode for p in node.ports)
         self.key_len = 1 + 2 * node.depth
         self.primary = node.primary
+        # the input whose fragments the stage's ``in`` counter counts: the stream it runs on
+        self.main = next(
+            (i for i, p in enumerate(node.ports) if p.mode is not BROADCAST), node.primary
+        )
         self.n_ports = len(node.ports)
         self.n_joined = sum(1 for p in node.ports if p.mode is not BROADCAST)
         self.bcast = tuple(

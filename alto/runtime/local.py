@@ -510,6 +510,7 @@ class LocalRuntime:
     ) -> None:
         """Assemble calls from the inbox; ``dispatch`` runs (or hands out) each list of them."""
         accept = assembler.accept
+        main = assembler.main
         ready: list[Any] = []
         handled = 0
         while True:
@@ -524,7 +525,9 @@ class LocalRuntime:
                 break
             n = len(records)
             stats.queued -= n
-            stats.fragments_in += n - accept(port, records, outbox.records, ready)
+            closes = accept(port, records, outbox.records, ready)
+            if port == main:
+                stats.fragments_in += n - closes
             if ready:
                 await dispatch(ready)
                 ready.clear()
@@ -553,7 +556,8 @@ class LocalRuntime:
             port, records = item
             stats.queued -= len(records)
             closes = assembler.accept(port, records, outbox.records, pending)
-            stats.fragments_in += len(records) - closes
+            if port == assembler.main:
+                stats.fragments_in += len(records) - closes
 
         while not ended or pending:
             while len(pending) < size and not ended:

@@ -12,7 +12,11 @@ class StageStats:
     """Counters of one stage, summed over its replicas.
 
     Attributes:
-        fragments_in: fragments that reached the stage (tombstones included).
+        fragments_in: fragments the stage took on its main input: the stream it runs on
+            (for a join, the first joined stream; a gather's children), so it equals
+            ``fragments_out`` of the stage that feeds that input. Values broadcast from outer
+            levels are not counted; a fragment that failed upstream is (it travels on so
+            that gathers can complete).
         fragments_out: fragments the stage emitted (children, for a split).
         calls: calls of the stage function (a batch counts once).
         busy_s: seconds spent inside the stage function, summed over replicas.
@@ -102,6 +106,10 @@ class RunStats:
             )
         return "\n".join(rows)
 
+    def legend(self) -> str:
+        """What the columns of :meth:`table` mean."""
+        return LEGEND
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "wall_s": round(self.wall_s, 6),
@@ -116,5 +124,15 @@ class RunStats:
             },
         }
 
+
+LEGEND = """\
+  repl   replicas: calls of the stage that may run at once
+  in     fragments taken on the stage's main input (a join's first stream, a gather's
+         children); equals the feeding stage's out. Broadcast values are not counted
+  out    fragments emitted (a split's children; one per call otherwise)
+  calls  calls of the stage function (a batch, or a gathered group, is one call)
+  busy s seconds inside the stage function, summed over replicas
+  err    calls that failed after their retries
+  peakq  most fragments waiting at the stage's input at once"""
 
 now = time.perf_counter

@@ -179,6 +179,7 @@ class StageDriver:
         outbox = self.outbox
         stats = self.stats
         accept = self.assembler.accept
+        main = self.assembler.main
         pending = self.pending
         ready: list[Any] = []
         handled = 0
@@ -198,7 +199,9 @@ class StageDriver:
                 break
             n = len(records)
             stats.queued -= n
-            stats.fragments_in += n - accept(port, records, outbox.records, ready)
+            closes = accept(port, records, outbox.records, ready)
+            if port == main:
+                stats.fragments_in += n - closes
             if ready:
                 if self.streams:
                     assert self._tg is not None

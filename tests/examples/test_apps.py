@@ -11,6 +11,7 @@ import importlib
 import pytest
 
 import alto
+from alto.ancestry.plan import Plan, PortMode
 from examples.common import Operators, fake_operators
 
 pytestmark = pytest.mark.anyio
@@ -40,6 +41,16 @@ async def test_alto_equals_reference(name: str, ops: Operators) -> None:
     assert len(out) == len(inputs)
     # every stage of the plan did work
     assert all(s.calls > 0 for s in stats.stages.values()), stats.table()
+    assert_counts_agree(app.build(ops).plan, stats, len(inputs))
+
+
+def assert_counts_agree(plan: Plan, stats: alto.RunStats, inputs: int) -> None:
+    """A stage's ``in`` equals the ``out`` of the stage feeding its main input."""
+    for node in plan.nodes:
+        main = next(p for p in node.ports if p.mode is not PortMode.BROADCAST)
+        fed = (inputs if main.source.startswith("input.")
+               else stats.stages[main.source].fragments_out)
+        assert stats.stages[node.name].fragments_in == fed, (node.name, stats.table())
 
 
 @pytest.mark.parametrize("name", ["factcheck", "multihop", "summarize"])

@@ -105,10 +105,11 @@ async def test_tuple_outputs(backend):
     assert await both.run(["a b"], backend=backend) == [("A B", "a b")]
 
 
-async def test_iterable_split_and_constants(backend):
+async def test_split_with_a_constant(backend):
     @alto.stage
     async def halves(n: int, parts: int = 2) -> Split[int]:
-        return [n // parts] * parts
+        for _ in range(parts):
+            yield n // parts
 
     @alto.stage
     async def add(xs: Gather[int]) -> int:
@@ -245,6 +246,17 @@ async def test_concurrency_bounds_roots_in_flight(backend, shared):
 
     assert await f.run(range(40), backend=backend, concurrency=3) == list(range(40))
     assert 1 <= await shared.get("peak") <= 3
+
+
+async def test_stats_in_counts_the_main_input_only(backend):
+    """``in`` of a join-and-broadcast stage equals its feeding stage's ``out``: the second
+    joined stream and the broadcast prefix are not counted again."""
+    stats = alto.RunStats()
+    await labelled.run([("x y", "1:"), ("zz z", "2:")], backend=backend, stats=stats)
+    s = stats.stages
+    assert s["words"].fragments_out == 4
+    assert s["label"].fragments_in == s["shout"].fragments_in == 4
+    assert s["glue"].fragments_in == s["label"].fragments_out == 4
 
 
 async def test_stats_and_root_timings(backend):
