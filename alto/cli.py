@@ -116,7 +116,10 @@ def check_llm_server(url: str) -> None:
 
 
 async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
+    import anyio
+
     import alto
+    from alto.console import Console, RunProgress
     from examples.common import open_operators
 
     inputs = read_inputs(app, args.input) if args.input else app.load_inputs(args.n)
@@ -124,22 +127,35 @@ async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
         if not args.llm_url:
             raise CLIError("--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)")
         check_llm_server(args.llm_url)
+    console = Console.for_stderr(quiet=args.json)
     stats = alto.RunStats()
     started = time.perf_counter()
     config = read_config(app, args.config) if args.config else None
     async with open_operators(app.NEEDS, llm=args.llm, llm_url=args.llm_url,
-                              llm_model=args.llm_model, embedder=args.embedder) as ops:
+                              llm_model=args.llm_model, embedder=args.embedder,
+                              console=console) as ops:
         flow = app.build(ops, config)
         outcomes: dict[int, alto.Result[Any]] = {}
-        async for result in flow.stream(inputs, backend=args.backend, stats=stats,
-                                        trace=bool(args.trace), progress=len(inputs) > 3,
-                                        concurrency=args.concurrency):
-            outcomes[result.index] = result
+        progress = RunProgress(console, stats, len(inputs), app.NAME)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(progress.refresh)
+                async for result in flow.stream(inputs, backend=args.backend, stats=stats,
+                                                trace=bool(args.trace),
+                                                concurrency=args.concurrency):
+                    outcomes[result.index] = result
+                    progress.finished_one()
+                tg.cancel_scope.cancel()
+        finally:
+            progress.close()
     wall = time.perf_counter() - started
     if args.trace:
         from alto.runtime.trace import write_chrome_trace
 
         write_chrome_trace(stats, args.trace, process=f"alto {app.NAME}")
+        calls = len(stats.spans or ())
+        print(f"trace of {calls} stage calls written to {args.trace}; open it at "
+              "https://ui.perfetto.dev (Open trace file) or in chrome://tracing", file=sys.stderr)
     failed = [r for r in outcomes.values() if not r.ok]
     describe = getattr(app, "input_summary", _jsonable)
     if args.json:
@@ -166,6 +182,7 @@ async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
               f"({args.backend} backend; {models})")
         if args.stats:
             print(stats.table())
+            print(stats.legend())
     return 1 if failed else 0
 
 

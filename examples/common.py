@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, AsyncIterator, Iterable, Literal
 
+from alto.cache import cache_dir
+from alto.console import Console
 from alto.operators.llm.base import LLM
 
 LLMKind = Literal["local", "openai", "emulated", "fake"]
@@ -63,11 +63,6 @@ class Operators:
         return max(self.llm.max_concurrency, MIN_LLM_CALLS)
 
 
-def cache_dir() -> Path:
-    """Where built indexes are kept: ``$ALTO_CACHE`` or ``~/.cache/alto``."""
-    return Path(os.environ.get("ALTO_CACHE", Path.home() / ".cache" / "alto"))
-
-
 def make_embedder(kind: EmbedderKind = "minilm") -> Any:
     from alto.operators.embedding import Embedder, HashEmbedder
 
@@ -78,8 +73,13 @@ def make_embedder(kind: EmbedderKind = "minilm") -> Any:
     raise ValueError(f"unknown embedder {kind!r}; expected 'minilm' or 'hash'")
 
 
-async def passage_retriever(embedder: Any, *, limit: int | None = None) -> Any:
-    """A retriever over the shipped passages, built once per embedder and cached on disk."""
+async def passage_retriever(
+    embedder: Any, *, limit: int | None = None, console: Console | None = None
+) -> Any:
+    """A retriever over the shipped passages, built once per embedder and cached on disk.
+
+    ``console`` shows the first run's embedding of the corpus, and where the index is kept.
+    """
     from alto.operators.embedding import describe_embedder
     from alto.operators.retriever import Retriever
     from examples import data
@@ -89,14 +89,32 @@ async def passage_retriever(embedder: Any, *, limit: int | None = None) -> Any:
         repr((describe_embedder(embedder), [p.id for p in passages])).encode()
     ).hexdigest()[:16]
     folder = cache_dir() / "indexes" / f"passages-{key}"
+    console = console or Console(enabled=False)
     if (folder / "index.faiss").exists():
         try:
-            return Retriever.load(folder, embedder)
+            with console.step("loading the passage index"):
+                return Retriever.load(folder, embedder)
         except Exception:  # a stale or partial cache: rebuild it below
             pass
-    retriever = await Retriever.build(
-        [p.text for p in passages], embedder, ids=[p.id for p in passages]
+    console.note(
+        f"embedding {len(passages):,} passages for the search index, once: it is kept in "
+        f"{folder} (delete that folder to rebuild it; set ALTO_CACHE to keep indexes elsewhere)"
     )
+    bar = console.bar(len(passages), "embedding passages", "passage")
+    done = 0
+
+    def advance(now_done: int, total: int) -> None:
+        nonlocal done
+        bar.update(now_done - done)
+        done = now_done
+
+    try:
+        retriever = await Retriever.build(
+            [p.text for p in passages], embedder, ids=[p.id for p in passages],
+            on_progress=advance,
+        )
+    finally:
+        bar.close()
     with contextlib.suppress(OSError):
         retriever.save(folder)
     return retriever
@@ -145,21 +163,29 @@ async def open_operators(
     llm_url: str | None = None,
     llm_model: str | None = None,
     embedder: EmbedderKind = "minilm",
+    console: Console | None = None,
 ) -> AsyncIterator[Operators]:
-    """Open what an app needs; everything opened is closed on exit."""
+    """Open what an app needs; everything opened is closed on exit.
+
+    ``console`` shows what takes time: loading models, embedding the corpus on a first run.
+    """
     needs = set(needs)
     ops = Operators()
+    console = console or Console(enabled=False)
     async with contextlib.AsyncExitStack() as stack:
         if "embedder" in needs or "retriever" in needs:
-            ops.embedder = make_embedder(embedder)
-            ops.labels["embedder"] = "all-MiniLM-L6-v2" if embedder == "minilm" else "hashing"
+            label = "all-MiniLM-L6-v2" if embedder == "minilm" else "hashing"
+            with console.step(f"loading the embedder ({label})"):
+                ops.embedder = make_embedder(embedder)
+            ops.labels["embedder"] = label
         if "retriever" in needs:
-            ops.retriever = await passage_retriever(ops.embedder)
+            ops.retriever = await passage_retriever(ops.embedder, console=console)
             ops.labels["retriever"] = "faiss flat inner product over the shipped passages"
         if "llm" in needs:
-            ops.llm, ops.labels["llm"] = await stack.enter_async_context(
-                open_llm(llm, url=llm_url, model=llm_model)
-            )
+            with console.step(f"starting the LLM ({llm})"):
+                ops.llm, ops.labels["llm"] = await stack.enter_async_context(
+                    open_llm(llm, url=llm_url, model=llm_model)
+                )
         yield ops
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -161,6 +161,7 @@ class Retriever:
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
         index: IndexKind | str = "flat",
         batch_size: int = 256,
+        on_progress: Callable[[int, int], object] | None = None,
         **index_options: int,
     ) -> Retriever:
         """Embed ``texts`` and index them.
@@ -172,10 +173,13 @@ class Retriever:
             metadata: one JSON-serializable mapping (or None) per text.
             index: ``"flat"`` or ``"hnsw"``.
             batch_size: texts per embed call (the event loop runs between calls).
+            on_progress: called as ``on_progress(done, total)`` after each embed call.
             **index_options: ``hnsw_m``, ``ef_construction``, ``ef_search``.
         """
         retriever = cls(embedder, index=index, **index_options)
-        await retriever.add(texts, ids=ids, metadata=metadata, batch_size=batch_size)
+        await retriever.add(
+            texts, ids=ids, metadata=metadata, batch_size=batch_size, on_progress=on_progress
+        )
         return retriever
 
     @classmethod
@@ -263,6 +267,7 @@ class Retriever:
         ids: Sequence[str] | None = None,
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
         batch_size: int = 256,
+        on_progress: Callable[[int, int], object] | None = None,
     ) -> None:
         """Embed and append passages; all of them or, if embedding fails, none.
 
@@ -271,6 +276,7 @@ class Retriever:
             ids: one unique id per text (continuing ``"<n>"`` numbering when None).
             metadata: one JSON-serializable mapping (or None) per text.
             batch_size: texts per embed call.
+            on_progress: called as ``on_progress(done, total)`` after each embed call.
 
         Raises:
             TypeError: on non-str texts or ids.
@@ -279,10 +285,11 @@ class Retriever:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         items, new_ids, meta = self._prepare(texts, ids, metadata)
-        parts = [
-            await self._embedder.embed(items[start : start + batch_size])
-            for start in range(0, len(items), batch_size)
-        ]
+        parts = []
+        for start in range(0, len(items), batch_size):
+            parts.append(await self._embedder.embed(items[start : start + batch_size]))
+            if on_progress is not None:
+                on_progress(min(start + batch_size, len(items)), len(items))
         vectors = np.concatenate(parts) if parts else np.zeros((0, self._dim), np.float32)
         self._append(vectors, items, new_ids, meta)
 
