@@ -4,14 +4,15 @@ Type checkers see them as the types the runtime really passes, so they
 accept stages annotated with them:
 
 * ``Split[T]``, the return annotation of a stage that opens a level: an async
-  generator is an ``AsyncIterator[T]``. A plain ``async def`` annotated
-  ``-> Split[T]`` may instead return any iterable of children (type checkers
-  then want a ``# type: ignore[return-value]``).
+  generator (an ``AsyncIterator[T]``) that yields each child. A plain
+  ``async def`` that returns is a :class:`~alto.CompileError` where it is defined.
 * ``Gather[T]``, a parameter that closes a level: the stage receives the
   children of one parent as a ``list`` (a ``Sequence[T]``), in child order.
 * ``GatherStream[T]``, a parameter that closes a level as the children
   arrive: the stage starts with the first child and receives them as an
-  ``AsyncIterator[T]`` in arrival order.
+  ``AsyncIterator[T]`` in arrival order. It must be the stage's only flow
+  value (constants are fine); to combine children with other flow values,
+  use ``Gather[T]`` or join them in a stage of their own first.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from alto.ancestry.spec import (
     ParamKind,
     ParamSpec,
     StageSpec,
+    check_batch_param,
     element_type_for_batch,
     where_called,
 )
@@ -115,8 +116,8 @@ class Tracer:
         positional = [p for p in spec.params if not p.keyword_only]
         if len(args) > len(positional):
             raise err(
-                f"stage {name!r} takes {len(positional)} positional arguments "
-                f"but {len(args)} were given",
+                f"stage {name!r} takes {_count(len(positional), 'positional argument')} "
+                f"but {len(args)} {'was' if len(args) == 1 else 'were'} given",
                 None,
                 f"call it as {name}({', '.join(p.name for p in spec.params)})",
             )
@@ -175,6 +176,11 @@ class Tracer:
                 )
             else:
                 consts[pname] = value
+        if spec.options.batch:
+            for pname in bound:
+                p = spec.param(pname)
+                if p is not None and p.has_default:  # passed: it becomes a list too
+                    check_batch_param(name, spec.options.batch, p, where)
         if not handles:
             raise err(
                 f"stage {name!r} gets no value from the flow (only constants), so it "
@@ -440,3 +446,8 @@ def _ancestors(tracer: Tracer, outputs: tuple[str, ...]) -> set[str]:
         seen.add(name)
         todo.extend(p.source for p in by_name[name].ports)
     return seen
+
+
+def _count(n: int, noun: str) -> str:
+    """``"1 positional argument"``, ``"2 positional arguments"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -105,6 +105,18 @@ class Plan:
     )
     annotations: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
+    @property
+    def levels(self) -> int:
+        """How many nesting levels the plan's fragments live at (1 when nothing splits)."""
+        return 1 + max((n.out_depth for n in self.nodes), default=0)
+
+    def __repr__(self) -> str:
+        n, levels = len(self.nodes), self.levels
+        return (
+            f"<Plan {self.name}: {n} stage{'' if n == 1 else 's'}, "
+            f"{levels} level{'' if levels == 1 else 's'}>"
+        )
+
     def node(self, name: str) -> Node:
         for n in self.nodes:
             if n.name == name:

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from alto._marker_classes import Gather, GatherStream, Split
+from alto.ancestry.typecheck import describe, fits
 from alto.errors import CompileError
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -34,7 +35,6 @@ class ParamKind(enum.Enum):
 class OutputKind(enum.Enum):
     VALUE = "value"  # one output per call
     SPLIT = "split"  # async generator: one child per yield
-    SPLIT_ITERABLE = "split_iterable"  # coroutine returning an iterable of children
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,12 +195,18 @@ def read_stage(fn: Callable[..., Any], name: str | None, options: StageOptions) 
 
     hints = _resolve_hints(fn)
     out_marker, out_elem = _marker(hints.get("return"))
-    if is_agen:
-        output = OutputKind.SPLIT
-    elif out_marker is Split:
-        output = OutputKind.SPLIT_ITERABLE
-    else:
-        output = OutputKind.VALUE
+    if out_marker is Split and not is_agen:
+        fn_name = getattr(fn, "__name__", stage_name)
+        raise CompileError(
+            f"stage {stage_name!r} is annotated -> Split[...] but returns instead of "
+            "yielding; expected an async generator that yields each child, found an "
+            "'async def' that returns a value",
+            stage=stage_name,
+            where=where,
+            fix=f"use `yield` for each child, e.g. 'for child in ...: yield child' in "
+            f"{fn_name}; or, for one output per input, annotate the return with its type",
+        )
+    output = OutputKind.SPLIT if is_agen else OutputKind.VALUE
     if out_marker in (Gather, GatherStream):
         raise CompileError(
             f"stage {stage_name!r} is annotated to return {out_marker.__name__}[...]; "
@@ -266,6 +272,20 @@ def read_stage(fn: Callable[..., Any], name: str | None, options: StageOptions) 
                 where=where,
                 fix="use Gather[T] (a list per parent) in a batched stage",
             )
+        for spec in params:
+            if not spec.has_default:  # a default is a list only if the flow passes it
+                check_batch_param(stage_name, options.batch, spec, where)
+        returned = hints.get("return")
+        verdicts = {fits(list, returned), fits(tuple, returned)}  # a list or a tuple is taken
+        if returned is not None and verdicts == {False}:
+            raise CompileError(
+                f"stage {stage_name!r} has batch={options.batch}, so it returns a list with "
+                f"one result per input; expected a list annotation, found -> {describe(returned)}",
+                stage=stage_name,
+                where=where,
+                fix=f"annotate the return -> list[{describe(returned)}] and return one result "
+                "per input, or drop batch=",
+            )
     if output is not OutputKind.VALUE and any(p.kind is ParamKind.GATHER_STREAM for p in params):
         raise CompileError(
             f"stage {stage_name!r} both reads a GatherStream and yields children",
@@ -281,6 +301,41 @@ def read_stage(fn: Callable[..., Any], name: str | None, options: StageOptions) 
         output_annotation=out_elem,
         options=options,
         where=where,
+    )
+
+
+def check_batch_param(stage: str, batch: int, p: ParamSpec, where: str) -> None:
+    """A batched stage receives each parameter as a list (one value per fragment).
+
+    Raises :class:`CompileError` when ``p`` is annotated with a type a list is
+    clearly not (``str``, ``int``, a model class ...): the function would be
+    written for one value and called with many. ``Gather[T]`` parameters receive
+    a list with one group of children per parent, so ``T`` is a list type too.
+    Unannotated parameters, ``Any`` and what cannot be decided pass.
+    """
+    if p.kind is ParamKind.GATHER_STREAM or fits(list, p.annotation) is not False:
+        return
+    shown = describe(p.annotation)
+    if p.kind is ParamKind.GATHER:
+        what = (
+            f"receives a list with one group of children per parent; expected "
+            f"Gather[list[...]], found Gather[{shown}]"
+        )
+        fix = f"annotate it Gather[list[{shown}]], or drop batch="
+    else:
+        what = (
+            f"receives a list with one value per fragment; expected a list annotation, "
+            f"found {shown}"
+        )
+        fix = f"annotate it list[{shown}] and return a list with one result per input, " + (
+            "or drop batch="
+        )
+    raise CompileError(
+        f"stage {stage!r} has batch={batch}, so parameter {p.name!r} {what}",
+        stage=stage,
+        parameter=p.name,
+        where=where,
+        fix=fix,
     )
 
 

@@ -246,8 +246,16 @@ def test_missing_and_unknown_arguments():
     def too_many(text: str):
         return upper(text, text)
 
-    with pytest.raises(CompileError, match="takes 1 positional arguments but 2 were given"):
+    with pytest.raises(CompileError) as err:
         alto.flow(too_many)
+    assert "stage 'upper' takes 1 positional argument but 2 were given" in str(err.value)
+
+    def three(text: str):
+        return pair(text, text, text)
+
+    with pytest.raises(CompileError) as err:
+        alto.flow(three)
+    assert "stage 'pair' takes 2 positional arguments but 3 were given" in str(err.value)
 
     def twice(text: str):
         return pair(text, a=text)
@@ -423,3 +431,135 @@ def test_value_from_another_flow():
 
     with pytest.raises(CompileError, match="another flow"):
         alto.flow(second)
+
+
+# --- API mistakes caught where the stage is defined ----------------------------------
+
+
+def test_split_stage_that_returns_instead_of_yielding():
+    with pytest.raises(CompileError) as err:
+
+        @alto.stage
+        async def words_of(text: str) -> Split[str]:
+            return text.split()  # type: ignore[return-value]
+
+    e = err.value
+    assert e.stage == "words_of" and e.where.startswith(__file__)
+    text = str(e)
+    assert "annotated -> Split[...] but returns instead of yielding" in text
+    assert "expected an async generator" in text and "found an 'async def' that returns" in text
+    assert "use `yield` for each child" in e.fix
+
+    with pytest.raises(CompileError, match="returns instead of yielding"):
+
+        @alto.stage
+        async def quoted(text: str) -> "Split[str]":
+            return text.split()  # type: ignore[return-value]
+
+
+def test_batch_parameter_must_be_a_list():
+    with pytest.raises(CompileError) as err:
+
+        @alto.stage(batch=8)
+        async def embed(text: str) -> list[float]:
+            return [1.0]
+
+    e = err.value
+    assert (e.stage, e.parameter) == ("embed", "text") and e.where.startswith(__file__)
+    assert "has batch=8, so parameter 'text' receives a list" in str(e)
+    assert "found str" in str(e) and "list[str]" in e.fix
+
+    with pytest.raises(CompileError, match="parameter 'n' receives a list"):
+
+        @alto.stage(batch=4)
+        async def scaled(xs: list[int], n: int | None) -> list[int]:
+            return xs
+
+
+def test_batch_return_must_be_a_list():
+    with pytest.raises(CompileError) as err:
+
+        @alto.stage(batch=8)
+        async def count(texts: list[str]) -> int:
+            return len(texts)
+
+    e = err.value
+    assert e.stage == "count" and "returns a list with one result per input" in str(e)
+    assert "found -> int" in str(e) and "list[int]" in e.fix
+
+
+def test_batch_list_annotations_that_pass():
+    from collections.abc import Sequence
+    from typing import Any, List, Optional
+
+    @alto.stage(batch=8)
+    async def seq(xs: Sequence[str], ys: List[int], zs: Optional[list[str]]) -> tuple[str, ...]:
+        return tuple(xs)
+
+    @alto.stage(batch=8)
+    async def loose(xs, ys: Any):  # unannotated and Any: nothing to check
+        return xs
+
+    @alto.stage(batch=8)
+    async def grouped(groups: Gather[list[str]], k: int = 3) -> list[str]:
+        return ["".join(g) for g in groups]
+
+    @alto.flow
+    def f(text: str):
+        return grouped(loose(words(text), text))  # k keeps its default: an int
+
+    assert [n.name for n in f.plan.nodes] == ["words", "loose", "grouped"]
+
+    with pytest.raises(CompileError, match=r"Gather\[list\[\.\.\.\]\], found Gather\[str\]"):
+
+        @alto.stage(batch=8)
+        async def joined(groups: Gather[str]) -> list[str]:
+            return []
+
+
+def test_batch_parameter_with_a_default_is_checked_when_the_flow_passes_it():
+    @alto.stage(batch=8)
+    async def top(texts: list[str], k: int = 3) -> list[str]:
+        return texts
+
+    @alto.flow
+    def ok(text: str):
+        return top(text)
+
+    assert ok.plan.node("top").consts == {}
+
+    def passed(text: str):
+        return top(text, k=5)
+
+    with pytest.raises(CompileError) as err:
+        alto.flow(passed)
+    e = err.value
+    assert (e.stage, e.parameter) == ("top", "k") and "found int" in str(e)
+    assert e.where.endswith(f":{line_of(passed, 'return top')}")
+
+
+def test_plan_repr_is_short():
+    @alto.flow
+    def f(text: str):
+        return join(upper(words(text)))
+
+    assert repr(f.plan) == "<Plan f: 3 stages, 2 levels>"
+    assert f.plan.levels == 2
+
+    @alto.flow
+    def g(text: str):
+        return upper(text)
+
+    assert repr(g.plan) == "<Plan g: 1 stage, 1 level>"
+
+    @alto.flow
+    def h(text: str):
+        return join(join(letters(words(text))))
+
+    assert repr(h.plan) == "<Plan h: 4 stages, 3 levels>"
+
+
+def test_gather_stream_docstring_states_its_restriction():
+    doc = " ".join(GatherStream.__doc__.split())
+    assert "cannot combine a ``GatherStream`` with other flow values" in doc
+    assert "Gather[T]" in doc
