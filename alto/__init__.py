@@ -29,6 +29,7 @@ from alto.errors import (
     InputError,
     PipelineError,
     StageError,
+    StageTimeout,
 )
 from alto.flow import Flow, ResultStream, flow, run
 from alto.markers import Gather, GatherStream, Split
@@ -56,6 +57,7 @@ __all__ = [
     "Stage",
     "StageError",
     "StageStats",
+    "StageTimeout",
     "flow",
     "run",
     "stage",

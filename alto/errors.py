@@ -4,6 +4,7 @@ Every error carries structured fields so callers never parse messages:
 
 * :class:`CompileError`: the flow cannot be compiled; raised before any data moves.
 * :class:`StageError`: one fragment failed in one stage; fails that root input only.
+* :class:`StageTimeout`: a stage call ran past the stage's ``timeout`` (a StageError's cause).
 * :class:`InputError`: one root input does not fit the flow's parameters.
 * :class:`PipelineError`: raised by ``Flow.run`` after all inputs finished, when some failed.
 """
@@ -65,6 +66,9 @@ class StageError(AltoError):
         inputs: the failed call's arguments by parameter name: the fragment's value and
             any values joined or broadcast to it (what a dead letter needs to be inspected
             or replayed); ``None`` where they are not known.
+        bisected: for a batched stage, the size of the batch the fragment failed in when
+            that batch was bisected to isolate it (the fragment then failed in a call of
+            its own; ``attempts`` counts that call's tries); ``None`` otherwise.
     """
 
     code = "stage"
@@ -78,6 +82,7 @@ class StageError(AltoError):
         attempts: int = 1,
         message: str | None = None,
         inputs: dict[str, Any] | None = None,
+        bisected: int | None = None,
     ) -> None:
         self.stage = stage
         self.ancestry = ancestry
@@ -85,18 +90,25 @@ class StageError(AltoError):
         self.attempts = attempts
         self.cause = cause
         self.inputs = inputs
+        self.bisected = bisected
         what = message or f"{type(cause).__name__}: {cause}"
         tries = f" after {attempts} attempts" if attempts > 1 else ""
+        isolated = (
+            f" (isolated by bisecting a batch of {bisected}: the fragment failed in a call "
+            "of its own; the batch's other fragments were not failed with it)"
+            if bisected
+            else ""
+        )
         super().__init__(
             f"stage {stage!r} failed{tries} on input {self.index} "
-            f"({format_ancestry(ancestry)}): {what}"
+            f"({format_ancestry(ancestry)}): {what}{isolated}"
         )
         self.__cause__ = cause
 
     def __reduce__(self) -> Any:
         return (
             _rebuild_stage_error,
-            (self.stage, self.ancestry, self.cause, self.attempts, self.inputs),
+            (self.stage, self.ancestry, self.cause, self.attempts, self.inputs, self.bisected),
         )
 
 
@@ -106,8 +118,42 @@ def _rebuild_stage_error(
     cause: BaseException,
     attempts: int,
     inputs: dict[str, Any] | None = None,
+    bisected: int | None = None,
 ) -> StageError:
-    return StageError(stage, ancestry, cause, attempts=attempts, inputs=inputs)
+    return StageError(stage, ancestry, cause, attempts=attempts, inputs=inputs, bisected=bisected)
+
+
+class StageTimeout(AltoError, TimeoutError):
+    """A stage call did not finish within the stage's ``timeout``.
+
+    It is the ``cause`` of the call's :class:`StageError` (and a ``TimeoutError``,
+    so ``retry_on=TimeoutError`` retries it).
+
+    Attributes:
+        stage: the stage whose call timed out.
+        timeout: the stage's ``timeout``, in seconds.
+        split: whether the stage is a split (its timeout covers the whole run of one
+            call, every child included).
+    """
+
+    code = "timeout"
+
+    def __init__(self, stage: str, timeout: float, *, split: bool = False) -> None:
+        self.stage = stage
+        self.timeout = timeout
+        self.split = split
+        whole = " (a split's timeout covers its whole call, every child included)" if split else ""
+        super().__init__(
+            f"stage {stage!r} timed out after {timeout:g} s{whole}; raise timeout= on "
+            "@alto.stage if the stage is just slow"
+        )
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_stage_timeout, (self.stage, self.timeout, self.split))
+
+
+def _rebuild_stage_timeout(stage: str, timeout: float, split: bool) -> StageTimeout:
+    return StageTimeout(stage, timeout, split=split)
 
 
 class InputError(AltoError):

@@ -104,16 +104,24 @@ def stage(
     Args:
         replicas: how many calls of this stage run at once (workers).
         batch: call the function on lists of up to ``batch`` inputs (from any
-            parents); it then takes a list per parameter and returns a list.
+            parents); it then takes a list per parameter and returns a list, and
+            its annotations say so (``list[T]``, ``Sequence[T]``: a non-list
+            annotation is a :class:`~alto.CompileError`). A batched call that
+            fails is bisected: its halves are called again, down to single
+            fragments, so only the fragments that fail alone fail their roots
+            (:attr:`~alto.StageError.bisected`; ``RunStats`` counts the extra
+            calls as ``bisections``).
         batch_timeout: at most how many seconds a partial batch waits for more
             inputs, and only while a stage upstream is still working (when none
             is, nothing more can come before the next input, so it runs at once;
             the Ray backend always waits the full time). 0: take whatever has
             arrived.
         buffer: capacity of the stage's input, in chunks of up to 64 fragments.
-        timeout: seconds one call may take before it fails (a split's whole run).
+        timeout: seconds one call may take before it fails with
+            :class:`~alto.StageTimeout` (a split's whole run).
         retries: how many times a failed call is tried again, with exponential
-            backoff from ``retry_backoff`` seconds.
+            backoff from ``retry_backoff`` seconds. Each call a bisection makes
+            (see ``batch``) is retried the same way.
         retry_on: which exceptions are worth a retry (default: any ``Exception``).
         resources: what a replica needs on a distributed backend, e.g.
             ``{"num_cpus": 1, "num_gpus": 0.5}`` or a custom resource.

@@ -1,8 +1,20 @@
 """Calling a stage function on assembled inputs: one fragment, a split, a batch.
 
 An :class:`Invoker` owns the call conventions (keyword binding, constants,
-timeouts, retries with backoff) and writes what the call produced into an
-:class:`Outbox`. It never touches channels, so every backend can use it.
+timeouts, retries with backoff, isolating the fragment that fails a batch) and
+writes what the call produced into an :class:`Outbox`. It never touches
+channels, so every backend can use it.
+
+Failures in a batched call are bisected, the way batch systems isolate poison
+records: a batch whose call fails (after its retries) is called again in two
+halves, recursively, down to single fragments. Each of those calls is a call
+like the first: the stage's ``retries``/``retry_on`` policy applies to it in
+full. A fragment fails only when a call of its own fails, so one bad fragment
+fails its own root alone, and the batch's other fragments, whatever root they
+belong to, deliver their outputs. A batch of ``n`` with one culprit costs
+about ``2 log2(n)`` extra calls; one where every fragment fails, ``2n - 2``.
+The outputs and failures of a bisected batch are delivered together when the
+bisection ends (a backend that replays a lost call sees the batch as one unit).
 """
 
 from __future__ import annotations
@@ -16,8 +28,9 @@ import pydantic
 
 from alto.ancestry.plan import Node
 from alto.ancestry.spec import OutputKind, ParamKind
-from alto.errors import StageError
+from alto.errors import StageError, StageTimeout
 from alto.runtime.metrics import StageStats, now
+from alto.runtime.otel import instrument
 from alto.runtime.records import DROPPED, Close
 from alto.runtime.run import RunState
 
@@ -60,6 +73,9 @@ class Invoker:
         self.trace = run.stats.spans is not None
         self.call = self._validating(self._caller())
         self.ema = 1.0  # moving average of call time; starts high, so first calls are guarded
+        calls = getattr(run, "otel_calls", None)  # set when the run is traced (OpenTelemetry)
+        if calls is not None:
+            instrument(self, calls)
 
     def _caller(self) -> Callable[[Any], Any]:
         """A function of the assembled inputs that starts the stage's call."""
@@ -166,18 +182,28 @@ class Invoker:
         return dict(zip(names, args)) if self.node.is_keyed else {names[0]: args}
 
     def _fail(
-        self, anc: tuple, exc: BaseException, attempts: int, outbox: Outbox, args: Any
+        self,
+        anc: tuple,
+        exc: BaseException,
+        attempts: int,
+        outbox: Outbox,
+        args: Any,
+        bisected: int | None = None,
     ) -> None:
         """A call returning one value failed: fail its root, or leave a tombstone."""
-        error = StageError(self.name, anc, exc, attempts=attempts, inputs=self._named(args))
+        error = StageError(
+            self.name, anc, exc, attempts=attempts, inputs=self._named(args), bisected=bisected
+        )
         if self.run.fail(error):
             outbox.records.append((anc, DROPPED))
 
     async def _attempt(self, args: Any) -> Any:
+        """One try of the call; past the stage's timeout it fails with :class:`StageTimeout`."""
         if self.timeout is None:
             return await self.call(args)
-        with anyio.fail_after(self.timeout):
+        with anyio.move_on_after(self.timeout):
             return await self.call(args)
+        raise StageTimeout(self.name, self.timeout)  # reached only when the timeout fired
 
     async def _guarded(self, root: int, args: Any) -> Any:
         """A call that stops (returning ``STOPPED``) if its root gets an outcome meanwhile.
@@ -189,10 +215,7 @@ class Invoker:
         with anyio.CancelScope() as scope:
             run.watch(root, scope)
             try:
-                if self.timeout is None:
-                    return await self.call(args)
-                with anyio.fail_after(self.timeout):
-                    return await self.call(args)
+                return await self._attempt(args)
             finally:
                 run.unwatch(root, scope)
         return STOPPED  # only reached when the scope was cancelled
@@ -215,8 +238,7 @@ class Invoker:
                 elif self.timeout is None:
                     result = await self.call(args)
                 else:
-                    with anyio.fail_after(self.timeout):
-                        result = await self.call(args)
+                    result = await self._attempt(args)
                 break
             except Exception as exc:
                 retryable = isinstance(exc, self.retry_on) and not isinstance(exc, ArgumentError)
@@ -254,8 +276,10 @@ class Invoker:
                 if self.timeout is None:
                     await self._children(anc, args, outbox, made)
                 else:
-                    with anyio.fail_after(self.timeout):
+                    with anyio.move_on_after(self.timeout) as timer:
                         await self._children(anc, args, outbox, made)
+                    if timer.cancelled_caught:
+                        raise StageTimeout(self.name, self.timeout, split=True)
                 break
             except Exception as exc:
                 retryable = isinstance(exc, self.retry_on) and not isinstance(exc, ArgumentError)
@@ -282,14 +306,6 @@ class Invoker:
         name = self.name
         dead = self.dead
         stats = self.stats
-        if self.kind is OutputKind.SPLIT_ITERABLE:
-            items = await self.call(args)
-            records = outbox.records
-            for item in items:
-                records.append((anc + (name, made[0]), item))
-                made[0] += 1
-                stats.fragments_out += 1
-            return
         root = anc[0]
         run = self.run
         try:
@@ -328,9 +344,54 @@ class Invoker:
             stats.fragments_out += made[0]
 
     async def batch(self, items: list[tuple[tuple, Any]], outbox: Outbox) -> None:
-        """One call on a batch of assembled inputs from any parents."""
+        """One call on a batch of assembled inputs from any parents.
+
+        A failed call is bisected to isolate the fragments that fail (see the
+        module docstring): only those fail, each with a :class:`StageError` whose
+        ``bisected`` is this batch's size; every other fragment delivers its output.
+        """
         if outbox.records:
             await outbox.flush()  # what passed through (other roots' closes) must not wait
+        t0 = now()
+        done: list[tuple[tuple, Any]] = []
+        failed: list[tuple[tuple, Any, Exception, int]] = []
+        await self._isolate(items, done, failed, first=True)
+        bisected = len(items) if len(items) > 1 else None
+        for anc, values, exc, attempts in failed:  # errors before records: tombstones follow
+            self._fail(anc, exc, attempts, outbox, values, bisected)
+        outbox.records.extend(done)
+        if outbox.due(now() - t0):
+            await outbox.flush()
+
+    async def _isolate(
+        self,
+        items: list[tuple[tuple, Any]],
+        done: list[tuple[tuple, Any]],
+        failed: list[tuple[tuple, Any, Exception, int]],
+        first: bool = False,
+    ) -> None:
+        """Call ``items`` as one batch; if that fails, call each half the same way."""
+        if not first:
+            items = [item for item in items if item[0][0] not in self.dead]
+            if not items:
+                return  # their roots got an outcome meanwhile: nothing to isolate
+            self.stats.bisections += 1
+        outcome = await self._batch_call(items, done)
+        if outcome is None:
+            return
+        if len(items) == 1:
+            anc, values = items[0]
+            failed.append((anc, values, *outcome))
+            return
+        mid = len(items) // 2
+        await self._isolate(items[:mid], done, failed)
+        await self._isolate(items[mid:], done, failed)
+
+    async def _batch_call(
+        self, items: list[tuple[tuple, Any]], done: list[tuple[tuple, Any]]
+    ) -> tuple[Exception, int] | None:
+        """One batched call, with its retries: its outputs go to ``done``; returns
+        ``None``, or the error and the attempts made when it failed."""
         stats = self.stats
         n = len(items)
         if self.node.is_keyed:
@@ -361,20 +422,15 @@ class Invoker:
                     continue
                 stats.calls += 1
                 stats.busy_s += now() - t0
-                for anc, values in items:
-                    self._fail(anc, exc, attempt, outbox, values)
-                return
+                return exc, attempt
         t1 = now()
         stats.calls += 1
         stats.busy_s += t1 - t0
         stats.fragments_out += n
         if self.trace:
             self.run.span(self.name, items[0][0], t0, t1, self.replica, n)
-        records = outbox.records
-        for (anc, _), result in zip(items, results):
-            records.append((anc, result))
-        if outbox.due(t1 - t0):
-            await outbox.flush()
+        done.extend((anc, result) for (anc, _), result in zip(items, results))
+        return None
 
 
 class BatchShapeError(TypeError):

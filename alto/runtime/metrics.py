@@ -22,6 +22,8 @@ class StageStats:
         busy_s: seconds spent inside the stage function, summed over replicas.
         errors: calls that failed after their retries.
         retries: calls that were tried again.
+        bisections: calls of a batched stage on part of a batch whose call failed, made
+            to isolate the fragments that fail (see :mod:`alto.runtime.invoke`).
         peak_queue: most fragments waiting in the stage's input at once.
         queued: fragments waiting in the stage's input now.
         working: replicas handling records now (not waiting on an empty input).
@@ -35,6 +37,7 @@ class StageStats:
     busy_s: float = 0.0
     errors: int = 0
     retries: int = 0
+    bisections: int = 0
     queued: int = 0
     peak_queue: int = 0
     working: int = 0
@@ -49,6 +52,7 @@ class StageStats:
             "busy_s": round(self.busy_s, 6),
             "errors": self.errors,
             "retries": self.retries,
+            "bisections": self.bisections,
             "peak_queue": self.peak_queue,
         }
 

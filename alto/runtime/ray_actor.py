@@ -45,8 +45,11 @@ EAGER_S = 5e-3
 LINGER_S = 0.005
 """Longest a produced record waits on the actor before it is shipped."""
 
-Message = tuple[list[Any], list[StageError], tuple[int, float, int, int], list[CallSpan], int, int]
-"""``(records, errors, (calls, busy_s, retries, fragments_out), spans, done, shipped)``.
+Message = tuple[
+    list[Any], list[StageError], tuple[int, float, int, int, int], list[CallSpan], int, int
+]
+"""``(records, errors, (calls, busy_s, retries, fragments_out, bisections), spans, done,
+shipped)``.
 
 ``done`` counts the units of the call that are finished; ``shipped`` counts
 the records of unit ``done`` shipped so far (its children, for a split).
@@ -112,7 +115,10 @@ def _shippable(error: StageError) -> StageError:
             inputs = {name: repr(value) for name, value in inputs.items()}
     if cause is error.cause and inputs is error.inputs:
         return error
-    return StageError(error.stage, error.ancestry, cause, attempts=error.attempts, inputs=inputs)
+    return StageError(
+        error.stage, error.ancestry, cause, attempts=error.attempts, inputs=inputs,
+        bisected=error.bisected,
+    )
 
 
 class _Sink:
@@ -161,8 +167,8 @@ class _Sink:
         else:
             spans = []
         s = self.stats
-        counters = (s.calls, s.busy_s, s.retries, s.fragments_out)
-        s.calls = s.retries = s.fragments_out = 0
+        counters = (s.calls, s.busy_s, s.retries, s.fragments_out, s.bisections)
+        s.calls = s.retries = s.fragments_out = s.bisections = 0
         s.busy_s = 0.0
         return (records, errors, counters, spans, self.done, self.taken - self.mark)
 

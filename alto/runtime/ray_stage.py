@@ -372,7 +372,7 @@ class StageDriver:
             raise
 
     def _apply(self, message: Any, replica: Replica) -> None:
-        records, errors, (calls, busy, retries, out), spans, _, _ = message
+        records, errors, (calls, busy, retries, out, bisections), spans, _, _ = message
         stats = self.stats
         if calls:
             stats.calls += calls
@@ -380,6 +380,7 @@ class StageDriver:
             per = busy / calls
             self.cost = per if self.cost is None else self.cost * 0.7 + per * 0.3
         stats.retries += retries
+        stats.bisections += bisections
         stats.fragments_out += out
         for error in errors:
             self.state.fail(error)  # before the records: a tombstone's error must be known first

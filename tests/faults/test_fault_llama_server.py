@@ -176,7 +176,7 @@ async def test_server_killed_mid_stream(llama: LlamaServer) -> None:
 
 @fault("a generation far longer than the stage timeout, with stage retries",
        where="llama_cpp.server", observed="each attempt is cut at the stage timeout; "
-       "StageError(attempts=2, cause TimeoutError)",
+       "StageError(attempts=2, cause StageTimeout)",
        roots="only the long root; short roots equal direct calls")
 async def test_stage_timeout_on_a_real_server(scratch: LlamaServer) -> None:
     async with client(scratch.url, timeout=60) as llm:
@@ -188,7 +188,8 @@ async def test_stage_timeout_on_a_real_server(scratch: LlamaServer) -> None:
         out = await outcomes(flow, [(p, 6) for p in SHORT] + [(COUNT, LONG)])
     assert out[:4] == expected
     err = out[4]
-    assert isinstance(err, StageError) and err.attempts == 2 and type(err.cause) is TimeoutError
+    assert isinstance(err, StageError) and err.attempts == 2
+    assert type(err.cause) is alto.StageTimeout and err.cause.stage == err.stage
 
 
 @fault("a generation far longer than the per-root deadline", where="llama_cpp.server",

@@ -75,7 +75,7 @@ async def outcomes_of(flow: alto.Flow, **options: Any) -> list[Any]:
 
 @fault("stalled stream under a stage timeout, with stage retries", where="scripted server",
        observed="each attempt is cut at the stage timeout; after retries+1 attempts: StageError "
-       "(attempts=2, cause TimeoutError) with the ancestry of the stalled fragment; every "
+       "(attempts=2, cause StageTimeout) with the ancestry of the stalled fragment; every "
        "abandoned request is closed at the server",
        roots="only roots with a stalled fragment; the rest complete with correct outputs")
 async def test_stage_timeout_and_retries_on_a_stalled_stream() -> None:
@@ -92,7 +92,7 @@ async def test_stage_timeout_and_retries_on_a_stalled_stream() -> None:
     for i in STUCK:
         err = out[i]
         assert isinstance(err, StageError) and err.stage == "ask" and err.attempts == 2
-        assert type(err.cause) is TimeoutError and "after 2 attempts" in str(err)
+        assert type(err.cause) is alto.StageTimeout and "after 2 attempts" in str(err)
     assert stats.stages["ask"].retries == 2 and stats.stages["ask"].errors == 2
 
 

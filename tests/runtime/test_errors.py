@@ -109,6 +109,34 @@ async def test_timeout_fails_the_root(backend):
     assert err.value.results[0] == "ok"
     (failure,) = err.value.failures
     assert isinstance(failure.cause, TimeoutError) and failure.index == 1
+    cause = failure.cause
+    assert isinstance(cause, alto.StageTimeout)
+    assert (cause.stage, cause.timeout, cause.split) == ("stuck", 0.05, False)
+    assert (failure.stage, failure.ancestry) == ("stuck", (1,))
+    assert "stage 'stuck' timed out after 0.05 s" in str(failure)
+    assert str(cause).startswith("stage 'stuck' timed out after 0.05 s")
+
+
+async def test_split_timeout_says_the_whole_split_counts(backend):
+    @alto.stage(timeout=0.05)
+    async def parts(text: str) -> Split[str]:
+        for w in text.split():
+            if w == "stall":
+                await anyio.sleep(30)
+            yield w
+
+    @alto.flow
+    def f(text: str):
+        return collect(parts(text))
+
+    with pytest.raises(alto.PipelineError) as err:
+        await f.run(["a b", "c stall"], backend=backend)
+    assert err.value.results[0] == ["a", "b"]
+    (failure,) = err.value.failures
+    assert isinstance(failure.cause, alto.StageTimeout) and failure.cause.split
+    assert (failure.stage, failure.ancestry) == ("parts", (1,))
+    assert "stage 'parts' timed out after 0.05 s" in str(failure)
+    assert "every child included" in str(failure)
 
 
 async def test_split_failure_after_children_fails_root(backend):
@@ -236,3 +264,77 @@ async def test_failure_in_join_branch(backend):
         await f.run(["a zz", "bb", "zz"], backend=backend)
     assert err.value.results[1] == ["bbbb"]
     assert [x.index for x in err.value.failures] == [0, 2]
+
+
+# --- a failing fragment in a batch of strangers ----------------------------------------
+
+MIXED = ["a b", "c bad d", "e f", "g"]  # 8 fragments of 4 roots; 'bad' fails
+
+
+def batched_flow(shared, fails, size: int = 8):
+    """items -> a batched stage that records each call and fails on ``fails(word)`` -> collect.
+
+    ``batch`` is the number of fragments, so the fragments of every root meet in one call
+    (a partial batch waits for more while the split upstream works).
+    """
+
+    @alto.stage(batch=size, batch_timeout=5.0)
+    async def shout(words: list[str]) -> list[str]:
+        await shared.append("calls", list(words))
+        bad = [w for w in words if fails(w)]
+        if bad:
+            raise ValueError(f"cannot take {bad[0]!r}")
+        return [w.upper() for w in words]
+
+    @alto.flow
+    def f(text: str):
+        return collect(shout(items(text)))
+
+    return f
+
+
+async def test_failing_fragment_in_a_batch_fails_only_its_root(backend, shared):
+    f = batched_flow(shared, lambda w: w == "bad")
+    clean = await f.run([t for t in MIXED if "bad" not in t], backend=backend)
+    await shared.put("calls", [])
+    stats = alto.RunStats()
+    with pytest.raises(alto.PipelineError) as err:
+        await f.run(MIXED, backend=backend, stats=stats)
+
+    calls = await shared.get("calls")
+    assert sorted(calls[0]) == sorted(" ".join(MIXED).split())  # strangers shared the call
+    results = err.value.results
+    assert [results[0], results[2], results[3]] == clean
+    (failure,) = err.value.failures
+    assert isinstance(failure, StageError) and results[1] is failure
+    assert (failure.stage, failure.ancestry, failure.index) == ("shout", (1, "items", 1), 1)
+    assert failure.bisected == 8 and failure.inputs == {"words": "bad"}
+    assert "bisecting a batch of 8" in str(failure) and "root 1 > items[1]" in str(failure)
+    assert "cannot take 'bad'" in str(failure)
+    assert [c for c in calls if "bad" in c][-1] == ["bad"]  # it failed in a call of its own
+    shout = stats.stages["shout"]
+    assert shout.bisections == len(calls) - 1 >= 4 and shout.calls == len(calls)
+    assert shout.errors == 1
+
+
+async def test_batch_where_every_fragment_fails_reports_each(backend, shared):
+    f = batched_flow(shared, lambda w: True)
+    letters: list[StageError] = []
+    out = await f.run(MIXED, backend=backend, dead_letters=letters)
+    assert out == [[], [], [], []]  # every fragment failed; the gathers see no survivor
+    fragments = [(i, "items", j) for i, t in enumerate(MIXED) for j in range(len(t.split()))]
+    assert sorted(e.ancestry for e in letters) == fragments
+    assert all(e.stage == "shout" and e.bisected == 8 for e in letters)
+    assert sorted(e.inputs["words"] for e in letters) == sorted(" ".join(MIXED).split())
+    calls = await shared.get("calls")
+    assert len(calls) == 2 * 8 - 1  # the batch, and every part of it down to single words
+
+
+async def test_dead_letters_get_the_culprit_of_a_bisected_batch(backend, shared):
+    f = batched_flow(shared, lambda w: w == "bad")
+    letters: list[StageError] = []
+    out = await f.run(MIXED, backend=backend, dead_letters=letters)
+    assert out == [["A", "B"], ["C", "D"], ["E", "F"], ["G"]]  # the culprit is dropped
+    (letter,) = letters
+    assert letter.ancestry == (1, "items", 1) and letter.inputs == {"words": "bad"}
+    assert letter.bisected == 8 and isinstance(letter.cause, ValueError)
