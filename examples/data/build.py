@@ -250,6 +250,50 @@ _LEAD_NOISE = re.compile(
     r"^(?:\d+\.\s+|(?:/[^/\s][^/]{0,60}/|\([^()]{0,120}\))[,;]?\s*(?:(?:or|occasionally|and)\s+)?)+"
 )
 
+# FOLDOC keeps the Jargon File's profanity, slurs and sexual jokes ("tits on a keyboard", "FOAD",
+# "SEX"). An entry whose headword, aliases or text hold one of these words is left out of every
+# file, and so is never a passage, a question, a multi-hop link or an ingest document. Each item
+# is a regular expression matched as a whole word, case-insensitively.
+OFFENSIVE_WORDS = (
+    # slurs
+    r"nigger\w*",
+    r"fag(?:s|gots?)?",
+    r"kikes?",
+    r"retard(?:ed|s)?",
+    r"tranny",
+    # profanity
+    r"\w*fuck\w*",
+    r"(?:bull)?shit\w*",
+    r"cunts?",
+    r"ass(?:holes?)?",
+    r"arse(?:holes?)?",
+    r"bastards?",
+    r"bitch\w*",
+    r"piss(?:ed)?",
+    r"\w*wank\w*",
+    # sexual
+    r"tits",
+    r"penis(?:es)?",
+    r"\w*porn\w*",
+    r"erotic\w*",
+    r"orgasm\w*",
+    r"masturbat\w*",
+    r"\w*dildo\w*",
+    r"nud(?:e|ity)",
+    r"naked",
+    r"strippers?",
+    r"hookers?",
+    r"condoms?",
+    r"cybersex",
+    r"sexual (?:intercourse|interaction|nature|habits)",
+    r"(?:have|having|had|unsafe|immediate|animal) sex",
+    r"sex (?:with|parties)",
+)
+# "sex" alone is a word of the trade in running text ("byte sex", the 6809's SEX instruction,
+# "age and sex"), so on its own it marks only an entry named by it.
+_OFFENSIVE = re.compile(r"\b(?:" + "|".join(OFFENSIVE_WORDS) + r")\b", re.IGNORECASE)
+_OFFENSIVE_NAME = re.compile(r"\bsex\b", re.IGNORECASE)
+
 
 def decode_dictd_number(value: str) -> int:
     """Decode a dictd index number (base 64, most significant digit first)."""
@@ -284,6 +328,14 @@ class FoldocEntry:
     def body(self) -> str:
         """All paragraphs, blank-line separated."""
         return "\n\n".join(self.paragraphs)
+
+    @property
+    def is_offensive(self) -> bool:
+        """True when a name or paragraph holds one of ``OFFENSIVE_WORDS``, or a name is "sex"."""
+        names = " / ".join([self.headword, *self.aliases])
+        return bool(_OFFENSIVE.search(names + "\n\n" + self.body())) or bool(
+            _OFFENSIVE_NAME.search(names)
+        )
 
 
 def _foldoc_ref_text(inner: str) -> str:
@@ -652,7 +704,12 @@ def _unique_ids(names: Iterable[str], prefix: str) -> dict[str, str]:
 
 
 def build_foldoc(entries: Sequence[FoldocEntry], corpus: Corpus) -> None:
-    """Add FOLDOC passages, "What is X?" questions, multi-hop questions and the ingest stream."""
+    """Add FOLDOC passages, "What is X?" questions, multi-hop questions and the ingest stream.
+
+    Offensive entries (see ``OFFENSIVE_WORDS``) are dropped first, so no question asks about
+    one and no multi-hop question links to one.
+    """
+    entries = [entry for entry in entries if not entry.is_offensive]
     by_name: dict[str, FoldocEntry] = {}
     for entry in entries:
         for name in [entry.headword, *entry.aliases]:

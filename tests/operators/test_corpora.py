@@ -133,6 +133,16 @@ def test_ingest_stream_prefix_and_fields() -> None:
         data.ingest_documents(-1)
 
 
+def test_no_shipped_text_holds_an_offensive_word() -> None:
+    texts = [p.text for p in data.passages()] + [d.text for d in data.ingest_documents()]
+    for q in data.questions() + data.questions(multihop=True):
+        texts += [q.question, q.answer, *(s.question for s in q.subquestions)]
+    offending = [t[:60] for t in texts if build._OFFENSIVE.search(t)]
+    assert offending == []
+    titles = {p.title.lower() for p in data.passages()}
+    assert not titles & {"pastie", "tits on a keyboard", "sex", "foad"}
+
+
 def test_loaders_return_fresh_lists_of_frozen_records() -> None:
     first = data.passages()
     first.clear()
@@ -181,6 +191,31 @@ def test_foldoc_entries_are_cleaned_and_their_links_kept() -> None:
         'A humourous problem description that is a play on "working as designed", from IBM.'
     )
     assert answer in text
+
+
+def test_offensive_entries_are_recognised_and_dropped_before_linking() -> None:
+    def entry(headword: str, text: str, refs: list[str] | None = None) -> build.FoldocEntry:
+        return build.FoldocEntry(headword, [], [text + " More words here." * 16], refs or [])
+
+    pastie = entry("pastie", "An adhesive-backed label; it refers to devices worn by strippers.")
+    assert pastie.is_offensive
+    assert entry("SEX", "Software EXchange, a jargon pun.").is_offensive
+    assert build.FoldocEntry("FOAD", [], ["(chat) Fuck off and die."]).is_offensive
+    # words of the trade, names and substrings are not offensive
+    for text in (
+        "The wrong byte sex, or the 6809's SEX instruction.",
+        "A subsidiary of Matsushita, in Massachusetts, founded by a passer-by.",
+        "Crossover, as in sexual reproduction, and the class of an assignment.",
+    ):
+        assert not entry("clean", text).is_offensive, text
+    keyboard = entry(
+        "keyboard", "An input device; compare pastie and the TrackPoint.", refs=["pastie"]
+    )
+    corpus = build.Corpus()
+    build.build_foldoc([keyboard, pastie], corpus)
+    assert [p["title"] for p in corpus.passages] == ["keyboard"]
+    assert [d["title"] for d in corpus.ingest] == ["keyboard"]
+    assert corpus.multihop == []
 
 
 def test_sentences_keep_abbreviations_together() -> None:
