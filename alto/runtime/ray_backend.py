@@ -138,6 +138,23 @@ def actor_options(node: Node) -> dict[str, Any]:
     return options
 
 
+_TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+class _QuietTokenAuthDefault(logging.Filter):
+    """Drops Ray's notice that it turned token authentication on for a new local cluster.
+
+    Ray 2.59+ enables token authentication for every cluster ``ray.init()`` starts and logs a
+    WARNING saying so on each start, unless ``RAY_AUTH_MODE`` is set explicitly. Setting it
+    here would come too late (Ray reads its config when it is imported), so the private
+    cluster Alto starts keeps Ray's default, authentication on, without the notice. Nothing
+    else from that logger is dropped: a warning that authentication is *off* still shows.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+
 class _Connection:
     """Connects this process to Ray for the runs that need it; disconnects after the last.
 
@@ -154,12 +171,18 @@ class _Connection:
             if self.users == 0 and not ray.is_initialized():
                 address = address or os.environ.get("RAY_ADDRESS") or None
                 kwargs: dict[str, Any] = {"logging_level": logging.WARNING}
+                quiet = _QuietTokenAuthDefault()
+                auth_log = logging.getLogger(_TOKEN_AUTH_LOGGER)
                 if address is None:
                     kwargs.update(address="local", include_dashboard=False)
                     kwargs.update(init or {})
+                    auth_log.addFilter(quiet)  # a private cluster: see _QuietTokenAuthDefault
                 else:
                     kwargs.update(address=address)
-                ray.init(**kwargs)
+                try:
+                    ray.init(**kwargs)
+                finally:
+                    auth_log.removeFilter(quiet)
                 self.owned = True
             self.users += 1
 

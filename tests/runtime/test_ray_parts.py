@@ -102,3 +102,20 @@ def test_actor_options_map_resources_and_keep_actors_restartable():
     light_options = actor_options(light_node)
     assert light_options["num_cpus"] == 0 and "resources" not in light_options
     assert poolable(light_options) and not poolable(options)
+
+
+def test_only_the_notice_that_token_auth_is_on_is_dropped_for_a_private_cluster():
+    import logging
+
+    from alto.runtime.ray_backend import _QuietTokenAuthDefault
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("ray", logging.WARNING, __file__, 1, message, None, None)
+
+    quiet = _QuietTokenAuthDefault()
+    assert not quiet.filter(record(
+        "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to "
+        "opt out."))
+    assert quiet.filter(record("Token authentication is disabled for this Ray cluster. Anyone "
+                               "with network access to the cluster can run arbitrary code"))
+    assert quiet.filter(record("Generated new authentication token"))
