@@ -7,6 +7,7 @@ enough HTTP/1.1 (one request per connection) to script the answers.
 from __future__ import annotations
 
 import json
+import pickle
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -178,6 +179,42 @@ async def test_client_errors_are_not_retried() -> None:
         with pytest.raises(LLMServerError, match="404"):
             await llm.complete("x")
     assert len(fake.requests) == 1
+
+
+HTML_404 = (
+    b'<!DOCTYPE HTML>\n<html lang="en">\n    <head>\n        <meta charset="utf-8">\n'
+    b"        <title>Error response</title>\n    </head>\n    <body>\n"
+    b"        <h1>Error response</h1>\n        <p>Error code: 404</p>\n" + b"<p>x</p>\n" * 100
+    + b"    </body>\n</html>\n"
+)
+
+
+@pytest.mark.anyio
+async def test_an_html_error_page_is_named_in_one_line_not_quoted() -> None:
+    async def handler(req: Request, i: int, send: Any) -> None:
+        await send(answer(404, HTML_404, {"Content-Type": "text/html"}))
+
+    fake = Fake(handler)
+    async with serve(fake) as url, client(url) as llm:
+        with pytest.raises(LLMServerError) as info:
+            await llm.chat(USER)
+    err = info.value
+    assert str(err) == (
+        f'LLM server at {url}/v1/chat/completions answered HTTP 404: an HTML page '
+        '("Error response")'
+    )
+    assert err.body.startswith("<!DOCTYPE HTML>"), "the body itself is kept for callers"
+    assert str(pickle.loads(pickle.dumps(err))) == str(err)
+
+
+def test_bodies_are_described_on_one_line() -> None:
+    from alto.operators.llm.errors import describe_body
+
+    assert describe_body("<html><body>hi</body></html>") == "an HTML page"
+    assert describe_body("  <TITLE>\n Bad\n Gateway </TITLE>") == 'an HTML page ("Bad Gateway")'
+    assert describe_body('{"error":\n   {"message": "no"}}') == '{"error": {"message": "no"}}'
+    assert describe_body("x" * 1000, limit=20) == "x" * 20 + "..."
+    assert describe_body("a < b\nc") == "a < b c"
 
 
 @pytest.mark.anyio

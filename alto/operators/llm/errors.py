@@ -8,6 +8,7 @@ truncated and redacted before they are stored.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 _BODY_LIMIT = 500
@@ -16,6 +17,29 @@ _BODY_LIMIT = 500
 def _clip(text: str, limit: int = _BODY_LIMIT) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[:limit] + "..."  # idempotent: safe to re-clip
+
+
+_HTML = re.compile(r"\s*(?:<!doctype\s+html|<html|<head|<body|<title|<h1|<p>)", re.IGNORECASE)
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def describe_body(text: str, limit: int = 200) -> str:
+    """A server's answer body for a one-line message.
+
+    An HTML page (a web server, a proxy's error page: not an OpenAI-compatible API) is named
+    as one, with its title; any other text has its whitespace folded to single spaces and is
+    clipped to ``limit`` characters.
+
+        >>> describe_body("<html><head><title>404 Not Found</title></head>...</html>")
+        'an HTML page ("404 Not Found")'
+        >>> describe_body('{"error":\n  "no such model"}')
+        '{"error": "no such model"}'
+    """
+    if _HTML.match(text):
+        title = _TITLE.search(text)
+        name = " ".join(title.group(1).split()) if title else ""
+        return f'an HTML page ("{_clip(name, 80)}")' if name else "an HTML page"
+    return _clip(" ".join(text.split()), limit)
 
 
 class LLMError(Exception):
@@ -28,7 +52,8 @@ class LLMServerError(LLMError):
     """The server answered with an HTTP error status.
 
     Raised at once for statuses that retrying cannot fix (400, 401, 404, 422 ...), and after the
-    last retry for 429 and 5xx.
+    last retry for 429 and 5xx. The message is one line: an HTML body (the server is not an
+    OpenAI-compatible API) is named, not quoted.
 
     Attributes:
         url: the endpoint that was called.
@@ -45,7 +70,7 @@ class LLMServerError(LLMError):
         self.body = _clip(body)
         self.attempts = attempts
         tries = f" after {attempts} attempts" if attempts > 1 else ""
-        detail = f": {self.body}" if self.body else ""
+        detail = f": {describe_body(self.body)}" if self.body else ""
         super().__init__(f"LLM server at {url} answered HTTP {status}{tries}{detail}")
 
     def __reduce__(self) -> Any:

@@ -26,6 +26,7 @@ from alto.operators.llm.errors import (
     LLMProtocolError,
     LLMServerError,
     LLMTimeoutError,
+    describe_body,
 )
 
 JsonMode = Literal["auto", "json_schema", "json_object", "none"]
@@ -285,8 +286,8 @@ class OpenAIClient(LLM):
             try:
                 data = json.loads(body)
             except ValueError as exc:
-                shown = self._redact(body.decode(errors="replace"))[:200]
-                raise LLMProtocolError(url, f"expected a JSON body, got {shown!r}") from exc
+                shown = describe_body(self._redact(body.decode(errors="replace")))
+                raise LLMProtocolError(url, f"expected a JSON body, got {shown}") from exc
             if not isinstance(data, dict):
                 raise LLMProtocolError(url, f"expected a JSON object, got {type(data).__name__}")
             return data
