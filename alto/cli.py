@@ -95,6 +95,20 @@ def read_config(app: ModuleType, path: str) -> Any:
                        f"(settings: {fields})") from None
 
 
+def check_shipped_inputs(app: ModuleType, n: int) -> None:
+    """A CLIError when ``app``'s shipped data set holds fewer than ``n`` inputs.
+
+    ``load_inputs`` would quietly return fewer; a run of another size than asked for is a
+    surprise, so the user is told the size and the ways out instead.
+    """
+    available = app.available_inputs()
+    if n > available:
+        raise CLIError(
+            f"--n {n}: the {app.NAME} data set has {available} {app.INPUT_UNIT}; "
+            f"pass --n {available} or fewer, or --input FILE"
+        )
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json")
@@ -105,14 +119,40 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def check_llm_server(url: str) -> None:
-    """Fail fast, in one line, when an OpenAI-compatible server does not answer."""
+def check_llm_server(url: str, *, api_key_env: str = "OPENAI_API_KEY") -> None:
+    """Fail fast, in one line, when ``url`` is not an OpenAI-compatible server that answers.
+
+    Asks for ``GET /v1/models`` (what vLLM, SGLang, llama.cpp's server and OpenAI answer),
+    with the API key the client will send, and accepts a JSON answer. A connection failure,
+    an HTTP error status, or a page that is not JSON (a web server's HTML) is a CLIError
+    naming the status and the URL.
+    """
     import httpx
 
+    from alto.operators.llm.errors import describe_body
+
+    # the base URL the way OpenAIClient reads it: with or without the /v1 suffix
+    models = url.rstrip("/").removesuffix("/v1") + "/v1/models"
+    key = os.environ.get(api_key_env, "")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        httpx.get(url.rstrip("/") + "/models", timeout=5.0)
+        response = httpx.get(models, headers=headers, timeout=5.0)
     except httpx.HTTPError as exc:
         raise CLIError(f"cannot reach the LLM server at {url}: {exc}") from exc
+    hint = "is it an OpenAI-compatible server, and is --llm-url its API base (…/v1)?"
+    if response.status_code in (401, 403):
+        hint = f"set ${api_key_env} to the server's API key"
+    if response.status_code >= 400:
+        status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+        raise CLIError(f"the LLM server at {url} answered {status} for GET {models}; {hint}")
+    try:
+        response.json()
+    except ValueError:
+        shown = describe_body(response.text.replace(key, "***") if key else response.text)
+        raise CLIError(
+            f"the LLM server at {url} answered GET {models} with {shown or 'an empty body'}, "
+            f"not JSON; {hint}"
+        ) from None
 
 
 async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
@@ -214,31 +254,45 @@ def _list() -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    # options every subcommand takes too (``alto run ... --debug``); SUPPRESS as their default
+    # there, so a subcommand that is not given one keeps the value parsed before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks")
+
     p = argparse.ArgumentParser(prog="alto", description="Streaming compound-AI pipelines.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="the example apps")
+    sub.add_parser("list", parents=[common], help="the example apps")
 
-    run = sub.add_parser("run", help="run an example app")
+    run = sub.add_parser("run", parents=[common], help="run an example app")
     run.add_argument("app", help=f"one of {', '.join(APPS)}")
     source = run.add_mutually_exclusive_group()
     source.add_argument("--input", metavar="FILE", help="JSON list or JSON-lines file of inputs")
-    source.add_argument("--n", type=int, default=3, help="inputs from the shipped data (default 3)")
+    source.add_argument("--n", type=int, default=3,
+                        help="inputs from the shipped data (default 3; for ingest, the "
+                        "documents of its one corpus)")
     run.add_argument("--llm", choices=["local", "openai", "emulated", "fake"], default="local",
                      help="local: embedded SmolLM2 (default); openai: a server at --llm-url; "
-                     "emulated: the serving-timing emulator (timing emulation, not a model)")
+                     "emulated: the serving-timing emulator (timing emulation, not a model); "
+                     "fake: the scripted test double")
     run.add_argument("--llm-url", help="base URL of an OpenAI-compatible server (…/v1)")
     run.add_argument("--llm-model", help="model name for the server, or a GGUF path for local")
-    run.add_argument("--embedder", choices=["minilm", "hash"], default="minilm")
+    run.add_argument("--embedder", choices=["minilm", "hash"], default="minilm",
+                     help="minilm: all-MiniLM-L6-v2 sentence embeddings (default); hash: the "
+                     "hashing test double (no model, not semantic)")
     run.add_argument("--config", metavar="FILE", help="the app's settings as JSON (see its Config)")
-    run.add_argument("--backend", choices=["local", "ray"], default="local")
+    run.add_argument("--backend", choices=["local", "ray"], default="local",
+                     help="local: this process (default); ray: stage replicas as Ray actors, on "
+                     "the cluster at RAY_ADDRESS or a private local one")
     run.add_argument("--concurrency", type=int, help="most inputs in flight at once")
     run.add_argument("--json", action="store_true", help="print results as JSON")
     run.add_argument("--stats", action="store_true", help="print per-stage statistics")
     run.add_argument("--trace", metavar="FILE", help="write a Chrome trace of every stage call")
 
-    graph = sub.add_parser("graph", help="print an app's plan, with its levels")
-    graph.add_argument("app")
+    graph = sub.add_parser("graph", parents=[common],
+                           help="print an app's plan, with its levels")
+    graph.add_argument("app", help=f"one of {', '.join(APPS)}")
     fmt = graph.add_mutually_exclusive_group()
     fmt.add_argument("--text", action="store_true", help="only the text form")
     fmt.add_argument("--mermaid", action="store_true", help="only the Mermaid form")
@@ -246,7 +300,8 @@ def parser() -> argparse.ArgumentParser:
     from alto.bench.cli import add_arguments as add_bench_arguments
 
     add_bench_arguments(sub.add_parser(
-        "bench", help="compare Alto, the LangGraph versions and an asyncio optimum"))
+        "bench", parents=[common],
+        help="compare Alto, the LangGraph versions and an asyncio optimum"))
     return p
 
 
@@ -272,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _graph(args, app)
         if args.n is not None and args.n < 1:
             raise CLIError(f"--n must be at least 1, got {args.n}")
+        if args.input is None:
+            check_shipped_inputs(app, args.n)
         if args.concurrency is not None and args.concurrency < 1:
             raise CLIError(f"--concurrency must be at least 1, got {args.concurrency}")
         import anyio

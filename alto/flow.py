@@ -16,6 +16,7 @@ from alto.errors import CompileError, PipelineError, StageError
 from alto.result import Result
 from alto.runtime import get_backend
 from alto.runtime.metrics import RunStats
+from alto.runtime.otel import traced_run
 from alto.runtime.run import RunControl
 
 Inputs = Iterable[Any] | AsyncIterable[Any]
@@ -72,6 +73,7 @@ class Flow:
         dead_letters: list[StageError] | None = None,
         deadline: float | None = None,
         progress: bool = False,
+        otel: Any = None,
         **options: Any,
     ) -> list[Any]:
         """Run every input through the flow; the outputs in input order.
@@ -92,6 +94,10 @@ class Flow:
                 an input past it fails with :class:`DeadlineExceeded` and its
                 stage calls are stopped.
             progress: show a progress bar.
+            otel: OpenTelemetry export: the URL of an OTLP/HTTP traces endpoint (e.g.
+                ``"http://127.0.0.1:6006/v1/traces"``; needs ``alto[otel]``) or a tracer
+                provider. By default the run is traced only if the program configured a
+                global tracer provider (see ``docs/otel.md``).
             options: options of the backend (e.g. ``address=`` for Ray).
 
         Raises:
@@ -102,18 +108,19 @@ class Flow:
         outcomes: dict[int, Result[Any]] = {}
         bar = _progress_bar(inputs, self.name) if progress else None
         try:
-            await get_backend(backend)(
-                self.plan,
-                inputs,
-                lambda result: outcomes.__setitem__(result.index, result),
-                concurrency=concurrency,
-                stats=stats,
-                trace=trace,
-                dead_letters=dead_letters,
-                progress=bar,
-                **({"deadline": deadline} if deadline is not None else {}),
-                **options,
-            )
+            async with traced_run(self.plan, backend, otel):
+                await get_backend(backend)(
+                    self.plan,
+                    inputs,
+                    lambda result: outcomes.__setitem__(result.index, result),
+                    concurrency=concurrency,
+                    stats=stats,
+                    trace=trace,
+                    dead_letters=dead_letters,
+                    progress=bar,
+                    **({"deadline": deadline} if deadline is not None else {}),
+                    **options,
+                )
         finally:
             if bar is not None:
                 bar.close()
@@ -145,6 +152,7 @@ class ResultStream:
         self.plan = flow.plan
         self._inputs = inputs
         self._run = get_backend(backend)
+        self._backend = backend
         self._options = options
         self.stats: RunStats = options.pop("stats", None) or RunStats()
         self._control = RunControl()
@@ -173,7 +181,7 @@ class ResultStream:
             # The task must not hold the stream: dropping the last reference to
             # the stream (leaving an ``async for`` early) is what cancels it.
             self._task = asyncio.get_running_loop().create_task(
-                _produce(self._run, self.plan, self.flow.name, self._inputs, self._send,
+                _produce(self._run, self.plan, self._backend, self._inputs, self._send,
                          self.stats, self._options)
             )
         try:
@@ -216,16 +224,17 @@ class ResultStream:
 async def _produce(
     run: Callable[..., Any],
     plan: Plan,
-    name: str,
+    backend: str,
     inputs: Inputs,
     send: Any,
     stats: RunStats,
     options: dict[str, Any],
 ) -> None:
     progress = options.pop("progress", False)
-    bar = _progress_bar(inputs, name) if progress else None
+    otel = options.pop("otel", None)
+    bar = _progress_bar(inputs, plan.name) if progress else None
     try:
-        async with send:
+        async with send, traced_run(plan, backend, otel):
             await run(plan, inputs, send.send_nowait, stats=stats, progress=bar, **options)
     finally:
         if bar is not None:

@@ -27,7 +27,9 @@ def test_design_contract_names_exist():
 def test_import_alto_does_not_import_heavy_libraries():
     code = (
         "import sys, alto, alto.operators, alto.runtime, alto.runtime.local\n"
-        "heavy = {'torch', 'faiss', 'ray', 'llama_cpp', 'langgraph', 'sentence_transformers'}\n"
+        "import alto.operators.llm.openai, alto.operators.llm.local, alto.cli\n"
+        "heavy = {'torch', 'faiss', 'ray', 'llama_cpp', 'langgraph', 'sentence_transformers',\n"
+        "         'opentelemetry'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

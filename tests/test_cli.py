@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+import http.server
 import json
+import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from alto import cli
 
 FAST = ["--llm", "fake", "--embedder", "hash"]
 
@@ -132,6 +140,159 @@ def test_bad_numbers_and_debug() -> None:
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
+def test_n_above_the_shipped_data_set_is_an_error_that_names_its_size() -> None:
+    result = alto("run", "factcheck", "--n", "900")
+    assert result.returncode == 2
+    assert_one_line_error(result, "--n 900: the factcheck data set has 500 inputs; pass --n "
+                          "500 or fewer, or --input FILE")
+    # ingest's --n counts the documents of its one corpus
+    assert_one_line_error(alto("run", "ingest", "--n", "5001"),
+                          "the ingest data set has 5000 documents; pass --n 5000 or fewer")
+
+
+@pytest.mark.parametrize("name", cli.APPS)
+def test_n_up_to_each_data_set_is_accepted(name: str) -> None:
+    app = cli.load_app(name)
+    size = app.available_inputs()
+    if name == "ingest":
+        (corpus,) = app.load_inputs(size)
+        assert len(corpus.documents) == size
+    else:
+        assert len(app.load_inputs(size)) == size == len(app.load_inputs(size + 1))
+    cli.check_shipped_inputs(app, size)
+    with pytest.raises(cli.CLIError, match=f"--n {size + 1}: the {name} data set has {size} "):
+        cli.check_shipped_inputs(app, size + 1)
+
+
+def test_global_options_go_before_or_after_the_subcommand() -> None:
+    parse = cli.parser().parse_args
+    assert parse(["--debug", "run", "factcheck"]).debug is True
+    assert parse(["run", "factcheck", "--debug"]).debug is True
+    assert parse(["run", "factcheck"]).debug is False
+    assert parse(["graph", "ingest", "--debug"]).debug is True
+    assert parse(["--debug", "bench", "ingest"]).debug is True
+    assert parse(["list"]).debug is False
+    for args in (["run", "nope", "--debug"], ["--debug", "run", "nope"]):
+        result = alto(*args)
+        assert result.returncode != 0 and "Traceback" in result.stderr, args
+    assert_one_line_error(alto("run", "nope"), "unknown app")
+
+
+def _options(p: argparse.ArgumentParser, path: str = "alto") -> Iterator[tuple[str, Any]]:
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _options(child, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction):
+            yield f"{path} {'/'.join(action.option_strings) or action.dest}", action
+
+
+def test_every_option_and_argument_has_help() -> None:
+    options = dict(_options(cli.parser()))
+    assert "alto run --embedder" in options and "alto graph app" in options
+    assert "alto bench --embedder" in options and "alto run --backend" in options
+    missing = [name for name, action in options.items() if not action.help]
+    assert missing == []
+    result = alto("graph", "--help")
+    assert result.returncode == 0 and "one of factcheck" in result.stdout
+
+
+# ------------------------------------------------------------------ a URL that is no LLM server
+
+PAGE = (b"<!DOCTYPE html>\n<html>\n<head>\n<title>Intranet home</title>\n</head>\n<body>\n"
+        + b"<p>Welcome</p>\n" * 200 + b"</body>\n</html>\n")
+
+
+class _Site(http.server.BaseHTTPRequestHandler):
+    """A web server on loopback: ``routes`` maps (method, path) to (status, content type, body);
+    anything else is http.server's own HTML error page, 404."""
+
+    routes: dict[tuple[str, str], tuple[int, str, bytes]] = {}
+
+    def _answer(self, method: str) -> None:
+        if method == "POST":
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        route = self.routes.get((method, self.path))
+        if route is None:
+            self.send_error(404)
+            return
+        status, kind, body = route
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's names)
+        self._answer("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._answer("POST")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def site() -> Iterator[tuple[str, dict[tuple[str, str], tuple[int, str, bytes]]]]:
+    """A real HTTP server on a free loopback port: its URL and its routes (edit them)."""
+    routes: dict[tuple[str, str], tuple[int, str, bytes]] = {}
+    handler = type("Site", (_Site,), {"routes": routes})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", routes
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_web_server_that_answers_404_is_named_in_one_line(site: Any) -> None:
+    url, _ = site
+    result = alto("run", "factcheck", "--n", "1", "--llm", "openai", "--llm-url", f"{url}/v1",
+                  "--embedder", "hash")
+    assert result.returncode == 2
+    assert_one_line_error(result, f"the LLM server at {url}/v1 answered HTTP 404 Not Found",
+                          f"GET {url}/v1/models", "OpenAI-compatible")
+    assert "<" not in result.stderr
+
+
+def test_a_web_page_instead_of_the_api_is_named_in_one_line(site: Any) -> None:
+    url, routes = site
+    routes[("GET", "/v1/models")] = (200, "text/html", PAGE)
+    result = alto("run", "factcheck", "--llm", "openai", "--llm-url", url, "--embedder", "hash")
+    assert_one_line_error(result, f"answered GET {url}/v1/models with an HTML page "
+                          '("Intranet home"), not JSON')
+    assert "Welcome" not in result.stderr
+
+
+def test_an_api_that_refuses_completions_fails_each_input_in_one_line(site: Any) -> None:
+    url, routes = site
+    routes[("GET", "/v1/models")] = (200, "application/json", b'{"object": "list", "data": []}')
+    result = alto("run", "factcheck", "--n", "2", "--llm", "openai", "--llm-url", url,
+                  "--embedder", "hash")
+    assert result.returncode == 1, result.stderr
+    failed = [line for line in result.stdout.splitlines() if "FAILED" in line]
+    assert len(failed) == 2
+    for line in failed:
+        assert f"LLM server at {url}/v1/chat/completions answered HTTP 404" in line
+        assert 'an HTML page ("Error response")' in line
+    assert "<" not in result.stdout + result.stderr
+    assert "factcheck: 0/2 inputs" in result.stdout
+
+
+def test_the_server_check_reads_the_base_url_as_the_client_does(site: Any) -> None:
+    url, routes = site
+    routes[("GET", "/v1/models")] = (200, "application/json", b'{"object": "list", "data": []}')
+    for base in (url, f"{url}/", f"{url}/v1", f"{url}/v1/"):
+        cli.check_llm_server(base)
+    routes[("GET", "/v1/models")] = (401, "application/json", b'{"error": "no key"}')
+    with pytest.raises(cli.CLIError, match=r"HTTP 401 Unauthorized .*set \$OPENAI_API_KEY"):
+        cli.check_llm_server(url)
+
+
 def test_argument_errors_use_argparse() -> None:
     result = alto("run", "factcheck", "--llm", "gpt")
     assert result.returncode == 2 and "invalid choice: 'gpt'" in result.stderr
@@ -159,3 +320,37 @@ def test_run_on_ray_gives_the_local_outputs() -> None:
         assert data["backend"] == backend
         outputs[backend] = [r["output"] for r in data["results"]]
     assert outputs["ray"] == outputs["local"]
+
+
+RAY_AUTH_PROBE = """
+import ray
+from ray._raylet import AuthenticationMode, get_authentication_mode
+from alto.runtime import ray_backend
+
+ray_backend._connection.acquire(None, None)
+try:
+    print("token auth on:", get_authentication_mode() == AuthenticationMode.TOKEN)
+finally:
+    ray_backend._connection.release()
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_private_ray_cluster_keeps_token_auth_without_the_banner() -> None:
+    ray = pytest.importorskip("ray")
+    # RAY_AUTH_MODE set by anyone silences Ray's notice itself: run as a user who did not
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    result = subprocess.run(
+        [sys.executable, "-m", "alto.cli", "run", "ingest", "--n", "2", "--backend", "ray", *FAST],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ray backend" in result.stdout
+    assert "Token authentication" not in result.stderr, result.stderr
+    if tuple(int(p) for p in ray.__version__.split(".")[:2]) >= (2, 59):
+        # Ray's default for a cluster ray.init() starts, since 2.59: authentication on
+        probe = subprocess.run([sys.executable, "-c", RAY_AUTH_PROBE], capture_output=True,
+                               text=True, timeout=600, env=env)
+        assert probe.returncode == 0, probe.stderr[-2000:]
+        assert "token auth on: True" in probe.stdout
+        assert "Token authentication" not in probe.stderr, probe.stderr

@@ -63,7 +63,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="run the emulator in a child process (default: its clock is not slowed by the "
         "systems' CPU work) or in a thread",
     )
-    p.add_argument("--embedder", choices=["minilm", "hash"], default="minilm")
+    p.add_argument(
+        "--embedder",
+        choices=["minilm", "hash"],
+        default="minilm",
+        help="minilm: all-MiniLM-L6-v2 sentence embeddings (default); hash: the hashing test "
+        "double (no model, not semantic)",
+    )
     p.add_argument("--config", metavar="FILE", help="the app's settings as JSON (one app only)")
     p.add_argument("--queries", type=int, default=16, help="root inputs per app (default 16)")
     p.add_argument(
@@ -117,6 +123,29 @@ def _numbers(text: str, kind: type, what: str) -> list[Any]:
     return sorted(set(values))
 
 
+def _check_shipped_inputs(name: str, queries: int, docs_per_corpus: int) -> None:
+    """A BenchError when app ``name``'s shipped data set is too small for ``--queries``.
+
+    Its inputs would quietly be fewer than asked for, and the runs' sizes not what the
+    report says was asked.
+    """
+    from alto.cli import load_app
+
+    available = load_app(name).available_inputs()
+    if name == "ingest":
+        needed = queries * docs_per_corpus
+        if needed > available:
+            raise BenchError(
+                f"--queries {queries} x --docs-per-corpus {docs_per_corpus} = {needed} documents: "
+                f"the ingest data set has {available}; lower either"
+            )
+    elif queries > available:
+        raise BenchError(
+            f"--queries {queries}: the {name} data set has {available} inputs; "
+            f"pass --queries {available} or fewer"
+        )
+
+
 def settings_from(args: argparse.Namespace) -> Any:
     """Validated :class:`~alto.bench.runner.Settings` from the parsed arguments."""
     from alto.bench.runner import Settings
@@ -132,6 +161,8 @@ def settings_from(args: argparse.Namespace) -> Any:
         raise BenchError(f"--repeats must be at least 1, got {args.repeats}")
     if args.docs_per_corpus < 1:
         raise BenchError(f"--docs-per-corpus must be at least 1, got {args.docs_per_corpus}")
+    for app in apps:
+        _check_shipped_inputs(app, args.queries, args.docs_per_corpus)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown or not systems:

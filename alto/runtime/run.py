@@ -14,6 +14,7 @@ from alto.errors import AltoError, DeadlineExceeded, InputCancelled, InputError,
 from alto.result import Result
 from alto.runtime.assemble import Assembler
 from alto.runtime.metrics import CallSpan, RunStats, StageStats, now
+from alto.runtime.otel import call_failed, current_run, driver_calls
 from alto.runtime.records import DROPPED
 
 
@@ -157,6 +158,9 @@ class RunState:
         self.admitted: deque[int] | None = None  # in admission order, when deadlines apply
         if trace:
             stats.spans = []
+        # OpenTelemetry: looked up once per run; None (and no cost per fragment) when off
+        self.otel = current_run()
+        self.otel_calls = None if self.otel is None else driver_calls(self.otel)
         for node in plan.nodes:
             stats.stages[node.name] = StageStats(node.name, node.spec.options.replicas)
 
@@ -164,6 +168,8 @@ class RunState:
         """Input ``index`` enters the run; False if it was cancelled before it could."""
         self.in_flight += 1
         self.stats.root_start[index] = now()
+        if self.otel is not None:
+            self.otel.root_started(index)
         if self.admitted is not None:
             self.admitted.append(index)
         if index in self.cancel_early:
@@ -247,6 +253,8 @@ class RunState:
         stage = self.stats.stages.get(error.stage)
         if stage is not None:
             stage.errors += 1
+        if self.otel is not None:
+            call_failed(error)
         if self.dead_letters is not None and error.index not in self.dead:
             self.dead_letters.append(error)
             self.last_error[error.index] = error
@@ -258,6 +266,8 @@ class RunState:
         """An input that does not fit the flow fails alone, before it enters the run."""
         self.stats.root_start[error.index] = now()
         self.in_flight += 1
+        if self.otel is not None:
+            self.otel.root_started(error.index)
         self.finish(error.index, None, error)
 
     def finish(self, root: int, value: Any, error: AltoError | None) -> None:
@@ -266,6 +276,8 @@ class RunState:
         self.dead.add(root)
         self.in_flight -= 1
         self.stats.root_end[root] = now()
+        if self.otel is not None:
+            self.otel.root_finished(root, error)
         self.partial.pop(root, None)
         self.last_error.pop(root, None)
         for assembler in self.assemblers:

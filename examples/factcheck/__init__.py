@@ -6,6 +6,7 @@ from examples.factcheck.steps import (
     Config,
     Evidence,
     Report,
+    available_inputs,
     load_inputs,
     parse_inputs,
     render,
@@ -14,15 +15,19 @@ from examples.factcheck.steps import (
 NAME = "factcheck"
 DESCRIPTION = "verify an LLM answer: claims -> search queries -> evidence -> verdicts -> report"
 NEEDS = ("llm", "embedder", "retriever")
+# what `alto run --n` counts
+INPUT_UNIT = "inputs"
 
 __all__ = [
     "ClaimVerdict",
     "Config",
     "DESCRIPTION",
     "Evidence",
+    "INPUT_UNIT",
     "NAME",
     "NEEDS",
     "Report",
+    "available_inputs",
     "build",
     "load_inputs",
     "parse_inputs",

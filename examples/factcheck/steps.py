@@ -147,6 +147,14 @@ def report(question: str, verdicts: Sequence[ClaimVerdict]) -> Report:
                   factuality=round(supported / len(verdicts), 4) if verdicts else 1.0)
 
 
+def available_inputs() -> int:
+    """How many inputs ``load_inputs`` can return: the shipped questions
+    (``n`` larger than this gives only this many)."""
+    from examples import data
+
+    return len(data.questions())
+
+
 def load_inputs(n: int | None = None) -> list[str]:
     """Questions from the shipped labelled set (the first ``n``)."""
     from examples import data

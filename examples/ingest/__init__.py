@@ -7,6 +7,7 @@ from examples.ingest.steps import (
     CorpusReport,
     Doc,
     DocResult,
+    available_inputs,
     input_summary,
     load_inputs,
     parse_inputs,
@@ -16,6 +17,8 @@ from examples.ingest.steps import (
 NAME = "ingest"
 DESCRIPTION = "streaming indexing: documents -> chunks -> embed -> near-duplicate check + add"
 NEEDS = ("embedder",)
+# what `alto run --n` counts: documents of the one corpus it ingests
+INPUT_UNIT = "documents"
 
 __all__ = [
     "Config",
@@ -24,8 +27,10 @@ __all__ = [
     "DESCRIPTION",
     "Doc",
     "DocResult",
+    "INPUT_UNIT",
     "NAME",
     "NEEDS",
+    "available_inputs",
     "build",
     "input_summary",
     "load_inputs",

@@ -197,6 +197,14 @@ def corpus_report(corpus: Corpus, docs: Sequence[DocResult]) -> CorpusReport:
     )
 
 
+def available_inputs() -> int:
+    """How many documents ``load_inputs`` can put in its corpus: the size of the shipped
+    ingest stream (``n`` larger than this gives only this many)."""
+    from examples import data
+
+    return len(data.ingest_documents())
+
+
 def load_inputs(n: int | None = None) -> list[Corpus]:
     """One corpus: the first ``n`` documents of the shipped ingest stream (default 200)."""
     from examples import data

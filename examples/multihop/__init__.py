@@ -6,6 +6,7 @@ from examples.multihop.steps import (
     Config,
     Passage,
     SubAnswer,
+    available_inputs,
     load_inputs,
     parse_inputs,
     render,
@@ -14,15 +15,19 @@ from examples.multihop.steps import (
 NAME = "multihop"
 DESCRIPTION = "decomposed RAG: sub-questions -> embed -> retrieve -> rerank -> answer -> compose"
 NEEDS = ("llm", "embedder", "retriever")
+# what `alto run --n` counts
+INPUT_UNIT = "inputs"
 
 __all__ = [
     "Answer",
     "Config",
     "DESCRIPTION",
+    "INPUT_UNIT",
     "NAME",
     "NEEDS",
     "Passage",
     "SubAnswer",
+    "available_inputs",
     "build",
     "load_inputs",
     "parse_inputs",

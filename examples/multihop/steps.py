@@ -131,6 +131,14 @@ async def compose(
                   subanswers=list(subanswers))
 
 
+def available_inputs() -> int:
+    """How many inputs ``load_inputs`` can return: the shipped multi-hop questions
+    (``n`` larger than this gives only this many)."""
+    from examples import data
+
+    return len(data.questions(multihop=True))
+
+
 def load_inputs(n: int | None = None) -> list[str]:
     """Multi-hop questions from the shipped labelled set (the first ``n``)."""
     from examples import data

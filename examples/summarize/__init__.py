@@ -7,6 +7,7 @@ from examples.summarize.steps import (
     SectionSummary,
     SectionText,
     Summary,
+    available_inputs,
     load_inputs,
     parse_inputs,
     render,
@@ -15,16 +16,20 @@ from examples.summarize.steps import (
 NAME = "summarize"
 DESCRIPTION = "hierarchical summary: sections -> chunks -> embed -> central chunks -> summaries"
 NEEDS = ("llm", "embedder")
+# what `alto run --n` counts
+INPUT_UNIT = "inputs"
 
 __all__ = [
     "Config",
     "DESCRIPTION",
     "DocumentIn",
+    "INPUT_UNIT",
     "NAME",
     "NEEDS",
     "SectionSummary",
     "SectionText",
     "Summary",
+    "available_inputs",
     "build",
     "load_inputs",
     "parse_inputs",

@@ -135,6 +135,14 @@ async def summarize_document(
     return Summary(title=document.title, summary=text.strip(), sections=list(parts))
 
 
+def available_inputs() -> int:
+    """How many inputs ``load_inputs`` can return: the shipped HOWTOs
+    (``n`` larger than this gives only this many)."""
+    from examples import data
+
+    return len(data.documents())
+
+
 def load_inputs(n: int | None = None) -> list[DocumentIn]:
     """The shipped Python HOWTOs (the first ``n``)."""
     from examples import data

@@ -287,6 +287,10 @@ def test_every_system_on_every_app(tmp_path: Path) -> None:
         (["nope"], "unknown app 'nope'"),
         (["all", "--config", "x.json"], "--config holds one app's settings"),
         (["factcheck", "--llm", "openai"], "--llm openai needs --llm-url"),
+        (["all", "--queries", "17"], "--queries 17: the summarize data set has 16 inputs; "
+         "pass --queries 16 or fewer"),
+        (["ingest", "--queries", "313", "--docs-per-corpus", "16"],
+         "--queries 313 x --docs-per-corpus 16 = 5008 documents: the ingest data set has 5000"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(tmp_path: Path, args: list[str], needle: str) -> None:

@@ -1,0 +1,339 @@
+"""OpenTelemetry spans of a run: one for the run, one per root input, one per stage call.
+
+A run is traced when a tracer provider is configured (see :mod:`alto._otel`): the check is
+made once, when the run starts; without a provider nothing here is imported and no span
+object is ever made. With one, the run's spans form one trace::
+
+    run factcheck                       alto.flow, alto.backend, alto.inputs, alto.failures
+    └── input 3                         alto.root, alto.outcome (from submission to outcome)
+        ├── claims                      a stage call: alto.stage, alto.ancestry, alto.root,
+        │                               alto.roots, alto.batch.size, alto.attempts, alto.outcome
+        └── verify
+            └── chat SmolLM2-135M       a model call made inside it (gen_ai.* attributes,
+                                        :mod:`alto.operators._otel`)
+
+Every stage-call span is a child of its root input's span. A batched call serves fragments of
+several roots: it is a child of the first one's span, links to the others', and lists every
+root it served in ``alto.roots`` (and every fragment's ancestry in ``alto.batch.ancestries``).
+A stage call is the current span while the stage function runs, so spans made inside it (by
+Alto's operators, or by the user's code) nest under it.
+
+The engine is instrumented by :func:`instrument`, which wraps the methods of one
+:class:`~alto.runtime.invoke.Invoker` when its run is traced; an untraced invoker is left as
+it is, so an untraced run pays nothing per fragment.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable
+
+from alto import _otel
+from alto.ancestry.ancestry import format_ancestry
+from alto.errors import AltoError, DeadlineExceeded, InputCancelled, InputError, StageError
+
+if TYPE_CHECKING:
+    from alto.ancestry.plan import Plan
+    from alto.runtime.invoke import Invoker
+
+RUN: ContextVar[RunTracer | None] = ContextVar("alto_otel_run", default=None)
+"""The tracer of the run started in this context (read once, by the run's :class:`RunState`)."""
+
+_CALL: ContextVar[_Call | None] = ContextVar("alto_otel_call", default=None)
+
+
+def current_run() -> RunTracer | None:
+    """The tracer of the run being started in this context; ``None`` when it is not traced."""
+    return RUN.get()
+
+
+@asynccontextmanager
+async def traced_run(plan: Plan, backend: str, otel: Any = None) -> AsyncIterator[Any]:
+    """Trace the run started inside this block, if a tracer provider is configured.
+
+    Args:
+        plan: the run's plan.
+        backend: the backend's name.
+        otel: ``None`` (trace only if a global provider is configured), a tracer provider,
+            or the URL of an OTLP/HTTP traces endpoint (a provider made for this run,
+            shut down, its spans sent, when the run ends).
+
+    Yields:
+        The run's :class:`RunTracer`, or ``None`` when the run is not traced.
+    """
+    owned = False
+    if otel is None:
+        provider = _otel.configured_provider()
+    elif isinstance(otel, str):
+        provider = _otel.otlp_provider(otel)
+        owned = True
+    else:
+        provider = otel
+    if provider is None:
+        yield None
+        return
+    tracer = RunTracer(provider, plan, backend)
+    run_token = RUN.set(tracer)
+    provider_token = _otel.activate(provider)
+    try:
+        yield tracer
+    except BaseException as exc:
+        tracer.close(exc)
+        raise
+    else:
+        tracer.close(None)
+    finally:
+        _otel.deactivate(provider_token)
+        RUN.reset(run_token)
+        if owned:
+            import anyio.to_thread
+
+            await anyio.to_thread.run_sync(provider.shutdown)
+
+
+class RunTracer:
+    """The spans of one run, made by the driver (the process that called ``run``).
+
+    Attributes:
+        provider: the tracer provider the spans go to.
+        tracer: Alto's tracer from it.
+    """
+
+    def __init__(self, provider: Any, plan: Plan, backend: str) -> None:
+        from opentelemetry import trace
+
+        self._trace = trace
+        self.provider = provider
+        self.tracer = _otel.tracer(provider)
+        self.span = self.tracer.start_span(
+            f"run {plan.name}",
+            attributes={
+                "alto.flow": plan.name,
+                "alto.backend": backend,
+                "alto.stages": [node.name for node in plan.nodes],
+                "openinference.span.kind": "CHAIN",
+            },
+        )
+        self.context = trace.set_span_in_context(self.span)
+        self.roots: dict[int, Any] = {}
+        self.contexts: dict[int, Any] = {}
+        self.outcomes: dict[int, AltoError | None] = {}
+        self.inputs = 0
+        self.failures = 0
+
+    # -- root inputs ---------------------------------------------------------------------------
+
+    def root_started(self, index: int) -> None:
+        """Input ``index`` was submitted: its span starts."""
+        span = self.tracer.start_span(
+            f"input {index}",
+            context=self.context,
+            attributes={"alto.root": index, "openinference.span.kind": "CHAIN"},
+        )
+        self.roots[index] = span
+        self.contexts[index] = self._trace.set_span_in_context(span)
+        self.inputs += 1
+
+    def root_finished(self, index: int, error: AltoError | None) -> None:
+        """Input ``index`` got its outcome: its span ends with it."""
+        self.outcomes[index] = error
+        self.contexts.pop(index, None)
+        span = self.roots.pop(index, None)
+        if span is None:
+            return
+        span.set_attribute("alto.outcome", root_outcome(error))
+        if error is not None:
+            self.failures += 1
+            if isinstance(error, StageError):
+                span.set_attribute("alto.error.stage", error.stage)
+                span.set_attribute("alto.error.ancestry", format_ancestry(error.ancestry))
+            _error(span, self._trace, error)
+        span.end()
+
+    def parent_of(self, root: int) -> Any:
+        """The context a stage call serving ``root`` starts in (the root's span)."""
+        context = self.contexts.get(root)
+        return context if context is not None else self.context
+
+    def stopped(self, roots: Iterable[int]) -> bool:
+        """Whether one of ``roots`` failed or was stopped (its calls still going were cut)."""
+        return any(self.outcomes.get(r) is not None for r in roots)
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def close(self, exc: BaseException | None) -> None:
+        """End the run's span (and those of inputs left without an outcome)."""
+        for index in list(self.roots):
+            self.root_finished(index, None)
+        span = self.span
+        span.set_attribute("alto.inputs", self.inputs)
+        span.set_attribute("alto.failures", self.failures)
+        if exc is not None:
+            _error(span, self._trace, exc)
+        span.end()
+
+
+def root_outcome(error: BaseException | None) -> str:
+    """The ``alto.outcome`` of a root input's span."""
+    if error is None:
+        return "ok"
+    if isinstance(error, InputCancelled):
+        return "cancelled"
+    if isinstance(error, DeadlineExceeded):
+        return "deadline"
+    if isinstance(error, InputError):
+        return "rejected"
+    return "error"
+
+
+def _error(span: Any, trace: Any, exc: BaseException) -> None:
+    span.record_exception(exc)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:500]))
+
+
+# -- stage calls ---------------------------------------------------------------------------------
+
+
+class _Call:
+    """What one stage call did, as its span learns it."""
+
+    __slots__ = ("attempts", "error", "stopped")
+
+    def __init__(self) -> None:
+        self.attempts = 1
+        self.error: BaseException | None = None
+        self.stopped = False
+
+
+class CallTracer:
+    """Makes the spans of one stage's calls; what :func:`instrument` needs of a run.
+
+    The driver's :class:`RunTracer` is one; a Ray actor has its own (see
+    :mod:`alto.runtime.ray_otel`), whose parents are the driver's input spans.
+    """
+
+    def __init__(self, provider: Any, parents: Any, stopped: Any) -> None:
+        from opentelemetry import context, trace
+
+        self._trace = trace
+        self._context = context
+        self.provider = provider
+        self.tracer = _otel.tracer(provider)
+        self.parent_of = parents
+        self.stopped = stopped
+
+    @asynccontextmanager
+    async def call(
+        self, invoker: Invoker, ancestries: list[tuple], kind: str
+    ) -> AsyncIterator[_Call]:
+        """The span of one call on ``ancestries``, current while the call runs."""
+        trace = self._trace
+        first = ancestries[0]
+        roots = list(dict.fromkeys(a[0] for a in ancestries))
+        attributes: dict[str, Any] = {
+            "alto.stage": invoker.name,
+            "alto.call": kind,
+            "alto.ancestry": format_ancestry(first),
+            "alto.level": (len(first) - 1) // 2,
+            "alto.root": first[0],
+            "alto.roots": roots,
+            "alto.batch.size": len(ancestries),
+            "alto.replica": invoker.replica,
+            "openinference.span.kind": "CHAIN",
+        }
+        if len(ancestries) > 1:
+            attributes["alto.batch.ancestries"] = [format_ancestry(a) for a in ancestries]
+        links = []
+        for root in roots[1:]:
+            other = trace.get_current_span(self.parent_of(root)).get_span_context()
+            if other.is_valid:
+                links.append(trace.Link(other, {"alto.root": root}))
+        span = self.tracer.start_span(
+            invoker.name, context=self.parent_of(first[0]), attributes=attributes, links=links
+        )
+        record = _Call()
+        call_token = _CALL.set(record)
+        provider_token = _otel.activate(self.provider)
+        context_token = self._context.attach(trace.set_span_in_context(span))
+        try:
+            yield record
+        except Exception as exc:  # a bug in the engine: the call did not end as a call does
+            record.error = record.error or exc
+            raise
+        except BaseException:  # cancelled, with its run
+            record.stopped = True
+            raise
+        finally:
+            self._context.detach(context_token)
+            _otel.deactivate(provider_token)
+            _CALL.reset(call_token)
+            if record.error is not None:
+                outcome = "error"
+            elif record.stopped or self.stopped(roots):
+                outcome = "stopped"
+            else:
+                outcome = "ok"
+            span.set_attribute("alto.attempts", record.attempts)
+            span.set_attribute("alto.outcome", outcome)
+            if record.error is not None:
+                _error(span, trace, record.error)
+            span.end()
+
+
+def call_failed(error: StageError) -> None:
+    """The stage call running in this context failed with ``error`` (after its retries)."""
+    record = _CALL.get()
+    if record is not None:
+        record.error = error.cause
+        record.attempts = error.attempts
+
+
+def instrument(invoker: Invoker, calls: CallTracer) -> None:
+    """Give every call ``invoker`` makes a span, made by ``calls``.
+
+    Wraps the invoker's entry points (one value, one split, one batched call) and its retry
+    wait (to count attempts); failures reach the span through :func:`call_failed`, called by
+    the run when the invoker reports them.
+    """
+    value, split, batch_call, backoff = (
+        invoker.value, invoker.split, invoker._batch_call, invoker._backoff
+    )
+    dead = invoker.dead
+
+    async def traced_value(anc: tuple, args: Any, outbox: Any) -> None:
+        if anc[0] in dead:
+            return  # no call is made (see Invoker.value)
+        async with calls.call(invoker, [anc], "value"):
+            await value(anc, args, outbox)
+
+    async def traced_split(anc: tuple, args: Any, outbox: Any) -> None:
+        async with calls.call(invoker, [anc], "split"):
+            await split(anc, args, outbox)
+
+    async def traced_batch_call(items: list[tuple[tuple, Any]], done: list[Any]) -> Any:
+        async with calls.call(invoker, [anc for anc, _ in items], "batch") as record:
+            outcome = await batch_call(items, done)
+            if outcome is not None:
+                record.error, record.attempts = outcome
+            return outcome
+
+    async def traced_backoff(attempt: int, root: int | None = None) -> bool:
+        again = await backoff(attempt, root)
+        record = _CALL.get()
+        if record is not None:
+            if again:
+                record.attempts = attempt + 1
+            else:
+                record.stopped = True
+        return again
+
+    invoker.value = traced_value  # type: ignore[method-assign]
+    invoker.split = traced_split  # type: ignore[method-assign]
+    invoker._batch_call = traced_batch_call  # type: ignore[method-assign]
+    invoker._backoff = traced_backoff  # type: ignore[method-assign]
+
+
+def driver_calls(run: RunTracer) -> CallTracer:
+    """The :class:`CallTracer` of stage calls made in the driver's process."""
+    return CallTracer(run.provider, run.parent_of, run.stopped)
