@@ -24,8 +24,9 @@ import time
 
 import anyio
 
-from alto.operators.llm import EmulatorConfig, EmulatorServer, LocalLLM, OpenAIClient
-from alto.operators.llm._compose import count_tokens
+from alto.bench.emulator import EmulatorConfig, EmulatorServer
+from alto.bench.emulator.text import count_tokens
+from alto.operators.llm import LocalLLM, OpenAIClient
 from alto.operators.llm.local import default_threads
 
 PASSAGE = (

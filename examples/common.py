@@ -140,7 +140,7 @@ async def open_llm(
         async with OpenAIClient(url, model or "default") as client:
             yield client, f"OpenAI-compatible server at {url}"
     elif kind == "emulated":
-        from alto.operators.llm.emulator import EmulatorServer
+        from alto.bench.emulator import EmulatorServer
         from alto.operators.llm.openai import OpenAIClient
 
         # its own process, so the emulated clock is not slowed by the pipeline's CPU work

@@ -2,6 +2,9 @@
 
 Modules, one concept each:
 
+* :mod:`alto.bench.emulator`: the serving-timing emulator (timing emulation, not a model),
+  the benchmarks' LLM server: replicas with continuous batching and prefix caching behind
+  a balancer.
 * :mod:`alto.bench.stats`: percentiles, ratios, Poisson schedules (pure).
 * :mod:`alto.bench.record`: operator wrappers that record every call alike for every
   system, with root attribution and causal dependencies.

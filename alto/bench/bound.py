@@ -1,7 +1,7 @@
 """The critical-path lower bound of a query's latency under the serving-timing emulator.
 
 With the emulated LLM an LLM call cannot finish faster than its unloaded service time,
-which the emulator's own timing model gives (:class:`~alto.operators.llm.emulator.
+which the emulator's own timing model gives (:class:`~alto.bench.emulator.config.
 EmulatorConfig`): time to first token for the prompt with one sequence running, plus
 one per-token time for each further token. A query cannot finish before its longest
 chain of dependent calls has run, so the sum along that chain is a lower bound on its
@@ -64,7 +64,7 @@ class Bound:
 
 
 def prompt_tokens(prompt_chars: int, chars_per_token: float) -> int:
-    """The emulator's prompt length estimate (``_compose.count_tokens``): at least 1 token."""
+    """The emulator's prompt length estimate (``emulator.text.count_tokens``): at least 1 token."""
     return max(1, round(prompt_chars / chars_per_token))
 
 

@@ -209,7 +209,7 @@ def _emulator_config(text: str) -> str:
     """The emulator's config as validated JSON text (from ``JSON`` or ``@file``)."""
     import pydantic
 
-    from alto.operators.llm.emulator import EmulatorConfig
+    from alto.bench.emulator import EmulatorConfig
 
     if text.startswith("@"):
         try:

@@ -196,7 +196,7 @@ def _prompt_text(messages: Sequence[Message]) -> str:
 
 
 def _tokens(text: str) -> int:
-    from alto.operators.llm._compose import pieces
+    from alto.bench.emulator.text import pieces
 
     return len(pieces(text))
 

@@ -165,7 +165,7 @@ async def open_bench_operators(
                 ops.llm.max_concurrency = settings.llm_concurrency
             yield ops, None
             return
-        from alto.operators.llm.emulator import EmulatorConfig, EmulatorServer
+        from alto.bench.emulator import EmulatorConfig, EmulatorServer
         from alto.operators.llm.openai import OpenAIClient
 
         model = (

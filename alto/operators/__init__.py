@@ -12,15 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from alto.operators.embedding import Embedder, HashEmbedder
-    from alto.operators.llm import LLM, EmulatorConfig, EmulatorServer, LocalLLM, OpenAIClient
+    from alto.operators.llm import LLM, LocalLLM, OpenAIClient
     from alto.operators.retriever import Hit, Retriever
     from alto.operators.text import lines, list_items, sentences
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
     "Embedder": "alto.operators.embedding",
-    "EmulatorConfig": "alto.operators.llm",
-    "EmulatorServer": "alto.operators.llm",
     "HashEmbedder": "alto.operators.embedding",
     "Hit": "alto.operators.retriever",
     "LLM": "alto.operators.llm",
@@ -35,8 +33,6 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "LLM",
     "Embedder",
-    "EmulatorConfig",
-    "EmulatorServer",
     "HashEmbedder",
     "Hit",
     "LocalLLM",

@@ -7,8 +7,8 @@ import importlib
 import pytest
 
 from alto.bench.bound import critical_path, llm_service_time, prompt_tokens
+from alto.bench.emulator import EmulatorConfig
 from alto.bench.record import FULL, Call, Recorder, recording_operators, tracking_dependencies
-from alto.operators.llm.emulator import EmulatorConfig
 from alto.testing import FakeLLM
 
 # 400 prompt characters = 100 tokens; ttft 0.1 + 100 / 1000 = 0.2 s; 0.01 s per further token
@@ -26,7 +26,7 @@ def other(id: int, seconds: float, deps: tuple[tuple[int, int], ...] = ()) -> Ca
 
 
 def test_prompt_tokens_follow_the_emulators_estimate() -> None:
-    from alto.operators.llm._compose import count_tokens
+    from alto.bench.emulator.text import count_tokens
 
     for text in ["", "abc", "x" * 401, "a b c " * 37]:
         assert prompt_tokens(len(text), 4.0) == count_tokens(text, 4.0)

@@ -1,4 +1,5 @@
-"""The serving-timing emulator: timing follows its model, text follows the prompt, faults fire.
+"""The serving-timing emulator over HTTP: timing follows its model, text follows the prompt,
+faults fire.
 
 Timing checks are behaviour bounds, not benchmarks: the emulator sleeps until absolute
 deadlines, so measured times are never below the model; upper bounds are generous.
@@ -16,19 +17,21 @@ import httpx
 import pydantic
 import pytest
 
-from alto.operators.llm import (
+from alto.bench.emulator import (
+    EMULATOR_MODEL,
     EmulatorConfig,
     EmulatorServer,
     FaultConfig,
+    serve_emulator,
+    serve_emulator_async,
+)
+from alto.operators.llm import (
     LLMConnectionError,
     LLMProtocolError,
     LLMServerError,
     LLMTimeoutError,
     OpenAIClient,
-    serve_emulator,
-    serve_emulator_async,
 )
-from alto.operators.llm.emulator import EMULATOR_MODEL
 
 CONTEXT = (
     "The Eiffel Tower is a wrought-iron tower in Paris. It was completed in 1889 for the "
@@ -38,7 +41,10 @@ CONTEXT = (
 QUESTION = [{"role": "user", "content": CONTEXT + " When was the Eiffel Tower completed?"}]
 
 # slow enough that scheduling noise is small next to it, fast enough for a quick test
-TIMING = EmulatorConfig(ttft_s=0.08, prefill_tokens_per_s=4000, tpot_s=0.02, output_tokens=12)
+# (no prefix cache: each test's timing is the unloaded, uncached model's, in any order)
+TIMING = EmulatorConfig(
+    ttft_s=0.08, prefill_tokens_per_s=4000, tpot_s=0.02, output_tokens=12, prefix_caching=False
+)
 
 
 @pytest.fixture(scope="module")
@@ -133,13 +139,7 @@ async def test_requests_beyond_max_num_seqs_queue() -> None:
     assert second["started_at_s"] >= first["finished_at_s"]  # it waited for the first one
 
 
-def test_timing_model_formulas() -> None:
-    c = EmulatorConfig(time_scale=2.0)
-    assert c.ttft(0, 1) == pytest.approx(2 * 0.014)
-    assert c.ttft(16_000, 1) == pytest.approx(2 * (0.014 + 1.0))
-    assert c.ttft(0, 5) == pytest.approx(c.ttft(0, 1) * (1 + 4 * 0.15))
-    assert c.tpot(1) == c.tpot(4) == pytest.approx(2 * 0.0065)
-    assert c.tpot(16) == pytest.approx(2 * 0.0065 * (1 + 12 * 0.0575))
+def test_config_is_validated() -> None:
     with pytest.raises(pydantic.ValidationError):
         EmulatorConfig(tpot_s=-1)
     with pytest.raises(pydantic.ValidationError):

@@ -18,10 +18,8 @@ from faultkit import RETRYABLE, client, fault
 
 import alto
 from alto import Gather, Split, StageError
+from alto.bench.emulator import EmulatorConfig, EmulatorServer, FaultConfig
 from alto.operators.llm import (
-    EmulatorConfig,
-    EmulatorServer,
-    FaultConfig,
     LLMConnectionError,
     LLMError,
     LLMProtocolError,

@@ -27,10 +27,8 @@ from faultkit import Reply, Request, chain, client, fault, scripted
 
 import alto
 from alto import Gather, Split
+from alto.bench.emulator import EmulatorConfig, EmulatorServer, FaultConfig
 from alto.operators.llm import (
-    EmulatorConfig,
-    EmulatorServer,
-    FaultConfig,
     LLMError,
     LLMServerError,
     OpenAIClient,
@@ -177,7 +175,7 @@ def test_emulator_listens_on_loopback_by_default() -> None:
                 (owner,) = [p for p in owner.children() if _listening(p, server.port)]
             assert _listening(owner, server.port) == ["127.0.0.1"]
 
-    proc = subprocess.Popen([sys.executable, "-m", "alto.operators.llm.emulator", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "alto.bench.emulator", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
@@ -223,7 +221,7 @@ def test_nothing_under_alto_defaults_to_a_public_address() -> None:
                 default = next(k.value for k in node.keywords if k.arg == "default")
                 assert isinstance(default, ast.Constant) and default.value in LOOPBACK
                 hosts.append(f"{path.name}:--host")
-    assert "emulator.py:--host" in hosts and "emulator.py:__init__" in hosts
+    assert "launch.py:--host" in hosts and "launch.py:__init__" in hosts
 
 
 # -- API keys ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""What the serving-timing emulator says: extractive text and schema-shaped JSON.
+"""What the serving-timing emulator says: extractive text, schema-shaped JSON, answer lengths.
 
 The emulator is not a model. Its answers are sentences drawn from the prompt's own context,
 ranked by word overlap with the question, so pipelines built on it do real work (split, embed,
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import re
 from collections.abc import Iterator, Sequence
@@ -107,6 +108,16 @@ def pieces(text: str) -> list[str]:
 def count_tokens(text: str, chars_per_token: float) -> int:
     """Estimated token count of a prompt (at least 1)."""
     return max(1, round(len(text) / chars_per_token))
+
+
+def drawn_length(prompt: str, seed: int, mean: float, sigma: float) -> int:
+    """A heavy-tailed answer length in tokens, the same for the same prompt and seed.
+
+    Log-normal with the given ``mean`` and log-space ``sigma`` (``mu = ln(mean) - sigma^2 /
+    2``), at least 1; the caller caps it by ``max_tokens``.
+    """
+    mu = math.log(mean) - sigma * sigma / 2
+    return max(1, round(seeded_rng(seed, "length", prompt).lognormvariate(mu, sigma)))
 
 
 def _words(text: str) -> set[str]:

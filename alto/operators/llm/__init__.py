@@ -1,17 +1,16 @@
-"""LLM operators: one async interface, three backends, all usable outside Alto too.
+"""LLM operators: one async interface, two backends, all usable outside Alto too.
 
-* :class:`OpenAIClient`: any OpenAI-compatible server over HTTP (vLLM, llama.cpp's server ...).
+* :class:`OpenAIClient`: any OpenAI-compatible server over HTTP (vLLM, llama.cpp's server,
+  or the benchmark harness's serving-timing emulator, :mod:`alto.bench.emulator`).
 * :class:`LocalLLM`: llama.cpp in-process on a GGUF file (SmolLM2-135M by default), offline.
-* The serving-timing emulator (:func:`serve_emulator`): an OpenAI-compatible server with the
-  latency of GPU serving and extractive text, for benchmarks. It is timing emulation, not a
-  model.
 
 Every backend implements :class:`LLM` (``complete``, ``chat``, ``stream``, ``structured``,
 ``max_concurrency``). Names are imported on first use, so importing this package loads neither
 llama.cpp nor the HTTP stack.
 
 Example:
-    >>> from alto.operators.llm import OpenAIClient, serve_emulator
+    >>> from alto.bench.emulator import serve_emulator
+    >>> from alto.operators.llm import OpenAIClient
     >>> async def main():  # doctest: +SKIP
     ...     with serve_emulator() as base_url:
     ...         async with OpenAIClient(base_url, "emulated") as llm:
@@ -25,14 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from alto.operators.llm.base import LLM, Message
-    from alto.operators.llm.emulator import (
-        EmulatorConfig,
-        EmulatorServer,
-        FaultConfig,
-        create_app,
-        serve_emulator,
-        serve_emulator_async,
-    )
     from alto.operators.llm.errors import (
         LLMConnectionError,
         LLMError,
@@ -57,19 +48,10 @@ _WHERE = {
     "LocalLLM": "local",
     "default_model_path": "local",
     "default_threads": "local",
-    "EmulatorConfig": "emulator",
-    "EmulatorServer": "emulator",
-    "FaultConfig": "emulator",
-    "create_app": "emulator",
-    "serve_emulator": "emulator",
-    "serve_emulator_async": "emulator",
 }
 
 __all__ = [
     "LLM",
-    "EmulatorConfig",
-    "EmulatorServer",
-    "FaultConfig",
     "LLMConnectionError",
     "LLMError",
     "LLMProtocolError",
@@ -79,11 +61,8 @@ __all__ = [
     "Message",
     "OpenAIClient",
     "StructuredOutputError",
-    "create_app",
     "default_model_path",
     "default_threads",
-    "serve_emulator",
-    "serve_emulator_async",
 ]
 
 

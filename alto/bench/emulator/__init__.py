@@ -1,0 +1,47 @@
+"""The serving-timing emulator: an OpenAI-compatible HTTP server that is **not a model**.
+
+A benchmark fixture: its answers' *timing* follows GPU serving (vLLM on one H100 by default,
+every constant cited in :mod:`~alto.bench.emulator.config`), its text is extractive and
+deterministic (:mod:`~alto.bench.emulator.text`), so orchestration (Alto vs LangGraph) can be
+compared under realistic LLM latency on machines without a GPU. It is timing emulation,
+everywhere it answers.
+
+* :mod:`~alto.bench.emulator.engine`: one replica's continuous batching on a modeled clock
+  (token budget and chunked prefill, KV capacity and preemption, ``priority``).
+* :mod:`~alto.bench.emulator.prefix_cache`: KV blocks with vLLM's automatic prefix caching.
+* :mod:`~alto.bench.emulator.replica`: an engine paced against the wall clock.
+* :mod:`~alto.bench.emulator.balancer`: round-robin, least-loaded, and SGLang router's
+  cache-aware (prefix-aware) policy.
+* :mod:`~alto.bench.emulator.server`: the HTTP routes, ``/v1`` and ``/r/{i}/v1``, and faults.
+* :mod:`~alto.bench.emulator.launch`: :class:`EmulatorServer`, :func:`serve_emulator`, and
+  ``python -m alto.bench.emulator --port P --replicas N --balancer POLICY``.
+
+Example:
+    >>> from alto.bench.emulator import EmulatorConfig, serve_emulator
+    >>> with serve_emulator(EmulatorConfig(), replicas=4, balancer="prefix-aware") as url:
+    ...     pass  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from alto.bench.emulator.balancer import POLICIES, Balancer, Policy
+from alto.bench.emulator.config import BLOCK_TOKENS, EmulatorConfig, FaultConfig
+from alto.bench.emulator.engine import Engine
+from alto.bench.emulator.launch import EmulatorServer, serve_emulator, serve_emulator_async
+from alto.bench.emulator.server import EMULATOR_MODEL, FINGERPRINT, create_app
+
+__all__ = [
+    "BLOCK_TOKENS",
+    "EMULATOR_MODEL",
+    "FINGERPRINT",
+    "POLICIES",
+    "Balancer",
+    "EmulatorConfig",
+    "EmulatorServer",
+    "Engine",
+    "FaultConfig",
+    "Policy",
+    "create_app",
+    "serve_emulator",
+    "serve_emulator_async",
+]

@@ -1,0 +1,329 @@
+"""Running the serving-timing emulator: in a thread, in a child process, or from the shell.
+
+Timing emulation, not a model. ``python -m alto.bench.emulator --port P --replicas N
+--balancer POLICY`` serves ``N`` replicas on one port: replica ``i`` at ``/r/{i}/v1``, the
+balancer (``round-robin``, ``least-loaded`` or ``prefix-aware``) at ``/v1``.
+
+In-process::
+
+    with serve_emulator(EmulatorConfig(time_scale=1.0), replicas=4) as base_url:
+        llm = OpenAIClient(base_url, "emulated")
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import anyio
+import anyio.to_thread
+
+from alto.bench.emulator.balancer import POLICIES, Policy
+from alto.bench.emulator.config import EmulatorConfig
+from alto.bench.emulator.server import create_app
+
+_READY = re.compile(r"serving (http://\S+)")
+
+
+class EmulatorServer:
+    """Runs the emulator on loopback, in a background thread or a child process.
+
+    A process keeps the emulator's event loop off the caller's GIL (more faithful timing on
+    small machines); a thread starts faster and shares nothing with the outside world either.
+
+    Args:
+        config: every replica's timing model, capacity, text and faults.
+        host: the address to bind; loopback by default.
+        port: the port; 0 picks a free one.
+        mode: ``"thread"`` or ``"process"``.
+        replicas: engines served on the port, each with its own KV and prefix cache.
+        balancer: the policy of ``/v1``: ``"round-robin"``, ``"least-loaded"`` or
+            ``"prefix-aware"``.
+
+    Example:
+        >>> with EmulatorServer(EmulatorConfig(tpot_s=0.01)) as server:  # doctest: +SKIP
+        ...     print(server.base_url, server.stats()["requests"])
+    """
+
+    def __init__(
+        self,
+        config: EmulatorConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        mode: Literal["thread", "process"] = "thread",
+        replicas: int = 1,
+        balancer: Policy = "round-robin",
+    ) -> None:
+        if mode not in ("thread", "process"):
+            raise ValueError(f"mode must be 'thread' or 'process', got {mode!r}")
+        if balancer not in POLICIES:
+            raise ValueError(f"balancer must be one of {', '.join(POLICIES)}, got {balancer!r}")
+        if replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {replicas}")
+        self.config = config or EmulatorConfig()
+        self.replicas = replicas
+        self.balancer = balancer
+        self.host = host
+        self.port = port
+        self.mode = mode
+        self.base_url = ""
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._process: subprocess.Popen[str] | None = None
+
+    def start(self, timeout: float = 30.0) -> str:
+        """Start serving; returns the balancer's base URL (``http://host:port/v1``)."""
+        if self.base_url:
+            return self.base_url
+        if self.mode == "thread":
+            self._start_thread(timeout)
+        else:
+            self._start_process(timeout)
+        return self.base_url
+
+    def _start_thread(self, timeout: float) -> None:
+        import uvicorn
+
+        sock = _bind(self.host, self.port)
+        port = sock.getsockname()[1]
+        app = create_app(self.config, replicas=self.replicas, balancer=self.balancer)
+        server = uvicorn.Server(_uvicorn_config(app, self.host, port))
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="alto-emulator", daemon=True
+        )
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                server.should_exit = True
+                sock.close()
+                raise RuntimeError(f"the emulator did not start on {self.host}:{port}")
+            time.sleep(0.01)
+        self._server, self._thread = server, thread
+        self.port = port
+        self.base_url = f"http://{_url_host(self.host)}:{port}/v1"
+
+    def _start_process(self, timeout: float) -> None:
+        errors = tempfile.TemporaryFile(mode="w+")  # closed below, or on error
+        cmd = [
+            sys.executable, "-m", "alto.bench.emulator",
+            "--host", self.host, "--port", str(self.port),
+            "--replicas", str(self.replicas), "--balancer", self.balancer,
+            "--config", self.config.model_dump_json(),
+        ]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True)
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        line = proc.stdout.readline() if ready else ""
+        match = _READY.search(line)
+        if match is None:
+            proc.kill()
+            proc.wait()
+            errors.seek(0)
+            raise RuntimeError(
+                f"the emulator process did not start within {timeout:g} s: {errors.read()[-2000:]}"
+            )
+        errors.close()
+        self._process = proc
+        self.base_url = match.group(1)
+        self.port = int(self.base_url.rsplit(":", 1)[1].split("/")[0])
+
+    def stop(self) -> None:
+        """Stop serving (cuts open connections). Calling it twice is harmless."""
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True  # answers in flight get 1 s, then are cancelled
+            self._thread.join(timeout=10)
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            if self._process.stdout is not None:
+                self._process.stdout.close()
+        self._server = self._thread = self._process = None
+        self.base_url = ""
+
+    @property
+    def replica_urls(self) -> list[str]:
+        """Each replica's own base URL (``http://host:port/r/{i}/v1``); empty when stopped."""
+        if not self.base_url:
+            return []
+        root = self.base_url.removesuffix("/v1")
+        return [f"{root}/r/{i}/v1" for i in range(self.replicas)]
+
+    def stats(self) -> dict[str, Any]:
+        """The server's counters: requests, running and peak running sequences, faults,
+        preemptions, and each replica's own (``per_replica``, with its prefix cache)."""
+        import httpx
+
+        root = self.base_url.removesuffix("/v1")
+        return dict(httpx.get(f"{root}/stats", timeout=10).json())
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        await anyio.to_thread.run_sync(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.stop)
+
+    def __repr__(self) -> str:
+        where = self.base_url or "not started"
+        return (
+            f"<EmulatorServer (timing emulation, not a model) {where} mode={self.mode} "
+            f"replicas={self.replicas} balancer={self.balancer}>"
+        )
+
+
+@contextmanager
+def serve_emulator(
+    config: EmulatorConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    mode: Literal["thread", "process"] = "thread",
+    replicas: int = 1,
+    balancer: Policy = "round-robin",
+) -> Iterator[str]:
+    """Run the emulator for the duration of a ``with`` block; yields the balancer's base URL
+    (replica ``i`` is at the same address with ``/r/{i}/v1``; :class:`EmulatorServer` lists
+    them as ``replica_urls``).
+
+    Example:
+        >>> with serve_emulator() as base_url:  # doctest: +SKIP
+        ...     llm = OpenAIClient(base_url, "emulated")
+    """
+    with EmulatorServer(
+        config, host=host, port=port, mode=mode, replicas=replicas, balancer=balancer
+    ) as server:
+        yield server.base_url
+
+
+@asynccontextmanager
+async def serve_emulator_async(
+    config: EmulatorConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    mode: Literal["thread", "process"] = "thread",
+    replicas: int = 1,
+    balancer: Policy = "round-robin",
+) -> AsyncIterator[str]:
+    """Async form of :func:`serve_emulator` (starts and stops it off the event loop)."""
+    async with EmulatorServer(
+        config, host=host, port=port, mode=mode, replicas=replicas, balancer=balancer
+    ) as server:
+        yield server.base_url
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP named explicitly: asyncio then turns Nagle's algorithm off on accepted
+    # connections, which otherwise hold each kept-alive response back ~40 ms
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _uvicorn_config(app: Any, host: str, port: int) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="asyncio",
+        lifespan="on",
+        log_config=None,  # leave the host process's logging alone
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=1,
+        backlog=2048,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m alto.bench.emulator``: serve the emulator until interrupted."""
+    import uvicorn
+
+    parser = argparse.ArgumentParser(
+        prog="python -m alto.bench.emulator",
+        description="OpenAI-compatible serving-timing emulator (timing emulation, not a model).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument("--port", type=int, default=8000, help="port (0: a free one)")
+    parser.add_argument("--replicas", type=int, default=1, help="replicas served (default 1)")
+    parser.add_argument(
+        "--balancer",
+        default="round-robin",
+        choices=POLICIES,
+        help="how /v1 picks a replica (default round-robin)",
+    )
+    parser.add_argument("--config", help="EmulatorConfig as JSON text, or @path to a JSON file")
+    parser.add_argument("--time-scale", type=float, help="multiply every modeled time")
+    parser.add_argument("--seed", type=int, help="seed for the emulated text")
+    args = parser.parse_args(argv)
+    raw: dict[str, Any] = {}
+    if args.config:
+        text = args.config
+        if text.startswith("@"):
+            with open(text[1:], encoding="utf-8") as f:
+                text = f.read()
+        raw = json.loads(text)
+    if args.time_scale is not None:
+        raw["time_scale"] = args.time_scale
+    if args.seed is not None:
+        raw["seed"] = args.seed
+    config = EmulatorConfig.model_validate(raw)
+    if args.replicas < 1:
+        parser.error(f"--replicas must be at least 1, got {args.replicas}")
+    app = create_app(config, replicas=args.replicas, balancer=args.balancer)
+    sock = _bind(args.host, args.port)
+    port = sock.getsockname()[1]
+    print(
+        f"alto timing emulator (timing emulation, not a model) serving "
+        f"http://{_url_host(args.host)}:{port}/v1 ({args.replicas} replica(s) at /r/{{i}}/v1, "
+        f"balancer {args.balancer})",
+        flush=True,
+    )
+    uvicorn.Server(_uvicorn_config(app, args.host, port)).run(sockets=[sock])

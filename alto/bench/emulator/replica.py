@@ -1,0 +1,148 @@
+"""One emulated replica in a running server: its engine paced against the wall clock.
+
+Timing emulation, not a model. The engine (:mod:`alto.bench.emulator.engine`) plans steps on
+a modeled clock; the replica's driver task sleeps until each step's modeled end (times
+``time_scale``) and then hands out the step's tokens, so clients see tokens when a GPU
+serving engine would have sent them. Deadlines are absolute, so sleep overshoot does not
+accumulate; an idle engine's clock jumps to the wall clock when a request arrives.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence as Seq
+from typing import Any
+
+import anyio
+
+from alto.bench.emulator.config import EmulatorConfig
+from alto.bench.emulator.engine import Engine, Sequence
+
+
+class _Watch:
+    """What a request's client has been handed: tokens delivered, and a change signal."""
+
+    __slots__ = ("changed", "delivered")
+
+    def __init__(self) -> None:
+        self.changed = anyio.Event()
+        self.delivered = 0
+
+
+class Replica:
+    """An engine, its prefix cache, its counters and its driver loop.
+
+    Args:
+        index: the replica's number (its URL is ``/r/{index}/v1``).
+        config: the timing model and capacity.
+        origin: the server's ``perf_counter`` at modeled time 0.
+    """
+
+    def __init__(self, index: int, config: EmulatorConfig, origin: float) -> None:
+        self.index = index
+        self.config = config
+        self.engine = Engine(config)
+        self.origin = origin
+        self.in_flight = 0  # requests routed here and not yet answered (the balancer's load)
+        self.requests = 0
+        self.completed = 0
+        self.peak_running = 0
+        self._wake = anyio.Event()
+        self._watches: dict[Sequence, _Watch] = {}
+
+    # -- clocks ---------------------------------------------------------------------------------
+
+    def model_now(self) -> float:
+        """The wall clock, on the modeled clock (the engine's own when time does not pass)."""
+        scale = self.config.time_scale
+        if scale <= 0:
+            return self.engine.now
+        return (time.perf_counter() - self.origin) / scale
+
+    def wall(self, t: float) -> float:
+        """The server's ``perf_counter`` value at modeled time ``t``."""
+        return self.origin + t * self.config.time_scale
+
+    # -- requests -------------------------------------------------------------------------------
+
+    async def submit(self, prompt: Seq[int], output: Seq[int], priority: int) -> Sequence:
+        """Enter a request after the server's own per-request work (modeled ``ttft_s -
+        tpot_s``); returns its sequence, whose tokens :meth:`tokens` then waits for."""
+        delay = self.config.overhead_s * self.config.time_scale
+        if delay > 0:
+            await anyio.sleep(delay)
+        self.engine.advance(self.model_now())
+        seq = self.engine.add(prompt, output, priority)
+        self._watches[seq] = _Watch()
+        self.requests += 1
+        self._wake.set()
+        return seq
+
+    async def wait(self, seq: Sequence, have: int) -> int:
+        """Tokens of ``seq`` delivered so far (the engine plans a step before its modeled end;
+        its tokens are delivered at the end), once there are more than ``have``."""
+        watch = self._watches[seq]
+        while watch.delivered <= have and not seq.aborted:
+            await watch.changed.wait()
+        return watch.delivered
+
+    def release(self, seq: Sequence) -> None:
+        """Forget a request (answered, failed or abandoned); an unfinished one is aborted."""
+        self.engine.abort(seq)
+        watch = self._watches.pop(seq, None)
+        if watch is not None:
+            watch.changed.set()
+
+    # -- the driver -----------------------------------------------------------------------------
+
+    async def run(self, on_step: Any = None) -> None:
+        """Step the engine forever, pacing each step to its modeled end."""
+        engine = self.engine
+        while True:
+            if not engine.busy:
+                self._wake = anyio.Event()
+                if not engine.busy:
+                    await self._wake.wait()
+                continue
+            step = engine.step()
+            if step is None:  # waiting requests that cannot enter yet: wait for a change
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                continue
+            self.peak_running = max(self.peak_running, step.sequences)
+            delay = self.wall(step.end) - time.perf_counter()
+            await anyio.sleep(max(0.0, delay))
+            self.completed += len(step.finished)
+            for seq in step.emitted:
+                watch = self._watches.get(seq)
+                if watch is not None:
+                    watch.delivered += 1
+                    event, watch.changed = watch.changed, anyio.Event()
+                    event.set()
+            if on_step is not None:
+                on_step()
+
+    def stats(self) -> dict[str, Any]:
+        """This replica's counters and cache state."""
+        engine, pool = self.engine, self.engine.pool
+        return {
+            "replica": self.index,
+            "requests": self.requests,
+            "in_flight": self.in_flight,
+            "running": len(engine.running),
+            "waiting": engine.waiting,
+            "peak_running": self.peak_running,
+            "completed": self.completed,
+            "steps": engine.steps,
+            "preemptions": engine.preemptions,
+            "modeled_clock_s": engine.now,
+            "kv_blocks": pool.num_blocks,
+            "kv_free_blocks": pool.free_blocks,
+            "prefix_cache": {
+                "enabled": pool.caching,
+                "cached_blocks": pool.cached_blocks,
+                "hit_tokens": pool.hit_tokens,
+                "queried_tokens": pool.queried_tokens,
+                "evictions": pool.evictions,
+            },
+        }
