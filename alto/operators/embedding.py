@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import anyio.to_thread
 import numpy as np
 
+from alto.operators._otel import model_call
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
@@ -224,7 +226,10 @@ class Embedder:
         items = _check_texts(texts, "embed")
         if not items:
             return np.zeros((0, self._dim), dtype=np.float32)
-        return await anyio.to_thread.run_sync(self.embed_sync, items)
+        with model_call("embeddings", self.name, "sentence_transformers") as call:
+            call.set("gen_ai.embeddings.dimension.count", self._dim)
+            call.set("alto.embeddings.texts", len(items))
+            return await anyio.to_thread.run_sync(self.embed_sync, items)
 
     def token_embeddings_sync(self, texts: list[str]) -> list[np.ndarray]:
         """Per-token contextual embeddings, for late interaction (MaxSim) scoring.
@@ -324,7 +329,10 @@ class HashEmbedder:
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         """Same as :meth:`embed_sync` (cheap enough to run on the event loop)."""
-        return self.embed_sync(texts)
+        with model_call("embeddings", repr(self), "alto.hash") as call:
+            call.set("gen_ai.embeddings.dimension.count", self._dim)
+            call.set("alto.embeddings.texts", len(texts))
+            return self.embed_sync(texts)
 
     def token_embeddings_sync(self, texts: list[str]) -> list[np.ndarray]:
         """One signed one-hot row per word of each text (a text without words gives 0 rows)."""

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import anyio.to_thread
 import numpy as np
 
+from alto.operators._otel import model_call
 from alto.operators.embedding import TextEmbedder, describe_embedder
 
 if TYPE_CHECKING:
@@ -443,10 +444,14 @@ class Retriever:
         self._check_k(k)
         if not items:
             return []
-        vectors = await self._embedder.embed(items)
-        if len(items) * len(self._ids) > _OFFLOAD_PRODUCTS:
-            return await anyio.to_thread.run_sync(self.search_vectors, vectors, k)
-        return self.search_vectors(vectors, k)
+        with model_call("retrieval", f"faiss-{self._kind}", "faiss") as call:
+            call.set("alto.retrieval.queries", len(items))
+            call.set("alto.retrieval.k", k)
+            call.set("alto.retrieval.passages", len(self._ids))
+            vectors = await self._embedder.embed(items)
+            if len(items) * len(self._ids) > _OFFLOAD_PRODUCTS:
+                return await anyio.to_thread.run_sync(self.search_vectors, vectors, k)
+            return self.search_vectors(vectors, k)
 
     async def rerank(self, query: str, hits: Sequence[Hit], k: int | None = None) -> list[Hit]:
         """Reorder hits by late interaction (MaxSim over token embeddings).

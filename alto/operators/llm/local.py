@@ -22,6 +22,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
+from alto.operators._otel import model_call, traced_stream
 from alto.operators.llm.base import LLM, Message, Stop, normalize_messages, normalize_stop
 from alto.operators.llm.errors import LLMError
 from alto.operators.llm.llama_build import check_build
@@ -338,7 +339,9 @@ class LocalLLM(LLM):
     async def complete(
         self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, stop: Stop = None
     ) -> str:
-        return await self._collect(self._completion(prompt, max_tokens, temperature, stop), prompt)
+        with model_call(**self._call("text_completion", max_tokens, temperature)) as call:
+            pieces = _counted(self._completion(prompt, max_tokens, temperature, stop), call)
+            return await self._collect(pieces, prompt)
 
     async def chat(
         self,
@@ -349,9 +352,9 @@ class LocalLLM(LLM):
         stop: Stop = None,
     ) -> str:
         msgs = normalize_messages(messages)
-        return await self._collect(
-            self._chat(msgs, max_tokens, temperature, stop, None), _prompt_key(msgs)
-        )
+        with model_call(**self._call("chat", max_tokens, temperature)) as call:
+            pieces = _counted(self._chat(msgs, max_tokens, temperature, stop, None), call)
+            return await self._collect(pieces, _prompt_key(msgs))
 
     def stream(
         self,
@@ -362,8 +365,10 @@ class LocalLLM(LLM):
         stop: Stop = None,
     ) -> AsyncGenerator[str, None]:
         msgs = normalize_messages(messages)
-        return self._stream(
-            self._chat(msgs, max_tokens, temperature, stop, None), _prompt_key(msgs)
+        pieces = self._chat(msgs, max_tokens, temperature, stop, None)
+        return traced_stream(
+            lambda call: self._stream(_counted(pieces, call), _prompt_key(msgs)),
+            **self._call("chat", max_tokens, temperature),
         )
 
     async def _generate_json(
@@ -377,10 +382,18 @@ class LocalLLM(LLM):
     ) -> str:
         # llama.cpp compiles the schema to a grammar and only samples tokens that fit it.
         response_format = {"type": "json_object", "schema": json_schema}
-        return await self._collect(
-            self._chat(messages, max_tokens, temperature, None, response_format),
-            _prompt_key(messages),
-        )
+        with model_call(**self._call("chat", max_tokens, temperature)) as call:
+            pieces = self._chat(messages, max_tokens, temperature, None, response_format)
+            return await self._collect(_counted(pieces, call), _prompt_key(messages))
+
+    def _call(self, operation: str, max_tokens: int, temperature: float) -> dict[str, Any]:
+        """What a model-call span records of a request (see :mod:`alto.operators._otel`)."""
+        return {
+            "operation": operation,
+            "model": self.model_path.name,
+            "provider": "llama_cpp",
+            "request": {"max_tokens": max_tokens, "temperature": temperature},
+        }
 
     def _chat(
         self,
@@ -452,6 +465,30 @@ class LocalLLM(LLM):
             f"<LocalLLM {str(self.model_path)!r} instances={self.max_concurrency}"
             f"{' closed' if self._closed else ''}>"
         )
+
+
+def _counted(pieces: _Pieces, call: Any) -> _Pieces:
+    """``pieces``, telling ``call`` (a model-call recorder) the time to first token and the
+    token counts: the prompt's is the model's context size when the first token comes (the
+    prompt is evaluated, the sampled token not yet); the answer's, the tokens it streamed
+    (llama.cpp streams one chunk per token, holding back only those that end in a partial
+    UTF-8 character or a possible stop sequence)."""
+    if not call.recording:
+        return pieces
+
+    def counted(llama: Llama) -> Generator[str, None, None]:
+        made = 0
+        try:
+            for piece in pieces(llama):
+                if made == 0:
+                    call.first_token()
+                    call.usage(input_tokens=int(llama.n_tokens))
+                made += 1
+                yield piece
+        finally:
+            call.usage(output_tokens=made)
+
+    return counted
 
 
 def _rebuild_local(settings: dict[str, Any]) -> LocalLLM:

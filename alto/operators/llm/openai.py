@@ -20,6 +20,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 
+from alto.operators._otel import UNTRACED, model_call, traced_stream
 from alto.operators.llm.base import LLM, Message, Stop, normalize_messages, normalize_stop
 from alto.operators.llm.errors import (
     LLMConnectionError,
@@ -176,7 +177,7 @@ class OpenAIClient(LLM):
     ) -> str:
         url = f"{self.base_url}/completions"
         payload = self._payload(max_tokens, temperature, stop, prompt=prompt)
-        data = await self._post(url, payload)
+        data = await self._traced_post(url, payload)
         return _text(url, data, chat=False, redact=self._redact)
 
     async def chat(
@@ -191,7 +192,7 @@ class OpenAIClient(LLM):
         payload = self._payload(
             max_tokens, temperature, stop, messages=normalize_messages(messages)
         )
-        data = await self._post(url, payload)
+        data = await self._traced_post(url, payload)
         return _text(url, data, chat=True, redact=self._redact)
 
     def stream(
@@ -205,7 +206,17 @@ class OpenAIClient(LLM):
         payload = self._payload(
             max_tokens, temperature, stop, messages=normalize_messages(messages), stream=True
         )
-        return self._stream(f"{self.base_url}/chat/completions", payload)
+        url = f"{self.base_url}/chat/completions"
+
+        def open_stream(call: Any) -> AsyncGenerator[str, None]:
+            if call.recording:  # ask for the token counts, in a last chunk
+                payload["stream_options"] = {"include_usage": True}
+            return self._stream(url, payload, call)
+
+        return traced_stream(
+            open_stream, operation="chat", model=self.model, provider="openai",
+            server=self.base_url, request=payload,
+        )
 
     async def _generate_json(
         self,
@@ -223,18 +234,18 @@ class OpenAIClient(LLM):
             payload["response_format"] = _response_format(mode, schema_name, json_schema)
         # the answer is quoted in a StructuredOutputError if it does not validate: redacted
         if self._json_mode != "auto":
-            data = await self._post(url, payload)
+            data = await self._traced_post(url, payload)
             return self._redact(_text(url, data, chat=True, redact=self._redact))
         try:  # probe once without retries: a refusal is not transient
-            data = await self._post(url, payload, retries=0)
+            data = await self._traced_post(url, payload, retries=0)
         except LLMServerError as exc:
             if exc.status in _SCHEMA_REJECTED or "response_format" in exc.body:
                 self._json_mode = "json_object"  # remembered: ask this way from now on
                 fmt = _response_format("json_object", schema_name, json_schema)
                 payload["response_format"] = fmt
-            data = await self._post(url, payload)  # with retries, as any call
+            data = await self._traced_post(url, payload)  # with retries, as any call
         except LLMConnectionError:
-            data = await self._post(url, payload)
+            data = await self._traced_post(url, payload)
         else:
             self._json_mode = "json_schema"
         return self._redact(_text(url, data, chat=True, redact=self._redact))
@@ -257,6 +268,18 @@ class OpenAIClient(LLM):
         if stops:
             payload["stop"] = stops
         return payload
+
+    async def _traced_post(
+        self, url: str, payload: dict[str, Any], *, retries: int | None = None
+    ) -> dict[str, Any]:
+        """:meth:`_post`, in a model-call span when tracing is on (see :mod:`.._otel`)."""
+        operation = "chat" if url.endswith("/chat/completions") else "text_completion"
+        with model_call(
+            operation, self.model, "openai", server=self.base_url, request=payload
+        ) as call:
+            data = await self._post(url, payload, retries=retries)
+            call.answered(data)
+            return data
 
     async def _post(
         self, url: str, payload: dict[str, Any], *, retries: int | None = None
@@ -331,7 +354,9 @@ class OpenAIClient(LLM):
             raise _Retry(self._delay(attempt, response.headers.get("retry-after")))
         raise LLMServerError(url, response.status_code, self._redact(body), attempts=attempt)
 
-    async def _stream(self, url: str, payload: dict[str, Any]) -> AsyncGenerator[str, None]:
+    async def _stream(
+        self, url: str, payload: dict[str, Any], call: Any = UNTRACED
+    ) -> AsyncGenerator[str, None]:
         attempt = 0
         while True:
             attempt += 1
@@ -356,6 +381,8 @@ class OpenAIClient(LLM):
                     code = error.get("code") if isinstance(error, dict) else None
                     status = code if isinstance(code, int) else response.status_code
                     raise LLMServerError(url, status, self._redact(json.dumps(event)))
+                if event.get("usage"):
+                    call.answered(event)  # token counts, asked for when traced
                 choices = event.get("choices")
                 if not choices:
                     continue  # e.g. a usage-only chunk
