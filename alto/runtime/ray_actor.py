@@ -46,20 +46,23 @@ LINGER_S = 0.005
 """Longest a produced record waits on the actor before it is shipped."""
 
 Message = tuple[
-    list[Any], list[StageError], tuple[int, float, int, int, int], list[CallSpan], int, int
+    list[Any], list[StageError], tuple[int, float, int, int, int], list[CallSpan], int, int,
+    list[Any],
 ]
 """``(records, errors, (calls, busy_s, retries, fragments_out, bisections), spans, done,
-shipped)``.
+shipped, otel)``.
 
 ``done`` counts the units of the call that are finished; ``shipped`` counts
-the records of unit ``done`` shipped so far (its children, for a split).
+the records of unit ``done`` shipped so far (its children, for a split). ``otel``
+holds the OpenTelemetry spans that ended since the last message, when the run is
+traced (see :mod:`alto.runtime.ray_otel`).
 """
 
 
 class _CallRun:
     """What an Invoker needs of the run, on the actor side: dead roots, failures, spans."""
 
-    __slots__ = ("dead", "dead_letters", "errors", "stats", "calls")
+    __slots__ = ("dead", "dead_letters", "errors", "stats", "calls", "otel", "otel_calls")
 
     def __init__(
         self, dead: set[int], calls: dict[int, set[anyio.CancelScope]], dead_letters: bool,
@@ -70,6 +73,8 @@ class _CallRun:
         self.dead_letters = dead_letters
         self.errors: list[StageError] = []
         self.stats = RunStats(spans=[] if trace else None)
+        self.otel: Any = None  # the actor's ActorTracing, when the run is traced
+        self.otel_calls: Any = None  # what Invoker instruments its calls with, then
 
     def watch(self, root: int, scope: anyio.CancelScope) -> None:
         """Cancel ``scope`` if the driver reports that ``root`` got its outcome."""
@@ -170,7 +175,8 @@ class _Sink:
         counters = (s.calls, s.busy_s, s.retries, s.fragments_out, s.bisections)
         s.calls = s.retries = s.fragments_out = s.bisections = 0
         s.busy_s = 0.0
-        return (records, errors, counters, spans, self.done, self.taken - self.mark)
+        otel = run.otel.take() if run.otel is not None else []
+        return (records, errors, counters, spans, self.done, self.taken - self.mark, otel)
 
 
 class _Feed:
@@ -240,9 +246,11 @@ class StageHost:
 
     @ray.method(enable_task_events=False)
     async def load(
-        self, node: Node, replica: int, trace: bool, dead_letters: bool
+        self, node: Node, replica: int, trace: bool, dead_letters: bool, otel: bool = False
     ) -> tuple[float, str, int]:
         """Take on replica ``replica`` of ``node`` for one run, forgetting any earlier one.
+
+        ``otel``: the run is traced with OpenTelemetry (see :mod:`alto.runtime.ray_otel`).
 
         Returns this actor's clock (``perf_counter``), Ray node id and process id.
         """
@@ -254,6 +262,11 @@ class StageHost:
         self.watched: dict[int, set[anyio.CancelScope]] = {}  # root -> scopes of slow calls
         self.feeds: dict[int, _Feed] = {}
         self.batch = node.spec.options.batch
+        self.otel: Any = None
+        if otel:
+            from alto.runtime.ray_otel import ActorTracing
+
+            self.otel = ActorTracing(self.dead)
         # moving averages that outlive one remote call: how long calls take (the invoker
         # guards slow ones) and how often outputs come (the sink ships fast ones in chunks)
         self.call_ema = 1.0
@@ -293,6 +306,8 @@ class StageHost:
         if self.node is None:
             raise HostNotLoaded("this stage actor was restarted and holds no stage yet")
         run = _CallRun(self.dead, self.watched, self.dead_letters, self.trace)
+        if self.otel is not None:
+            run.otel, run.otel_calls = self.otel, self.otel.calls
         stats = StageStats(self.node.name)
         invoker = Invoker(self.node, run, stats, self.replica)  # type: ignore[arg-type]
         invoker.ema = self.call_ema
@@ -319,8 +334,12 @@ class StageHost:
                     scope.cancel()
 
     @ray.method(enable_task_events=False)
-    async def calls(self, units: list[Any], dead: list[int], seq: int) -> AsyncIterator[Message]:
+    async def calls(
+        self, units: list[Any], dead: list[int], seq: int, otel: dict[int, Any] | None = None
+    ) -> AsyncIterator[Message]:
         """Run ``units`` in order (one call each, or one batch each for a batched stage).
+
+        ``otel``: in a traced run, the span context of each root the units serve.
 
         ``seq`` numbers the remote calls the driver sent this actor: they run one at
         a time in that order, and the last message of one leaves before the next
@@ -331,6 +350,8 @@ class StageHost:
             if self.node is None:  # restarted by Ray since its load: numbered calls are stale
                 raise HostNotLoaded("this stage actor was restarted and holds no stage yet")
             self._forget(dead)
+            if otel and self.otel is not None:
+                self.otel.parents.update(otel)
             await turns.take(seq)
             invoker, sink = self._invoker()  # after the wait: the actor may have been stopped
             is_dead = self.dead.__contains__
@@ -359,10 +380,14 @@ class StageHost:
             turns.end(seq)
 
     @ray.method(enable_task_events=False)
-    async def stream(self, cid: int, anc: tuple, dead: list[int]) -> AsyncIterator[Message]:
+    async def stream(
+        self, cid: int, anc: tuple, dead: list[int], otel: dict[int, Any] | None = None
+    ) -> AsyncIterator[Message]:
         """Run a streaming gather for parent ``anc``; its children come through :meth:`feed`."""
         invoker, sink = self._invoker()
         self._forget(dead)
+        if otel and self.otel is not None:
+            self.otel.parents.update(otel)
         feed = self.feeds.get(cid)
         if feed is None:
             feed = self.feeds[cid] = _Feed()

@@ -339,7 +339,7 @@ class RayRuntime(LocalRuntime):
             replicas = self.replicas[node.name] = []
             for i in range(node.spec.options.replicas):
                 handle, pooled = pool.take(self.options[node.name])
-                args = (node, i, self.trace, self.dead_letters)
+                args = (node, i, self.trace, self.dead_letters, self.run.otel is not None)
                 replicas.append(Replica(i, handle, args, pooled))
         with anyio.move_on_after(self.start_timeout) as scope:
             async with anyio.create_task_group() as tg:

@@ -138,6 +138,7 @@ class StageDriver:
         self.finished = runtime.finished
         self.stats = runtime.stats.stages[node.name]
         self.spans = runtime.stats.spans
+        self.otel = runtime.run.otel  # the run's RunTracer, when traced (OpenTelemetry)
         self.replicas = replicas
         self.receive = receive
         self.outbox = outbox
@@ -324,7 +325,7 @@ class StageDriver:
         turns = replica.turns
         try:
             gen = replica.handle.calls.options(_generator_backpressure_num_objects=BACKLOG).remote(
-                units, self._dead_for(replica), seq
+                units, self._dead_for(replica), seq, **self._otel_parents(units, batched)
             )
             try:
                 done, shipped, error = await self._consume(gen, replica, (turns, seq))
@@ -372,7 +373,11 @@ class StageDriver:
             raise
 
     def _apply(self, message: Any, replica: Replica) -> None:
-        records, errors, (calls, busy, retries, out, bisections), spans, _, _ = message
+        records, errors, (calls, busy, retries, out, bisections), spans, _, _, otel = message
+        if otel and self.otel is not None:
+            from alto.runtime.ray_otel import export
+
+            export(self.otel, otel)
         stats = self.stats
         if calls:
             stats.calls += calls
@@ -392,6 +397,14 @@ class StageDriver:
             )
         if records:
             self.outbox.records.extend(records)
+
+    def _otel_parents(self, units: list[Any], batched: bool) -> dict[str, Any]:
+        """In a traced run, the span contexts a remote call takes along (else nothing)."""
+        if self.otel is None:
+            return {}
+        from alto.runtime.ray_otel import parents_for
+
+        return {"otel": parents_for(self.otel, units, batched)}
 
     # -- failures --------------------------------------------------------------------------
 
@@ -514,7 +527,7 @@ class StageDriver:
                 tg.start_soon(self._feed, replica, cid, children)
                 gen = replica.handle.stream.options(
                     _generator_backpressure_num_objects=BACKLOG
-                ).remote(cid, anc, self._dead_for(replica))
+                ).remote(cid, anc, self._dead_for(replica), **self._otel_parents(unit, False))
                 done, shipped, error = await self._consume(gen, replica)
                 tg.cancel_scope.cancel()
             if error is not None and not (done or shipped):
