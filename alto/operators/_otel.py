@@ -14,7 +14,9 @@ Attributes (https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/):
 ``gen_ai.usage.output_tokens``, ``gen_ai.usage.cache_read.input_tokens`` (prompt tokens the
 server found in its prefix cache, where it reports them), ``server.address``/``server.port``,
 ``error.type`` on failure; for streams, ``gen_ai.server.time_to_first_token`` (seconds from
-the request to the first piece of text) and a ``gen_ai.first_token`` event.
+the request to the first piece of text), a ``gen_ai.first_token`` event and
+``alto.stream.chunks`` (pieces streamed: a server that reports no usage for streams, as
+``llama_cpp.server``, leaves the token counts out rather than have them guessed).
 """
 
 from __future__ import annotations
@@ -203,9 +205,13 @@ async def traced_stream(
     """
     with model_call(**call_args, stream=True) as call:
         pieces = make(call)
+        chunks = 0
         try:
             async for piece in pieces:
-                call.first_token()
+                if not chunks:
+                    call.first_token()
+                chunks += 1
                 yield piece
         finally:
+            call.set("alto.stream.chunks", chunks)
             await pieces.aclose()

@@ -101,6 +101,7 @@ async def test_emulator_calls_carry_genai_attributes(emulator: str) -> None:
         assert "gen_ai.usage.cache_read.input_tokens" in attrs
     for span in by_stage["ask_streamed"]:
         assert span.attributes["gen_ai.server.time_to_first_token"] > 0
+        assert span.attributes["alto.stream.chunks"] > 0
         assert [e.name for e in span.events] == ["gen_ai.first_token"]
     # the shared system prompt: the second call finds its blocks in the prefix cache
     cached = sorted(s.attributes["gen_ai.usage.cache_read.input_tokens"] for s in by_stage["ask"])
@@ -195,9 +196,14 @@ async def test_real_llama_server_calls_carry_genai_attributes(llama_server: Any)
     (streamed,) = by_stage["ask_streamed"]
     for span in (plain, streamed):
         assert span.attributes["gen_ai.request.model"] == "smollm2"
-        assert 0 < span.attributes["gen_ai.usage.output_tokens"] <= 8
+        assert span.attributes["server.port"] == llama_server.port
+    assert 0 < plain.attributes["gen_ai.usage.output_tokens"] <= 8
     assert plain.attributes["gen_ai.usage.input_tokens"] > 40  # the shared system prompt
     assert plain.attributes["gen_ai.response.finish_reasons"]
+    assert "gen_ai.usage.cache_read.input_tokens" not in plain.attributes  # not reported
+    # llama_cpp.server sends no usage in streams: no token counts, but the time to first token
+    assert "gen_ai.usage.output_tokens" not in streamed.attributes
+    assert 0 < streamed.attributes["alto.stream.chunks"] <= 8
     assert streamed.attributes["gen_ai.server.time_to_first_token"] > 0
 
 

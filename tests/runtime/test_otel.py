@@ -274,3 +274,55 @@ async def test_spans_made_in_a_stage_nest_under_its_call() -> None:
 def test_otlp_url_is_checked() -> None:
     with pytest.raises(ValueError, match="OTLP/HTTP endpoint"):
         alto.run(shout, ["x"], otel="127.0.0.1:6006")
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Any:
+    from alto.bench.emulator import serve_emulator
+
+    with serve_emulator() as base_url:
+        yield base_url
+
+
+async def test_model_calls_nest_under_the_stage_call_that_made_them(
+    backend: str, emulator: str
+) -> None:
+    from alto.operators.llm import OpenAIClient
+
+    llm = OpenAIClient(emulator, "emulated")
+
+    @alto.stage
+    async def claims(answer: str) -> Split[str]:
+        for sentence in answer.split(". "):
+            yield sentence
+
+    @alto.stage
+    async def verify(claim: str) -> str:
+        return await llm.chat([{"role": "user", "content": f"True? {claim}"}], max_tokens=4)
+
+    @alto.stage
+    async def verdicts(answers: Gather[str]) -> int:
+        return len(answers)
+
+    @alto.flow
+    def check(answer: str):
+        return verdicts(verify(claims(answer)))
+
+    provider, exporter = memory_provider()
+    try:
+        assert await check.run(["a. b", "c"], backend=backend, otel=provider) == [2, 1]
+    finally:
+        await llm.aclose()
+    spans = exporter.get_finished_spans()
+    (run,) = [s for s in spans if s.name == "run check"]
+    assert {s.context.trace_id for s in spans} == {run.context.trace_id}  # one trace
+    calls = {s.context.span_id: s for s in spans if s.name == "verify"}
+    chats = [s for s in spans if s.name == "chat emulated"]
+    assert len(chats) == len(calls) == 3
+    for chat in chats:
+        parent = calls[chat.parent.span_id]
+        assert chat.attributes["gen_ai.usage.output_tokens"] > 0
+        assert chat.start_time >= parent.start_time and chat.end_time <= parent.end_time
+    assert sorted(s.attributes["alto.ancestry"] for s in calls.values()) == [
+        "root 0 > claims[0]", "root 0 > claims[1]", "root 1 > claims[0]"
+    ]
