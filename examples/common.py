@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterable, Literal
 
@@ -102,6 +103,7 @@ async def passage_retriever(
     )
     bar = console.bar(len(passages), "embedding passages", "passage")
     done = 0
+    started = time.perf_counter()
 
     def advance(now_done: int, total: int) -> None:
         nonlocal done
@@ -115,6 +117,7 @@ async def passage_retriever(
         )
     finally:
         bar.close()
+    console.note(f"passage index built in {time.perf_counter() - started:.1f} s")
     with contextlib.suppress(OSError):
         retriever.save(folder)
     return retriever

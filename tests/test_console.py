@@ -116,6 +116,7 @@ def test_alto_run_shows_its_phases_on_a_terminal(tmp_path) -> None:
     stdout, stderr = _alto([*RUN, "--trace", str(trace)], terminal=True, cache=str(tmp_path))
     assert "loading the embedder (hashing) ... " in stderr
     assert "embedding" in stderr and "passages for the search index, once" in stderr
+    assert "passage index built in" in stderr
     assert str(tmp_path / "indexes") in stderr
     assert "starting the LLM (fake) ... " in stderr
     assert f"written to {trace}" in stderr and "ui.perfetto.dev" in stderr
