@@ -167,6 +167,9 @@ async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
         if not args.llm_url:
             raise CLIError("--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)")
         check_llm_server(args.llm_url)
+    if args.otel and not args.otel.startswith(("http://", "https://")):
+        raise CLIError(f"--otel {args.otel!r}: expected an OTLP/HTTP URL such as "
+                       "http://127.0.0.1:6006/v1/traces")
     console = Console.for_stderr(quiet=args.json)
     stats = alto.RunStats()
     started = time.perf_counter()
@@ -181,7 +184,7 @@ async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(progress.refresh)
                 async for result in flow.stream(inputs, backend=args.backend, stats=stats,
-                                                trace=bool(args.trace),
+                                                trace=bool(args.trace), otel=args.otel,
                                                 concurrency=args.concurrency):
                     outcomes[result.index] = result
                     progress.finished_one()
@@ -196,6 +199,8 @@ async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
         calls = len(stats.spans or ())
         print(f"trace of {calls} stage calls written to {args.trace}; open it at "
               "https://ui.perfetto.dev (Open trace file) or in chrome://tracing", file=sys.stderr)
+    if args.otel:
+        print(f"OpenTelemetry trace of the run sent to {args.otel}", file=sys.stderr)
     failed = [r for r in outcomes.values() if not r.ok]
     describe = getattr(app, "input_summary", _jsonable)
     if args.json:
@@ -289,6 +294,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print results as JSON")
     run.add_argument("--stats", action="store_true", help="print per-stage statistics")
     run.add_argument("--trace", metavar="FILE", help="write a Chrome trace of every stage call")
+    run.add_argument("--otel", metavar="URL",
+                     help="send the run's OpenTelemetry trace to an OTLP/HTTP endpoint, e.g. "
+                     "http://127.0.0.1:6006/v1/traces (Phoenix); needs alto[otel]")
 
     graph = sub.add_parser("graph", parents=[common],
                            help="print an app's plan, with its levels")
