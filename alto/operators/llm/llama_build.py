@@ -9,7 +9,9 @@ instruction) at the first decode: a signal Python cannot turn into an exception.
 :func:`check_build` guards the other builds: one that was compiled for instructions beyond the
 baseline is tried once, in a child process, before a model loads; if the child dies, the caller
 gets an :class:`LLMError` saying what to reinstall. The verdict is kept per build and machine in
-Alto's cache folder, so the try costs about a second once. Portable builds are never tried.
+Alto's cache folder, so the try costs a few seconds once. Portable builds are never tried. (A
+native build of llama-cpp-python 0.3.36 on a 2-core VM whose Xeon advertises AMX and AVX-512
+died with SIGSEGV at the first decode; others report SIGILL on ``tileloadd``.)
 """
 
 from __future__ import annotations
@@ -98,8 +100,9 @@ def check_build(model_path: str | Path) -> None:
     if child.returncode < 0:
         name = signal.Signals(-child.returncode).name
         raise LLMError(
-            f"the installed llama.cpp build dies on this CPU ({name}): it was compiled for "
-            f"{', '.join(extra)}, which this machine does not run; {REINSTALL}"
+            f"the installed llama.cpp build dies on this machine ({name} at its first "
+            f"decode): it was built for the CPU's own instruction sets ({', '.join(extra)}), "
+            f"which this machine does not let it run; {REINSTALL}"
         )
     if child.returncode == 0:
         verdict.parent.mkdir(parents=True, exist_ok=True)
