@@ -173,6 +173,10 @@ class Balancer:
         self._next = 0
         self.decisions: dict[str, int] = {}
 
+    def reset(self) -> None:
+        """Forget every prefix the cache-aware policy has seen (its trees start empty)."""
+        self.trees = [RadixTree() for _ in range(self.replicas)]
+
     def choose(self, text: str, loads: Sequence[int]) -> int:
         """The replica for a request with prompt ``text``, given each replica's load."""
         if self.policy == "round-robin":

@@ -106,6 +106,12 @@ class EmulatorConfig(BaseModel):
       tail: mean / median = e^0.5 = 1.65), not a fitted value. The default ``"sentences"``
       is the emulator's first behaviour (``answer_sentences`` sentences, or
       ``output_tokens``), kept so that earlier reports reproduce.
+    * ``fanout="varied"``: the number of sentences of a text answer (one a line, so the
+      claims, queries or sub-questions a pipeline splits it into) is drawn per prompt,
+      uniformly from 1-8, and a JSON array's length from 1-6 (within the schema's
+      ``minItems``/``maxItems``), the same for the same prompt and seed. Real answers vary
+      that way; the default ``"uniform"`` (``answer_sentences``, ``array_items``) keeps
+      earlier reports reproducible.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -140,6 +146,11 @@ class EmulatorConfig(BaseModel):
     output_length_mean: float = Field(default=214.5, gt=0)
     output_length_sigma: float = Field(default=1.0, ge=0)
     array_items: int = Field(default=3, ge=0, description="items per JSON array answer")
+    fanout: Literal["uniform", "varied"] = Field(
+        default="uniform",
+        description="uniform: every text answer has answer_sentences sentences and every JSON "
+        "array array_items items; varied: per prompt, 1-8 sentences and 1-6 items",
+    )
     seed: int = 0
     faults: FaultConfig = Field(default_factory=FaultConfig)
 

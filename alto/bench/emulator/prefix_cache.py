@@ -95,6 +95,20 @@ class BlockPool:
         self.hit_tokens += len(found) * BLOCK_TOKENS
         return found
 
+    def reset_cache(self) -> int:
+        """Forget every cached block that no sequence references; how many were forgotten.
+
+        Blocks in use keep their hash (vLLM refuses a reset while requests run; here the
+        running ones simply keep theirs). Counters are left as they are.
+        """
+        dropped = 0
+        for block_hash, block in list(self._cached.items()):
+            if self._refs[block] == 0:
+                del self._cached[block_hash]
+                self._hash[block] = None
+                dropped += 1
+        return dropped
+
     def touch(self, blocks: Sequence[int]) -> None:
         """Reference ``blocks`` (found by :meth:`lookup`): they leave the eviction queue."""
         for block in blocks:

@@ -30,6 +30,8 @@ from alto.bench.emulator.engine import Sequence as EngineSequence
 from alto.bench.emulator.prefix_cache import token_ids
 from alto.bench.emulator.replica import Replica
 from alto.bench.emulator.text import (
+    VARIED_ITEMS,
+    VARIED_SENTENCES,
     SchemaFiller,
     Source,
     chat_source,
@@ -39,6 +41,7 @@ from alto.bench.emulator.text import (
     pieces,
     seeded_rng,
     truncate,
+    varied_count,
 )
 
 EMULATOR_MODEL = "alto-timing-emulator"
@@ -257,9 +260,23 @@ def create_app(
         if fault == _Fault.DROP:
             raise _Dropped("emulated dropped connection (fault injection)")
 
+    async def reset_prefix_cache(request: Request) -> Response:
+        """vLLM's ``POST /reset_prefix_cache``: forget every cached block no request holds
+        (and the prefix-aware balancer's trees), so a benchmark's runs start cold alike."""
+        try:
+            index = replica_index(request)
+        except _NotFound as exc:
+            return error(404, str(exc))
+        chosen = state.replicas if index is None else [state.replicas[index]]
+        dropped = sum(r.engine.pool.reset_cache() for r in chosen)
+        if index is None:
+            state.balancer.reset()
+        return JSONResponse({"dropped_blocks": dropped})
+
     routes = []
     for prefix in ("", "/r/{replica:int}"):
         routes += [
+            Route(f"{prefix}/reset_prefix_cache", reset_prefix_cache, methods=["POST"]),
             Route(f"{prefix}/health", health),
             Route(f"{prefix}/stats", stats),
             Route(f"{prefix}/v1/models", models),
@@ -412,11 +429,13 @@ class _Job:
         options = body.get("stream_options") or {}
         if not isinstance(options, dict):
             raise _BadRequest("'stream_options' must be an object")
+        varied = config.fanout == "varied"
+        made_up = VARIED_SENTENCES[1] if varied else 4  # enough to draw the longest answer
         if chat:
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
                 raise _BadRequest("'messages' must be a non-empty list")
-            source = chat_source(messages, seed)
+            source = chat_source(messages, seed, made_up=made_up)
             prompt = "\n".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
         else:
             given = body.get("prompt")
@@ -425,7 +444,7 @@ class _Job:
             if not isinstance(given, str):
                 raise _BadRequest("'prompt' must be a string")
             prompt = given
-            source = completion_source(prompt, seed)
+            source = completion_source(prompt, seed, made_up=made_up)
         text = _answer(source, body.get("response_format"), config, prompt, seed)
         return cls(
             chat=chat,
@@ -509,15 +528,21 @@ class _Job:
 def _answer(
     source: Source, response_format: Any, config: EmulatorConfig, prompt: str, seed: int
 ) -> str:
+    varied = config.fanout == "varied"
     if response_format is None or (
         isinstance(response_format, dict) and response_format.get("type", "text") == "text"
     ):
+        sentences = (
+            varied_count(prompt, seed, *VARIED_SENTENCES, "sentences")
+            if varied
+            else config.answer_sentences
+        )
         if config.output_lengths == "lognormal":
             length = drawn_length(
                 prompt, seed, config.output_length_mean, config.output_length_sigma
             )
-            return "".join(pieces(source.answer(config.answer_sentences, length))[:length])
-        return source.answer(config.answer_sentences, config.output_tokens)
+            return "".join(pieces(source.answer(sentences, length))[:length])
+        return source.answer(sentences, config.output_tokens)
     if not isinstance(response_format, dict):
         raise _BadRequest("'response_format' must be an object")
     kind = response_format.get("type", "text")
@@ -534,5 +559,6 @@ def _answer(
             raise _BadRequest("response_format.schema must be a JSON schema object")
     else:
         raise _BadRequest(f"response_format type {kind!r} is not supported")
-    value = SchemaFiller(schema, source, array_items=config.array_items).fill()
+    items = varied_count(prompt, seed, *VARIED_ITEMS, "items") if varied else config.array_items
+    value = SchemaFiller(schema, source, array_items=items).fill()
     return json.dumps(value, ensure_ascii=False)

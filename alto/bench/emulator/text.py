@@ -132,7 +132,14 @@ class Source:
     schemas) are not drawn from. Completion: the prompt plays both parts.
     """
 
-    def __init__(self, texts: Sequence[str], question_text: str, rng: random.Random) -> None:
+    def __init__(
+        self,
+        texts: Sequence[str],
+        question_text: str,
+        rng: random.Random,
+        *,
+        made_up: int = 4,
+    ) -> None:
         question_sents = split_sentences(question_text) or [question_text.strip()]
         asked = [s for s in question_sents if s.endswith("?")]
         self.question = (asked or question_sents)[-1]
@@ -144,7 +151,7 @@ class Source:
                     seen.add(s)
                     sentences.append(s)
         if not sentences:  # nothing to draw from but the question: make up a few sentences
-            sentences = _made_up(question_text, rng) or ["..."]
+            sentences = _made_up(question_text, rng, made_up) or ["..."]
         wanted = _words(self.question)
         noise = {s: rng.random() for s in sentences}
         self.ranked = sorted(sentences, key=lambda s: (-len(_words(s) & wanted), noise[s]))
@@ -180,18 +187,33 @@ def _made_up(text: str, rng: random.Random, n: int = 4) -> list[str]:
     return out
 
 
-def chat_source(messages: Sequence[dict[str, Any]], seed: int) -> Source:
-    """A :class:`Source` for a chat request (deterministic in the messages and ``seed``)."""
+VARIED_SENTENCES = (1, 8)
+"""Sentences of a text answer with ``fanout="varied"`` (inclusive range)."""
+VARIED_ITEMS = (1, 6)
+"""Items of a JSON array with ``fanout="varied"`` (inclusive range)."""
+
+
+def varied_count(prompt: str, seed: int, low: int, high: int, what: str) -> int:
+    """A count drawn uniformly from ``low..high``, the same for the same prompt and seed."""
+    return seeded_rng(seed, "fanout", what, prompt).randint(low, high)
+
+
+def chat_source(messages: Sequence[dict[str, Any]], seed: int, *, made_up: int = 4) -> Source:
+    """A :class:`Source` for a chat request (deterministic in the messages and ``seed``).
+
+    ``made_up`` is how many sentences to make up from the question when the messages hold
+    no other text to draw from.
+    """
     texts = [str(m.get("content") or "") for m in messages if m.get("role") != "system"]
     users = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
     question = users[-1] if users else (texts[-1] if texts else "")
     rng = seeded_rng(seed, json.dumps(list(messages), sort_keys=True, default=str))
-    return Source(texts, question, rng)
+    return Source(texts, question, rng, made_up=made_up)
 
 
-def completion_source(prompt: str, seed: int) -> Source:
+def completion_source(prompt: str, seed: int, *, made_up: int = 4) -> Source:
     """A :class:`Source` for a completion request."""
-    return Source([prompt], prompt, seeded_rng(seed, prompt))
+    return Source([prompt], prompt, seeded_rng(seed, prompt), made_up=made_up)
 
 
 class SchemaFiller:
