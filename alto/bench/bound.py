@@ -7,7 +7,7 @@ one per-token time for each further token. A query cannot finish before its long
 chain of dependent calls has run, so the sum along that chain is a lower bound on its
 latency under *any* orchestration of the same calls.
 
-The chain comes from one unloaded run of the asyncio optimum per query, recorded with
+The chain comes from one unloaded run of the asyncio reference per query, recorded with
 causal dependencies (:func:`alto.bench.record.tracking_dependencies`): every call lists
 the calls whose results its code had read, and for a token stream how many tokens (a
 claim depends on the answer stream only up to the token that ended it). On that graph
@@ -145,3 +145,20 @@ def critical_path(
             other_s += spent
         link = via[call.id]
     return Bound(total, llm_s, other_s, tuple(reversed(chain)))
+
+
+def peak_decode_tokens_per_s(config: Any) -> float:
+    """The most tokens per second one emulated replica can decode: ``n / tpot(n)`` at its
+    best batch size ``n`` (within ``max_num_seqs``).
+
+    Total decode work over this rate bounds any system's throughput from above (prompts
+    cost extra prefill time, so the true ceiling is lower): ``peak / decode tokens per
+    input`` is the *rate ceiling*, and with ``c`` inputs kept in flight, mean latency is at
+    least ``c x tokens / peak`` (Little's law).
+    """
+    best = 0.0
+    for n in range(1, int(config.max_num_seqs) + 1):
+        step = config.tpot(n)
+        if step > 0:
+            best = max(best, n / step)
+    return best

@@ -1,8 +1,8 @@
 """``alto bench``: its arguments, and running one app or all of them.
 
-    alto bench factcheck --llm emulated --queries 16 --concurrency 1,4,16 --repeats 3 --out bench
-    alto bench all --llm emulated --out bench --trace bench/trace.json
-    alto bench multihop --llm emulated --mode poisson --rate 2,4,8 --out bench-poisson
+    alto bench factcheck --llm emulated --concurrency 1,4,16 --closed-inputs 100 --out bench
+    alto bench all --llm emulated --deployment prefix4 --load open --out bench-open
+    alto bench multihop --llm emulated --load open --rate 2,4,8 --slo 2.5 --out bench-poisson
 
 One app runs in this process. ``all`` runs each app in a process of its own, one after
 another (the systems of one app share that process and interleave), then writes one
@@ -46,9 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--llm-concurrency",
         type=int,
-        help="LLM calls the LLM serves well at once: Alto's replicas per LLM stage, and the "
-        "base of the LangGraph and optimum budgets (default: the LLM client's own; 16 for "
-        "the emulator)",
+        help="the one client-side cap on concurrent LLM calls, shared by all of a system's "
+        "calls in a run and the same for every system (default: 16 per emulated replica; "
+        "otherwise the LLM client's own concurrency times the app's LLM stages)",
     )
     p.add_argument(
         "--emulator-config",
@@ -71,24 +71,70 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "double (no model, not semantic)",
     )
     p.add_argument("--config", metavar="FILE", help="the app's settings as JSON (one app only)")
-    p.add_argument("--queries", type=int, default=16, help="root inputs per app (default 16)")
+    p.add_argument(
+        "--deployment",
+        choices=["single", "rr4", "prefix4"],
+        default="single",
+        help="the emulated LLM deployment every system runs against: one server; 4 replicas "
+        "behind round-robin; 4 replicas behind the prefix-aware balancer (default single)",
+    )
+    p.add_argument(
+        "--fanout",
+        choices=["varied", "uniform"],
+        default="varied",
+        help="varied: fan-outs differ per input (answers of 1-8 sentences, lists of 1-6 "
+        "items, documents' own section counts, corpora of varying size; default); uniform: "
+        "every input fans out alike, as the old reports did",
+    )
+    p.add_argument(
+        "--queries",
+        type=int,
+        help="distinct root inputs per app (default: one level's submissions, at most the "
+        "data set; inputs are reused in turn past their number)",
+    )
+    p.add_argument(
+        "--load",
+        choices=["closed", "open"],
+        help="closed: a closed loop at each concurrency, slots refilled; open: Poisson "
+        "arrivals swept upward, the highest rate under the SLO per system (default closed)",
+    )
+    p.add_argument("--mode", choices=["closed", "poisson"], help=argparse.SUPPRESS)
     p.add_argument(
         "--concurrency",
         default="1,4,16",
         help="closed-loop concurrency levels, comma-separated (default 1,4,16)",
     )
     p.add_argument(
-        "--mode",
-        choices=["closed", "poisson"],
-        default="closed",
-        help="closed loop at each concurrency, or open-loop Poisson arrivals",
+        "--closed-inputs",
+        type=int,
+        default=100,
+        help="submissions per closed-loop level (default 100)",
     )
     p.add_argument(
         "--rate",
-        default="2",
-        help="Poisson arrival rates in inputs/s, comma-separated (--mode poisson)",
+        help="open-loop arrival rates in inputs/s, comma-separated (default: per app, 0.2, "
+        "0.4, 0.6 and 0.8 of its rate ceiling on the deployment)",
     )
-    p.add_argument("--repeats", type=int, default=3, help="repeats of every run (default 3)")
+    p.add_argument(
+        "--open-inputs",
+        type=int,
+        default=24,
+        help="Poisson arrivals per rate (default 24: small, for 2-core machines)",
+    )
+    p.add_argument(
+        "--slo-factor",
+        type=float,
+        default=3.0,
+        help="the SLO on p95: this times the asyncio reference's unloaded p50 (default 3)",
+    )
+    p.add_argument("--slo", type=float, help="the SLO on p95 in seconds, instead")
+    p.add_argument(
+        "--no-sweep-stop",
+        action="store_true",
+        help="run every system at every rate (by default a system that missed the SLO at "
+        "or past the moderate rate is not run at higher rates)",
+    )
+    p.add_argument("--repeats", type=int, default=1, help="repeats of every run (default 1)")
     p.add_argument(
         "--systems",
         default=",".join(SYSTEMS),
@@ -136,7 +182,8 @@ def _check_shipped_inputs(name: str, queries: int, docs_per_corpus: int) -> None
         needed = queries * docs_per_corpus
         if needed > available:
             raise BenchError(
-                f"--queries {queries} x --docs-per-corpus {docs_per_corpus} = {needed} documents: "
+                f"--queries {queries} x {docs_per_corpus} documents per corpus (at most; "
+                f"--docs-per-corpus, doubled with --fanout varied) = {needed} documents: "
                 f"the ingest data set has {available}; lower either"
             )
     elif queries > available:
@@ -155,14 +202,23 @@ def settings_from(args: argparse.Namespace) -> Any:
     for app in apps:
         if app not in APPS:
             raise BenchError(f"unknown app {app!r}; choose one of: {', '.join(APPS)} or all")
-    if args.queries < 1:
+    if args.queries is not None and args.queries < 1:
         raise BenchError(f"--queries must be at least 1, got {args.queries}")
-    if args.repeats < 1:
-        raise BenchError(f"--repeats must be at least 1, got {args.repeats}")
+    for flag in ("repeats", "closed_inputs", "open_inputs"):
+        if getattr(args, flag) < 1:
+            name = "--" + flag.replace("_", "-")
+            raise BenchError(f"{name} must be at least 1, got {getattr(args, flag)}")
     if args.docs_per_corpus < 1:
         raise BenchError(f"--docs-per-corpus must be at least 1, got {args.docs_per_corpus}")
-    for app in apps:
-        _check_shipped_inputs(app, args.queries, args.docs_per_corpus)
+    if args.slo is not None and not args.slo > 0:
+        raise BenchError(f"--slo must be a positive number of seconds, got {args.slo}")
+    if not args.slo_factor > 0:
+        raise BenchError(f"--slo-factor must be positive, got {args.slo_factor}")
+    load = args.load or {"poisson": "open", "closed": "closed"}.get(args.mode or "", "closed")
+    if args.queries is not None:
+        per = args.docs_per_corpus * (2 if args.fanout == "varied" else 1)
+        for app in apps:
+            _check_shipped_inputs(app, args.queries, per)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown or not systems:
@@ -176,6 +232,8 @@ def settings_from(args: argparse.Namespace) -> Any:
     emulator_config = _emulator_config(args.emulator_config) if args.emulator_config else None
     if emulator_config and args.llm != "emulated":
         raise BenchError("--emulator-config is for --llm emulated")
+    if args.deployment != "single" and args.llm != "emulated":
+        raise BenchError("--deployment rr4 and prefix4 are emulated deployments: --llm emulated")
     if args.llm == "openai":
         if not args.llm_url:
             raise BenchError("--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)")
@@ -190,9 +248,14 @@ def settings_from(args: argparse.Namespace) -> Any:
         llm_model=args.llm_model,
         embedder=args.embedder,
         queries=args.queries,
+        load=load,
         concurrency=_numbers(args.concurrency, int, "--concurrency"),
-        mode=args.mode,
-        rates=_numbers(args.rate, float, "--rate"),
+        closed_inputs=args.closed_inputs,
+        rates=_numbers(args.rate, float, "--rate") if args.rate else None,
+        open_inputs=args.open_inputs,
+        slo_factor=args.slo_factor,
+        slo_s=args.slo,
+        sweep_stop=not args.no_sweep_stop,
         repeats=args.repeats,
         seed=args.seed,
         systems=[s for s in SYSTEMS if s in systems],
@@ -202,6 +265,8 @@ def settings_from(args: argparse.Namespace) -> Any:
         llm_concurrency=args.llm_concurrency,
         emulator_config=emulator_config,
         emulator_mode=args.emulator_mode,
+        deployment=args.deployment,
+        fanout=args.fanout,
     )
 
 
@@ -319,11 +384,20 @@ def _in_subprocess(name: str, settings: Any, progress: bool) -> dict[str, Any]:
 
 
 def _headline(name: str, app: dict[str, Any]) -> str:
+    from alto.bench.summary import BOUND, slo_table
+
+    tag = " (timing emulation)" if app.get("timing_emulation") else ""
     rows = app.get("summary", [])
+    slo = slo_table(app, rows)
+    if slo:
+        parts = [
+            f"{r['system']} " + ("none" if r["max_rate"] is None else f"{r['max_rate']:g}/s")
+            for r in slo
+        ]
+        return f"{name}{tag}: highest rate with p95 under the SLO: " + "; ".join(parts)
     top = max((r["level"] for r in rows), default=None)
     parts = []
     for r in rows:
-        if r["level"] == top and r["p50_s"] is not None:
+        if r["level"] == top and r["system"] != BOUND and r["p50_s"] is not None:
             parts.append(f"{r['system']} p50 {r['p50_s']:.3f}s")
-    tag = " (timing emulation)" if app.get("timing_emulation") else ""
     return f"{name}{tag} at the highest load: " + "; ".join(parts)

@@ -2,65 +2,94 @@
 
 A **closed loop** at concurrency *c* keeps *c* root inputs in flight: the next input is
 submitted the moment one completes (*c* clients, each sending its next request when its
-answer arrives). Latency runs from submission to completion.
+answer arrives), until ``total`` inputs have been submitted (the inputs are reused in turn
+when ``total`` is larger than their number). Its **steady-state window** runs from the
+moment the first *c* inputs have completed to the last submission
+(:func:`~alto.bench.stats.steady_window`); latency and throughput are taken inside it.
 
 An **open loop** submits inputs at the times of a seeded Poisson schedule, whether or not
 earlier ones have finished. Latency runs from the *scheduled* arrival, so a driver that
 falls behind cannot hide queueing (no coordinated omission).
 
-Both measure the same things for every system: per root, latency and (where measured)
-time to its first per-fragment output; per run, wall time, time to the first completed
-root, and throughput.
+**One clock, one event.** Every input's latency runs from its submission to the moment its
+result reaches the driver's ``done`` callback, both read from ``time.perf_counter()``.
+Submission is the driver's own act: an input is put in the system's queue at its
+submission time, whatever the system is doing, and the system takes it from there when it
+is ready. (A system that pulled its inputs lazily used to set their submission time
+itself, when it first asked for them: Alto's start-up before its first pull was left out
+of its latency, and its operator calls ended after the latency it was credited with.)
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
+from alto.bench.stats import in_flight, steady_window
 from alto.bench.systems import Arrival, Server, now
 
 
 @dataclass(slots=True)
 class Sample:
-    """One root input's outcome in one measured run (times in seconds)."""
+    """One root input's outcome in one measured run (times in seconds).
+
+    ``index`` is the submission's number within the run; ``input`` the position of the
+    input it carried in the run's input list (the same input may be submitted again).
+    """
 
     index: int
     submitted: float  # from the run's start
+    input: int = 0
     latency: float = math.nan
     first_fragment: float | None = None  # from submission to its first fragment output
     error: str | None = None
     output: Any = None
+    in_window: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
+            "input": self.input,
             "submitted_s": round(self.submitted, 6),
             "latency_s": None if math.isnan(self.latency) else round(self.latency, 6),
             "first_fragment_s": (
                 None if self.first_fragment is None else round(self.first_fragment, 6)
             ),
             "error": self.error,
+            "in_window": self.in_window,
         }
 
 
 @dataclass(slots=True)
 class Outcome:
-    """What one measured run produced."""
+    """What one measured run produced.
 
-    started: float  # perf_counter of the first submission
+    ``window`` is the measured window, in seconds from ``started``: the steady state of a
+    closed loop, or the whole run of an open one.
+    """
+
+    started: float  # perf_counter of the run's start (the first submission)
     samples: list[Sample] = field(default_factory=list)
     ended: float = 0.0
     timed_out: bool = False
+    window: tuple[float, float] = (math.nan, math.nan)
+    late_spans: list[int] = field(default_factory=list)
+    """Submissions with a recorded span (operator call, stage call) that ended after the
+    submission's recorded completion: none, when latency is taken on one clock."""
 
     @property
     def completed(self) -> list[Sample]:
         return [s for s in self.samples if s.error is None and not math.isnan(s.latency)]
+
+    @property
+    def measured(self) -> list[Sample]:
+        """Completed samples submitted inside the window."""
+        return [s for s in self.completed if s.in_window]
 
     @property
     def wall_s(self) -> float:
@@ -71,63 +100,104 @@ class Outcome:
         done = [s.submitted + s.latency for s in self.completed]
         return min(done) if done else math.nan
 
+    def completions(self) -> list[float]:
+        """Completion time of every sample, from the start (NaN where none)."""
+        return [s.submitted + s.latency for s in self.samples]
+
+    @property
+    def window_throughput(self) -> float:
+        """Inputs completed inside the window per second of it."""
+        start, end = self.window
+        if math.isnan(start) or not end > start:
+            return math.nan
+        done = [t for t in self.completions() if not math.isnan(t) and start <= t <= end]
+        return len(done) / (end - start)
+
+    @property
+    def in_flight(self) -> float:
+        """Time-averaged inputs in flight inside the window."""
+        return in_flight([s.submitted for s in self.samples], self.completions(), self.window)
+
 
 async def closed_loop(
-    server: Server, inputs: Sequence[Any], concurrency: int, *, timeout: float | None = None
+    server: Server,
+    inputs: Sequence[Any],
+    concurrency: int,
+    *,
+    total: int | None = None,
+    timeout: float | None = None,
 ) -> Outcome:
-    """Run ``inputs`` through ``server`` keeping ``concurrency`` of them in flight."""
+    """Submit ``total`` inputs through ``server`` keeping ``concurrency`` of them in flight.
+
+    ``total`` defaults to ``len(inputs)``; the inputs are reused in turn past their number.
+    """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    total = len(inputs) if total is None else total
     free = anyio.Semaphore(concurrency)
-    return await _drive(server, inputs, _closed_arrivals(inputs, free), free, timeout)
+
+    async def pace(k: int, t0: float) -> float:
+        await free.acquire()
+        return now()
+
+    outcome = await _drive(server, inputs, total, pace, free, timeout)
+    start, end = steady_window(
+        [s.submitted for s in outcome.samples], outcome.completions(), concurrency
+    )
+    if math.isnan(start) or total <= concurrency:
+        # too short for a steady state (every input submitted at once): the whole run
+        outcome.window = (0.0, outcome.wall_s)
+    else:
+        outcome.window = (start, end)
+        for s in outcome.samples:
+            s.in_window = start <= s.submitted <= end
+    return outcome
 
 
 async def open_loop(
     server: Server, inputs: Sequence[Any], schedule: Sequence[float], *, timeout: float | None
 ) -> Outcome:
-    """Submit ``inputs[i]`` at ``schedule[i]`` seconds after the start, not waiting for any."""
-    if len(schedule) != len(inputs):
-        raise ValueError(f"{len(inputs)} inputs but {len(schedule)} arrival times")
-    return await _drive(server, inputs, None, None, timeout, schedule=schedule)
+    """Submit input ``k % len(inputs)`` at ``schedule[k]`` seconds after the start, not
+    waiting for any."""
+    if not inputs and schedule:
+        raise ValueError("an arrival schedule but no inputs")
 
-
-async def _closed_arrivals(inputs: Sequence[Any], free: anyio.Semaphore) -> AsyncIterator[Arrival]:
-    for i, value in enumerate(inputs):
-        await free.acquire()
-        yield Arrival(i, value, now())
-
-
-async def _poisson_arrivals(
-    inputs: Sequence[Any], schedule: Sequence[float], t0: float
-) -> AsyncIterator[Arrival]:
-    for i, (value, at) in enumerate(zip(inputs, schedule, strict=True)):
-        delay = t0 + at - now()
+    async def pace(k: int, t0: float) -> float:
+        delay = t0 + schedule[k] - now()
         if delay > 0:
             await anyio.sleep(delay)
-        yield Arrival(i, value, t0 + at)
+        return t0 + schedule[k]
+
+    outcome = await _drive(server, inputs, len(schedule), pace, None, timeout)
+    outcome.window = (0.0, outcome.wall_s)
+    return outcome
 
 
 async def _drive(
     server: Server,
     inputs: Sequence[Any],
-    arrivals: AsyncIterator[Arrival] | None,
+    total: int,
+    pace: Callable[[int, float], Awaitable[float]],
     free: anyio.Semaphore | None,
     timeout: float | None,
-    *,
-    schedule: Sequence[float] | None = None,
 ) -> Outcome:
+    send, receive = anyio.create_memory_object_stream[Arrival](math.inf)
     started = now()
     outcome = Outcome(started)
     submitted: dict[int, float] = {}
     finished: dict[int, tuple[float, Any, BaseException | None]] = {}
-    if arrivals is None:
-        assert schedule is not None
-        arrivals = _poisson_arrivals(inputs, schedule, started)
 
-    async def watched() -> AsyncIterator[Arrival]:
-        async for arrival in arrivals:
-            submitted[arrival.index] = arrival.submitted
-            yield arrival
+    async def produce() -> None:
+        async with send:
+            for k in range(total):
+                at = await pace(k, started)
+                submitted[k] = at
+                send.send_nowait(Arrival(k, inputs[k % len(inputs)], at))
+
+    async def arrivals() -> AsyncIterator[Arrival]:
+        async with receive:
+            async for arrival in receive:
+                yield arrival
 
     def done(index: int, value: Any, error: BaseException | None) -> None:
         finished[index] = (now(), value, error)
@@ -135,13 +205,20 @@ async def _drive(
             free.release()
 
     with anyio.move_on_after(timeout) as scope:
-        await server.serve(watched(), done)
+        async with anyio.create_task_group() as group:
+            group.start_soon(produce)
+            await server.serve(arrivals(), done)
+            group.cancel_scope.cancel()  # a system that stopped early: stop submitting
     outcome.timed_out = scope.cancelled_caught
     outcome.ended = max((t for t, _, _ in finished.values()), default=now())
     fragment_ends = server.fragment_ends()
-    for i in range(len(inputs)):
+    span_ends = server.span_ends()
+    for i, (t, _, _) in finished.items():
+        if span_ends.get(i, -math.inf) > t:
+            outcome.late_spans.append(i)
+    for i in range(total):
         at = submitted.get(i)
-        sample = Sample(i, (at - started) if at is not None else math.nan)
+        sample = Sample(i, (at - started) if at is not None else math.nan, i % max(len(inputs), 1))
         if i not in finished:
             sample.error = "timed out" if outcome.timed_out else "no outcome"
         else:

@@ -2,11 +2,11 @@
 
 Per app:
 
-* ``latency_cdf_<app>.png``: one panel per load level, one curve per system, the lower
-  bound's CDF dashed;
-* ``throughput_<app>.png``: median throughput against load level, min-max over repeats;
+* ``latency_cdf_<app>.png``: one panel per load level, one curve per system, the unloaded
+  critical path's CDF dashed on the first panel;
+* ``throughput_<app>.png``: throughput against load level, with its bootstrap 95% interval;
 * ``timeline_<app>.png``: one input alone, one row per operator call (a Gantt chart), Alto
-  beside the flat LangGraph variant and the optimum, on one time axis.
+  beside the flat LangGraph variant and the asyncio reference, on one time axis.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _COLORS = {
     "langgraph-flat": "#d62728",
     "langgraph-subgraph": "#ff7f0e",
     "langgraph-functional": "#9467bd",
-    "optimum": "#2ca02c",
+    "asyncio-reference": "#2ca02c",
     BOUND: "#000000",
 }
 
@@ -47,7 +47,7 @@ def _level(mode: str, level: float) -> str:
 def write_all(results: dict[str, Any], out: Path) -> list[Path]:
     """Every plot of every app into ``out``; returns the files written."""
     written = []
-    mode = results["settings"]["mode"]
+    mode = results["settings"]["load"]
     for name, app in results["apps"].items():
         written.append(latency_cdf(name, app, mode, out / f"latency_cdf_{name}.png"))
         written.append(throughput(name, app, mode, out / f"throughput_{name}.png"))
@@ -62,27 +62,27 @@ def latency_cdf(name: str, app: dict[str, Any], mode: str, path: Path) -> Path:
         1, max(len(levels), 1), figsize=(4.2 * max(len(levels), 1), 3.6), squeeze=False, sharey=True
     )
     bounds = [q["bound_s"] for q in app.get("bound", {}).get("queries", []) if "bound_s" in q]
-    for ax, level in zip(axes[0], levels):
+    for panel, (ax, level) in enumerate(zip(axes[0], levels)):
         for system in app["systems"]:
             xs = [
                 s["latency_s"]
                 for r in app["runs"]
                 if r["system"] == system and r["level"] == level
                 for s in r["samples"]
-                if s["latency_s"] is not None and s["error"] is None
+                if s["latency_s"] is not None and s["error"] is None and s.get("in_window", 1)
             ]
             if xs:
                 x, y = cdf(xs)
                 ax.step(
                     [x[0], *x], [0.0, *y], where="post", label=system, color=_COLORS.get(system)
                 )
-        if bounds:
+        if bounds and panel == 0:
             x, y = cdf(bounds)
             ax.step(
                 [x[0], *x],
                 [0.0, *y],
                 where="post",
-                label=BOUND,
+                label="critical path (unloaded)",
                 color=_COLORS[BOUND],
                 linestyle="--",
             )
@@ -108,8 +108,9 @@ def throughput(name: str, app: dict[str, Any], mode: str, path: Path) -> Path:
             continue
         x = [r["level"] for r in mine]
         y = [r["throughput"] for r in mine]
-        low = [r["throughput"] - r["throughput_min"] for r in mine]
-        high = [r["throughput_max"] - r["throughput"] for r in mine]
+        ci = [r["throughput_ci"] or [None, None] for r in mine]
+        low = [max(0.0, r["throughput"] - (c[0] or r["throughput"])) for r, c in zip(mine, ci)]
+        high = [max(0.0, (c[1] or r["throughput"]) - r["throughput"]) for r, c in zip(mine, ci)]
         ax.errorbar(
             x, y, yerr=[low, high], marker="o", capsize=3, label=system, color=_COLORS.get(system)
         )
@@ -170,8 +171,9 @@ def timeline(name: str, app: dict[str, Any], path: Path) -> Path:
         )
         ax.invert_yaxis()
         latency = line.get("latency_s")
-        if latency is not None:
-            ax.axvline(latency, color="black", linestyle=":", linewidth=1)
+        done = line.get("done_s", latency)
+        if done is not None:
+            ax.axvline(done, color="black", linestyle=":", linewidth=1)
         ax.set_title(
             f"{system}: {len(calls)} operator calls, input done at "
             f"{latency if latency is None else f'{latency:.3f}'} s",
@@ -181,7 +183,7 @@ def timeline(name: str, app: dict[str, Any], path: Path) -> Path:
         ax.grid(axis="x", alpha=0.3)
     if not shown:
         axes[0][0].text(0.5, 0.5, "no timeline recorded", ha="center", va="center")
-    axes[-1][0].set_xlabel("seconds since the input was submitted")
+    axes[-1][0].set_xlabel("seconds since the run started (the input was submitted then)")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[s]) for s in steps]
     if handles:
         fig.legend(

@@ -3,7 +3,7 @@
 The benchmark wraps the operators an app calls (``ops.llm``, ``ops.embedder``,
 ``ops.retriever``) in thin proxies that note each call: which step function made
 it, when it started and ended, and for the LLM how long the prompt was and how many
-tokens came back. Alto, the LangGraph variants and the asyncio optimum all call
+tokens came back. Alto, the LangGraph variants and the asyncio reference all call
 through the same proxies, so their timelines are comparable, and nothing relies on
 one system's own instrumentation.
 

@@ -1,14 +1,17 @@
 """``report.md``: the benchmark's tables, in Markdown, from ``results.json``'s content.
 
 Every table of a run on the serving-timing emulator says "timing emulation" in its title:
-those latencies come from a model of GPU serving, not from a model answering.
+those latencies come from a model of GPU serving, not from a model answering. Every p50,
+p95, throughput and ratio is printed with its bootstrap 95% interval; a ratio whose
+interval holds 1 is printed as *parity*.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from alto.bench.summary import BOUND
+from alto.bench.summary import BOUND, slo_table
+from alto.bench.systems import ALTO
 
 EMULATION = "timing emulation"
 
@@ -17,12 +20,33 @@ def _s(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _x(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}x"
+def _ci(value: float | None, ci: list[float | None] | None, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if not ci or ci[0] is None or ci[1] is None:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
-def _level(mode: str, level: float) -> str:
-    return f"{int(level)}" if mode == "closed" else f"{level:g}/s"
+def _ratio(row: dict[str, Any], key: str, lower_is_better: bool) -> str:
+    """``1.03x [0.98, 1.07] parity`` / ``... Alto better`` / ``... Alto worse``."""
+    value, ci = row.get(f"{key}_vs_alto"), row.get(f"{key}_vs_alto_ci")
+    if row["system"] == ALTO or value is None:
+        return "–"
+    text = f"{value:.2f}x" + (
+        f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and ci[0] is not None and ci[1] is not None else ""
+    )
+    same = row.get(f"{key}_vs_alto_parity")
+    if same is None or not ci or ci[0] is None:
+        return text
+    if same:
+        return f"{text} parity"
+    worse = (value > 1) == lower_is_better  # this system is worse than Alto
+    return f"{text} {'Alto better' if worse else 'Alto worse'}"
+
+
+def _level(load: str, level: float) -> str:
+    return f"{int(level)}" if load == "closed" else f"{level:g}/s"
 
 
 def _tag(app: dict[str, Any]) -> str:
@@ -33,72 +57,122 @@ def render(results: dict[str, Any]) -> str:
     """The whole report."""
     settings = results["settings"]
     env = results["environment"]
-    mode = settings["mode"]
+    load = settings["load"]
+    deployment = settings.get("deployment", "single")
+    if load == "closed":
+        sizes = (
+            f"closed loop at concurrency {', '.join(map(str, settings['concurrency']))}; "
+            f"{settings['closed_inputs']} submissions per level (slots refilled as inputs "
+            "complete), measured in the steady-state window (from the first *c* "
+            "completions to the last submission)"
+        )
+    else:
+        rates = (
+            ", ".join(f"{r:g}" for r in settings["rates"])
+            if settings.get("rates")
+            else "the automatic sweep (per app, below)"
+        )
+        sizes = (
+            f"open loop, Poisson arrivals at {rates} inputs/s, {settings['open_inputs']} "
+            "arrivals per rate (latency from the scheduled arrival); "
+            + (
+                "a system whose p95 missed the SLO at a rate at or past the moderate one "
+                "is not run at higher rates"
+                if settings.get("sweep_stop", True)
+                else "every system at every rate"
+            )
+        )
     lines = [
-        "# Alto vs LangGraph vs asyncio optimum: latency and throughput",
+        "# Alto vs LangGraph vs the asyncio reference: latency and throughput",
         "",
         f"- LLM: `{settings['llm']}`"
         + (
-            " (the serving-timing emulator: **timing emulation, not a model**)"
+            " (the serving-timing emulator: **timing emulation, not a model**), deployment "
+            f"`{deployment}`"
             if settings["llm"] == "emulated"
             else ""
         ),
-        "- Load: "
+        f"- Load: {sizes}.",
+        f"- Sample size: {settings['repeats']} repeat(s); systems interleaved (level x "
+        f"repeat x system, order rotating); seed {settings['seed']}. These are **small "
+        "samples** sized for a 2-core machine: read the intervals, not the point values.",
+        f"- Fan-out: `{settings.get('fanout', 'uniform')}`"
         + (
-            f"closed loop at concurrency {', '.join(map(str, settings['concurrency']))}"
-            if mode == "closed"
-            else f"open loop, Poisson arrivals at {', '.join(f'{r:g}' for r in settings['rates'])}"
-            " inputs/s (latency from the scheduled arrival)"
+            " (per input: answers of 1-8 sentences, lists of 1-6 items, documents with "
+            "their own section counts, corpora of varying size)"
+            if settings.get("fanout") == "varied"
+            else " (every input fans out alike: the old reports' mode)"
         ),
-        f"- {settings['queries']} inputs per app, {settings['repeats']} repeat(s); systems "
-        "interleaved (repeat x level x system, order rotating); seed "
-        f"{settings['seed']}",
         f"- Machine: {env['cpu_count']} CPUs ({env['machine']}), Python {env['python']}, "
         f"{env['platform']}; commit `{env.get('git_commit') or 'unknown'}`",
         "",
-        "How to read: latencies in seconds per root input, percentiles over every completed "
-        "input of every repeat. *first output*: from the run's first submission to its first "
-        "completed input (median over repeats). *first fragment*: per input, from submission "
-        "to its first per-fragment result (Alto: end of that stage's first call for the "
-        "input, from Alto's stage spans; the others: end of the step's first operator call "
-        "for the input, from the operator recording). Ratios divide by Alto at the same "
-        "load: latency below 1x and throughput above 1x beat Alto. *lower bound*: the "
-        "critical-path bound of each input (see the section at the end).",
+        "How to read: latencies in seconds per root input, from its submission to its result "
+        "in the driver's hands (one clock for every system). Brackets are bootstrap 95% "
+        "intervals (1000 resamples of the measured inputs; throughput from the gaps between "
+        "completions). Ratios divide by Alto at the same load: a ratio whose interval holds "
+        "1 is **parity**; otherwise the table says whether Alto is better or worse. "
+        "*in flight*: time-averaged inputs in flight in the measured window. *cached*: the "
+        "share of prompt tokens the emulator's prefix cache served (the cache is emptied "
+        "before every run). *first fragment*: per input, from submission to its first "
+        "per-fragment result.",
         "",
     ]
     for name, app in results["apps"].items():
-        lines += _app_section(name, app, mode)
+        lines += _app_section(name, app, load)
     lines += _method_section(results)
     return "\n".join(lines) + "\n"
 
 
-def _app_section(name: str, app: dict[str, Any], mode: str) -> list[str]:
+def _app_section(name: str, app: dict[str, Any], load: str) -> list[str]:
     tag = _tag(app)
     knobs = app["fairness"]
-    lines = [f"## {name}{tag}", "", f"{app['description']}. {app['inputs']} inputs.", ""]
+    sweep = app.get("sweep") or {}
+    lines = [f"## {name}{tag}", "", f"{app['description']}. {app['inputs']} distinct inputs.", ""]
     ops = "; ".join(f"{k}: {v}" for k, v in app["operators"].items())
     lines.append(f"- Operators: {ops}")
     if knobs["alto_llm_stages"]:
         lines.append(
-            f"- Concurrency knobs: Alto {knobs['alto_replicas_per_llm_stage']} replicas on each "
-            f"of its {knobs['alto_llm_stages']} LLM stages (at most "
-            f"{knobs['alto_llm_calls_in_flight_max']} LLM calls in flight); LangGraph "
-            f"`max_concurrency={knobs['langgraph_max_concurrency']}`; optimum LLM semaphore "
-            f"{knobs['optimum_llm_slots']}."
+            f"- One cap for every system: at most {knobs['llm_cap']} LLM calls in flight, "
+            f"enforced by {knobs['llm_cap_enforced_by']}. Lifted above it: Alto's "
+            f"{knobs['alto_llm_stages']} LLM stages have {knobs['alto_replicas_per_llm_stage']} "
+            f"replicas each; LangGraph `max_concurrency={knobs['langgraph_max_concurrency']}` "
+            "per invocation; the asyncio reference has no limit of its own."
         )
     else:
         lines.append(
-            "- No LLM calls (its timings are measured, not emulated). Concurrency knobs: "
-            f"LangGraph `max_concurrency={knobs['langgraph_max_concurrency']}`; Alto's and the "
-            "optimum's stages as the app defines them."
+            "- No LLM calls (its timings are measured, not emulated). LangGraph "
+            f"`max_concurrency={knobs['langgraph_max_concurrency']}`; Alto's and the "
+            "asyncio reference's stages as the app defines them."
         )
+    if sweep:
+        lines.append(
+            f"- Levels: {', '.join(_level(load, v) for v in sweep['levels'])} "
+            f"({sweep['how']})"
+            + (
+                f"; rate ceiling {sweep['rate_ceiling']:g}/s (peak decode rate of the "
+                "deployment over the decode tokens of an input: no system can sustain more)"
+                if sweep.get("rate_ceiling")
+                else ""
+            )
+            + "."
+        )
+        if sweep.get("slo_s") is not None:
+            lines.append(
+                f"- SLO: p95 <= {sweep['slo_s']:.3f} s ({sweep['slo_rule']}; unloaded p50 "
+                f"{_s(sweep.get('unloaded_reference_p50_s'))} s)."
+            )
     for system, reason in app.get("skipped", {}).items():
         lines.append(f"- Skipped {system}: {reason}")
-    problems = [r for r in app["summary"] if r["failed"] or r["mismatched"]]
+    problems = [
+        r
+        for r in app["summary"]
+        if r["system"] != BOUND and (r["failed"] or r["mismatched"] or r.get("late_spans"))
+    ]
     for r in problems:
         lines.append(
-            f"- **{r['system']} at {_level(mode, r['level'])}: {r['failed']} failed, "
-            f"{r['mismatched']} outputs differ from the optimum's**"
+            f"- **{r['system']} at {_level(load, r['level'])}: {r['failed']} failed, "
+            f"{r['mismatched']} outputs differ from the asyncio reference's, "
+            f"{r.get('late_spans', 0)} inputs with work recorded after their completion**"
         )
     probe = (app.get("emulator") or {}).get("probe")
     if probe and not probe["agrees"]:
@@ -107,22 +181,57 @@ def _app_section(name: str, app: dict[str, Any], mode: str) -> list[str]:
             f"({probe['reported_ttft_s']}) differs from the timing model the bound "
             f"uses ({probe['expected_ttft_s']}): the bound is not valid.**"
         )
-    level_name = "concurrency" if mode == "closed" else "arrival rate"
+    slo = slo_table(app, app["summary"])
+    if slo:
+        moderate = slo[0]["moderate_rate"]
+        lines += [
+            "",
+            f"### Throughput at a latency target{tag}",
+            "",
+            f"Highest offered rate whose p95 stays under the SLO ({sweep['slo_s']:.3f} s); "
+            "*surely* / *maybe*: the highest rate whose p95 interval lies wholly / partly "
+            f"under it. p50 at the moderate rate {moderate:g}/s.",
+            "",
+            "| system | max rate under SLO | surely | maybe | stopped after | "
+            f"p50 at {moderate:g}/s | p50 / Alto | in flight | cached |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in slo:
+            share = r["cached_share"]
+            lines.append(
+                f"| {r['system']} | {_rate(r['max_rate'])} | {_rate(r['max_rate_low'])} | "
+                f"{_rate(r['max_rate_high'])} | {_rate(r['stopped_at'])} | "
+                f"{_ci(r['moderate_p50_s'], r['moderate_p50_ci'])} | "
+                f"{_ratio_text(r)} | {_s(r['in_flight'], 1)} | "
+                f"{'–' if share is None else f'{share:.0%}'} |"
+            )
+        lines += ["", f"Table: {name}, {EMULATION if app.get('timing_emulation') else 'measured'}."]
+    level_name = "concurrency" if load == "closed" else "arrival rate"
     lines += [
         "",
         f"### Latency and throughput{tag}",
         "",
-        f"| {level_name} | system | p50 | p95 | p50 / Alto | p95 / Alto | first output | "
-        "first fragment p50 | throughput /s | throughput / Alto |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {level_name} | system | n | p50 | p95 | p50 / Alto | p95 / Alto | throughput /s | "
+        "throughput / Alto | in flight | LLM calls / input | cached | first fragment p50 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in app["summary"]:
-        system = f"*{r['system']}*" if r["system"] == BOUND else r["system"]
+        if r["system"] == BOUND:
+            lines.append(
+                f"| {_level(load, r['level'])} | *{BOUND} (mean, {r['bound_kind']})* | | "
+                f"mean >= {_s(r['mean_s'])} | | | | | | | | | |"
+            )
+            continue
+        per_input = r["llm_calls"] / r["submitted"] if r.get("submitted") else None
+        share = r.get("cached_share")
         lines.append(
-            f"| {_level(mode, r['level'])} | {system} | {_s(r['p50_s'])} | {_s(r['p95_s'])} | "
-            f"{_x(r['p50_vs_alto'])} | {_x(r['p95_vs_alto'])} | {_s(r['first_output_s'])} | "
-            f"{_s(r['first_fragment_p50_s'])} | {_s(r['throughput'], 2)} | "
-            f"{_x(r['throughput_vs_alto'])} |"
+            f"| {_level(load, r['level'])} | {r['system']} | {r['n']} | "
+            f"{_ci(r['p50_s'], r['p50_ci'])} | {_ci(r['p95_s'], r['p95_ci'])} | "
+            f"{_ratio(r, 'p50', True)} | {_ratio(r, 'p95', True)} | "
+            f"{_ci(r['throughput'], r['throughput_ci'], 2)} | "
+            f"{_ratio(r, 'throughput', False)} | {_s(r.get('in_flight'), 1)} | "
+            f"{_s(per_input, 1)} | {'–' if share is None else f'{share:.0%}'} | "
+            f"{_s(r['first_fragment_p50_s'])} |"
         )
     lines += ["", f"Table: {name}, {EMULATION if app.get('timing_emulation') else 'measured'}."]
     lines += _bound_section(name, app, tag)
@@ -136,10 +245,24 @@ def _app_section(name: str, app: dict[str, Any], mode: str) -> list[str]:
     return lines
 
 
+def _rate(value: float | None) -> str:
+    return "none" if value is None else f"{value:g}/s"
+
+
+def _ratio_text(r: dict[str, Any]) -> str:
+    row = {
+        "system": r["system"],
+        "p50_vs_alto": r["moderate_p50_vs_alto"],
+        "p50_vs_alto_ci": r["moderate_p50_vs_alto_ci"],
+        "p50_vs_alto_parity": r["moderate_parity"],
+    }
+    return _ratio(row, "p50", True)
+
+
 def _bound_section(name: str, app: dict[str, Any], tag: str) -> list[str]:
     bound = app.get("bound") or {}
     rows = bound.get("queries", [])
-    lines = ["", f"### Critical-path lower bound per input{tag}", ""]
+    lines = ["", f"### Unloaded critical path per input{tag}", ""]
     if not bound.get("method"):
         if not app["fairness"]["alto_llm_stages"]:
             return lines + [f"Not computed: {name} makes no LLM calls, so no emulated timing."]
@@ -147,18 +270,24 @@ def _bound_section(name: str, app: dict[str, Any], tag: str) -> list[str]:
             "Not computed: the bound needs the emulated LLM's timing model (`--llm emulated`)."
         ]
     lines += [
-        "| input | bound | LLM (modeled) | other (measured) | LLM-only bound | optimum alone | "
-        "bound / optimum alone | critical path |",
-        "|---|---|---|---|---|---|---|---|",
+        "Each input alone (no load): the critical-path lower bound beside the asyncio "
+        "reference's own unloaded latency. Under load this bound alone says little; the "
+        "closed-loop tables give max(critical path, server work) instead.",
+        "",
+        "| input | bound | LLM (modeled) | other (measured) | LLM-only bound | reference alone | "
+        "bound / reference | decode tokens | critical path |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for q in rows:
         if "bound_s" not in q:
-            lines.append(f"| {q['index']} | failed: {q.get('error')} | | | | | | |")
+            lines.append(f"| {q['index']} | failed: {q.get('error')} | | | | | | | |")
             continue
-        share = q["bound_s"] / q["unloaded_optimum_s"] if q["unloaded_optimum_s"] else None
+        alone = q["unloaded_reference_s"]
+        share = q["bound_s"] / alone if alone else None
         lines.append(
             f"| {q['index']} | {_s(q['bound_s'])} | {_s(q['llm_s'])} | {_s(q['other_s'])} | "
-            f"{_s(q.get('llm_only_bound_s'))} | {_s(q['unloaded_optimum_s'])} | {_x(share)} | "
+            f"{_s(q.get('llm_only_bound_s'))} | {_s(alone)} | "
+            f"{'–' if share is None else f'{share:.2f}x'} | {q.get('decode_tokens', '–')} | "
             f"{' → '.join(q['chain'])} |"
         )
     lines += ["", f"Table: {name}, {EMULATION}; seconds."]
@@ -172,25 +301,29 @@ def _method_section(results: dict[str, Any]) -> list[str]:
         "- Every system calls the same operator objects through the same recording "
         "wrappers (each call's step, start, end, tokens), so timelines and per-input "
         "fragment times are measured alike, and the wrappers' small cost falls on all alike.",
+        "- One client-side cap on concurrent LLM calls for every system, enforced by the "
+        "same semaphore in that wrapper; each system's own limits are lifted above it.",
         "- Alto runs each measured run as one streaming run fed by the load driver; the "
         "LangGraph variants (`baselines_langgraph`) run one graph invocation per input; the "
-        "asyncio optimum (`examples/<app>/optimum.py`) runs one coroutine per input.",
+        "asyncio reference (`examples/<app>/asyncio_reference.py`) runs one coroutine per "
+        "input. The asyncio reference is not an optimum: it schedules nothing across inputs.",
+        "- Latency, every system alike: the driver puts each input in the system's queue at "
+        "its submission time and reads the clock again when the result reaches it "
+        "(`time.perf_counter`). No recorded operator or stage call of an input may end "
+        "after that (checked per run; a violation is listed above).",
         "- Every system is built afresh for each run (not timed) and answers one input "
-        "unmeasured before the measured runs. Every output is compared with the optimum's "
-        "output for the same input (the mismatch counts above).",
-        "- Lower bound: after the warm-up, each input runs alone through the optimum once, "
-        "with every operator "
-        "call's causal dependencies recorded (the calls whose results the calling code had "
-        "read; for a token stream, how many tokens). On that graph each LLM call costs the "
-        "emulator's modeled *unloaded* service time (time to first token for its prompt with "
-        "one sequence running, plus the per-token time for every further token it returned, "
-        "or was read of a stream), and every other operator call its measured duration in "
-        "that run. The longest chain to the input's result is the bound: no orchestration "
-        "of the same calls can finish the input sooner on an idle server. Python between "
-        "calls and HTTP time are left out. The emulator is probed once per app to confirm "
-        "its timing model is the one the bound uses. The LLM part is exact; the measured "
-        "part holds for orchestrations making the same non-LLM calls (embedding calls that "
-        "queue for the one model include their wait), so the *LLM-only bound* (non-LLM "
-        "calls free) is given too: it holds for any orchestration.",
+        "unmeasured before the measured runs. Every output is compared with the asyncio "
+        "reference's output for the same input (the mismatch counts above). The emulator's "
+        "prefix cache is emptied before every run.",
+        "- Critical path: each input runs alone through the asyncio reference once, with "
+        "every operator call's causal dependencies recorded (the calls whose results the "
+        "calling code had read; for a token stream, how many tokens). On that graph each "
+        "LLM call costs the emulator's modeled *unloaded* service time and every other "
+        "operator call its measured duration; the longest chain is a lower bound for that "
+        "input on an idle server (the *LLM-only bound* leaves non-LLM calls out and holds "
+        "for any orchestration). Under load, mean latency at *c* in flight is also at least "
+        "*c* x decode tokens per input / the deployment's peak decode rate (Little's law); "
+        "the closed-loop tables print the larger of the two. The rate ceiling is that peak "
+        "rate over the decode tokens per input.",
         "",
     ]

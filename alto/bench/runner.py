@@ -3,30 +3,39 @@
 For an app the run goes:
 
 1. **Operators** are opened once (:func:`open_bench_operators`): with ``--llm emulated``
-   the serving-timing emulator starts once for the whole app.
-2. Every system (and the optimum) runs one input once, unmeasured: connections, model
-   warm-up, compiled graphs, caches.
-3. **Bound pass**: each input alone through the asyncio optimum, recorded with causal
-   dependencies; its outputs are the ones every measured run is checked against, and
-   with the emulator it gives each input's critical-path lower bound
+   the serving-timing emulator starts once for the whole app, as the chosen deployment
+   (one server, or 4 replicas behind a balancer).
+2. Every system (and the asyncio reference) runs one input once, unmeasured: connections,
+   model warm-up, compiled graphs, caches.
+3. **Bound pass**: inputs alone through the asyncio reference, recorded with causal
+   dependencies. Their outputs are the ones every measured run is checked against; the
+   first ones' unloaded latency sets the SLO and, with the emulator, their critical path
+   and decode tokens give the lower bound and the server's rate ceiling
    (:mod:`alto.bench.bound`).
-4. **Measured runs**, interleaved: for each repeat, for each load level (a closed-loop
-   concurrency or a Poisson rate), every system once, the order rotating so each system
-   takes each position in turn.
-5. **Timelines**: the first input alone through Alto, flat LangGraph and the optimum,
-   every operator call recorded, for the Gantt plot and the Chrome trace.
+4. **Measured runs**, interleaved: for each load level (a closed-loop concurrency or a
+   Poisson rate), for each repeat, every system once, the order rotating so each system
+   takes each position in turn. Before each run the emulator's prefix cache is emptied, so
+   every run starts cold and its cached tokens are its own. In an open-loop sweep a system
+   whose p95 missed the SLO at a rate (past the moderate one) is not run at higher rates.
+5. **Timelines**: the first input alone through Alto, flat LangGraph and the asyncio
+   reference, every operator call recorded, for the Gantt plot and the Chrome trace.
 
-Fairness of concurrency knobs: Alto gives each LLM stage ``ops.llm.max_concurrency``
-replicas, so it has at most that many calls in flight per LLM stage. The LangGraph
-variants get ``max_concurrency`` equal to that total (replicas x LLM stages), and the
-optimum's LLM calls share a semaphore of the same size across all its root inputs.
+One cap for every system: in every run, all LLM calls of the system under test go through
+one client-side limit on concurrent calls (a semaphore in the recording wrapper, shared by
+the whole run: ``llm_cap`` calls at once against the deployment's endpoint). The systems'
+own knobs are lifted above it: Alto's LLM stages get ``llm_cap`` replicas each, LangGraph's
+per-invocation ``max_concurrency`` is :data:`LANGGRAPH_LIFTED`, the asyncio reference has
+no limit of its own. So no system gets more LLM concurrency than another.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import importlib
 import math
 import os
+import random
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
@@ -34,24 +43,39 @@ from types import ModuleType
 from typing import Any
 
 from alto.bench import driver
-from alto.bench.bound import critical_path
+from alto.bench.bound import critical_path, peak_decode_tokens_per_s
 from alto.bench.record import Recorder, recording_operators, tracking_dependencies
-from alto.bench.stats import finite, poisson_schedule, rotation, throughput
+from alto.bench.stats import finite, percentile, poisson_schedule, rotation, throughput
 from alto.bench.systems import (
     ALTO,
-    OPTIMUM,
+    REFERENCE,
     SYSTEMS,
     langgraph_unavailable,
-    load_optimum,
+    load_reference,
     make_server,
     now,
 )
 
-TIMELINE_SYSTEMS = (ALTO, "langgraph-flat", OPTIMUM)
-DEFAULT_EMULATED_CONCURRENCY = 16
-"""LLM calls the emulated server is taken to serve well at once (``--llm-concurrency``):
-the emulated vLLM decodes 4 sequences at full speed and 16 at 1.7x the per-token time."""
-LANGGRAPH_DEFAULT_CONCURRENCY = 64
+TIMELINE_SYSTEMS = (ALTO, "langgraph-flat", REFERENCE)
+CAP_PER_REPLICA = 16
+"""Default client-side cap per emulated replica (``--llm-concurrency``): the emulated vLLM
+reaches its peak throughput near 16 sequences (TPOT 10.9 ms there, 46.9 ms at 64)."""
+LANGGRAPH_LIFTED = 1024
+"""LangGraph's ``max_concurrency`` per invocation, lifted above the shared cap (it is per
+graph invocation, so any lower value would be a second, different cap)."""
+DEPLOYMENTS: dict[str, tuple[int, str]] = {
+    "single": (1, "round-robin"),
+    "rr4": (4, "round-robin"),
+    "prefix4": (4, "prefix-aware"),
+}
+"""``--deployment``: emulated replicas and the balancer in front of them."""
+RATE_FRACTIONS = (0.2, 0.4, 0.6, 0.8)
+"""The automatic open-loop sweep, as fractions of the app's rate ceiling on the deployment
+(LLM apps), the second being the *moderate* rate every system runs."""
+RATE_MULTIPLES = (1.0, 4.0, 16.0, 64.0)
+"""The automatic sweep of an app without LLM calls: multiples of 1 / its unloaded p50."""
+BOUND_INPUTS = 16
+"""Inputs timed alone in the bound pass (the rest get their expected output unmeasured)."""
 _PROBE = 7919  # an LLM concurrency no app would choose: finds the stages sized by it
 
 
@@ -64,26 +88,34 @@ class Settings:
     llm_url: str | None = None
     llm_model: str | None = None
     embedder: str = "minilm"
-    queries: int = 16
+    queries: int | None = None  # distinct inputs per app (None: as many as the load needs)
+    load: str = "closed"  # "closed" or "open"
     concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
-    mode: str = "closed"
-    rates: list[float] = field(default_factory=lambda: [2.0])
-    repeats: int = 3
+    closed_inputs: int = 100  # submissions per closed-loop level
+    rates: list[float] | None = None  # open loop, inputs/s (None: the automatic sweep)
+    open_inputs: int = 24  # submissions per open-loop rate
+    slo_factor: float = 3.0  # the SLO: this times the asyncio reference's unloaded p50
+    slo_s: float | None = None  # or a fixed SLO in seconds
+    sweep_stop: bool = True  # an open sweep stops a system past its first missed SLO
+    repeats: int = 1
     seed: int = 0
     systems: list[str] = field(default_factory=lambda: list(SYSTEMS))
     timeout_s: float = 600.0
     docs_per_corpus: int = 16
     config: str | None = None  # a JSON file of the app's Config (one app only)
-    llm_concurrency: int | None = None  # what the LLM serves well at once (None: its own)
+    llm_concurrency: int | None = None  # the shared client-side cap (None: the default)
     emulator_config: str | None = None  # EmulatorConfig as JSON (None: its defaults)
     emulator_mode: str = "process"
-
-    @property
-    def levels(self) -> list[float]:
-        return [float(c) for c in self.concurrency] if self.mode == "closed" else self.rates
+    deployment: str = "single"
+    fanout: str = "varied"  # "varied": per-input fan-outs; "uniform": the old fixed ones
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def inputs_for(self, available: int) -> int:
+        """Distinct inputs of an app: ``queries``, or as many as one level submits."""
+        wanted = self.queries or (self.closed_inputs if self.load == "closed" else self.open_inputs)
+        return max(1, min(wanted, available))
 
 
 def load_app(name: str) -> ModuleType:
@@ -92,20 +124,39 @@ def load_app(name: str) -> ModuleType:
     return load(name)
 
 
-def bench_inputs(app: ModuleType, n: int, docs_per_corpus: int) -> list[Any]:
-    """``n`` root inputs of ``app``; ingest's are corpora of ``docs_per_corpus`` documents."""
+def bench_inputs(
+    app: ModuleType, n: int, docs_per_corpus: int, *, fanout: str = "uniform", seed: int = 0
+) -> list[Any]:
+    """``n`` root inputs of ``app``; ingest's are corpora of ``docs_per_corpus`` documents
+    (with ``fanout="varied"``, of 1 to twice that many, drawn per corpus)."""
     if app.NAME != "ingest":
         return list(app.load_inputs(n))
     from examples import data
     from examples.ingest import Corpus, Doc
 
-    docs = data.ingest_documents(n * docs_per_corpus)
-    return [
-        Corpus(
-            f"ingest-{i}", tuple(Doc(d.id, d.text) for d in docs[start : start + docs_per_corpus])
-        )
-        for i, start in enumerate(range(0, len(docs), docs_per_corpus))
-    ]
+    if fanout == "varied":
+        rng = random.Random(f"alto-bench-corpus-sizes:{seed}")
+        sizes = [rng.randint(1, 2 * docs_per_corpus) for _ in range(n)]
+    else:
+        sizes = [docs_per_corpus] * n
+    docs = data.ingest_documents(sum(sizes))
+    out, start = [], 0
+    for i, size in enumerate(sizes):
+        chunk = docs[start : start + size]
+        start += size
+        out.append(Corpus(f"ingest-{i}", tuple(Doc(d.id, d.text) for d in chunk)))
+    return out
+
+
+def app_config(app: ModuleType, settings: Settings) -> Any:
+    """The app's ``Config``: from ``--config``, else with the varied fan-out's settings
+    (``steps.VARIED_FANOUT``) under ``fanout="varied"``, else None (its defaults)."""
+    if settings.config:
+        return read_config(app, settings.config)
+    if settings.fanout == "varied":
+        steps = importlib.import_module(f"{app.__name__}.steps")
+        return app.Config(**getattr(steps, "VARIED_FANOUT", {}))
+    return None
 
 
 def llm_stages(app: ModuleType) -> int:
@@ -121,33 +172,50 @@ def llm_stages(app: ModuleType) -> int:
     return sum(1 for node in plan.nodes if node.spec.options.replicas == _PROBE)
 
 
-def fairness(app: ModuleType, ops: Any) -> dict[str, Any]:
+def fairness(app: ModuleType, ops: Any, cap: int | None) -> dict[str, Any]:
     """The concurrency knobs every system gets (see the module docstring)."""
     stages = llm_stages(app)
-    replicas = ops.llm_replicas if ops.llm is not None else None
-    budget = replicas * stages if replicas and stages else None
     return {
-        "llm_max_concurrency": ops.llm.max_concurrency if ops.llm is not None else None,
+        "llm_cap": cap if stages else None,
+        "llm_cap_enforced_by": (
+            "one semaphore per run in the recording LLM wrapper, shared by all of the "
+            "system's LLM calls (the same code for every system)"
+            if stages
+            else None
+        ),
         "alto_llm_stages": stages,
-        "alto_replicas_per_llm_stage": replicas,
-        "alto_llm_calls_in_flight_max": budget,
-        "langgraph_max_concurrency": budget or LANGGRAPH_DEFAULT_CONCURRENCY,
-        "optimum_llm_slots": budget,
+        "alto_replicas_per_llm_stage": ops.llm_replicas if stages else None,
+        "langgraph_max_concurrency": LANGGRAPH_LIFTED,
+        "asyncio_reference_limit": "none of its own",
         "alto_root_concurrency": "set by the load driver (no limit inside the run)",
     }
+
+
+def default_cap(settings: Settings, ops: Any, stages: int) -> int | None:
+    """The shared cap: ``--llm-concurrency``, else 16 per emulated replica, else what the
+    LLM's own client serves (its replicas per stage times the app's LLM stages)."""
+    if settings.llm_concurrency:
+        return settings.llm_concurrency
+    if settings.llm == "emulated":
+        return CAP_PER_REPLICA * DEPLOYMENTS[settings.deployment][0]
+    if ops.llm is None or not stages:
+        return None
+    return int(ops.llm_replicas * stages)
 
 
 @contextlib.asynccontextmanager
 async def open_bench_operators(
     app: ModuleType, settings: Settings
-) -> AsyncIterator[tuple[Any, Any]]:
-    """The app's operators, and the emulator's timing model when the LLM is emulated.
+) -> AsyncIterator[tuple[Any, Any, Any]]:
+    """The app's operators, the emulator's timing model and the emulator server (the last
+    two None unless the LLM is emulated).
 
     The embedder and retriever come from ``examples.common.open_operators``. With
-    ``--llm emulated`` the serving-timing emulator is started here, once for the app, in a
-    process of its own by default (so the systems' own CPU work cannot slow its clock), and
-    the LLM is an :class:`OpenAIClient` on it with a connection pool as large as the
-    emulator's ``max_num_seqs`` (the client never becomes the bottleneck).
+    ``--llm emulated`` the serving-timing emulator is started here, once for the app, as
+    ``settings.deployment``, in a process of its own by default (so the systems' own CPU
+    work cannot slow its clock), and the LLM is an :class:`OpenAIClient` on its balancer
+    (``/v1``) with a connection pool larger than the cap (the client never becomes the
+    bottleneck).
     """
     from examples.common import open_operators
 
@@ -161,9 +229,10 @@ async def open_bench_operators(
         embedder=settings.embedder,  # type: ignore[arg-type]
     ) as ops:
         if not emulated:
-            if settings.llm_concurrency and ops.llm is not None:
-                ops.llm.max_concurrency = settings.llm_concurrency
-            yield ops, None
+            cap = default_cap(settings, ops, llm_stages(app))
+            if cap and ops.llm is not None:
+                ops.llm.max_concurrency = cap
+            yield ops, None, None
             return
         from alto.bench.emulator import EmulatorConfig, EmulatorServer
         from alto.operators.llm.openai import OpenAIClient
@@ -173,20 +242,29 @@ async def open_bench_operators(
             if settings.emulator_config
             else EmulatorConfig()
         )
-        async with EmulatorServer(model, mode=settings.emulator_mode) as server:  # type: ignore[arg-type]
+        if settings.fanout == "varied" and not settings.emulator_config:
+            model = model.model_copy(update={"fanout": "varied"})
+        replicas, balancer = DEPLOYMENTS[settings.deployment]
+        cap = default_cap(settings, ops, llm_stages(app)) or CAP_PER_REPLICA
+        async with EmulatorServer(
+            model,
+            mode=settings.emulator_mode,  # type: ignore[arg-type]
+            replicas=replicas,
+            balancer=balancer,  # type: ignore[arg-type]
+        ) as server:
             client = OpenAIClient(
                 server.base_url,
                 "emulated",
-                max_connections=max(64, model.max_num_seqs),
-                max_concurrency=settings.llm_concurrency or DEFAULT_EMULATED_CONCURRENCY,
+                max_connections=max(64, 2 * cap),
+                max_concurrency=cap,
             )
             async with client:
                 ops.llm = client
                 ops.labels["llm"] = (
                     f"serving-timing emulator (timing emulation, not a model; "
-                    f"{settings.emulator_mode} mode)"
+                    f"{settings.emulator_mode} mode; {replicas} replica(s) behind {balancer})"
                 )
-                yield ops, model
+                yield ops, model, server
 
 
 async def probe_emulator(llm: Any, model: Any) -> dict[str, Any]:
@@ -218,11 +296,45 @@ async def probe_emulator(llm: Any, model: Any) -> dict[str, Any]:
     }
 
 
+class EmulatorCounters:
+    """The emulator's prompt and cached-token counters, read around each run."""
+
+    def __init__(self, server: Any) -> None:
+        self.root = server.base_url.removesuffix("/v1")
+
+    async def reset_cache(self) -> None:
+        import httpx
+
+        async with httpx.AsyncClient(timeout=30) as client:
+            (await client.post(f"{self.root}/reset_prefix_cache")).raise_for_status()
+
+    async def read(self) -> tuple[int, int, int]:
+        """(requests, prompt tokens looked up in the prefix cache, tokens found there)."""
+        import httpx
+
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.get(f"{self.root}/stats")
+            response.raise_for_status()
+            stats = response.json()
+        per = stats["per_replica"]
+        return (
+            int(stats["requests"]),
+            sum(int(r["prefix_cache"]["queried_tokens"]) for r in per),
+            sum(int(r["prefix_cache"]["hit_tokens"]) for r in per),
+        )
+
+
 async def bench_app(name: str, settings: Settings, *, progress: bool = True) -> dict[str, Any]:
     """Benchmark one app; everything ``results.json`` holds about it."""
     app = load_app(name)
-    config = read_config(app, settings.config) if settings.config else None
-    inputs = bench_inputs(app, settings.queries, settings.docs_per_corpus)
+    config = app_config(app, settings)
+    available = app.available_inputs()
+    if name == "ingest":  # corpora of documents: up to twice docs_per_corpus when varied
+        available //= settings.docs_per_corpus * (2 if settings.fanout == "varied" else 1)
+    n = settings.inputs_for(available)
+    inputs = bench_inputs(
+        app, n, settings.docs_per_corpus, fanout=settings.fanout, seed=settings.seed
+    )
     systems = list(settings.systems)
     skipped: dict[str, str] = {}
     if any(s.startswith("langgraph-") for s in systems):
@@ -230,31 +342,86 @@ async def bench_app(name: str, settings: Settings, *, progress: bool = True) -> 
         if reason:
             skipped = {s: reason for s in systems if s.startswith("langgraph-")}
             systems = [s for s in systems if s not in skipped]
-    async with open_bench_operators(app, settings) as (ops, emulator):
-        knobs = fairness(app, ops)
+    async with open_bench_operators(app, settings) as (ops, emulator, server):
+        stages = llm_stages(app)
+        cap = default_cap(settings, ops, stages)
+        knobs = fairness(app, ops, cap)
         probe = await probe_emulator(ops.llm, emulator) if emulator is not None else None
-        session = _Session(app, ops, inputs, settings, knobs, config)
-        for system in dict.fromkeys([*systems, OPTIMUM]):  # warm, so the bound pass is not cold
+        counters = EmulatorCounters(server) if server is not None else None
+        session = _Session(app, ops, inputs, settings, knobs, config, counters)
+        for system in dict.fromkeys([*systems, REFERENCE]):  # warm, so the bound pass is not cold
             await session.warm(system)
         bounds = await session.bound_pass(emulator)
-        runs = await session.measure_all(systems, progress)
+        sweep = plan_levels(settings, bounds, emulator)
+        runs, stopped = await session.measure_all(systems, sweep, progress)
         timelines = {s: await session.timeline(s) for s in TIMELINE_SYSTEMS if s in systems}
     return {
         "app": name,
         "description": app.DESCRIPTION,
         "inputs": len(inputs),
+        "fanout": settings.fanout,
+        "config": config.model_dump(mode="json") if config is not None else None,
         "operators": dict(ops.labels),
         "timing_emulation": emulator is not None,  # an app without LLM calls is measured
         "emulator": None
         if emulator is None
-        else {"config": emulator.model_dump(mode="json"), "probe": probe},
+        else {
+            "config": emulator.model_dump(mode="json"),
+            "probe": probe,
+            "deployment": settings.deployment,
+            "replicas": DEPLOYMENTS[settings.deployment][0],
+            "balancer": DEPLOYMENTS[settings.deployment][1],
+        },
         "fairness": knobs,
         "systems": systems,
         "skipped": skipped,
         "fragment_output": _fragment_doc(name),
         "bound": bounds,
+        "sweep": sweep,
+        "stopped": stopped,
         "runs": runs,
         "timelines": timelines,
+    }
+
+
+def plan_levels(settings: Settings, bounds: dict[str, Any], emulator: Any) -> dict[str, Any]:
+    """The load levels of the measured runs, the SLO, and the rate ceiling.
+
+    Closed loop: ``settings.concurrency``. Open loop: ``settings.rates``, or the automatic
+    sweep: :data:`RATE_FRACTIONS` of the rate ceiling (the deployment's peak decode
+    throughput over the decode tokens of an input), or for an app without LLM calls
+    :data:`RATE_MULTIPLES` of 1 / its unloaded p50. The *moderate* rate is the second.
+    """
+    rows = [q for q in bounds["queries"] if "unloaded_reference_s" in q]
+    unloaded = percentile([q["unloaded_reference_s"] for q in rows], 50) if rows else math.nan
+    slo = settings.slo_s if settings.slo_s else settings.slo_factor * unloaded
+    ceiling = bounds.get("rate_ceiling")
+    if settings.load == "closed":
+        levels = [float(c) for c in settings.concurrency]
+        how = "closed-loop concurrency"
+    elif settings.rates:
+        levels = sorted(float(r) for r in settings.rates)
+        how = "given rates"
+    elif ceiling:
+        levels = [round(ceiling * f, 3) for f in RATE_FRACTIONS]
+        how = f"fractions {', '.join(f'{f:g}' for f in RATE_FRACTIONS)} of the rate ceiling"
+    else:
+        base = 1.0 / unloaded if unloaded and unloaded > 0 else 1.0
+        levels = [round(base * m, 3) for m in RATE_MULTIPLES]
+        how = f"multiples {', '.join(f'{m:g}' for m in RATE_MULTIPLES)} of 1 / unloaded p50"
+    moderate = levels[min(1, len(levels) - 1)] if settings.load == "open" else None
+    return {
+        "levels": levels,
+        "how": how,
+        "moderate_rate": moderate,
+        "unloaded_reference_p50_s": finite(unloaded),
+        "slo_s": finite(slo),
+        "slo_rule": (
+            f"fixed {settings.slo_s:g} s"
+            if settings.slo_s
+            else f"{settings.slo_factor:g} x the asyncio reference's unloaded p50"
+        ),
+        "rate_ceiling": ceiling,
     }
 
 
@@ -284,6 +451,7 @@ class _Session:
         settings: Settings,
         knobs: dict[str, Any],
         config: Any,
+        counters: EmulatorCounters | None,
     ) -> None:
         self.app = app
         self.ops = ops
@@ -291,44 +459,48 @@ class _Session:
         self.settings = settings
         self.knobs = knobs
         self.config = config
+        self.counters = counters
         self.expected: list[str | None] = []
 
     def server(self, system: str, recorder: Recorder) -> Any:
-        ops = recording_operators(self.ops, recorder)
-        optimum_ops = recording_operators(
-            self.ops, recorder, llm_slots=self.knobs["optimum_llm_slots"]
-        )
+        ops = recording_operators(self.ops, recorder, llm_slots=self.knobs["llm_cap"])
         return make_server(
             system,
             self.app,
             ops,
             recorder=recorder,
-            optimum_ops=optimum_ops,
             langgraph_concurrency=self.knobs["langgraph_max_concurrency"],
             config=self.config,
         )
 
     async def bound_pass(self, emulator: Any) -> dict[str, Any]:
-        """Each input alone through the optimum: expected outputs, and the bound."""
-        optimum = load_optimum(self.app)
+        """Inputs alone through the asyncio reference: expected outputs, and the bound.
+
+        The first :data:`BOUND_INPUTS` run one at a time, timed (the unloaded latency, the
+        critical path, the decode tokens); the rest only for their expected output.
+        """
+        reference = load_reference(self.app)
         rows = []
-        for i, value in enumerate(self.inputs):
+        timed = self.inputs[:BOUND_INPUTS]
+        for i, value in enumerate(timed):
             recorder = Recorder()
             ops = recording_operators(self.ops, recorder)
             with tracking_dependencies() as result:
                 started = now()
                 try:
-                    out = await optimum(ops, value, self.config)
+                    out = await reference(ops, value, self.config)
                 except Exception as exc:
                     self.expected.append(None)
                     rows.append({"index": i, "error": f"{type(exc).__name__}: {exc}"[:500]})
                     continue
                 elapsed = now() - started
             self.expected.append(driver.fingerprint(out))
+            llm = [c for c in recorder.calls if c.operator == "llm"]
             row: dict[str, Any] = {
                 "index": i,
-                "unloaded_optimum_s": round(elapsed, 6),
-                "llm_calls": sum(c.operator == "llm" for c in recorder.calls),
+                "unloaded_reference_s": round(elapsed, 6),
+                "llm_calls": len(llm),
+                "decode_tokens": sum(c.tokens for c in llm),
                 "calls": len(recorder.calls),
             }
             if emulator is not None:
@@ -336,25 +508,51 @@ class _Session:
                 llm_only = critical_path(recorder.calls, result.seen, emulator, other=False)
                 row["llm_only_bound_s"] = round(llm_only.seconds, 6)
             rows.append(row)
-        method = None
+        rest = self.inputs[len(timed) :]
+        limit = asyncio.Semaphore(16)
+
+        async def expect(value: Any) -> str | None:
+            async with limit:
+                try:
+                    return driver.fingerprint(await reference(self.ops, value, self.config))
+                except Exception:
+                    return None
+
+        self.expected += await asyncio.gather(*(expect(v) for v in rest))
+        method = ceiling = peak = None
         if emulator is not None:
             method = (
-                "longest dependency chain of one unloaded optimum run per input: LLM "
-                "calls at the emulator's modeled unloaded service time, other operator "
+                "longest dependency chain of one unloaded asyncio-reference run per input: "
+                "LLM calls at the emulator's modeled unloaded service time, other operator "
                 "calls at their measured duration"
             )
-        return {"method": method, "queries": rows}
+            tokens = [int(str(q["decode_tokens"])) for q in rows if "decode_tokens" in q]
+            replicas = DEPLOYMENTS[self.settings.deployment][0]
+            peak = peak_decode_tokens_per_s(emulator) * replicas
+            work = sum(tokens) / len(tokens) if tokens else 0
+            ceiling = round(peak / work, 3) if work else None
+        return {
+            "method": method,
+            "queries": rows,
+            "peak_decode_tokens_per_s": None if peak is None else round(peak, 1),
+            "rate_ceiling": ceiling,
+        }
 
     async def warm(self, system: str) -> None:
         recorder = Recorder()
         server = self.server(system, recorder)
         await driver.closed_loop(server, self.inputs[:1], 1, timeout=self.settings.timeout_s)
 
-    async def measure_all(self, systems: list[str], progress: bool) -> list[dict[str, Any]]:
+    async def measure_all(
+        self, systems: list[str], sweep: dict[str, Any], progress: bool
+    ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+        """Every run; and, per system the open sweep stopped early, the rate it missed."""
         from tqdm.auto import tqdm
 
+        from alto.bench.stats import percentile as pct
+
         settings = self.settings
-        levels = settings.levels
+        levels = sweep["levels"]
         bar = tqdm(
             total=settings.repeats * len(levels) * len(systems),
             desc=self.app.NAME,
@@ -362,18 +560,36 @@ class _Session:
             disable=not progress,
             file=sys.stderr,
         )
-        runs = []
+        runs: list[dict[str, Any]] = []
+        active = list(systems)
+        stopped: dict[str, float] = {}
         try:
-            for repeat in range(settings.repeats):
-                for li, level in enumerate(levels):
-                    order = rotation(systems, repeat * len(levels) + li)
+            for li, level in enumerate(levels):
+                for repeat in range(settings.repeats):
+                    order = rotation(active, repeat * len(levels) + li)
                     for position, system in enumerate(order):
-                        bar.set_postfix_str(f"{system} @ {_level_name(settings.mode, level)}")
+                        bar.set_postfix_str(f"{system} @ {_level_name(settings.load, level)}")
                         runs.append(await self.measure(system, level, repeat, position))
                         bar.update()
+                if settings.load != "open" or not settings.sweep_stop:
+                    continue
+                if sweep["slo_s"] is None or level < (sweep["moderate_rate"] or 0):
+                    continue
+                for system in list(active):
+                    latencies = [
+                        s["latency_s"] if s["error"] is None else math.inf
+                        for r in runs
+                        if r["system"] == system and r["level"] == level
+                        for s in r["samples"]
+                        if s["in_window"]
+                    ]
+                    if latencies and pct(latencies, 95) > sweep["slo_s"]:
+                        active.remove(system)
+                        stopped[system] = level
+                        bar.update(settings.repeats * (len(levels) - li - 1))
         finally:
             bar.close()
-        return runs
+        return runs, stopped
 
     async def measure(
         self, system: str, level: float, repeat: int, position: int
@@ -381,36 +597,60 @@ class _Session:
         settings = self.settings
         recorder = Recorder()
         server = self.server(system, recorder)
+        before = None
+        if self.counters is not None:
+            await self.counters.reset_cache()
+            before = await self.counters.read()
         recorder.reset()
-        if settings.mode == "closed":
+        if settings.load == "closed":
             outcome = await driver.closed_loop(
-                server, self.inputs, int(level), timeout=settings.timeout_s
+                server,
+                self.inputs,
+                int(level),
+                total=max(settings.closed_inputs, int(level)),
+                timeout=settings.timeout_s,
             )
         else:
-            schedule = poisson_schedule(len(self.inputs), level, settings.seed + repeat)
+            schedule = poisson_schedule(settings.open_inputs, level, settings.seed + repeat)
             outcome = await driver.open_loop(
                 server, self.inputs, schedule, timeout=settings.timeout_s
             )
+        tokens: dict[str, Any] = {"requests": None, "prompt_tokens": None, "cached_tokens": None}
+        if self.counters is not None and before is not None:
+            after = await self.counters.read()
+            tokens = {
+                "requests": after[0] - before[0],
+                "prompt_tokens": after[1] - before[1],
+                "cached_tokens": after[2] - before[2],
+            }
         mismatched = 0
         for sample in outcome.samples:
-            expected = self.expected[sample.index]
+            expected = self.expected[sample.input]
             if sample.error is None and expected is not None:
                 mismatched += driver.fingerprint(sample.output) != expected
         completed = outcome.completed
+        start, end = outcome.window
         return {
             "system": system,
             "level": level,
             "repeat": repeat,
             "position": position,
             "wall_s": round(outcome.wall_s, 6),
+            "window_s": [finite(round(start, 6)), finite(round(end, 6))],
             "first_output_s": finite(round(outcome.first_output_s, 6)),
             "throughput": finite(throughput(len(completed), outcome.wall_s)),
+            "window_throughput": finite(outcome.window_throughput),
+            "in_flight": finite(outcome.in_flight),
+            "submitted": len(outcome.samples),
             "completed": len(completed),
+            "measured": len(outcome.measured),
             "failed": len(outcome.samples) - len(completed),
             "mismatched": mismatched,
             "timed_out": outcome.timed_out,
+            "late_spans": len(outcome.late_spans),
             "operator_calls": len(recorder.calls),
             "llm_calls": sum(c.operator == "llm" for c in recorder.calls),
+            **tokens,
             "samples": [s.as_dict() for s in outcome.samples],
         }
 
@@ -437,16 +677,19 @@ class _Session:
                 for s in stats.spans
             ]
         sample = outcome.samples[0]
+        done = sample.submitted + sample.latency
         return {
             "latency_s": None if math.isnan(sample.latency) else round(sample.latency, 6),
+            "submitted_s": round(sample.submitted, 6),
+            "done_s": None if math.isnan(done) else round(done, 6),
             "error": sample.error,
             "calls": [c.as_dict(t0) for c in sorted(recorder.calls, key=lambda c: c.start)],
             "stage_spans": spans,
         }
 
 
-def _level_name(mode: str, level: float) -> str:
-    return f"c={int(level)}" if mode == "closed" else f"{level:g}/s"
+def _level_name(load: str, level: float) -> str:
+    return f"c={int(level)}" if load == "closed" else f"{level:g}/s"
 
 
 def environment(settings: Settings) -> dict[str, Any]:

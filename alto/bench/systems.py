@@ -5,8 +5,9 @@
   share stages and batches as they do in production.
 * ``langgraph-flat``, ``langgraph-subgraph``, ``langgraph-functional``: the LangGraph
   versions (``baselines_langgraph``), one graph invocation per root input.
-* ``optimum``: the app's hand-written asyncio version (``examples/<app>/optimum.py``),
-  one coroutine per root input.
+* ``asyncio-reference``: the app's hand-written asyncio version
+  (``examples/<app>/asyncio_reference.py``), one coroutine per root input. It is a
+  reference, not an optimum: it schedules nothing across inputs.
 
 Every system is built afresh for every measured run, on operators that record their
 calls (:mod:`alto.bench.record`); building is not timed.
@@ -25,9 +26,9 @@ from typing import Any, Protocol
 from alto.bench.record import Recorder, current_root
 
 ALTO = "alto"
-OPTIMUM = "optimum"
+REFERENCE = "asyncio-reference"
 LANGGRAPH_VARIANTS = ("flat", "subgraph", "functional")
-SYSTEMS = (ALTO, *(f"langgraph-{v}" for v in LANGGRAPH_VARIANTS), OPTIMUM)
+SYSTEMS = (ALTO, *(f"langgraph-{v}" for v in LANGGRAPH_VARIANTS), REFERENCE)
 
 FRAGMENT_OUTPUT: dict[str, tuple[str, str] | None] = {
     "factcheck": ("judge", "verdict"),
@@ -61,9 +62,12 @@ class Server(Protocol):
     def fragment_ends(self) -> dict[int, float]:
         """Per root index, when its first per-fragment output was ready (if measured here)."""
 
+    def span_ends(self) -> dict[int, float]:
+        """Per root index, when the last recorded piece of its work ended."""
+
 
 class PerRoot:
-    """A system that runs one coroutine per root input (LangGraph, the asyncio optimum).
+    """A system that runs one coroutine per root input (LangGraph, the asyncio reference).
 
     Args:
         run_one: runs one root input to its output.
@@ -94,6 +98,14 @@ class PerRoot:
         async with asyncio.TaskGroup() as group:
             async for arrival in arrivals:
                 group.create_task(one(arrival))
+
+    def span_ends(self) -> dict[int, float]:
+        """Per root index, the end of the last operator call recorded for it."""
+        ends: dict[int, float] = {}
+        for call in self.recorder.calls if self.recorder is not None else ():
+            if call.root is not None:
+                ends[call.root] = max(ends.get(call.root, call.end), call.end)
+        return ends
 
     def fragment_ends(self) -> dict[int, float]:
         """From the recorded operator calls: the end of the root's first call of the step."""
@@ -127,6 +139,15 @@ class AltoServer:
             async for result in results:
                 done(self.order[result.index], result.value, result.error)
 
+    def span_ends(self) -> dict[int, float]:
+        """Per root index, the end of the last of Alto's stage calls for it (its spans)."""
+        ends: dict[int, float] = {}
+        for span in self.stats.spans or ():
+            if span.ancestry:
+                root = self.order[span.ancestry[0]]
+                ends[root] = max(ends.get(root, span.end), span.end)
+        return ends
+
     def fragment_ends(self) -> dict[int, float]:
         """From Alto's own stage spans: the end of the root's first call of the stage."""
         ends: dict[int, float] = {}
@@ -140,9 +161,11 @@ class AltoServer:
         return ends
 
 
-def load_optimum(app: ModuleType) -> Callable[..., Awaitable[Any]]:
-    """The app's ``optimum(ops, input, config=None)``."""
-    return importlib.import_module(f"{app.__name__}.optimum").optimum
+def load_reference(app: ModuleType) -> Callable[..., Awaitable[Any]]:
+    """The app's ``asyncio_reference(ops, input, config=None)``."""
+    module = importlib.import_module(f"{app.__name__}.asyncio_reference")
+    reference: Callable[..., Awaitable[Any]] = module.asyncio_reference
+    return reference
 
 
 def langgraph_unavailable() -> str | None:
@@ -160,18 +183,16 @@ def make_server(
     ops: Any,
     *,
     recorder: Recorder,
-    optimum_ops: Any,
     langgraph_concurrency: int,
     config: Any = None,
 ) -> Server:
-    """A fresh ``system`` for ``app`` on ``ops`` (the optimum uses ``optimum_ops``).
+    """A fresh ``system`` for ``app`` on ``ops``.
 
     Args:
         system: one of :data:`SYSTEMS`.
         app: the app's module (``examples.<name>``).
         ops: recording operators for this run.
         recorder: their recorder.
-        optimum_ops: the same, with the optimum's client-side LLM bound.
         langgraph_concurrency: LangGraph's ``max_concurrency``.
         config: the app's ``Config`` (its defaults when None).
     """
@@ -180,9 +201,9 @@ def make_server(
     step = fragment[0] if fragment else None
     if system == ALTO:
         return AltoServer(app.build(ops, config), fragment[1] if fragment else None)
-    if system == OPTIMUM:
-        optimum = load_optimum(app)
-        return PerRoot(lambda value: optimum(optimum_ops, value, config), recorder, step)
+    if system == REFERENCE:
+        reference = load_reference(app)
+        return PerRoot(lambda value: reference(ops, value, config), recorder, step)
     if system.startswith("langgraph-"):
         import baselines_langgraph
 

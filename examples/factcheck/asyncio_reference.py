@@ -1,4 +1,7 @@
-"""Factcheck written directly on asyncio, as concurrent as the data allows: the practical optimum.
+"""Factcheck on asyncio, one coroutine per input, as concurrent as the data allows.
+
+The benchmarks' *asyncio reference*: not an optimum, since nothing is scheduled across
+inputs (a system that batches or orders work across inputs can beat it under load).
 
 Each claim's chain (queries -> retrieve -> verdict) starts the moment the claim
 has streamed out of the answer, while the LLM is still writing the next one;
@@ -21,7 +24,7 @@ from examples.factcheck import steps
 from examples.factcheck.steps import ClaimVerdict, Config, Report
 
 
-async def optimum(ops: Operators, question: str, config: Config | None = None) -> Report:
+async def asyncio_reference(ops: Operators, question: str, config: Config | None = None) -> Report:
     """The factuality report of one question's answer, every claim checked concurrently."""
     config = config or Config()
 

@@ -31,6 +31,11 @@ class Config(BaseModel):
     verdict_tokens: int = 128
 
 
+VARIED_FANOUT = {"max_claims": 8}
+"""Settings of the benchmark's varied fan-out (``alto bench --fanout varied``): answers of 1-8
+sentences are checked whole, so the claims per input vary with the answer."""
+
+
 class Evidence(BaseModel):
     """A passage retrieved for a claim."""
 

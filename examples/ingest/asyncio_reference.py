@@ -1,4 +1,4 @@
-"""Ingest written directly on asyncio: the practical optimum for one corpus.
+"""Ingest written directly on asyncio, one coroutine per corpus: the asyncio reference.
 
 Ingest makes no LLM calls; its cost is the embedding model and the index. The
 fastest plain-asyncio form embeds chunks in batches (one forward pass for many
@@ -21,7 +21,9 @@ BATCH = 64
 """Chunks per embedding call (the Alto flow's embed stage batches up to the same number)."""
 
 
-async def optimum(ops: Operators, corpus: Corpus, config: Config | None = None) -> CorpusReport:
+async def asyncio_reference(
+    ops: Operators, corpus: Corpus, config: Config | None = None
+) -> CorpusReport:
     """Index one corpus, embedding the next batch while the current one is checked and added."""
     config = config or Config()
     deduper = Deduper(ops, config)

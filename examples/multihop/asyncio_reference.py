@@ -1,4 +1,7 @@
-"""Multihop written directly on asyncio, as concurrent as the data allows: the practical optimum.
+"""Multihop on asyncio, one coroutine per input, as concurrent as the data allows.
+
+The benchmarks' *asyncio reference*: not an optimum, since nothing is scheduled across
+inputs (a system that batches or orders work across inputs can beat it under load).
 
 The sub-questions come out of one LLM answer, all at once, so they are embedded
 in one model call and searched in one index search (a batch costs about what
@@ -17,7 +20,7 @@ from examples.multihop import steps
 from examples.multihop.steps import Answer, Config, Passage, SubAnswer
 
 
-async def optimum(ops: Operators, question: str, config: Config | None = None) -> Answer:
+async def asyncio_reference(ops: Operators, question: str, config: Config | None = None) -> Answer:
     """The composed answer to one question, its sub-questions answered concurrently."""
     config = config or Config()
     subs = await steps.decompose(ops, question, config)

@@ -30,6 +30,11 @@ class Config(BaseModel):
     compose_tokens: int = 96
 
 
+VARIED_FANOUT = {"max_subquestions": 6}
+"""Settings of the benchmark's varied fan-out (``alto bench --fanout varied``): lists of 1-6
+sub-questions are followed whole, so the fan-out per question varies."""
+
+
 class Passage(BaseModel):
     """A passage used to answer a sub-question."""
 

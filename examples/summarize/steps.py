@@ -30,6 +30,12 @@ class Config(BaseModel):
     document_tokens: int = 96
 
 
+VARIED_FANOUT = {"max_sections": 16}
+"""Settings of the benchmark's varied fan-out (``alto bench --fanout varied``): documents keep
+their own section counts from the corpus (6-16 of the shipped HOWTOs' 6-44 sections, so that
+one long HOWTO does not dominate a small sample)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SectionText:
     """One section to summarize."""

@@ -45,10 +45,12 @@ def factcheck_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "3",
             "--concurrency",
             "1,2",
+            "--closed-inputs",
+            "6",
             "--repeats",
             "1",
             "--systems",
-            "alto,optimum",
+            "alto,asyncio-reference",
             "--out",
             str(out),
             "--trace",
@@ -62,7 +64,12 @@ def test_results_json_holds_every_sample_and_the_environment(factcheck_run: Path
     results = load(factcheck_run)
     settings = results["settings"]
     assert (settings["llm"], settings["queries"], settings["concurrency"]) == ("fake", 3, [1, 2])
-    assert settings["systems"] == ["alto", "optimum"] and settings["repeats"] == 1
+    assert settings["systems"] == ["alto", "asyncio-reference"] and settings["repeats"] == 1
+    assert (settings["load"], settings["closed_inputs"], settings["fanout"]) == (
+        "closed",
+        6,
+        "varied",
+    )
     env = results["environment"]
     for key in ("cpu_count", "python", "machine", "platform", "packages", "llm", "seed"):
         assert key in env
@@ -71,17 +78,21 @@ def test_results_json_holds_every_sample_and_the_environment(factcheck_run: Path
     assert app["inputs"] == 3 and app["timing_emulation"] is False
     assert app["fairness"]["alto_llm_stages"] == 3  # claims, queries, verdict
     knobs = app["fairness"]
-    assert (
-        knobs["langgraph_max_concurrency"]
-        == knobs["optimum_llm_slots"]
-        == (knobs["alto_replicas_per_llm_stage"] * 3)
-    )
+    # one cap for all: the shared limit; every system's own knob is lifted above it
+    assert knobs["llm_cap"] == knobs["alto_replicas_per_llm_stage"] * 3
+    assert knobs["langgraph_max_concurrency"] > knobs["llm_cap"]
+    assert app["config"]["max_claims"] == 8  # the varied fan-out's setting
     runs = app["runs"]
     assert len(runs) == 2 * 2  # levels x systems, one repeat
     for run in runs:
-        assert run["completed"] == 3 and run["failed"] == 0 and run["mismatched"] == 0
+        # slots are refilled: 6 submissions cycle through the 3 inputs
+        assert run["submitted"] == run["completed"] == 6
+        assert run["failed"] == 0 and run["mismatched"] == 0 and run["late_spans"] == 0
         assert run["llm_calls"] > 0 and run["throughput"] > 0
-        assert [s["index"] for s in run["samples"]] == [0, 1, 2]
+        assert [s["index"] for s in run["samples"]] == list(range(6))
+        assert [s["input"] for s in run["samples"]] == [0, 1, 2, 0, 1, 2]
+        assert run["in_flight"] == pytest.approx(run["level"], rel=0.25)
+        assert run["prompt_tokens"] is None  # no emulator: no token counters
         for sample in run["samples"]:
             assert sample["error"] is None and sample["latency_s"] > 0
             assert 0 < sample["first_fragment_s"] <= sample["latency_s"]
@@ -96,7 +107,7 @@ def test_systems_interleave_in_rotating_order(factcheck_run: Path) -> None:
     expected = [
         (level, s)
         for turn, level in enumerate([1.0, 2.0])
-        for s in rotation(["alto", "optimum"], turn)
+        for s in rotation(["alto", "asyncio-reference"], turn)
     ]
     assert order == expected
     assert [r["position"] for r in runs] == [0, 1, 0, 1]
@@ -107,43 +118,57 @@ def test_summary_agrees_with_the_raw_samples(factcheck_run: Path) -> None:
     rows = {(r["level"], r["system"]): r for r in app["summary"]}
     for (level, system), row in rows.items():
         (run,) = [r for r in app["runs"] if r["level"] == level and r["system"] == system]
-        latencies = [s["latency_s"] for s in run["samples"]]
+        latencies = [s["latency_s"] for s in run["samples"] if s["in_window"]]
+        assert row["n"] == len(latencies)
         assert row["p50_s"] == pytest.approx(percentile(latencies, 50))
         assert row["p95_s"] == pytest.approx(percentile(latencies, 95))
+        low, high = row["p50_ci"]
+        assert min(latencies) <= low <= high <= max(latencies)
         alto = rows[(level, "alto")]
         assert row["p50_vs_alto"] == pytest.approx(row["p50_s"] / alto["p50_s"])
         assert row["throughput_vs_alto"] == pytest.approx(row["throughput"] / alto["throughput"])
+        if system != "alto" and row["p50_vs_alto_ci"][0] is not None:
+            low, high = row["p50_vs_alto_ci"]
+            assert row["p50_vs_alto_parity"] == (low <= 1.0 <= high)
     assert all(rows[(level, "alto")]["p50_vs_alto"] == 1.0 for level in (1.0, 2.0))
 
 
-def test_bound_needs_the_emulator_but_the_unloaded_optimum_is_measured(
+def test_bound_needs_the_emulator_but_the_unloaded_reference_is_measured(
     factcheck_run: Path,
 ) -> None:
     bound = load(factcheck_run)["apps"]["factcheck"]["bound"]
-    assert bound["method"] is None
+    assert bound["method"] is None and bound["rate_ceiling"] is None
     assert [q["index"] for q in bound["queries"]] == [0, 1, 2]
-    assert all(q["unloaded_optimum_s"] > 0 and "bound_s" not in q for q in bound["queries"])
+    assert all(q["unloaded_reference_s"] > 0 and "bound_s" not in q for q in bound["queries"])
+    # and no lower-bound row under load without the emulator's timing model
+    rows = load(factcheck_run)["apps"]["factcheck"]["summary"]
+    assert {r["system"] for r in rows} == {"alto", "asyncio-reference"}
 
 
 def test_timelines_record_every_operator_call(factcheck_run: Path) -> None:
     timelines = load(factcheck_run)["apps"]["factcheck"]["timelines"]
-    assert set(timelines) == {"alto", "optimum"}
+    assert set(timelines) == {"alto", "asyncio-reference"}
     for line in timelines.values():
         calls = line["calls"]
         assert calls[0]["step"] == "claims" and calls[0]["method"] == "stream"
         assert {c["step"] for c in calls} == {"claims", "queries", "retrieve", "judge"}
         assert [c["start"] for c in calls] == sorted(c["start"] for c in calls)
         assert all(c["end"] >= c["start"] >= 0 for c in calls)
-        assert line["latency_s"] >= max(c["end"] for c in calls) - calls[0]["start"]
-    assert timelines["alto"]["stage_spans"] and not timelines["optimum"]["stage_spans"]
+        # one clock: no call of the input ends after the input's recorded completion
+        assert line["done_s"] == pytest.approx(line["submitted_s"] + line["latency_s"], abs=2e-6)
+        assert max(c["end"] for c in calls) <= line["done_s"] + 1e-6
+        assert max((s["end"] for s in line["stage_spans"]), default=0) <= line["done_s"] + 1e-6
+    spans = timelines["alto"]["stage_spans"]
+    assert spans and not timelines["asyncio-reference"]["stage_spans"]
 
 
 def test_report_and_plots(factcheck_run: Path) -> None:
     report = (factcheck_run / "report.md").read_text()
     assert "## factcheck" in report
-    assert "| concurrency | system | p50 | p95 | p50 / Alto |" in report
-    for row in ("| 1 | alto |", "| 1 | optimum |", "| 2 | alto |", "| 2 | optimum |"):
+    assert "| concurrency | system | n | p50 | p95 | p50 / Alto |" in report
+    for row in ("| 1 | alto |", "| 1 | asyncio-reference |", "| 2 | alto |"):
         assert row in report
+    assert "asyncio optimum" not in report and "| optimum |" not in report
     assert "timing emulation" not in report.split("## Method")[0].split("## factcheck")[1]
     assert "Not computed" in report
     for name in ("latency_cdf", "throughput", "timeline"):
@@ -161,40 +186,49 @@ def test_chrome_trace_is_json_with_complete_events(factcheck_run: Path) -> None:
     names = {e["args"]["name"] for e in events if e["name"] == "process_name"}
     assert "factcheck / alto (operator calls)" in names
     assert "factcheck / alto (stage calls)" in names
-    assert "factcheck / optimum (operator calls)" in names
+    assert "factcheck / asyncio-reference (operator calls)" in names
 
 
-def test_poisson_mode_submits_on_the_seeded_schedule(tmp_path: Path) -> None:
+def test_open_load_submits_on_the_seeded_schedule(tmp_path: Path) -> None:
     ok(
         bench(
             "summarize",
             *FAST,
             "--queries",
             "3",
-            "--mode",
-            "poisson",
+            "--load",
+            "open",
             "--rate",
             "40,20",
+            "--open-inputs",
+            "4",
+            "--no-sweep-stop",
             "--repeats",
             "2",
             "--seed",
             "5",
             "--systems",
-            "optimum,alto",
+            "asyncio-reference,alto",
             "--out",
             str(tmp_path),
         )
     )
     results = load(tmp_path)
     assert results["settings"]["rates"] == [20.0, 40.0]
-    runs = results["apps"]["summarize"]["runs"]
+    app = results["apps"]["summarize"]
+    assert app["sweep"]["levels"] == [20.0, 40.0] and app["sweep"]["moderate_rate"] == 40.0
+    assert app["sweep"]["slo_s"] == pytest.approx(3 * app["sweep"]["unloaded_reference_p50_s"])
+    runs = app["runs"]
     assert len(runs) == 2 * 2 * 2
     for run in runs:
-        schedule = poisson_schedule(3, run["level"], 5 + run["repeat"])
+        schedule = poisson_schedule(4, run["level"], 5 + run["repeat"])
         assert [s["submitted_s"] for s in run["samples"]] == pytest.approx(schedule, abs=2e-6)
-        assert run["completed"] == 3 and run["mismatched"] == 0
+        assert [s["input"] for s in run["samples"]] == [0, 1, 2, 0]
+        assert run["completed"] == 4 and run["mismatched"] == 0 and run["late_spans"] == 0
     report = (tmp_path / "report.md").read_text()
     assert "| arrival rate | system |" in report and "| 20/s | alto |" in report
+    assert "### Throughput at a latency target" in report
+    assert "| alto |" in report.split("### Throughput at a latency target")[1]
 
 
 @pytest.mark.server
@@ -211,10 +245,12 @@ def test_emulated_run_labels_every_table_and_bounds_each_input(tmp_path: Path) -
             "2",
             "--concurrency",
             "1",
+            "--closed-inputs",
+            "2",
             "--repeats",
             "1",
             "--systems",
-            "alto,optimum",
+            "alto,asyncio-reference",
             "--emulator-mode",
             "thread",
             "--out",
@@ -233,12 +269,17 @@ def test_emulated_run_labels_every_table_and_bounds_each_input(tmp_path: Path) -
             == pytest.approx(q["llm_s"] + q["other_s"], abs=1e-5)
         )
         # the same run's calls took at least their modeled time: the bound is below it
-        assert q["bound_s"] <= q["unloaded_optimum_s"]
+        assert q["bound_s"] <= q["unloaded_reference_s"]
         assert q["chain"][0] == "decompose" and q["chain"][-1] == "compose"
+        assert q["decode_tokens"] > 0
+    assert app["bound"]["rate_ceiling"] > 0
+    for run in app["runs"]:  # the emulator's counters, per run, from a cold prefix cache
+        assert run["requests"] == run["llm_calls"] > 0
+        assert 0 <= run["cached_tokens"] <= run["prompt_tokens"]
     report = (tmp_path / "report.md").read_text()
     titles = [line for line in report.splitlines() if line.startswith(("### ", "Table: "))]
     assert titles and all("timing emulation" in line for line in titles)
-    assert "| 1 | *lower bound* |" in report
+    assert "| 1 | *lower bound (mean, " in report
 
 
 @pytest.mark.langgraph
@@ -251,6 +292,8 @@ def test_every_system_on_every_app(tmp_path: Path) -> None:
             "2",
             "--concurrency",
             "1,2",
+            "--closed-inputs",
+            "2",
             "--repeats",
             "1",
             "--docs-per-corpus",
@@ -268,11 +311,12 @@ def test_every_system_on_every_app(tmp_path: Path) -> None:
             "langgraph-flat",
             "langgraph-subgraph",
             "langgraph-functional",
-            "optimum",
+            "asyncio-reference",
         ]
         assert len(app["runs"]) == 2 * 5
         assert all(r["completed"] == 2 and r["mismatched"] == 0 for r in app["runs"]), name
-        assert set(app["timelines"]) == {"alto", "langgraph-flat", "optimum"}
+        assert all(r["late_spans"] == 0 for r in app["runs"]), name
+        assert set(app["timelines"]) == {"alto", "langgraph-flat", "asyncio-reference"}
         assert (tmp_path / f"timeline_{name}.png").read_bytes()[:8] == PNG
     assert results["apps"]["ingest"]["fairness"]["alto_llm_stages"] == 0
 
@@ -287,10 +331,17 @@ def test_every_system_on_every_app(tmp_path: Path) -> None:
         (["nope"], "unknown app 'nope'"),
         (["all", "--config", "x.json"], "--config holds one app's settings"),
         (["factcheck", "--llm", "openai"], "--llm openai needs --llm-url"),
-        (["all", "--queries", "17"], "--queries 17: the summarize data set has 16 inputs; "
-         "pass --queries 16 or fewer"),
-        (["ingest", "--queries", "313", "--docs-per-corpus", "16"],
-         "--queries 313 x --docs-per-corpus 16 = 5008 documents: the ingest data set has 5000"),
+        (
+            ["all", "--queries", "17"],
+            "--queries 17: the summarize data set has 16 inputs; pass --queries 16 or fewer",
+        ),
+        (
+            ["ingest", "--queries", "313", "--docs-per-corpus", "16", "--fanout", "uniform"],
+            "--queries 313 x 16 documents per corpus",
+        ),
+        (["factcheck", "--deployment", "rr4"], "--deployment rr4 and prefix4 are emulated"),
+        (["factcheck", "--slo", "0"], "--slo must be a positive number of seconds"),
+        (["factcheck", "--closed-inputs", "0"], "--closed-inputs must be at least 1"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(tmp_path: Path, args: list[str], needle: str) -> None:

@@ -84,19 +84,19 @@ def test_degenerate_cases() -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("name", ["factcheck", "multihop", "summarize"])
-async def test_bound_of_a_recorded_optimum_run(name: str) -> None:
+async def test_bound_of_a_recorded_asyncio_reference_run(name: str) -> None:
     from examples.common import fake_operators
 
     ops = await fake_operators()
     # the fake's replies are one line: script the decomposition into three sub-questions
     ops.llm = FakeLLM({"Break the question": "What is a compiler?\nWhat is a parser?\nWhy?"})
     app = importlib.import_module(f"examples.{name}")
-    optimum = importlib.import_module(f"examples.{name}.optimum").optimum
+    reference = importlib.import_module(f"examples.{name}.asyncio_reference").asyncio_reference
     fragment = {"factcheck": "judge", "multihop": "answer", "summarize": "summarize_section"}
     for value in app.load_inputs(8):  # the first input that fans out to two fragments or more
         recorder = Recorder()
         with tracking_dependencies() as result:
-            await optimum(recording_operators(ops, recorder), value)
+            await reference(recording_operators(ops, recorder), value)
         if sum(c.step == fragment[name] for c in recorder.calls) >= 2:
             break
     else:
