@@ -309,7 +309,7 @@ def parser() -> argparse.ArgumentParser:
 
     add_bench_arguments(sub.add_parser(
         "bench", parents=[common],
-        help="compare Alto, the LangGraph versions and an asyncio optimum"))
+        help="compare Alto, the LangGraph versions and the asyncio reference"))
     return p
 
 
