@@ -164,8 +164,10 @@ class RunTracer:
 
     def close(self, exc: BaseException | None) -> None:
         """End the run's span (and those of inputs left without an outcome)."""
-        for index in list(self.roots):
-            self.root_finished(index, None)
+        for index in list(self.roots):  # the run stopped before they got an outcome
+            span = self.roots.pop(index)
+            span.set_attribute("alto.outcome", "unfinished")
+            span.end()
         span = self.span
         span.set_attribute("alto.inputs", self.inputs)
         span.set_attribute("alto.failures", self.failures)
@@ -175,7 +177,8 @@ class RunTracer:
 
 
 def root_outcome(error: BaseException | None) -> str:
-    """The ``alto.outcome`` of a root input's span."""
+    """The ``alto.outcome`` of a root input's span (``unfinished`` for one left without an
+    outcome when its run stopped, e.g. a stream closed early)."""
     if error is None:
         return "ok"
     if isinstance(error, InputCancelled):
