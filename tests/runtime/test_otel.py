@@ -326,3 +326,32 @@ async def test_model_calls_nest_under_the_stage_call_that_made_them(
     assert sorted(s.attributes["alto.ancestry"] for s in calls.values()) == [
         "root 0 > claims[0]", "root 0 > claims[1]", "root 1 > claims[0]"
     ]
+
+
+async def test_a_cancelled_input_and_its_stopped_call() -> None:
+    import anyio
+
+    @alto.stage(replicas=2)
+    async def slow(x: int) -> int:
+        if x == 0:
+            await anyio.sleep(60)
+        return x
+
+    @alto.flow
+    def f(x: int):
+        return slow(x)
+
+    provider, exporter = memory_provider()
+    outcomes = {}
+    async with f.stream([0, 1], otel=provider) as stream:
+        async for result in stream:
+            outcomes[result.index] = result
+            if result.index == 1:
+                assert stream.cancel(0)
+    assert isinstance(outcomes[0].error, alto.InputCancelled)
+    kinds = by_kind(exporter.get_finished_spans())
+    inputs = {s.attributes["alto.root"]: s for s in kinds["input"]}
+    calls = {s.attributes["alto.root"]: s for s in kinds["slow"]}
+    assert inputs[0].attributes["alto.outcome"] == "cancelled"
+    assert calls[0].attributes["alto.outcome"] == "stopped"
+    assert calls[1].attributes["alto.outcome"] == "ok"
