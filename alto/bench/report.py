@@ -76,8 +76,8 @@ def render(results: dict[str, Any]) -> str:
             f"open loop, Poisson arrivals at {rates} inputs/s, {settings['open_inputs']} "
             "arrivals per rate (latency from the scheduled arrival); "
             + (
-                "a system whose p95 missed the SLO at a rate at or past the moderate one "
-                "is not run at higher rates"
+                "a system whose p95 surely missed the SLO (its whole interval above it) at "
+                "or past the moderate rate is not run at higher rates"
                 if settings.get("sweep_stop", True)
                 else "every system at every rate"
             )
@@ -188,11 +188,13 @@ def _app_section(name: str, app: dict[str, Any], load: str) -> list[str]:
             "",
             f"### Throughput at a latency target{tag}",
             "",
-            f"Highest offered rate whose p95 stays under the SLO ({sweep['slo_s']:.3f} s); "
-            "*surely* / *maybe*: the highest rate whose p95 interval lies wholly / partly "
-            f"under it. p50 at the moderate rate {moderate:g}/s.",
+            f"Highest offered rate whose p95 stays under the SLO ({sweep['slo_s']:.3f} s), "
+            "none above a rate whose whole p95 interval lies over it (a *sure miss*, after "
+            "which the system was not run at higher rates); *surely* / *maybe*: the highest "
+            "rate up to which the p95 intervals lie wholly / partly under the SLO. p50 at "
+            f"the moderate rate {moderate:g}/s.",
             "",
-            "| system | max rate under SLO | surely | maybe | stopped after | "
+            "| system | max rate under SLO | surely | maybe | sure miss at | "
             f"p50 at {moderate:g}/s | p50 / Alto | in flight | cached |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
@@ -200,7 +202,7 @@ def _app_section(name: str, app: dict[str, Any], load: str) -> list[str]:
             share = r["cached_share"]
             lines.append(
                 f"| {r['system']} | {_rate(r['max_rate'])} | {_rate(r['max_rate_low'])} | "
-                f"{_rate(r['max_rate_high'])} | {_rate(r['stopped_at'])} | "
+                f"{_rate(r['max_rate_high'])} | {_stop(r['stopped_at'])} | "
                 f"{_ci(r['moderate_p50_s'], r['moderate_p50_ci'])} | "
                 f"{_ratio_text(r)} | {_s(r['in_flight'], 1)} | "
                 f"{'–' if share is None else f'{share:.0%}'} |"
@@ -243,6 +245,10 @@ def _app_section(name: str, app: dict[str, Any], load: str) -> list[str]:
         "",
     ]
     return lines
+
+
+def _stop(value: float | None) -> str:
+    return "–" if value is None else f"{value:g}/s"
 
 
 def _rate(value: float | None) -> str:

@@ -13,7 +13,7 @@ Laws:
 * A bootstrap interval is the same for the same values and seed, and lies within the
   statistic's range over the values; ``parity`` is true exactly when a ratio's interval
   holds 1.
-* ``max_rate_under_slo`` never passes a rate above one that missed the SLO.
+* ``max_rate_under_slo`` never passes a rate above one that surely missed the SLO.
 """
 
 from __future__ import annotations
@@ -264,11 +264,14 @@ def max_rate_under_slo(
 ) -> dict[str, float | None]:
     """The highest offered rate whose p95 latency stays under the SLO, with its interval.
 
-    ``p95_by_rate`` maps each rate to ``(p95, interval low, interval high)``. A rate counts
-    only if every lower rate counts too (the sweep stops at the first miss):
+    ``p95_by_rate`` maps each rate to ``(p95, interval low, interval high)``. A rate whose
+    whole interval lies above ``slo_s`` is a *sure miss*, and no rate above a sure miss
+    counts (the sweep stops there); below it, noise may put one rate's point over the SLO
+    and the next one's under, and the highest under counts:
 
     * ``rate``: the highest rate whose measured p95 is at most ``slo_s``;
-    * ``low``: the highest rate whose p95 interval lies wholly under ``slo_s`` (surely met);
+    * ``low``: the highest rate up to which every p95 interval lies wholly under ``slo_s``
+      (surely met);
     * ``high``: the highest rate whose p95 interval reaches under ``slo_s`` (maybe met).
 
     None where no rate qualifies.
@@ -277,17 +280,39 @@ def max_rate_under_slo(
         >>> max_rate_under_slo({1: (0.5, 0.4, 0.6), 2: (0.9, 0.8, 1.1), 4: (3.0, 2, 4)}, 1.0)
         {'rate': 2, 'low': 1, 'high': 2}
     """
+    rates = []
+    for rate in sorted(p95_by_rate):
+        low = p95_by_rate[rate][1]
+        if not math.isnan(low) and low > slo_s:
+            break  # a sure miss: nothing above it counts
+        rates.append(rate)
 
     def highest(ok: Callable[[tuple[float, float, float]], bool]) -> float | None:
         best = None
-        for rate in sorted(p95_by_rate):
-            if not ok(p95_by_rate[rate]):
-                break
-            best = rate
+        for rate in rates:
+            if ok(p95_by_rate[rate]):
+                best = rate
         return best
 
+    surely = None
+    for rate in rates:
+        high = p95_by_rate[rate][2]
+        if math.isnan(high) or high > slo_s:
+            break
+        surely = rate
     return {
         "rate": highest(lambda v: not math.isnan(v[0]) and v[0] <= slo_s),
-        "low": highest(lambda v: not math.isnan(v[2]) and v[2] <= slo_s),
+        "low": surely,
         "high": highest(lambda v: not math.isnan(v[1]) and v[1] <= slo_s),
     }
+
+
+def sure_miss(latencies: Sequence[float], slo_s: float, *, seed: int = 0) -> bool:
+    """Whether the p95 of ``latencies`` misses ``slo_s`` beyond doubt: its whole 95%
+    interval lies above it (with fewer than 2 values, the p95 itself does). A failed input
+    counts as an infinite latency."""
+    xs = [min(v, 1e12) for v in latencies]  # infinities would make interpolation NaN
+    low, _ = percentile_interval(xs, 95, seed=seed)
+    if math.isnan(low):
+        return bool(xs) and percentile(xs, 95) > slo_s
+    return low > slo_s

@@ -83,7 +83,7 @@ def test_poisson_schedules_differ_by_rate_and_seed_but_not_by_call() -> None:
     )
 
 
-def test_max_rate_under_slo_stops_at_the_first_miss() -> None:
+def test_max_rate_under_slo_stops_at_the_first_sure_miss() -> None:
     p95 = {
         1.0: (0.5, 0.4, 0.6),
         2.0: (0.9, 0.7, 1.2),  # under the SLO, but its interval reaches over it
@@ -91,6 +91,9 @@ def test_max_rate_under_slo_stops_at_the_first_miss() -> None:
         8.0: (0.8, 0.7, 0.9),  # under again (noise): never counted past a miss
     }
     assert max_rate_under_slo(p95, 1.0) == {"rate": 2.0, "low": 1.0, "high": 2.0}
+    # below a sure miss, a point over the SLO whose interval reaches under it is noise
+    noisy = {1.0: (1.2, 0.9, 1.4), 2.0: (0.8, 0.6, 1.1), 4.0: (2.0, 1.5, 2.5)}
+    assert max_rate_under_slo(noisy, 1.0) == {"rate": 2.0, "low": None, "high": 2.0}
     assert max_rate_under_slo(p95, 0.1) == {"rate": None, "low": None, "high": None}
     failed = {1.0: (math.inf, math.inf, math.inf)}
     assert max_rate_under_slo(failed, 10.0)["rate"] is None
@@ -292,3 +295,13 @@ async def test_every_system_gets_the_same_llm_cap(system: str) -> None:
     assert len(outcome.completed) == 4
     assert counting.peak == 2  # the cap binds, and nothing passes it
     assert max(c.queued_s for c in recorder.calls) > 0  # calls waited for the shared cap
+
+
+def test_a_sure_miss_needs_the_whole_interval_over_the_slo() -> None:
+    from alto.bench.stats import sure_miss
+
+    assert sure_miss([5.0 + 0.01 * i for i in range(30)], 1.0)
+    assert not sure_miss([0.5 + 0.01 * i for i in range(30)], 1.0)
+    # most inputs fast, a few slow: the p95 is over, but its interval reaches under
+    assert not sure_miss([0.5] * 26 + [3.0] * 4, 1.0)
+    assert sure_miss([math.inf], 1.0) and not sure_miss([], 1.0)
