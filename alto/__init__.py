@@ -34,6 +34,7 @@ from alto.errors import (
 from alto.flow import Flow, ResultStream, flow, run
 from alto.markers import Gather, GatherStream, Split
 from alto.result import Result
+from alto.runtime.lineage import CallInfo, current_call
 from alto.runtime.metrics import CallSpan, RunStats, StageStats
 from alto.stage import Stage, stage
 
@@ -41,6 +42,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AltoError",
+    "CallInfo",
     "CallSpan",
     "CompileError",
     "DeadlineExceeded",
@@ -58,6 +60,7 @@ __all__ = [
     "StageError",
     "StageStats",
     "StageTimeout",
+    "current_call",
     "flow",
     "run",
     "stage",

@@ -29,6 +29,7 @@ import pydantic
 from alto.ancestry.plan import Node
 from alto.ancestry.spec import OutputKind, ParamKind
 from alto.errors import StageError, StageTimeout
+from alto.runtime.lineage import CALL, CallSite
 from alto.runtime.metrics import StageStats, now
 from alto.runtime.otel import instrument
 from alto.runtime.records import DROPPED, Close
@@ -54,9 +55,20 @@ class Outbox(Protocol):
 
 
 class Invoker:
-    """Runs one node's function for one replica."""
+    """Runs one node's function for one replica.
 
-    def __init__(self, node: Node, run: RunState, stats: StageStats, replica: int = 0) -> None:
+    Every call it makes runs with :func:`alto.current_call` describing it, made by
+    ``site`` (``None``: the calls publish no lineage, and ``current_call()`` is ``None``).
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        run: RunState,
+        stats: StageStats,
+        replica: int = 0,
+        site: CallSite | None = None,
+    ) -> None:
         spec = node.spec
         self.node = node
         self.name = node.name
@@ -64,6 +76,7 @@ class Invoker:
         self.dead = run.dead
         self.stats = stats
         self.replica = replica
+        self.site = site
         self.kind = spec.output
         options = spec.options
         self.timeout = options.timeout
@@ -229,29 +242,35 @@ class Invoker:
         stats = self.stats
         attempt = 1
         t0 = now()
-        while True:
-            try:
-                if self.ema > GUARD_S:
-                    result = await self._guarded(anc[0], args)
-                    if result is STOPPED:
-                        return
-                elif self.timeout is None:
-                    result = await self.call(args)
-                else:
-                    result = await self._attempt(args)
-                break
-            except Exception as exc:
-                retryable = isinstance(exc, self.retry_on) and not isinstance(exc, ArgumentError)
-                if attempt <= self.retries and retryable:
-                    if not await self._backoff(attempt, anc[0]):
-                        return
-                    attempt += 1
-                    continue
-                t1 = now()
-                stats.calls += 1
-                stats.busy_s += t1 - t0
-                self._fail(anc, exc, attempt, outbox, args)
-                return
+        lineage = CALL.set((self.site, (anc,)))
+        try:
+            while True:
+                try:
+                    if self.ema > GUARD_S:
+                        result = await self._guarded(anc[0], args)
+                        if result is STOPPED:
+                            return
+                    elif self.timeout is None:
+                        result = await self.call(args)
+                    else:
+                        result = await self._attempt(args)
+                    break
+                except Exception as exc:
+                    retryable = isinstance(exc, self.retry_on) and not isinstance(
+                        exc, ArgumentError
+                    )
+                    if attempt <= self.retries and retryable:
+                        if not await self._backoff(attempt, anc[0]):
+                            return
+                        attempt += 1
+                        continue
+                    t1 = now()
+                    stats.calls += 1
+                    stats.busy_s += t1 - t0
+                    self._fail(anc, exc, attempt, outbox, args)
+                    return
+        finally:
+            CALL.reset(lineage)
         t1 = now()
         self.ema = self.ema * 0.8 + (t1 - t0) * 0.2
         stats.calls += 1
@@ -271,29 +290,37 @@ class Invoker:
         attempt = 1
         made = [0]  # children emitted so far, also when the call fails or times out
         t0 = now()
-        while True:
-            try:
-                if self.timeout is None:
-                    await self._children(anc, args, outbox, made)
-                else:
-                    with anyio.move_on_after(self.timeout) as timer:
+        lineage = CALL.set((self.site, (anc,)))
+        try:
+            while True:
+                try:
+                    if self.timeout is None:
                         await self._children(anc, args, outbox, made)
-                    if timer.cancelled_caught:
-                        raise StageTimeout(self.name, self.timeout, split=True)
-                break
-            except Exception as exc:
-                retryable = isinstance(exc, self.retry_on) and not isinstance(exc, ArgumentError)
-                if made[0] == 0 and attempt <= self.retries and retryable:
-                    if not await self._backoff(attempt, anc[0]):
-                        return
-                    attempt += 1
-                    continue
-                stats.calls += 1
-                stats.busy_s += now() - t0
-                error = StageError(self.name, anc, exc, attempts=attempt, inputs=self._named(args))
-                if self.run.fail(error):
-                    outbox.records.append(Close(anc, made[0]))  # the children so far survive
-                return
+                    else:
+                        with anyio.move_on_after(self.timeout) as timer:
+                            await self._children(anc, args, outbox, made)
+                        if timer.cancelled_caught:
+                            raise StageTimeout(self.name, self.timeout, split=True)
+                    break
+                except Exception as exc:
+                    retryable = isinstance(exc, self.retry_on) and not isinstance(
+                        exc, ArgumentError
+                    )
+                    if made[0] == 0 and attempt <= self.retries and retryable:
+                        if not await self._backoff(attempt, anc[0]):
+                            return
+                        attempt += 1
+                        continue
+                    stats.calls += 1
+                    stats.busy_s += now() - t0
+                    error = StageError(
+                        self.name, anc, exc, attempts=attempt, inputs=self._named(args)
+                    )
+                    if self.run.fail(error):
+                        outbox.records.append(Close(anc, made[0]))  # the children so far survive
+                    return
+        finally:
+            CALL.reset(lineage)
         t1 = now()
         stats.calls += 1
         stats.busy_s += t1 - t0
@@ -400,29 +427,35 @@ class Invoker:
             columns = ([value for _, value in items],)
         attempt = 1
         t0 = now()
-        while True:
-            try:
-                results = await self._attempt(columns)
-                if not isinstance(results, (list, tuple)) or len(results) != n:
-                    got = (
-                        f"{len(results)} results"
-                        if isinstance(results, (list, tuple))
-                        else f"a {type(results).__name__}"
+        lineage = CALL.set((self.site, tuple(anc for anc, _ in items)))
+        try:
+            while True:
+                try:
+                    results = await self._attempt(columns)
+                    if not isinstance(results, (list, tuple)) or len(results) != n:
+                        got = (
+                            f"{len(results)} results"
+                            if isinstance(results, (list, tuple))
+                            else f"a {type(results).__name__}"
+                        )
+                        raise BatchShapeError(
+                            f"batched stage {self.name!r} returned {got} for a batch of {n}; "
+                            "a batched stage returns a list with one result per input"
+                        )
+                    break
+                except Exception as exc:
+                    retryable = not isinstance(exc, BatchShapeError) and isinstance(
+                        exc, self.retry_on
                     )
-                    raise BatchShapeError(
-                        f"batched stage {self.name!r} returned {got} for a batch of {n}; "
-                        "a batched stage returns a list with one result per input"
-                    )
-                break
-            except Exception as exc:
-                retryable = not isinstance(exc, BatchShapeError) and isinstance(exc, self.retry_on)
-                if attempt <= self.retries and retryable:
-                    await self._backoff(attempt)
-                    attempt += 1
-                    continue
-                stats.calls += 1
-                stats.busy_s += now() - t0
-                return exc, attempt
+                    if attempt <= self.retries and retryable:
+                        await self._backoff(attempt)
+                        attempt += 1
+                        continue
+                    stats.calls += 1
+                    stats.busy_s += now() - t0
+                    return exc, attempt
+        finally:
+            CALL.reset(lineage)
         t1 = now()
         stats.calls += 1
         stats.busy_s += t1 - t0

@@ -384,7 +384,7 @@ class LocalRuntime:
         if replica < 0:
             await self._assemble(node, receive, assembler, outbox, stats)
             return
-        invoker = Invoker(node, run, stats, replica)
+        invoker = Invoker(node, run, stats, replica, run.site(node.name))
         stats.working += 1
         try:
             async with receive, outbox:
@@ -479,7 +479,7 @@ class LocalRuntime:
         stats: StageStats,
     ) -> None:
         """One replica of a keyed stage: runs the calls its assembler hands out."""
-        run_one = runner_for(Invoker(node, self.run, stats, replica))
+        run_one = runner_for(Invoker(node, self.run, stats, replica, self.run.site(node.name)))
         stats.working += 1
         try:
             async with calls, outbox:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections import deque
 from typing import Any, Callable
 
@@ -13,6 +15,7 @@ from alto.ancestry.typecheck import describe, value_fits
 from alto.errors import AltoError, DeadlineExceeded, InputCancelled, InputError, StageError
 from alto.result import Result
 from alto.runtime.assemble import Assembler
+from alto.runtime.lineage import CallSite
 from alto.runtime.metrics import CallSpan, RunStats, StageStats, now
 from alto.runtime.otel import call_failed, current_run, driver_calls
 from alto.runtime.records import DROPPED
@@ -140,6 +143,8 @@ class RunState:
         dead_letters: list[Any] | None = None,
     ) -> None:
         self.plan = plan
+        self.id = f"{plan.name}-{uuid.uuid4().hex[:12]}"
+        self.monotonic_offset = time.monotonic() - now()  # root_start is on ``now``'s clock
         self.on_result = on_result
         self.stats = stats
         self.dead: set[int] = set()
@@ -177,6 +182,10 @@ class RunState:
             self.finish(index, None, InputCancelled(index))
             return False
         return True
+
+    def site(self, stage: str) -> CallSite:
+        """What :func:`alto.current_call` reports of the calls of ``stage`` in this run."""
+        return CallSite(self.id, stage, self.stats.root_start, self.monotonic_offset)
 
     def watch(self, root: int, scope: anyio.CancelScope) -> None:
         """Cancel ``scope`` if ``root`` gets its outcome while the call inside it runs."""
