@@ -89,9 +89,12 @@ running it alone, and a streaming gather whose actor died.
 
 Cancellation: cancelling the run cancels the remote calls in flight (the stage
 functions see the cancellation and may clean up, for up to two seconds), then
-kills every actor of the run. Deadlines, cancelling one input
-(``ResultStream.cancel``) and failures stop the slow calls still working for
-that input on the actors, as in the local runtime.
+kills every actor of the run. Only the stage calls are cancelled, as under the
+local runtime: Ray tasks that a stage function submitted itself are its own to
+cancel (a recursive ``ray.cancel`` would fail them under the function's cleanup,
+which could then not report or release anything through Ray). Deadlines,
+cancelling one input (``ResultStream.cancel``) and failures stop the slow calls
+still working for that input on the actors, as in the local runtime.
 """
 
 from __future__ import annotations

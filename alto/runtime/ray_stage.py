@@ -592,8 +592,15 @@ def _is_lost(error: Exception) -> bool:
 
 
 def _cancel(gen: Any) -> None:
-    """Cancel a remote call (the run then stops its actors: see ``RayRuntime``)."""
+    """Cancel a remote call (the run then stops its actors: see ``RayRuntime``).
+
+    Not recursively: Ray would also cancel the tasks the stage function submitted
+    (its own remote calls), and the stage would see them fail with a
+    ``TaskCancelledError`` instead of seeing its call cancelled, even in shielded
+    cleanup, which may then be cut short. Its call is cancelled through anyio, as
+    under the local runtime (``StageHost`` cancels the call's scope).
+    """
     try:
-        ray.cancel(gen)
+        ray.cancel(gen, recursive=False)
     except Exception:  # pragma: no cover - the call already ended
         pass

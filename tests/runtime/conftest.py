@@ -107,6 +107,12 @@ class _Store:
     async def set(self, key: str) -> None:
         self._event(key).set()
 
+    async def add_when(self, key: str, gate: str) -> int:
+        """Set event ``key + ".sent"``, wait for event ``gate``, then add 1 to ``key``."""
+        self._event(key + ".sent").set()
+        await self._event(gate).wait()
+        return await self.add(key)
+
     async def wait(self, key: str) -> None:
         await self._event(key).wait()
 
@@ -157,6 +163,11 @@ class Shared:
     async def set(self, key: str) -> None:
         """Set event ``key``."""
         await self._update("set", key)
+
+    async def add_when(self, key: str, gate: str) -> int:
+        """Add 1 to counter ``key`` once event ``gate`` is set; sets event ``key + ".sent"``
+        as soon as the call reaches the store. Can be cancelled while it waits."""
+        return await self._call("add_when", key, self._prefix + gate)
 
     async def wait(self, key: str) -> None:
         """Wait until event ``key`` is set."""

@@ -146,3 +146,45 @@ async def test_cancelled_consumer_of_stream_cancels_the_run(backend, shared):
             tg.cancel_scope.cancel()
     running, cancelled = await settled(probe)
     assert running == 0 and cancelled >= 1
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("backend", ["ray"], indirect=True)
+async def test_cancelling_a_ray_run_cancels_the_stage_calls_not_their_own_remote_calls(
+    backend, shared
+):
+    """Ray cancels a call and every task it submitted, unless told otherwise.
+
+    A stage function that made a remote call of its own would see it fail with a
+    ``TaskCancelledError`` when its call is cancelled, even one awaited in
+    shielded cleanup (the cause of lost cleanup reports). As under the local
+    runtime, only the stage call is cancelled: the remote call here outlives it
+    and completes once its gate opens, after the run ended.
+    """
+    probe = shared
+
+    @alto.stage
+    async def reach_out(i: int) -> int:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(probe.add_when, "landed", "gate")  # the stage's own remote call
+            await anyio.sleep(60)
+        return i
+
+    @alto.flow
+    def f(i: int):
+        return reach_out(i)
+
+    stream = f.stream([0], backend=backend)
+
+    async def consume() -> None:
+        async for _ in stream:
+            pass
+
+    with anyio.fail_after(HANG):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            await probe.wait("landed.sent")
+            tg.cancel_scope.cancel()  # the run ends (every stage call with it) before...
+        await probe.set("gate")  # ...the stage's own remote call may go on
+        while await probe.get("landed") < 1:
+            await anyio.sleep(0.01)
