@@ -1,18 +1,27 @@
 """Nested ancestry: where a fragment came from.
 
-An ancestry is a plain tuple, chosen because it sits on the hot path of every
-fragment: ``(root, split_1, i_1, split_2, i_2, ...)``. ``root`` is the index of
-the root input; each following pair is one *hop*, the name of a split stage
-and the child index it gave the fragment. A root input has the ancestry
-``(root,)`` and depth 0; a fragment ``k`` splits deep has depth ``k``.
+An :data:`Ancestry` is a plain tuple, chosen because it sits on the hot path of
+every fragment: ``(root, split_1, i_1, split_2, i_2, ...)``. ``root`` is the
+index of the root input; each following pair is one *hop*, the name of a split
+stage and the child index it gave the fragment. A root input has the ancestry
+``(root,)`` and level 0; a fragment ``k`` splits deep is at level ``k``.
+
+Every operation the runtime makes on an ancestry is one of the functions here
+(it never slices the tuple itself). The ones it calls once per fragment
+(:func:`root_of`, :func:`parent_key`, :func:`child_index` and the getters
+:func:`prefix_key` returns) are ``operator.itemgetter`` objects, so a call
+costs about what the subscript it stands for costs.
 
 Laws (tested in ``tests/ancestry/test_ancestry.py``):
 
-* ``parent(child(a, s, i)) == a``
-* ``depth(child(a, s, i)) == depth(a) + 1`` and ``depth(root(r)) == 0``
-* ``index(child(a, s, i)) == i``
-* ``prefix(a, depth(a)) == a`` and ``prefix(a, 0) == root(root_of(a))``
-* ``is_prefix(prefix(a, k), a)`` for every ``0 <= k <= depth(a)``
+* ``parent(child(a, s, i)) == parent_key(child(a, s, i)) == a``
+* ``level(child(a, s, i)) == level(a) + 1`` and ``level(root(r)) == 0``
+* ``index(child(a, s, i)) == child_index(child(a, s, i)) == i``
+* ``root_of(child(a, s, i)) == root_of(a)`` and ``root_of(root(r)) == r``
+* ``len(a) == key_length(level(a))``
+* ``prefix(a, level(a)) == a`` and ``prefix(a, 0) == root(root_of(a))``
+* ``prefix_key(k)(a) == prefix(a, k)`` for every ``0 <= k <= level(a)``
+* ``is_prefix(prefix(a, k), a)`` for every ``0 <= k <= level(a)``
 * ``hops(child(a, s, i)) == hops(a) + ((s, i),)``
 * ancestries are hashable and equal exactly when their roots and hops are.
 
@@ -23,7 +32,8 @@ needs.
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from operator import itemgetter
+from typing import Callable, TypeAlias
 
 Ancestry: TypeAlias = tuple  # (root, split, index, split, index, ...)
 Hop: TypeAlias = tuple[str, int]
@@ -39,35 +49,56 @@ def child(a: Ancestry, split: str, index: int) -> Ancestry:
     return a + (split, index)
 
 
+root_of: Callable[[Ancestry], int] = itemgetter(0)
+"""``root_of(a)``: the index of the root input the fragment descends from."""
+
+parent_key: Callable[[Ancestry], Ancestry] = itemgetter(slice(None, -2))
+"""``parent_key(a)``: the ancestry one level up, the key a gather groups ``a`` under.
+Unchecked (the hot-path form of :func:`parent`): ``a`` must not be a root."""
+
+child_index: Callable[[Ancestry], int] = itemgetter(-1)
+"""``child_index(a)``: the fragment's child index within its parent. Unchecked (the
+hot-path form of :func:`index`): ``a`` must not be a root."""
+
+
 def parent(a: Ancestry) -> Ancestry:
     """The ancestry one level up. A root has no parent."""
     if len(a) < 3:
         raise ValueError(f"root ancestry {a!r} has no parent")
-    return a[:-2]
+    return parent_key(a)
 
 
-def depth(a: Ancestry) -> int:
+def level(a: Ancestry) -> int:
     """How many splits deep the fragment is (0 for a root input)."""
     return len(a) >> 1
 
 
-def root_of(a: Ancestry) -> int:
-    """The index of the root input the fragment descends from."""
-    return a[0]
+_level = level
+
+
+def key_length(level: int) -> int:
+    """The length of an ancestry at ``level``: how many items key a fragment there."""
+    return 1 + 2 * level
 
 
 def index(a: Ancestry) -> int:
     """The fragment's child index within its parent."""
     if len(a) < 3:
         raise ValueError(f"root ancestry {a!r} has no child index")
-    return a[-1]
+    return child_index(a)
 
 
 def prefix(a: Ancestry, level: int) -> Ancestry:
-    """The ancestor of ``a`` at depth ``level`` (``a`` itself at its own depth)."""
-    if not 0 <= level <= depth(a):
-        raise ValueError(f"level {level} is outside 0..{depth(a)} for ancestry {a!r}")
-    return a[: 1 + 2 * level]
+    """The ancestor of ``a`` at level ``level`` (``a`` itself at its own level)."""
+    if not 0 <= level <= _level(a):
+        raise ValueError(f"level {level} is outside 0..{_level(a)} for ancestry {a!r}")
+    return a[: key_length(level)]
+
+
+def prefix_key(level: int) -> Callable[[Ancestry], Ancestry]:
+    """A function of an ancestry (at ``level`` or deeper) that gives its ancestor at
+    ``level``: what a broadcast from that level is keyed on. Unchecked."""
+    return itemgetter(slice(0, key_length(level)))
 
 
 def is_prefix(p: Ancestry, a: Ancestry) -> bool:

@@ -3,7 +3,7 @@
 Inside a flow, stages are called on symbolic :class:`Handle` s. Each call is
 checked at once, so a :class:`~alto.errors.CompileError` points at the
 user's line: the compiler binds the arguments to the stage's parameters,
-infers the depth each runs at and how every input relates to it (join,
+infers the level each runs at and how every input relates to it (join,
 broadcast or gather), and checks annotations where both sides are concrete.
 """
 
@@ -47,11 +47,11 @@ class Handle:
     where: str
 
     @property
-    def depth(self) -> int:
+    def level(self) -> int:
         return len(self.scope)
 
     def __repr__(self) -> str:
-        return f"<alto value of {self.source!r} at level {self.depth}>"
+        return f"<alto value of {self.source!r} at level {self.level}>"
 
     def __bool__(self) -> bool:
         raise CompileError(
@@ -255,7 +255,7 @@ class Tracer:
             )
         primary = next(
             (i for i, p in enumerate(ports) if p.mode is PortMode.SAME),
-            next(i for i, p in enumerate(ports) if p.depth == len(scope)),
+            next(i for i, p in enumerate(ports) if p.level == len(scope)),
         )
         node = Node(
             name=name,
@@ -423,7 +423,7 @@ def _outputs(
                 where=where,
                 fix="pass the parameter through a stage, or return a stage's output",
             )
-        if item.depth:
+        if item.level:
             raise CompileError(
                 f"flow {name!r} returns stage {item.source!r}'s output at "
                 f"{_level_text(item.scope)}; each input needs one output at level 0",

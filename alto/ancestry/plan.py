@@ -2,11 +2,11 @@
 
 A plan is a DAG of :class:`Node` s in topological order. Every node has a
 *scope*: the tuple of split nodes whose levels are open where it runs, so its
-depth is ``len(scope)``. Each input of a node is a :class:`Port` with a mode
+level is ``len(scope)``. Each input of a node is a :class:`Port` with a mode
 the compiler inferred:
 
-* ``SAME``: the source runs at the node's depth; fragments join on equal ancestry.
-* ``BROADCAST``: the source runs at an outer depth; its value reaches every
+* ``SAME``: the source runs at the node's level; fragments join on equal ancestry.
+* ``BROADCAST``: the source runs at an outer level; its value reaches every
   descendant whose ancestry starts with the source fragment's ancestry.
 * ``GATHER`` / ``GATHER_STREAM``: the source runs one level deeper; its
   children are collected per parent (the node's key), all at once or as they
@@ -41,8 +41,8 @@ class Port:
     param: str
     source: str  # a node name, or ``input.<flow parameter>``
     mode: PortMode
-    source_depth: int  # depth of the fragments the source emits
-    depth: int  # depth of the key this port delivers values at
+    source_level: int  # level of the fragments the source emits
+    level: int  # level of the key this port delivers values at
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,8 @@ class Node:
     where: str
 
     @property
-    def depth(self) -> int:
+    def level(self) -> int:
+        """How many splits are open at the node's input (0: it runs once per root input)."""
         return len(self.scope)
 
     @property
@@ -66,7 +67,7 @@ class Node:
         return self.scope + (self.name,) if self.spec.is_split else self.scope
 
     @property
-    def out_depth(self) -> int:
+    def out_level(self) -> int:
         return len(self.out_scope)
 
     @property
@@ -108,7 +109,7 @@ class Plan:
     @property
     def levels(self) -> int:
         """How many nesting levels the plan's fragments live at (1 when nothing splits)."""
-        return 1 + max((n.out_depth for n in self.nodes), default=0)
+        return 1 + max((n.out_level for n in self.nodes), default=0)
 
     def __repr__(self) -> str:
         n, levels = len(self.nodes), self.levels
@@ -127,7 +128,7 @@ class Plan:
         return iter(self.nodes)
 
     def describe(self) -> str:
-        """The plan as indented text: one line per node with its depth and ports."""
+        """The plan as indented text: one line per node with its level and ports."""
         lines = [f"flow {self.name}({', '.join(self.inputs)})"]
         for n in self.nodes:
             ins = ", ".join(f"{p.param}<-{p.source} [{p.mode.value}]" for p in n.ports)
@@ -139,7 +140,7 @@ class Plan:
                 extra.append(f"batch={opts.batch}")
             kind = "split" if n.is_split else "stage"
             tail = f" ({', '.join(extra)})" if extra else ""
-            lines.append(f"{'  ' * n.depth}{kind} {n.name} @level {n.depth}: {ins}{tail}")
+            lines.append(f"{'  ' * n.level}{kind} {n.name} @level {n.level}: {ins}{tail}")
         lines.append(f"-> {', '.join(self.outputs)}")
         return "\n".join(lines)
 
@@ -150,7 +151,7 @@ class Plan:
             lines.append(f'  {_mid(INPUT_PREFIX + name)}(["{name}"])')
         for n in self.nodes:
             shape = ('[/"', '"/]') if n.is_split else ('["', '"]')
-            label = f"{n.name}<br/>level {n.depth}" + (f"→{n.out_depth}" if n.is_split else "")
+            label = f"{n.name}<br/>level {n.level}" + (f"→{n.out_level}" if n.is_split else "")
             lines.append(f"  {_mid(n.name)}{shape[0]}{label}{shape[1]}")
         for n in self.nodes:
             for p in n.ports:
@@ -160,7 +161,7 @@ class Plan:
                     "gather": "==>",
                     "gather_stream": "==>",
                 }
-                label = f"{p.param} L{p.source_depth}"
+                label = f"{p.param} L{p.source_level}"
                 if p.mode is not PortMode.SAME:
                     label += f" {p.mode.value}"
                 lines.append(f"  {_mid(p.source)} {arrow[p.mode.value]}|{label}| {_mid(n.name)}")

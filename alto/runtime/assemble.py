@@ -18,6 +18,14 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from alto.ancestry.ancestry import (
+    Ancestry,
+    child_index,
+    key_length,
+    parent_key,
+    prefix_key,
+    root_of,
+)
 from alto.ancestry.plan import Node, PortMode
 from alto.runtime.records import DROPPED, Close
 
@@ -35,10 +43,10 @@ class _RootState:
     __slots__ = ("slots", "bvalues", "waiting", "groups")
 
     def __init__(self) -> None:
-        self.slots: dict[tuple, list[Any]] = {}  # key -> [ports left, value per port...]
-        self.bvalues: dict[tuple[int, tuple], Any] = {}  # (port, prefix) -> value
-        self.waiting: dict[tuple[int, tuple], list[tuple[tuple, list[Any]]]] = {}
-        self.groups: dict[tuple[int, tuple], list[Any]] = {}  # (port, parent) -> group
+        self.slots: dict[Ancestry, list[Any]] = {}  # key -> [ports left, value per port...]
+        self.bvalues: dict[tuple[int, Ancestry], Any] = {}  # (port, prefix) -> value
+        self.waiting: dict[tuple[int, Ancestry], list[tuple[Ancestry, list[Any]]]] = {}
+        self.groups: dict[tuple[int, Ancestry], list[Any]] = {}  # (port, parent) -> group
 
 
 class Assembler:
@@ -55,7 +63,7 @@ class Assembler:
         self.dead = dead
         self.simple = not node.is_keyed
         self.modes = tuple(p.mode for p in node.ports)
-        self.key_len = 1 + 2 * node.depth
+        self.key_len = key_length(node.level)
         self.primary = node.primary
         # the input whose fragments the stage's ``in`` counter counts: the stream it runs on
         self.main = next(
@@ -64,7 +72,7 @@ class Assembler:
         self.n_ports = len(node.ports)
         self.n_joined = sum(1 for p in node.ports if p.mode is not BROADCAST)
         self.bcast = tuple(
-            (i, 1 + 2 * p.depth) for i, p in enumerate(node.ports) if p.mode is BROADCAST
+            (i, prefix_key(p.level)) for i, p in enumerate(node.ports) if p.mode is BROADCAST
         )
         self.roots: dict[int, _RootState] = {}
 
@@ -75,7 +83,7 @@ class Assembler:
         if self.simple:
             for rec in records:
                 if rec.__class__ is tuple:
-                    if rec[0][0] in dead:
+                    if root_of(rec[0]) in dead:
                         continue
                     if rec[1] is DROPPED:
                         self._pass_tombstone(rec[0], out)
@@ -83,7 +91,7 @@ class Assembler:
                         ready.append(rec)
                 else:
                     closes += 1
-                    if rec.parent[0] not in dead:
+                    if root_of(rec.parent) not in dead:
                         out.append(rec)
             return closes
         mode = self.modes[port]
@@ -93,18 +101,19 @@ class Assembler:
             if rec.__class__ is not tuple:
                 closes += 1
                 parent = rec.parent
-                if parent[0] in dead:
+                root = root_of(parent)
+                if root in dead:
                     continue
                 if gathers and len(parent) == self.key_len:
-                    rs = roots.get(parent[0])
+                    rs = roots.get(root)
                     if rs is None:
-                        rs = roots[parent[0]] = _RootState()
+                        rs = roots[root] = _RootState()
                     self._close(rs, port, rec, out, ready)
                 elif port == self.primary:
                     out.append(rec)
                 continue
             anc, value = rec
-            root = anc[0]
+            root = root_of(anc)
             if root in dead:
                 continue
             rs = roots.get(root)
@@ -119,13 +128,13 @@ class Assembler:
                     for key, slot in waiters:
                         self._fire(rs, key, slot, out, ready)
             else:  # a child for a gather, inlined: it is the hot path of every gather
-                parent = anc[:-2]
+                parent = parent_key(anc)
                 group = rs.groups.get((port, parent))
                 if group is None:
                     group = self._open(rs, port, parent, ready)
                 group[1] += 1
                 if mode is GATHER:
-                    group[2][anc[-1]] = value
+                    group[2][child_index(anc)] = value
                 elif value is not DROPPED:
                     try:
                         group[2].send_nowait(value)
@@ -135,7 +144,7 @@ class Assembler:
                     self._maybe_complete(rs, port, parent, out, ready)
         return closes
 
-    def _pass_tombstone(self, key: tuple, out: list[Any]) -> None:
+    def _pass_tombstone(self, key: Ancestry, out: list[Any]) -> None:
         """A tombstone input makes a tombstone output; a split closes it with no children."""
         if self.node.is_split:
             out.append(Close(key, 0, True))
@@ -143,7 +152,7 @@ class Assembler:
             out.append((key, DROPPED))
 
     def _fill(
-        self, rs: _RootState, key: tuple, port: int, value: Any, out: list[Any], ready: list[Any]
+        self, rs: _RootState, key: Ancestry, port: int, value: Any, out: list[Any], ready: list[Any]
     ) -> None:
         slot = rs.slots.get(key)
         if slot is None:
@@ -156,15 +165,15 @@ class Assembler:
             self._fire(rs, key, slot, out, ready)
 
     def _fire(
-        self, rs: _RootState, key: tuple, slot: list[Any], out: list[Any], ready: list[Any]
+        self, rs: _RootState, key: Ancestry, slot: list[Any], out: list[Any], ready: list[Any]
     ) -> None:
         values = slot[1:]
         for i, mode in enumerate(self.modes):
             if mode is not BROADCAST and values[i] is DROPPED:
                 self._pass_tombstone(key, out)
                 return
-        for port, cut in self.bcast:
-            prefix = key[:cut]
+        for port, prefix_of in self.bcast:
+            prefix = prefix_of(key)
             value = rs.bvalues.get((port, prefix), _MISSING)
             if value is _MISSING:
                 rs.waiting.setdefault((port, prefix), []).append((key, slot))
@@ -175,7 +184,7 @@ class Assembler:
             values[port] = value
         ready.append((key, tuple(values)))
 
-    def _open(self, rs: _RootState, port: int, parent: tuple, ready: list[Any]) -> list[Any]:
+    def _open(self, rs: _RootState, port: int, parent: Ancestry, ready: list[Any]) -> list[Any]:
         # a group is [expected count or -1, children seen, children by index | send stream]
         gkey = (port, parent)
         group = rs.groups.get(gkey)
@@ -206,7 +215,7 @@ class Assembler:
         self._maybe_complete(rs, port, parent, out, ready)
 
     def _maybe_complete(
-        self, rs: _RootState, port: int, parent: tuple, out: list[Any], ready: list[Any]
+        self, rs: _RootState, port: int, parent: Ancestry, out: list[Any], ready: list[Any]
     ) -> None:
         gkey = (port, parent)
         group = rs.groups[gkey]

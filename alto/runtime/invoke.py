@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import random
 from contextlib import aclosing
-from typing import Any, Callable, Coroutine, Protocol
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Awaitable, Callable, Coroutine, Protocol
 
 import anyio
 import pydantic
 
+from alto.ancestry.ancestry import Ancestry, child, root_of
 from alto.ancestry.plan import Node
 from alto.ancestry.spec import OutputKind, ParamKind
 from alto.errors import StageError, StageTimeout
@@ -196,7 +199,7 @@ class Invoker:
 
     def _fail(
         self,
-        anc: tuple,
+        anc: Ancestry,
         exc: BaseException,
         attempts: int,
         outbox: Outbox,
@@ -233,107 +236,143 @@ class Invoker:
                 run.unwatch(root, scope)
         return STOPPED  # only reached when the scope was cancelled
 
-    async def value(self, anc: tuple, args: Any, outbox: Outbox) -> None:
-        """One call that returns one value."""
-        if anc[0] in self.dead:
-            return  # the root got its outcome while this call waited its turn
-        if outbox.records and self.ema > GUARD_S:
-            await outbox.flush()  # what passed through (other roots' closes) must not wait
-        stats = self.stats
+    async def retry(
+        self,
+        error: Exception,
+        again: Callable[[Any], Awaitable[Any]],
+        args: Any,
+        root: int | None = None,
+        allowed: Callable[[], bool] | None = None,
+    ) -> Any:
+        """The retries of a call whose first try failed with ``error``.
+
+        Tries ``again(args)`` while the stage's ``retries`` and ``retry_on`` allow it
+        (never after an :class:`ArgumentError` or a :class:`BatchShapeError`, nor once
+        ``allowed()`` says no), each after its backoff. Every kind of call (one value,
+        a split, a batch) retries through here.
+
+        Args:
+            error: what the first try raised.
+            again: one more try of the call.
+            args: the call's inputs.
+            root: the root the call serves; if it gets its outcome during a backoff, the
+                retries stop (``None``: a batch, which serves several).
+            allowed: whether a retry may still be made (a split that emitted children
+                may not).
+
+        Returns:
+            What the first try that succeeded returned; ``STOPPED`` if ``root`` got its
+            outcome during a backoff; or a :class:`Failure` with the last error and
+            the number of tries made.
+        """
         attempt = 1
+        while (
+            attempt <= self.retries
+            and isinstance(error, self.retry_on)
+            and not isinstance(error, NOT_RETRIED)
+            and (allowed is None or allowed())
+        ):
+            if not await self._backoff(attempt, root):
+                return STOPPED
+            attempt += 1
+            try:
+                return await again(args)
+            except Exception as exc:
+                error = exc
+        return Failure(error, attempt)
+
+    def _count(self, t0: float) -> float:
+        """Count a call that started at ``t0`` and ended now; returns now."""
+        t1 = now()
+        stats = self.stats
+        stats.calls += 1
+        stats.busy_s += t1 - t0
+        return t1
+
+    async def value(self, anc: Ancestry, args: Any, outbox: Outbox) -> None:
+        """One call that returns one value."""
+        root = root_of(anc)
+        if root in self.dead:
+            return  # the root got its outcome while this call waited its turn
+        guarded = self.ema > GUARD_S
+        if outbox.records and guarded:
+            await outbox.flush()  # what passed through (other roots' closes) must not wait
         t0 = now()
         lineage = CALL.set((self.site, (anc,)))
         try:
-            while True:
-                try:
-                    if self.ema > GUARD_S:
-                        result = await self._guarded(anc[0], args)
-                        if result is STOPPED:
-                            return
-                    elif self.timeout is None:
-                        result = await self.call(args)
-                    else:
-                        result = await self._attempt(args)
-                    break
-                except Exception as exc:
-                    retryable = isinstance(exc, self.retry_on) and not isinstance(
-                        exc, ArgumentError
-                    )
-                    if attempt <= self.retries and retryable:
-                        if not await self._backoff(attempt, anc[0]):
-                            return
-                        attempt += 1
-                        continue
-                    t1 = now()
-                    stats.calls += 1
-                    stats.busy_s += t1 - t0
-                    self._fail(anc, exc, attempt, outbox, args)
-                    return
+            try:
+                if guarded:
+                    result = await self._guarded(root, args)
+                elif self.timeout is None:
+                    result = await self.call(args)
+                else:
+                    result = await self._attempt(args)
+            except Exception as exc:
+                again = partial(self._guarded, root) if guarded else self._attempt
+                result = await self.retry(exc, again, args, root)
         finally:
             CALL.reset(lineage)
-        t1 = now()
+        if result is STOPPED:
+            return
+        t1 = self._count(t0)
+        if result.__class__ is Failure:
+            self._fail(anc, result.error, result.attempts, outbox, args)
+            return
         self.ema = self.ema * 0.8 + (t1 - t0) * 0.2
-        stats.calls += 1
-        stats.busy_s += t1 - t0
-        stats.fragments_out += 1
+        self.stats.fragments_out += 1
         if self.trace:
             self.run.span(self.name, anc, t0, t1, self.replica, 1)
         outbox.records.append((anc, result))
         if outbox.due(t1 - t0):
             await outbox.flush()
 
-    async def split(self, anc: tuple, args: Any, outbox: Outbox) -> None:
+    async def split(self, anc: Ancestry, args: Any, outbox: Outbox) -> None:
         """One call that yields children; emits them as they come, then the close."""
         if outbox.records and self.ema > GUARD_S:
             await outbox.flush()  # what passed through (other roots' closes) must not wait
-        stats = self.stats
-        attempt = 1
         made = [0]  # children emitted so far, also when the call fails or times out
+
+        async def children(args: Any) -> None:
+            if self.timeout is None:
+                await self._children(anc, args, outbox, made)
+                return
+            with anyio.move_on_after(self.timeout) as timer:
+                await self._children(anc, args, outbox, made)
+            if timer.cancelled_caught:
+                raise StageTimeout(self.name, self.timeout, split=True)
+
         t0 = now()
         lineage = CALL.set((self.site, (anc,)))
         try:
-            while True:
-                try:
-                    if self.timeout is None:
-                        await self._children(anc, args, outbox, made)
-                    else:
-                        with anyio.move_on_after(self.timeout) as timer:
-                            await self._children(anc, args, outbox, made)
-                        if timer.cancelled_caught:
-                            raise StageTimeout(self.name, self.timeout, split=True)
-                    break
-                except Exception as exc:
-                    retryable = isinstance(exc, self.retry_on) and not isinstance(
-                        exc, ArgumentError
-                    )
-                    if made[0] == 0 and attempt <= self.retries and retryable:
-                        if not await self._backoff(attempt, anc[0]):
-                            return
-                        attempt += 1
-                        continue
-                    stats.calls += 1
-                    stats.busy_s += now() - t0
-                    error = StageError(
-                        self.name, anc, exc, attempts=attempt, inputs=self._named(args)
-                    )
-                    if self.run.fail(error):
-                        outbox.records.append(Close(anc, made[0]))  # the children so far survive
-                    return
+            result: Any = None
+            try:
+                await children(args)
+            except Exception as exc:
+                result = await self.retry(
+                    exc, children, args, root_of(anc), allowed=lambda: made[0] == 0
+                )
         finally:
             CALL.reset(lineage)
-        t1 = now()
-        stats.calls += 1
-        stats.busy_s += t1 - t0
+        if result is STOPPED:
+            return
+        t1 = self._count(t0)
+        if result.__class__ is Failure:
+            error = StageError(
+                self.name, anc, result.error, attempts=result.attempts, inputs=self._named(args)
+            )
+            if self.run.fail(error):
+                outbox.records.append(Close(anc, made[0]))  # the children so far survive
+            return
         if self.trace:
             self.run.span(self.name, anc, t0, t1, self.replica, 1)
         outbox.records.append(Close(anc, made[0]))
 
-    async def _children(self, anc: tuple, args: Any, outbox: Outbox, made: list[int]) -> None:
+    async def _children(self, anc: Ancestry, args: Any, outbox: Outbox, made: list[int]) -> None:
         # outbox.records is replaced on every flush: never hold on to it across an await
         name = self.name
         dead = self.dead
         stats = self.stats
-        root = anc[0]
+        root = root_of(anc)
         run = self.run
         try:
             async with aclosing(self.call(args)) as children:
@@ -356,7 +395,7 @@ class Invoker:
                             item = await following()
                         except StopAsyncIteration:
                             break
-                    outbox.records.append((anc + (name, made[0]), item))
+                    outbox.records.append((child(anc, name, made[0]), item))
                     made[0] += 1
                     if root in dead:
                         break  # the root already has an outcome: stop splitting it
@@ -370,7 +409,7 @@ class Invoker:
         finally:
             stats.fragments_out += made[0]
 
-    async def batch(self, items: list[tuple[tuple, Any]], outbox: Outbox) -> None:
+    async def batch(self, items: list[tuple[Ancestry, Any]], outbox: Outbox) -> None:
         """One call on a batch of assembled inputs from any parents.
 
         A failed call is bisected to isolate the fragments that fail (see the
@@ -380,8 +419,8 @@ class Invoker:
         if outbox.records:
             await outbox.flush()  # what passed through (other roots' closes) must not wait
         t0 = now()
-        done: list[tuple[tuple, Any]] = []
-        failed: list[tuple[tuple, Any, Exception, int]] = []
+        done: list[tuple[Ancestry, Any]] = []
+        failed: list[tuple[Ancestry, Any, Exception, int]] = []
         await self._isolate(items, done, failed, first=True)
         bisected = len(items) if len(items) > 1 else None
         for anc, values, exc, attempts in failed:  # errors before records: tombstones follow
@@ -392,14 +431,14 @@ class Invoker:
 
     async def _isolate(
         self,
-        items: list[tuple[tuple, Any]],
-        done: list[tuple[tuple, Any]],
-        failed: list[tuple[tuple, Any, Exception, int]],
+        items: list[tuple[Ancestry, Any]],
+        done: list[tuple[Ancestry, Any]],
+        failed: list[tuple[Ancestry, Any, Exception, int]],
         first: bool = False,
     ) -> None:
         """Call ``items`` as one batch; if that fails, call each half the same way."""
         if not first:
-            items = [item for item in items if item[0][0] not in self.dead]
+            items = [item for item in items if root_of(item[0]) not in self.dead]
             if not items:
                 return  # their roots got an outcome meanwhile: nothing to isolate
             self.stats.bisections += 1
@@ -415,55 +454,57 @@ class Invoker:
         await self._isolate(items[mid:], done, failed)
 
     async def _batch_call(
-        self, items: list[tuple[tuple, Any]], done: list[tuple[tuple, Any]]
+        self, items: list[tuple[Ancestry, Any]], done: list[tuple[Ancestry, Any]]
     ) -> tuple[Exception, int] | None:
         """One batched call, with its retries: its outputs go to ``done``; returns
         ``None``, or the error and the attempts made when it failed."""
-        stats = self.stats
         n = len(items)
         if self.node.is_keyed:
             columns = tuple(list(col) for col in zip(*(values for _, values in items)))
         else:
             columns = ([value for _, value in items],)
-        attempt = 1
         t0 = now()
         lineage = CALL.set((self.site, tuple(anc for anc, _ in items)))
         try:
-            while True:
-                try:
-                    results = await self._attempt(columns)
-                    if not isinstance(results, (list, tuple)) or len(results) != n:
-                        got = (
-                            f"{len(results)} results"
-                            if isinstance(results, (list, tuple))
-                            else f"a {type(results).__name__}"
-                        )
-                        raise BatchShapeError(
-                            f"batched stage {self.name!r} returned {got} for a batch of {n}; "
-                            "a batched stage returns a list with one result per input"
-                        )
-                    break
-                except Exception as exc:
-                    retryable = not isinstance(exc, BatchShapeError) and isinstance(
-                        exc, self.retry_on
-                    )
-                    if attempt <= self.retries and retryable:
-                        await self._backoff(attempt)
-                        attempt += 1
-                        continue
-                    stats.calls += 1
-                    stats.busy_s += now() - t0
-                    return exc, attempt
+            try:
+                results = await self._batch_try(columns)
+            except Exception as exc:
+                results = await self.retry(exc, self._batch_try, columns)
         finally:
             CALL.reset(lineage)
-        t1 = now()
-        stats.calls += 1
-        stats.busy_s += t1 - t0
-        stats.fragments_out += n
+        t1 = self._count(t0)
+        if results.__class__ is Failure:
+            return results.error, results.attempts
+        self.stats.fragments_out += n
         if self.trace:
-            self.run.span(self.name, items[0][0], t0, t1, self.replica, n)
+            first, _ = items[0]
+            self.run.span(self.name, first, t0, t1, self.replica, n)
         done.extend((anc, result) for (anc, _), result in zip(items, results))
         return None
+
+    async def _batch_try(self, columns: tuple[list[Any], ...]) -> Any:
+        """One try of a batched call; a result of the wrong shape fails it."""
+        n = len(columns[0])
+        results = await self._attempt(columns)
+        if not isinstance(results, (list, tuple)) or len(results) != n:
+            got = (
+                f"{len(results)} results"
+                if isinstance(results, (list, tuple))
+                else f"a {type(results).__name__}"
+            )
+            raise BatchShapeError(
+                f"batched stage {self.name!r} returned {got} for a batch of {n}; "
+                "a batched stage returns a list with one result per input"
+            )
+        return results
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A call that failed for good: its last error, and how many tries it made."""
+
+    error: Exception
+    attempts: int
 
 
 class BatchShapeError(TypeError):
@@ -474,10 +515,14 @@ class ArgumentError(TypeError):
     """A value does not validate against a stage parameter's pydantic model."""
 
 
+NOT_RETRIED = (ArgumentError, BatchShapeError)
+"""Errors that another try of the same call would raise again."""
+
+
 def _is_model(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, pydantic.BaseModel)
 
 
-def runner_for(invoker: Invoker) -> Callable[[tuple, Any, Outbox], Coroutine[Any, Any, None]]:
+def runner_for(invoker: Invoker) -> Callable[[Ancestry, Any, Outbox], Coroutine[Any, Any, None]]:
     """The invoker method that runs one assembled call of its node."""
     return invoker.value if invoker.kind is OutputKind.VALUE else invoker.split

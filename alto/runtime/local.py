@@ -25,6 +25,7 @@ from typing import Any, AsyncIterable, Awaitable, Callable, Iterable
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from alto.ancestry.ancestry import Ancestry, key_length, parent_key, root
 from alto.ancestry.plan import INPUT_PREFIX, Node, Plan, PortMode
 from alto.errors import InputError, StageError
 from alto.result import Result
@@ -44,6 +45,8 @@ YIELD_EVERY = 256
 """Records a worker handles before it lets other tasks run."""
 
 Chunk = tuple[int, list[Any]]
+Call = tuple[Ancestry, Any]
+"""An assembled call: the fragment's (or group's) ancestry and its inputs."""
 
 
 class _Route:
@@ -62,7 +65,7 @@ class _Route:
         # chunk spreads the work across them.
         self.max_chunk = 1 if shared_replicas and not node.spec.options.batch else CHUNK
         self.mode = node.ports[port].mode
-        self.key_len = 1 + 2 * node.depth
+        self.key_len = key_length(node.level)
         self.primary = node.primary == port
 
     def _wanted(self, close: Close) -> bool:
@@ -89,7 +92,7 @@ class _Route:
                     for part in parts:
                         part.append(rec)
                 else:
-                    parts[hash(rec[0][:-2]) % n].append(rec)
+                    parts[hash(parent_key(rec[0])) % n].append(rec)
             elif self._wanted(rec):
                 parts[hash(rec.parent) % n].append(rec)
         for send, part in zip(self.sends, parts):
@@ -306,11 +309,13 @@ class LocalRuntime:
                     outer.cancel_scope.cancel()
         finally:
             self.stats.finished = now()
-        for root in sorted(set(self.stats.root_start) - self.run.dead):  # pragma: no cover
+        for index in sorted(set(self.stats.root_start) - self.run.dead):  # pragma: no cover
             self.run.finish(
-                root,
+                index,
                 None,
-                StageError(plan.name, (root,), RuntimeError("the run ended without an outcome")),
+                StageError(
+                    plan.name, root(index), RuntimeError("the run ended without an outcome")
+                ),
             )
 
     async def _deadlines(self, deadline: float) -> None:
@@ -345,7 +350,7 @@ class LocalRuntime:
                 return
             if not run.start(index):
                 return  # cancelled before it entered
-            anc = (index,)
+            anc = root(index)
             for name, value in args.items():
                 outboxes[name].records.append((anc, value))
 
@@ -414,7 +419,7 @@ class LocalRuntime:
             await self._loop(receive, assembler, outbox, stats, run_here)
             return
 
-        async def beside(anc: tuple, args: Any) -> None:
+        async def beside(anc: Ancestry, args: Any) -> None:
             stats.working += 1
             try:
                 await run_one(anc, args, outbox)
@@ -446,7 +451,7 @@ class LocalRuntime:
         to replicas by key would queue some behind others while replicas idle).
         """
         replicas = node.spec.options.replicas
-        send_calls, receive_calls = anyio.create_memory_object_stream[tuple[tuple, Any]](replicas)
+        send_calls, receive_calls = anyio.create_memory_object_stream[Call](replicas)
 
         async def hand_out(ready: list[Any]) -> None:
             stats.queued += len(ready)  # calls waiting for a replica
@@ -474,7 +479,7 @@ class LocalRuntime:
         self,
         node: Node,
         replica: int,
-        calls: MemoryObjectReceiveStream[tuple[tuple, Any]],
+        calls: MemoryObjectReceiveStream[Call],
         outbox: _Outbox,
         stats: StageStats,
     ) -> None:

@@ -30,7 +30,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable
 
 from alto import _otel
-from alto.ancestry.ancestry import format_ancestry
+from alto.ancestry.ancestry import Ancestry, format_ancestry, level, root_of
 from alto.errors import AltoError, DeadlineExceeded, InputCancelled, InputError, StageError
 
 if TYPE_CHECKING:
@@ -228,18 +228,18 @@ class CallTracer:
 
     @asynccontextmanager
     async def call(
-        self, invoker: Invoker, ancestries: list[tuple], kind: str
+        self, invoker: Invoker, ancestries: list[Ancestry], kind: str
     ) -> AsyncIterator[_Call]:
         """The span of one call on ``ancestries``, current while the call runs."""
         trace = self._trace
         first = ancestries[0]
-        roots = list(dict.fromkeys(a[0] for a in ancestries))
+        roots = list(dict.fromkeys(root_of(a) for a in ancestries))
         attributes: dict[str, Any] = {
             "alto.stage": invoker.name,
             "alto.call": kind,
             "alto.ancestry": format_ancestry(first),
-            "alto.level": (len(first) - 1) // 2,
-            "alto.root": first[0],
+            "alto.level": level(first),
+            "alto.root": root_of(first),
             "alto.roots": roots,
             "alto.batch.size": len(ancestries),
             "alto.replica": invoker.replica,
@@ -253,7 +253,7 @@ class CallTracer:
             if other.is_valid:
                 links.append(trace.Link(other, {"alto.root": root}))
         span = self.tracer.start_span(
-            invoker.name, context=self.parent_of(first[0]), attributes=attributes, links=links
+            invoker.name, context=self.parent_of(root_of(first)), attributes=attributes, links=links
         )
         record = _Call()
         call_token = _CALL.set(record)
@@ -304,17 +304,17 @@ def instrument(invoker: Invoker, calls: CallTracer) -> None:
     )
     dead = invoker.dead
 
-    async def traced_value(anc: tuple, args: Any, outbox: Any) -> None:
-        if anc[0] in dead:
+    async def traced_value(anc: Ancestry, args: Any, outbox: Any) -> None:
+        if root_of(anc) in dead:
             return  # no call is made (see Invoker.value)
         async with calls.call(invoker, [anc], "value"):
             await value(anc, args, outbox)
 
-    async def traced_split(anc: tuple, args: Any, outbox: Any) -> None:
+    async def traced_split(anc: Ancestry, args: Any, outbox: Any) -> None:
         async with calls.call(invoker, [anc], "split"):
             await split(anc, args, outbox)
 
-    async def traced_batch_call(items: list[tuple[tuple, Any]], done: list[Any]) -> Any:
+    async def traced_batch_call(items: list[tuple[Ancestry, Any]], done: list[Any]) -> Any:
         async with calls.call(invoker, [anc for anc, _ in items], "batch") as record:
             outcome = await batch_call(items, done)
             if outcome is not None:

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import anyio
 import pydantic
 
+from alto.ancestry.ancestry import Ancestry, root_of
 from alto.ancestry.plan import Plan
 from alto.ancestry.typecheck import describe, value_fits
 from alto.errors import AltoError, DeadlineExceeded, InputCancelled, InputError, StageError
@@ -227,9 +228,9 @@ class RunState:
             else:
                 break
 
-    def output(self, anc: tuple, value: Any, slot: int) -> None:
-        """A level-0 value for output ``slot`` of root ``anc[0]`` reached the sink."""
-        root = anc[0]
+    def output(self, anc: Ancestry, value: Any, slot: int) -> None:
+        """A level-0 value for output ``slot`` of the root ``anc`` reached the sink."""
+        root = root_of(anc)
         if root in self.dead:
             return
         if value is DROPPED:
@@ -300,7 +301,7 @@ class RunState:
         self.on_result(Result(root, value, error))
 
     def span(
-        self, stage: str, anc: tuple, start: float, end: float, replica: int, size: int
+        self, stage: str, anc: Ancestry, start: float, end: float, replica: int, size: int
     ) -> None:
         spans = self.stats.spans
         if spans is not None:

@@ -6,15 +6,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import alto.ancestry
 from alto.ancestry import (
     child,
-    depth,
+    child_index,
     format_ancestry,
     hops,
     index,
     is_prefix,
+    key_length,
+    level,
     parent,
+    parent_key,
     prefix,
+    prefix_key,
     root,
     root_of,
 )
@@ -33,22 +38,25 @@ def build(r: int, path: list[tuple[str, int]]) -> tuple:
 @given(st.integers(0, 10**6), hop_lists, splits, st.integers(0, 10**6))
 def test_child_then_parent_is_identity(r, path, s, i):
     a = build(r, path)
-    assert parent(child(a, s, i)) == a
-    assert depth(child(a, s, i)) == depth(a) + 1
-    assert index(child(a, s, i)) == i
+    assert parent(child(a, s, i)) == parent_key(child(a, s, i)) == a
+    assert level(child(a, s, i)) == level(a) + 1
+    assert index(child(a, s, i)) == child_index(child(a, s, i)) == i
+    assert root_of(child(a, s, i)) == root_of(a) == r
     assert hops(child(a, s, i)) == hops(a) + ((s, i),)
 
 
 @given(st.integers(0, 10**6), hop_lists)
 def test_prefixes(r, path):
     a = build(r, path)
-    assert depth(a) == len(path)
+    assert level(a) == len(path)
+    assert len(a) == key_length(level(a))
     assert root_of(a) == r
-    assert prefix(a, depth(a)) == a
+    assert prefix(a, level(a)) == a
     assert prefix(a, 0) == root(r)
-    for k in range(depth(a) + 1):
+    for k in range(level(a) + 1):
         assert is_prefix(prefix(a, k), a)
-        assert depth(prefix(a, k)) == k
+        assert level(prefix(a, k)) == k
+        assert prefix_key(k)(a) == prefix(a, k)
     assert hops(a) == tuple(path)
 
 
@@ -79,3 +87,22 @@ def test_root_has_no_parent_or_index():
 def test_format():
     a = child(child(root(3), "claims", 2), "queries", 0)
     assert format_ancestry(a) == "root 3 > claims[2] > queries[0]"
+
+
+def test_a_root_is_level_0_and_its_own_root():
+    assert level(root(7)) == 0 and root_of(root(7)) == 7 and key_length(0) == 1
+
+
+def test_the_laws_cover_every_ancestry_operation():
+    """Every function of ``alto.ancestry`` the runtime may call is under a law above."""
+    from alto.ancestry import ancestry
+
+    operations = {
+        name for name in alto.ancestry.__all__
+        if callable(getattr(ancestry, name)) and name not in {"Ancestry", "Hop"}
+    }
+    lawful = {
+        "child", "child_index", "format_ancestry", "hops", "index", "is_prefix", "key_length",
+        "level", "parent", "parent_key", "prefix", "prefix_key", "root", "root_of",
+    }
+    assert operations == lawful

@@ -82,12 +82,12 @@ def test_split_map_gather_levels():
     plan = f.plan
     assert [n.name for n in plan.nodes] == ["words", "upper", "join"]
     w, u, j = plan.nodes
-    assert (w.depth, w.out_depth) == (0, 1)
-    assert (u.depth, u.out_depth) == (1, 1)
-    assert (j.depth, j.out_depth) == (0, 0)
+    assert (w.level, w.out_level) == (0, 1)
+    assert (u.level, u.out_level) == (1, 1)
+    assert (j.level, j.out_level) == (0, 0)
     assert u.ports[0].mode is PortMode.SAME
     assert j.ports[0].mode is PortMode.GATHER
-    assert j.ports[0].source_depth == 1 and j.ports[0].depth == 0
+    assert j.ports[0].source_level == 1 and j.ports[0].level == 0
     assert plan.outputs == ("join",)
 
 
@@ -103,13 +103,13 @@ def test_join_broadcast_and_nested_levels():
 
     plan = f.plan
     t = plan.node("tag")
-    assert t.depth == 2
+    assert t.level == 2
     assert [p.mode for p in t.ports] == [PortMode.SAME, PortMode.BROADCAST]
     assert t.scope == ("words", "letters")
     p = plan.node("pair")
-    assert p.depth == 1 and [q.mode for q in p.ports] == [PortMode.SAME, PortMode.SAME]
-    assert plan.node("join").depth == 1
-    assert plan.node("join_2").depth == 0
+    assert p.level == 1 and [q.mode for q in p.ports] == [PortMode.SAME, PortMode.SAME]
+    assert plan.node("join").level == 1
+    assert plan.node("join_2").level == 0
     assert plan.consumers["words"] == (("letters", 0), ("pair", 1))
 
 
@@ -120,7 +120,7 @@ def test_gather_joined_with_same_level_value():
         return join(pick(letters(w), w))
 
     node = f.plan.node("pick")
-    assert node.depth == 1
+    assert node.level == 1
     assert [p.mode for p in node.ports] == [PortMode.GATHER, PortMode.SAME]
     assert node.primary == 1  # closes of outer levels are forwarded from the same-level input
 
