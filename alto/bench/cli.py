@@ -318,6 +318,7 @@ def run(args: argparse.Namespace) -> int:
         "schema": 1,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "duration_s": round(time.time() - started, 3),
+        "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "settings": settings.as_dict(),
         "environment": environment(settings),
         "apps": apps,

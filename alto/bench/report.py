@@ -45,6 +45,10 @@ def _ratio(row: dict[str, Any], key: str, lower_is_better: bool) -> str:
     return f"{text} {'Alto better' if worse else 'Alto worse'}"
 
 
+def _load(values: list[float] | None) -> str:
+    return "–" if not values else f"{values[0]:.1f}"
+
+
 def _level(load: str, level: float) -> str:
     return f"{int(level)}" if load == "closed" else f"{level:g}/s"
 
@@ -104,7 +108,9 @@ def render(results: dict[str, Any]) -> str:
             else " (every input fans out alike: the old reports' mode)"
         ),
         f"- Machine: {env['cpu_count']} CPUs ({env['machine']}), Python {env['python']}, "
-        f"{env['platform']}; commit `{env.get('git_commit') or 'unknown'}`",
+        f"{env['platform']}; commit `{env.get('git_commit') or 'unknown'}`; load average "
+        f"(1 min) {_load(env.get('load_average'))} at the start, "
+        f"{_load(results.get('load_average_at_end'))} at the end (the machine is shared)",
         "",
         "How to read: latencies in seconds per root input, from its submission to its result "
         "in the driver's hands (one clock for every system). Brackets are bootstrap 95% "

@@ -746,4 +746,5 @@ def environment(settings: Settings) -> dict[str, Any]:
         "git_commit": commit,
         "llm": settings.llm,
         "seed": settings.seed,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
