@@ -20,8 +20,15 @@ CPU, on a ``ray.cluster_utils.Cluster`` of one node with 1 CPU (one replica) and
 of two nodes with 1 CPU each (two replicas, one per node), both on this machine.
 Reports the wall time of each and the speed-up.
 
+Part 3, a partial batch: one input through a ``batch=32`` stage whose
+``batch_timeout`` is ``--batch-timeout`` seconds, on the local runtime and on Ray.
+Nothing upstream can send a second input, so the partial batch should run at once
+on both (the batch policy of :mod:`alto.runtime.batching`); a runtime that waited
+out the timeout shows it as latency.
+
 Usage: python benchmarks/ray_overhead.py [--fragments 10000] [--repeats 3]
        [--unbatched-max 10000] [--heavy-fragments 96] [--heavy-ms 50] [--parts 1,2]
+       [--batch-timeout 0.5]
 """
 
 from __future__ import annotations
@@ -196,13 +203,16 @@ async def main() -> None:
     parser.add_argument("--unbatched-max", type=int, default=10_000)
     parser.add_argument("--heavy-fragments", type=int, default=96)
     parser.add_argument("--heavy-ms", type=float, default=50.0)
-    parser.add_argument("--parts", default="1,2", help="which parts to run, e.g. 2")
+    parser.add_argument("--parts", default="1,2", help="which parts to run, e.g. 2 or 1,2,3")
+    parser.add_argument("--batch-timeout", type=float, default=0.5)
     args = parser.parse_args()
     parts = {int(p) for p in args.parts.split(",")}
     if 1 in parts:
         await part1_report(args)
     if 2 in parts:
         await part2_report(args)
+    if 3 in parts:
+        await part3_report(args)
 
 
 async def part1_report(args: argparse.Namespace) -> None:
@@ -237,6 +247,44 @@ async def part2_report(args: argparse.Namespace) -> None:
     print(f"speed-up of 2 nodes over 1: {one / two:.2f}x")
     print("(replicas busy: the heavy stage's busy seconds over the wall time; the speed-up")
     print(" needs as many idle cores as nodes)")
+
+
+# --- part 3 -------------------------------------------------------------------------
+
+
+def one_batched(timeout: float) -> alto.Flow:
+    @alto.stage(batch=32, batch_timeout=timeout)
+    async def doubled(xs: list[int]) -> list[int]:
+        return [2 * x for x in xs]
+
+    @alto.flow
+    def one(x: int):
+        return doubled(x)
+
+    return one
+
+
+async def part3_report(args: argparse.Namespace) -> None:
+    timeout = args.batch_timeout
+    flow = one_batched(timeout)
+    print(f"\npart 3: one input through a batch=32 stage, batch_timeout={timeout:g}s, "
+          f"median of {args.repeats}")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        times: dict[str, list[float]] = {"local": [], "ray": []}
+        for backend in times:  # warm-up: starts the actors
+            assert await flow.run([1], backend=backend) == [2]
+        for _ in range(args.repeats):
+            for backend, ts in times.items():
+                t = time.perf_counter()
+                assert await flow.run([1], backend=backend) == [2]
+                ts.append(time.perf_counter() - t)
+    finally:
+        ray.shutdown()
+    print(f"{'backend':<16}{'latency ms':>12}{'of timeout':>12}")
+    for backend, ts in times.items():
+        wall = statistics.median(ts)
+        print(f"{backend:<16}{wall * 1e3:>12.1f}{wall / timeout:>12.2f}")
 
 
 if __name__ == "__main__":

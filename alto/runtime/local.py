@@ -30,6 +30,7 @@ from alto.ancestry.plan import INPUT_PREFIX, Node, Plan, PortMode
 from alto.errors import InputError, StageError
 from alto.result import Result
 from alto.runtime.assemble import Assembler
+from alto.runtime.batching import BatchPolicy
 from alto.runtime.invoke import Invoker, runner_for
 from alto.runtime.metrics import RunStats, StageStats, now
 from alto.runtime.records import CHUNK, Close
@@ -37,9 +38,6 @@ from alto.runtime.run import RunControl, RunState, bind_input
 
 EAGER_S = 50e-6
 """Calls slower than this (moving average) send each output at once."""
-
-POLL_S = 1e-3
-"""How often a partial batch that waits checks whether more inputs can still come."""
 
 YIELD_EVERY = 256
 """Records a worker handles before it lets other tasks run."""
@@ -250,6 +248,16 @@ class LocalRuntime:
         if self.feeding:
             return True
         return any(s.working or s.queued for s in self.upstream[node.name])
+
+    def batch_policy(self, node: Node) -> BatchPolicy:
+        """The batch policy of batched stage ``node`` in this run."""
+        opts = node.spec.options
+        stats = self.stats.stages[node.name]
+        return BatchPolicy(
+            opts.batch or 1,
+            opts.batch_timeout,
+            lambda: bool(stats.queued) or self._more_coming(node),
+        )
 
     def _new_inboxes(
         self, node: Node
@@ -552,8 +560,8 @@ class LocalRuntime:
         outbox: _Outbox,
         stats: StageStats,
     ) -> None:
-        size = node.spec.options.batch or 1
-        wait = node.spec.options.batch_timeout
+        policy = self.batch_policy(node)
+        size = policy.size
         pending: list[Any] = []
         ended = False
 
@@ -572,21 +580,15 @@ class LocalRuntime:
                     break
                 except anyio.EndOfStream:
                     ended = True
-            if pending and len(pending) < size and wait > 0 and not ended:
-                # Wait for more inputs only while a stage upstream is still working:
-                # otherwise nothing can come until a new input arrives, so run now.
+            if pending and not policy.due(len(pending), now(), ended):
                 await outbox.flush()
-                end = now() + wait
-                while len(pending) < size and (stats.queued or self._more_coming(node)):
-                    left = end - now()
-                    if left <= 0:
-                        break
-                    with anyio.move_on_after(min(left, POLL_S)):
+                since = now()
+                while not policy.due(len(pending), since, ended):
+                    with anyio.move_on_after(policy.recheck_in(since)):
                         try:
                             take(await receive.receive())
                         except anyio.EndOfStream:
                             ended = True
-                            break
             if pending:
                 batch, pending = pending[:size], pending[size:]
                 await invoker.batch(batch, outbox)

@@ -33,9 +33,11 @@ import anyio
 import ray
 import ray.cloudpickle
 
+from alto.ancestry.ancestry import Ancestry, root_of
 from alto.ancestry.plan import Node
 from alto.errors import StageError
 from alto.runtime.invoke import Invoker, runner_for
+from alto.runtime.lineage import CallSite
 from alto.runtime.metrics import CallSpan, RunStats, StageStats, now
 from alto.runtime.records import CHUNK
 
@@ -98,7 +100,7 @@ class _CallRun:
         return False
 
     def span(
-        self, stage: str, anc: tuple, start: float, end: float, replica: int, size: int
+        self, stage: str, anc: Ancestry, start: float, end: float, replica: int, size: int
     ) -> None:
         spans = self.stats.spans
         if spans is not None:
@@ -246,9 +248,15 @@ class StageHost:
 
     @ray.method(enable_task_events=False)
     async def load(
-        self, node: Node, replica: int, trace: bool, dead_letters: bool, otel: bool = False
+        self,
+        node: Node,
+        replica: int,
+        run: str,
+        trace: bool,
+        dead_letters: bool,
+        otel: bool = False,
     ) -> tuple[float, str, int]:
-        """Take on replica ``replica`` of ``node`` for one run, forgetting any earlier one.
+        """Take on replica ``replica`` of ``node`` for run ``run``, forgetting any earlier one.
 
         ``otel``: the run is traced with OpenTelemetry (see :mod:`alto.runtime.ray_otel`).
 
@@ -259,6 +267,10 @@ class StageHost:
         self.trace = trace
         self.dead_letters = dead_letters
         self.dead: set[int] = set()
+        # when each root of the calls sent here was submitted (driver's time.monotonic()):
+        # what alto.current_call() reports, inside the calls
+        self.submitted: dict[int, float] = {}
+        self.site = CallSite(run, node.name, self.submitted)
         self.watched: dict[int, set[anyio.CancelScope]] = {}  # root -> scopes of slow calls
         self.feeds: dict[int, _Feed] = {}
         self.batch = node.spec.options.batch
@@ -309,7 +321,7 @@ class StageHost:
         if self.otel is not None:
             run.otel, run.otel_calls = self.otel, self.otel.calls
         stats = StageStats(self.node.name)
-        invoker = Invoker(self.node, run, stats, self.replica)  # type: ignore[arg-type]
+        invoker = Invoker(self.node, run, stats, self.replica, self.site)  # type: ignore[arg-type]
         invoker.ema = self.call_ema
         sink = _Sink(run, stats)
         sink.ema = self.flush_ema
@@ -327,6 +339,9 @@ class StageHost:
 
     def _forget(self, roots: list[int]) -> None:
         self.dead.update(roots)
+        submitted = self.submitted
+        for root in roots:
+            submitted.pop(root, None)
         watched = self.watched
         if watched:
             for root in roots:
@@ -335,11 +350,18 @@ class StageHost:
 
     @ray.method(enable_task_events=False)
     async def calls(
-        self, units: list[Any], dead: list[int], seq: int, otel: dict[int, Any] | None = None
+        self,
+        units: list[Any],
+        dead: list[int],
+        seq: int,
+        submitted: dict[int, float],
+        otel: dict[int, Any] | None = None,
     ) -> AsyncIterator[Message]:
         """Run ``units`` in order (one call each, or one batch each for a batched stage).
 
-        ``otel``: in a traced run, the span context of each root the units serve.
+        ``dead``: roots that got their outcome since the last call. ``submitted``: when
+        each root the units serve was submitted. ``otel``: in a traced run, the span
+        context of each root the units serve.
 
         ``seq`` numbers the remote calls the driver sent this actor: they run one at
         a time in that order, and the last message of one leaves before the next
@@ -350,6 +372,7 @@ class StageHost:
             if self.node is None:  # restarted by Ray since its load: numbered calls are stale
                 raise HostNotLoaded("this stage actor was restarted and holds no stage yet")
             self._forget(dead)
+            self.submitted.update(submitted)
             if otel and self.otel is not None:
                 self.otel.parents.update(otel)
             await turns.take(seq)
@@ -369,7 +392,7 @@ class StageHost:
                     for k, (anc, args) in enumerate(units):
                         sink.begin(k)
                         sink.last = k == last and not is_split
-                        if not is_dead(anc[0]):  # the root already has an outcome
+                        if not is_dead(root_of(anc)):  # the root already has an outcome
                             await run_one(anc, args, sink)
                 sink.begin(len(units))
                 self._learn(invoker, sink)
@@ -381,11 +404,17 @@ class StageHost:
 
     @ray.method(enable_task_events=False)
     async def stream(
-        self, cid: int, anc: tuple, dead: list[int], otel: dict[int, Any] | None = None
+        self,
+        cid: int,
+        anc: Ancestry,
+        dead: list[int],
+        submitted: dict[int, float],
+        otel: dict[int, Any] | None = None,
     ) -> AsyncIterator[Message]:
         """Run a streaming gather for parent ``anc``; its children come through :meth:`feed`."""
         invoker, sink = self._invoker()
         self._forget(dead)
+        self.submitted.update(submitted)
         if otel and self.otel is not None:
             self.otel.parents.update(otel)
         feed = self.feeds.get(cid)

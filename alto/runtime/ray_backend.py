@@ -109,6 +109,7 @@ import ray
 import sniffio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from alto.ancestry.ancestry import root
 from alto.ancestry.plan import INPUT_PREFIX, Node, Plan
 from alto.errors import StageError
 from alto.result import Result
@@ -240,6 +241,7 @@ class RayRuntime(LocalRuntime):
             on_result(result)
 
         self.replicas: dict[str, list[Replica]] = {}
+        self.drivers: dict[str, StageDriver] = {}
         super().__init__(plan, record, concurrency=concurrency, stats=stats, trace=trace,
                          dead_letters=dead_letters, progress=progress, deadline=deadline,
                          control=control)
@@ -257,6 +259,13 @@ class RayRuntime(LocalRuntime):
         # One inbox per stage: its driver assembles every call of the stage.
         opts = node.spec.options
         return [anyio.create_memory_object_stream[Chunk](opts.buffer * opts.replicas)]
+
+    def _more_coming(self, node: Node) -> bool:
+        """Whether records may still reach ``node`` without a new input arriving."""
+        if self.feeding:
+            return True
+        drivers = self.drivers
+        return any(drivers[s.name].busy() for s in self.upstream[node.name])
 
     def _routes(self, source: str) -> list[Any]:
         routes = super()._routes(source)
@@ -290,6 +299,7 @@ class RayRuntime(LocalRuntime):
                 )
                 for node in plan.nodes
             ]
+            self.drivers = {driver.name: driver for driver in drivers}
             for pairs in self.inboxes.values():
                 for send, receive in pairs:
                     send.close()
@@ -310,11 +320,13 @@ class RayRuntime(LocalRuntime):
             with anyio.CancelScope(shield=True):
                 await self._release_actors(clean)
             self.stats.finished = now()
-        for root in sorted(set(self.stats.root_start) - self.run.dead):  # pragma: no cover
+        for index in sorted(set(self.stats.root_start) - self.run.dead):  # pragma: no cover
             self.run.finish(
-                root,
+                index,
                 None,
-                StageError(plan.name, (root,), RuntimeError("the run ended without an outcome")),
+                StageError(
+                    plan.name, root(index), RuntimeError("the run ended without an outcome")
+                ),
             )
 
     async def _start_actors(self) -> None:
@@ -342,7 +354,8 @@ class RayRuntime(LocalRuntime):
             replicas = self.replicas[node.name] = []
             for i in range(node.spec.options.replicas):
                 handle, pooled = pool.take(self.options[node.name])
-                args = (node, i, self.trace, self.dead_letters, self.run.otel is not None)
+                traced = self.run.otel is not None
+                args = (node, i, self.run.id, self.trace, self.dead_letters, traced)
                 replicas.append(Replica(i, handle, args, pooled))
         with anyio.move_on_after(self.start_timeout) as scope:
             async with anyio.create_task_group() as tg:

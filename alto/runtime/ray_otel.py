@@ -17,6 +17,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
+from alto.ancestry.ancestry import root_of
 from alto.runtime.otel import CallTracer, RunTracer
 
 Shipped = tuple[Any, ...]
@@ -101,9 +102,9 @@ def parents_for(run: RunTracer, units: list[Any], batched: bool) -> dict[int, tu
     roots: set[int] = set()
     if batched:
         for batch in units:
-            roots.update(anc[0] for anc, _ in batch)
+            roots.update(root_of(anc) for anc, _ in batch)
     else:
-        roots.update(anc[0] for anc, _ in units)
+        roots.update(root_of(anc) for anc, _ in units)
     parents = {}
     for root in roots:
         span = run.roots.get(root)

@@ -37,6 +37,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 from ray.exceptions import ObjectLostError, RayActorError, WorkerCrashedError
 
+from alto.ancestry.ancestry import Ancestry, root_of
 from alto.ancestry.plan import Node, PortMode
 from alto.errors import StageError
 from alto.runtime.assemble import Assembler
@@ -103,11 +104,12 @@ class Replica:
         roots = self.roots
         for unit in units:
             for anc, _ in unit if batched else (unit,):
-                n = roots.get(anc[0], 0) + step
+                root = root_of(anc)
+                n = roots.get(root, 0) + step
                 if n:
-                    roots[anc[0]] = n
+                    roots[root] = n
                 else:
-                    del roots[anc[0]]
+                    del roots[root]
 
     async def start(self) -> None:
         """Load the stage into the actor (again, after a restart); measure its clock offset."""
@@ -139,6 +141,8 @@ class StageDriver:
         self.stats = runtime.stats.stages[node.name]
         self.spans = runtime.stats.spans
         self.otel = runtime.run.otel  # the run's RunTracer, when traced (OpenTelemetry)
+        self.root_start = runtime.stats.root_start
+        self.monotonic_offset = runtime.run.monotonic_offset
         self.replicas = replicas
         self.receive = receive
         self.outbox = outbox
@@ -148,7 +152,7 @@ class StageDriver:
         self.probe_timeout = runtime.start_timeout
         opts = node.spec.options
         self.size = opts.batch or 0
-        self.batch_wait = opts.batch_timeout
+        self.policy = runtime.batch_policy(node)  # when a partial batch runs
         self.is_split = node.is_split
         self.streams = any(p.mode is PortMode.GATHER_STREAM for p in node.ports)
         self.assembler = Assembler(node, runtime.run.dead)
@@ -233,7 +237,8 @@ class StageDriver:
             cost = self.cost
             cap = self.inflight if cost is not None and cost < QUEUE_BELOW_S else 1
             while pending:
-                alone = bool(self.alone) and pending[0][0] in self.alone
+                first, _ = pending[0]
+                alone = bool(self.alone) and first in self.alone
                 replica = self._pick(1 if alone else cap)
                 if replica is None:
                     break
@@ -282,8 +287,7 @@ class StageDriver:
             size = self.size
             full = len(pending) // size
             if full == 0:
-                due = self.ended or self.batch_wait <= 0 or now() - self.since >= self.batch_wait
-                if not due:
+                if not self.policy.due(len(pending), self.since, self.ended):
                     return None
                 units = [pending[:]]
                 pending.clear()
@@ -299,9 +303,18 @@ class StageDriver:
         return units
 
     def _deadline(self) -> float | None:
-        if self.size and self.pending and self.batch_wait > 0 and not self.ended:
-            return max(0.0, self.since + self.batch_wait - now())
+        if self.size and self.pending and not self.ended:
+            return self.policy.recheck_in(self.since)
         return None
+
+    def busy(self) -> bool:
+        """Whether this stage may still send records on without a new input arriving."""
+        return bool(
+            self.stats.queued
+            or self.pending
+            or self.outbox.records
+            or any(r.load for r in self.replicas)
+        )
 
     def _units(self, items: list[Any]) -> list[Any]:
         if self.size:
@@ -325,7 +338,11 @@ class StageDriver:
         turns = replica.turns
         try:
             gen = replica.handle.calls.options(_generator_backpressure_num_objects=BACKLOG).remote(
-                units, self._dead_for(replica), seq, **self._otel_parents(units, batched)
+                units,
+                self._dead_for(replica),
+                seq,
+                self._submitted(units, batched),
+                **self._otel_parents(units, batched),
             )
             try:
                 done, shipped, error = await self._consume(gen, replica, (turns, seq))
@@ -398,6 +415,19 @@ class StageDriver:
         if records:
             self.outbox.records.extend(records)
 
+    def _submitted(self, units: list[Any], batched: bool) -> dict[int, float]:
+        """When each root ``units`` serve was submitted, on this process's ``time.monotonic()``
+        clock (what ``alto.current_call()`` reports inside their calls)."""
+        start = self.root_start
+        offset = self.monotonic_offset
+        submitted = {}
+        for unit in units:
+            for anc, _ in unit if batched else (unit,):
+                root = root_of(anc)
+                if root not in submitted:
+                    submitted[root] = start[root] + offset
+        return submitted
+
     def _otel_parents(self, units: list[Any], batched: bool) -> dict[str, Any]:
         """In a traced run, the span contexts a remote call takes along (else nothing)."""
         if self.otel is None:
@@ -429,7 +459,7 @@ class StageDriver:
             first, rest = rest[0], rest[1:]
             if self.is_split:
                 cause = self._lost(replica, error, shipped) if lost else error
-                anc = first[0]
+                anc, _ = first
                 attempts = self.replays.get(anc, 0) + 1
                 if self.state.fail(StageError(self.name, anc, cause, attempts=attempts)):
                     self.outbox.records.append(Close(anc, shipped))
@@ -442,7 +472,7 @@ class StageDriver:
         for unit in rest:
             for item in unit if self.size else (unit,):
                 anc = item[0]
-                if anc[0] in self.state.dead:
+                if root_of(anc) in self.state.dead:
                     continue
                 if alone:
                     runs = self.replays.get(anc, 0) + 1
@@ -480,7 +510,7 @@ class StageDriver:
         records = self.outbox.records
         for unit in units:
             for anc, _ in unit if self.size else [unit]:
-                if anc[0] in run.dead:
+                if root_of(anc) in run.dead:
                     continue
                 if run.fail(StageError(self.name, anc, cause, attempts=attempts)):
                     records.append(Close(anc, 0) if self.is_split else (anc, DROPPED))
@@ -510,7 +540,7 @@ class StageDriver:
 
     # -- streaming gathers -----------------------------------------------------------------
 
-    async def _stream(self, anc: tuple, children: MemoryObjectReceiveStream[Any]) -> None:
+    async def _stream(self, anc: Ancestry, children: MemoryObjectReceiveStream[Any]) -> None:
         """Run a streaming gather on an actor, sending it the children as they arrive."""
         replica = self._pick(math.inf)
         if replica is None:
@@ -527,7 +557,13 @@ class StageDriver:
                 tg.start_soon(self._feed, replica, cid, children)
                 gen = replica.handle.stream.options(
                     _generator_backpressure_num_objects=BACKLOG
-                ).remote(cid, anc, self._dead_for(replica), **self._otel_parents(unit, False))
+                ).remote(
+                    cid,
+                    anc,
+                    self._dead_for(replica),
+                    self._submitted(unit, False),
+                    **self._otel_parents(unit, False),
+                )
                 done, shipped, error = await self._consume(gen, replica)
                 tg.cancel_scope.cancel()
             if error is not None and not (done or shipped):

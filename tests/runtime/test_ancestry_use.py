@@ -23,9 +23,7 @@ TUPLE_ARITHMETIC = {
     "a root ancestry (root)": re.compile(r"\((index|root|i),\)"),
 }
 
-CHECKED = sorted(
-    p for p in RUNTIME.rglob("*.py") if not p.name.startswith("ray_")  # Ray: converted next
-)
+CHECKED = sorted(RUNTIME.rglob("*.py"))
 
 
 @pytest.mark.parametrize("path", CHECKED, ids=lambda p: str(p.relative_to(RUNTIME)))

@@ -83,10 +83,6 @@ async def test_outside_a_stage_call_there_is_none():
     assert alto.current_call() is None
 
 
-LOCAL_FOR_NOW = pytest.mark.parametrize("backend", ["local"], indirect=True)
-
-
-@LOCAL_FOR_NOW
 async def test_a_plain_call_sees_its_fragment(backend):
     @alto.flow
     def f(x: int):
@@ -106,7 +102,6 @@ async def test_a_plain_call_sees_its_fragment(backend):
     assert again[0].run != out[0].run  # one id per run
 
 
-@LOCAL_FOR_NOW
 async def test_a_split_and_its_children_and_their_gather(backend):
     @alto.flow
     def f(n: int):
@@ -130,7 +125,6 @@ async def test_a_split_and_its_children_and_their_gather(backend):
     assert [len(pairs) for pairs, _ in out] == [2, 0, 3]
 
 
-@LOCAL_FOR_NOW
 async def test_a_batched_call_lists_every_fragment(backend):
     @alto.flow
     def f(x: int):
@@ -152,7 +146,6 @@ async def test_a_batched_call_lists_every_fragment(backend):
     assert sorted(a for ancs in calls for a in ancs) == [(i,) for i in range(10)]
 
 
-@LOCAL_FOR_NOW
 async def test_a_streaming_gather_and_a_task_started_in_a_call(backend):
     @alto.flow
     def f(n: int):
