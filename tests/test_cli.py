@@ -325,7 +325,7 @@ def test_run_on_ray_gives_the_local_outputs() -> None:
 RAY_AUTH_PROBE = """
 import ray
 from ray._raylet import AuthenticationMode, get_authentication_mode
-from alto.runtime import ray_backend
+from alto.runtime.ray import backend as ray_backend
 
 ray_backend._connection.acquire(None, None)
 try:

@@ -175,7 +175,7 @@ def _check_shipped_inputs(name: str, queries: int, docs_per_corpus: int) -> None
     Its inputs would quietly be fewer than asked for, and the runs' sizes not what the
     report says was asked.
     """
-    from alto.cli import load_app
+    from alto.apps import load_app
 
     available = load_app(name).available_inputs()
     if name == "ingest":
@@ -195,8 +195,8 @@ def _check_shipped_inputs(name: str, queries: int, docs_per_corpus: int) -> None
 
 def settings_from(args: argparse.Namespace) -> Any:
     """Validated :class:`~alto.bench.runner.Settings` from the parsed arguments."""
+    from alto.apps import check_llm_server
     from alto.bench.runner import Settings
-    from alto.cli import check_llm_server
 
     apps = list(APPS) if args.app == "all" else [args.app]
     for app in apps:
@@ -239,7 +239,7 @@ def settings_from(args: argparse.Namespace) -> Any:
             raise BenchError("--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)")
         try:
             check_llm_server(args.llm_url)
-        except Exception as exc:  # alto.cli's own error, re-raised as ours
+        except Exception as exc:  # alto.apps' own error, re-raised as ours
             raise BenchError(str(exc)) from None
     return Settings(
         apps=apps,

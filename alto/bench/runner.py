@@ -120,7 +120,7 @@ class Settings:
 
 
 def load_app(name: str) -> ModuleType:
-    from alto.cli import load_app as load
+    from alto.apps import load_app as load
 
     return load(name)
 

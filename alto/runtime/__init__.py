@@ -18,7 +18,7 @@ def get_backend(name: str) -> Callable[..., Awaitable[Any]]:
         return run_local
     if name == "ray":
         try:
-            from alto.runtime.ray_backend import run_ray
+            from alto.runtime.ray.backend import run_ray
         except ImportError as exc:
             raise ImportError(
                 "backend='ray' needs Ray: pip install 'alto[ray]'"

@@ -213,7 +213,7 @@ class CallTracer:
     """Makes the spans of one stage's calls; what :func:`instrument` needs of a run.
 
     The driver's :class:`RunTracer` is one; a Ray actor has its own (see
-    :mod:`alto.runtime.ray_otel`), whose parents are the driver's input spans.
+    :mod:`alto.runtime.ray.otel`), whose parents are the driver's input spans.
     """
 
     def __init__(self, provider: Any, parents: Any, stopped: Any) -> None:

@@ -25,7 +25,7 @@ from alto import Gather, Split
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from alto.runtime.ray_stage import ActorLostError  # noqa: E402
+from alto.runtime.ray.stage import ActorLostError  # noqa: E402
 
 pytestmark = [pytest.mark.anyio, pytest.mark.ray]
 

@@ -9,9 +9,9 @@ import alto
 
 pytest.importorskip("ray")
 
-from alto.runtime.ray_actor import Turns  # noqa: E402
-from alto.runtime.ray_backend import actor_options  # noqa: E402
-from alto.runtime.ray_pool import poolable  # noqa: E402
+from alto.runtime.ray.actor import Turns  # noqa: E402
+from alto.runtime.ray.backend import actor_options  # noqa: E402
+from alto.runtime.ray.pool import poolable  # noqa: E402
 
 pytestmark = [pytest.mark.anyio, pytest.mark.ray]
 
@@ -107,7 +107,7 @@ def test_actor_options_map_resources_and_keep_actors_restartable():
 def test_only_the_notice_that_token_auth_is_on_is_dropped_for_a_private_cluster():
     import logging
 
-    from alto.runtime.ray_backend import _QuietTokenAuthDefault
+    from alto.runtime.ray.backend import _QuietTokenAuthDefault
 
     def record(message: str) -> logging.LogRecord:
         return logging.LogRecord("ray", logging.WARNING, __file__, 1, message, None, None)

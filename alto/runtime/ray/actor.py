@@ -57,7 +57,7 @@ shipped, otel)``.
 ``done`` counts the units of the call that are finished; ``shipped`` counts
 the records of unit ``done`` shipped so far (its children, for a split). ``otel``
 holds the OpenTelemetry spans that ended since the last message, when the run is
-traced (see :mod:`alto.runtime.ray_otel`).
+traced (see :mod:`alto.runtime.ray.otel`).
 """
 
 
@@ -258,7 +258,7 @@ class StageHost:
     ) -> tuple[float, str, int]:
         """Take on replica ``replica`` of ``node`` for run ``run``, forgetting any earlier one.
 
-        ``otel``: the run is traced with OpenTelemetry (see :mod:`alto.runtime.ray_otel`).
+        ``otel``: the run is traced with OpenTelemetry (see :mod:`alto.runtime.ray.otel`).
 
         Returns this actor's clock (``perf_counter``), Ray node id and process id.
         """
@@ -276,7 +276,7 @@ class StageHost:
         self.batch = node.spec.options.batch
         self.otel: Any = None
         if otel:
-            from alto.runtime.ray_otel import ActorTracing
+            from alto.runtime.ray.otel import ActorTracing
 
             self.otel = ActorTracing(self.dead)
         # moving averages that outlive one remote call: how long calls take (the invoker

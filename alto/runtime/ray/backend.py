@@ -1,100 +1,14 @@
 """The distributed runtime: the same plan, each stage replica a Ray async actor.
 
-``await flow.run(inputs, backend="ray")`` (or ``flow.stream(...)``) runs the
-plan on a Ray cluster: the one at ``address=`` (or ``RAY_ADDRESS``), or a
-local one it starts for the run and shuts down afterwards. A Ray instance
-that was already initialised in this process is used as is and left running.
+``await flow.run(inputs, backend="ray")`` (or ``flow.stream(...)``) runs the plan on a
+Ray cluster: the one at ``address=`` (or ``RAY_ADDRESS``), or a local one it starts for
+the run. The driver keeps all state of the run (run state, channels, one assembler per
+stage, :mod:`alto.runtime.ray.stage`); the actors (:mod:`alto.runtime.ray.actor`) only
+run assembled calls. Options: ``address``, ``init``, ``call_items``, ``inflight``,
+``restarts``, ``start_timeout``.
 
-Design
-------
-The driver (the caller's process) keeps everything that has state: the run's
-outcomes (:class:`~alto.runtime.run.RunState`), the bounded channels between
-stages and the routing of the local runtime, and one
-:class:`~alto.runtime.assemble.Assembler` per stage (joins, broadcasts,
-gathers). Each stage replica is an actor (:class:`~alto.runtime.ray_actor.StageHost`)
-that only *runs* assembled calls, with the local runtime's
-:class:`~alto.runtime.invoke.Invoker` (timeouts, retries, splits, batches),
-and streams back what they produce. Why assemble on the driver rather than on
-the actors:
-
-* Results are identical to the local runtime by construction: the same
-  assembler, the same close bookkeeping, the same run state, unchanged.
-* Aggregation-aware routing holds trivially: all fragments of a parent meet in
-  one assembler, and its gather reaches one actor as one call.
-* Actors hold no state of the run, so a crashed actor loses nothing that the
-  driver cannot send again: its in-flight calls are replayed on the restarted
-  actor (or another replica). State on actors would need checkpoints.
-* The cost is a hop through the driver per stage: tens of microseconds per
-  fragment when calls carry many fragments, against model calls of
-  milliseconds to seconds in the pipelines Alto runs.
-
-Fragments move in remote calls of many units (see
-:mod:`alto.runtime.ray_stage`): per stage, calls in flight are bounded
-(``inflight`` per actor), so a slow stage holds back the stages before it.
-Splits stream: a remote call is a Ray streaming generator, and the children
-of a split reach the next stage while the split still runs.
-
-Options (keyword arguments of ``run``/``stream`` with ``backend="ray"``):
-
-* ``address``: the cluster to use (default: ``RAY_ADDRESS``, else start one).
-* ``init``: more keyword arguments for ``ray.init`` when a local instance is
-  started (e.g. ``{"num_cpus": 4}``).
-* ``call_items``: most units (fragments, or batches of a batched stage) in one
-  remote call (default 64; 1 sends every fragment on its own).
-* ``inflight``: remote calls in flight per actor (default 2).
-* ``restarts``: how many times a fragment whose actor died while running it
-  is run again before it fails (default 3). Ray restarts crashed actors as
-  often as needed.
-* ``start_timeout``: seconds to wait for the actors to start (default 120;
-  a stage asking for resources no node has would otherwise wait forever).
-
-Resources: ``@alto.stage(resources={...})`` is what each replica asks of Ray:
-``num_cpus``, ``num_gpus``, ``memory`` and custom resources (any other key).
-A stage that names no ``num_cpus`` asks for none, so light stages fit beside
-the heavy ones; Ray places the actors on the nodes that have what they ask.
-
-Actors: each replica of each stage is one actor (one process). Actors that ask
-for no resources are kept idle after a run that ended cleanly and serve the
-next run (:mod:`alto.runtime.ray_pool`); the others, and all actors of a run
-that failed or was cancelled, are killed when the run ends.
-
-Per-actor state: a stage function travels to its actor by value (cloudpickle)
-once per run, when the actor is loaded with its stage. A model or client
-created lazily in a module-level variable is created once per actor and
-reused by every call of the run (state cached by a module the workers import
-lasts as long as the actor's process, across runs)::
-
-    _model = None
-
-    @alto.stage(resources={"num_gpus": 1})
-    async def embed(texts: list[str]) -> list[list[float]]:
-        global _model
-        if _model is None:
-            _model = load_model()
-        return _model.encode(texts)
-
-Values, and the exceptions stages raise, must be picklable. A stage function
-that refers to classes or functions of the caller's modules needs those
-modules importable on the workers (same code on every node, or a Ray
-``runtime_env``).
-
-Failures: a stage error is reported exactly as by the local runtime. When an
-actor dies, Ray restarts it and the calls it had in flight run again, on it
-or on another replica: a call is *executed* at least once, and its output is
-*delivered* exactly once. The exceptions fail their root with a
-:class:`~alto.runtime.ray_stage.ActorLostError` that names the stage and the
-fragment: a split that had already sent children downstream (running it again
-would repeat them), a fragment whose actor died ``restarts + 1`` times while
-running it alone, and a streaming gather whose actor died.
-
-Cancellation: cancelling the run cancels the remote calls in flight (the stage
-functions see the cancellation and may clean up, for up to two seconds), then
-kills every actor of the run. Only the stage calls are cancelled, as under the
-local runtime: Ray tasks that a stage function submitted itself are its own to
-cancel (a recursive ``ray.cancel`` would fail them under the function's cleanup,
-which could then not report or release anything through Ray). Deadlines,
-cancelling one input (``ResultStream.cancel``) and failures stop the slow calls
-still working for that input on the actors, as in the local runtime.
+The design, the options, resources, per-actor state, failures and cancellation are
+described in ``docs/ray.md``.
 """
 
 from __future__ import annotations
@@ -115,8 +29,8 @@ from alto.errors import StageError
 from alto.result import Result
 from alto.runtime.local import Chunk, LocalRuntime, _Outbox, _Route
 from alto.runtime.metrics import RunStats, now
-from alto.runtime.ray_pool import host_class, kill, pool, poolable, release_idle
-from alto.runtime.ray_stage import UP, ActorLostError, Replica, StageDriver
+from alto.runtime.ray.pool import host_class, kill, pool, poolable, release_idle
+from alto.runtime.ray.stage import UP, ActorLostError, DriverOptions, Replica, StageDriver
 from alto.runtime.records import CHUNK
 from alto.runtime.run import RunControl
 
@@ -289,10 +203,17 @@ class RayRuntime(LocalRuntime):
                         receive.close()
                 raise
             source_outboxes = {n: _Outbox(self._routes(INPUT_PREFIX + n)) for n in plan.inputs}
+            options = DriverOptions(
+                self.call_items, self.inflight, self.restarts, self.start_timeout
+            )
             drivers = [
                 StageDriver(
-                    self,
                     node,
+                    options,
+                    self.run,
+                    self.stats,
+                    self.finished,
+                    self.batch_policy(node),
                     self.replicas[node.name],
                     self.inboxes[node.name][0][1].clone(),
                     _Outbox(self._routes(node.name)),

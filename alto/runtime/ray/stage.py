@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -42,12 +43,14 @@ from alto.ancestry.plan import Node, PortMode
 from alto.errors import StageError
 from alto.runtime.assemble import Assembler
 from alto.runtime.metrics import CallSpan, now
-from alto.runtime.ray_actor import HostNotLoaded, Turns
+from alto.runtime.ray.actor import HostNotLoaded, Turns
 from alto.runtime.records import CHUNK, DROPPED, Close
 
 if TYPE_CHECKING:
+    from alto.runtime.batching import BatchPolicy
     from alto.runtime.local import _Outbox
-    from alto.runtime.ray_backend import RayRuntime
+    from alto.runtime.metrics import RunStats
+    from alto.runtime.run import RunState
 
 TARGET_S = 0.02
 """Work (seconds) one remote call should carry, to amortise Ray's cost per call."""
@@ -123,41 +126,66 @@ class Replica:
         self.state = UP
 
 
+@dataclass(frozen=True, slots=True)
+class DriverOptions:
+    """The Ray options of a run that its stage drivers follow (see ``docs/ray.md``)."""
+
+    call_items: int
+    inflight: int
+    restarts: int
+    start_timeout: float
+
+
 class StageDriver:
-    """Feeds one stage's actors; see the module docstring."""
+    """Feeds one stage's actors; see the module docstring.
+
+    Args:
+        node: the stage.
+        options: the run's Ray options.
+        run: the run's state (outcomes of its roots).
+        stats: the run's statistics.
+        finished: roots with an outcome, in order (appended to as the run goes).
+        policy: the stage's batch policy.
+        replicas: the stage's actors.
+        receive: the stage's inbox.
+        outbox: where the records its calls produce go.
+    """
 
     def __init__(
         self,
-        runtime: RayRuntime,
         node: Node,
+        options: DriverOptions,
+        run: RunState,
+        stats: RunStats,
+        finished: list[int],
+        policy: BatchPolicy,
         replicas: list[Replica],
         receive: MemoryObjectReceiveStream[Any],
         outbox: _Outbox,
     ) -> None:
         self.node = node
         self.name = node.name
-        self.state = runtime.run
-        self.finished = runtime.finished
-        self.stats = runtime.stats.stages[node.name]
-        self.spans = runtime.stats.spans
-        self.otel = runtime.run.otel  # the run's RunTracer, when traced (OpenTelemetry)
-        self.root_start = runtime.stats.root_start
-        self.monotonic_offset = runtime.run.monotonic_offset
+        self.state = run
+        self.finished = finished
+        self.stats = stats.stages[node.name]
+        self.spans = stats.spans
+        self.otel = run.otel  # the run's RunTracer, when traced (OpenTelemetry)
+        self.root_start = stats.root_start
+        self.monotonic_offset = run.monotonic_offset
         self.replicas = replicas
         self.receive = receive
         self.outbox = outbox
-        self.call_items = runtime.call_items
-        self.inflight = runtime.inflight
-        self.restarts = runtime.restarts
-        self.probe_timeout = runtime.start_timeout
-        opts = node.spec.options
-        self.size = opts.batch or 0
-        self.policy = runtime.batch_policy(node)  # when a partial batch runs
+        self.call_items = options.call_items
+        self.inflight = options.inflight
+        self.restarts = options.restarts
+        self.probe_timeout = options.start_timeout
+        self.size = node.spec.options.batch or 0
+        self.policy = policy  # when a partial batch runs
         self.is_split = node.is_split
         self.streams = any(p.mode is PortMode.GATHER_STREAM for p in node.ports)
-        self.assembler = Assembler(node, runtime.run.dead)
+        self.assembler = Assembler(node, run.dead)
         if not self.assembler.simple:
-            runtime.run.assemblers.append(self.assembler)
+            run.assemblers.append(self.assembler)
         self.pending: list[Any] = []  # assembled calls waiting for an actor
         self.since = 0.0  # when the oldest pending call arrived (for partial batches)
         self.high = max(self.call_items, self.size) * max(len(replicas), 2)
@@ -392,7 +420,7 @@ class StageDriver:
     def _apply(self, message: Any, replica: Replica) -> None:
         records, errors, (calls, busy, retries, out, bisections), spans, _, _, otel = message
         if otel and self.otel is not None:
-            from alto.runtime.ray_otel import export
+            from alto.runtime.ray.otel import export
 
             export(self.otel, otel)
         stats = self.stats
@@ -432,7 +460,7 @@ class StageDriver:
         """In a traced run, the span contexts a remote call takes along (else nothing)."""
         if self.otel is None:
             return {}
-        from alto.runtime.ray_otel import parents_for
+        from alto.runtime.ray.otel import parents_for
 
         return {"otel": parents_for(self.otel, units, batched)}
 

@@ -4,7 +4,7 @@ Starting a Ray actor starts a Python process (a few hundred milliseconds of
 CPU); a flow of five stages with a few replicas each would spend seconds on it
 in every run. A :class:`HostPool` keeps the hosts of finished runs idle and
 hands them to the next run, which loads its own stage into them
-(:meth:`~alto.runtime.ray_actor.StageHost.load`).
+(:meth:`~alto.runtime.ray.actor.StageHost.load`).
 
 Only hosts that ask Ray for *no* resources are kept: an idle host holding a
 GPU or a custom resource would keep it from everyone else. Hosts of a run
@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import ray
 
-from alto.runtime.ray_actor import StageHost
+from alto.runtime.ray.actor import StageHost
 
 MAX_IDLE = 16
 """Most idle hosts kept (each is a process of ~100 MB)."""
