@@ -58,9 +58,9 @@ class Assembler:
     values)`` (one value per port) otherwise.
     """
 
-    def __init__(self, node: Node, dead: set[int]) -> None:
+    def __init__(self, node: Node, settled: set[int]) -> None:
         self.node = node
-        self.dead = dead
+        self.settled = settled
         self.simple = not node.is_keyed
         self.modes = tuple(p.mode for p in node.ports)
         self.key_len = key_length(node.level)
@@ -78,12 +78,12 @@ class Assembler:
 
     def accept(self, port: int, records: list[Any], out: list[Any], ready: list[Any]) -> int:
         """Take one chunk; returns how many of its records were closes."""
-        dead = self.dead
+        settled = self.settled
         closes = 0
         if self.simple:
             for rec in records:
                 if rec.__class__ is tuple:
-                    if root_of(rec[0]) in dead:
+                    if root_of(rec[0]) in settled:
                         continue
                     if rec[1] is DROPPED:
                         self._pass_tombstone(rec[0], out)
@@ -91,7 +91,7 @@ class Assembler:
                         ready.append(rec)
                 else:
                     closes += 1
-                    if root_of(rec.parent) not in dead:
+                    if root_of(rec.parent) not in settled:
                         out.append(rec)
             return closes
         mode = self.modes[port]
@@ -102,7 +102,7 @@ class Assembler:
                 closes += 1
                 parent = rec.parent
                 root = root_of(parent)
-                if root in dead:
+                if root in settled:
                     continue
                 if gathers and len(parent) == self.key_len:
                     rs = roots.get(root)
@@ -114,7 +114,7 @@ class Assembler:
                 continue
             anc, value = rec
             root = root_of(anc)
-            if root in dead:
+            if root in settled:
                 continue
             rs = roots.get(root)
             if rs is None:

@@ -32,11 +32,11 @@ from alto.ancestry.ancestry import Ancestry, child, root_of
 from alto.ancestry.plan import Node
 from alto.ancestry.spec import OutputKind, ParamKind
 from alto.errors import StageError, StageTimeout
+from alto.runtime.context import RunContext
 from alto.runtime.lineage import CALL, CallSite
 from alto.runtime.metrics import StageStats, now
 from alto.runtime.otel import instrument
 from alto.runtime.records import DROPPED, Close
-from alto.runtime.run import RunState
 
 GUARD_S = 1e-3
 """Stages whose calls take longer than this (moving average) can have a call stopped
@@ -67,7 +67,7 @@ class Invoker:
     def __init__(
         self,
         node: Node,
-        run: RunState,
+        run: RunContext,
         stats: StageStats,
         replica: int = 0,
         site: CallSite | None = None,
@@ -76,7 +76,7 @@ class Invoker:
         self.node = node
         self.name = node.name
         self.run = run
-        self.dead = run.dead
+        self.settled = run.settled
         self.stats = stats
         self.replica = replica
         self.site = site
@@ -178,7 +178,7 @@ class Invoker:
         delay = self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
         if root is None:
             await anyio.sleep(delay)
-        elif root in self.dead:
+        elif root in self.settled:
             return False
         else:
             with anyio.CancelScope() as scope:
@@ -187,7 +187,7 @@ class Invoker:
                     await anyio.sleep(delay)
                 finally:
                     self.run.unwatch(root, scope)
-            if root in self.dead:
+            if root in self.settled:
                 return False
         self.stats.retries += 1
         return True
@@ -292,7 +292,7 @@ class Invoker:
     async def value(self, anc: Ancestry, args: Any, outbox: Outbox) -> None:
         """One call that returns one value."""
         root = root_of(anc)
-        if root in self.dead:
+        if root in self.settled:
             return  # the root got its outcome while this call waited its turn
         guarded = self.ema > GUARD_S
         if outbox.records and guarded:
@@ -370,7 +370,7 @@ class Invoker:
     async def _children(self, anc: Ancestry, args: Any, outbox: Outbox, made: list[int]) -> None:
         # outbox.records is replaced on every flush: never hold on to it across an await
         name = self.name
-        dead = self.dead
+        settled = self.settled
         stats = self.stats
         root = root_of(anc)
         run = self.run
@@ -397,7 +397,7 @@ class Invoker:
                             break
                     outbox.records.append((child(anc, name, made[0]), item))
                     made[0] += 1
-                    if root in dead:
+                    if root in settled:
                         break  # the root already has an outcome: stop splitting it
                     t1 = now()
                     self.ema = self.ema * 0.8 + (t1 - t) * 0.2
@@ -438,7 +438,7 @@ class Invoker:
     ) -> None:
         """Call ``items`` as one batch; if that fails, call each half the same way."""
         if not first:
-            items = [item for item in items if root_of(item[0]) not in self.dead]
+            items = [item for item in items if root_of(item[0]) not in self.settled]
             if not items:
                 return  # their roots got an outcome meanwhile: nothing to isolate
             self.stats.bisections += 1

@@ -31,16 +31,11 @@ from alto.errors import InputError, StageError
 from alto.result import Result
 from alto.runtime.assemble import Assembler
 from alto.runtime.batching import BatchPolicy
+from alto.runtime.engine import StageWiring, Wiring, assemble_calls, next_item
 from alto.runtime.invoke import Invoker, runner_for
 from alto.runtime.metrics import RunStats, StageStats, now
-from alto.runtime.records import CHUNK, Close
+from alto.runtime.records import CHUNK, EAGER_S, Close
 from alto.runtime.run import RunControl, RunState, bind_input
-
-EAGER_S = 50e-6
-"""Calls slower than this (moving average) send each output at once."""
-
-YIELD_EVERY = 256
-"""Records a worker handles before it lets other tasks run."""
 
 Chunk = tuple[int, list[Any]]
 Call = tuple[Ancestry, Any]
@@ -53,15 +48,17 @@ class _Route:
     __slots__ = ("port", "sends", "stats", "max_chunk", "mode", "key_len", "primary")
 
     def __init__(
-        self, node: Node, port: int, sends: list[MemoryObjectSendStream[Chunk]], stats: StageStats
+        self,
+        node: Node,
+        port: int,
+        sends: list[MemoryObjectSendStream[Chunk]],
+        stats: StageStats,
+        max_chunk: int,
     ) -> None:
         self.port = port
         self.sends = sends
         self.stats = stats
-        shared_replicas = not node.is_keyed and node.spec.options.replicas > 1
-        # Replicas sharing an inbox each take whole chunks: one fragment per
-        # chunk spreads the work across them.
-        self.max_chunk = 1 if shared_replicas and not node.spec.options.batch else CHUNK
+        self.max_chunk = max_chunk
         self.mode = node.ports[port].mode
         self.key_len = key_length(node.level)
         self.primary = node.primary == port
@@ -214,6 +211,7 @@ class LocalRuntime:
         if control is not None:
             control.attach(self.run)
         self.nodes = {n.name: n for n in plan.nodes}
+        self.wiring = {n.name: self.wire(n) for n in plan.nodes}
         # node name -> one (send, receive) pair per inbox
         self.inboxes: dict[
             str, list[tuple[MemoryObjectSendStream[Chunk], MemoryObjectReceiveStream[Chunk]]]
@@ -259,22 +257,29 @@ class LocalRuntime:
             lambda: bool(stats.queued) or self._more_coming(node),
         )
 
+    def wire(self, node: Node) -> StageWiring:
+        """How the replicas of ``node`` get their work (decided once, in ``__init__``)."""
+        return StageWiring.local(node)
+
     def _new_inboxes(
         self, node: Node
     ) -> list[tuple[MemoryObjectSendStream[Chunk], MemoryObjectReceiveStream[Chunk]]]:
-        """One inbox per replica of a routed node (records routed by key), else one shared."""
-        opts = node.spec.options
-        if _routed(node):
-            n = opts.replicas
-            return [anyio.create_memory_object_stream[Chunk](opts.buffer) for _ in range(n)]
-        return [anyio.create_memory_object_stream[Chunk](opts.buffer * opts.replicas)]
+        """The inboxes of ``node``, as its wiring says."""
+        wiring = self.wiring[node.name]
+        return [
+            anyio.create_memory_object_stream[Chunk](wiring.buffer)
+            for _ in range(wiring.inboxes)
+        ]
 
     def _routes(self, source: str) -> list[Any]:
         """Fresh routes (with their own send-stream clones) for one producer of ``source``."""
         routes: list[Any] = []
         for name, port in self.plan.consumers.get(source, ()):
             sends = [send.clone() for send, _ in self.inboxes[name]]
-            routes.append(_Route(self.nodes[name], port, sends, self.stats.stages[name]))
+            max_chunk = self.wiring[name].max_chunk
+            routes.append(
+                _Route(self.nodes[name], port, sends, self.stats.stages[name], max_chunk)
+            )
         for slot, out in enumerate(self.plan.outputs):
             if out == source:
                 routes.append(_SinkRoute(self.run, slot))
@@ -290,14 +295,15 @@ class LocalRuntime:
             replicas = node.spec.options.replicas
             pairs = self.inboxes[node.name]
             routes = self._routes(node.name)
-            if node.is_keyed and not _routed(node) and replicas > 1:
+            wiring = self.wiring[node.name].kind
+            if wiring is Wiring.HANDED_OUT:
                 # One task assembles every call, the replicas run them (see _assemble)
                 users = [replicas + 1]
                 workers.append((node, -1, pairs[0][1].clone(), _Outbox(routes, users)))
                 continue
             users = [replicas]
             for r in range(replicas):
-                receive = (pairs[r] if _routed(node) else pairs[0])[1].clone()
+                receive = (pairs[r] if wiring is Wiring.ROUTED else pairs[0])[1].clone()
                 workers.append((node, r, receive, _Outbox(routes, users)))
         for pairs in self.inboxes.values():
             for send, receive in pairs:
@@ -317,14 +323,7 @@ class LocalRuntime:
                     outer.cancel_scope.cancel()
         finally:
             self.stats.finished = now()
-        for index in sorted(set(self.stats.root_start) - self.run.dead):  # pragma: no cover
-            self.run.finish(
-                index,
-                None,
-                StageError(
-                    plan.name, root(index), RuntimeError("the run ended without an outcome")
-                ),
-            )
+        self.run.settle_the_rest()
 
     async def _deadlines(self, deadline: float) -> None:
         """Fail inputs older than ``deadline``; checks a few times per deadline."""
@@ -391,7 +390,7 @@ class LocalRuntime:
     ) -> None:
         run = self.run
         stats = self.stats.stages[node.name]
-        assembler = Assembler(node, run.dead)
+        assembler = Assembler(node, run.settled)
         if not assembler.simple:
             run.assemblers.append(assembler)
         if replica < 0:
@@ -496,14 +495,13 @@ class LocalRuntime:
         stats.working += 1
         try:
             async with calls, outbox:
+
+                def idle() -> Awaitable[Call]:
+                    return _idle_receive(calls, outbox, stats)
+
                 while True:
                     try:
-                        anc, args = calls.receive_nowait()
-                    except anyio.WouldBlock:
-                        try:
-                            anc, args = await _idle_receive(calls, outbox, stats)
-                        except anyio.EndOfStream:
-                            break
+                        anc, args = await next_item(calls, idle)
                     except anyio.EndOfStream:
                         break
                     stats.queued -= 1
@@ -522,34 +520,11 @@ class LocalRuntime:
         dispatch: Callable[[list[Any]], Awaitable[None]],
     ) -> None:
         """Assemble calls from the inbox; ``dispatch`` runs (or hands out) each list of them."""
-        accept = assembler.accept
-        main = assembler.main
-        ready: list[Any] = []
-        handled = 0
-        while True:
-            try:
-                port, records = receive.receive_nowait()
-            except anyio.WouldBlock:
-                try:
-                    port, records = await _idle_receive(receive, outbox, stats)
-                except anyio.EndOfStream:
-                    break
-            except anyio.EndOfStream:
-                break
-            n = len(records)
-            stats.queued -= n
-            closes = accept(port, records, outbox.records, ready)
-            if port == main:
-                stats.fragments_in += n - closes
-            if ready:
-                await dispatch(ready)
-                ready.clear()
-            if len(outbox.records) >= CHUNK:
-                await outbox.flush()
-            handled += n
-            if handled >= YIELD_EVERY:
-                handled = 0
-                await anyio.lowlevel.checkpoint()
+
+        def idle() -> Awaitable[Chunk]:
+            return _idle_receive(receive, outbox, stats)
+
+        await assemble_calls(receive, assembler, outbox, stats, dispatch, idle)
 
     async def _batch_loop(
         self,
@@ -613,19 +588,6 @@ async def _idle_receive(
         return await receive.receive()
     finally:
         stats.working += 1
-
-
-def _routed(node: Node) -> bool:
-    """Whether each replica of ``node`` assembles its own calls from records routed by key.
-
-    Batched and streaming-gather stages with replicas do (a batch forms where its
-    inputs are; a streaming gather is fed while it runs). Other keyed stages with
-    replicas have one assembler that hands calls to whichever replica is free.
-    """
-    if not node.is_keyed or node.spec.options.replicas == 1:
-        return False
-    streams = any(p.mode is PortMode.GATHER_STREAM for p in node.ports)
-    return bool(node.spec.options.batch) or streams
 
 
 async def run_local(

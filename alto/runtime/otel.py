@@ -302,10 +302,10 @@ def instrument(invoker: Invoker, calls: CallTracer) -> None:
     value, split, batch_call, backoff = (
         invoker.value, invoker.split, invoker._batch_call, invoker._backoff
     )
-    dead = invoker.dead
+    settled = invoker.settled
 
     async def traced_value(anc: Ancestry, args: Any, outbox: Any) -> None:
-        if root_of(anc) in dead:
+        if root_of(anc) in settled:
             return  # no call is made (see Invoker.value)
         async with calls.call(invoker, [anc], "value"):
             await value(anc, args, outbox)

@@ -64,3 +64,13 @@ class Close:
 
 CHUNK = 64
 """Most records a chunk carries."""
+
+YIELD_EVERY = 256
+"""Records a stage's reader handles before it lets other tasks run (every backend)."""
+
+EAGER_S = 50e-6
+"""Calls slower than this (moving average) send each output on at once, not in chunks."""
+
+EAGER_REMOTE_S = 5e-3
+"""The same threshold for a Ray actor's outputs, each message of which is a remote hop
+(about a millisecond): only calls slower than this ship each output on its own."""

@@ -10,14 +10,15 @@ from typing import Any, Callable
 import anyio
 import pydantic
 
-from alto.ancestry.ancestry import Ancestry, root_of
+from alto.ancestry.ancestry import Ancestry, root, root_of
 from alto.ancestry.plan import Plan
 from alto.ancestry.typecheck import describe, value_fits
 from alto.errors import AltoError, DeadlineExceeded, InputCancelled, InputError, StageError
 from alto.result import Result
 from alto.runtime.assemble import Assembler
+from alto.runtime.context import CallBookkeeping
 from alto.runtime.lineage import CallSite
-from alto.runtime.metrics import CallSpan, RunStats, StageStats, now
+from alto.runtime.metrics import RunStats, StageStats, now
 from alto.runtime.otel import call_failed, current_run, driver_calls
 from alto.runtime.records import DROPPED
 
@@ -126,11 +127,11 @@ def _clip(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-class RunState:
+class RunState(CallBookkeeping):
     """Outcomes of the roots of one run.
 
     A root has an outcome once its output reached the sink or one of its
-    fragments failed; from then on it is *dead*: stages drop its records on
+    fragments failed; from then on it is *settled*: stages drop its records on
     arrival and every assembler forgets its state.
     """
 
@@ -148,7 +149,7 @@ class RunState:
         self.monotonic_offset = time.monotonic() - now()  # root_start is on ``now``'s clock
         self.on_result = on_result
         self.stats = stats
-        self.dead: set[int] = set()
+        self.settled: set[int] = set()
         self.assemblers: list[Assembler] = []
         self.n_outputs = len(plan.outputs)
         self.partial: dict[int, list[Any]] = {}
@@ -188,24 +189,13 @@ class RunState:
         """What :func:`alto.current_call` reports of the calls of ``stage`` in this run."""
         return CallSite(self.id, stage, self.stats.root_start, self.monotonic_offset)
 
-    def watch(self, root: int, scope: anyio.CancelScope) -> None:
-        """Cancel ``scope`` if ``root`` gets its outcome while the call inside it runs."""
-        self.calls.setdefault(root, set()).add(scope)
-
-    def unwatch(self, root: int, scope: anyio.CancelScope) -> None:
-        scopes = self.calls.get(root)
-        if scopes is not None:
-            scopes.discard(scope)
-            if not scopes:
-                del self.calls[root]
-
     def cancel(self, index: int) -> bool:
         """Give input ``index`` the outcome :class:`InputCancelled` and stop its calls.
 
         An input that has not entered the run yet is cancelled when it does.
         Returns False if the input already had an outcome.
         """
-        if index in self.dead:
+        if index in self.settled:
             return False
         if index not in self.stats.root_start:
             self.cancel_early.add(index)
@@ -220,7 +210,7 @@ class RunState:
         horizon = now() - deadline
         while admitted:
             index = admitted[0]
-            if index in self.dead:
+            if index in self.settled:
                 admitted.popleft()
             elif self.stats.root_start[index] <= horizon:
                 admitted.popleft()
@@ -231,7 +221,7 @@ class RunState:
     def output(self, anc: Ancestry, value: Any, slot: int) -> None:
         """A level-0 value for output ``slot`` of the root ``anc`` reached the sink."""
         root = root_of(anc)
-        if root in self.dead:
+        if root in self.settled:
             return
         if value is DROPPED:
             error = self.last_error.get(root)
@@ -265,7 +255,7 @@ class RunState:
             stage.errors += 1
         if self.otel is not None:
             call_failed(error)
-        if self.dead_letters is not None and error.index not in self.dead:
+        if self.dead_letters is not None and error.index not in self.settled:
             self.dead_letters.append(error)
             self.last_error[error.index] = error
             return True
@@ -280,10 +270,25 @@ class RunState:
             self.otel.root_started(error.index)
         self.finish(error.index, None, error)
 
+    def settle_the_rest(self) -> None:
+        """The run stopped: fail every root that entered it and still has no outcome.
+
+        Reached only through a bug in a backend; the roots then fail with a clear error
+        rather than never getting an outcome.
+        """
+        for index in sorted(set(self.stats.root_start) - self.settled):  # pragma: no cover
+            self.finish(
+                index,
+                None,
+                StageError(
+                    self.plan.name, root(index), RuntimeError("the run ended without an outcome")
+                ),
+            )
+
     def finish(self, root: int, value: Any, error: AltoError | None) -> None:
-        if root in self.dead:
+        if root in self.settled:
             return
-        self.dead.add(root)
+        self.settled.add(root)
         self.in_flight -= 1
         self.stats.root_end[root] = now()
         if self.otel is not None:
@@ -292,18 +297,10 @@ class RunState:
         self.last_error.pop(root, None)
         for assembler in self.assemblers:
             assembler.drop_root(root)
-        for scope in self.calls.pop(root, ()):
-            scope.cancel()
+        self.stop(root)
         if self.slots is not None:
             self.slots.release()
         if self.progress is not None:
             self.progress.update(1)
         self.on_result(Result(root, value, error))
-
-    def span(
-        self, stage: str, anc: Ancestry, start: float, end: float, replica: int, size: int
-    ) -> None:
-        spans = self.stats.spans
-        if spans is not None:
-            spans.append(CallSpan(stage, anc, start, end, replica, size))
 

@@ -56,8 +56,8 @@ def paired(n: int, c: str):
     return joined(pair(p, double(p), c))
 
 
-def gather_of(dead: set[int] | None = None) -> Assembler:
-    return Assembler(summed.plan.node("total"), dead if dead is not None else set())
+def gather_of(settled: set[int] | None = None) -> Assembler:
+    return Assembler(summed.plan.node("total"), settled if settled is not None else set())
 
 
 def kid(r: int, i: int, value: Any) -> tuple:
@@ -123,11 +123,11 @@ def test_a_parent_that_was_dropped_before_its_split_gathers_a_tombstone():
 
 
 def test_records_of_a_root_with_an_outcome_are_ignored_and_its_state_dropped():
-    dead: set[int] = set()
-    feed = Feed(gather_of(dead))
+    settled: set[int] = set()
+    feed = Feed(gather_of(settled))
     feed(0, kid(0, 0, "a"), kid(1, 0, "b"))
     assert feed.assembler.pending() == 2
-    dead.add(0)
+    settled.add(0)
     feed.assembler.drop_root(0)
     assert feed.assembler.pending() == 1
     feed(0, kid(0, 1, "late"), Close(root(0), 2))

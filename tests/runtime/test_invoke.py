@@ -158,7 +158,7 @@ async def test_bisection_skips_roots_that_got_their_outcome_meanwhile():
     async def shout(words: list[str]) -> list[str]:
         calls.append(list(words))
         if "bad" in words:
-            invoker.run.dead.add(3)  # root 3 fails elsewhere while this batch runs
+            invoker.run.settled.add(3)  # root 3 fails elsewhere while this batch runs
             raise ValueError("bad")
         return [w.upper() for w in words]
 

@@ -47,7 +47,7 @@ def test_an_output_gives_its_root_an_outcome_once():
     run.output(root(0), 5, 0)
     run.output(root(0), 6, 0)  # the root has its outcome: ignored
     assert [(r.index, r.value, r.error) for r in results] == [(0, 5, None)]
-    assert 0 in run.dead and run.in_flight == 0
+    assert 0 in run.settled and run.in_flight == 0
 
 
 def test_several_outputs_make_a_tuple_in_output_order():
@@ -115,7 +115,7 @@ def test_expire_fails_inputs_older_than_the_deadline_in_admission_order():
     run.stats.root_start[0] -= 10  # entered ten seconds ago
     run.expire(5.0)
     assert [(r.index, type(r.error)) for r in results] == [(0, DeadlineExceeded)]
-    assert 1 not in run.dead
+    assert 1 not in run.settled
 
 
 def test_a_rejected_input_fails_alone():

@@ -36,13 +36,11 @@ import ray.cloudpickle
 from alto.ancestry.ancestry import Ancestry, root_of
 from alto.ancestry.plan import Node
 from alto.errors import StageError
+from alto.runtime.context import CallBookkeeping
 from alto.runtime.invoke import Invoker, runner_for
 from alto.runtime.lineage import CallSite
 from alto.runtime.metrics import CallSpan, RunStats, StageStats, now
-from alto.runtime.records import CHUNK
-
-EAGER_S = 5e-3
-"""Calls slower than this (moving average) ship each output at once."""
+from alto.runtime.records import CHUNK, EAGER_REMOTE_S
 
 LINGER_S = 0.005
 """Longest a produced record waits on the actor before it is shipped."""
@@ -61,16 +59,16 @@ traced (see :mod:`alto.runtime.ray.otel`).
 """
 
 
-class _CallRun:
-    """What an Invoker needs of the run, on the actor side: dead roots, failures, spans."""
+class _CallRun(CallBookkeeping):
+    """What an Invoker needs of the run, on the actor side: settled roots, failures, spans."""
 
-    __slots__ = ("dead", "dead_letters", "errors", "stats", "calls", "otel", "otel_calls")
+    __slots__ = ("settled", "dead_letters", "errors", "stats", "calls", "otel", "otel_calls")
 
     def __init__(
-        self, dead: set[int], calls: dict[int, set[anyio.CancelScope]], dead_letters: bool,
+        self, settled: set[int], calls: dict[int, set[anyio.CancelScope]], dead_letters: bool,
         trace: bool,
     ) -> None:
-        self.dead = dead
+        self.settled = settled
         self.calls = calls  # shared by the actor's calls: StageHost.forget cancels them
         self.dead_letters = dead_letters
         self.errors: list[StageError] = []
@@ -78,33 +76,14 @@ class _CallRun:
         self.otel: Any = None  # the actor's ActorTracing, when the run is traced
         self.otel_calls: Any = None  # what Invoker instruments its calls with, then
 
-    def watch(self, root: int, scope: anyio.CancelScope) -> None:
-        """Cancel ``scope`` if the driver reports that ``root`` got its outcome."""
-        self.calls.setdefault(root, set()).add(scope)
-
-    def unwatch(self, root: int, scope: anyio.CancelScope) -> None:
-        scopes = self.calls.get(root)
-        if scopes is not None:
-            scopes.discard(scope)
-            if not scopes:
-                del self.calls[root]
-
     def fail(self, error: StageError) -> bool:
         """Mirror of :meth:`RunState.fail`; the driver applies the error for real."""
         self.errors.append(_shippable(error))
-        if self.dead_letters and error.index not in self.dead:
+        if self.dead_letters and error.index not in self.settled:
             return True
-        self.dead.add(error.index)
-        for scope in self.calls.pop(error.index, ()):
-            scope.cancel()
+        self.settled.add(error.index)
+        self.stop(error.index)
         return False
-
-    def span(
-        self, stage: str, anc: Ancestry, start: float, end: float, replica: int, size: int
-    ) -> None:
-        spans = self.stats.spans
-        if spans is not None:
-            spans.append(CallSpan(stage, anc, start, end, replica, size))
 
 
 def _shippable(error: StageError) -> StageError:
@@ -150,7 +129,7 @@ class _Sink:
         self.ema = ema = self.ema * 0.8 + elapsed * 0.2
         if self.last:
             return False  # the call's last message follows at once: no message of its own
-        return ema > EAGER_S or len(self.records) >= CHUNK
+        return ema > EAGER_REMOTE_S or len(self.records) >= CHUNK
 
     async def flush(self) -> None:
         if self.records:
@@ -266,7 +245,7 @@ class StageHost:
         self.replica = replica
         self.trace = trace
         self.dead_letters = dead_letters
-        self.dead: set[int] = set()
+        self.settled: set[int] = set()
         # when each root of the calls sent here was submitted (driver's time.monotonic()):
         # what alto.current_call() reports, inside the calls
         self.submitted: dict[int, float] = {}
@@ -278,7 +257,7 @@ class StageHost:
         if otel:
             from alto.runtime.ray.otel import ActorTracing
 
-            self.otel = ActorTracing(self.dead)
+            self.otel = ActorTracing(self.settled)
         # moving averages that outlive one remote call: how long calls take (the invoker
         # guards slow ones) and how often outputs come (the sink ships fast ones in chunks)
         self.call_ema = 1.0
@@ -317,11 +296,11 @@ class StageHost:
     def _invoker(self) -> tuple[Invoker, _Sink]:
         if self.node is None:
             raise HostNotLoaded("this stage actor was restarted and holds no stage yet")
-        run = _CallRun(self.dead, self.watched, self.dead_letters, self.trace)
+        run = _CallRun(self.settled, self.watched, self.dead_letters, self.trace)
         if self.otel is not None:
             run.otel, run.otel_calls = self.otel, self.otel.calls
         stats = StageStats(self.node.name)
-        invoker = Invoker(self.node, run, stats, self.replica, self.site)  # type: ignore[arg-type]
+        invoker = Invoker(self.node, run, stats, self.replica, self.site)
         invoker.ema = self.call_ema
         sink = _Sink(run, stats)
         sink.ema = self.flush_ema
@@ -338,7 +317,7 @@ class StageHost:
             self._forget(roots)
 
     def _forget(self, roots: list[int]) -> None:
-        self.dead.update(roots)
+        self.settled.update(roots)
         submitted = self.submitted
         for root in roots:
             submitted.pop(root, None)
@@ -352,14 +331,14 @@ class StageHost:
     async def calls(
         self,
         units: list[Any],
-        dead: list[int],
+        settled: list[int],
         seq: int,
         submitted: dict[int, float],
         otel: dict[int, Any] | None = None,
     ) -> AsyncIterator[Message]:
         """Run ``units`` in order (one call each, or one batch each for a batched stage).
 
-        ``dead``: roots that got their outcome since the last call. ``submitted``: when
+        ``settled``: roots that got their outcome since the last call. ``submitted``: when
         each root the units serve was submitted. ``otel``: in a traced run, the span
         context of each root the units serve.
 
@@ -371,13 +350,13 @@ class StageHost:
         try:
             if self.node is None:  # restarted by Ray since its load: numbered calls are stale
                 raise HostNotLoaded("this stage actor was restarted and holds no stage yet")
-            self._forget(dead)
+            self._forget(settled)
             self.submitted.update(submitted)
             if otel and self.otel is not None:
                 self.otel.parents.update(otel)
             await turns.take(seq)
             invoker, sink = self._invoker()  # after the wait: the actor may have been stopped
-            is_dead = self.dead.__contains__
+            is_settled = self.settled.__contains__
             last = len(units) - 1
             is_split = invoker.node.is_split
 
@@ -392,7 +371,7 @@ class StageHost:
                     for k, (anc, args) in enumerate(units):
                         sink.begin(k)
                         sink.last = k == last and not is_split
-                        if not is_dead(root_of(anc)):  # the root already has an outcome
+                        if not is_settled(root_of(anc)):  # the root already has an outcome
                             await run_one(anc, args, sink)
                 sink.begin(len(units))
                 self._learn(invoker, sink)
@@ -407,13 +386,13 @@ class StageHost:
         self,
         cid: int,
         anc: Ancestry,
-        dead: list[int],
+        settled: list[int],
         submitted: dict[int, float],
         otel: dict[int, Any] | None = None,
     ) -> AsyncIterator[Message]:
         """Run a streaming gather for parent ``anc``; its children come through :meth:`feed`."""
         invoker, sink = self._invoker()
-        self._forget(dead)
+        self._forget(settled)
         self.submitted.update(submitted)
         if otel and self.otel is not None:
             self.otel.parents.update(otel)

@@ -21,18 +21,15 @@ from typing import Any, AsyncIterable, Callable, Iterable, Mapping
 import anyio
 import ray
 import sniffio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from alto.ancestry.ancestry import root
 from alto.ancestry.plan import INPUT_PREFIX, Node, Plan
-from alto.errors import StageError
 from alto.result import Result
-from alto.runtime.local import Chunk, LocalRuntime, _Outbox, _Route
+from alto.runtime.engine import StageWiring
+from alto.runtime.local import LocalRuntime, _Outbox
 from alto.runtime.metrics import RunStats, now
 from alto.runtime.ray.pool import host_class, kill, pool, poolable, release_idle
 from alto.runtime.ray.stage import UP, ActorLostError, DriverOptions, Replica, StageDriver
 from alto.runtime.records import CHUNK
-from alto.runtime.run import RunControl
 
 _NATIVE = ("num_cpus", "num_gpus", "memory", "accelerator_type")
 
@@ -124,24 +121,14 @@ class RayRuntime(LocalRuntime):
         plan: Plan,
         on_result: Callable[[Result[Any]], None],
         *,
-        concurrency: int | None = None,
-        stats: RunStats | None = None,
-        trace: bool = False,
-        dead_letters: list[StageError] | None = None,
-        progress: Any = None,
-        deadline: float | None = None,
-        control: RunControl | None = None,
         call_items: int = CHUNK,
         inflight: int = 2,
         restarts: int = 3,
         start_timeout: float = 120.0,
+        **common: Any,
     ) -> None:
-        for name, value, low in (("call_items", call_items, 1), ("inflight", inflight, 1),
-                                 ("restarts", restarts, 0)):
-            if not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}={value!r} is invalid; expected an int >= {low}")
-        if not start_timeout > 0:
-            raise ValueError(f"start_timeout={start_timeout!r} is invalid; expected seconds > 0")
+        """``common``: the options every backend takes (see :class:`LocalRuntime`)."""
+        self.driver_options = DriverOptions(call_items, inflight, restarts, start_timeout)
         self.finished: list[int] = []  # roots with an outcome, in order (actors skip their calls)
         self.forget: set[int] = set()  # of those, roots with calls in flight: stop them
         self.forget_due = anyio.Event()
@@ -156,23 +143,15 @@ class RayRuntime(LocalRuntime):
 
         self.replicas: dict[str, list[Replica]] = {}
         self.drivers: dict[str, StageDriver] = {}
-        super().__init__(plan, record, concurrency=concurrency, stats=stats, trace=trace,
-                         dead_letters=dead_letters, progress=progress, deadline=deadline,
-                         control=control)
-        self.trace = trace
-        self.dead_letters = dead_letters is not None
-        self.call_items = call_items
-        self.inflight = inflight
-        self.restarts = restarts
+        super().__init__(plan, record, **common)
+        self.trace = bool(common.get("trace", False))
+        self.dead_letters = common.get("dead_letters") is not None
         self.start_timeout = start_timeout
         self.options = {node.name: actor_options(node) for node in plan.nodes}
 
-    def _new_inboxes(
-        self, node: Node
-    ) -> list[tuple[MemoryObjectSendStream[Chunk], MemoryObjectReceiveStream[Chunk]]]:
-        # One inbox per stage: its driver assembles every call of the stage.
-        opts = node.spec.options
-        return [anyio.create_memory_object_stream[Chunk](opts.buffer * opts.replicas)]
+    def wire(self, node: Node) -> StageWiring:
+        """One inbox per stage: its driver assembles every call, whole chunks at a time."""
+        return StageWiring.driver(node)
 
     def _more_coming(self, node: Node) -> bool:
         """Whether records may still reach ``node`` without a new input arriving."""
@@ -180,13 +159,6 @@ class RayRuntime(LocalRuntime):
             return True
         drivers = self.drivers
         return any(drivers[s.name].busy() for s in self.upstream[node.name])
-
-    def _routes(self, source: str) -> list[Any]:
-        routes = super()._routes(source)
-        for route in routes:
-            if isinstance(route, _Route):
-                route.max_chunk = CHUNK  # the driver batches calls itself: send whole chunks
-        return routes
 
     async def execute(self, inputs: Iterable[Any] | AsyncIterable[Any]) -> None:
         """Start the actors, run every input through the plan, release the actors."""
@@ -203,9 +175,7 @@ class RayRuntime(LocalRuntime):
                         receive.close()
                 raise
             source_outboxes = {n: _Outbox(self._routes(INPUT_PREFIX + n)) for n in plan.inputs}
-            options = DriverOptions(
-                self.call_items, self.inflight, self.restarts, self.start_timeout
-            )
+            options = self.driver_options
             drivers = [
                 StageDriver(
                     node,
@@ -241,14 +211,7 @@ class RayRuntime(LocalRuntime):
             with anyio.CancelScope(shield=True):
                 await self._release_actors(clean)
             self.stats.finished = now()
-        for index in sorted(set(self.stats.root_start) - self.run.dead):  # pragma: no cover
-            self.run.finish(
-                index,
-                None,
-                StageError(
-                    plan.name, root(index), RuntimeError("the run ended without an outcome")
-                ),
-            )
+        self.run.settle_the_rest()
 
     async def _start_actors(self) -> None:
         failures: list[str] = []

@@ -42,7 +42,7 @@ class ActorTracing:
         parents: root input index -> ``(trace_id, span_id)`` of its span in the driver.
     """
 
-    def __init__(self, dead: set[int]) -> None:
+    def __init__(self, settled: set[int]) -> None:
         from opentelemetry import trace
         from opentelemetry.sdk.trace import TracerProvider
 
@@ -51,7 +51,7 @@ class ActorTracing:
         provider = TracerProvider()
         provider.add_span_processor(self.collector)
         self.parents: dict[int, tuple[int, int]] = {}
-        self.dead = dead
+        self.settled = settled
         self.calls = CallTracer(provider, self.parent_of, self.stopped)
 
     def parent_of(self, root: int) -> Any:
@@ -65,7 +65,7 @@ class ActorTracing:
         return trace.set_span_in_context(trace.NonRecordingSpan(context))
 
     def stopped(self, roots: list[int]) -> bool:
-        return any(root in self.dead for root in roots)
+        return any(root in self.settled for root in roots)
 
     def take(self) -> list[Shipped]:
         """The spans that ended since the last call, ready to pickle."""

@@ -42,9 +42,10 @@ from alto.ancestry.ancestry import Ancestry, root_of
 from alto.ancestry.plan import Node, PortMode
 from alto.errors import StageError
 from alto.runtime.assemble import Assembler
+from alto.runtime.engine import assemble_calls
 from alto.runtime.metrics import CallSpan, now
 from alto.runtime.ray.actor import HostNotLoaded, Turns
-from alto.runtime.records import CHUNK, DROPPED, Close
+from alto.runtime.records import DROPPED, Close
 
 if TYPE_CHECKING:
     from alto.runtime.batching import BatchPolicy
@@ -63,9 +64,6 @@ BACKLOG = 4
 
 FEED_MAX = 4096
 """Most children of a streaming gather sent to its actor in one remote call."""
-
-YIELD_EVERY = 256
-"""Records the driver reads before it lets other tasks run."""
 
 ACTOR_LOST = (RayActorError, WorkerCrashedError, ObjectLostError)
 """Ray errors that mean the actor (or its process, or its node) went away."""
@@ -135,6 +133,16 @@ class DriverOptions:
     restarts: int
     start_timeout: float
 
+    def __post_init__(self) -> None:
+        for name, low in (("call_items", 1), ("inflight", 1), ("restarts", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}={value!r} is invalid; expected an int >= {low}")
+        if not self.start_timeout > 0:
+            raise ValueError(
+                f"start_timeout={self.start_timeout!r} is invalid; expected seconds > 0"
+            )
+
 
 class StageDriver:
     """Feeds one stage's actors; see the module docstring.
@@ -183,7 +191,7 @@ class StageDriver:
         self.policy = policy  # when a partial batch runs
         self.is_split = node.is_split
         self.streams = any(p.mode is PortMode.GATHER_STREAM for p in node.ports)
-        self.assembler = Assembler(node, run.dead)
+        self.assembler = Assembler(node, run.settled)
         if not self.assembler.simple:
             run.assemblers.append(self.assembler)
         self.pending: list[Any] = []  # assembled calls waiting for an actor
@@ -208,50 +216,38 @@ class StageDriver:
                 await self._dispatch()
 
     async def _read(self) -> None:
+        """Assemble the stage's calls from its inbox (:func:`alto.runtime.engine.assemble_calls`)
+        and queue them for the actors."""
         receive = self.receive
-        outbox = self.outbox
-        stats = self.stats
-        accept = self.assembler.accept
-        main = self.assembler.main
         pending = self.pending
-        ready: list[Any] = []
-        handled = 0
-        while True:
+
+        async def room() -> None:
             while len(pending) >= self.high:
                 await self._wait_room()
-            try:
-                port, records = receive.receive_nowait()
-            except anyio.WouldBlock:
-                self._work.set()
-                await outbox.flush()
-                try:
-                    port, records = await receive.receive()
-                except anyio.EndOfStream:
-                    break
-            except anyio.EndOfStream:
-                break
-            n = len(records)
-            stats.queued -= n
-            closes = accept(port, records, outbox.records, ready)
-            if port == main:
-                stats.fragments_in += n - closes
-            if ready:
-                if self.streams:
-                    assert self._tg is not None
-                    for anc, (children,) in ready:
-                        self._tg.start_soon(self._stream, anc, children)
-                else:
-                    if not pending:
-                        self.since = now()
-                    pending.extend(ready)
-                ready.clear()
-            if len(outbox.records) >= CHUNK:
-                await outbox.flush()
-            handled += n
-            if handled >= YIELD_EVERY:
-                handled = 0
-                self._work.set()
-                await anyio.lowlevel.checkpoint()
+
+        async def idle() -> Any:
+            self._work.set()
+            await self.outbox.flush()
+            return await receive.receive()
+
+        async def dispatch(ready: list[Any]) -> None:
+            if self.streams:
+                assert self._tg is not None
+                for anc, (children,) in ready:
+                    self._tg.start_soon(self._stream, anc, children)
+                return
+            if not pending:
+                self.since = now()
+            pending.extend(ready)
+
+        async def pause() -> None:
+            self._work.set()
+            await anyio.lowlevel.checkpoint()
+
+        await assemble_calls(
+            receive, self.assembler, self.outbox, self.stats, dispatch, idle,
+            room=room, pause=pause,
+        )
         self.ended = True
         self._work.set()
 
@@ -500,7 +496,7 @@ class StageDriver:
         for unit in rest:
             for item in unit if self.size else (unit,):
                 anc = item[0]
-                if root_of(anc) in self.state.dead:
+                if root_of(anc) in self.state.settled:
                     continue
                 if alone:
                     runs = self.replays.get(anc, 0) + 1
@@ -538,7 +534,7 @@ class StageDriver:
         records = self.outbox.records
         for unit in units:
             for anc, _ in unit if self.size else [unit]:
-                if root_of(anc) in run.dead:
+                if root_of(anc) in run.settled:
                     continue
                 if run.fail(StageError(self.name, anc, cause, attempts=attempts)):
                     records.append(Close(anc, 0) if self.is_split else (anc, DROPPED))
