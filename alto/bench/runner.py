@@ -73,8 +73,9 @@ DEPLOYMENTS: dict[str, tuple[int, str]] = {
 RATE_FRACTIONS = (0.2, 0.4, 0.6, 0.8)
 """The automatic open-loop sweep, as fractions of the app's rate ceiling on the deployment
 (LLM apps), the second being the *moderate* rate every system runs."""
-RATE_MULTIPLES = (1.0, 4.0, 16.0, 64.0)
-"""The automatic sweep of an app without LLM calls: multiples of 1 / its unloaded p50."""
+RATE_MULTIPLES = (0.1, 0.25, 0.5, 1.0)
+"""The automatic sweep of an app without LLM calls: multiples of 1 / its unloaded p50 (its
+work is CPU-bound Python, so one input at a time is about all a process can serve)."""
 BOUND_INPUTS = 16
 """Inputs timed alone in the bound pass (the rest get their expected output unmeasured)."""
 _PROBE = 7919  # an LLM concurrency no app would choose: finds the stages sized by it
