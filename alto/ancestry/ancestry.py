@@ -8,12 +8,14 @@ stage and the child index it gave the fragment. A root input has the ancestry
 
 Every operation the runtime makes on an ancestry is one of the functions here
 (it never slices the tuple itself). The ones it calls once per fragment
-(:func:`root_of`, :func:`parent_key`, :func:`child_index` and the getters
-:func:`prefix_key` returns) are ``operator.itemgetter`` objects, so a call
-costs about what the subscript it stands for costs.
+(:func:`root_of`, :func:`parent_key`, :func:`child_index`, the getters
+:func:`prefix_key` returns and the makers :func:`child_of` returns) are
+C-level callables (``operator.itemgetter``, ``functools.partial``), so a call
+costs about what the tuple operation it stands for costs.
 
 Laws (tested in ``tests/ancestry/test_ancestry.py``):
 
+* ``child_of(a)((s, i)) == child(a, s, i)``
 * ``parent(child(a, s, i)) == parent_key(child(a, s, i)) == a``
 * ``level(child(a, s, i)) == level(a) + 1`` and ``level(root(r)) == 0``
 * ``index(child(a, s, i)) == child_index(child(a, s, i)) == i``
@@ -32,7 +34,8 @@ needs.
 
 from __future__ import annotations
 
-from operator import itemgetter
+from functools import partial
+from operator import add, itemgetter
 from typing import Callable, TypeAlias
 
 Ancestry: TypeAlias = tuple  # (root, split, index, split, index, ...)
@@ -47,6 +50,13 @@ def root(index: int) -> Ancestry:
 def child(a: Ancestry, split: str, index: int) -> Ancestry:
     """The ancestry of child ``index`` that split stage ``split`` made of ``a``."""
     return a + (split, index)
+
+
+def child_of(a: Ancestry) -> Callable[[Hop], Ancestry]:
+    """A function of a hop ``(split, index)`` that gives that child of ``a``: what a split
+    makes once per call and calls once per child (a ``functools.partial`` of
+    ``operator.add``, so a call costs what the tuple concatenation costs)."""
+    return partial(add, a)
 
 
 root_of: Callable[[Ancestry], int] = itemgetter(0)

@@ -80,10 +80,13 @@ class Assembler:
         """Take one chunk; returns how many of its records were closes."""
         settled = self.settled
         closes = 0
+        root_of_ = root_of
+        parent_key_ = parent_key
+        child_index_ = child_index
         if self.simple:
             for rec in records:
                 if rec.__class__ is tuple:
-                    if root_of(rec[0]) in settled:
+                    if root_of_(rec[0]) in settled:
                         continue
                     if rec[1] is DROPPED:
                         self._pass_tombstone(rec[0], out)
@@ -113,7 +116,7 @@ class Assembler:
                     out.append(rec)
                 continue
             anc, value = rec
-            root = root_of(anc)
+            root = root_of_(anc)
             if root in settled:
                 continue
             rs = roots.get(root)
@@ -128,13 +131,13 @@ class Assembler:
                     for key, slot in waiters:
                         self._fire(rs, key, slot, out, ready)
             else:  # a child for a gather, inlined: it is the hot path of every gather
-                parent = parent_key(anc)
+                parent = parent_key_(anc)
                 group = rs.groups.get((port, parent))
                 if group is None:
                     group = self._open(rs, port, parent, ready)
                 group[1] += 1
                 if mode is GATHER:
-                    group[2][child_index(anc)] = value
+                    group[2][child_index_(anc)] = value
                 elif value is not DROPPED:
                     try:
                         group[2].send_nowait(value)

@@ -28,12 +28,12 @@ from typing import Any, Awaitable, Callable, Coroutine, Protocol
 import anyio
 import pydantic
 
-from alto.ancestry.ancestry import Ancestry, child, root_of
+from alto.ancestry.ancestry import Ancestry, child_of, root_of
 from alto.ancestry.plan import Node
 from alto.ancestry.spec import OutputKind, ParamKind
 from alto.errors import StageError, StageTimeout
 from alto.runtime.context import RunContext
-from alto.runtime.lineage import CALL, CallSite
+from alto.runtime.lineage import CALL, CallSite, call_slot
 from alto.runtime.metrics import StageStats, now
 from alto.runtime.otel import instrument
 from alto.runtime.records import DROPPED, Close
@@ -298,7 +298,9 @@ class Invoker:
         if outbox.records and guarded:
             await outbox.flush()  # what passed through (other roots' closes) must not wait
         t0 = now()
-        lineage = CALL.set((self.site, (anc,)))
+        slot = CALL.get() or call_slot()
+        slot.site = self.site
+        slot.one = anc
         try:
             try:
                 if guarded:
@@ -311,15 +313,18 @@ class Invoker:
                 again = partial(self._guarded, root) if guarded else self._attempt
                 result = await self.retry(exc, again, args, root)
         finally:
-            CALL.reset(lineage)
+            slot.one = None
         if result is STOPPED:
             return
-        t1 = self._count(t0)
+        t1 = now()
+        stats = self.stats
+        stats.calls += 1
+        stats.busy_s += t1 - t0
         if result.__class__ is Failure:
             self._fail(anc, result.error, result.attempts, outbox, args)
             return
         self.ema = self.ema * 0.8 + (t1 - t0) * 0.2
-        self.stats.fragments_out += 1
+        stats.fragments_out += 1
         if self.trace:
             self.run.span(self.name, anc, t0, t1, self.replica, 1)
         outbox.records.append((anc, result))
@@ -342,7 +347,9 @@ class Invoker:
                 raise StageTimeout(self.name, self.timeout, split=True)
 
         t0 = now()
-        lineage = CALL.set((self.site, (anc,)))
+        slot = CALL.get() or call_slot()
+        slot.site = self.site
+        slot.one = anc
         try:
             result: Any = None
             try:
@@ -352,7 +359,7 @@ class Invoker:
                     exc, children, args, root_of(anc), allowed=lambda: made[0] == 0
                 )
         finally:
-            CALL.reset(lineage)
+            slot.one = None
         if result is STOPPED:
             return
         t1 = self._count(t0)
@@ -373,6 +380,7 @@ class Invoker:
         settled = self.settled
         stats = self.stats
         root = root_of(anc)
+        make_child = child_of(anc)
         run = self.run
         try:
             async with aclosing(self.call(args)) as children:
@@ -395,7 +403,7 @@ class Invoker:
                             item = await following()
                         except StopAsyncIteration:
                             break
-                    outbox.records.append((child(anc, name, made[0]), item))
+                    outbox.records.append((make_child((name, made[0])), item))
                     made[0] += 1
                     if root in settled:
                         break  # the root already has an outcome: stop splitting it
@@ -464,14 +472,16 @@ class Invoker:
         else:
             columns = ([value for _, value in items],)
         t0 = now()
-        lineage = CALL.set((self.site, tuple(anc for anc, _ in items)))
+        slot = CALL.get() or call_slot()
+        slot.site = self.site
+        slot.many = tuple(anc for anc, _ in items)
         try:
             try:
                 results = await self._batch_try(columns)
             except Exception as exc:
                 results = await self.retry(exc, self._batch_try, columns)
         finally:
-            CALL.reset(lineage)
+            slot.many = None
         t1 = self._count(t0)
         if results.__class__ is Failure:
             return results.error, results.attempts

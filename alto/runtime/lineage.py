@@ -2,9 +2,16 @@
 
 Operators read it to schedule the model calls a stage makes (oldest root first, the
 replica holding a root's prefix, ...). The engine sets it once per stage call, on every
-backend (on Ray, inside the actor that runs the call): one contextvar set and reset
-around the call, holding a small tuple. The :class:`CallInfo` itself is made only when
+backend (on Ray, inside the actor that runs the call). Each task that runs stage calls
+holds one :class:`CallSlot` in a contextvar (set when the task starts, by
+:func:`fresh_slot`); a call only stores its site and ancestry in its task's slot and
+clears it after, which costs a few tens of nanoseconds where setting and resetting a
+contextvar per call costs a few hundred. The :class:`CallInfo` itself is made only when
 :func:`current_call` is called, so a call whose code never asks costs no object.
+
+A task that a stage call starts sees that call (it shares the slot of the task that
+started it) while the call runs; one that outlives the call is not supported (it would
+see the next call of that task).
 
     >>> import alto
     >>> alto.current_call() is None  # outside a stage call
@@ -73,12 +80,40 @@ class CallSite:
         return CallInfo(self.run, self.stage, ancestries, roots, submitted)
 
 
-CALL: ContextVar[tuple[CallSite | None, tuple[Ancestry, ...]] | None] = ContextVar(
-    "alto_call", default=None
-)
-"""The call running in this context: its stage's :class:`CallSite` (``None`` where the
-invoker publishes no lineage) and its fragments' ancestries. Set by
-:class:`~alto.runtime.invoke.Invoker` around every stage call."""
+class CallSlot:
+    """Where the call running in one task is kept; written by
+    :class:`~alto.runtime.invoke.Invoker` (plain attribute stores: no object per call).
+
+    Attributes:
+        site: the :class:`CallSite` of the last call (``None``: no lineage published).
+        one: the ancestry of the fragment of the one-fragment call running now.
+        many: the ancestries of the batched call running now.
+    """
+
+    __slots__ = ("site", "one", "many")
+
+    def __init__(self) -> None:
+        self.site: CallSite | None = None
+        self.one: Ancestry | None = None
+        self.many: tuple[Ancestry, ...] | None = None
+
+
+CALL: ContextVar[CallSlot | None] = ContextVar("alto_call", default=None)
+"""The :class:`CallSlot` of the task running now."""
+
+
+def fresh_slot() -> CallSlot:
+    """Give the task running now a slot of its own (the engine does it in every task that
+    runs stage calls, so that tasks never share one)."""
+    slot = CallSlot()
+    CALL.set(slot)
+    return slot
+
+
+def call_slot() -> CallSlot:
+    """The slot of the task running now; made on first use in a task that has none."""
+    slot = CALL.get()
+    return slot if slot is not None else fresh_slot()
 
 
 def current_call() -> CallInfo | None:
@@ -97,11 +132,14 @@ def current_call() -> CallInfo | None:
                 priority = min(call.submitted) if call is not None else time.monotonic()
                 return await queue.submit(prompt, priority=priority)
     """
-    entry = CALL.get()
-    if entry is None:
+    slot = CALL.get()
+    if slot is None or slot.site is None:
         return None
-    site, ancestries = entry
-    return None if site is None else site.info(ancestries)
+    if slot.one is not None:
+        return slot.site.info((slot.one,))
+    if slot.many is not None:
+        return slot.site.info(slot.many)
+    return None
 
 
-__all__ = ["CALL", "CallInfo", "CallSite", "current_call"]
+__all__ = ["CALL", "CallInfo", "CallSite", "CallSlot", "call_slot", "current_call", "fresh_slot"]

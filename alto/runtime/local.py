@@ -33,6 +33,7 @@ from alto.runtime.assemble import Assembler
 from alto.runtime.batching import BatchPolicy
 from alto.runtime.engine import StageWiring, Wiring, assemble_calls, next_item
 from alto.runtime.invoke import Invoker, runner_for
+from alto.runtime.lineage import fresh_slot
 from alto.runtime.metrics import RunStats, StageStats, now
 from alto.runtime.records import CHUNK, EAGER_S, Close
 from alto.runtime.run import RunControl, RunState, bind_input
@@ -388,6 +389,7 @@ class LocalRuntime:
     async def _worker(
         self, node: Node, replica: int, receive: MemoryObjectReceiveStream[Chunk], outbox: _Outbox
     ) -> None:
+        fresh_slot()  # this task's calls publish their lineage in a slot of its own
         run = self.run
         stats = self.stats.stages[node.name]
         assembler = Assembler(node, run.settled)
@@ -427,6 +429,7 @@ class LocalRuntime:
             return
 
         async def beside(anc: Ancestry, args: Any) -> None:
+            fresh_slot()
             stats.working += 1
             try:
                 await run_one(anc, args, outbox)
@@ -491,6 +494,7 @@ class LocalRuntime:
         stats: StageStats,
     ) -> None:
         """One replica of a keyed stage: runs the calls its assembler hands out."""
+        fresh_slot()
         run_one = runner_for(Invoker(node, self.run, stats, replica, self.run.site(node.name)))
         stats.working += 1
         try:

@@ -10,6 +10,7 @@ import alto.ancestry
 from alto.ancestry import (
     child,
     child_index,
+    child_of,
     format_ancestry,
     hops,
     index,
@@ -38,6 +39,7 @@ def build(r: int, path: list[tuple[str, int]]) -> tuple:
 @given(st.integers(0, 10**6), hop_lists, splits, st.integers(0, 10**6))
 def test_child_then_parent_is_identity(r, path, s, i):
     a = build(r, path)
+    assert child_of(a)((s, i)) == child(a, s, i)
     assert parent(child(a, s, i)) == parent_key(child(a, s, i)) == a
     assert level(child(a, s, i)) == level(a) + 1
     assert index(child(a, s, i)) == child_index(child(a, s, i)) == i
@@ -102,7 +104,7 @@ def test_the_laws_cover_every_ancestry_operation():
         if callable(getattr(ancestry, name)) and name not in {"Ancestry", "Hop"}
     }
     lawful = {
-        "child", "child_index", "format_ancestry", "hops", "index", "is_prefix", "key_length",
-        "level", "parent", "parent_key", "prefix", "prefix_key", "root", "root_of",
+        "child", "child_index", "child_of", "format_ancestry", "hops", "index", "is_prefix",
+        "key_length", "level", "parent", "parent_key", "prefix", "prefix_key", "root", "root_of",
     }
     assert operations == lawful

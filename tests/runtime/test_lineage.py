@@ -156,3 +156,27 @@ async def test_a_streaming_gather_and_a_task_started_in_a_call(backend):
         assert stream_call.stage == "count_stream" and stream_call.ancestries == ((root,),)
         assert task_call.stage == "in_a_task" and task_call.ancestries == ((root,),)
     assert [n for (n, _), _ in out] == [3, 1]
+
+
+@alto.stage
+async def runs_a_flow(x: int) -> tuple[CallInfo | None, CallInfo | None, CallInfo | None]:
+    @alto.flow
+    def inner_flow(x: int):
+        return whoami(x)
+
+    before = alto.current_call()
+    (inner,) = await inner_flow.run([x])
+    return before, inner, alto.current_call()
+
+
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+async def test_a_flow_run_inside_a_stage_call_leaves_the_call_as_it_was(backend):
+    """The inner run's tasks keep their calls in slots of their own. (Local only: a stage
+    that uses another stage of a test module cannot be unpickled on a Ray worker.)"""
+    @alto.flow
+    def f(x: int):
+        return runs_a_flow(x)
+
+    (before, inner, after), = await f.run([5], backend=backend)
+    assert before == after and before.stage == "runs_a_flow" and before.ancestries == ((0,),)
+    assert inner.stage == "whoami" and inner.run != before.run

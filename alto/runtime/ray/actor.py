@@ -38,7 +38,7 @@ from alto.ancestry.plan import Node
 from alto.errors import StageError
 from alto.runtime.context import CallBookkeeping
 from alto.runtime.invoke import Invoker, runner_for
-from alto.runtime.lineage import CallSite
+from alto.runtime.lineage import CallSite, fresh_slot
 from alto.runtime.metrics import CallSpan, RunStats, StageStats, now
 from alto.runtime.records import CHUNK, EAGER_REMOTE_S
 
@@ -452,6 +452,7 @@ async def _pump(
     scope = anyio.CancelScope()
 
     async def run() -> None:
+        fresh_slot()  # the calls of this task publish their lineage in a slot of its own
         try:
             with scope:
                 await work()
