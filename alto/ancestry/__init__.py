@@ -1,6 +1,9 @@
 """Nested ancestry and the plan compiler. Pure: never imports the runtime."""
 
 from alto.ancestry.ancestry import (
+    INDEX,
+    PARENT,
+    ROOT,
     Ancestry,
     Hop,
     child,
@@ -21,6 +24,9 @@ from alto.ancestry.ancestry import (
 )
 
 __all__ = [
+    "INDEX",
+    "PARENT",
+    "ROOT",
     "Ancestry",
     "Hop",
     "child",

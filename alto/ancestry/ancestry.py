@@ -7,11 +7,11 @@ stage and the child index it gave the fragment. A root input has the ancestry
 ``(root,)`` and level 0; a fragment ``k`` splits deep is at level ``k``.
 
 Every operation the runtime makes on an ancestry is one of the functions here
-(it never slices the tuple itself). The ones it calls once per fragment
-(:func:`root_of`, :func:`parent_key`, :func:`child_index`, the getters
-:func:`prefix_key` returns and the makers :func:`child_of` returns) are
-C-level callables (``operator.itemgetter``, ``functools.partial``), so a call
-costs about what the tuple operation it stands for costs.
+(it never slices the tuple itself). For the innermost loops, which run once
+per fragment, the positions are named too (:data:`ROOT`, :data:`PARENT`,
+:data:`INDEX`: ``a[ROOT]`` is ``root_of(a)`` without a call), and the getters
+:func:`prefix_key` returns and the makers :func:`child_of` returns are C-level
+callables (``operator.itemgetter``, ``functools.partial``).
 
 Laws (tested in ``tests/ancestry/test_ancestry.py``):
 
@@ -20,6 +20,7 @@ Laws (tested in ``tests/ancestry/test_ancestry.py``):
 * ``level(child(a, s, i)) == level(a) + 1`` and ``level(root(r)) == 0``
 * ``index(child(a, s, i)) == child_index(child(a, s, i)) == i``
 * ``root_of(child(a, s, i)) == root_of(a)`` and ``root_of(root(r)) == r``
+* ``a[ROOT] == root_of(a)``, ``a[PARENT] == parent_key(a)``, ``a[INDEX] == child_index(a)``
 * ``len(a) == key_length(level(a))``
 * ``prefix(a, level(a)) == a`` and ``prefix(a, 0) == root(root_of(a))``
 * ``prefix_key(k)(a) == prefix(a, k)`` for every ``0 <= k <= level(a)``
@@ -59,14 +60,23 @@ def child_of(a: Ancestry) -> Callable[[Hop], Ancestry]:
     return partial(add, a)
 
 
-root_of: Callable[[Ancestry], int] = itemgetter(0)
+ROOT = 0
+"""Where an ancestry keeps its root's index: ``a[ROOT] == root_of(a)``."""
+
+PARENT = slice(None, -2)
+"""The part of an ancestry that is its parent's: ``a[PARENT] == parent_key(a)``."""
+
+INDEX = -1
+"""Where an ancestry keeps its child index: ``a[INDEX] == child_index(a)``."""
+
+root_of: Callable[[Ancestry], int] = itemgetter(ROOT)
 """``root_of(a)``: the index of the root input the fragment descends from."""
 
-parent_key: Callable[[Ancestry], Ancestry] = itemgetter(slice(None, -2))
+parent_key: Callable[[Ancestry], Ancestry] = itemgetter(PARENT)
 """``parent_key(a)``: the ancestry one level up, the key a gather groups ``a`` under.
 Unchecked (the hot-path form of :func:`parent`): ``a`` must not be a root."""
 
-child_index: Callable[[Ancestry], int] = itemgetter(-1)
+child_index: Callable[[Ancestry], int] = itemgetter(INDEX)
 """``child_index(a)``: the fragment's child index within its parent. Unchecked (the
 hot-path form of :func:`index`): ``a`` must not be a root."""
 

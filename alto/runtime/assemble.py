@@ -19,12 +19,12 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from alto.ancestry.ancestry import (
+    INDEX,
+    PARENT,
+    ROOT,
     Ancestry,
-    child_index,
     key_length,
-    parent_key,
     prefix_key,
-    root_of,
 )
 from alto.ancestry.plan import Node, PortMode
 from alto.runtime.records import DROPPED, Close
@@ -80,13 +80,10 @@ class Assembler:
         """Take one chunk; returns how many of its records were closes."""
         settled = self.settled
         closes = 0
-        root_of_ = root_of
-        parent_key_ = parent_key
-        child_index_ = child_index
         if self.simple:
             for rec in records:
                 if rec.__class__ is tuple:
-                    if root_of_(rec[0]) in settled:
+                    if rec[0][ROOT] in settled:
                         continue
                     if rec[1] is DROPPED:
                         self._pass_tombstone(rec[0], out)
@@ -94,7 +91,7 @@ class Assembler:
                         ready.append(rec)
                 else:
                     closes += 1
-                    if root_of(rec.parent) not in settled:
+                    if rec.parent[ROOT] not in settled:
                         out.append(rec)
             return closes
         mode = self.modes[port]
@@ -104,7 +101,7 @@ class Assembler:
             if rec.__class__ is not tuple:
                 closes += 1
                 parent = rec.parent
-                root = root_of(parent)
+                root = parent[ROOT]
                 if root in settled:
                     continue
                 if gathers and len(parent) == self.key_len:
@@ -116,7 +113,7 @@ class Assembler:
                     out.append(rec)
                 continue
             anc, value = rec
-            root = root_of_(anc)
+            root = anc[ROOT]
             if root in settled:
                 continue
             rs = roots.get(root)
@@ -131,13 +128,13 @@ class Assembler:
                     for key, slot in waiters:
                         self._fire(rs, key, slot, out, ready)
             else:  # a child for a gather, inlined: it is the hot path of every gather
-                parent = parent_key_(anc)
+                parent = anc[PARENT]
                 group = rs.groups.get((port, parent))
                 if group is None:
                     group = self._open(rs, port, parent, ready)
                 group[1] += 1
                 if mode is GATHER:
-                    group[2][child_index_(anc)] = value
+                    group[2][anc[INDEX]] = value
                 elif value is not DROPPED:
                     try:
                         group[2].send_nowait(value)

@@ -28,7 +28,7 @@ from typing import Any, Awaitable, Callable, Coroutine, Protocol
 import anyio
 import pydantic
 
-from alto.ancestry.ancestry import Ancestry, child_of, root_of
+from alto.ancestry.ancestry import ROOT, Ancestry, child_of, root_of
 from alto.ancestry.plan import Node
 from alto.ancestry.spec import OutputKind, ParamKind
 from alto.errors import StageError, StageTimeout
@@ -291,7 +291,7 @@ class Invoker:
 
     async def value(self, anc: Ancestry, args: Any, outbox: Outbox) -> None:
         """One call that returns one value."""
-        root = root_of(anc)
+        root = anc[ROOT]
         if root in self.settled:
             return  # the root got its outcome while this call waited its turn
         guarded = self.ema > GUARD_S

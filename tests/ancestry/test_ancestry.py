@@ -8,6 +8,9 @@ from hypothesis import strategies as st
 
 import alto.ancestry
 from alto.ancestry import (
+    INDEX,
+    PARENT,
+    ROOT,
     child,
     child_index,
     child_of,
@@ -44,6 +47,8 @@ def test_child_then_parent_is_identity(r, path, s, i):
     assert level(child(a, s, i)) == level(a) + 1
     assert index(child(a, s, i)) == child_index(child(a, s, i)) == i
     assert root_of(child(a, s, i)) == root_of(a) == r
+    c = child(a, s, i)
+    assert (c[ROOT], c[PARENT], c[INDEX]) == (root_of(c), parent_key(c), child_index(c))
     assert hops(child(a, s, i)) == hops(a) + ((s, i),)
 
 
