@@ -33,7 +33,7 @@ from alto.ancestry.plan import Node
 from alto.ancestry.spec import OutputKind, ParamKind
 from alto.errors import StageError, StageTimeout
 from alto.runtime.context import RunContext
-from alto.runtime.lineage import CALL, CallSite, call_slot
+from alto.runtime.lineage import CallSite, call_slot
 from alto.runtime.metrics import StageStats, now
 from alto.runtime.otel import instrument
 from alto.runtime.records import DROPPED, Close
@@ -62,6 +62,8 @@ class Invoker:
 
     Every call it makes runs with :func:`alto.current_call` describing it, made by
     ``site`` (``None``: the calls publish no lineage, and ``current_call()`` is ``None``).
+    An invoker runs its calls in the task that made it (its calls publish their lineage
+    in that task's :class:`~alto.runtime.lineage.CallSlot`).
     """
 
     def __init__(
@@ -80,6 +82,9 @@ class Invoker:
         self.stats = stats
         self.replica = replica
         self.site = site
+        # where this invoker's calls publish their lineage: the slot of the task that made
+        # it, the one task that runs its calls (the engine makes one invoker per task)
+        self.slot = call_slot()
         self.kind = spec.output
         options = spec.options
         self.timeout = options.timeout
@@ -298,7 +303,7 @@ class Invoker:
         if outbox.records and guarded:
             await outbox.flush()  # what passed through (other roots' closes) must not wait
         t0 = now()
-        slot = CALL.get() or call_slot()
+        slot = self.slot
         slot.site = self.site
         slot.one = anc
         try:
@@ -347,7 +352,7 @@ class Invoker:
                 raise StageTimeout(self.name, self.timeout, split=True)
 
         t0 = now()
-        slot = CALL.get() or call_slot()
+        slot = self.slot
         slot.site = self.site
         slot.one = anc
         try:
@@ -472,7 +477,7 @@ class Invoker:
         else:
             columns = ([value for _, value in items],)
         t0 = now()
-        slot = CALL.get() or call_slot()
+        slot = self.slot
         slot.site = self.site
         slot.many = tuple(anc for anc, _ in items)
         try:

@@ -429,10 +429,13 @@ class LocalRuntime:
             return
 
         async def beside(anc: Ancestry, args: Any) -> None:
-            fresh_slot()
+            fresh_slot()  # an invoker of its own, publishing in this task's slot
+            run_here = runner_for(
+                Invoker(node, self.run, stats, invoker.replica, invoker.site)
+            )
             stats.working += 1
             try:
-                await run_one(anc, args, outbox)
+                await run_here(anc, args, outbox)
             finally:
                 stats.working -= 1
 

@@ -297,6 +297,8 @@ class StageHost:
         if self.node is None:
             raise HostNotLoaded("this stage actor was restarted and holds no stage yet")
         run = _CallRun(self.settled, self.watched, self.dead_letters, self.trace)
+        # the invoker's calls run in a task _pump starts from this one: they share the slot
+        fresh_slot()
         if self.otel is not None:
             run.otel, run.otel_calls = self.otel, self.otel.calls
         stats = StageStats(self.node.name)
@@ -452,7 +454,6 @@ async def _pump(
     scope = anyio.CancelScope()
 
     async def run() -> None:
-        fresh_slot()  # the calls of this task publish their lineage in a slot of its own
         try:
             with scope:
                 await work()
