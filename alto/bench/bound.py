@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from alto.bench.emulator.config import BLOCK_TOKENS
 from alto.bench.record import FULL, Call
 
 
@@ -73,12 +74,16 @@ def llm_service_time(call: Call, config: Any, tokens: int = FULL) -> float:
 
     ``config`` is the emulator's :class:`EmulatorConfig`: ``ttft(prompt_tokens, 1)`` plus
     ``tpot(1)`` for every token after the first. No tokens take no time (the emulator
-    answers an empty completion at once).
+    answers an empty completion at once). With prefix caching on, the prompt is taken as
+    cached as far as the cache could ever serve it (every full block but the one holding
+    the last token), since any earlier call, of any query, may have left it there.
     """
     n = call.tokens if tokens == FULL else min(tokens, call.tokens)
     if n <= 0:
         return 0.0
-    first = config.ttft(prompt_tokens(call.prompt_chars, config.chars_per_token), 1)
+    prompt = prompt_tokens(call.prompt_chars, config.chars_per_token)
+    cached = BLOCK_TOKENS * ((prompt - 1) // BLOCK_TOKENS) if config.prefix_caching else 0
+    first = config.ttft(prompt, 1, cached_tokens=cached)
     return float(first + (n - 1) * config.tpot(1))
 
 

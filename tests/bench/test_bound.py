@@ -12,7 +12,10 @@ from alto.bench.record import FULL, Call, Recorder, recording_operators, trackin
 from alto.testing import FakeLLM
 
 # 400 prompt characters = 100 tokens; ttft 0.1 + 100 / 1000 = 0.2 s; 0.01 s per further token
-MODEL = EmulatorConfig(ttft_s=0.1, prefill_tokens_per_s=1000, tpot_s=0.01, chars_per_token=4)
+# (no prefix cache: the chain tests price every prompt in full)
+MODEL = EmulatorConfig(
+    ttft_s=0.1, prefill_tokens_per_s=1000, tpot_s=0.01, chars_per_token=4, prefix_caching=False
+)
 
 
 def llm(id: int, tokens: int, deps: tuple[tuple[int, int], ...] = (), step: str = "") -> Call:
@@ -40,6 +43,17 @@ def test_llm_service_time_is_ttft_plus_per_token_time() -> None:
     assert llm_service_time(llm(1, tokens=0), MODEL) == 0.0
     slower = MODEL.model_copy(update={"time_scale": 2.0})
     assert llm_service_time(call, slower) == pytest.approx(2 * 0.3)
+
+
+def test_with_a_prefix_cache_the_bound_takes_every_cacheable_block_as_cached() -> None:
+    """100 prompt tokens: 6 full blocks of 16 can be cached (the last token never is), so
+    only 4 tokens are prefilled: the bound holds whatever earlier calls left in the cache."""
+    cached = MODEL.model_copy(update={"prefix_caching": True})
+    call = llm(0, tokens=11)
+    assert llm_service_time(call, cached) == pytest.approx(
+        cached.ttft(100, 1, cached_tokens=96) + 10 * 0.01
+    )
+    assert llm_service_time(call, cached) < llm_service_time(call, MODEL)
 
 
 def test_the_longest_chain_wins_and_partial_streams_count_their_prefix() -> None:
