@@ -301,6 +301,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    env = environment(settings)  # at the start: the commit that runs, the load it starts under
     apps: dict[str, Any] = {}
     failures: dict[str, str] = {}
     progress = not args.no_progress
@@ -320,7 +321,7 @@ def run(args: argparse.Namespace) -> int:
         "duration_s": round(time.time() - started, 3),
         "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "settings": settings.as_dict(),
-        "environment": environment(settings),
+        "environment": env,
         "apps": apps,
         "failures": failures,
     }
