@@ -1,9 +1,10 @@
 """Calling a stage function on assembled inputs: one fragment, a split, a batch.
 
 An :class:`Invoker` owns the call conventions (keyword binding, constants,
-timeouts, retries with backoff, isolating the fragment that fails a batch) and
-writes what the call produced into an :class:`Outbox`. It never touches
-channels, so every backend can use it.
+timeouts, retries with backoff, isolating the fragment that fails a batch,
+validating arguments through :mod:`alto.runtime.validate`) and writes what the
+call produced into an :class:`Outbox`. It never touches channels, so every
+backend can use it.
 
 Failures in a batched call are bisected, the way batch systems isolate poison
 records: a batch whose call fails (after its retries) is called again in two
@@ -15,6 +16,8 @@ belong to, deliver their outputs. A batch of ``n`` with one culprit costs
 about ``2 log2(n)`` extra calls; one where every fragment fails, ``2n - 2``.
 The outputs and failures of a bisected batch are delivered together when the
 bisection ends (a backend that replays a lost call sees the batch as one unit).
+Before a batch is called, each fragment's arguments are validated: one that does
+not validate fails alone and the batch is called without it.
 """
 
 from __future__ import annotations
@@ -26,17 +29,17 @@ from functools import partial
 from typing import Any, Awaitable, Callable, Coroutine, Protocol
 
 import anyio
-import pydantic
 
 from alto.ancestry.ancestry import ROOT, Ancestry, child_of, root_of
 from alto.ancestry.plan import Node
-from alto.ancestry.spec import OutputKind, ParamKind
+from alto.ancestry.spec import OutputKind
 from alto.errors import StageError, StageTimeout
 from alto.runtime.context import RunContext
 from alto.runtime.lineage import CallSite, call_slot
 from alto.runtime.metrics import StageStats, now
 from alto.runtime.otel import instrument
-from alto.runtime.records import DROPPED, Close
+from alto.runtime.records import CHUNK, DROPPED, Close
+from alto.runtime.validate import ArgumentError, argument_check
 
 GUARD_S = 1e-3
 """Stages whose calls take longer than this (moving average) can have a call stopped
@@ -46,7 +49,8 @@ STOPPED: Any = object()
 
 
 class Outbox(Protocol):
-    """Where an invoker puts the records a call produced."""
+    """Where an invoker puts the records a call produced (the engine's stage outbox, a Ray
+    actor's message sink); both build on :class:`Pending`."""
 
     records: list[Any]
 
@@ -55,6 +59,30 @@ class Outbox(Protocol):
 
     async def flush(self) -> None:
         """Send the records on."""
+
+
+class Pending:
+    """The records an outbox holds, and when sending them is worth it.
+
+    A stage whose calls take longer than ``eager`` seconds (moving average of the work
+    between outputs) sends each output on at once, so the next stage starts on it while
+    this one works; a faster one sends them in chunks of ``CHUNK``.
+
+    Args:
+        eager: the threshold, in seconds: what one send costs on this backend, roughly.
+    """
+
+    __slots__ = ("records", "ema", "eager")
+
+    def __init__(self, eager: float) -> None:
+        self.records: list[Any] = []
+        self.ema = 1.0  # start eager: the first outputs go out at once
+        self.eager = eager
+
+    def due(self, elapsed: float) -> bool:
+        """Records were appended after ``elapsed`` seconds of work: is a flush worth it now?"""
+        self.ema = ema = self.ema * 0.8 + elapsed * 0.2
+        return ema > self.eager or len(self.records) >= CHUNK
 
 
 class Invoker:
@@ -92,7 +120,15 @@ class Invoker:
         self.retry_on = options.retry_on
         self.backoff = options.retry_backoff
         self.trace = run.stats.spans is not None
-        self.call = self._validating(self._caller())
+        call = self._caller()
+        # a batched stage checks each fragment's arguments (in batch), so that one bad
+        # fragment fails alone; other stages check the arguments of each call
+        self.check = argument_check(node)
+        if self.check is not None and not options.batch:
+            check = self.check
+            self.call = lambda args: call(check(args))
+        else:
+            self.call = call
         self.ema = 1.0  # moving average of call time; starts high, so first calls are guarded
         calls = getattr(run, "otel_calls", None)  # set when the run is traced (OpenTelemetry)
         if calls is not None:
@@ -129,53 +165,6 @@ class Invoker:
             return fn(**kwargs)
 
         return call_keyed
-
-    def _validating(self, call: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        """Validate values bound to parameters annotated with a pydantic model.
-
-        A dict becomes the model; a value that does not validate fails the call
-        with an :class:`ArgumentError` naming the parameter (never retried).
-        """
-        node = self.node
-        if node.spec.options.batch:
-            return call
-        models = {
-            p.name: p.annotation
-            for p in node.spec.params
-            if p.kind is ParamKind.VALUE and _is_model(p.annotation)
-        }
-        names = tuple(p.param for p in node.ports)
-        checked = [(i, n, models[n]) for i, n in enumerate(names) if n in models]
-        if not checked:
-            return call
-        stage = self.name
-
-        def check(name: str, model: type[pydantic.BaseModel], value: Any) -> Any:
-            if isinstance(value, model):
-                return value
-            try:
-                return model.model_validate(value)
-            except pydantic.ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-                    for e in exc.errors(include_url=False)
-                )
-                raise ArgumentError(
-                    f"parameter {name!r} of stage {stage!r} is not a valid "
-                    f"{model.__name__}: {problems}"
-                ) from exc
-
-        if not node.is_keyed:
-            (_, name, model) = checked[0]
-            return lambda value: call(check(name, model, value))
-
-        def validated(values: tuple[Any, ...]) -> Any:
-            fixed = list(values)
-            for i, name, model in checked:
-                fixed[i] = check(name, model, fixed[i])
-            return call(tuple(fixed))
-
-        return validated
 
     async def _backoff(self, attempt: int, root: int | None = None) -> bool:
         """Wait before retry ``attempt``; False if ``root`` got its outcome meanwhile
@@ -432,15 +421,36 @@ class Invoker:
         if outbox.records:
             await outbox.flush()  # what passed through (other roots' closes) must not wait
         t0 = now()
+        if self.check is not None:
+            items = self._valid(items, outbox)
         done: list[tuple[Ancestry, Any]] = []
         failed: list[tuple[Ancestry, Any, Exception, int]] = []
-        await self._isolate(items, done, failed, first=True)
+        if items:
+            await self._isolate(items, done, failed, first=True)
         bisected = len(items) if len(items) > 1 else None
         for anc, values, exc, attempts in failed:  # errors before records: tombstones follow
             self._fail(anc, exc, attempts, outbox, values, bisected)
         outbox.records.extend(done)
         if outbox.due(now() - t0):
             await outbox.flush()
+
+    def _valid(
+        self, items: list[tuple[Ancestry, Any]], outbox: Outbox
+    ) -> list[tuple[Ancestry, Any]]:
+        """The fragments of a batch whose arguments validate, with their validated values.
+
+        Each other fragment fails alone with its :class:`ArgumentError` (its root fails,
+        or a tombstone stands in for it), as a call of its own would; it is not called.
+        """
+        check = self.check
+        assert check is not None
+        valid: list[tuple[Ancestry, Any]] = []
+        for anc, values in items:
+            try:
+                valid.append((anc, check(values)))
+            except ArgumentError as exc:
+                self._fail(anc, exc, 1, outbox, values)
+        return valid
 
     async def _isolate(
         self,
@@ -526,16 +536,8 @@ class BatchShapeError(TypeError):
     """A batched stage returned the wrong number of results."""
 
 
-class ArgumentError(TypeError):
-    """A value does not validate against a stage parameter's pydantic model."""
-
-
 NOT_RETRIED = (ArgumentError, BatchShapeError)
 """Errors that another try of the same call would raise again."""
-
-
-def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, pydantic.BaseModel)
 
 
 def runner_for(invoker: Invoker) -> Callable[[Ancestry, Any, Outbox], Coroutine[Any, Any, None]]:

@@ -8,11 +8,9 @@ from collections import deque
 from typing import Any, Callable
 
 import anyio
-import pydantic
 
 from alto.ancestry.ancestry import Ancestry, root, root_of
 from alto.ancestry.plan import Plan
-from alto.ancestry.typecheck import describe, value_fits
 from alto.errors import AltoError, DeadlineExceeded, InputCancelled, InputError, StageError
 from alto.result import Result
 from alto.runtime.assemble import Assembler
@@ -21,6 +19,7 @@ from alto.runtime.lineage import CallSite
 from alto.runtime.metrics import RunStats, StageStats, now
 from alto.runtime.otel import call_failed, current_run, driver_calls
 from alto.runtime.records import DROPPED
+from alto.runtime.validate import check_inputs
 
 
 def bind_input(plan: Plan, index: int, item: Any) -> dict[str, Any]:
@@ -31,7 +30,7 @@ def bind_input(plan: Plan, index: int, item: Any) -> dict[str, Any]:
     """
     names = plan.inputs
     if len(names) == 1:
-        return _checked(plan, index, {names[0]: item})
+        return check_inputs(plan, index, {names[0]: item})
     signature = f"({', '.join(names)})"
     if isinstance(item, dict):
         unknown = [k for k in item if k not in names]
@@ -63,35 +62,7 @@ def bind_input(plan: Plan, index: int, item: Any) -> dict[str, Any]:
                     parameter=name,
                 )
             args[name] = plan.defaults[name]
-    return _checked(plan, index, args)
-
-
-def _checked(plan: Plan, index: int, args: dict[str, Any]) -> dict[str, Any]:
-    """Inputs checked against the flow's annotations; pydantic models validated from dicts."""
-    for name, expected in plan.annotations.items():
-        value = args[name]
-        if _is_model(expected):
-            if isinstance(value, expected):
-                continue
-            try:
-                args[name] = expected.model_validate(value)
-            except pydantic.ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-                    for e in exc.errors(include_url=False)
-                )
-                raise InputError(
-                    index, f"parameter {name!r} is not a valid {expected.__name__}: {problems}",
-                    parameter=name,
-                ) from None
-        elif value_fits(value, expected) is False:
-            raise InputError(
-                index,
-                f"parameter {name!r} expects {describe(expected)}, got {type(value).__name__} "
-                f"{_clip(value)}",
-                parameter=name,
-            )
-    return args
+    return check_inputs(plan, index, args)
 
 
 class RunControl:
@@ -116,15 +87,6 @@ class RunControl:
             self._early.add(index)
             return True
         return self._run.cancel(index)
-
-
-def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, pydantic.BaseModel)
-
-
-def _clip(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class RunState(CallBookkeeping):
