@@ -1,0 +1,944 @@
+"""The dispatcher of one model endpoint: admission, order, routing and health of its calls.
+
+A :class:`Dispatcher` stands in front of the replicas of one model endpoint (the base URLs of an
+:class:`~alto.operators.llm.openai.OpenAIClient`, the instances of a
+:class:`~alto.operators.llm.local.LocalLLM`). Every call takes a :class:`Lease` for the time it
+is on a replica::
+
+    async with dispatcher.lease(prefix) as lease:
+        answer = await send(lease.target, priority=lease.priority)
+        lease.done(prompt_tokens=..., cached_tokens=..., output_tokens=...)
+
+It uses what only Alto knows about a call, its lineage (:func:`alto.current_call`):
+
+* **Admission** (``max_inflight``): at most so many calls in flight per replica; an int, ``None``
+  (no limit) or ``"auto"``, learned online by :class:`VegasLimit` from the observed time per
+  output token versus calls in flight, to keep each replica near its throughput knee.
+* **Order** of the calls waiting for admission (``order``): ``"root-first"`` (the call whose root
+  input was submitted first goes first: the application-level FIFO of Parrot, OSDI'24),
+  ``"least-attained"`` (the call whose root has received the fewest output tokens so far goes
+  first: Autellix's program-level least-attained service, PLAS, 2025) or ``"fifo"`` (arrival).
+  A batched call with several roots counts as its oldest root.
+* **Routing** across replicas (``route``): ``"lineage"`` (a call goes to the replica that served
+  its parent's, else its root's, earlier calls, which holds their prefix in its cache; else to
+  the replica whose recent prompts best match ``prefix``; else to the least loaded), with SGLang
+  router's load-imbalance override; ``"least-loaded"``; ``"round-robin"``.
+* **Priority**: :attr:`Lease.priority` orders the calls on servers that honour a request
+  ``priority`` (vLLM's, lower first): the milliseconds from the first root submission this
+  dispatcher saw to the call's root's submission, so older roots come first.
+* **Health**: a replica whose call fails with a connection failure or HTTP 5xx is taken out of
+  rotation, probed after a backoff (by a ``probe`` coroutine, or by letting one call through)
+  and brought back when it answers.
+
+Calls made outside a stage call (``current_call()`` is ``None``: LangGraph, plain asyncio) are
+never queued: they go at once, round-robin over the healthy replicas, as without a dispatcher.
+
+Starvation: under ``root-first`` a waiting call is passed only by calls of roots submitted
+before its own (its key, the root's submission time, never changes and every later root's is
+larger), so no stream of new roots can hold it back. Under ``least-attained`` new roots (no
+service yet) would pass an old root for ever; so a call that has waited longer than ``aging``
+seconds (default 30) is served before every call that has not, oldest first.
+
+Example:
+    >>> import anyio
+    >>> d = Dispatcher(["http://a:8000/v1", "http://b:8000/v1"], max_inflight=2)
+    >>> async def one() -> str:
+    ...     async with d.lease("You are a careful fact checker.") as lease:
+    ...         lease.done(prompt_tokens=20, output_tokens=5)
+    ...         return lease.target
+    >>> anyio.run(one)
+    'http://a:8000/v1'
+    >>> d.stats().replicas[0].calls
+    1
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, get_args
+
+import anyio
+
+from alto import current_call
+from alto.ancestry.ancestry import Ancestry, parent_key
+from alto.operators.llm.errors import LLMConnectionError, LLMServerError
+
+Order = Literal["root-first", "least-attained", "fifo"]
+Route = Literal["lineage", "least-loaded", "round-robin"]
+Limit = int | Literal["auto"] | None
+"""Calls in flight per replica: an int, ``"auto"`` (learned) or ``None`` (no limit)."""
+
+ORDERS: tuple[str, ...] = get_args(Order)
+ROUTES: tuple[str, ...] = get_args(Route)
+
+Probe = Callable[[int], Awaitable[bool]]
+"""``await probe(replica)``: whether that replica answers again (e.g. ``GET /models``)."""
+
+Sample = tuple[float, int, int, int]
+"""A timeline sample: ``(time.monotonic(), replica, inflight, queued)``; replica ``-1`` is a
+change of the queue alone (``inflight`` is then the total in flight)."""
+
+# SGLang router's imbalance rule (sgl-router, py_src/sglang_router/launch_router.py,
+# RouterArgs: balance_abs_threshold=32, balance_rel_threshold=1.0001; the Rust
+# CacheAwareConfig::default later took 1.1): loads (max, min) are imbalanced when
+# max - min > abs and max > rel * min. Its 32 requests are scaled here to the replica limits:
+# half a replica's limit (32 is half of the 64 of MAX_LIMIT), 32 when there is no limit.
+BALANCE_REL_THRESHOLD = 1.0001
+CACHE_THRESHOLD = 0.5  # SGLang router's: a prefix match must cover more than half the text
+PREFIX_SPANS = (32, 64, 128, 256)  # characters of ``prefix`` hashed for the approximate map
+MAX_LIMIT = 64
+START_LIMIT = 4
+AGING = 30.0
+_BACKOFF = 0.5  # first wait before a down replica is probed; doubles up to _MAX_BACKOFF
+_MAX_BACKOFF = 10.0
+_NO_ROOT = ("", -1)
+_Heap = list[tuple[Any, int, "_Waiter"]]  # (order key, arrival, waiter): a heapq
+
+
+class VegasLimit:
+    """An adaptive limit on calls in flight at one replica: TCP Vegas, as Netflix's
+    concurrency-limits ``VegasLimit`` applies it to request concurrency.
+
+    Why Vegas and not ``Gradient2Limit``: Vegas compares the latency now with the latency
+    without load, which is what a replica's throughput knee is (below it an output token takes
+    the same time at any number of calls in flight; past it, time per token grows with them and
+    throughput stays flat), and its fixed point is a small, bounded queue above the knee.
+    Gradient2 compares a short with a long moving average of latency, so in a steady state
+    (both equal) it keeps adding ``sqrt(limit)`` and drifts up to its bound.
+
+    The latency here is the time per output token of the calls that ended in a window
+    (the sum of their durations over the sum of their output tokens; the calls themselves
+    when a server reports no usage), so answers of different lengths compare. A window closes
+    after ``max(16, 2 * limit)`` calls (Netflix's ``WindowedLimit`` does the same against
+    noise). With ``r0`` the least window latency seen (the no-load latency) and ``r`` the
+    window's, Vegas estimates the calls queued inside the replica as
+    ``queue = limit * (1 - r0 / r)`` (the calls in flight beyond those that run at the
+    no-load rate), then:
+
+    * a failed call in the window (connection refused, 5xx): ``limit - max(1, limit / 10)``;
+    * the replica was not kept busy (peak in flight under half the limit): no change;
+    * ``queue <= alpha / 2``: ``limit + beta`` (Vegas' slow start);
+    * ``queue < alpha``: ``limit + 1``; ``queue > beta``: ``limit - 1``; else no change;
+
+    kept within ``[1, max_limit]``. Netflix's ``alpha = 3 log10(limit)``,
+    ``beta = 6 log10(limit)`` are the constants 3 and 6 below 100 calls, which on a replica
+    whose knee is 4 would leave 3 to 6 calls waiting inside it; a call waiting there costs
+    far more than a packet in a router buffer, so here ``alpha = max(1, limit / 10)`` and
+    ``beta = max(2, limit / 4)``: the limit settles between ``knee / 0.9`` and
+    ``knee / 0.75`` (``knee + 1`` to ``knee + 2`` for small knees). As Netflix's does, every
+    ``probe`` windows ``r0`` is reset to the window's latency, so a lasting change of workload
+    (longer prompts) cannot shrink the limit for ever.
+
+    References: L. Brakmo and L. Peterson, "TCP Vegas: End to End Congestion Avoidance on a
+    Global Internet", IEEE JSAC 13(8), 1995; Netflix concurrency-limits,
+    ``com.netflix.concurrency.limits.limit.VegasLimit`` and ``WindowedLimit``.
+
+    Args:
+        start: the first limit.
+        max_limit: the limit never exceeds it.
+        probe: windows between resets of the no-load latency.
+    """
+
+    __slots__ = (
+        "limit", "max_limit", "probe", "_r0", "_time", "_tokens", "_calls", "_drops",
+        "_peak", "_windows",
+    )
+
+    def __init__(self, start: int = START_LIMIT, max_limit: int = MAX_LIMIT, probe: int = 30):
+        if not 1 <= start <= max_limit:
+            raise ValueError(f"start must be within 1..max_limit ({max_limit}), got {start}")
+        self.limit = start
+        self.max_limit = max_limit
+        self.probe = probe
+        self._r0 = math.inf
+        self._time = 0.0
+        self._tokens = 0
+        self._calls = 0
+        self._drops = 0
+        self._peak = 0
+        self._windows = 0
+
+    def sample(self, seconds: float, tokens: int, inflight: int) -> bool:
+        """Count one finished call: its duration, output tokens, and the calls in flight at
+        its replica when it started. Returns whether the limit changed."""
+        self._time += seconds
+        self._tokens += tokens
+        self._calls += 1
+        if inflight > self._peak:
+            self._peak = inflight
+        return self._calls >= max(16, 2 * self.limit) and self._close()
+
+    def drop(self) -> bool:
+        """Count one failed call (connection refused, 5xx). Returns whether the limit changed."""
+        self._drops += 1
+        self._calls += 1
+        return self._calls >= max(16, 2 * self.limit) and self._close()
+
+    def _close(self) -> bool:
+        limit = self.limit
+        done = self._calls - self._drops
+        work = self._tokens if self._tokens >= done else done  # no usage: count calls
+        rtt = self._time / work if work else 0.0
+        drops, peak = self._drops, self._peak
+        self._time, self._tokens, self._calls, self._drops, self._peak = 0.0, 0, 0, 0, 0
+        self._windows += 1
+        if rtt > 0.0 and (rtt < self._r0 or self._windows % self.probe == 0):
+            self._r0 = rtt
+        new = float(limit)
+        if drops:
+            new = limit - max(1.0, limit / 10)
+        elif rtt <= 0.0 or 2 * peak < limit:
+            return False  # nothing measured, or the replica was not kept busy
+        else:
+            queue = limit * (1.0 - self._r0 / rtt)
+            alpha = max(1.0, limit / 10)
+            beta = max(2.0, limit / 4)
+            if queue <= alpha / 2:
+                new = limit + beta
+            elif queue < alpha:
+                new = limit + 1
+            elif queue > beta:
+                new = limit - 1
+        self.limit = max(1, min(self.max_limit, int(new)))
+        return self.limit != limit
+
+
+class _Replica:
+    __slots__ = (
+        "index", "target", "inflight", "limit", "vegas", "calls", "failures", "prompt_tokens",
+        "cached_tokens", "output_tokens", "healthy", "trial", "down_at", "retry_at", "backoff",
+        "probing", "heap", "arrivals", "waiting",
+    )
+
+    def __init__(self, index: int, target: str, limit: int | None, vegas: VegasLimit | None):
+        self.index = index
+        self.target = target
+        self.inflight = 0
+        self.limit = limit
+        self.vegas = vegas
+        self.calls = 0
+        self.failures = 0
+        self.prompt_tokens = 0
+        self.cached_tokens = 0
+        self.output_tokens = 0
+        self.healthy = True
+        self.trial = False  # back on probation: one call at a time until one succeeds
+        self.down_at = 0.0
+        self.retry_at = 0.0
+        self.backoff = _BACKOFF
+        self.probing = False
+        self.heap: _Heap = []  # calls routed here, waiting
+        self.arrivals: deque[_Waiter] = deque()  # the same, in arrival order (for aging)
+        self.waiting = 0
+
+    def room(self) -> bool:
+        if self.trial:
+            return self.inflight < 1
+        return self.limit is None or self.inflight < self.limit
+
+
+class _Waiter:
+    __slots__ = ("event", "replica", "waiting", "since", "seq", "where")
+
+    def __init__(self, seq: int, since: float, where: int) -> None:
+        self.event = anyio.Event()
+        self.where = where  # the replica whose queue holds it; -1: the shared queue
+        self.replica = -1
+        self.waiting = True
+        self.since = since
+        self.seq = seq
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStats:
+    """One replica, now.
+
+    Attributes:
+        target: its label (base URL or instance name).
+        inflight: calls on it now.
+        limit: its limit on calls in flight now (learned when ``"auto"``; ``None``: none).
+        calls: calls it was given.
+        failures: calls that failed on it.
+        prompt_tokens / cached_tokens / output_tokens: usage its calls reported.
+        healthy: in rotation (``False``: out, being probed).
+        queued: calls waiting for it (routed to it by lineage).
+    """
+
+    target: str
+    inflight: int
+    limit: int | None
+    calls: int
+    failures: int
+    prompt_tokens: int
+    cached_tokens: int
+    healthy: bool
+    output_tokens: int = 0
+    queued: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchStats:
+    """A dispatcher, now (:meth:`Dispatcher.stats`).
+
+    Attributes:
+        name: the dispatcher's name (its endpoint).
+        order / route: its policies.
+        queued: calls waiting for admission now.
+        max_queued: the most that ever waited at once.
+        replicas: one :class:`ReplicaStats` per replica.
+    """
+
+    name: str
+    order: str
+    route: str
+    queued: int
+    max_queued: int
+    replicas: tuple[ReplicaStats, ...]
+    _samples: list[Sample] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def cached_share(self) -> float:
+        """Prompt tokens served from the replicas' prefix caches, over all prompt tokens."""
+        prompt = sum(r.prompt_tokens for r in self.replicas)
+        return sum(r.cached_tokens for r in self.replicas) / prompt if prompt else 0.0
+
+    def timeline(self) -> list[Sample]:
+        """The samples recorded while :meth:`Dispatcher.record` was on (a copy)."""
+        return list(self._samples)
+
+
+@dataclass(slots=True)
+class Lease:
+    """One call's slot on one replica, from admission until its block exits.
+
+    ``async with dispatcher.lease(prefix) as lease`` waits for admission; inside, send the call
+    to ``lease.target`` and report how it went with :meth:`done` or :meth:`failed`. An exception
+    leaving the block that is a connection failure or an HTTP 5xx counts as
+    ``failed(replica_down=True)`` unless one of them was called.
+
+    Attributes:
+        replica: the replica's index in the dispatcher's targets.
+        target: the replica's label (``targets[replica]``).
+        priority: what to send as the request's ``priority`` (lower first); ``None`` outside
+            a stage call.
+    """
+
+    replica: int = -1
+    target: str = ""
+    priority: int | None = None
+    _d: Dispatcher | None = field(default=None, repr=False)
+    _prefix: str = field(default="", repr=False)
+    _root: tuple[str, int] = field(default=_NO_ROOT, repr=False)
+    _ancestry: Ancestry = field(default=(), repr=False)
+    _start: float = field(default=0.0, repr=False)
+    _inflight: int = field(default=0, repr=False)
+    _tokens: int = field(default=-1, repr=False)  # output tokens once done; -1: not done
+    _failed: bool = field(default=False, repr=False)
+    _down: bool = field(default=False, repr=False)
+
+    def done(
+        self, *, prompt_tokens: int = 0, cached_tokens: int = 0, output_tokens: int = 0
+    ) -> None:
+        """The call succeeded; its usage (feeds the ``"auto"`` limit, ``least-attained`` and
+        the stats)."""
+        d = self._d
+        assert d is not None, "a Lease is made by Dispatcher.lease()"
+        rep = d._replicas[self.replica]
+        rep.prompt_tokens += prompt_tokens
+        rep.cached_tokens += cached_tokens
+        rep.output_tokens += output_tokens
+        self._tokens = output_tokens
+        if self._root is not _NO_ROOT and d.order == "least-attained":
+            d._attain(self._root, output_tokens)
+
+    def failed(self, replica_down: bool) -> None:
+        """The call failed; ``replica_down`` for a connection failure or HTTP 5xx (the
+        replica leaves rotation until it answers again)."""
+        self._failed = True
+        self._down = self._down or replica_down
+
+    async def __aenter__(self) -> Lease:
+        d = self._d
+        assert d is not None, "a Lease is made by Dispatcher.lease()"
+        await d._acquire(self)
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None and not self._failed and self._tokens < 0:
+            self._failed = True
+            self._down = _is_down(exc)
+        d = self._d
+        assert d is not None
+        d._release(self)
+
+
+def _is_down(exc: BaseException) -> bool:
+    """Whether an exception says the replica is down: refused or broken connections, 5xx."""
+    if isinstance(exc, LLMServerError):
+        return exc.status >= 500
+    if isinstance(exc, (LLMConnectionError, ConnectionError)):
+        return True
+    return type(exc).__name__ in ("ConnectError", "RemoteProtocolError")  # httpx's
+
+
+class Dispatcher:
+    """One per model endpoint (one per client object): admission, order, routing, health.
+
+    Args:
+        targets: one label per replica (base URLs for an ``OpenAIClient``, ``"instance 0"``
+            ... for a ``LocalLLM``).
+        max_inflight: calls in flight per replica: an int, ``None`` (no limit) or ``"auto"``
+            (learned by :class:`VegasLimit`, from ``start_limit`` up to ``max_limit``).
+        order: which waiting call goes first: ``"root-first"``, ``"least-attained"`` or
+            ``"fifo"`` (see the module's docstring).
+        route: which replica serves a call: ``"lineage"``, ``"least-loaded"`` or
+            ``"round-robin"``.
+        name: a name for stats and traces (the endpoint).
+        max_limit / start_limit: bounds of the ``"auto"`` limit.
+        aging: seconds after which a waiting call goes before every call that has waited less
+            (``least-attained`` only; the other orders cannot starve a call).
+        probe: ``await probe(replica) -> bool``, whether a replica that was down answers
+            again; ``None``: after its backoff, one call is let through as the probe.
+        remember: roots (and parents) whose replica and service are remembered, least
+            recently used forgotten first; :meth:`forget` drops a root at once.
+        clock: the clock (``time.monotonic``; tests pass a virtual one).
+
+    Raises:
+        ValueError: a knob outside its allowed values (named in the message).
+    """
+
+    def __init__(
+        self,
+        targets: Sequence[str],
+        *,
+        max_inflight: Limit = "auto",
+        order: Order = "root-first",
+        route: Route = "lineage",
+        name: str = "",
+        max_limit: int = MAX_LIMIT,
+        start_limit: int = START_LIMIT,
+        aging: float = AGING,
+        probe: Probe | None = None,
+        remember: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        if not targets:
+            raise ValueError("a Dispatcher needs at least one target (replica)")
+        check_knobs(max_inflight, order, route)
+        if max_limit < 1:
+            raise ValueError(f"max_limit must be >= 1, got {max_limit}")
+        self.name = name
+        self.order: Order = order
+        self.route: Route = route
+        self.max_inflight: Limit = max_inflight
+        self.aging = aging
+        self.probe = probe
+        self.remember = remember
+        self.clock = clock
+        auto = max_inflight == "auto"
+        fixed = max_inflight if isinstance(max_inflight, int) else None
+        start = min(start_limit, max_limit)
+        self._replicas = [
+            _Replica(
+                i, t, start if auto else fixed, VegasLimit(start, max_limit) if auto else None
+            )
+            for i, t in enumerate(targets)
+        ]
+        self._single = self._replicas[0] if len(targets) == 1 else None
+        self._any: _Heap = []  # waiting calls with no replica yet
+        self._any_arrivals: deque[_Waiter] = deque()
+        self._any_waiting = 0
+        self._queued = 0
+        self._max_queued = 0
+        self._seq = itertools.count()
+        self._rr = 0
+        self._down = 0  # replicas out of rotation
+        self._epoch: float | None = None  # first root submission seen (for priorities)
+        self._root_at: OrderedDict[tuple[str, int], int] = OrderedDict()
+        self._parent_at: OrderedDict[tuple[str, Ancestry], int] = OrderedDict()
+        self._service: OrderedDict[tuple[str, int], int] = OrderedDict()
+        self._prefix_at: OrderedDict[int, int] = OrderedDict()
+        self._recording = False
+        self.samples: list[Sample] = []
+
+    # -- public ----------------------------------------------------------------------------
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(r.target for r in self._replicas)
+
+    def lease(self, prefix: str = "") -> Lease:
+        """A slot for one call, as an async context manager.
+
+        Waits for admission (in ``order``, by :func:`alto.current_call`), picks a replica (by
+        ``route``) and holds one in-flight slot on it until the block exits. Outside a stage
+        call the call is not queued: it goes at once, round-robin over healthy replicas.
+
+        Args:
+            prefix: the text the call shares with its siblings (the prompt's leading part):
+                ``lineage`` routing's fallback key.
+        """
+        return Lease(_d=self, _prefix=prefix)
+
+    def stats(self) -> DispatchStats:
+        """A snapshot (cheap; any time)."""
+        return DispatchStats(
+            self.name,
+            self.order,
+            self.route,
+            self._queued,
+            self._max_queued,
+            tuple(
+                ReplicaStats(
+                    r.target, r.inflight, r.limit, r.calls, r.failures, r.prompt_tokens,
+                    r.cached_tokens, r.healthy, r.output_tokens, r.waiting,
+                )
+                for r in self._replicas
+            ),
+            self.samples,
+        )
+
+    def record(self, on: bool) -> None:
+        """Start (or stop) appending ``(time.monotonic(), replica, inflight, queued)`` to
+        :attr:`samples` at every change of a replica's calls in flight or of the queue."""
+        self._recording = on
+
+    def timeline(self) -> list[Sample]:
+        """The samples recorded so far (a copy)."""
+        return list(self.samples)
+
+    def forget(self, run: str, root: int) -> None:
+        """Drop what is remembered of a root (its replica, its service): it has its outcome.
+        (Without this, roots are forgotten least recently used first, past ``remember``.)"""
+        key = (run, root)
+        self._root_at.pop(key, None)
+        self._service.pop(key, None)
+
+    # -- admission ---------------------------------------------------------------------------
+
+    async def _acquire(self, lease: Lease) -> None:
+        now = self.clock()
+        if self._down:
+            await self._revive(now)
+        info = current_call()
+        if info is None:  # not a stage call: at once, round-robin, as without a dispatcher
+            rep = self._single
+            if rep is None or not rep.healthy:
+                rep = self._rotate()
+            self._admit(lease, rep, now)
+            return
+        i = 0
+        if len(info.roots) > 1:
+            i = min(range(len(info.roots)), key=info.submitted.__getitem__)
+        submitted = info.submitted[i]
+        root = (info.run, info.roots[i])
+        lease._root = root
+        ancestry = lease._ancestry = info.ancestries[i]
+        epoch = self._epoch
+        if epoch is None:
+            epoch = self._epoch = submitted
+        lease.priority = max(0, int((submitted - epoch) * 1000.0))
+        if self._down == len(self._replicas):  # every replica down: go (errors surface)
+            self._admit(lease, self._least_recently_failed(), now)
+            return
+        rep_or_none = self._prefer(root, ancestry, lease._prefix)
+        seq = next(self._seq)
+        order = self.order
+        if order == "root-first":
+            key: Any = submitted
+        elif order == "least-attained":
+            key = self._service.get(root, 0)
+        else:
+            key = seq
+        if rep_or_none is not None:
+            if rep_or_none.room():
+                self._admit(lease, rep_or_none, now)
+                return
+            heap, arrivals = rep_or_none.heap, rep_or_none.arrivals
+            rep_or_none.waiting += 1
+        else:
+            free = self._free()
+            if free is not None:
+                self._admit(lease, free, now)
+                return
+            heap, arrivals = self._any, self._any_arrivals
+            self._any_waiting += 1
+        waiter = _Waiter(seq, now, -1 if heap is self._any else rep_or_none.index)  # type: ignore[union-attr]
+        heapq.heappush(heap, (key, seq, waiter))
+        if order == "least-attained":
+            arrivals.append(waiter)
+        self._queued += 1
+        if self._queued > self._max_queued:
+            self._max_queued = self._queued
+        if self._recording:
+            self.samples.append((now, -1, self._total(), self._queued))
+        try:
+            await waiter.event.wait()
+        except BaseException:
+            if waiter.waiting:  # cancelled while waiting: leave the queue
+                waiter.waiting = False
+                self._queued -= 1
+                self._unwait(waiter)
+            elif waiter.replica >= 0:  # admitted just as it was cancelled: give the slot back
+                rep = self._replicas[waiter.replica]
+                rep.inflight -= 1
+                self._pump(rep)
+            raise
+        rep = self._replicas[waiter.replica]
+        lease.replica = rep.index
+        lease.target = rep.target
+        lease._start = self.clock()
+        lease._inflight = rep.inflight
+        self._remember(lease, rep)
+
+    def _unwait(self, waiter: _Waiter) -> None:
+        if waiter.where < 0:
+            self._any_waiting -= 1
+        else:
+            self._replicas[waiter.where].waiting -= 1
+
+    def _admit(self, lease: Lease, rep: _Replica, now: float) -> None:
+        rep.inflight += 1
+        rep.calls += 1
+        lease.replica = rep.index
+        lease.target = rep.target
+        lease._start = now
+        lease._inflight = rep.inflight
+        if self._recording:
+            self.samples.append((now, rep.index, rep.inflight, self._queued))
+        if lease._root is not _NO_ROOT:
+            self._remember(lease, rep)
+
+    def _release(self, lease: Lease) -> None:
+        rep = self._replicas[lease.replica]
+        rep.inflight -= 1
+        now = self.clock()
+        if self._recording:
+            self.samples.append((now, rep.index, rep.inflight, self._queued))
+        vegas = rep.vegas
+        if lease._failed:
+            rep.failures += 1
+            if lease._down:
+                if vegas is not None and vegas.drop():
+                    rep.limit = vegas.limit
+                self._take_down(rep, now)
+                return
+        elif lease._tokens >= 0:
+            if rep.trial:  # the probe call answered: back in rotation
+                rep.trial = False
+                rep.backoff = _BACKOFF
+            if vegas is not None and vegas.sample(
+                now - lease._start, lease._tokens, lease._inflight
+            ):
+                rep.limit = vegas.limit
+        if self._queued:
+            self._pump(rep)
+
+    # -- order ---------------------------------------------------------------------------------
+
+    def _head(self, heap: _Heap, arrivals: deque[_Waiter], now: float) -> tuple[Any, ...] | None:
+        """The rank of the call that ``heap`` would give next (aged calls first), or None."""
+        while arrivals and not arrivals[0].waiting:
+            arrivals.popleft()
+        if arrivals and now - arrivals[0].since > self.aging:
+            return (0, arrivals[0].since)
+        while heap and not heap[0][2].waiting:
+            heapq.heappop(heap)
+        if heap:
+            return (1, heap[0][0], heap[0][1])
+        return None
+
+    def _take(self, heap: _Heap, arrivals: deque[_Waiter], aged: bool) -> _Waiter:
+        if aged:
+            waiter = arrivals.popleft()
+        else:
+            waiter = heapq.heappop(heap)[2]
+        waiter.waiting = False
+        return waiter
+
+    def _pump(self, rep: _Replica) -> None:
+        """Give ``rep``'s free slots to the calls waiting for them, in order: those routed to
+        it, those routed nowhere yet, and those of an overloaded replica (stolen)."""
+        if not rep.healthy and self._down < len(self._replicas):
+            return
+        everyone_down = self._down == len(self._replicas)
+        while self._queued and (everyone_down or rep.room()):
+            now = self.clock()
+            best: tuple[Any, ...] | None = None
+            source: _Replica | None = None
+            mine = self._head(rep.heap, rep.arrivals, now)
+            if mine is not None:
+                best, source = mine, rep
+            shared = self._head(self._any, self._any_arrivals, now)
+            if shared is not None and (best is None or shared < best):
+                best, source = shared, None
+            victim = self._overloaded(rep)
+            if victim is not None:
+                stolen = self._head(victim.heap, victim.arrivals, now)
+                if stolen is not None and (best is None or stolen < best):
+                    best, source = stolen, victim
+            if best is None:
+                if everyone_down:  # calls routed to other dead replicas go here
+                    for other in self._replicas:
+                        if other.waiting:
+                            self._requeue(other)
+                    if self._any_waiting:
+                        continue
+                return
+            aged = best[0] == 0
+            if source is None:
+                waiter = self._take(self._any, self._any_arrivals, aged)
+                self._any_waiting -= 1
+            else:
+                waiter = self._take(source.heap, source.arrivals, aged)
+                source.waiting -= 1
+            self._queued -= 1
+            rep.inflight += 1
+            rep.calls += 1
+            waiter.replica = rep.index
+            waiter.event.set()
+            if self._recording:
+                self.samples.append((now, rep.index, rep.inflight, self._queued))
+
+    def _attain(self, root: tuple[str, int], tokens: int) -> None:
+        service = self._service
+        service[root] = service.get(root, 0) + tokens
+        service.move_to_end(root)
+        if len(service) > self.remember:
+            service.popitem(last=False)
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def _load(self, rep: _Replica) -> int:
+        return rep.inflight + rep.waiting
+
+    def _imbalanced(self, high: int, low: int, limit: int | None) -> bool:
+        threshold = 32 if limit is None else max(1, limit // 2)
+        return high - low > threshold and high > BALANCE_REL_THRESHOLD * low
+
+    def _overloaded(self, rep: _Replica) -> _Replica | None:
+        """The most loaded other healthy replica, if it is overloaded next to ``rep``."""
+        if len(self._replicas) == 1 or self.route != "lineage":
+            return None
+        high: _Replica | None = None
+        for other in self._replicas:
+            if other is rep or not other.waiting:
+                continue
+            if high is None or other.waiting > high.waiting:
+                high = other
+        if high is None:
+            return None
+        if self._imbalanced(self._load(high), self._load(rep), rep.limit):
+            return high
+        return None
+
+    def _prefer(self, root: tuple[str, int], ancestry: Ancestry, prefix: str) -> _Replica | None:
+        """The replica a stage call should wait for, or None (the first free one)."""
+        route = self.route
+        reps = self._replicas
+        if len(reps) == 1:
+            return reps[0]
+        if route == "round-robin":
+            return self._rotate()
+        if route == "least-loaded":
+            return None
+        chosen = -1
+        if len(ancestry) >= 3:
+            chosen = self._parent_at.get((root[0], parent_key(ancestry)), -1)
+        if chosen < 0:
+            chosen = self._root_at.get(root, -1)
+        if chosen < 0 and prefix:
+            chosen = self._match(prefix)
+        if chosen < 0:
+            return None
+        rep = reps[chosen]
+        if not rep.healthy:
+            return None
+        low = min(self._load(r) for r in reps if r.healthy)
+        if self._imbalanced(self._load(rep), low, rep.limit):
+            return None  # overloaded: whichever replica frees first
+        return rep
+
+    def _free(self) -> _Replica | None:
+        """The healthy replica with room for a call that is routed nowhere yet, or None."""
+        best: _Replica | None = None
+        for rep in self._replicas:
+            if rep.healthy and rep.room() and (best is None or rep.inflight < best.inflight):
+                best = rep
+        return best
+
+    def _rotate(self) -> _Replica:
+        """The next healthy replica in turn (the least recently failed when none is)."""
+        reps = self._replicas
+        n = len(reps)
+        for _ in range(n):
+            rep = reps[self._rr % n]
+            self._rr += 1
+            if rep.healthy:
+                return rep
+        return self._least_recently_failed()
+
+    def _least_recently_failed(self) -> _Replica:
+        return min(self._replicas, key=lambda r: r.down_at)
+
+    def _remember(self, lease: Lease, rep: _Replica) -> None:
+        """Note that the call's root (and parent) and prefix are on ``rep`` now."""
+        if self.route != "lineage" or len(self._replicas) == 1:
+            return
+        root = lease._root
+        roots = self._root_at
+        if root not in roots:
+            roots[root] = rep.index
+            if len(roots) > self.remember:
+                roots.popitem(last=False)
+        else:
+            roots.move_to_end(root)
+        ancestry = lease._ancestry
+        if len(ancestry) >= 3:
+            parents = self._parent_at
+            pkey = (root[0], parent_key(ancestry))
+            if pkey not in parents:
+                parents[pkey] = rep.index
+                if len(parents) > 4 * self.remember:
+                    parents.popitem(last=False)
+        prefix = lease._prefix
+        if prefix:
+            spans = self._prefix_at
+            for n in PREFIX_SPANS:
+                if n > len(prefix):
+                    break
+                h = hash(prefix[:n])
+                spans[h] = rep.index
+                spans.move_to_end(h)
+            h = hash(prefix)
+            spans[h] = rep.index
+            spans.move_to_end(h)
+            while len(spans) > 4 * self.remember:
+                spans.popitem(last=False)
+
+    def _match(self, prefix: str) -> int:
+        """The replica that last got the longest known leading part of ``prefix``, if that
+        part covers more than ``CACHE_THRESHOLD`` of it; else -1."""
+        spans = self._prefix_at
+        found = spans.get(hash(prefix), -1)
+        if found >= 0:
+            return found
+        for n in reversed(PREFIX_SPANS):
+            if n < len(prefix) and n > CACHE_THRESHOLD * len(prefix):
+                found = spans.get(hash(prefix[:n]), -1)
+                if found >= 0:
+                    return found
+        return -1
+
+    # -- health --------------------------------------------------------------------------------
+
+    def _take_down(self, rep: _Replica, now: float) -> None:
+        if rep.trial:  # the probe call failed too: wait longer
+            rep.trial = False
+            rep.healthy = False
+            self._down += 1
+            rep.backoff = min(_MAX_BACKOFF, rep.backoff * 2)
+        elif rep.healthy:
+            rep.healthy = False
+            self._down += 1
+        else:
+            return
+        rep.down_at = now
+        rep.retry_at = now + rep.backoff
+        if rep.waiting:
+            self._requeue(rep)
+        if self._down == len(self._replicas):  # nobody left: let every waiting call go
+            self._pump(self._least_recently_failed())
+        else:
+            for other in self._replicas:
+                if other.healthy and self._queued:
+                    self._pump(other)
+
+    def _requeue(self, rep: _Replica) -> None:
+        """Move the calls waiting for ``rep`` to the shared queue."""
+        for entry in rep.heap:
+            if entry[2].waiting:
+                entry[2].where = -1
+                heapq.heappush(self._any, entry)
+        for waiter in rep.arrivals:
+            if waiter.waiting:
+                self._any_arrivals.append(waiter)
+        if rep.arrivals:  # keep the shared arrival order sorted by arrival
+            self._any_arrivals = deque(sorted(self._any_arrivals, key=lambda w: w.since))
+        self._any_waiting += rep.waiting
+        rep.heap, rep.arrivals, rep.waiting = [], deque(), 0
+
+    async def _revive(self, now: float) -> None:
+        """Bring back (on probation) the down replicas whose backoff has passed."""
+        for rep in self._replicas:
+            if rep.healthy or rep.probing or now < rep.retry_at:
+                continue
+            if self.probe is None:
+                rep.healthy = True
+                rep.trial = True
+                self._down -= 1
+                self._pump(rep)
+                continue
+            rep.probing = True
+            try:
+                ok = await self.probe(rep.index)
+            except Exception:
+                ok = False
+            finally:
+                rep.probing = False
+            if rep.healthy:
+                continue
+            if ok:
+                rep.healthy = True
+                rep.backoff = _BACKOFF
+                self._down -= 1
+                self._pump(rep)
+            else:
+                rep.backoff = min(_MAX_BACKOFF, rep.backoff * 2)
+                rep.retry_at = self.clock() + rep.backoff
+
+    def _total(self) -> int:
+        return sum(r.inflight for r in self._replicas)
+
+
+def check_knobs(max_inflight: Any, order: Any, route: Any) -> None:
+    """Raise ValueError naming a dispatcher knob outside its allowed values."""
+    if not (
+        max_inflight is None
+        or max_inflight == "auto"
+        or (type(max_inflight) is int and max_inflight >= 1)
+    ):
+        raise ValueError(
+            f"max_inflight must be an int >= 1, 'auto' or None (no limit), got {max_inflight!r}"
+        )
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}, got {order!r}")
+    if route not in ROUTES:
+        raise ValueError(f"route must be one of {', '.join(map(repr, ROUTES))}, got {route!r}")
+
+
+__all__ = [
+    "AGING",
+    "DispatchStats",
+    "Dispatcher",
+    "Lease",
+    "Limit",
+    "MAX_LIMIT",
+    "Order",
+    "ReplicaStats",
+    "Route",
+    "VegasLimit",
+]
