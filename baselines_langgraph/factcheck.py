@@ -122,7 +122,7 @@ def flat(ops: Operators, config: Config | None = None, *, max_concurrency: int =
         return {"claims": [c async for c in steps.claims(ops, state["question"], config)]}
 
     async def queries(state: ClaimInput) -> dict[str, Any]:
-        found = await steps.queries(ops, state["claim"], config)
+        found = await steps.queries(ops, state["question"], state["claim"], config)
         return {"queries": [(state["index"], j, q) for j, q in enumerate(found)]}
 
     # Retrieval is batched the way a LangGraph user batches: one node after the queries'
@@ -182,7 +182,8 @@ def claim_subgraph(ops: Operators, config: Config) -> Any:
     """The compiled per-claim chain: queries -> retrieve -> verdict."""
 
     async def queries(state: ClaimState) -> dict[str, Any]:
-        return {"queries": await steps.queries(ops, state["claim"], config)}
+        return {"queries": await steps.queries(ops, state["question"], state["claim"],
+                                               config)}
 
     async def retrieve(state: ClaimState) -> dict[str, Any]:
         # the claim's queries share one embedding call and one index search
@@ -248,8 +249,8 @@ def functional(
     config = config or Config()
 
     @task
-    async def write_queries(claim: str) -> list[str]:
-        return await steps.queries(ops, claim, config)
+    async def write_queries(question: str, claim: str) -> list[str]:
+        return await steps.queries(ops, question, claim, config)
 
     @task
     async def retrieve(queries: list[str]) -> list[list[Evidence]]:
@@ -263,7 +264,7 @@ def functional(
     # tasks: a task waiting on its own sub-tasks would hold one of LangGraph's
     # max_concurrency slots while they queue for another, and can deadlock at low limits.
     async def check(question: str, claim: str) -> ClaimVerdict:
-        found = await retrieve(await write_queries(claim))
+        found = await retrieve(await write_queries(question, claim))
         return await judge(question, claim, steps.merge_evidence(found, config))
 
     @entrypoint()

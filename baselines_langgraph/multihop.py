@@ -49,6 +49,7 @@ class MultihopState(TypedDict):
 class RerankInput(TypedDict):
     """What a Send carries to the per-sub-question nodes."""
 
+    question: str
     index: int
     sub: str
     found: list[Passage]
@@ -57,6 +58,7 @@ class RerankInput(TypedDict):
 class AnswerInput(TypedDict):
     """What the flat graph's rerank node sends on to its answer node."""
 
+    question: str
     index: int
     sub: str
     passages: list[Passage]
@@ -65,6 +67,7 @@ class AnswerInput(TypedDict):
 class SubState(TypedDict):
     """The per-sub-question subgraph's state."""
 
+    question: str
     index: int
     sub: str
     found: list[Passage]
@@ -100,7 +103,8 @@ def _per_subquestion(target: str) -> Any:
 
     def fan_out(state: MultihopState) -> list[Send]:
         # steps.decompose always gives at least one sub-question (the question itself)
-        return [Send(target, {"index": i, "sub": sub, "found": found})
+        return [Send(target, {"question": state["question"], "index": i, "sub": sub,
+                              "found": found})
                 for i, (sub, found) in enumerate(zip(state["subquestions"], state["found"]))]
 
     return fan_out
@@ -135,11 +139,13 @@ def flat(ops: Operators, config: Config | None = None, *, max_concurrency: int =
     # node in between, only the superstep boundary every Graph API step has.
     async def rerank(state: RerankInput) -> Command:
         passages = await steps.rerank(ops, state["sub"], state["found"], config)
-        return Command(goto=Send("answer", {"index": state["index"], "sub": state["sub"],
+        return Command(goto=Send("answer", {"question": state["question"],
+                                            "index": state["index"], "sub": state["sub"],
                                             "passages": passages}))
 
     async def answer(state: AnswerInput) -> dict[str, Any]:
-        sub = await steps.answer(ops, state["sub"], state["passages"], config)
+        sub = await steps.answer(ops, state["question"], state["sub"], state["passages"],
+                                 config)
         return {"subanswers": [(state["index"], sub)]}
 
     graph = _graph(ops, config, "rerank", "answer")
@@ -164,7 +170,8 @@ def subquestion_subgraph(ops: Operators, config: Config) -> Any:
         return {"passages": await steps.rerank(ops, state["sub"], state["found"], config)}
 
     async def answer(state: SubState) -> dict[str, Any]:
-        sub = await steps.answer(ops, state["sub"], state["passages"], config)
+        sub = await steps.answer(ops, state["question"], state["sub"], state["passages"],
+                                 config)
         return {"subanswers": [(state["index"], sub)]}
 
     graph = StateGraph(SubState, output_schema=SubOutput)
@@ -213,8 +220,8 @@ def functional(
         return await steps.rerank(ops, sub, found, config)
 
     @task
-    async def answer(sub: str, passages: list[Passage]) -> SubAnswer:
-        return await steps.answer(ops, sub, passages, config)
+    async def answer(question: str, sub: str, passages: list[Passage]) -> SubAnswer:
+        return await steps.answer(ops, question, sub, passages, config)
 
     @task
     async def compose(question: str, subanswers: list[SubAnswer]) -> Answer:
@@ -222,15 +229,15 @@ def functional(
 
     # Each chain is a coroutine of the entrypoint rather than a task calling tasks, which
     # would hold a max_concurrency slot while its sub-tasks wait for one.
-    async def answer_one(sub: str, found: list[Passage]) -> SubAnswer:
-        return await answer(sub, await rerank(sub, found))
+    async def answer_one(question: str, sub: str, found: list[Passage]) -> SubAnswer:
+        return await answer(question, sub, await rerank(sub, found))
 
     @entrypoint()
     async def multihop(question: str) -> Answer:
         subquestions = await decompose(question)
         found = await retrieve(subquestions)
         subanswers = await asyncio.gather(
-            *(answer_one(sub, hits) for sub, hits in zip(subquestions, found))
+            *(answer_one(question, sub, hits) for sub, hits in zip(subquestions, found))
         )
         return await compose(question, list(subanswers))
 

@@ -56,6 +56,7 @@ class SummarizeState(TypedDict):
 class SectionInput(TypedDict):
     """What a Send carries to the flat graph's section summary node."""
 
+    document: DocumentIn
     index: int
     section: SectionText
     picked: list[str]
@@ -64,6 +65,7 @@ class SectionInput(TypedDict):
 class SectionState(TypedDict):
     """The per-section subgraph's state."""
 
+    document: DocumentIn
     index: int
     section: SectionText
     picked: list[str]
@@ -116,12 +118,14 @@ def flat(ops: Operators, config: Config | None = None, *, max_concurrency: int =
         return {"sections": sections, "picked": picked}
 
     def per_section(state: SummarizeState) -> list[Send] | str:
-        sends = [Send("section_summary", {"index": i, "section": s, "picked": p})
+        sends = [Send("section_summary", {"document": state["document"], "index": i,
+                                          "section": s, "picked": p})
                  for i, (s, p) in enumerate(zip(state["sections"], state["picked"]))]
         return sends or "document_summary"  # a document with nothing to summarize
 
     async def section_summary(state: SectionInput) -> dict[str, Any]:
-        part = await steps.summarize_section(ops, state["section"], state["picked"], config)
+        part = await steps.summarize_section(ops, state["document"], state["section"],
+                                             state["picked"], config)
         return {"parts": [(state["index"], part)]}
 
     graph = StateGraph(SummarizeState)
@@ -154,7 +158,8 @@ def section_subgraph(ops: Operators, config: Config) -> Any:
         return {"picked": await _central(ops, state["section"], config)}
 
     async def section_summary(state: SectionState) -> dict[str, Any]:
-        part = await steps.summarize_section(ops, state["section"], state["picked"], config)
+        part = await steps.summarize_section(ops, state["document"], state["section"],
+                                             state["picked"], config)
         return {"parts": [(state["index"], part)]}
 
     graph = StateGraph(SectionState, output_schema=SectionOutput)
@@ -173,7 +178,8 @@ def subgraph(ops: Operators, config: Config | None = None, *, max_concurrency: i
     # Cutting sections is pure and cheap: the fan-out happens on the edge out of START
     # rather than in a node (and superstep) of its own.
     def per_section(state: SummarizeState) -> list[Send] | str:
-        sends = [Send("summarize_section", {"index": i, "section": s})
+        sends = [Send("summarize_section", {"document": state["document"], "index": i,
+                                            "section": s})
                  for i, s in enumerate(steps.sections(state["document"], config))]
         return sends or "document_summary"
 
@@ -207,8 +213,9 @@ def functional(
         return await _central(ops, section, config)
 
     @task
-    async def summarize_section(section: SectionText, picked: list[str]) -> SectionSummary:
-        return await steps.summarize_section(ops, section, picked, config)
+    async def summarize_section(document: DocumentIn, section: SectionText,
+                                picked: list[str]) -> SectionSummary:
+        return await steps.summarize_section(ops, document, section, picked, config)
 
     @task
     async def summarize_document(document: DocumentIn,
@@ -217,13 +224,13 @@ def functional(
 
     # Each chain is a coroutine of the entrypoint rather than a task calling tasks, which
     # would hold a max_concurrency slot while its sub-tasks wait for one.
-    async def one_section(section: SectionText) -> SectionSummary:
-        return await summarize_section(section, await central(section))
+    async def one_section(document: DocumentIn, section: SectionText) -> SectionSummary:
+        return await summarize_section(document, section, await central(section))
 
     @entrypoint()
     async def summarize(document: DocumentIn) -> Summary:
         sections = steps.sections(document, config)  # pure: no task needed
-        parts = await asyncio.gather(*(one_section(s) for s in sections))
+        parts = await asyncio.gather(*(one_section(document, s) for s in sections))
         return await summarize_document(document, list(parts))
 
     return Runner(summarize, max_concurrency=max_concurrency, name="summarize/functional")

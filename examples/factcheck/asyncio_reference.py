@@ -29,7 +29,7 @@ async def asyncio_reference(ops: Operators, question: str, config: Config | None
     config = config or Config()
 
     async def check(claim: str) -> ClaimVerdict:
-        queries = await steps.queries(ops, claim, config)
+        queries = await steps.queries(ops, question, claim, config)
         found = await steps.retrieve(ops, queries, config)
         evidence = steps.merge_evidence(found, config)
         return await steps.judge(ops, question, claim, evidence, config)

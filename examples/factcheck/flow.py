@@ -28,8 +28,8 @@ def build(ops: Operators, config: Config | None = None) -> alto.Flow:
             yield claim  # downstream starts on this claim while the LLM writes the next
 
     @alto.stage(replicas=llm_calls)
-    async def queries(claim: str) -> Split[str]:
-        for query in await steps.queries(ops, claim, config):
+    async def queries(claim: str, question: str) -> Split[str]:
+        for query in await steps.queries(ops, question, claim, config):
             yield query
 
     # One embedding call and one index search serve the queries of every claim and every
@@ -53,7 +53,7 @@ def build(ops: Operators, config: Config | None = None) -> alto.Flow:
     @alto.flow(name="factcheck")
     def factcheck(question: str):
         claim = claims(question)
-        found = evidence(retrieve(queries(claim)))
+        found = evidence(retrieve(queries(claim, question)))
         return report(verdict(claim, found, question), question)
 
     return factcheck
@@ -68,7 +68,8 @@ async def reference(
     for question in inputs:
         verdicts = []
         async for claim in steps.claims(ops, question, config):
-            found = await steps.retrieve(ops, await steps.queries(ops, claim, config), config)
+            queries = await steps.queries(ops, question, claim, config)
+            found = await steps.retrieve(ops, queries, config)
             evidence = steps.merge_evidence(found, config)
             verdicts.append(await steps.judge(ops, question, claim, evidence, config))
         reports.append(steps.report(question, verdicts))

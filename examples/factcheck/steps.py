@@ -77,11 +77,20 @@ def answer_messages(question: str) -> list[dict[str, str]]:
     ]
 
 
-def query_messages(claim: str, n: int) -> list[dict[str, str]]:
+# Every prompt is laid out for prefix caches: the instructions (the system message, the same
+# for every call of a kind), then what all calls of one question share (the question), and
+# the claim's own text last (a verdict's evidence before its claim: claims of one answer
+# often find the same best passage). Calls for the claims of one question then share a
+# byte-identical leading part that a server, or an instance of the embedded model, evaluates
+# only once.
+
+
+def query_messages(question: str, claim: str, n: int) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": f"Write {n} short search queries, one per line, that "
-         "would find evidence to check the claim. Only the queries."},
-        {"role": "user", "content": f"Claim: {claim}"},
+         "would find evidence to check the claim made in answer to the question. Only the "
+         "queries."},
+        {"role": "user", "content": f"Question: {question}\nClaim: {claim}"},
     ]
 
 
@@ -91,8 +100,8 @@ def verdict_messages(
     passages = "\n".join(f"[{e.id}] {e.text[:600]}" for e in evidence) or "(no evidence found)"
     return [
         {"role": "system", "content": "Decide whether the evidence supports the claim."},
-        {"role": "user", "content": f"Question: {question}\nClaim: {claim}\n\nEvidence:\n"
-         f"{passages}"},
+        {"role": "user", "content": f"Question: {question}\n\nEvidence:\n{passages}\n\n"
+         f"Claim: {claim}"},
     ]
 
 
@@ -109,10 +118,11 @@ async def claims(ops: Operators, question: str, config: Config) -> AsyncIterator
             n += 1
 
 
-async def queries(ops: Operators, claim: str, config: Config) -> list[str]:
-    """1-``max_queries`` search queries for a claim (the claim itself if the LLM gives none)."""
+async def queries(ops: Operators, question: str, claim: str, config: Config) -> list[str]:
+    """1-``max_queries`` search queries for a claim made in answer to ``question`` (the claim
+    itself if the LLM gives none)."""
     assert ops.llm is not None
-    text = await ops.llm.chat(query_messages(claim, config.max_queries),
+    text = await ops.llm.chat(query_messages(question, claim, config.max_queries),
                               max_tokens=config.query_tokens)
     found = [q for q in split_lines(text, strip_markers=True) if q.strip()]
     return found[: config.max_queries] or [claim]

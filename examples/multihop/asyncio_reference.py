@@ -29,7 +29,7 @@ async def asyncio_reference(ops: Operators, question: str, config: Config | None
 
     async def solve(sub: str, candidates: list[Passage]) -> SubAnswer:
         passages = await steps.rerank(ops, sub, candidates, config)
-        return await steps.answer(ops, sub, passages, config)
+        return await steps.answer(ops, question, sub, passages, config)
 
     async with asyncio.TaskGroup() as group:
         solving = [group.create_task(solve(sub, hits)) for sub, hits in zip(subs, found)]

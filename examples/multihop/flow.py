@@ -40,8 +40,8 @@ def build(ops: Operators, config: Config | None = None) -> alto.Flow:
         return await steps.rerank(ops, sub, found, config)
 
     @alto.stage(replicas=llm_calls)
-    async def answer(sub: str, passages: list[Passage]) -> SubAnswer:
-        return await steps.answer(ops, sub, passages, config)
+    async def answer(sub: str, passages: list[Passage], question: str) -> SubAnswer:
+        return await steps.answer(ops, question, sub, passages, config)
 
     @alto.stage(replicas=llm_calls)
     async def compose(subanswers: Gather[SubAnswer], question: str) -> Answer:
@@ -51,7 +51,7 @@ def build(ops: Operators, config: Config | None = None) -> alto.Flow:
     def multihop(question: str):
         sub = subquestions(question)
         passages = rerank(sub, search(embed(sub)))
-        return compose(answer(sub, passages), question)
+        return compose(answer(sub, passages, question), question)
 
     return multihop
 
@@ -68,6 +68,6 @@ async def reference(
             (vector,) = await steps.embed(ops, [sub])
             (found,) = steps.search(ops, [vector], config)
             passages = await steps.rerank(ops, sub, found, config)
-            subanswers.append(await steps.answer(ops, sub, passages, config))
+            subanswers.append(await steps.answer(ops, question, sub, passages, config))
         results.append(await steps.compose(ops, question, subanswers, config))
     return results

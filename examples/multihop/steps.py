@@ -66,11 +66,23 @@ def decompose_messages(question: str, n: int) -> list[dict[str, str]]:
     ]
 
 
-def answer_messages(question: str, passages: Sequence[Passage]) -> list[dict[str, str]]:
+# Every prompt is laid out for prefix caches: the instructions (the system message, the same
+# for every call of a kind), then what all calls of one question share (the question), then
+# the sub-question's passages (sub-questions of one question often find the same best
+# passage), and the sub-question itself last. The sub-answers of one question then share a
+# byte-identical leading part that a server, or an instance of the embedded model, evaluates
+# only once.
+
+
+def answer_messages(
+    question: str, sub: str, passages: Sequence[Passage]
+) -> list[dict[str, str]]:
     context = "\n".join(f"[{p.id}] {p.text[:700]}" for p in passages) or "(nothing found)"
     return [
-        {"role": "system", "content": "Answer in one sentence using only the passages."},
-        {"role": "user", "content": f"Passages:\n{context}\n\nQuestion: {question}"},
+        {"role": "system", "content": "Answer the sub-question in one sentence using only the "
+         "passages."},
+        {"role": "user", "content": f"Question: {question}\n\nPassages:\n{context}\n\n"
+         f"Sub-question: {sub}"},
     ]
 
 
@@ -118,11 +130,13 @@ async def rerank(
 
 
 async def answer(
-    ops: Operators, question: str, passages: list[Passage], config: Config
+    ops: Operators, question: str, sub: str, passages: list[Passage], config: Config
 ) -> SubAnswer:
+    """The answer to sub-question ``sub`` of ``question``, from its passages."""
     assert ops.llm is not None
-    text = await ops.llm.chat(answer_messages(question, passages), max_tokens=config.answer_tokens)
-    return SubAnswer(question=question, answer=text.strip(), passage_ids=[p.id for p in passages])
+    text = await ops.llm.chat(answer_messages(question, sub, passages),
+                              max_tokens=config.answer_tokens)
+    return SubAnswer(question=sub, answer=text.strip(), passage_ids=[p.id for p in passages])
 
 
 async def compose(

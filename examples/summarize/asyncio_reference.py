@@ -31,7 +31,8 @@ async def asyncio_reference(
     async def section_summary(section: SectionText) -> SectionSummary:
         texts = steps.chunks(section, config)
         embedded = await steps.embed(ops, texts) if texts else []
-        return await steps.summarize_section(ops, section, steps.central(embedded, config), config)
+        picked = steps.central(embedded, config)
+        return await steps.summarize_section(ops, document, section, picked, config)
 
     async with asyncio.TaskGroup() as group:
         parts = [group.create_task(section_summary(s)) for s in steps.sections(document, config)]

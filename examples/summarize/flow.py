@@ -48,8 +48,10 @@ def build(ops: Operators, config: Config | None = None) -> alto.Flow:
     # A section is summarized as soon as its own chunks are in, while other sections
     # are still being embedded: as many at once as the LLM serves.
     @alto.stage(replicas=llm_calls)
-    async def section_summary(picked: list[str], section: SectionText) -> SectionSummary:
-        return await steps.summarize_section(ops, section, picked, config)
+    async def section_summary(
+        picked: list[str], section: SectionText, document: DocumentIn
+    ) -> SectionSummary:
+        return await steps.summarize_section(ops, document, section, picked, config)
 
     @alto.stage(replicas=llm_calls)
     async def document_summary(parts: Gather[SectionSummary], document: DocumentIn) -> Summary:
@@ -59,7 +61,7 @@ def build(ops: Operators, config: Config | None = None) -> alto.Flow:
     def summarize(document: DocumentIn):
         section = sections(document)
         picked = central(embed(chunks(section)))
-        return document_summary(section_summary(picked, section), document)
+        return document_summary(section_summary(picked, section, document), document)
 
     return summarize
 
@@ -76,6 +78,6 @@ async def reference(
             embedded = [e for text in steps.chunks(section, config)
                         for e in await steps.embed(ops, [text])]
             picked = steps.central(embedded, config)
-            parts.append(await steps.summarize_section(ops, section, picked, config))
+            parts.append(await steps.summarize_section(ops, document, section, picked, config))
         results.append(await steps.summarize_document(ops, document, parts, config))
     return results

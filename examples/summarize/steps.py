@@ -74,11 +74,18 @@ class Summary(BaseModel):
     sections: list[SectionSummary]
 
 
-def section_messages(title: str, chunks: Sequence[str]) -> list[dict[str, str]]:
+# Every prompt is laid out for prefix caches: the instructions (the system message, the same
+# for every call of a kind), then what all calls of one document share (its title), and the
+# section's own text last. The sections of one document then share a byte-identical leading
+# part that a server, or an instance of the embedded model, evaluates only once.
+
+
+def section_messages(document: str, title: str, chunks: Sequence[str]) -> list[dict[str, str]]:
     body = "\n\n".join(chunks)
     return [
-        {"role": "system", "content": "Summarize the section in one or two sentences."},
-        {"role": "user", "content": f"Section: {title}\n\n{body}"},
+        {"role": "system", "content": "Summarize the section of the document in one or two "
+         "sentences."},
+        {"role": "user", "content": f"Document: {document}\nSection: {title}\n\n{body}"},
     ]
 
 
@@ -124,10 +131,11 @@ def central(chunks: Sequence[Embedded], config: Config) -> list[str]:
 
 
 async def summarize_section(
-    ops: Operators, section: SectionText, picked: list[str], config: Config
+    ops: Operators, document: DocumentIn, section: SectionText, picked: list[str], config: Config
 ) -> SectionSummary:
+    """The summary of one section of ``document`` from its ``picked`` chunks."""
     assert ops.llm is not None
-    text = await ops.llm.chat(section_messages(section.title, picked),
+    text = await ops.llm.chat(section_messages(document.title, section.title, picked),
                               max_tokens=config.section_tokens)
     return SectionSummary(title=section.title, summary=text.strip(), chunks_used=picked)
 

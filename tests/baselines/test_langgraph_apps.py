@@ -144,8 +144,8 @@ async def test_inputs_exercise_fan_out_and_re_assembly(ops: Operators, expected:
         assert len(inputs) >= 2, name
         assert max(_fragments(name, out) for out in reference) >= 2, name
     # factcheck's nested split: some claim has several search queries
-    claims = [c.claim for report in expected["factcheck"][2] for c in report.claims]
-    assert max([len(await steps.queries(ops, c, Config())) for c in claims]) >= 2
+    claims = [(r.question, c.claim) for r in expected["factcheck"][2] for c in r.claims]
+    assert max([len(await steps.queries(ops, q, c, Config())) for q, c in claims]) >= 2
 
 
 @pytest.mark.parametrize(("name", "variant"), CASES)
