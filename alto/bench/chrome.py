@@ -2,7 +2,8 @@
 
 One process per (app, system), one track per operator call of the recorded input, so the
 trace shows the same Gantt chart as ``timeline_<app>.png``; Alto's own stage calls of the
-same run follow as a separate process per app.
+same run follow as a separate process per app, and, where Alto's client has a dispatcher,
+its counter tracks (calls in flight per replica, calls queued) over the same run.
 """
 
 from __future__ import annotations
@@ -97,6 +98,14 @@ def chrome_trace(results: dict[str, Any]) -> dict[str, Any]:
                             {"fragments": span["size"]},
                         )
                     )
+            dispatch = line.get("dispatch")
+            if dispatch and dispatch.get("samples"):
+                from alto.operators.llm.observe import counter_events
+
+                pid += 1
+                targets = [r["target"] for r in dispatch["replicas"]]
+                name = f"{app_name} / {system} ({len(targets)} target(s))"
+                events += counter_events(name, targets, dispatch["samples"], pid=pid)
     return {"traceEvents": events, "displayTimeUnit": "ms"}
 
 

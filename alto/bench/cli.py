@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from alto.bench.endpoints import ALTO_ENDPOINTS
 from alto.bench.systems import SYSTEMS
+from alto.operators.llm.dispatch import ORDERS, ROUTES
 
 APPS = ("factcheck", "multihop", "summarize", "ingest")
 
@@ -77,6 +79,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="single",
         help="the emulated LLM deployment every system runs against: one server; 4 replicas "
         "behind round-robin; 4 replicas behind the prefix-aware balancer (default single)",
+    )
+    p.add_argument(
+        "--alto-endpoint",
+        choices=list(ALTO_ENDPOINTS),
+        help="what Alto's own LLM client is given: replicas: the deployment's replica URLs, "
+        "its dispatcher routing calls itself (the balancer never sees them); balancer: the "
+        "balancer's URL, like the other systems (default: replicas when the deployment has "
+        "several, else balancer)",
+    )
+    p.add_argument(
+        "--max-inflight",
+        metavar="N|auto",
+        help="Alto's dispatcher: calls in flight per replica, a number (at most the cap "
+        "divided by the replicas) or auto (learned, bounded by that; default: the client's)",
+    )
+    p.add_argument(
+        "--order",
+        choices=list(ORDERS),
+        help="Alto's dispatcher: which waiting call goes next (default: the client's)",
+    )
+    p.add_argument(
+        "--route",
+        choices=list(ROUTES),
+        help="Alto's dispatcher: which replica serves a call (default: the client's)",
     )
     p.add_argument(
         "--fanout",
@@ -234,6 +260,7 @@ def settings_from(args: argparse.Namespace) -> Any:
         raise BenchError("--emulator-config is for --llm emulated")
     if args.deployment != "single" and args.llm != "emulated":
         raise BenchError("--deployment rr4 and prefix4 are emulated deployments: --llm emulated")
+    _check_dispatcher_knobs(args)
     if args.llm == "openai":
         if not args.llm_url:
             raise BenchError("--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)")
@@ -267,7 +294,52 @@ def settings_from(args: argparse.Namespace) -> Any:
         emulator_mode=args.emulator_mode,
         deployment=args.deployment,
         fanout=args.fanout,
+        alto_endpoint=args.alto_endpoint,
+        max_inflight=args.max_inflight,
+        order=args.order,
+        route=args.route,
     )
+
+
+def _check_dispatcher_knobs(args: argparse.Namespace) -> None:
+    """The dispatcher's knobs are for Alto's own client on an OpenAI-compatible server, and
+    its per-replica limit must keep Alto under the cap every system shares."""
+    from alto.bench.runner import CAP_PER_REPLICA, DEPLOYMENTS
+
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("alto_endpoint", "max_inflight", "order", "route")
+        if getattr(args, name) is not None
+    ]
+    if not given:
+        return
+    if args.llm not in ("emulated", "openai"):
+        raise BenchError(
+            f"{', '.join(given)}: Alto's dispatcher is for an OpenAI-compatible server "
+            "(--llm emulated or openai)"
+        )
+    if args.alto_endpoint == "replicas" and args.llm != "emulated":
+        raise BenchError("--alto-endpoint replicas needs the emulated deployment's replicas")
+    if args.max_inflight is None or args.max_inflight == "auto":
+        return
+    try:
+        limit = int(args.max_inflight)
+    except ValueError:
+        raise BenchError(
+            f"--max-inflight must be a number or auto, got {args.max_inflight!r}"
+        ) from None
+    if limit < 1:
+        raise BenchError(f"--max-inflight must be at least 1, got {limit}")
+    if args.llm != "emulated":
+        return  # the cap on another server depends on its client: checked when it opens
+    replicas = DEPLOYMENTS[args.deployment][0]
+    targets = replicas if (args.alto_endpoint or "replicas") == "replicas" else 1
+    cap = args.llm_concurrency or CAP_PER_REPLICA * replicas
+    if limit * targets > cap:
+        raise BenchError(
+            f"--max-inflight {limit} per replica x {targets} target(s) exceeds the shared cap "
+            f"of {cap} LLM calls: at most {cap // targets}, or raise --llm-concurrency"
+        )
 
 
 def _emulator_config(text: str) -> str:

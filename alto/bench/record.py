@@ -458,19 +458,23 @@ class RecordingRetriever:
         return getattr(self.inner, name)
 
 
-def recording_operators(ops: Any, recorder: Recorder, *, llm_slots: int | None = None) -> Any:
+def recording_operators(
+    ops: Any, recorder: Recorder, *, llm_slots: int | None = None, llm: LLM | None = None
+) -> Any:
     """A copy of an :class:`~examples.common.Operators` bundle whose operators record calls.
 
     Args:
         ops: the bundle to wrap (its operators are shared, not copied).
         recorder: where the calls go.
         llm_slots: bound the LLM calls in flight through this bundle (None: no bound).
+        llm: call this LLM instead of ``ops.llm`` (a system's own client).
     """
     from examples.common import Operators
 
     slots = asyncio.Semaphore(llm_slots) if llm_slots else None
+    inner = llm if llm is not None else ops.llm
     return Operators(
-        llm=RecordingLLM(ops.llm, recorder, slots=slots) if ops.llm is not None else None,
+        llm=RecordingLLM(inner, recorder, slots=slots) if inner is not None else None,
         embedder=RecordingEmbedder(ops.embedder, recorder) if ops.embedder is not None else None,
         retriever=(
             RecordingRetriever(ops.retriever, recorder) if ops.retriever is not None else None

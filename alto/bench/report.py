@@ -137,13 +137,7 @@ def _app_section(name: str, app: dict[str, Any], load: str) -> list[str]:
     ops = "; ".join(f"{k}: {v}" for k, v in app["operators"].items())
     lines.append(f"- Operators: {ops}")
     if knobs["alto_llm_stages"]:
-        lines.append(
-            f"- One cap for every system: at most {knobs['llm_cap']} LLM calls in flight, "
-            f"enforced by {knobs['llm_cap_enforced_by']}. Lifted above it: Alto's "
-            f"{knobs['alto_llm_stages']} LLM stages have {knobs['alto_replicas_per_llm_stage']} "
-            f"replicas each; LangGraph `max_concurrency={knobs['langgraph_max_concurrency']}` "
-            "per invocation; the asyncio reference has no limit of its own."
-        )
+        lines += _cap_lines(app, knobs)
     else:
         lines.append(
             "- No LLM calls (its timings are measured, not emulated). LangGraph "
@@ -242,6 +236,7 @@ def _app_section(name: str, app: dict[str, Any], load: str) -> list[str]:
             f"{_s(r['first_fragment_p50_s'])} |"
         )
     lines += ["", f"Table: {name}, {EMULATION if app.get('timing_emulation') else 'measured'}."]
+    lines += _endpoint_section(name, app, load, tag)
     lines += _bound_section(name, app, tag)
     lines += [
         "",
@@ -250,6 +245,91 @@ def _app_section(name: str, app: dict[str, Any], load: str) -> list[str]:
         f"![timeline of one input, {name}](timeline_{name}.png)",
         "",
     ]
+    return lines
+
+
+def _cap_lines(app: dict[str, Any], knobs: dict[str, Any]) -> list[str]:
+    """The one cap, how each system is held to it, and the knobs lifted above it."""
+    cap = knobs["llm_cap"]
+    enforcement = knobs.get("llm_cap_enforcement") or {}
+    systems = [s for s in app.get("systems", []) if s in enforcement]
+    lines = [
+        f"- One cap for every system: at most {cap} LLM calls in flight. Lifted above it: "
+        f"Alto's {knobs['alto_llm_stages']} LLM stages have "
+        f"{knobs['alto_replicas_per_llm_stage']} replicas each; LangGraph "
+        f"`max_concurrency={knobs['langgraph_max_concurrency']}` per invocation; the asyncio "
+        "reference has no limit of its own. Enforced:"
+    ]
+    if not systems:  # results from before the dispatcher: one way for all
+        return [
+            lines[0].removesuffix(" Enforced:") + f" Enforced by {knobs['llm_cap_enforced_by']}."
+        ]
+    for system in systems:
+        lines.append(f"  - {system}: {enforcement[system]}")
+    client = knobs.get("alto_client")
+    if client:
+        limit = client["max_inflight"]
+        lines.append(
+            f"- Alto's dispatcher: `--alto-endpoint {client['endpoint']}`, "
+            f"`--max-inflight {limit}`"
+            + (f" (at most {client['ceiling']})" if limit == "auto" else "")
+            + f", `--order {client['order']}`, `--route {client['route']}`, priority "
+            + ("sent" if client["send_priority"] else "not sent")
+            + "; targets "
+            + ", ".join(f"`{t}`" for t in client["targets"])
+            + ". The other systems send no priority (their calls carry no lineage)."
+        )
+    return lines
+
+
+def _endpoint_section(name: str, app: dict[str, Any], load: str, tag: str) -> list[str]:
+    """Per level and system: who held the cap, the longest client queue, and per replica
+    the calls and cached-token share the emulator counted."""
+    from alto.bench.endpoints import endpoint_rows
+
+    rows = endpoint_rows(app)
+    if not rows:
+        return []
+    level_name = "concurrency" if load == "closed" else "arrival rate"
+    lines = [
+        "",
+        f"### The LLM endpoint per system{tag}",
+        "",
+        "*client*: what held the system to the cap (Alto's dispatcher, or the shared "
+        "semaphore); *limit*: its calls in flight in all (for the dispatcher, per replica at "
+        "the end of the last run); *max queued*: the most calls waiting for it at once; "
+        "*calls / replica* and *cached / replica*: the emulator's own counts per replica "
+        "(requests, and the share of prompt tokens its prefix cache served); *max in "
+        "flight / replica*: the dispatcher's most calls in flight on each replica.",
+        "",
+        f"| {level_name} | system | client | limit | max queued | calls | calls / replica | "
+        "cached / replica | max in flight / replica | failures |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        per = r["emulator_replicas"]
+        calls = " / ".join(str(x["requests"]) for x in per) or "–"
+        cached = (
+            " / ".join(
+                "–" if x["cached_share"] is None else f"{x['cached_share']:.0%}" for x in per
+            )
+            or "–"
+        )
+        limit = "–" if r["limit"] is None else str(r["limit"])
+        if r["client_limits"]:
+            limit += (
+                " (" + " / ".join("–" if x is None else str(x) for x in r["client_limits"]) + ")"
+            )
+        peaks = " / ".join(str(x) for x in r["client_max_in_flight"]) or "–"
+        failures = str(r["client_failures"]) + (
+            f" (unhealthy at the end: {', '.join(r['unhealthy'])})" if r["unhealthy"] else ""
+        )
+        lines.append(
+            f"| {_level(load, r['level'])} | {r['system']} | {r['client']} | {limit} | "
+            f"{r['max_queued']} | {r['calls']} | {calls} | {cached} | {peaks} | "
+            f"{failures if r['client'] == 'dispatcher' else '–'} |"
+        )
+    lines += ["", f"Table: {name}, {EMULATION if app.get('timing_emulation') else 'measured'}."]
     return lines
 
 
@@ -313,8 +393,12 @@ def _method_section(results: dict[str, Any]) -> list[str]:
         "- Every system calls the same operator objects through the same recording "
         "wrappers (each call's step, start, end, tokens), so timelines and per-input "
         "fragment times are measured alike, and the wrappers' small cost falls on all alike.",
-        "- One client-side cap on concurrent LLM calls for every system, enforced by the "
-        "same semaphore in that wrapper; each system's own limits are lifted above it.",
+        "- One client-side cap on concurrent LLM calls for every system, the same number "
+        "for all: the LangGraph versions and the asyncio reference are held to it by one "
+        "semaphore in that wrapper (a FIFO queue); Alto, where it has a client of its own "
+        "(an OpenAI-compatible server), by that client's dispatcher, whose per-replica "
+        "limits sum to at most the cap, and not by the semaphore, whose FIFO would hide "
+        "the dispatcher's order. Each system's own limits are lifted above the cap.",
         "- Alto runs each measured run as one streaming run fed by the load driver; the "
         "LangGraph variants (`baselines_langgraph`) run one graph invocation per input; the "
         "asyncio reference (`examples/<app>/asyncio_reference.py`) runs one coroutine per "

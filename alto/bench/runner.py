@@ -22,11 +22,15 @@ For an app the run goes:
    reference, every operator call recorded, for the Gantt plot and the Chrome trace.
 
 One cap for every system: in every run, all LLM calls of the system under test go through
-one client-side limit on concurrent calls (a semaphore in the recording wrapper, shared by
-the whole run: ``llm_cap`` calls at once against the deployment's endpoint). The systems'
-own knobs are lifted above it: Alto's LLM stages get ``llm_cap`` replicas each, LangGraph's
-per-invocation ``max_concurrency`` is :data:`LANGGRAPH_LIFTED`, the asyncio reference has
-no limit of its own. So no system gets more LLM concurrency than another.
+one client-side limit of ``llm_cap`` concurrent calls. For the LangGraph versions and the
+asyncio reference it is a semaphore in the recording wrapper, shared by the whole run; for
+Alto, when the LLM is an OpenAI-compatible server (emulated or not), it is the dispatcher of
+Alto's own client, whose per-replica limits sum to at most ``llm_cap`` (see
+:mod:`alto.bench.endpoints`; with ``--alto-endpoint replicas`` that client is given the
+emulated replicas' URLs). The systems' own knobs are lifted above the cap: Alto's LLM stages
+get ``llm_cap`` replicas each, LangGraph's per-invocation ``max_concurrency`` is
+:data:`LANGGRAPH_LIFTED`, the asyncio reference has no limit of its own. So no system gets
+more LLM concurrency than another.
 """
 
 from __future__ import annotations
@@ -45,6 +49,15 @@ from typing import Any
 
 from alto.bench import driver
 from alto.bench.bound import critical_path, peak_decode_tokens_per_s
+from alto.bench.endpoints import (
+    AltoClientPlan,
+    DispatchWatch,
+    alto_client_plan,
+    has_dispatcher,
+    open_alto_client,
+    replica_deltas,
+    semaphore_figures,
+)
 from alto.bench.record import Recorder, recording_operators, tracking_dependencies
 from alto.bench.stats import finite, percentile, poisson_schedule, rotation, throughput
 from alto.bench.systems import (
@@ -110,6 +123,11 @@ class Settings:
     emulator_mode: str = "process"
     deployment: str = "single"
     fanout: str = "varied"  # "varied": per-input fan-outs; "uniform": the old fixed ones
+    # Alto's own client (alto.bench.endpoints); None: the client's default
+    alto_endpoint: str | None = None  # "replicas" or "balancer" (None: by the deployment)
+    max_inflight: str | None = None  # per replica: a number or "auto"
+    order: str | None = None
+    route: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,17 +192,25 @@ def llm_stages(app: ModuleType) -> int:
     return sum(1 for node in plan.nodes if node.spec.options.replicas == _PROBE)
 
 
-def fairness(app: ModuleType, ops: Any, cap: int | None) -> dict[str, Any]:
-    """The concurrency knobs every system gets (see the module docstring)."""
+def fairness(app: ModuleType, ops: Any, cap: int | None, alto: Any = None) -> dict[str, Any]:
+    """The concurrency knobs every system gets (see the module docstring).
+
+    ``alto``: the :class:`~alto.bench.endpoints.AltoClientPlan` of Alto's own client, or
+    None when Alto calls the same client as the others, behind the same semaphore.
+    """
     stages = llm_stages(app)
+    semaphore = (
+        f"one semaphore of {cap} permits per run in the recording LLM wrapper, shared by "
+        "all of the system's LLM calls (the same code for every system that uses it)"
+    )
+    enforcement = {system: semaphore for system in SYSTEMS}
+    if alto is not None:
+        enforcement[ALTO] = alto.describe()
     return {
         "llm_cap": cap if stages else None,
-        "llm_cap_enforced_by": (
-            "one semaphore per run in the recording LLM wrapper, shared by all of the "
-            "system's LLM calls (the same code for every system)"
-            if stages
-            else None
-        ),
+        "llm_cap_enforced_by": semaphore if stages else None,
+        "llm_cap_enforcement": enforcement if stages else None,
+        "alto_client": alto.as_dict() if alto is not None and stages else None,
         "alto_llm_stages": stages,
         "alto_replicas_per_llm_stage": ops.llm_replicas if stages else None,
         "langgraph_max_concurrency": LANGGRAPH_LIFTED,
@@ -205,24 +231,47 @@ def default_cap(settings: Settings, ops: Any, stages: int) -> int | None:
     return int(ops.llm_replicas * stages)
 
 
+@dataclass
+class BenchOperators:
+    """What one app's benchmark calls.
+
+    Attributes:
+        ops: the operators every system but Alto calls (and Alto too, when ``alto_llm``
+            is None).
+        emulator: the emulator's timing model (None unless the LLM is emulated).
+        server: the running emulator (None unless the LLM is emulated).
+        alto_llm: Alto's own LLM client, whose dispatcher enforces the cap (None: Alto
+            calls ``ops.llm`` behind the shared semaphore, as the others do).
+        alto_plan: how that client was made (:class:`~alto.bench.endpoints.AltoClientPlan`).
+    """
+
+    ops: Any
+    emulator: Any = None
+    server: Any = None
+    alto_llm: Any = None
+    alto_plan: Any = None
+
+
 @contextlib.asynccontextmanager
 async def open_bench_operators(
     app: ModuleType, settings: Settings
-) -> AsyncIterator[tuple[Any, Any, Any]]:
-    """The app's operators, the emulator's timing model and the emulator server (the last
-    two None unless the LLM is emulated).
+) -> AsyncIterator[BenchOperators]:
+    """The app's operators, the emulator's timing model and server, and Alto's client.
 
     The embedder and retriever come from ``examples.common.open_operators``. With
     ``--llm emulated`` the serving-timing emulator is started here, once for the app, as
     ``settings.deployment``, in a process of its own by default (so the systems' own CPU
     work cannot slow its clock), and the LLM is an :class:`OpenAIClient` on its balancer
     (``/v1``) with a connection pool larger than the cap (the client never becomes the
-    bottleneck).
+    bottleneck). With an OpenAI-compatible LLM (emulated or ``--llm openai``) Alto gets a
+    client of its own (:func:`~alto.bench.endpoints.alto_client_plan`), on the replica URLs
+    or the balancer's, sending the dispatcher's ``priority`` to the emulator.
     """
     from examples.common import open_operators
 
     needs = set(app.NEEDS)
     emulated = settings.llm == "emulated" and "llm" in needs
+    stages = llm_stages(app)
     async with open_operators(
         needs - {"llm"} if emulated else needs,
         llm=settings.llm,  # type: ignore[arg-type]
@@ -231,10 +280,16 @@ async def open_bench_operators(
         embedder=settings.embedder,  # type: ignore[arg-type]
     ) as ops:
         if not emulated:
-            cap = default_cap(settings, ops, llm_stages(app))
+            cap = default_cap(settings, ops, stages)
             if cap and ops.llm is not None:
                 ops.llm.max_concurrency = cap
-            yield ops, None, None
+            if settings.llm != "openai" or not cap or not stages or not has_dispatcher():
+                yield BenchOperators(ops)
+                return
+            plan = _alto_plan(settings, settings.llm_url or "", 1, cap, send_priority=False)
+            alto_llm = open_alto_client(plan, settings.llm_model or "default", max_concurrency=cap)
+            async with alto_llm:
+                yield BenchOperators(ops, alto_llm=alto_llm, alto_plan=plan)
             return
         from alto.bench.emulator import EmulatorConfig, EmulatorServer
         from alto.operators.llm.openai import OpenAIClient
@@ -247,7 +302,7 @@ async def open_bench_operators(
         if settings.fanout == "varied" and not settings.emulator_config:
             model = model.model_copy(update={"fanout": "varied"})
         replicas, balancer = DEPLOYMENTS[settings.deployment]
-        cap = default_cap(settings, ops, llm_stages(app)) or CAP_PER_REPLICA
+        cap = default_cap(settings, ops, stages) or CAP_PER_REPLICA
         async with EmulatorServer(
             model,
             mode=settings.emulator_mode,  # type: ignore[arg-type]
@@ -260,13 +315,41 @@ async def open_bench_operators(
                 max_connections=max(64, 2 * cap),
                 max_concurrency=cap,
             )
-            async with client:
+            async with contextlib.AsyncExitStack() as stack:
+                await stack.enter_async_context(client)
                 ops.llm = client
                 ops.labels["llm"] = (
                     f"serving-timing emulator (timing emulation, not a model; "
                     f"{settings.emulator_mode} mode; {replicas} replica(s) behind {balancer})"
                 )
-                yield ops, model, server
+                bench = BenchOperators(ops, model, server)
+                if stages and has_dispatcher():
+                    plan = _alto_plan(settings, server.base_url, replicas, cap, send_priority=True)
+                    bench.alto_plan = plan
+                    bench.alto_llm = await stack.enter_async_context(
+                        open_alto_client(
+                            plan,
+                            "emulated",
+                            max_connections=max(64, 2 * cap),
+                            max_concurrency=cap,
+                        )
+                    )
+                yield bench
+
+
+def _alto_plan(
+    settings: Settings, base_url: str, replicas: int, cap: int, *, send_priority: bool
+) -> AltoClientPlan:
+    return alto_client_plan(
+        base_url=base_url,
+        replicas=replicas,
+        cap=cap,
+        endpoint=settings.alto_endpoint,
+        max_inflight=settings.max_inflight,
+        order=settings.order,
+        route=settings.route,
+        send_priority=send_priority,
+    )
 
 
 async def probe_emulator(llm: Any, model: Any) -> dict[str, Any]:
@@ -310,8 +393,9 @@ class EmulatorCounters:
         async with httpx.AsyncClient(timeout=30) as client:
             (await client.post(f"{self.root}/reset_prefix_cache")).raise_for_status()
 
-    async def read(self) -> tuple[int, int, int]:
-        """(requests, prompt tokens looked up in the prefix cache, tokens found there)."""
+    async def read(self) -> tuple[int, int, int, list[dict[str, Any]]]:
+        """(requests, prompt tokens looked up in the prefix cache, tokens found there,
+        and each replica's own counters as ``/stats`` gives them)."""
         import httpx
 
         async with httpx.AsyncClient(timeout=30) as client:
@@ -323,6 +407,7 @@ class EmulatorCounters:
             int(stats["requests"]),
             sum(int(r["prefix_cache"]["queried_tokens"]) for r in per),
             sum(int(r["prefix_cache"]["hit_tokens"]) for r in per),
+            per,
         )
 
 
@@ -344,13 +429,16 @@ async def bench_app(name: str, settings: Settings, *, progress: bool = True) -> 
         if reason:
             skipped = {s: reason for s in systems if s.startswith("langgraph-")}
             systems = [s for s in systems if s not in skipped]
-    async with open_bench_operators(app, settings) as (ops, emulator, server):
+    async with open_bench_operators(app, settings) as bench:
+        ops, emulator, server = bench.ops, bench.emulator, bench.server
         stages = llm_stages(app)
         cap = default_cap(settings, ops, stages)
-        knobs = fairness(app, ops, cap)
+        knobs = fairness(app, ops, cap, bench.alto_plan)
         probe = await probe_emulator(ops.llm, emulator) if emulator is not None else None
         counters = EmulatorCounters(server) if server is not None else None
-        session = _Session(app, ops, inputs, settings, knobs, config, counters)
+        session = _Session(
+            app, ops, inputs, settings, knobs, config, counters, alto_llm=bench.alto_llm
+        )
         for system in dict.fromkeys([*systems, REFERENCE]):  # warm, so the bound pass is not cold
             await session.warm(system)
         bounds = await session.bound_pass(emulator)
@@ -454,6 +542,8 @@ class _Session:
         knobs: dict[str, Any],
         config: Any,
         counters: EmulatorCounters | None,
+        *,
+        alto_llm: Any = None,
     ) -> None:
         self.app = app
         self.ops = ops
@@ -462,10 +552,16 @@ class _Session:
         self.knobs = knobs
         self.config = config
         self.counters = counters
+        self.alto_llm = alto_llm
+        self.watch = DispatchWatch(alto_llm) if alto_llm is not None else None
         self.expected: list[str | None] = []
 
     def server(self, system: str, recorder: Recorder) -> Any:
-        ops = recording_operators(self.ops, recorder, llm_slots=self.knobs["llm_cap"])
+        if system == ALTO and self.alto_llm is not None:
+            # Alto's own client: its dispatcher holds the cap, no semaphore in front of it
+            ops = recording_operators(self.ops, recorder, llm=self.alto_llm)
+        else:
+            ops = recording_operators(self.ops, recorder, llm_slots=self.knobs["llm_cap"])
         return make_server(
             system,
             self.app,
@@ -603,6 +699,9 @@ class _Session:
         if self.counters is not None:
             await self.counters.reset_cache()
             before = await self.counters.read()
+        watch = self.watch if system == ALTO else None
+        if watch is not None:
+            watch.start()
         recorder.reset()
         if settings.load == "closed":
             outcome = await driver.closed_loop(
@@ -618,6 +717,7 @@ class _Session:
                 server, self.inputs, schedule, timeout=settings.timeout_s
             )
         tokens: dict[str, Any] = {"requests": None, "prompt_tokens": None, "cached_tokens": None}
+        replicas = None
         if self.counters is not None and before is not None:
             after = await self.counters.read()
             tokens = {
@@ -625,6 +725,14 @@ class _Session:
                 "prompt_tokens": after[1] - before[1],
                 "cached_tokens": after[2] - before[2],
             }
+            replicas = replica_deltas(before[3], after[3])
+        endpoint = None
+        if self.knobs.get("alto_llm_stages"):
+            endpoint = (
+                watch.finish()
+                if watch is not None
+                else semaphore_figures(recorder.calls, self.knobs["llm_cap"])
+            )
         mismatched = 0
         for sample in outcome.samples:
             expected = self.expected[sample.input]
@@ -653,6 +761,8 @@ class _Session:
             "operator_calls": len(recorder.calls),
             "llm_calls": sum(c.operator == "llm" for c in recorder.calls),
             **tokens,
+            "endpoint": endpoint,
+            "emulator_replicas": replicas,
             "samples": [s.as_dict() for s in outcome.samples],
         }
 
@@ -660,11 +770,17 @@ class _Session:
         """The first input alone through ``system``, every operator call kept."""
         recorder = Recorder()
         server = self.server(system, recorder)
+        watch = self.watch if system == ALTO else None
+        if watch is not None:
+            watch.start()
         recorder.reset()
         outcome = await driver.closed_loop(
             server, self.inputs[:1], 1, timeout=self.settings.timeout_s
         )
         t0 = outcome.started
+        dispatch = None
+        if watch is not None:
+            dispatch = {"samples": watch.samples_since(t0), **watch.finish()}
         spans = []
         stats = getattr(server, "stats", None)
         if stats is not None and stats.spans:
@@ -687,6 +803,7 @@ class _Session:
             "error": sample.error,
             "calls": [c.as_dict(t0) for c in sorted(recorder.calls, key=lambda c: c.start)],
             "stage_spans": spans,
+            "dispatch": dispatch,
         }
 
 

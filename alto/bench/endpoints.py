@@ -1,0 +1,361 @@
+"""How each system reaches the LLM, and what the LLM endpoint saw in each run.
+
+**Who enforces the one cap.** Every system gets the same client-side cap on concurrent LLM
+calls (``llm_cap``). The LangGraph versions and the asyncio reference reach the LLM through
+one shared semaphore in the recording wrapper (:mod:`alto.bench.record`), a FIFO queue of
+``llm_cap`` permits; their calls carry no lineage, so there is nothing to order them by.
+Alto, when it has a client of its own (:func:`alto_client_plan`), reaches the LLM through
+that client's dispatcher instead: its per-replica limits sum to at most ``llm_cap``, and
+it decides which waiting call goes next and to which replica. Putting Alto's calls behind
+the semaphore as well would hide that order behind a FIFO, so they bypass it.
+
+**Alto's endpoint** (``--alto-endpoint``): ``replicas`` gives Alto's client the replica
+URLs of the emulated deployment (``/r/{i}/v1``): it routes its calls itself and the
+balancer never sees them; ``balancer`` gives it the balancer's URL (``/v1``), the same
+endpoint as the other systems, so its dispatcher sees one target. The default is
+``replicas`` on a deployment with several replicas and ``balancer`` on one server.
+
+**Per run** the bench records, for every system, the emulator's own counters per replica
+(requests, prompt tokens looked up in its prefix cache, tokens found there: the same
+source for every system), and the client side: for Alto the dispatcher's counters
+(differences over the run), its limit per replica, the longest its queue grew and the most
+calls in flight per replica (from its timeline samples); for the others the semaphore's
+longest queue and most calls in flight (from the recorded calls).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+ALTO_ENDPOINTS = ("replicas", "balancer")
+
+
+def client_default(name: str) -> Any:
+    """The default of ``OpenAIClient``'s keyword ``name`` (``order``, ``route``,
+    ``max_inflight``): the bench's defaults are the client's, whatever they become."""
+    from alto.operators.llm.openai import OpenAIClient
+
+    parameter = inspect.signature(OpenAIClient.__init__).parameters.get(name)
+    if parameter is None:
+        raise RuntimeError(f"OpenAIClient takes no {name!r} (the dispatcher is not there)")
+    return parameter.default
+
+
+def has_dispatcher() -> bool:
+    """Whether ``OpenAIClient`` takes the dispatcher's knobs."""
+    from alto.operators.llm.openai import OpenAIClient
+
+    return "order" in inspect.signature(OpenAIClient.__init__).parameters
+
+
+@dataclass(frozen=True, slots=True)
+class AltoClientPlan:
+    """The client Alto's operators use: where it sends calls, and the dispatcher's knobs.
+
+    Attributes:
+        endpoint: ``"replicas"`` or ``"balancer"`` (see the module docstring).
+        targets: the base URLs given to the client.
+        max_inflight: per replica: an int, or ``"auto"`` (learned, at most ``ceiling``).
+        ceiling: the most calls in flight per replica: ``llm_cap // len(targets)``.
+        order / route: the dispatcher's policies.
+        send_priority: whether requests carry the dispatcher's ``priority`` (the emulator
+            honours it; a server started without priority scheduling may refuse it).
+    """
+
+    endpoint: str
+    targets: tuple[str, ...]
+    max_inflight: int | str
+    ceiling: int
+    order: str
+    route: str
+    send_priority: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["targets"] = list(self.targets)
+        out["total_limit"] = self.ceiling * len(self.targets)
+        return out
+
+    def describe(self) -> str:
+        """How this client enforces the cap, in words for the report."""
+        n = len(self.targets)
+        where = (
+            f"the {n} replica URLs directly (the balancer never sees its calls)"
+            if self.endpoint == "replicas"
+            else "the balancer's URL, like the other systems"
+        )
+        limit = (
+            f"{self.max_inflight} in flight per replica"
+            if isinstance(self.max_inflight, int)
+            else f"a learned limit per replica of at most {self.ceiling}"
+        )
+        return (
+            f"its client's dispatcher over {where}: {limit}, at most "
+            f"{self.ceiling * n} in all; order `{self.order}`, route `{self.route}`"
+            + (", `priority` sent" if self.send_priority else "")
+        )
+
+
+def replica_urls(base_url: str, replicas: int) -> list[str]:
+    """The emulator's replica base URLs (``…/r/{i}/v1``) beside its balancer ``…/v1``."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    return [f"{root}/r/{i}/v1" for i in range(replicas)]
+
+
+def alto_client_plan(
+    *,
+    base_url: str,
+    replicas: int,
+    cap: int,
+    endpoint: str | None,
+    max_inflight: str | None,
+    order: str | None,
+    route: str | None,
+    send_priority: bool,
+) -> AltoClientPlan:
+    """Alto's client for a deployment of ``replicas`` behind ``base_url`` under ``cap``.
+
+    ``None`` for a knob means the client's own default; ``endpoint`` None means
+    ``replicas`` when there are several, else ``balancer``. An int ``max_inflight`` above
+    ``cap // targets`` would give Alto more concurrency than the others: a ValueError.
+    """
+    if endpoint is None:
+        endpoint = "replicas" if replicas > 1 else "balancer"
+    if endpoint not in ALTO_ENDPOINTS:
+        raise ValueError(f"endpoint must be one of {', '.join(ALTO_ENDPOINTS)}, got {endpoint!r}")
+    targets = replica_urls(base_url, replicas) if endpoint == "replicas" else [base_url]
+    ceiling = cap // len(targets)
+    if ceiling < 1:
+        raise ValueError(
+            f"a cap of {cap} LLM calls cannot give each of {len(targets)} replicas one: "
+            "raise --llm-concurrency"
+        )
+    asked: Any = client_default("max_inflight") if max_inflight is None else max_inflight
+    if asked is None or asked == "none":
+        raise ValueError("an unlimited dispatcher would not hold the shared cap: give a number")
+    if not isinstance(asked, int) and str(asked) != "auto":
+        try:
+            asked = int(asked)
+        except ValueError:
+            raise ValueError(f"max_inflight must be a number or auto, got {asked!r}") from None
+    if isinstance(asked, int):
+        if asked < 1:
+            raise ValueError(f"max_inflight must be at least 1, got {asked}")
+        if asked > ceiling:
+            raise ValueError(
+                f"max_inflight {asked} per replica x {len(targets)} target(s) is more than the "
+                f"shared cap of {cap}: at most {ceiling}"
+            )
+    return AltoClientPlan(
+        endpoint=endpoint,
+        targets=tuple(targets),
+        max_inflight=asked,
+        ceiling=ceiling,
+        order=order or client_default("order"),
+        route=route or client_default("route"),
+        send_priority=send_priority,
+    )
+
+
+def open_alto_client(plan: AltoClientPlan, model: str, **options: Any) -> Any:
+    """An ``OpenAIClient`` as ``plan`` says; ``options`` go to it unchanged.
+
+    Under ``"auto"`` the learned limit is bounded by ``plan.ceiling``: through the client's
+    own bound when it has one, else by starting from ``plan.ceiling`` as a number.
+    """
+    from alto.operators.llm.openai import OpenAIClient
+
+    params = inspect.signature(OpenAIClient.__init__).parameters
+    kwargs: dict[str, Any] = dict(
+        max_inflight=plan.max_inflight, order=plan.order, route=plan.route, **options
+    )
+    if "send_priority" in params:
+        kwargs["send_priority"] = plan.send_priority
+    if plan.max_inflight == "auto":
+        bound = next((b for b in ("max_limit", "limit_ceiling", "auto_max") if b in params), None)
+        if bound is None:
+            raise RuntimeError(
+                "OpenAIClient has no bound on its learned limit: the shared cap cannot hold "
+                "under max_inflight='auto' (give --max-inflight a number)"
+            )
+        kwargs[bound] = plan.ceiling
+    targets: Any = list(plan.targets) if len(plan.targets) > 1 else plan.targets[0]
+    return OpenAIClient(targets, model, **kwargs)
+
+
+# -- per run: the client's view -----------------------------------------------------------
+
+
+class DispatchWatch:
+    """Alto's dispatcher over one run: counters as differences, and from its timeline
+    samples the longest queue and the most calls in flight per replica."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.dispatcher = client.dispatcher
+        self.dispatcher.record(True)
+        self._before: Any = None
+
+    def start(self) -> None:
+        del self.dispatcher.samples[:]
+        self._before = self.client.dispatch_stats()
+
+    def finish(self) -> dict[str, Any]:
+        after = self.client.dispatch_stats()
+        samples = list(self.dispatcher.samples)
+        del self.dispatcher.samples[:]
+        return dispatch_figures(self._before, after, samples)
+
+    def samples_since(self, perf_t0: float) -> list[list[Any]]:
+        """The samples recorded since :meth:`start`, ``[t, replica, in flight, queued]``
+        with ``t`` in seconds from ``perf_t0`` (a ``time.perf_counter()`` reading)."""
+        from alto.operators.llm.observe import relative_samples
+
+        return [
+            [round(t, 6), *rest] for t, *rest in relative_samples(self.dispatcher.samples, perf_t0)
+        ]
+
+
+def dispatch_figures(before: Any, after: Any, samples: Sequence[Any]) -> dict[str, Any]:
+    """What Alto's client did between two ``dispatch_stats()`` snapshots."""
+    peaks: dict[int, int] = {}
+    max_queued = 0
+    for _, replica, inflight, queued in samples:
+        max_queued = max(max_queued, int(queued))
+        if replica is not None and replica >= 0:
+            peaks[replica] = max(peaks.get(replica, 0), int(inflight))
+    if not samples:  # no timeline: the whole life's longest queue is what there is
+        max_queued = after.max_queued
+    was = {r.target: r for r in before.replicas} if before is not None else {}
+    replicas = []
+    for i, r in enumerate(after.replicas):
+        b = was.get(r.target)
+        prompt = r.prompt_tokens - (b.prompt_tokens if b else 0)
+        cached = r.cached_tokens - (b.cached_tokens if b else 0)
+        replicas.append(
+            {
+                "target": r.target,
+                "calls": r.calls - (b.calls if b else 0),
+                "failures": r.failures - (b.failures if b else 0),
+                "prompt_tokens": prompt,
+                "cached_tokens": cached,
+                "cached_share": round(cached / prompt, 4) if prompt else None,
+                "limit": r.limit,
+                "max_in_flight": peaks.get(i, 0),
+                "healthy": r.healthy,
+            }
+        )
+    limits = [r["limit"] for r in replicas]
+    return {
+        "client": "dispatcher",
+        "order": after.order,
+        "route": after.route,
+        "limit": None if any(x is None for x in limits) else sum(limits),
+        "max_queued": max_queued,
+        "calls": sum(r["calls"] for r in replicas),
+        "replicas": replicas,
+    }
+
+
+def semaphore_figures(calls: Sequence[Any], cap: int | None) -> dict[str, Any]:
+    """The shared semaphore over one run, from the recorded LLM calls: each waited from
+    ``start - queued_s`` to ``start`` and held a permit from ``start`` to ``end``."""
+    llm = [c for c in calls if c.operator == "llm"]
+    waits = [(c.start - c.queued_s, c.start) for c in llm if c.queued_s > 0]
+    held = [(c.start, c.end) for c in llm]
+    return {
+        "client": "semaphore" if cap else "none",
+        "limit": cap,
+        "max_queued": most_at_once(waits),
+        "max_in_flight": most_at_once(held),
+        "calls": len(llm),
+        "replicas": [],
+    }
+
+
+def most_at_once(intervals: Sequence[tuple[float, float]]) -> int:
+    """The most intervals ``[start, end)`` that overlap at one instant."""
+    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    most = now = 0
+    for _, step in edges:  # at a tie an end (-1) sorts before a start (+1)
+        now += step
+        most = max(most, now)
+    return most
+
+
+# -- per run: the emulator's view -----------------------------------------------------------
+
+
+def replica_deltas(
+    before: list[dict[str, Any]], after: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Per replica, the emulator's counters over one run (``/stats``' ``per_replica``)."""
+    out = []
+    for b, a in zip(before, after, strict=True):
+        prompt = a["prefix_cache"]["queried_tokens"] - b["prefix_cache"]["queried_tokens"]
+        cached = a["prefix_cache"]["hit_tokens"] - b["prefix_cache"]["hit_tokens"]
+        out.append(
+            {
+                "replica": a["replica"],
+                "requests": a["requests"] - b["requests"],
+                "prompt_tokens": prompt,
+                "cached_tokens": cached,
+                "cached_share": round(cached / prompt, 4) if prompt else None,
+            }
+        )
+    return out
+
+
+# -- for the report ---------------------------------------------------------------------------
+
+
+def endpoint_rows(app: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per (level, system), pooled over repeats: the client's kind and limit, its longest
+    queue, and per replica the calls and cached-token share the emulator counted (and for
+    Alto's dispatcher its limit, most in flight, failures and health at the end)."""
+    groups: dict[tuple[float, str], list[dict[str, Any]]] = {}
+    for run in app.get("runs", []):
+        if run.get("endpoint") is None:
+            continue
+        groups.setdefault((run["level"], run["system"]), []).append(run)
+    order = {s: i for i, s in enumerate(app.get("systems", []))}
+    rows = []
+    for (level, system), runs in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))
+    ):
+        last = runs[-1]["endpoint"]
+        emulated = [r.get("emulator_replicas") for r in runs]
+        per_replica: list[dict[str, Any]] = []
+        if all(emulated) and emulated:
+            for i in range(len(emulated[0])):  # type: ignore[arg-type]
+                requests = sum(e[i]["requests"] for e in emulated)  # type: ignore[index]
+                prompt = sum(e[i]["prompt_tokens"] for e in emulated)  # type: ignore[index]
+                cached = sum(e[i]["cached_tokens"] for e in emulated)  # type: ignore[index]
+                per_replica.append(
+                    {"requests": requests, "cached_share": cached / prompt if prompt else None}
+                )
+        client = last["replicas"]
+        rows.append(
+            {
+                "level": level,
+                "system": system,
+                "client": last["client"],
+                "limit": last["limit"],
+                "max_queued": max(r["endpoint"]["max_queued"] for r in runs),
+                "calls": sum(r["endpoint"]["calls"] for r in runs),
+                "emulator_replicas": per_replica,
+                "client_limits": [r["limit"] for r in client],
+                "client_max_in_flight": [
+                    max(run["endpoint"]["replicas"][i]["max_in_flight"] for run in runs)
+                    for i in range(len(client))
+                ],
+                "client_failures": sum(
+                    x["failures"] for run in runs for x in run["endpoint"]["replicas"]
+                ),
+                "unhealthy": [x["target"] for x in client if not x["healthy"]],
+            }
+        )
+    return rows
