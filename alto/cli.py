@@ -104,6 +104,7 @@ async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
 
     import alto
     from alto.console import Console, RunProgress
+    from alto.operators.llm.observe import endpoints_of, stats_dict
     from examples.common import open_operators
 
     inputs = read_inputs(app, args.input) if args.input else app.load_inputs(args.n)
@@ -122,6 +123,10 @@ async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
                               llm_model=args.llm_model, embedder=args.embedder,
                               console=console) as ops:
         flow = app.build(ops, config)
+        endpoints = endpoints_of([ops.llm, ops.embedder, ops.retriever])
+        if args.trace:
+            for endpoint in endpoints:
+                endpoint.dispatcher.record(True)
         outcomes: dict[int, alto.Result[Any]] = {}
         progress = RunProgress(console, stats, len(inputs), app.NAME)
         try:
@@ -140,6 +145,7 @@ async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
         from alto.runtime.trace import write_chrome_trace
 
         write_chrome_trace(stats, args.trace, process=f"alto {app.NAME}")
+        add_dispatch_counters(args.trace, endpoints, stats.started)
         calls = len(stats.spans or ())
         print(f"trace of {calls} stage calls written to {args.trace}; open it at "
               "https://ui.perfetto.dev (Open trace file) or in chrome://tracing", file=sys.stderr)
@@ -159,6 +165,7 @@ async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
                 for i, r in sorted(outcomes.items())
             ],
             "stats": stats.as_dict(),
+            "endpoints": [stats_dict(e.dispatch_stats()) for e in endpoints],
         }, indent=2), file=out)
     else:
         for i, r in sorted(outcomes.items()):
@@ -172,7 +179,46 @@ async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
         if args.stats:
             print(stats.table())
             print(stats.legend())
+            tables = endpoint_tables(endpoints, args.backend)
+            if tables:
+                print()
+                print(tables)
     return 1 if failed else 0
+
+
+def endpoint_tables(endpoints: Sequence[Any], backend: str = "local") -> str:
+    """``--stats``' table per model endpoint (an operator with a dispatcher), with a legend;
+    empty when the app calls none."""
+    from alto.operators.llm.observe import LEGEND, dispatch_table
+
+    if not endpoints:
+        return ""
+    parts = [dispatch_table(e.dispatch_stats(), label=getattr(e, "name", None))
+             for e in endpoints]
+    if backend == "ray":
+        parts.append("(Ray backend: each actor calls through its own copy of the client, so "
+                     "these counters, kept in this process, miss the calls made in actors)")
+    return "\n\n".join(parts) + "\n" + LEGEND
+
+
+def add_dispatch_counters(path: str | Path, endpoints: Sequence[Any], t0: float) -> None:
+    """Add each endpoint's counter tracks (calls in flight per replica, calls queued) to the
+    Chrome trace at ``path``, on its time axis (``t0``: the run's start, ``perf_counter``)."""
+    from alto.operators.llm.observe import counter_events, relative_samples
+
+    if not endpoints:
+        return
+    file = Path(path)
+    trace = json.loads(file.read_text())
+    events = trace["traceEvents"]
+    pid = max((int(e.get("pid", 0)) for e in events), default=0)
+    for endpoint in endpoints:
+        pid += 1
+        stats = endpoint.dispatch_stats()
+        samples = relative_samples(endpoint.dispatcher.samples, t0)
+        events += counter_events(getattr(endpoint, "name", None) or stats.name,
+                                 [r.target for r in stats.replicas], samples, pid=pid)
+    file.write_text(json.dumps(trace))
 
 
 def _graph(args: argparse.Namespace, app: ModuleType) -> int:

@@ -12,12 +12,38 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-LEGEND = (
-    "calls: calls the replica served; in flight: calls on it now; limit: its limit on calls "
-    "in flight now (learned when auto; - for none); cached: share of prompt tokens the server "
-    "reported as served from its prefix cache; failures: failed calls; healthy: in rotation. "
-    "queued: calls waiting for admission now, and the most that ever waited."
-)
+LEGEND = """\
+  queued     (per endpoint) calls waiting for admission now, and the most that ever waited
+  calls      calls the replica was given
+  in flight  calls on it now
+  limit      its limit on calls in flight now (learned when auto; - for none)
+  cached     share of its calls' prompt tokens the server served from its prefix cache
+  failures   calls that failed on it
+  healthy    in rotation (NO: out of it, being probed)"""
+
+
+def stats_dict(stats: Any) -> dict[str, Any]:
+    """A ``DispatchStats`` snapshot as plain data (for JSON)."""
+    return {
+        "name": stats.name,
+        "order": stats.order,
+        "route": stats.route,
+        "queued": stats.queued,
+        "max_queued": stats.max_queued,
+        "replicas": [
+            {
+                "target": r.target,
+                "calls": r.calls,
+                "inflight": r.inflight,
+                "limit": r.limit,
+                "failures": r.failures,
+                "prompt_tokens": r.prompt_tokens,
+                "cached_tokens": r.cached_tokens,
+                "healthy": r.healthy,
+            }
+            for r in stats.replicas
+        ],
+    }
 
 
 def endpoints_of(objects: Iterable[Any]) -> list[Any]:
