@@ -37,10 +37,10 @@ from alto.ancestry.ancestry import Ancestry, root_of
 from alto.ancestry.plan import Node
 from alto.errors import StageError
 from alto.runtime.context import CallBookkeeping
-from alto.runtime.invoke import Invoker, runner_for
+from alto.runtime.invoke import Invoker, Pending, runner_for
 from alto.runtime.lineage import CallSite, fresh_slot
 from alto.runtime.metrics import CallSpan, RunStats, StageStats, now
-from alto.runtime.records import CHUNK, EAGER_REMOTE_S
+from alto.runtime.records import EAGER_REMOTE_S
 
 LINGER_S = 0.005
 """Longest a produced record waits on the actor before it is shipped."""
@@ -107,16 +107,17 @@ def _shippable(error: StageError) -> StageError:
     )
 
 
-class _Sink:
-    """The outbox of one remote call: records wait here until a message ships them."""
+class _Sink(Pending):
+    """The outbox of one remote call: records wait here until a message ships them.
 
-    __slots__ = (
-        "records", "ema", "send", "receive", "run", "stats", "done", "taken", "mark", "last"
-    )
+    Each message is a remote hop (about a millisecond), so only calls slower than
+    ``EAGER_REMOTE_S`` ship each output on its own.
+    """
+
+    __slots__ = ("send", "receive", "run", "stats", "done", "taken", "mark", "last")
 
     def __init__(self, run: _CallRun, stats: StageStats) -> None:
-        self.records: list[Any] = []
-        self.ema = 1.0  # start eager: the first outputs go out at once
+        super().__init__(EAGER_REMOTE_S)
         self.send, self.receive = anyio.create_memory_object_stream[Message](1)
         self.run = run
         self.stats = stats
@@ -126,10 +127,9 @@ class _Sink:
         self.last = False  # the current unit is the call's last, and returns one value (or batch)
 
     def due(self, elapsed: float) -> bool:
-        self.ema = ema = self.ema * 0.8 + elapsed * 0.2
-        if self.last:
-            return False  # the call's last message follows at once: no message of its own
-        return ema > EAGER_REMOTE_S or len(self.records) >= CHUNK
+        due = Pending.due(self, elapsed)  # learns the pace of outputs, also for the last unit
+        # the call's last message follows at once: no message of its own for the last unit
+        return due and not self.last
 
     async def flush(self) -> None:
         if self.records:

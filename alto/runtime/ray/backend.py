@@ -22,16 +22,17 @@ import anyio
 import ray
 import sniffio
 
-from alto.ancestry.plan import INPUT_PREFIX, Node, Plan
+from alto.ancestry.plan import Node, Plan
 from alto.result import Result
-from alto.runtime.engine import StageWiring
-from alto.runtime.local import LocalRuntime, _Outbox
-from alto.runtime.metrics import RunStats, now
+from alto.runtime.engine import Engine, StagePorts, StageTask, StageWiring
+from alto.runtime.metrics import RunStats
 from alto.runtime.ray.pool import host_class, kill, pool, poolable, release_idle
 from alto.runtime.ray.stage import UP, ActorLostError, DriverOptions, Replica, StageDriver
 from alto.runtime.records import CHUNK
 
 _NATIVE = ("num_cpus", "num_gpus", "memory", "accelerator_type")
+
+_RAY_OPTIONS = ("call_items", "inflight", "restarts", "start_timeout")
 
 CANCEL_GRACE_S = 2.0
 """Seconds the stage calls of a cancelled run may take to clean up before their actors die."""
@@ -113,25 +114,37 @@ class _Connection:
 _connection = _Connection()
 
 
-class RayRuntime(LocalRuntime):
-    """Runs a plan on Ray; see the module docstring."""
+class RayExecutor:
+    """Runs every stage's calls on Ray actors (an :class:`~alto.runtime.engine.Executor`);
+    see the module docstring.
+
+    Args:
+        call_items, inflight, restarts, start_timeout: the Ray options of the run
+            (:class:`~alto.runtime.ray.stage.DriverOptions`).
+    """
 
     def __init__(
         self,
-        plan: Plan,
-        on_result: Callable[[Result[Any]], None],
         *,
         call_items: int = CHUNK,
         inflight: int = 2,
         restarts: int = 3,
         start_timeout: float = 120.0,
-        **common: Any,
     ) -> None:
-        """``common``: the options every backend takes (see :class:`LocalRuntime`)."""
         self.driver_options = DriverOptions(call_items, inflight, restarts, start_timeout)
+        self.start_timeout = start_timeout
         self.finished: list[int] = []  # roots with an outcome, in order (actors skip their calls)
         self.forget: set[int] = set()  # of those, roots with calls in flight: stop them
         self.forget_due = anyio.Event()
+        self.replicas: dict[str, list[Replica]] = {}
+        self.drivers: dict[str, StageDriver] = {}
+        self.options: dict[str, dict[str, Any]] = {}
+        self.engine: Engine | None = None
+
+    def reporting(
+        self, on_result: Callable[[Result[Any]], None]
+    ) -> Callable[[Result[Any]], None]:
+        """``on_result``, after noting the root finished (its actors skip or stop its calls)."""
 
         def record(result: Result[Any]) -> None:
             root = result.index
@@ -141,79 +154,51 @@ class RayRuntime(LocalRuntime):
                 self.forget_due.set()
             on_result(result)
 
-        self.replicas: dict[str, list[Replica]] = {}
-        self.drivers: dict[str, StageDriver] = {}
-        super().__init__(plan, record, **common)
-        self.trace = bool(common.get("trace", False))
-        self.dead_letters = common.get("dead_letters") is not None
-        self.start_timeout = start_timeout
-        self.options = {node.name: actor_options(node) for node in plan.nodes}
+        return record
 
-    def wire(self, node: Node) -> StageWiring:
+    def wiring(self, node: Node) -> StageWiring:
         """One inbox per stage: its driver assembles every call, whole chunks at a time."""
         return StageWiring.driver(node)
 
-    def _more_coming(self, node: Node) -> bool:
-        """Whether records may still reach ``node`` without a new input arriving."""
-        if self.feeding:
-            return True
-        drivers = self.drivers
-        return any(drivers[s.name].busy() for s in self.upstream[node.name])
+    def busy(self, stage: str) -> bool:
+        """Whether the driver of ``stage`` holds records or calls, or its actors work."""
+        return self.drivers[stage].busy()
 
-    async def execute(self, inputs: Iterable[Any] | AsyncIterable[Any]) -> None:
-        """Start the actors, run every input through the plan, release the actors."""
-        plan = self.plan
-        self.stats.started = now()
-        clean = False
-        try:
-            try:
-                await self._start_actors()
-            except BaseException:
-                for pairs in self.inboxes.values():
-                    for send, receive in pairs:
-                        send.close()
-                        receive.close()
-                raise
-            source_outboxes = {n: _Outbox(self._routes(INPUT_PREFIX + n)) for n in plan.inputs}
-            options = self.driver_options
-            drivers = [
-                StageDriver(
-                    node,
-                    options,
-                    self.run,
-                    self.stats,
-                    self.finished,
-                    self.batch_policy(node),
-                    self.replicas[node.name],
-                    self.inboxes[node.name][0][1].clone(),
-                    _Outbox(self._routes(node.name)),
-                )
-                for node in plan.nodes
-            ]
-            self.drivers = {driver.name: driver for driver in drivers}
-            for pairs in self.inboxes.values():
-                for send, receive in pairs:
-                    send.close()
-                    receive.close()
-            async with anyio.create_task_group() as outer:
-                if self.deadline is not None:
-                    outer.start_soon(self._deadlines, self.deadline)
-                outer.start_soon(self._stop_calls)
-                try:
-                    async with anyio.create_task_group() as tg:
-                        for driver in drivers:
-                            tg.start_soon(driver.run, name=f"alto:{driver.name}")
-                        await self._source(inputs, source_outboxes)
-                finally:
-                    outer.cancel_scope.cancel()
-            clean = True
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._release_actors(clean)
-            self.stats.finished = now()
-        self.run.settle_the_rest()
+    async def start(self, engine: Engine) -> None:
+        """Start (or take from the pool) the actors of every stage, and load them."""
+        self.engine = engine
+        self.options = {node.name: actor_options(node) for node in engine.plan.nodes}
+        await self._start_actors(engine)
 
-    async def _start_actors(self) -> None:
+    def stage_tasks(self, ports: StagePorts) -> list[StageTask]:
+        """The stage's driver: it assembles the stage's calls and sends them to its actors."""
+        engine = self.engine
+        assert engine is not None
+        node = ports.node
+        driver = StageDriver(
+            node,
+            self.driver_options,
+            engine.run,
+            engine.stats,
+            self.finished,
+            engine.batch_policy(node),
+            self.replicas[node.name],
+            ports.inboxes[0].clone(),
+            ports.outbox,
+        )
+        self.drivers[node.name] = driver
+        return [(f"alto:{node.name}", driver.run)]
+
+    async def beside(self) -> None:
+        """Tell the actors which roots finished while they had calls of them (see
+        :meth:`_stop_calls`)."""
+        await self._stop_calls()
+
+    async def close(self, clean: bool) -> None:
+        """Release the actors (see :meth:`_release_actors`)."""
+        await self._release_actors(clean)
+
+    async def _start_actors(self, engine: Engine) -> None:
         failures: list[str] = []
 
         async def start(node: Node, replica: Replica) -> None:
@@ -234,22 +219,24 @@ class RayRuntime(LocalRuntime):
                     f"to start: {type(exc).__name__}: {exc}"
                 )
 
-        for node in self.plan.nodes:
+        run = engine.run
+        traced = run.otel is not None
+        dead_letters = run.dead_letters is not None
+        for node in engine.plan.nodes:
             replicas = self.replicas[node.name] = []
             for i in range(node.spec.options.replicas):
                 handle, pooled = pool.take(self.options[node.name])
-                traced = self.run.otel is not None
-                args = (node, i, self.run.id, self.trace, self.dead_letters, traced)
+                args = (node, i, run.id, engine.trace, dead_letters, traced)
                 replicas.append(Replica(i, handle, args, pooled))
         with anyio.move_on_after(self.start_timeout) as scope:
             async with anyio.create_task_group() as tg:
-                for node in self.plan.nodes:
+                for node in engine.plan.nodes:
                     for replica in self.replicas[node.name]:
                         tg.start_soon(start, node, replica)
         if scope.cancelled_caught:
             waiting = [
                 f"{n.name!r} (resources {dict(n.spec.options.resources) or 'none'})"
-                for n in self.plan.nodes
+                for n in engine.plan.nodes
                 if any(r.pid == 0 for r in self.replicas[n.name])
             ]
             raise ActorLostError(
@@ -336,17 +323,19 @@ async def run_ray(
 ) -> RunStats:
     """Run ``plan`` over ``inputs`` on Ray; returns the run's statistics.
 
-    Takes the options of :func:`~alto.runtime.local.run_local` and those listed
-    in the module docstring.
+    Takes the options of :class:`~alto.runtime.engine.Engine` and those listed in the
+    module docstring.
     """
     if sniffio.current_async_library() != "asyncio":
         raise RuntimeError("backend='ray' runs on asyncio; run the flow from an asyncio event loop")
     # ray.init belongs on the main thread (signal handlers); it blocks only when it starts Ray
     _connection.acquire(address, init)
     try:
-        runtime = RayRuntime(plan, on_result, **options)
-        await runtime.execute(inputs)
-        return runtime.stats
+        ray_options = {k: options.pop(k) for k in _RAY_OPTIONS if k in options}
+        executor = RayExecutor(**ray_options)
+        engine = Engine(plan, executor.reporting(on_result), executor, **options)
+        await engine.execute(inputs)
+        return engine.stats
     finally:
         _connection.release()
 
@@ -354,4 +343,4 @@ async def run_ray(
 run_ray.cancels_inputs = True  # type: ignore[attr-defined]
 
 
-__all__ = ["ActorLostError", "RayRuntime", "actor_options", "release_idle", "run_ray"]
+__all__ = ["ActorLostError", "RayExecutor", "actor_options", "release_idle", "run_ray"]

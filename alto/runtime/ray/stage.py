@@ -49,7 +49,7 @@ from alto.runtime.records import DROPPED, Close
 
 if TYPE_CHECKING:
     from alto.runtime.batching import BatchPolicy
-    from alto.runtime.local import _Outbox
+    from alto.runtime.engine import StageOutbox
     from alto.runtime.metrics import RunStats
     from alto.runtime.run import RunState
 
@@ -169,7 +169,7 @@ class StageDriver:
         policy: BatchPolicy,
         replicas: list[Replica],
         receive: MemoryObjectReceiveStream[Any],
-        outbox: _Outbox,
+        outbox: StageOutbox,
     ) -> None:
         self.node = node
         self.name = node.name
@@ -652,7 +652,7 @@ def _is_lost(error: Exception) -> bool:
 
 
 def _cancel(gen: Any) -> None:
-    """Cancel a remote call (the run then stops its actors: see ``RayRuntime``).
+    """Cancel a remote call (the run then stops its actors: see ``RayExecutor``).
 
     Not recursively: Ray would also cancel the tasks the stage function submitted
     (its own remote calls), and the stage would see them fail with a
