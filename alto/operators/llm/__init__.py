@@ -3,6 +3,8 @@
 * :class:`OpenAIClient`: any OpenAI-compatible server over HTTP (vLLM, llama.cpp's server,
   or the benchmark harness's serving-timing emulator, :mod:`alto.bench.emulator`).
 * :class:`LocalLLM`: llama.cpp in-process on a GGUF file (SmolLM2-135M by default), offline.
+* :class:`Dispatcher`: what stands in front of an endpoint's replicas (admission, the order of
+  waiting calls by lineage, routing, health); every client has one, ``client.dispatcher``.
 
 Every backend implements :class:`LLM` (``complete``, ``chat``, ``stream``, ``structured``,
 ``max_concurrency``). Names are imported on first use, so importing this package loads neither
@@ -24,6 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from alto.operators.llm.base import LLM, Message
+    from alto.operators.llm.dispatch import (
+        Dispatcher,
+        DispatchStats,
+        Lease,
+        Limit,
+        Order,
+        ReplicaStats,
+        Route,
+        VegasLimit,
+    )
     from alto.operators.llm.errors import (
         LLMConnectionError,
         LLMError,
@@ -45,22 +57,38 @@ _WHERE = {
     "LLMProtocolError": "errors",
     "StructuredOutputError": "errors",
     "OpenAIClient": "openai",
+    "Dispatcher": "dispatch",
+    "DispatchStats": "dispatch",
+    "Lease": "dispatch",
+    "Limit": "dispatch",
+    "Order": "dispatch",
+    "ReplicaStats": "dispatch",
+    "Route": "dispatch",
+    "VegasLimit": "dispatch",
     "LocalLLM": "local",
     "default_model_path": "local",
     "default_threads": "local",
 }
 
 __all__ = [
+    "DispatchStats",
+    "Dispatcher",
     "LLM",
     "LLMConnectionError",
     "LLMError",
     "LLMProtocolError",
     "LLMServerError",
     "LLMTimeoutError",
+    "Lease",
+    "Limit",
     "LocalLLM",
     "Message",
     "OpenAIClient",
+    "Order",
+    "ReplicaStats",
+    "Route",
     "StructuredOutputError",
+    "VegasLimit",
     "default_model_path",
     "default_threads",
 ]

@@ -125,7 +125,9 @@ class VegasLimit:
     * a failed call in the window (connection refused, 5xx): ``limit - max(1, limit / 10)``;
     * the replica was not kept busy (peak in flight under half the limit): no change;
     * ``queue <= alpha / 2``: ``limit + beta`` (Vegas' slow start);
-    * ``queue < alpha``: ``limit + 1``; ``queue > beta``: ``limit - 1``; else no change;
+    * ``queue < alpha``: ``limit + 1``; ``queue > beta``: ``limit - max(1, (queue - beta) / 2)``
+      (Vegas steps by one; a window here spans many calls, so a limit far past the knee is
+      brought halfway back to the band at once); else no change;
 
     kept within ``[1, max_limit]``. Netflix's ``alpha = 3 log10(limit)``,
     ``beta = 6 log10(limit)`` are the constants 3 and 6 below 100 calls, which on a replica
@@ -205,7 +207,7 @@ class VegasLimit:
             elif queue < alpha:
                 new = limit + 1
             elif queue > beta:
-                new = limit - 1
+                new = limit - max(1.0, (queue - beta) / 2)
         self.limit = max(1, min(self.max_limit, int(new)))
         return self.limit != limit
 
@@ -376,8 +378,8 @@ class Lease:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is not None and not self._failed and self._tokens < 0:
-            self._failed = True
+        if isinstance(exc, Exception) and not self._failed and self._tokens < 0:
+            self._failed = True  # (a cancellation or a closed generator is no failure)
             self._down = _is_down(exc)
         d = self._d
         assert d is not None
@@ -519,6 +521,10 @@ class Dispatcher:
     def timeline(self) -> list[Sample]:
         """The samples recorded so far (a copy)."""
         return list(self.samples)
+
+    def set_target(self, replica: int, target: str) -> None:
+        """Change one replica's label (its URL moved); what is remembered of it stays."""
+        self._replicas[replica].target = target
 
     def forget(self, run: str, root: int) -> None:
         """Drop what is remembered of a root (its replica, its service): it has its outcome.

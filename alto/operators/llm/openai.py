@@ -4,6 +4,10 @@ Built on pooled ``httpx.AsyncClient``s: keep-alive connections, per-phase timeou
 with exponential backoff on HTTP 429/5xx and connection failures, and token streaming over
 server-sent events. The API key is read from an environment variable only; it is sent as a
 header and never stored in errors, logs or reprs.
+
+Every request goes through the client's :class:`~alto.operators.llm.dispatch.Dispatcher`
+(``client.dispatcher``): one attempt holds one lease, so a retry after a failed replica may go
+to another one.
 """
 
 from __future__ import annotations
@@ -22,6 +26,16 @@ import httpx
 
 from alto.operators._otel import UNTRACED, model_call, traced_stream
 from alto.operators.llm.base import LLM, Message, Stop, normalize_messages, normalize_stop
+from alto.operators.llm.dispatch import (
+    MAX_LIMIT,
+    Dispatcher,
+    DispatchStats,
+    Lease,
+    Limit,
+    Order,
+    Route,
+    check_knobs,
+)
 from alto.operators.llm.errors import (
     LLMConnectionError,
     LLMProtocolError,
@@ -35,6 +49,9 @@ JsonMode = Literal["auto", "json_schema", "json_object", "none"]
 _RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _SCHEMA_REJECTED = frozenset({400, 404, 415, 422})  # "response_format not understood"
 _SSE_FIELDS = frozenset({"data", "event", "id", "retry"})
+_DOWN_STATUS = frozenset({500, 502, 503, 504})  # the replica is down (out of rotation)
+PREFIX_CHARS = 256
+"""How much of a rendered prompt is the routing ``prefix`` a call gives its dispatcher."""
 
 
 class OpenAIClient(LLM):
@@ -45,7 +62,8 @@ class OpenAIClient(LLM):
 
     Args:
         base_url: the server, with or without the ``/v1`` suffix
-            (``http://127.0.0.1:8000`` or ``http://127.0.0.1:8000/v1``).
+            (``http://127.0.0.1:8000`` or ``http://127.0.0.1:8000/v1``), or a list of them:
+            replicas of one model, among which the dispatcher routes each call.
         model: the model name the server serves.
         api_key_env: environment variable holding the API key (sent as
             ``Authorization: Bearer``); no header when it is unset or None.
@@ -67,6 +85,25 @@ class OpenAIClient(LLM):
             or an error that names ``response_format``).
         headers: extra HTTP headers for every request.
         transport: an httpx transport to use instead of the network (for proxies or mocks).
+        max_inflight: calls in flight per replica, for calls made inside a stage: an int,
+            ``None`` (no limit) or ``"auto"`` (learned online, at most ``max_limit``).
+        order: which waiting stage call goes first: ``"root-first"`` (the oldest root
+            input's), ``"least-attained"`` (the root that got the fewest tokens so far) or
+            ``"fifo"``.
+        route: which replica serves a call: ``"lineage"`` (the one that served the call's
+            parent or root before, whose prefix cache holds their text), ``"least-loaded"``
+            or ``"round-robin"``.
+        send_priority: send the dispatcher's ``priority`` in the request body (lower first).
+            Only for servers that honour it: vLLM rejects the field unless started with
+            ``--scheduling-policy priority``; the benchmark's emulator takes it.
+        max_limit: the most calls in flight per replica ``"auto"`` may learn (it starts at
+            ``max_concurrency``).
+
+    Calls made outside a stage (LangGraph, plain asyncio) are never queued by the
+    dispatcher. The routing ``prefix`` of a call is the first 256 characters
+    (``PREFIX_CHARS``) of its rendered prompt (chat messages as ``role: content`` lines):
+    what a root's calls share when prompts put the shared text first; the lineage of the
+    call decides first, the prefix only for a root's first calls.
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -77,7 +114,7 @@ class OpenAIClient(LLM):
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         model: str,
         *,
         api_key_env: str | None = "OPENAI_API_KEY",
@@ -91,13 +128,22 @@ class OpenAIClient(LLM):
         json_mode: JsonMode = "auto",
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_inflight: Limit = "auto",
+        order: Order = "root-first",
+        route: Route = "lineage",
+        send_priority: bool = False,
+        max_limit: int = MAX_LIMIT,
     ) -> None:
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
         # what a copy in another process (a Ray actor) is rebuilt from; never the key itself
         self._settings: dict[str, Any] = dict(
-            base_url=base_url, model=model, api_key_env=api_key_env, timeout=timeout,
+            base_url=base_url if isinstance(base_url, str) else urls, model=model,
+            api_key_env=api_key_env, timeout=timeout,
             connect_timeout=connect_timeout, max_retries=max_retries, backoff=backoff,
             max_backoff=max_backoff, max_connections=max_connections,
             max_concurrency=max_concurrency, json_mode=json_mode, headers=dict(headers or {}),
+            max_inflight=max_inflight, order=order, route=route, send_priority=send_priority,
+            max_limit=max_limit,
         )
         self._custom_transport = transport is not None
         if max_retries < 0:
@@ -108,11 +154,30 @@ class OpenAIClient(LLM):
             raise ValueError(
                 f"json_mode must be auto, json_schema, json_object or none, got {json_mode!r}"
             )
-        base = base_url.rstrip("/")
-        if not base.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
-        self.base_url = base.removesuffix("/v1") + "/v1"
+        check_knobs(max_inflight, order, route)
+        if not urls:
+            raise ValueError("base_url must be a URL or a non-empty list of URLs, got []")
+        bases = []
+        for url in urls:
+            base = str(url).rstrip("/")
+            if not base.startswith(("http://", "https://")):
+                raise ValueError(f"base_url must start with http:// or https://, got {url!r}")
+            bases.append(base.removesuffix("/v1") + "/v1")
+        self.base_urls: tuple[str, ...] = tuple(bases)
         self.model = model
+        self.send_priority = send_priority
+        self.dispatcher = Dispatcher(
+            bases,
+            max_inflight=max_inflight,
+            order=order,
+            route=route,
+            name=f"{model}@{bases[0]}" + (f" (+{len(bases) - 1})" if len(bases) > 1 else ""),
+            max_limit=max_limit,
+            # "auto" starts where the stages' replicas already put it (max_concurrency), so
+            # a client behaves as before it measured anything; Vegas moves it from there
+            start_limit=min(max_concurrency, max_limit),
+            probe=self._probe,
+        )
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
         self.timeout = timeout
@@ -144,14 +209,40 @@ class OpenAIClient(LLM):
         if self._custom_transport:
             raise TypeError("an OpenAIClient with a custom transport cannot be pickled")
         return (_rebuild_client, (self._settings, self.max_concurrency))
+
+    @property
+    def base_url(self) -> str:
+        """The (first) replica's base URL, ending in ``/v1``."""
+        return self.base_urls[0]
+
+    @base_url.setter
+    def base_url(self, url: str) -> None:
+        if len(self.base_urls) > 1:
+            raise ValueError(
+                f"this client has {len(self.base_urls)} replicas: make a new client to change "
+                "their URLs"
+            )
+        self.base_urls = (url,)
+        self.dispatcher.set_target(0, url)
+
     @property
     def name(self) -> str:
         return f"{self.model}@{self.base_url}"
 
+    def dispatch_stats(self) -> DispatchStats:
+        """What the dispatcher did and holds now: per replica, calls in flight, the limit,
+        calls, failures, prompt and cached tokens, health; calls waiting."""
+        return self.dispatcher.stats()
+
     def __repr__(self) -> str:
         key = f"${self._api_key_env} set" if self._secret else "no API key"
+        where = (
+            f"base_url={self.base_url!r}"
+            if len(self.base_urls) == 1
+            else f"base_urls={list(self.base_urls)!r}"
+        )
         return (
-            f"<OpenAIClient model={self.model!r} base_url={self.base_url!r} "
+            f"<OpenAIClient model={self.model!r} {where} "
             f"max_concurrency={self.max_concurrency} ({key})>"
         )
 
@@ -175,9 +266,8 @@ class OpenAIClient(LLM):
     async def complete(
         self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, stop: Stop = None
     ) -> str:
-        url = f"{self.base_url}/completions"
         payload = self._payload(max_tokens, temperature, stop, prompt=prompt)
-        data = await self._traced_post(url, payload)
+        url, data = await self._traced_post("/completions", payload, prompt[:PREFIX_CHARS])
         return _text(url, data, chat=False, redact=self._redact)
 
     async def chat(
@@ -188,11 +278,9 @@ class OpenAIClient(LLM):
         temperature: float = 0.0,
         stop: Stop = None,
     ) -> str:
-        url = f"{self.base_url}/chat/completions"
-        payload = self._payload(
-            max_tokens, temperature, stop, messages=normalize_messages(messages)
-        )
-        data = await self._traced_post(url, payload)
+        sent = normalize_messages(messages)
+        payload = self._payload(max_tokens, temperature, stop, messages=sent)
+        url, data = await self._traced_post("/chat/completions", payload, _prefix(sent))
         return _text(url, data, chat=True, redact=self._redact)
 
     def stream(
@@ -203,15 +291,13 @@ class OpenAIClient(LLM):
         temperature: float = 0.0,
         stop: Stop = None,
     ) -> AsyncGenerator[str, None]:
-        payload = self._payload(
-            max_tokens, temperature, stop, messages=normalize_messages(messages), stream=True
-        )
-        url = f"{self.base_url}/chat/completions"
+        sent = normalize_messages(messages)
+        payload = self._payload(max_tokens, temperature, stop, messages=sent, stream=True)
+        payload["stream_options"] = {"include_usage": True}  # the token counts, in a last chunk
+        prefix = _prefix(sent)
 
         def open_stream(call: Any) -> AsyncGenerator[str, None]:
-            if call.recording:  # ask for the token counts, in a last chunk
-                payload["stream_options"] = {"include_usage": True}
-            return self._stream(url, payload, call)
+            return self._stream("/chat/completions", payload, prefix, call)
 
         return traced_stream(
             open_stream, operation="chat", model=self.model, provider="openai",
@@ -227,25 +313,26 @@ class OpenAIClient(LLM):
         max_tokens: int,
         temperature: float,
     ) -> str:
-        url = f"{self.base_url}/chat/completions"
+        path = "/chat/completions"
+        prefix = _prefix(messages)
         mode = "json_schema" if self._json_mode == "auto" else self._json_mode
         payload = self._payload(max_tokens, temperature, None, messages=messages)
         if mode != "none":
             payload["response_format"] = _response_format(mode, schema_name, json_schema)
         # the answer is quoted in a StructuredOutputError if it does not validate: redacted
         if self._json_mode != "auto":
-            data = await self._traced_post(url, payload)
+            url, data = await self._traced_post(path, payload, prefix)
             return self._redact(_text(url, data, chat=True, redact=self._redact))
         try:  # probe once without retries: a refusal is not transient
-            data = await self._traced_post(url, payload, retries=0)
+            url, data = await self._traced_post(path, payload, prefix, retries=0)
         except LLMServerError as exc:
             if exc.status in _SCHEMA_REJECTED or "response_format" in exc.body:
                 self._json_mode = "json_object"  # remembered: ask this way from now on
                 fmt = _response_format("json_object", schema_name, json_schema)
                 payload["response_format"] = fmt
-            data = await self._traced_post(url, payload)  # with retries, as any call
+            url, data = await self._traced_post(path, payload, prefix)  # with retries
         except LLMConnectionError:
-            data = await self._traced_post(url, payload)
+            url, data = await self._traced_post(path, payload, prefix)
         else:
             self._json_mode = "json_schema"
         return self._redact(_text(url, data, chat=True, redact=self._redact))
@@ -269,56 +356,83 @@ class OpenAIClient(LLM):
             payload["stop"] = stops
         return payload
 
+    def _stamp(self, payload: dict[str, Any], lease: Lease) -> None:
+        """Put the lease's ``priority`` in the body when the server is told to get one."""
+        if self.send_priority:
+            if lease.priority is None:
+                payload.pop("priority", None)
+            else:
+                payload["priority"] = lease.priority
+
+    async def _probe(self, replica: int) -> bool:
+        """Whether a replica that failed answers again (``GET /models``, not 5xx)."""
+        try:
+            response = await self._http().get(
+                f"{self.base_urls[replica]}/models", timeout=self.connect_timeout
+            )
+        except httpx.HTTPError:
+            return False
+        return response.status_code < 500
+
     async def _traced_post(
-        self, url: str, payload: dict[str, Any], *, retries: int | None = None
-    ) -> dict[str, Any]:
+        self, path: str, payload: dict[str, Any], prefix: str, *, retries: int | None = None
+    ) -> tuple[str, dict[str, Any]]:
         """:meth:`_post`, in a model-call span when tracing is on (see :mod:`.._otel`)."""
-        operation = "chat" if url.endswith("/chat/completions") else "text_completion"
+        operation = "chat" if path == "/chat/completions" else "text_completion"
         with model_call(
             operation, self.model, "openai", server=self.base_url, request=payload
         ) as call:
-            data = await self._post(url, payload, retries=retries)
+            url, data = await self._post(path, payload, prefix, retries=retries)
             call.answered(data)
-            return data
+            return url, data
 
     async def _post(
-        self, url: str, payload: dict[str, Any], *, retries: int | None = None
-    ) -> dict[str, Any]:
-        """POST and return the JSON answer; the whole exchange is retried on failures."""
+        self, path: str, payload: dict[str, Any], prefix: str, *, retries: int | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """POST and return the URL that answered and its JSON answer; the whole exchange is
+        retried on failures, each attempt on the replica the dispatcher gives it."""
         retries = self.max_retries if retries is None else retries
         attempt = 0
         while True:
             attempt += 1
-            try:
-                response = await self._open(url, payload, attempt, retries)
+            async with self.dispatcher.lease(prefix) as lease:
+                url = lease.target + path
+                self._stamp(payload, lease)
                 try:
-                    body = await response.aread()
-                finally:
-                    await response.aclose()
-            except _Retry as retry:
-                await anyio.sleep(retry.delay)
-                continue
-            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                # the answer was cut off: nothing reached the caller, so asking again is safe
-                if attempt > retries:
-                    raise LLMConnectionError(url, _describe(exc), attempts=attempt) from exc
-                await anyio.sleep(self._delay(attempt, None))
-                continue
-            except httpx.TimeoutException as exc:
-                raise self._timeout(url, exc) from exc
-            try:
-                data = json.loads(body)
-            except ValueError as exc:
-                shown = describe_body(self._redact(body.decode(errors="replace")))
-                raise LLMProtocolError(url, f"expected a JSON body, got {shown}") from exc
-            if not isinstance(data, dict):
-                raise LLMProtocolError(url, f"expected a JSON object, got {type(data).__name__}")
-            return data
+                    response = await self._open(url, payload, attempt, retries, lease)
+                    try:
+                        body = await response.aread()
+                    finally:
+                        await response.aclose()
+                except _Retry as retry:
+                    delay = retry.delay
+                except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                    # the answer was cut off: nothing reached the caller, so asking again is safe
+                    lease.failed(replica_down=True)
+                    if attempt > retries:
+                        raise LLMConnectionError(url, _describe(exc), attempts=attempt) from exc
+                    delay = self._delay(attempt, None)
+                except httpx.TimeoutException as exc:
+                    lease.failed(replica_down=False)
+                    raise self._timeout(url, exc) from exc
+                else:
+                    try:
+                        data = json.loads(body)
+                    except ValueError as exc:
+                        shown = describe_body(self._redact(body.decode(errors="replace")))
+                        raise LLMProtocolError(url, f"expected a JSON body, got {shown}") from exc
+                    if not isinstance(data, dict):
+                        kind = type(data).__name__
+                        raise LLMProtocolError(url, f"expected a JSON object, got {kind}")
+                    lease.done(**_usage(data.get("usage")))
+                    return url, data
+            await anyio.sleep(delay)  # holding no slot
 
     async def _open(
-        self, url: str, payload: dict[str, Any], attempt: int, retries: int
+        self, url: str, payload: dict[str, Any], attempt: int, retries: int, lease: Lease
     ) -> httpx.Response:
-        """Send one request and return a response with a success status, its body unread.
+        """Send one request and return a response with a success status, its body unread;
+        a failure is reported to ``lease`` (a connection failure or 5xx: the replica is down).
 
         Raises:
             _Retry: the attempt failed in a way worth retrying, and retries are left.
@@ -335,15 +449,19 @@ class OpenAIClient(LLM):
             httpx.WriteError,
         ) as exc:
             # protocol/read/write errors here: the connection broke before any answer
+            lease.failed(replica_down=True)
             if attempt > retries:
                 raise LLMConnectionError(url, _describe(exc), attempts=attempt) from exc
             raise _Retry(self._delay(attempt, None)) from exc
         except httpx.TimeoutException as exc:
+            lease.failed(replica_down=False)
             raise self._timeout(url, exc) from exc
         except httpx.TransportError as exc:
+            lease.failed(replica_down=True)
             raise LLMConnectionError(url, _describe(exc), attempts=attempt) from exc
         if response.status_code < 400:
             return response
+        lease.failed(replica_down=response.status_code >= 500)
         try:
             body = (await response.aread()).decode(errors="replace")
         except httpx.HTTPError:
@@ -355,16 +473,25 @@ class OpenAIClient(LLM):
         raise LLMServerError(url, response.status_code, self._redact(body), attempts=attempt)
 
     async def _stream(
-        self, url: str, payload: dict[str, Any], call: Any = UNTRACED
+        self, path: str, payload: dict[str, Any], prefix: str, call: Any = UNTRACED
     ) -> AsyncGenerator[str, None]:
         attempt = 0
         while True:
             attempt += 1
+            lease = self.dispatcher.lease(prefix)
+            await lease.__aenter__()
+            url = lease.target + path
+            self._stamp(payload, lease)
             try:
-                response = await self._open(url, payload, attempt, self.max_retries)
+                response = await self._open(url, payload, attempt, self.max_retries, lease)
                 break
             except _Retry as retry:
+                await lease.__aexit__(None, None, None)
                 await anyio.sleep(retry.delay)
+            except BaseException as exc:
+                await lease.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+        usage: Any = None
         try:
             kind = response.headers.get("content-type", "")
             if kind and "event-stream" not in kind:
@@ -382,7 +509,8 @@ class OpenAIClient(LLM):
                     status = code if isinstance(code, int) else response.status_code
                     raise LLMServerError(url, status, self._redact(json.dumps(event)))
                 if event.get("usage"):
-                    call.answered(event)  # token counts, asked for when traced
+                    usage = event["usage"]
+                    call.answered(event)  # token counts
                 choices = event.get("choices")
                 if not choices:
                     continue  # e.g. a usage-only chunk
@@ -406,8 +534,13 @@ class OpenAIClient(LLM):
                     "answer short (llama.cpp's server does so to a stream when another request "
                     "arrives, unless started with --interrupt_requests False)",
                 )
-        finally:
+            lease.done(**_usage(usage))
+        except BaseException as exc:
             await response.aclose()
+            await lease.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        await response.aclose()
+        await lease.__aexit__(None, None, None)
 
     async def _events(self, url: str, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
         """Parse server-sent events: ``data:`` lines up to a blank line make one JSON event;
@@ -485,6 +618,37 @@ def _rebuild_client(settings: dict[str, Any], max_concurrency: int) -> OpenAICli
     client = OpenAIClient(**settings)
     client.max_concurrency = max_concurrency
     return client
+
+
+def _prefix(messages: Sequence[Mapping[str, str]]) -> str:
+    """The routing prefix of a chat: its first ``PREFIX_CHARS`` characters, rendered as
+    ``role: content`` lines."""
+    parts: list[str] = []
+    size = 0
+    for message in messages:
+        line = f"{message.get('role', '')}: {message.get('content', '')}\n"
+        parts.append(line)
+        size += len(line)
+        if size >= PREFIX_CHARS:
+            break
+    return "".join(parts)[:PREFIX_CHARS]
+
+
+def _usage(usage: Any) -> dict[str, int]:
+    """``lease.done`` arguments from an answer's ``usage`` (zeros where it says nothing)."""
+    if not isinstance(usage, dict):
+        return {}
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return {
+        "prompt_tokens": _count(usage.get("prompt_tokens")),
+        "cached_tokens": _count(cached),
+        "output_tokens": _count(usage.get("completion_tokens")),
+    }
+
+
+def _count(value: Any) -> int:
+    return value if type(value) is int and value >= 0 else 0
 
 
 def _describe(exc: Exception) -> str:
