@@ -60,7 +60,8 @@ class Call:
         tokens: LLM only: completion tokens received (pieces, as the emulator cuts text).
         deps: ``(call id, tokens)`` pairs this call waited for; ``tokens`` is :data:`FULL`
             for a whole call, or the number of tokens read from a stream.
-        queued_s: seconds spent waiting for a concurrency slot before ``start``.
+        queued_s: seconds spent waiting for a concurrency slot before ``start`` (0 when a
+            slot was free, or there is no limit).
         error: the exception's type and message, if the call failed.
     """
 
@@ -232,7 +233,9 @@ class Recorder:
         """Time one call; the body fills in ``tokens`` (and ``progress`` for streams)."""
         step = _caller_step()
         asked = time.perf_counter()
+        waited = False
         if slots is not None:
+            waited = slots.locked()  # no permit free (or others waiting first): it queues
             await slots.acquire()
         try:
             node = _node.get()
@@ -252,7 +255,7 @@ class Recorder:
                 end = time.perf_counter()
                 self.calls.append(Call(
                     opened.id, operator, method, step, start, end, current_root.get(), items,
-                    prompt_chars, opened.tokens, deps, start - asked, error,
+                    prompt_chars, opened.tokens, deps, start - asked if waited else 0.0, error,
                 ))  # fmt: skip
                 if node is not None and error is None:
                     node.note(opened.id, FULL)

@@ -264,8 +264,11 @@ def _cap_lines(app: dict[str, Any], knobs: dict[str, Any]) -> list[str]:
         return [
             lines[0].removesuffix(" Enforced:") + f" Enforced by {knobs['llm_cap_enforced_by']}."
         ]
-    for system in systems:
-        lines.append(f"  - {system}: {enforcement[system]}")
+    ways: dict[str, list[str]] = {}
+    for system in systems:  # systems held the same way share a line
+        ways.setdefault(enforcement[system], []).append(system)
+    for how, held in ways.items():
+        lines.append(f"  - {', '.join(held)}: {how}")
     client = knobs.get("alto_client")
     if client:
         limit = client["max_inflight"]
