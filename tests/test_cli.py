@@ -84,6 +84,52 @@ def test_run_on_the_timing_emulator() -> None:
     assert all(r["error"] is None and r["output"]["answer"] for r in data["results"])
 
 
+def _stage_calls(stdout: str, stages: set[str]) -> int:
+    """The calls of ``stages`` in ``--stats``' stage table."""
+    rows = [line.split() for line in stdout.splitlines()]
+    return sum(int(row[4]) for row in rows if len(row) == 8 and row[0] in stages)
+
+
+def test_stats_and_trace_show_the_llm_endpoints_dispatcher(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.json"
+    result = alto("run", "multihop", "--n", "2", "--llm", "emulated", "--embedder", "hash",
+                  "--stats", "--trace", str(trace))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    (head,) = [i for i, line in enumerate(lines) if line.startswith("replica ")]
+    assert lines[head].split() == ["replica", "calls", "in", "flight", "limit", "cached",
+                                   "failures", "healthy"]
+    assert "order root-first, route lineage" in lines[head - 1]
+    assert "queued 0 now" in lines[head - 1]  # the run is over: nothing waits
+    target, calls, inflight, limit, cached, failures, healthy = lines[head + 1].split()
+    assert target.startswith("http://127.0.0.1:") and target.endswith("/v1")
+    # every LLM call of the run's stages went through the dispatcher, once
+    assert int(calls) == _stage_calls(result.stdout, {"subquestions", "answer", "compose"}) > 0
+    assert (inflight, failures, healthy) == ("0", "0", "yes")
+    assert int(limit) >= 1 and cached.endswith("%")
+
+    events = json.loads(trace.read_text())["traceEvents"]
+    counters = [e for e in events if e.get("ph") == "C"]
+    flights = [e for e in counters if e["name"] == f"in flight [0] {target}"]
+    queued = [e for e in counters if e["name"] == "queued"]
+    assert flights and queued
+    assert max(e["args"]["in flight"] for e in flights) >= 1
+    assert flights[-1]["args"]["in flight"] == 0 and queued[-1]["args"]["queued"] == 0
+    # on the stage calls' time axis: within the run
+    spans = [e for e in events if e.get("ph") == "X" and e.get("cat") == "stage"]
+    end = max(e["ts"] + e["dur"] for e in spans)
+    assert all(0 <= e["ts"] <= end + 1e3 for e in counters)
+    (process,) = [e for e in events if e.get("ph") == "M" and e.get("pid") == flights[0]["pid"]
+                  and e["name"] == "process_name"]
+    assert process["args"]["name"].startswith("LLM endpoint ")
+
+
+def test_stats_without_a_dispatching_llm_has_no_endpoint_table() -> None:
+    result = alto("run", "factcheck", "--n", "1", "--stats", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert "stage " in result.stdout and "in flight" not in result.stdout
+
+
 def test_ingest_file_is_one_corpus(tmp_path: Path) -> None:
     docs = tmp_path / "docs.jsonl"
     docs.write_text("\n".join(json.dumps({"id": f"d{i}", "text": f"text number {i} " * 30})

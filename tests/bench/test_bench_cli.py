@@ -282,6 +282,90 @@ def test_emulated_run_labels_every_table_and_bounds_each_input(tmp_path: Path) -
     assert "| 1 | *lower bound (mean, " in report
 
 
+@pytest.mark.server
+def test_alto_calls_the_replicas_through_its_dispatcher_under_the_shared_cap(
+    tmp_path: Path,
+) -> None:
+    ok(
+        bench(
+            "multihop",
+            "--llm",
+            "emulated",
+            "--embedder",
+            "hash",
+            "--no-progress",
+            "--deployment",
+            "rr4",
+            "--max-inflight",
+            "2",
+            "--order",
+            "fifo",
+            "--route",
+            "round-robin",
+            "--queries",
+            "4",
+            "--concurrency",
+            "4",
+            "--closed-inputs",
+            "4",
+            "--systems",
+            "alto,asyncio-reference",
+            "--emulator-mode",
+            "thread",
+            "--out",
+            str(tmp_path),
+            "--trace",
+            str(tmp_path / "trace.json"),
+        )
+    )
+    results = load(tmp_path)
+    assert results["settings"]["max_inflight"] == "2" and results["settings"]["order"] == "fifo"
+    app = results["apps"]["multihop"]
+    knobs = app["fairness"]
+    cap = knobs["llm_cap"]
+    client = knobs["alto_client"]
+    assert (client["endpoint"], client["max_inflight"], client["ceiling"]) == (
+        "replicas",
+        2,
+        cap // 4,
+    )
+    assert (client["order"], client["route"], client["send_priority"]) == (
+        "fifo",
+        "round-robin",
+        True,
+    )
+    assert [t.rsplit("/r/", 1)[1] for t in client["targets"]] == [f"{i}/v1" for i in range(4)]
+    assert "dispatcher" in knobs["llm_cap_enforcement"]["alto"]
+    assert f"semaphore of {cap}" in knobs["llm_cap_enforcement"]["asyncio-reference"]
+    for run in app["runs"]:
+        endpoint, per_replica = run["endpoint"], run["emulator_replicas"]
+        assert sum(r["requests"] for r in per_replica) == run["requests"] == run["llm_calls"]
+        assert endpoint["calls"] == run["llm_calls"]
+        if run["system"] == "alto":  # straight to the replicas: its replica i is the server's
+            assert endpoint["client"] == "dispatcher" and endpoint["limit"] == 8
+            assert [r["calls"] for r in endpoint["replicas"]] == [
+                r["requests"] for r in per_replica
+            ]
+            assert [r["prompt_tokens"] for r in endpoint["replicas"]] == [
+                r["prompt_tokens"] for r in per_replica
+            ]
+            assert all(1 <= r["max_in_flight"] <= 2 for r in endpoint["replicas"])
+        else:
+            assert endpoint["client"] == "semaphore" and endpoint["limit"] == cap
+            assert endpoint["replicas"] == [] and endpoint["max_in_flight"] <= cap
+    report = (tmp_path / "report.md").read_text()
+    table = report.split("### The LLM endpoint per system (timing emulation)")[1]
+    rows = [line for line in table.splitlines() if line.startswith("| 4 |")]
+    assert [row.split(" | ")[1:3] for row in rows] == [
+        ["alto", "dispatcher"],
+        ["asyncio-reference", "semaphore"],
+    ]
+    assert "`--alto-endpoint replicas`, `--max-inflight 2`, `--order fifo`" in report
+    events = json.loads((tmp_path / "trace.json").read_text())["traceEvents"]
+    counters = {e["name"] for e in events if e["ph"] == "C"}
+    assert "queued" in counters and any(n.startswith("in flight [0] ") for n in counters)
+
+
 @pytest.mark.langgraph
 def test_every_system_on_every_app(tmp_path: Path) -> None:
     ok(
@@ -342,6 +426,26 @@ def test_every_system_on_every_app(tmp_path: Path) -> None:
         (["factcheck", "--deployment", "rr4"], "--deployment rr4 and prefix4 are emulated"),
         (["factcheck", "--slo", "0"], "--slo must be a positive number of seconds"),
         (["factcheck", "--closed-inputs", "0"], "--closed-inputs must be at least 1"),
+        (["factcheck", "--order", "fifo"], "Alto's dispatcher is for an OpenAI-compatible"),
+        (
+            ["factcheck", "--llm", "emulated", "--max-inflight", "17"],
+            "--max-inflight 17 per replica x 1 target(s) exceeds the shared cap of 16",
+        ),
+        (
+            [
+                "factcheck",
+                "--llm",
+                "emulated",
+                "--deployment",
+                "rr4",
+                "--max-inflight",
+                "9",
+                "--llm-concurrency",
+                "32",
+            ],
+            "at most 8, or raise --llm-concurrency",
+        ),  # fmt: skip
+        (["factcheck", "--llm", "emulated", "--max-inflight", "x"], "a number or auto"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(tmp_path: Path, args: list[str], needle: str) -> None:
