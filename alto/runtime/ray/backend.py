@@ -2,9 +2,11 @@
 
 ``await flow.run(inputs, backend="ray")`` (or ``flow.stream(...)``) runs the plan on a
 Ray cluster: the one at ``address=`` (or ``RAY_ADDRESS``), or a local one it starts for
-the run. The driver keeps all state of the run (run state, channels, one assembler per
-stage, :mod:`alto.runtime.ray.stage`); the actors (:mod:`alto.runtime.ray.actor`) only
-run assembled calls. Options: ``address``, ``init``, ``call_items``, ``inflight``,
+the run. The driver keeps all state of the run: the engine (:mod:`alto.runtime.engine`:
+run state, channels, routes) with :class:`RayExecutor` as its executor, which starts the
+actors and runs one driver per stage (an assembler and the stage's remote calls,
+:mod:`alto.runtime.ray.stage`); the actors (:mod:`alto.runtime.ray.actor`) only run
+assembled calls. Options: ``address``, ``init``, ``call_items``, ``inflight``,
 ``restarts``, ``start_timeout``.
 
 The design, the options, resources, per-actor state, failures and cancellation are
