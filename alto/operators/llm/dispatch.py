@@ -134,13 +134,20 @@ class VegasLimit:
     whose knee is 4 would leave 3 to 6 calls waiting inside it; a call waiting there costs
     far more than a packet in a router buffer, so here ``alpha = max(1, limit / 10)`` and
     ``beta = max(2, limit / 4)``: the limit settles between ``knee / 0.9`` and
-    ``knee / 0.75`` (``knee + 1`` to ``knee + 2`` for small knees). As Netflix's does, every
-    ``probe`` windows ``r0`` is reset to the window's latency, so a lasting change of workload
-    (longer prompts) cannot shrink the limit for ever.
+    ``knee / 0.75`` (``knee + 1`` to ``knee + 2`` for small knees).
+
+    The no-load latency must follow lasting changes of workload (longer prompts), or the
+    limit would shrink for ever. Netflix's Vegas resets ``r0`` to the latency under load now
+    and then, which ratchets the limit up past the knee each time; here, as BBR's ProbeRTT
+    does, every ``probe`` windows one window runs at half the limit (below the knee whenever
+    the limit is within twice of it), counting only the calls that started with at most that
+    many in flight, and its latency becomes ``r0``: about 1/(2 probe) of the throughput,
+    1.7% at the default 30.
 
     References: L. Brakmo and L. Peterson, "TCP Vegas: End to End Congestion Avoidance on a
     Global Internet", IEEE JSAC 13(8), 1995; Netflix concurrency-limits,
-    ``com.netflix.concurrency.limits.limit.VegasLimit`` and ``WindowedLimit``.
+    ``com.netflix.concurrency.limits.limit.VegasLimit`` and ``WindowedLimit``; N. Cardwell
+    et al., "BBR: Congestion-Based Congestion Control", ACM Queue 14(5), 2016 (ProbeRTT).
 
     Args:
         start: the first limit.
@@ -150,7 +157,7 @@ class VegasLimit:
 
     __slots__ = (
         "limit", "max_limit", "probe", "_r0", "_time", "_tokens", "_calls", "_drops",
-        "_peak", "_windows",
+        "_peak", "_windows", "_saved",
     )
 
     def __init__(self, start: int = START_LIMIT, max_limit: int = MAX_LIMIT, probe: int = 30):
@@ -166,10 +173,18 @@ class VegasLimit:
         self._drops = 0
         self._peak = 0
         self._windows = 0
+        self._saved = 0  # the limit to go back to after a probe window (0: not probing)
+
+    @property
+    def settled(self) -> int:
+        """The limit outside probe windows (during one, :attr:`limit` is half of it)."""
+        return self._saved or self.limit
 
     def sample(self, seconds: float, tokens: int, inflight: int) -> bool:
         """Count one finished call: its duration, output tokens, and the calls in flight at
         its replica when it started. Returns whether the limit changed."""
+        if self._saved and inflight > self.limit:
+            return False  # a probe window counts only the calls it let start
         self._time += seconds
         self._tokens += tokens
         self._calls += 1
@@ -191,8 +206,17 @@ class VegasLimit:
         drops, peak = self._drops, self._peak
         self._time, self._tokens, self._calls, self._drops, self._peak = 0.0, 0, 0, 0, 0
         self._windows += 1
-        if rtt > 0.0 and (rtt < self._r0 or self._windows % self.probe == 0):
+        if self._saved:  # the probe window ends: its latency is the no-load latency now
+            if rtt > 0.0 and not drops:
+                self._r0 = rtt
+            self.limit, self._saved = self._saved, 0
+            return self.limit != limit
+        if rtt > 0.0 and rtt < self._r0:
             self._r0 = rtt
+        if self._windows % self.probe == 0 and limit > 1 and not drops:
+            self._saved = limit
+            self.limit = max(1, limit // 2)
+            return True
         new = float(limit)
         if drops:
             new = limit - max(1.0, limit / 10)
@@ -521,6 +545,10 @@ class Dispatcher:
     def timeline(self) -> list[Sample]:
         """The samples recorded so far (a copy)."""
         return list(self.samples)
+
+    def limiter(self, replica: int) -> VegasLimit | None:
+        """The learned limit of one replica (``None`` unless ``max_inflight="auto"``)."""
+        return self._replicas[replica].vegas
 
     def set_target(self, replica: int, target: str) -> None:
         """Change one replica's label (its URL moved); what is remembered of it stays."""
