@@ -243,9 +243,12 @@ class BenchOperators:
         alto_llm: Alto's own LLM client, whose dispatcher enforces the cap (None: Alto
             calls ``ops.llm`` behind the shared semaphore, as the others do).
         alto_plan: how that client was made (:class:`~alto.bench.endpoints.AltoClientPlan`).
+        cap: the one cap on concurrent LLM calls (:func:`default_cap`, taken once, before
+            the LLM client's own concurrency is lifted to it).
     """
 
     ops: Any
+    cap: int | None = None
     emulator: Any = None
     server: Any = None
     alto_llm: Any = None
@@ -284,12 +287,12 @@ async def open_bench_operators(
             if cap and ops.llm is not None:
                 ops.llm.max_concurrency = cap
             if settings.llm != "openai" or not cap or not stages or not has_dispatcher():
-                yield BenchOperators(ops)
+                yield BenchOperators(ops, cap=cap)
                 return
             plan = _alto_plan(settings, settings.llm_url or "", 1, cap, send_priority=False)
             alto_llm = open_alto_client(plan, settings.llm_model or "default", max_concurrency=cap)
             async with alto_llm:
-                yield BenchOperators(ops, alto_llm=alto_llm, alto_plan=plan)
+                yield BenchOperators(ops, cap=cap, alto_llm=alto_llm, alto_plan=plan)
             return
         from alto.bench.emulator import EmulatorConfig, EmulatorServer
         from alto.operators.llm.openai import OpenAIClient
@@ -322,7 +325,7 @@ async def open_bench_operators(
                     f"serving-timing emulator (timing emulation, not a model; "
                     f"{settings.emulator_mode} mode; {replicas} replica(s) behind {balancer})"
                 )
-                bench = BenchOperators(ops, model, server)
+                bench = BenchOperators(ops, cap, model, server)
                 if stages and has_dispatcher():
                     plan = _alto_plan(settings, server.base_url, replicas, cap, send_priority=True)
                     bench.alto_plan = plan
@@ -431,9 +434,7 @@ async def bench_app(name: str, settings: Settings, *, progress: bool = True) -> 
             systems = [s for s in systems if s not in skipped]
     async with open_bench_operators(app, settings) as bench:
         ops, emulator, server = bench.ops, bench.emulator, bench.server
-        stages = llm_stages(app)
-        cap = default_cap(settings, ops, stages)
-        knobs = fairness(app, ops, cap, bench.alto_plan)
+        knobs = fairness(app, ops, bench.cap, bench.alto_plan)
         probe = await probe_emulator(ops.llm, emulator) if emulator is not None else None
         counters = EmulatorCounters(server) if server is not None else None
         session = _Session(
