@@ -82,6 +82,12 @@ def test_run_on_the_timing_emulator() -> None:
     data = json.loads(result.stdout)
     assert "timing emulation" in data["operators"]["llm"]
     assert all(r["error"] is None and r["output"]["answer"] for r in data["results"])
+    (endpoint,) = data["endpoints"]  # the LLM client's dispatcher, as plain data
+    (replica,) = endpoint["replicas"]
+    llm_stages = {"subquestions", "answer", "compose"}
+    calls = sum(s["calls"] for s in data["stats"]["stages"] if s["name"] in llm_stages)
+    assert replica["calls"] == calls > 0 and replica["inflight"] == endpoint["queued"] == 0
+    assert 0 <= replica["cached_tokens"] <= replica["prompt_tokens"]
 
 
 def _stage_calls(stdout: str, stages: set[str]) -> int:
