@@ -28,7 +28,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from alto.operators.llm.dispatch import Limit, Order, Route
 
 ALTO_ENDPOINTS = ("replicas", "balancer")
 
@@ -38,17 +41,7 @@ def client_default(name: str) -> Any:
     ``max_inflight``): the bench's defaults are the client's, whatever they become."""
     from alto.operators.llm.openai import OpenAIClient
 
-    parameter = inspect.signature(OpenAIClient.__init__).parameters.get(name)
-    if parameter is None:
-        raise RuntimeError(f"OpenAIClient takes no {name!r} (the dispatcher is not there)")
-    return parameter.default
-
-
-def has_dispatcher() -> bool:
-    """Whether ``OpenAIClient`` takes the dispatcher's knobs."""
-    from alto.operators.llm.openai import OpenAIClient
-
-    return "order" in inspect.signature(OpenAIClient.__init__).parameters
+    return inspect.signature(OpenAIClient.__init__).parameters[name].default
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,29 +154,21 @@ def alto_client_plan(
 
 
 def open_alto_client(plan: AltoClientPlan, model: str, **options: Any) -> Any:
-    """An ``OpenAIClient`` as ``plan`` says; ``options`` go to it unchanged.
-
-    Under ``"auto"`` the learned limit is bounded by ``plan.ceiling``: through the client's
-    own bound when it has one, else by starting from ``plan.ceiling`` as a number.
-    """
+    """An ``OpenAIClient`` as ``plan`` says; ``options`` go to it unchanged. Under
+    ``"auto"`` the learned limit is bounded by ``plan.ceiling`` (the client's ``max_limit``)."""
     from alto.operators.llm.openai import OpenAIClient
 
-    params = inspect.signature(OpenAIClient.__init__).parameters
-    kwargs: dict[str, Any] = dict(
-        max_inflight=plan.max_inflight, order=plan.order, route=plan.route, **options
-    )
-    if "send_priority" in params:
-        kwargs["send_priority"] = plan.send_priority
-    if plan.max_inflight == "auto":
-        bound = next((b for b in ("max_limit", "limit_ceiling", "auto_max") if b in params), None)
-        if bound is None:
-            raise RuntimeError(
-                "OpenAIClient has no bound on its learned limit: the shared cap cannot hold "
-                "under max_inflight='auto' (give --max-inflight a number)"
-            )
-        kwargs[bound] = plan.ceiling
     targets: Any = list(plan.targets) if len(plan.targets) > 1 else plan.targets[0]
-    return OpenAIClient(targets, model, **kwargs)
+    return OpenAIClient(
+        targets,
+        model,
+        max_inflight=cast("Limit", plan.max_inflight),
+        order=cast("Order", plan.order),
+        route=cast("Route", plan.route),
+        send_priority=plan.send_priority,
+        max_limit=plan.ceiling,
+        **options,
+    )
 
 
 # -- per run: the client's view -----------------------------------------------------------
@@ -327,13 +312,13 @@ def endpoint_rows(app: dict[str, Any]) -> list[dict[str, Any]]:
         groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))
     ):
         last = runs[-1]["endpoint"]
-        emulated = [r.get("emulator_replicas") for r in runs]
+        emulated: list[list[dict[str, Any]]] = [r.get("emulator_replicas") or [] for r in runs]
         per_replica: list[dict[str, Any]] = []
-        if all(emulated) and emulated:
-            for i in range(len(emulated[0])):  # type: ignore[arg-type]
-                requests = sum(e[i]["requests"] for e in emulated)  # type: ignore[index]
-                prompt = sum(e[i]["prompt_tokens"] for e in emulated)  # type: ignore[index]
-                cached = sum(e[i]["cached_tokens"] for e in emulated)  # type: ignore[index]
+        if all(emulated):
+            for i in range(len(emulated[0])):
+                requests = sum(e[i]["requests"] for e in emulated)
+                prompt = sum(e[i]["prompt_tokens"] for e in emulated)
+                cached = sum(e[i]["cached_tokens"] for e in emulated)
                 per_replica.append(
                     {"requests": requests, "cached_share": cached / prompt if prompt else None}
                 )

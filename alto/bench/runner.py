@@ -53,7 +53,6 @@ from alto.bench.endpoints import (
     AltoClientPlan,
     DispatchWatch,
     alto_client_plan,
-    has_dispatcher,
     open_alto_client,
     replica_deltas,
     semaphore_figures,
@@ -286,7 +285,7 @@ async def open_bench_operators(
             cap = default_cap(settings, ops, stages)
             if cap and ops.llm is not None:
                 ops.llm.max_concurrency = cap
-            if settings.llm != "openai" or not cap or not stages or not has_dispatcher():
+            if settings.llm != "openai" or not cap or not stages:
                 yield BenchOperators(ops, cap=cap)
                 return
             plan = _alto_plan(settings, settings.llm_url or "", 1, cap, send_priority=False)
@@ -326,7 +325,7 @@ async def open_bench_operators(
                     f"{settings.emulator_mode} mode; {replicas} replica(s) behind {balancer})"
                 )
                 bench = BenchOperators(ops, cap, model, server)
-                if stages and has_dispatcher():
+                if stages:
                     plan = _alto_plan(settings, server.base_url, replicas, cap, send_priority=True)
                     bench.alto_plan = plan
                     bench.alto_llm = await stack.enter_async_context(
