@@ -437,3 +437,61 @@ def test_vegas_holds_under_noise_below_the_knee() -> None:
         tokens = rng.randint(20, 200)
         vegas.sample(tokens * 0.01 * rng.lognormvariate(0, 0.5), tokens, vegas.limit)
     assert vegas.limit >= 16
+
+
+async def test_a_stall_lets_one_waiting_call_through_over_the_limit() -> None:
+    """Every slot held by a call that cannot end (a stream whose consumer waits for this
+    endpoint): after ``stall`` seconds with no call ending, the oldest waiter goes over the
+    limit, and the next waits another ``stall``."""
+    d = Dispatcher(["a"], max_inflight=1, stall=0.05)
+    stuck = anyio.Event()
+    served: list[int] = []
+
+    async def hold() -> None:
+        in_stage(0)
+        async with d.lease():
+            await stuck.wait()
+
+    async def call(root: int) -> None:
+        in_stage(root)
+        async with d.lease():
+            served.append(root)
+            if root == 1:
+                await anyio.sleep(0.3)  # still running when root 2's turn comes
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hold)
+        await settle()
+        tg.start_soon(call, 1)
+        await settle()
+        tg.start_soon(call, 2)
+        await settle()
+        assert served == [] and d.stats().queued == 2
+        with anyio.fail_after(5):
+            while not served:
+                await anyio.sleep(0.01)
+        assert served == [1]  # the oldest went, over the limit
+        assert d.stats().over_limit == 1
+        assert d.stats().replicas[0].inflight == 2
+        with anyio.fail_after(5):
+            while len(served) < 2:
+                await anyio.sleep(0.01)
+        stuck.set()
+    assert served == [1, 2]
+    assert d.stats().over_limit == 2
+    assert d.stats().replicas[0].inflight == 0
+
+
+async def test_no_stall_while_calls_end() -> None:
+    """Calls that keep ending never trigger the guard, however long a call waits."""
+    d = Dispatcher(["a"], max_inflight=1, stall=0.05)
+
+    async def call(root: int) -> None:
+        in_stage(root)
+        async with d.lease():
+            await anyio.sleep(0.02)
+
+    async with anyio.create_task_group() as tg:
+        for root in range(12):
+            tg.start_soon(call, root)
+    assert d.stats().over_limit == 0

@@ -39,6 +39,11 @@ larger), so no stream of new roots can hold it back. Under ``least-attained`` ne
 service yet) would pass an old root for ever; so a call that has waited longer than ``aging``
 seconds (default 30) is served before every call that has not, oldest first.
 
+Liveness: a limit can deadlock a pipeline whose calls hold their slots while they wait on
+each other, e.g. streams whose consumer, a later stage, waits for a slot on the same endpoint
+while every slot is held by such streams. When calls wait and no call has ended for ``stall``
+seconds (default 10), the oldest waiting call is let through over the limit, and counted.
+
 Example:
     >>> import anyio
     >>> d = Dispatcher(["http://a:8000/v1", "http://b:8000/v1"], max_inflight=2)
@@ -96,6 +101,7 @@ PREFIX_SPANS = (32, 64, 128, 256)  # characters of ``prefix`` hashed for the app
 MAX_LIMIT = 64
 START_LIMIT = 4
 AGING = 30.0
+STALL = 10.0
 _BACKOFF = 0.5  # first wait before a down replica is probed; doubles up to _MAX_BACKOFF
 _MAX_BACKOFF = 10.0
 _NO_ROOT = ("", -1)
@@ -319,6 +325,7 @@ class DispatchStats:
         queued: calls waiting for admission now.
         max_queued: the most that ever waited at once.
         replicas: one :class:`ReplicaStats` per replica.
+        over_limit: calls the liveness guard let through over the limit (``stall``).
     """
 
     name: str
@@ -328,6 +335,7 @@ class DispatchStats:
     max_queued: int
     replicas: tuple[ReplicaStats, ...]
     _samples: list[Sample] = field(default_factory=list, repr=False, compare=False)
+    over_limit: int = 0
 
     @property
     def cached_share(self) -> float:
@@ -435,6 +443,9 @@ class Dispatcher:
         max_limit / start_limit: bounds of the ``"auto"`` limit.
         aging: seconds after which a waiting call goes before every call that has waited less
             (``least-attained`` only; the other orders cannot starve a call).
+        stall: seconds with calls waiting and none ending after which the oldest waiting
+            call is let through over the limit (the liveness guard, see the module's
+            docstring); counted in :attr:`DispatchStats.over_limit`.
         probe: ``await probe(replica) -> bool``, whether a replica that was down answers
             again; ``None``: after its backoff, one call is let through as the probe.
         remember: roots (and parents) whose replica and service are remembered, least
@@ -456,6 +467,7 @@ class Dispatcher:
         max_limit: int = MAX_LIMIT,
         start_limit: int = START_LIMIT,
         aging: float = AGING,
+        stall: float = STALL,
         probe: Probe | None = None,
         remember: int = 4096,
         clock: Callable[[], float] = time.monotonic,
@@ -471,6 +483,9 @@ class Dispatcher:
         self.route: Route = route
         self.max_inflight: Limit = max_inflight
         self.aging = aging
+        self.stall = stall
+        self.over_limit = 0  # calls the liveness guard let through over the limit
+        self._released_at = clock()  # when a call last ended
         self.probe = probe
         self.remember = remember
         self.clock = clock
@@ -535,6 +550,7 @@ class Dispatcher:
                 for r in self._replicas
             ),
             self.samples,
+            self.over_limit,
         )
 
     def record(self, on: bool) -> None:
@@ -620,7 +636,24 @@ class Dispatcher:
         if self._recording:
             self.samples.append((now, -1, self._total(), self._queued))
         try:
-            await waiter.event.wait()
+            while True:
+                with anyio.move_on_after(self.stall):
+                    await waiter.event.wait()
+                if not waiter.waiting:
+                    break
+                if self.clock() - self._released_at < self.stall:
+                    continue
+                # No call has ended for ``stall`` seconds while this one waited: the slots are
+                # held by calls that cannot end (see "Liveness"): let it through over the limit.
+                waiter.waiting = False
+                self._queued -= 1
+                self._unwait(waiter)
+                self.over_limit += 1
+                self._released_at = self.clock()  # one call per ``stall`` at most
+                healthy = [r for r in self._replicas if r.healthy] or self._replicas
+                target = rep_or_none or min(healthy, key=self._load)
+                self._admit(lease, target, self.clock())
+                return
         except BaseException:
             if waiter.waiting:  # cancelled while waiting: leave the queue
                 waiter.waiting = False
@@ -659,7 +692,7 @@ class Dispatcher:
     def _release(self, lease: Lease) -> None:
         rep = self._replicas[lease.replica]
         rep.inflight -= 1
-        now = self.clock()
+        now = self._released_at = self.clock()
         if self._recording:
             self.samples.append((now, rep.index, rep.inflight, self._queued))
         vegas = rep.vegas
