@@ -337,6 +337,7 @@ def endpoint_rows(app: dict[str, Any]) -> list[dict[str, Any]]:
                     max(run["endpoint"]["replicas"][i]["max_in_flight"] for run in runs)
                     for i in range(len(client))
                 ],
+                "max_in_flight": max(r["endpoint"].get("max_in_flight", 0) for r in runs),
                 "client_failures": sum(
                     x["failures"] for run in runs for x in run["endpoint"]["replicas"]
                 ),

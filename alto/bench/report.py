@@ -303,7 +303,8 @@ def _endpoint_section(name: str, app: dict[str, Any], load: str, tag: str) -> li
         "the end of the last run); *max queued*: the most calls waiting for it at once; "
         "*calls / replica* and *cached / replica*: the emulator's own counts per replica "
         "(requests, and the share of prompt tokens its prefix cache served); *max in "
-        "flight / replica*: the dispatcher's most calls in flight on each replica.",
+        "flight / replica*: the dispatcher's most calls in flight on each replica (for the "
+        "semaphore, on all of them together).",
         "",
         f"| {level_name} | system | client | limit | max queued | calls | calls / replica | "
         "cached / replica | max in flight / replica | failures |",
@@ -323,7 +324,9 @@ def _endpoint_section(name: str, app: dict[str, Any], load: str, tag: str) -> li
             limit += (
                 " (" + " / ".join("–" if x is None else str(x) for x in r["client_limits"]) + ")"
             )
-        peaks = " / ".join(str(x) for x in r["client_max_in_flight"]) or "–"
+        peaks = " / ".join(str(x) for x in r["client_max_in_flight"]) or (
+            f"{r['max_in_flight']} in all" if r.get("max_in_flight") else "–"
+        )
         failures = str(r["client_failures"]) + (
             f" (unhealthy at the end: {', '.join(r['unhealthy'])})" if r["unhealthy"] else ""
         )
