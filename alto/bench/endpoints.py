@@ -21,6 +21,12 @@ source for every system), and the client side: for Alto the dispatcher's counter
 (differences over the run), its limit per replica, the longest its queue grew and the most
 calls in flight per replica (from its timeline samples); for the others the semaphore's
 longest queue and most calls in flight (from the recorded calls).
+
+Alto's client is opened once per app, as the others' is: its learned limits and lineage
+maps carry from run to run (the unmeasured warm-up run comes first), as a long-running
+client's would, and its counters are read as differences over each run. A recorded Alto
+LLM call (:class:`~alto.bench.record.Call`) spans its wait for the dispatcher too: its
+``queued_s`` is 0, the wait being inside the client.
 """
 
 from __future__ import annotations
