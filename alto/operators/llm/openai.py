@@ -16,6 +16,8 @@ import json
 import os
 import random
 import re
+import sys
+import uuid
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -146,6 +148,8 @@ class OpenAIClient(LLM):
             max_limit=max_limit,
         )
         self._custom_transport = transport is not None
+        # the same in every copy: on Ray, the copies of one client share one dispatcher
+        self._identity = uuid.uuid4().hex
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if max_concurrency < 1 or max_connections < 1:
@@ -208,7 +212,11 @@ class OpenAIClient(LLM):
         reads the API key from its own environment."""
         if self._custom_transport:
             raise TypeError("an OpenAIClient with a custom transport cannot be pickled")
-        return (_rebuild_client, (self._settings, self.max_concurrency))
+        if _on_ray():  # shipped to Ray actors: their copies share a dispatcher actor
+            from alto.operators.llm.ray_dispatch import shipping
+
+            shipping(self)
+        return (_rebuild_client, (self._settings, self.max_concurrency, self._identity))
 
     @property
     def base_url(self) -> str:
@@ -231,7 +239,14 @@ class OpenAIClient(LLM):
 
     def dispatch_stats(self) -> DispatchStats:
         """What the dispatcher did and holds now: per replica, calls in flight, the limit,
-        calls, failures, prompt and cached tokens, health; calls waiting."""
+        calls, failures, prompt and cached tokens, health; calls waiting. After a run on
+        Ray (while still connected to it), the state the run's actors shared."""
+        if _on_ray():
+            from alto.operators.llm.ray_dispatch import shared_stats
+
+            shared = shared_stats(self)
+            if shared is not None:
+                return shared
         return self.dispatcher.stats()
 
     def __repr__(self) -> str:
@@ -614,10 +629,24 @@ class _Retry(Exception):
         self.delay = delay
 
 
-def _rebuild_client(settings: dict[str, Any], max_concurrency: int) -> OpenAIClient:
+def _rebuild_client(
+    settings: dict[str, Any], max_concurrency: int, identity: str | None = None
+) -> OpenAIClient:
     client = OpenAIClient(**settings)
     client.max_concurrency = max_concurrency
+    if identity is not None:
+        client._identity = identity
+        if _on_ray():  # in a Ray worker: the dispatcher shared by the client's copies
+            from alto.operators.llm.ray_dispatch import adopt
+
+            adopt(client)
     return client
+
+
+def _on_ray() -> bool:
+    """Whether this process is connected to Ray (never imports it: Ray is optional)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(ray.is_initialized())
 
 
 def _prefix(messages: Sequence[Mapping[str, str]]) -> str:
