@@ -157,12 +157,13 @@ async def test_siblings_share_a_replica_until_it_is_overloaded_then_spread() -> 
         for child in range(12):
             tg.start_soon(call, 0, child, gate, where)
             await settle()
-        # 8 per replica: the imbalance threshold is half of it; the first sibling picks a
-        # replica, the next ones follow it while its load exceeds the least loaded one's by
-        # no more than 4 calls, then they spread
+        # a limit of 8: siblings follow the replica that served their root while it has no
+        # more than 8 // 4 = 2 calls in flight beyond the least loaded replica; then they
+        # spread (a free replica now beats a cache hit later)
         first = where[0]
-        assert where[:5] == [first] * 5
-        assert len(set(where)) >= 2
+        assert where[:3] == [first] * 3
+        assert where[3] != first
+        assert len(set(where)) == 4
         gate.set()
 
 
@@ -180,30 +181,35 @@ async def test_siblings_follow_their_root_when_not_overloaded_but_round_robin_sp
         assert (len(set(root0)) == 1 and len(set(root1)) == 1) is expect_one
 
 
-async def test_a_roots_first_call_follows_a_known_prefix() -> None:
+async def test_a_roots_first_call_goes_least_loaded_and_a_known_prefix_breaks_ties() -> None:
     d = Dispatcher([f"r{i}" for i in range(3)], max_inflight=8, route="lineage")
     shared = "system: You check facts against the passage below.\n" * 3
-    gate = anyio.Event()
+    hold, release_x = anyio.Event(), anyio.Event()
     where: dict[str, int] = {}
 
-    async def call(root: int, prefix: str, name: str) -> None:
+    async def call(root: int, prefix: str, name: str, gate: anyio.Event | None) -> None:
         in_stage(root, "claims", 0)
         async with d.lease(prefix) as lease:
             where[name] = lease.replica
-            await gate.wait()
+            if gate is not None:
+                await gate.wait()
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(call, 100, "", "load")  # r0 busy
+        tg.start_soon(call, 100, "", "load", hold)  # r0 busy
         await settle()
-        tg.start_soon(call, 0, shared + "user: claim 0", "first")  # least loaded: r1
+        tg.start_soon(call, 101, "", "x", release_x)  # r1 busy
         await settle()
-        # least loaded is r2 now; the shared prefix says r1, a new prefix says nothing
-        tg.start_soon(call, 1, shared + "user: claim 1", "same prefix")
+        await call(0, shared + "user: claim 0", "first", None)  # least loaded: r2
+        release_x.set()
         await settle()
-        tg.start_soon(call, 2, "system: something else entirely", "other prefix")
+        # r1 and r2 are equally loaded now: the shared prefix says r2
+        tg.start_soon(call, 1, shared + "user: claim 1", "same prefix", hold)
         await settle()
-        gate.set()
-    assert where == {"load": 0, "first": 1, "same prefix": 1, "other prefix": 2}
+        # a root's first call is not sent to a busier replica for its prefix: r1
+        tg.start_soon(call, 2, shared + "user: claim 2", "busier", hold)
+        await settle()
+        hold.set()
+    assert where == {"load": 0, "x": 1, "first": 2, "same prefix": 2, "busier": 1}
 
 
 async def test_outside_a_stage_calls_are_never_queued() -> None:

@@ -19,10 +19,15 @@ It uses what only Alto knows about a call, its lineage (:func:`alto.current_call
   ``"least-attained"`` (the call whose root has received the fewest output tokens so far goes
   first: Autellix's program-level least-attained service, PLAS, 2025) or ``"fifo"`` (arrival).
   A batched call with several roots counts as its oldest root.
-* **Routing** across replicas (``route``): ``"lineage"`` (a call goes to the replica that served
-  its parent's, else its root's, earlier calls, which holds their prefix in its cache; else to
-  the replica whose recent prompts best match ``prefix``; else to the least loaded), with SGLang
-  router's load-imbalance override; ``"least-loaded"``; ``"round-robin"``.
+* **Routing** across replicas (``route``): ``"lineage"``: a call goes to the replica that last
+  served its parent's, else its root's, calls (it holds their prefix in its cache) while that
+  replica has room and no more than a quarter of its limit more calls in flight than the least
+  loaded one (SGLang router's load-imbalance override, with a threshold fitted to replicas
+  whose decode steps slow down with every call past their knee); otherwise, and for a root's
+  first call, to the least loaded replica with room, ties going to the one that last got the
+  same ``prefix``; when no replica has room, the call waits for whichever frees first. A free
+  replica now is worth more than a cache hit later: a hit saves a prompt's prefill, a wait
+  costs a whole call. ``"least-loaded"``; ``"round-robin"``.
 * **Priority**: :attr:`Lease.priority` orders the calls on servers that honour a request
   ``priority`` (vLLM's, lower first): the milliseconds from the first root submission this
   dispatcher saw to the call's root's submission, so older roots come first.
@@ -92,16 +97,17 @@ change of the queue alone (``inflight`` is then the total in flight)."""
 
 # SGLang router's imbalance rule (sgl-router, py_src/sglang_router/launch_router.py,
 # RouterArgs: balance_abs_threshold=32, balance_rel_threshold=1.0001; the Rust
-# CacheAwareConfig::default later took 1.1): loads (max, min) are imbalanced when
-# max - min > abs and max > rel * min. Its 32 requests are scaled here to the replica limits:
-# half a replica's limit (32 is half of the 64 of MAX_LIMIT), 32 when there is no limit.
-BALANCE_REL_THRESHOLD = 1.0001
+# CacheAwareConfig::default later took 1.1) leaves cache affinity when loads (max, min) differ
+# by more than 32 requests, on GPUs that batch hundreds. Here a replica's limit sits near its
+# throughput knee, past which every call slows every decode step, so affinity is left at a
+# difference of a quarter of the limit (AFFINITY_SLACK calls when there is no limit).
 CACHE_THRESHOLD = 0.5  # SGLang router's: a prefix match must cover more than half the text
 PREFIX_SPANS = (32, 64, 128, 256)  # characters of ``prefix`` hashed for the approximate map
 MAX_LIMIT = 64
 START_LIMIT = 4
 AGING = 30.0
 STALL = 10.0
+AFFINITY_SLACK = 2
 _BACKOFF = 0.5  # first wait before a down replica is probed; doubles up to _MAX_BACKOFF
 _MAX_BACKOFF = 10.0
 _NO_ROOT = ("", -1)
@@ -620,7 +626,7 @@ class Dispatcher:
             heap, arrivals = rep_or_none.heap, rep_or_none.arrivals
             rep_or_none.waiting += 1
         else:
-            free = self._free()
+            free = self._free(lease._prefix)
             if free is not None:
                 self._admit(lease, free, now)
                 return
@@ -738,7 +744,7 @@ class Dispatcher:
 
     def _pump(self, rep: _Replica) -> None:
         """Give ``rep``'s free slots to the calls waiting for them, in order: those routed to
-        it, those routed nowhere yet, and those of an overloaded replica (stolen)."""
+        it (round-robin) and those routed nowhere yet."""
         if not rep.healthy and self._down < len(self._replicas):
             return
         everyone_down = self._down == len(self._replicas)
@@ -752,11 +758,6 @@ class Dispatcher:
             shared = self._head(self._any, self._any_arrivals, now)
             if shared is not None and (best is None or shared < best):
                 best, source = shared, None
-            victim = self._overloaded(rep)
-            if victim is not None:
-                stolen = self._head(victim.heap, victim.arrivals, now)
-                if stolen is not None and (best is None or stolen < best):
-                    best, source = stolen, victim
             if best is None:
                 if everyone_down:  # calls routed to other dead replicas go here
                     for other in self._replicas:
@@ -792,26 +793,6 @@ class Dispatcher:
     def _load(self, rep: _Replica) -> int:
         return rep.inflight + rep.waiting
 
-    def _imbalanced(self, high: int, low: int, limit: int | None) -> bool:
-        threshold = 32 if limit is None else max(1, limit // 2)
-        return high - low > threshold and high > BALANCE_REL_THRESHOLD * low
-
-    def _overloaded(self, rep: _Replica) -> _Replica | None:
-        """The most loaded other healthy replica, if it is overloaded next to ``rep``."""
-        if len(self._replicas) == 1 or self.route != "lineage":
-            return None
-        high: _Replica | None = None
-        for other in self._replicas:
-            if other is rep or not other.waiting:
-                continue
-            if high is None or other.waiting > high.waiting:
-                high = other
-        if high is None:
-            return None
-        if self._imbalanced(self._load(high), self._load(rep), rep.limit):
-            return high
-        return None
-
     def _prefer(self, root: tuple[str, int], ancestry: Ancestry, prefix: str) -> _Replica | None:
         """The replica a stage call should wait for, or None (the first free one)."""
         route = self.route
@@ -827,24 +808,29 @@ class Dispatcher:
             chosen = self._parent_at.get((root[0], parent_key(ancestry)), -1)
         if chosen < 0:
             chosen = self._root_at.get(root, -1)
-        if chosen < 0 and prefix:
-            chosen = self._match(prefix)
         if chosen < 0:
-            return None
+            return None  # a root's first call: the least loaded replica spreads the roots
         rep = reps[chosen]
-        if not rep.healthy:
-            return None
-        low = min(self._load(r) for r in reps if r.healthy)
-        if self._imbalanced(self._load(rep), low, rep.limit):
-            return None  # overloaded: whichever replica frees first
+        if not rep.healthy or not rep.room():
+            return None  # a free replica now beats a cache hit later: whichever frees first
+        low = min(r.inflight for r in reps if r.healthy)
+        if rep.inflight - low > (max(1, rep.limit // 4) if rep.limit else AFFINITY_SLACK):
+            return None  # much busier than another: its decode steps are slower
         return rep
 
-    def _free(self) -> _Replica | None:
-        """The healthy replica with room for a call that is routed nowhere yet, or None."""
+    def _free(self, prefix: str = "") -> _Replica | None:
+        """The healthy replica with room and the fewest calls in flight for a call routed
+        nowhere yet (of those, under ``lineage``, the one that last got ``prefix``), or None."""
         best: _Replica | None = None
         for rep in self._replicas:
             if rep.healthy and rep.room() and (best is None or rep.inflight < best.inflight):
                 best = rep
+        if best is not None and prefix and self.route == "lineage":
+            known = self._match(prefix)
+            if known >= 0:
+                rep = self._replicas[known]
+                if rep.healthy and rep.room() and rep.inflight <= best.inflight:
+                    return rep
         return best
 
     def _rotate(self) -> _Replica:
@@ -867,20 +853,18 @@ class Dispatcher:
             return
         root = lease._root
         roots = self._root_at
-        if root not in roots:
-            roots[root] = rep.index
-            if len(roots) > self.remember:
-                roots.popitem(last=False)
-        else:
-            roots.move_to_end(root)
+        roots[root] = rep.index  # the replica that served it last holds its prefix now
+        roots.move_to_end(root)
+        if len(roots) > self.remember:
+            roots.popitem(last=False)
         ancestry = lease._ancestry
         if len(ancestry) >= 3:
             parents = self._parent_at
             pkey = (root[0], parent_key(ancestry))
-            if pkey not in parents:
-                parents[pkey] = rep.index
-                if len(parents) > 4 * self.remember:
-                    parents.popitem(last=False)
+            parents[pkey] = rep.index
+            parents.move_to_end(pkey)
+            if len(parents) > 4 * self.remember:
+                parents.popitem(last=False)
         prefix = lease._prefix
         if prefix:
             spans = self._prefix_at
