@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from alto.apps import APPS, REPO, CLIError, check_llm_server, load_app
 
@@ -195,9 +195,6 @@ def endpoint_tables(endpoints: Sequence[Any], backend: str = "local") -> str:
         return ""
     parts = [dispatch_table(e.dispatch_stats(), label=getattr(e, "name", None))
              for e in endpoints]
-    if backend == "ray":
-        parts.append("(Ray backend: each actor calls through its own copy of the client, so "
-                     "these counters, kept in this process, miss the calls made in actors)")
     return "\n\n".join(parts) + "\n" + LEGEND
 
 
@@ -215,7 +212,7 @@ def add_dispatch_counters(path: str | Path, endpoints: Sequence[Any], t0: float)
     for endpoint in endpoints:
         pid += 1
         stats = endpoint.dispatch_stats()
-        samples = relative_samples(endpoint.dispatcher.samples, t0)
+        samples = relative_samples(stats.timeline(), t0)  # on Ray: the shared dispatcher's
         events += counter_events(getattr(endpoint, "name", None) or stats.name,
                                  [r.target for r in stats.replicas], samples, pid=pid)
     file.write_text(json.dumps(trace))
@@ -303,6 +300,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def _connected(backend: str) -> Iterator[None]:
+    """On Ray, stay connected from before the run until its figures are printed: the
+    model endpoints' dispatchers the actors shared live in the cluster, which a run that
+    started it alone would shut down as it ends."""
+    if backend != "ray":
+        yield
+        return
+    from alto.runtime.ray.backend import _connection
+
+    _connection.acquire(None, None)  # the run's own connection: RAY_ADDRESS, or a local one
+    try:
+        yield
+    finally:
+        _connection.release()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # model libraries print download/loading progress bars; the run has its own
@@ -333,11 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.json:
             # stdout carries the JSON alone: whatever the run prints (stage code, Ray's
-            # forwarded worker logs) goes to stderr
+            # forwarded worker logs, until Ray is left) goes to stderr
             real_stdout = sys.stdout
-            with contextlib.redirect_stdout(sys.stderr):
+            with contextlib.redirect_stdout(sys.stderr), _connected(args.backend):
                 return anyio.run(_run, args, app, real_stdout)
-        return anyio.run(_run, args, app, sys.stdout)
+        with _connected(args.backend):
+            return anyio.run(_run, args, app, sys.stdout)
     except KeyboardInterrupt:
         print("alto: interrupted", file=sys.stderr)
         return 130

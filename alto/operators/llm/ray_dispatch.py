@@ -325,6 +325,7 @@ class DispatchHost:
         self.holders: dict[str, Any] = {}  # worker id -> its actor's handle
         self.sweeper: asyncio.Task[None] | None = None
 
+    @ray.method(enable_task_events=False)
     async def hello(self, worker: str, actor: Any) -> None:
         """A process that will take leases: its worker id, and its actor (None: a task)."""
         if actor is not None:
@@ -332,6 +333,7 @@ class DispatchHost:
             if self.sweeper is None:
                 self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
+    @ray.method(enable_task_events=False)
     async def acquire(self, key: Key, prefix: str, call: Call) -> tuple[int, str, int | None]:
         """Wait for admission with the caller's lineage; the lease's replica, target and
         priority."""
@@ -352,6 +354,7 @@ class DispatchHost:
         self.leases[key] = lease
         return lease.replica, lease.target, lease.priority
 
+    @ray.method(enable_task_events=False)
     async def release(
         self, key: Key, usage: tuple[int, int, int] | None, failed: bool, down: bool
     ) -> None:
@@ -365,6 +368,7 @@ class DispatchHost:
             lease.failed(down)
         await lease.__aexit__(None, None, None)
 
+    @ray.method(enable_task_events=False)
     async def abandon(self, key: Key) -> None:
         """The caller stopped waiting for lease ``key`` (cancelled): free or unqueue it."""
         scope = self.waiting.get(key)
