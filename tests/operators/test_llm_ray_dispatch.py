@@ -4,6 +4,7 @@ share its limit and its order (alto.operators.llm.ray_dispatch)."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -160,6 +161,9 @@ class Caller:
         self.log = log
         self.go: dict[int, Any] = {}
 
+    def die(self) -> None:
+        os._exit(1)  # no cleanup: the lease it holds is never given back
+
     def shared(self) -> bool:
         return isinstance(self.llm.dispatcher, SharedDispatcher)
 
@@ -245,3 +249,21 @@ def test_a_call_cancelled_while_queued_gives_up_its_place(on_ray: Any) -> None:
     assert ray.get(b.call.remote(3)) == 3  # the slot came back: the next call gets it
     assert ray.get(log.get.remote()) == [1, 3]
     assert llm.dispatch_stats().replicas[0].inflight == 0
+
+
+@pytest.mark.ray
+def test_the_slot_of_an_actor_that_died_holding_it_comes_back(on_ray: Any) -> None:
+    llm = _client("http://127.0.0.1:9/v1", max_inflight=1)
+    log = ray.remote(Log).options(num_cpus=0).remote()
+    a, b = (ray.remote(Caller).options(num_cpus=0).remote(llm, log) for _ in range(2))
+    a.call.remote(1, hold=True)  # never let go: its actor dies holding the slot
+    _until(lambda: ray.get(log.get.remote()) == [1], "the first lease")
+    waiting = b.call.remote(2)
+    _until(lambda: _queued(llm) == 1, "a queued call")
+    a.die.remote()
+    assert ray.get(waiting, timeout=60) == 2
+    assert ray.get(log.get.remote()) == [1, 2]
+    # the dispatch actor found the holder dead and freed its slot (the dispatcher's liveness
+    # guard may have let the waiting call in first, over the limit, but frees nothing)
+    _until(lambda: llm.dispatch_stats().replicas[0].inflight == 0, "the dead actor's slot")
+    assert llm.dispatch_stats().replicas[0].failures == 0

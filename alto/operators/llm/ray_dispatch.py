@@ -15,8 +15,8 @@ constructed, kept when it is pickled), and on Ray:
 * a copy **rebuilt in a Ray worker** gets a :class:`SharedDispatcher`: the same
   ``lease(prefix)`` API, whose lease reads :func:`alto.current_call` in the caller, sends
   it with the acquire (one remote call: ``(run, stage, ancestries, submitted)``), and
-  reports ``done``/``failed`` on release (one more remote call the caller does not wait
-  for; the acquire's answer came first, so the release always follows it);
+  reports ``done``/``failed`` on release (one more, waited for: when a call returns, its
+  slot is free and its usage counted);
 * the **driver's own client** keeps its in-process dispatcher for the calls it makes
   itself, and its ``dispatch_stats()`` shows the shared actor's state when a copy of it
   went to Ray in this Ray session (see :func:`shared_stats`): ``alto run --stats`` and
@@ -38,7 +38,7 @@ still run in the same worker process (a restarted stage actor runs in a new one)
 frees the slots of those that do not. Callers that are Ray tasks, not actors, are not
 checked.
 
-Cost: one remote round trip per call to acquire (the release is not waited for); see
+Cost: two remote calls per model call, acquire and release; see
 ``benchmarks/ray_dispatch.py``, which measures it against the in-process dispatcher.
 
 Not shared: a client *constructed* in each process (a module-level client of a module the
@@ -195,7 +195,8 @@ class _SharedLease(Lease):
             self._down = _is_down(exc)
         d = self._d
         assert isinstance(d, SharedDispatcher)
-        d._release_remote(self)
+        with anyio.CancelScope(shield=True):  # a cancelled call gives its slot back too
+            await d._release_remote(self)
 
 
 class SharedDispatcher(Dispatcher):
@@ -281,10 +282,16 @@ class SharedDispatcher(Dispatcher):
                 handle = self._connect(again=True)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _release_remote(self, lease: _SharedLease) -> None:
-        # not waited for: the call's answer is the caller's, and the actor ran the acquire
-        # before (its answer came back first), so it always sees this after it
-        self._connect().release.remote(lease._key, lease._usage, lease._failed, lease._down)
+    async def _release_remote(self, lease: _SharedLease) -> None:
+        # waited for, so that when a call returns its slot is free and its usage counted
+        # (what --stats shows after a run is exact), at the cost of a round trip per call
+        ref = self._connect().release.remote(
+            lease._key, lease._usage, lease._failed, lease._down
+        )
+        try:
+            await ref
+        except RayActorError:
+            pass  # the dispatch actor is gone, and the slot with it
 
 
 def _slot(call: Call) -> CallSlot | None:
