@@ -278,6 +278,20 @@ async def test_stats_and_root_timings(backend):
     assert stats.as_dict()["stages"][0]["name"] == "words"
 
 
+async def test_every_traced_call_lies_within_its_roots_run(backend):
+    """Spans are on the driver's clock: on Ray each actor's clock offset is measured apart
+    from its start-up, so no call of a root starts before the root entered the run or ends
+    after its result came back (a few ms for the offset's estimate)."""
+    stats = alto.RunStats()
+    await respelled.run(["ab c", "d", "ef gh ij"], backend=backend, stats=stats, trace=True)
+    assert stats.spans
+    slack = 0.005
+    for span in stats.spans:
+        root = alto.ancestry.root_of(span.ancestry)
+        assert stats.root_start[root] - slack <= span.start <= span.end
+        assert span.end <= stats.root_end[root] + slack, span
+
+
 def test_blocking_helper():
     assert alto.run(loud_words, ["a"]) == ["A"]
 

@@ -265,6 +265,11 @@ class StageHost:
         self._reset_turns()
         return now(), ray.get_runtime_context().get_node_id(), os.getpid()
 
+    @ray.method(enable_task_events=False)
+    async def clock(self) -> float:
+        """This actor's clock (``perf_counter``), for the driver's estimate of its offset."""
+        return now()
+
     def _reset_turns(self) -> None:
         # Ray may start the calls of an async actor in any order: the driver numbers them
         self.turns = Turns()

@@ -114,8 +114,11 @@ class Replica:
 
     async def start(self) -> None:
         """Load the stage into the actor (again, after a restart); measure its clock offset."""
+        _, self.node_id, self.pid = await self.handle.load.remote(*self.args)
+        # a second, cheap call: load's round trip may hold the actor's start-up, which
+        # would put its clock's midpoint seconds off
         t0 = now()
-        clock, self.node_id, self.pid = await self.handle.load.remote(*self.args)
+        clock = await self.handle.clock.remote()
         t1 = now()
         self.offset = clock - (t0 + t1) / 2
         self.sent = 0  # a freshly loaded actor knows no finished roots
