@@ -82,7 +82,7 @@ DEPLOYMENTS: dict[str, tuple[int, str]] = {
     "prefix4": (4, "prefix-aware"),
 }
 """``--deployment``: emulated replicas and the balancer in front of them."""
-RATE_FRACTIONS = (0.2, 0.4, 0.6, 0.8)
+RATE_FRACTIONS = (0.25, 0.4, 0.55, 0.7, 0.85, 1.0)
 """The automatic open-loop sweep, as fractions of the app's rate ceiling on the deployment
 (LLM apps), the second being the *moderate* rate every system runs."""
 RATE_MULTIPLES = (0.1, 0.25, 0.5, 1.0)
