@@ -133,6 +133,8 @@ def alto_client_plan(
             "raise --llm-concurrency"
         )
     asked: Any = client_default("max_inflight") if max_inflight is None else max_inflight
+    if max_inflight is None and isinstance(asked, int):
+        asked = min(asked, ceiling)  # the client's default, held to the shared cap
     if asked is None or asked == "none":
         raise ValueError("an unlimited dispatcher would not hold the shared cap: give a number")
     if not isinstance(asked, int) and str(asked) != "auto":
