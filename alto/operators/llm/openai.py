@@ -92,8 +92,8 @@ class OpenAIClient(LLM):
             default, 16, is where the vLLM sweep the emulator cites reaches its peak
             throughput; set your server's knee. ``"auto"`` (TCP Vegas on the time per output
             token) settles at the knee of latency, which can be below the knee of
-            throughput: on one emulated server it settled at 10 and sustained about 15%
-            fewer calls than a fixed 16 (``docs/benchmarks/``).
+            throughput: on one emulated server it settled at 10 calls, where throughput
+            peaks at 16.
         order: which waiting stage call goes first: ``"root-first"`` (the oldest root
             input's), ``"least-attained"`` (the root that got the fewest tokens so far) or
             ``"fifo"``.
