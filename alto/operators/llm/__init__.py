@@ -34,7 +34,6 @@ if TYPE_CHECKING:
         Order,
         ReplicaStats,
         Route,
-        VegasLimit,
     )
     from alto.operators.llm.errors import (
         LLMConnectionError,
@@ -44,6 +43,7 @@ if TYPE_CHECKING:
         LLMTimeoutError,
         StructuredOutputError,
     )
+    from alto.operators.llm.limit import VegasLimit
     from alto.operators.llm.local import LocalLLM, default_model_path, default_threads
     from alto.operators.llm.openai import OpenAIClient
 
@@ -64,7 +64,7 @@ _WHERE = {
     "Order": "dispatch",
     "ReplicaStats": "dispatch",
     "Route": "dispatch",
-    "VegasLimit": "dispatch",
+    "VegasLimit": "limit",
     "LocalLLM": "local",
     "default_model_path": "local",
     "default_threads": "local",
