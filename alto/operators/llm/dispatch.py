@@ -280,12 +280,17 @@ class Lease:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if isinstance(exc, Exception) and not self._failed and self._tokens < 0:
-            self._failed = True  # (a cancellation or a closed generator is no failure)
-            self._down = _is_down(exc)
+        self._ended(exc)
         d = self._d
         assert d is not None
         d._release(self)
+
+    def _ended(self, exc: BaseException | None) -> None:
+        """The call left its block with ``exc``: an exception not reported by :meth:`done` or
+        :meth:`failed` is a failure (a cancellation or a closed generator is none)."""
+        if isinstance(exc, Exception) and not self._failed and self._tokens < 0:
+            self._failed = True
+            self._down = _is_down(exc)
 
 
 def _is_down(exc: BaseException) -> bool:

@@ -59,7 +59,7 @@ from ray.exceptions import RayActorError
 
 from alto import current_call
 from alto.ancestry.ancestry import Ancestry, root_of
-from alto.operators.llm.dispatch import Dispatcher, DispatchStats, Lease, _is_down
+from alto.operators.llm.dispatch import Dispatcher, DispatchStats, Lease
 from alto.runtime.lineage import CALL, CallSite, CallSlot
 
 if TYPE_CHECKING:
@@ -190,9 +190,7 @@ class _SharedLease(Lease):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if isinstance(exc, Exception) and not self._failed and self._tokens < 0:
-            self._failed = True  # (a cancellation or a closed generator is no failure)
-            self._down = _is_down(exc)
+        self._ended(exc)
         d = self._d
         assert isinstance(d, SharedDispatcher)
         with anyio.CancelScope(shield=True):  # a cancelled call gives its slot back too
