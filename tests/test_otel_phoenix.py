@@ -70,17 +70,24 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-def read_spans(url: str, want: int, timeout: float = 60) -> list[dict[str, Any]]:
-    """The default project's spans, once at least ``want`` have been ingested."""
+def read_spans(url: str, names: set[str], timeout: float = 60) -> list[dict[str, Any]]:
+    """The default project's spans, once every name in ``names`` is among them and the count
+    has stopped growing.
+
+    Phoenix ingests what it receives in the background, in its own order: the run's top span
+    ends (and is exported) last, so it may be stored after its children have been counted.
+    """
     deadline = time.monotonic() + timeout
     spans: list[dict[str, Any]] = []
+    last = -1
     while time.monotonic() < deadline:
         answer = httpx.get(f"{url}/v1/projects/default/spans", params={"limit": 1000}, timeout=10)
         if answer.status_code == 200:
             spans = answer.json()["data"]
-            if len(spans) >= want:
+            if names <= {s["name"] for s in spans} and len(spans) == last:
                 return spans
-        time.sleep(0.5)
+            last = len(spans)
+        time.sleep(1.0)
     return spans
 
 
@@ -94,7 +101,7 @@ def test_alto_run_otel_reaches_phoenix(phoenix: str) -> None:
     assert f"sent to {phoenix}/v1/traces" in run.stderr
     assert len(json.loads(run.stdout)["results"]) == 2
 
-    spans = read_spans(phoenix, want=1 + 2 + 2)
+    spans = read_spans(phoenix, {"run factcheck", "input 0", "input 1"})
     by_id = {s["context"]["span_id"]: s for s in spans}
     (top,) = [s for s in spans if s["name"] == "run factcheck"]
     assert top["parent_id"] is None
