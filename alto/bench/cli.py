@@ -37,11 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("app", nargs="?", default="all", help=f"one of {', '.join(APPS)}, or all")
     p.add_argument(
         "--llm",
-        choices=["emulated", "local", "openai", "fake"],
+        choices=["emulated", "local", "llama-server", "openai", "fake"],
         default="emulated",
         help="emulated: the serving-timing emulator (default; timing emulation, not "
-        "a model); local: embedded SmolLM2; openai: a server at --llm-url; fake: "
-        "the scripted test double",
+        "a model); local: embedded SmolLM2 in-process; llama-server: embedded SmolLM2 on "
+        "llama_cpp.server processes started on loopback, one per replica of --deployment "
+        "(one CPU thread each); openai: a server at --llm-url; fake: the scripted test double",
     )
     p.add_argument("--llm-url", help="base URL of an OpenAI-compatible server (…/v1)")
     p.add_argument("--llm-model", help="model name for the server, or a GGUF path for local")
@@ -75,10 +76,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="the app's settings as JSON (one app only)")
     p.add_argument(
         "--deployment",
-        choices=["single", "rr4", "prefix4"],
+        choices=["single", "rr2", "prefix2", "rr4", "prefix4"],
         default="single",
-        help="the emulated LLM deployment every system runs against: one server; 4 replicas "
-        "behind round-robin; 4 replicas behind the prefix-aware balancer (default single)",
+        help="the LLM deployment every system runs against (--llm emulated or llama-server): "
+        "one server; 2 or 4 replicas behind round-robin (rrN) or behind the prefix-aware "
+        "balancer (prefixN) (default single)",
     )
     p.add_argument(
         "--alto-endpoint",
@@ -258,9 +260,22 @@ def settings_from(args: argparse.Namespace) -> Any:
     emulator_config = _emulator_config(args.emulator_config) if args.emulator_config else None
     if emulator_config and args.llm != "emulated":
         raise BenchError("--emulator-config is for --llm emulated")
-    if args.deployment != "single" and args.llm != "emulated":
-        raise BenchError("--deployment rr4 and prefix4 are emulated deployments: --llm emulated")
+    if args.deployment != "single" and args.llm not in ("emulated", "llama-server"):
+        raise BenchError(
+            f"--deployment {args.deployment} starts its replicas: --llm emulated or llama-server"
+        )
     _check_dispatcher_knobs(args)
+    if args.llm == "llama-server":
+        import importlib.util
+
+        missing = [
+            m for m in ("llama_cpp", "uvicorn", "fastapi") if not importlib.util.find_spec(m)
+        ]
+        if missing:
+            raise BenchError(
+                f"--llm llama-server needs llama-cpp-python's server ({', '.join(missing)} "
+                "missing): pip install 'alto[models]'"
+            )
     if args.llm == "openai":
         if not args.llm_url:
             raise BenchError("--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)")
@@ -313,13 +328,15 @@ def _check_dispatcher_knobs(args: argparse.Namespace) -> None:
     ]
     if not given:
         return
-    if args.llm not in ("emulated", "openai"):
+    if args.llm not in ("emulated", "llama-server", "openai"):
         raise BenchError(
             f"{', '.join(given)}: Alto's dispatcher is for an OpenAI-compatible server "
-            "(--llm emulated or openai)"
+            "(--llm emulated, llama-server or openai)"
         )
-    if args.alto_endpoint == "replicas" and args.llm != "emulated":
-        raise BenchError("--alto-endpoint replicas needs the emulated deployment's replicas")
+    if args.alto_endpoint == "replicas" and args.llm == "openai":
+        raise BenchError(
+            "--alto-endpoint replicas needs a deployment's replicas: --llm emulated or llama-server"
+        )
     if args.max_inflight is None or args.max_inflight == "auto":
         return
     try:

@@ -10,17 +10,19 @@ it decides which waiting call goes next and to which replica. Putting Alto's cal
 the semaphore as well would hide that order behind a FIFO, so they bypass it.
 
 **Alto's endpoint** (``--alto-endpoint``): ``replicas`` gives Alto's client the replica
-URLs of the emulated deployment (``/r/{i}/v1``): it routes its calls itself and the
-balancer never sees them; ``balancer`` gives it the balancer's URL (``/v1``), the same
-endpoint as the other systems, so its dispatcher sees one target. The default is
-``replicas`` on a deployment with several replicas and ``balancer`` on one server.
+URLs of the deployment (the emulator's ``/r/{i}/v1``, or the llama.cpp servers' own URLs
+behind the balancer proxy): it routes its calls itself and the balancer never sees them;
+``balancer`` gives it the balancer's URL (``/v1``), the same endpoint as the other systems,
+so its dispatcher sees one target. The default is ``replicas`` on a deployment with several
+replicas and ``balancer`` on one server.
 
-**Per run** the bench records, for every system, the emulator's own counters per replica
-(requests, prompt tokens looked up in its prefix cache, tokens found there: the same
-source for every system), and the client side: for Alto the dispatcher's counters
-(differences over the run), its limit per replica, the longest its queue grew and the most
-calls in flight per replica (from its timeline samples); for the others the semaphore's
-longest queue and most calls in flight (from the recorded calls).
+**Per run** the bench records, for every system, the servers' own counters per replica
+(requests, prompt tokens looked up in the prefix cache, tokens found there: the same
+source for every system: the emulator's ``/stats``, or what each llama.cpp server logged),
+and the client side: for Alto the dispatcher's counters (differences over the run), its
+limit per replica, the longest its queue grew and the most calls in flight per replica
+(from its timeline samples); for the others the semaphore's longest queue and most calls
+in flight (from the recorded calls).
 
 Alto's client is opened once per app, as the others' is: its learned limits and lineage
 maps carry from run to run (the unmeasured warm-up run comes first), as a long-running
@@ -107,7 +109,7 @@ def replica_urls(base_url: str, replicas: int) -> list[str]:
 def alto_client_plan(
     *,
     base_url: str,
-    replicas: int,
+    replicas: Sequence[str],
     cap: int,
     endpoint: str | None,
     max_inflight: str | None,
@@ -115,17 +117,18 @@ def alto_client_plan(
     route: str | None,
     send_priority: bool,
 ) -> AltoClientPlan:
-    """Alto's client for a deployment of ``replicas`` behind ``base_url`` under ``cap``.
+    """Alto's client for a deployment whose replicas' base URLs are ``replicas``, behind the
+    balancer at ``base_url``, under ``cap``.
 
     ``None`` for a knob means the client's own default; ``endpoint`` None means
     ``replicas`` when there are several, else ``balancer``. An int ``max_inflight`` above
     ``cap // targets`` would give Alto more concurrency than the others: a ValueError.
     """
     if endpoint is None:
-        endpoint = "replicas" if replicas > 1 else "balancer"
+        endpoint = "replicas" if len(replicas) > 1 else "balancer"
     if endpoint not in ALTO_ENDPOINTS:
         raise ValueError(f"endpoint must be one of {', '.join(ALTO_ENDPOINTS)}, got {endpoint!r}")
-    targets = replica_urls(base_url, replicas) if endpoint == "replicas" else [base_url]
+    targets = list(replicas) if endpoint == "replicas" else [base_url]
     ceiling = cap // len(targets)
     if ceiling < 1:
         raise ValueError(

@@ -94,6 +94,8 @@ def render(results: dict[str, Any]) -> str:
             " (the serving-timing emulator: **timing emulation, not a model**), deployment "
             f"`{deployment}`"
             if settings["llm"] == "emulated"
+            else f" (real llama.cpp servers started by the bench), deployment `{deployment}`"
+            if settings["llm"] == "llama-server"
             else ""
         ),
         f"- Load: {sizes}.",

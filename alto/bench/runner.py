@@ -42,7 +42,7 @@ import math
 import os
 import random
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import Any
@@ -78,10 +78,12 @@ LANGGRAPH_LIFTED = 1024
 graph invocation, so any lower value would be a second, different cap)."""
 DEPLOYMENTS: dict[str, tuple[int, str]] = {
     "single": (1, "round-robin"),
+    "rr2": (2, "round-robin"),
+    "prefix2": (2, "prefix-aware"),
     "rr4": (4, "round-robin"),
     "prefix4": (4, "prefix-aware"),
 }
-"""``--deployment``: emulated replicas and the balancer in front of them."""
+"""``--deployment``: replicas (emulated, or llama.cpp servers) and the balancer in front."""
 RATE_FRACTIONS = (0.25, 0.4, 0.55, 0.7, 0.85, 1.0)
 """The automatic open-loop sweep, as fractions of the app's rate ceiling on the deployment
 (LLM apps), the second being the *moderate* rate every system runs."""
@@ -242,6 +244,11 @@ class BenchOperators:
         alto_llm: Alto's own LLM client, whose dispatcher enforces the cap (None: Alto
             calls ``ops.llm`` behind the shared semaphore, as the others do).
         alto_plan: how that client was made (:class:`~alto.bench.endpoints.AltoClientPlan`).
+        counters: the servers' prompt and cached-token counters, read around each run
+            (:class:`EmulatorCounters`, :class:`~alto.bench.llama_servers.LlamaServerCounters`;
+            None when the servers keep none).
+        deployment: the servers and the balancer, for ``results.json`` (None: one server
+            that the bench did not start).
         cap: the one cap on concurrent LLM calls (:func:`default_cap`, taken once, before
             the LLM client's own concurrency is lifted to it).
     """
@@ -252,6 +259,8 @@ class BenchOperators:
     server: Any = None
     alto_llm: Any = None
     alto_plan: Any = None
+    counters: Any = None
+    deployment: dict[str, Any] | None = None
 
 
 @contextlib.asynccontextmanager
@@ -274,6 +283,10 @@ async def open_bench_operators(
     needs = set(app.NEEDS)
     emulated = settings.llm == "emulated" and "llm" in needs
     stages = llm_stages(app)
+    if settings.llm == "llama-server" and "llm" in needs:
+        async with _llama_server_operators(app, settings, stages) as bench:
+            yield bench
+        return
     async with open_operators(
         needs - {"llm"} if emulated else needs,
         llm=settings.llm,  # type: ignore[arg-type]
@@ -288,7 +301,8 @@ async def open_bench_operators(
             if settings.llm != "openai" or not cap or not stages:
                 yield BenchOperators(ops, cap=cap)
                 return
-            plan = _alto_plan(settings, settings.llm_url or "", 1, cap, send_priority=False)
+            url = settings.llm_url or ""
+            plan = _alto_plan(settings, url, [url], cap, send_priority=False)
             alto_llm = open_alto_client(plan, settings.llm_model or "default", max_concurrency=cap)
             async with alto_llm:
                 yield BenchOperators(ops, cap=cap, alto_llm=alto_llm, alto_plan=plan)
@@ -324,9 +338,23 @@ async def open_bench_operators(
                     f"serving-timing emulator (timing emulation, not a model; "
                     f"{settings.emulator_mode} mode; {replicas} replica(s) behind {balancer})"
                 )
-                bench = BenchOperators(ops, cap, model, server)
+                bench = BenchOperators(
+                    ops,
+                    cap,
+                    model,
+                    server,
+                    counters=EmulatorCounters(server),
+                    deployment={
+                        "servers": "emulated",
+                        "deployment": settings.deployment,
+                        "replicas": replicas,
+                        "balancer": balancer,
+                    },
+                )
                 if stages:
-                    plan = _alto_plan(settings, server.base_url, replicas, cap, send_priority=True)
+                    plan = _alto_plan(
+                        settings, server.base_url, server.replica_urls, cap, send_priority=True
+                    )
                     bench.alto_plan = plan
                     bench.alto_llm = await stack.enter_async_context(
                         open_alto_client(
@@ -339,8 +367,71 @@ async def open_bench_operators(
                 yield bench
 
 
+@contextlib.asynccontextmanager
+async def _llama_server_operators(
+    app: ModuleType, settings: Settings, stages: int
+) -> AsyncIterator[BenchOperators]:
+    """``--llm llama-server``: one ``llama_cpp.server`` per replica of the deployment (one CPU
+    thread each), behind the balancer proxy when there are several; every system but Alto
+    calls the proxy, and Alto as :func:`_alto_plan` says."""
+    from alto.bench.llama_servers import LlamaServerCounters, LlamaServers
+    from alto.bench.proxy import BalancerProxy
+    from alto.operators.llm.openai import OpenAIClient
+    from examples.common import open_operators
+
+    replicas, balancer = DEPLOYMENTS[settings.deployment]
+    model = "default"  # a llama_cpp.server with one model serves it under any name
+    async with contextlib.AsyncExitStack() as stack:
+        servers = await stack.enter_async_context(
+            LlamaServers(replicas, model_path=settings.llm_model)
+        )
+        base_url = servers.urls[0]
+        if replicas > 1:
+            proxy = BalancerProxy(servers.urls, balancer)  # type: ignore[arg-type]
+            base_url = (await stack.enter_async_context(proxy)).base_url
+        ops = await stack.enter_async_context(
+            open_operators(
+                set(app.NEEDS) - {"llm"},
+                embedder=settings.embedder,  # type: ignore[arg-type]
+            )
+        )
+        ops.llm = await stack.enter_async_context(OpenAIClient(base_url, model))
+        cap = default_cap(settings, ops, stages)
+        assert cap is not None  # the app calls the LLM
+        ops.llm.max_concurrency = cap
+        where = f"{replicas} server(s)" + (f" behind {balancer}" if replicas > 1 else "")
+        ops.labels["llm"] = (
+            f"SmolLM2-135M on llama_cpp.server, one CPU thread each ({where})"
+            if settings.llm_model is None
+            else f"{settings.llm_model} on llama_cpp.server, one CPU thread each ({where})"
+        )
+        plan = _alto_plan(settings, base_url, servers.urls, cap, send_priority=False)
+        alto_llm = await stack.enter_async_context(
+            open_alto_client(plan, model, max_concurrency=cap)
+        )
+        yield BenchOperators(
+            ops,
+            cap,
+            alto_llm=alto_llm,
+            alto_plan=plan,
+            counters=LlamaServerCounters(servers),
+            deployment={
+                "servers": "llama_cpp.server",
+                "deployment": settings.deployment,
+                "replicas": replicas,
+                "balancer": balancer,
+                "threads_per_server": servers.threads,
+            },
+        )
+
+
 def _alto_plan(
-    settings: Settings, base_url: str, replicas: int, cap: int, *, send_priority: bool
+    settings: Settings,
+    base_url: str,
+    replicas: Sequence[str],
+    cap: int,
+    *,
+    send_priority: bool,
 ) -> AltoClientPlan:
     return alto_client_plan(
         base_url=base_url,
@@ -432,10 +523,10 @@ async def bench_app(name: str, settings: Settings, *, progress: bool = True) -> 
             skipped = {s: reason for s in systems if s.startswith("langgraph-")}
             systems = [s for s in systems if s not in skipped]
     async with open_bench_operators(app, settings) as bench:
-        ops, emulator, server = bench.ops, bench.emulator, bench.server
+        ops, emulator = bench.ops, bench.emulator
         knobs = fairness(app, ops, bench.cap, bench.alto_plan)
         probe = await probe_emulator(ops.llm, emulator) if emulator is not None else None
-        counters = EmulatorCounters(server) if server is not None else None
+        counters = bench.counters
         session = _Session(
             app, ops, inputs, settings, knobs, config, counters, alto_llm=bench.alto_llm
         )
@@ -462,6 +553,7 @@ async def bench_app(name: str, settings: Settings, *, progress: bool = True) -> 
             "replicas": DEPLOYMENTS[settings.deployment][0],
             "balancer": DEPLOYMENTS[settings.deployment][1],
         },
+        "deployment": bench.deployment,
         "fairness": knobs,
         "systems": systems,
         "skipped": skipped,

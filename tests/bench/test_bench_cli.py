@@ -424,7 +424,7 @@ def test_every_system_on_every_app(tmp_path: Path) -> None:
             ["ingest", "--queries", "313", "--docs-per-corpus", "16", "--fanout", "uniform"],
             "--queries 313 x 16 documents per corpus",
         ),
-        (["factcheck", "--deployment", "rr4"], "--deployment rr4 and prefix4 are emulated"),
+        (["factcheck", "--deployment", "rr4"], "--deployment rr4 starts its replicas"),
         (["factcheck", "--slo", "0"], "--slo must be a positive number of seconds"),
         (["factcheck", "--closed-inputs", "0"], "--closed-inputs must be at least 1"),
         (["factcheck", "--order", "fifo"], "Alto's dispatcher is for an OpenAI-compatible"),

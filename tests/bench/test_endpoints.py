@@ -15,6 +15,7 @@ from alto.bench.endpoints import (
     alto_client_plan,
     most_at_once,
     replica_deltas,
+    replica_urls,
     semaphore_figures,
 )
 from alto.bench.record import Call
@@ -24,10 +25,10 @@ from alto.operators.llm.observe import counter_events, dispatch_table, endpoints
 BASE = "http://127.0.0.1:9/v1"
 
 
-def plan(**kw: Any) -> Any:
+def plan(replicas: int = 4, **kw: Any) -> Any:
     args: dict[str, Any] = dict(
-        base_url=BASE, replicas=4, cap=64, endpoint=None, max_inflight=None, order=None,
-        route=None, send_priority=True,
+        base_url=BASE, replicas=replica_urls(BASE, replicas), cap=64, endpoint=None,
+        max_inflight=None, order=None, route=None, send_priority=True,
     )  # fmt: skip
     return alto_client_plan(**{**args, **kw})
 

@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import select
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -33,8 +29,7 @@ import anyio.to_thread
 from alto.bench.emulator.balancer import POLICIES, Policy
 from alto.bench.emulator.config import EmulatorConfig
 from alto.bench.emulator.server import create_app
-
-_READY = re.compile(r"serving (http://\S+)")
+from alto.bench.loopback import bind, start_child, stop_child, url_host, uvicorn_config
 
 
 class EmulatorServer:
@@ -97,10 +92,10 @@ class EmulatorServer:
     def _start_thread(self, timeout: float) -> None:
         import uvicorn
 
-        sock = _bind(self.host, self.port)
+        sock = bind(self.host, self.port)
         port = sock.getsockname()[1]
         app = create_app(self.config, replicas=self.replicas, balancer=self.balancer)
-        server = uvicorn.Server(_uvicorn_config(app, self.host, port))
+        server = uvicorn.Server(uvicorn_config(app, self.host, port))
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="alto-emulator", daemon=True
         )
@@ -114,31 +109,17 @@ class EmulatorServer:
             time.sleep(0.01)
         self._server, self._thread = server, thread
         self.port = port
-        self.base_url = f"http://{_url_host(self.host)}:{port}/v1"
+        self.base_url = f"http://{url_host(self.host)}:{port}/v1"
 
     def _start_process(self, timeout: float) -> None:
-        errors = tempfile.TemporaryFile(mode="w+")  # closed below, or on error
         cmd = [
             sys.executable, "-m", "alto.bench.emulator",
             "--host", self.host, "--port", str(self.port),
             "--replicas", str(self.replicas), "--balancer", self.balancer,
             "--config", self.config.model_dump_json(),
         ]  # fmt: skip
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True)
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], timeout)
-        line = proc.stdout.readline() if ready else ""
-        match = _READY.search(line)
-        if match is None:
-            proc.kill()
-            proc.wait()
-            errors.seek(0)
-            raise RuntimeError(
-                f"the emulator process did not start within {timeout:g} s: {errors.read()[-2000:]}"
-            )
-        errors.close()
+        proc, self.base_url = start_child(cmd, "the emulator process", timeout)
         self._process = proc
-        self.base_url = match.group(1)
         self.port = int(self.base_url.rsplit(":", 1)[1].split("/")[0])
 
     def stop(self) -> None:
@@ -147,14 +128,7 @@ class EmulatorServer:
             self._server.should_exit = True  # answers in flight get 1 s, then are cancelled
             self._thread.join(timeout=10)
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            if self._process.stdout is not None:
-                self._process.stdout.close()
+            stop_child(self._process)
         self._server = self._thread = self._process = None
         self.base_url = ""
 
@@ -248,40 +222,6 @@ async def serve_emulator_async(
         yield server.base_url
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP named explicitly: asyncio then turns Nagle's algorithm off on accepted
-    # connections, which otherwise hold each kept-alive response back ~40 ms
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _uvicorn_config(app: Any, host: str, port: int) -> Any:
-    import uvicorn
-
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="asyncio",
-        lifespan="on",
-        log_config=None,  # leave the host process's logging alone
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=1,
-        backlog=2048,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m alto.bench.emulator``: serve the emulator until interrupted."""
     import uvicorn
@@ -318,12 +258,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.replicas < 1:
         parser.error(f"--replicas must be at least 1, got {args.replicas}")
     app = create_app(config, replicas=args.replicas, balancer=args.balancer)
-    sock = _bind(args.host, args.port)
+    sock = bind(args.host, args.port)
     port = sock.getsockname()[1]
     print(
         f"alto timing emulator (timing emulation, not a model) serving "
-        f"http://{_url_host(args.host)}:{port}/v1 ({args.replicas} replica(s) at /r/{{i}}/v1, "
+        f"http://{url_host(args.host)}:{port}/v1 ({args.replicas} replica(s) at /r/{{i}}/v1, "
         f"balancer {args.balancer})",
         flush=True,
     )
-    uvicorn.Server(_uvicorn_config(app, args.host, port)).run(sockets=[sock])
+    uvicorn.Server(uvicorn_config(app, args.host, port)).run(sockets=[sock])

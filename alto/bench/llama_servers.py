@@ -1,0 +1,293 @@
+"""Real llama.cpp servers on loopback, and the prompt tokens each one evaluated.
+
+:class:`LlamaServers` starts ``python -m llama_cpp.server`` processes (the embedded SmolLM2 by
+default, one CPU thread each), one per replica of a deployment. llama.cpp keeps one sequence in
+its KV cache and reuses the longest common prefix of the next prompt with it; what it did is
+only in its log, so each server's log is read as it is written and counted by a
+:class:`PromptLog`:
+
+* ``Llama.generate: H prefix-match hit, remaining M prompt tokens to eval``: H tokens came from
+  the cache and M are evaluated;
+* ``llama_perf_context_print: prompt eval time = ... / N tokens``: one request's prompt
+  evaluation ended (N tokens evaluated in batches; M is used when the hit line came first,
+  since a one-token remainder is counted by llama.cpp as a decode step, not a prompt batch).
+
+The counts are llama-cpp-python 0.3's verbose log (``Llama.generate`` in ``llama_cpp/llama.py``
+and llama.cpp's ``llama_perf_context_print``); a server run with ``--verbose false`` prints
+neither, and nothing is counted.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import anyio.to_thread
+
+_HIT = re.compile(r"Llama\.generate: (\d+) prefix-match hit, remaining (\d+) prompt tokens")
+_FULL = re.compile(r"Llama\.generate: full prompt already cached")
+_EVAL = re.compile(r"prompt eval time\s*=\s*[\d.]+ ms /\s*(\d+) tokens")
+
+FLUSH_PROMPT = "Reply with one word: ready."
+"""What :meth:`LlamaServers.flush` sends: after it no server holds a previous run's prompt."""
+
+
+@dataclass
+class PromptCounts:
+    """One server's counters since it started."""
+
+    requests: int = 0
+    prompt_tokens: int = 0  # evaluated + from the cache
+    evaluated_tokens: int = 0
+    cached_tokens: int = 0
+    full_hits: int = 0  # prompts found whole in the cache (their length is not logged)
+
+    def as_stats(self, replica: int) -> dict[str, Any]:
+        """In the shape of the emulator's ``/stats`` ``per_replica`` entries."""
+        return {
+            "replica": replica,
+            "requests": self.requests,
+            "prefix_cache": {
+                "queried_tokens": self.prompt_tokens,
+                "hit_tokens": self.cached_tokens,
+            },
+            "evaluated_tokens": self.evaluated_tokens,
+            "full_hits": self.full_hits,
+        }
+
+
+class PromptLog:
+    """Counts a llama-cpp-python server's prompt tokens from its log, one line at a time.
+
+    Example:
+        >>> log = PromptLog()
+        >>> log.feed("Llama.generate: 28 prefix-match hit, remaining 9 prompt tokens to eval")
+        >>> log.feed("llama_perf_context_print: prompt eval time = 59.90 ms / 9 tokens")
+        >>> log.counts.prompt_tokens, log.counts.cached_tokens, log.counts.evaluated_tokens
+        (37, 28, 9)
+    """
+
+    def __init__(self) -> None:
+        self.counts = PromptCounts()
+        self.last_line_at = time.monotonic()
+        self._hit: tuple[int, int] | None = None
+        self._full = False
+
+    def feed(self, line: str) -> None:
+        self.last_line_at = time.monotonic()
+        if match := _HIT.search(line):
+            self._hit = (int(match.group(1)), int(match.group(2)))
+        elif _FULL.search(line):
+            self._full = True
+        elif match := _EVAL.search(line):
+            counts = self.counts
+            cached, evaluated = self._hit if self._hit else (0, int(match.group(1)))
+            counts.requests += 1
+            counts.prompt_tokens += cached + evaluated
+            counts.cached_tokens += cached
+            counts.evaluated_tokens += evaluated
+            counts.full_hits += self._full
+            self._hit, self._full = None, False
+
+
+def default_model_path() -> Path:
+    """The embedded SmolLM2-135M-Instruct GGUF (see :mod:`alto.operators.llm.local`)."""
+    from alto.operators.llm.local import default_model_path as path
+
+    return path()
+
+
+class LlamaServers:
+    """``count`` ``python -m llama_cpp.server`` processes on free loopback ports.
+
+    Args:
+        count: how many servers (replicas).
+        model_path: the GGUF each serves; default the embedded SmolLM2-135M-Instruct.
+        threads: CPU threads per server, for decoding and for prompt batches.
+        n_ctx: each server's context length in tokens.
+
+    Raises:
+        RuntimeError: from :meth:`start`, when a server exits or does not answer
+            ``GET /v1/models`` within the timeout; the message holds its log's tail.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        *,
+        model_path: str | Path | None = None,
+        threads: int = 1,
+        n_ctx: int = 2048,
+    ) -> None:
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        self.count = count
+        self.model_path = Path(model_path) if model_path else None
+        self.threads = threads
+        self.n_ctx = n_ctx
+        self.urls: list[str] = []
+        self.logs: list[PromptLog] = []
+        self._tails: list[list[str]] = []
+        self._processes: list[subprocess.Popen[str]] = []
+        self._readers: list[threading.Thread] = []
+
+    def start(self, timeout: float = 180.0) -> list[str]:
+        """Start every server and wait until each answers; returns their base URLs."""
+        import httpx
+
+        from alto.bench.loopback import bind
+
+        if self.urls:
+            return self.urls
+        model = self.model_path or default_model_path()
+        try:
+            for i in range(self.count):
+                with bind("127.0.0.1", 0) as sock:  # a free port, released for the server
+                    port = sock.getsockname()[1]
+                cmd = [
+                    sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+                    "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(self.n_ctx),
+                    "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
+                    "--verbose", "true",
+                    # by default a new request cuts off a stream in progress
+                    "--interrupt_requests", "false",
+                ]  # fmt: skip
+                proc = subprocess.Popen(
+                    cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+                )
+                log, tail = PromptLog(), list[str]()
+                reader = threading.Thread(
+                    target=_read, args=(proc, log, tail), name=f"llama-server-{i}", daemon=True
+                )
+                reader.start()
+                self._processes.append(proc)
+                self._readers.append(reader)
+                self.logs.append(log)
+                self._tails.append(tail)
+                self.urls.append(f"http://127.0.0.1:{port}/v1")
+            deadline = time.monotonic() + timeout
+            for i, url in enumerate(self.urls):
+                while True:
+                    if self._processes[i].poll() is not None:
+                        raise RuntimeError(f"llama_cpp.server {i} exited: {self._tail(i)}")
+                    try:
+                        if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"llama_cpp.server {i} did not answer within {timeout:g} s: "
+                            f"{self._tail(i)}"
+                        )
+                    time.sleep(0.25)
+        except BaseException:
+            self.stop()
+            raise
+        return self.urls
+
+    def _tail(self, i: int) -> str:
+        return "".join(self._tails[i][-30:])
+
+    def stop(self) -> None:
+        """Stop every server. Calling it twice is harmless."""
+        for proc in self._processes:
+            proc.terminate()
+        for proc in self._processes:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for reader in self._readers:
+            reader.join(timeout=5)
+        for proc in self._processes:
+            if proc.stdout is not None:
+                proc.stdout.close()
+        self._processes, self._readers, self.urls = [], [], []
+
+    def counts(self) -> list[PromptCounts]:
+        """Each server's counters, as its log has been read so far."""
+        return [PromptCounts(**vars(log.counts)) for log in self.logs]
+
+    def settle(self, quiet: float = 0.3, timeout: float = 10.0) -> None:
+        """Wait until no server has logged anything for ``quiet`` seconds: what a request
+        that has been answered logged is then counted."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            last = max((log.last_line_at for log in self.logs), default=0.0)
+            if time.monotonic() - last >= quiet:
+                return
+            time.sleep(quiet / 3)
+
+    def flush(self) -> None:
+        """Send every server :data:`FLUSH_PROMPT`, so none holds a previous run's prompt."""
+        import httpx
+
+        body = {"messages": [{"role": "user", "content": FLUSH_PROMPT}], "max_tokens": 1}
+        for url in self.urls:
+            httpx.post(f"{url}/chat/completions", json=body, timeout=60).raise_for_status()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        await anyio.to_thread.run_sync(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.stop)
+
+
+def _read(proc: subprocess.Popen[str], log: PromptLog, tail: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        log.feed(line)
+        tail.append(line)
+        if len(tail) > 200:
+            del tail[:100]
+
+
+class LlamaServerCounters:
+    """The servers' prompt counters around each benchmark run, in the emulator's shape
+    (:class:`~alto.bench.runner.EmulatorCounters`)."""
+
+    def __init__(self, servers: LlamaServers) -> None:
+        self.servers = servers
+
+    async def reset_cache(self) -> None:
+        await anyio.to_thread.run_sync(self.servers.flush)
+
+    async def read(self) -> tuple[int, int, int, list[dict[str, Any]]]:
+        """(requests, prompt tokens, tokens served from the cache, per-server counters)."""
+        await anyio.to_thread.run_sync(self.servers.settle)
+        counts = self.servers.counts()
+        return (
+            sum(c.requests for c in counts),
+            sum(c.prompt_tokens for c in counts),
+            sum(c.cached_tokens for c in counts),
+            [c.as_stats(i) for i, c in enumerate(counts)],
+        )

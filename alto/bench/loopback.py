@@ -1,0 +1,93 @@
+"""Serving on loopback: binding a socket, uvicorn's settings, and child server processes.
+
+Shared by the serving-timing emulator (:mod:`alto.bench.emulator`) and the balancer proxy
+(:mod:`alto.bench.proxy`). A child server prints one line holding ``serving http://…`` once its
+socket is bound; :func:`start_child` waits for that line and returns the URL.
+"""
+
+from __future__ import annotations
+
+import re
+import select
+import socket
+import subprocess
+import tempfile
+from typing import Any
+
+_READY = re.compile(r"serving (http://\S+)")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: a free one), inheritable."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP named explicitly: asyncio then turns Nagle's algorithm off on accepted
+    # connections, which otherwise hold each kept-alive response back ~40 ms
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_host(host: str) -> str:
+    """``host`` as it goes in a URL (IPv6 addresses in brackets)."""
+    return f"[{host}]" if ":" in host else host
+
+
+def uvicorn_config(app: Any, host: str, port: int) -> Any:
+    """uvicorn's settings for a loopback server: quiet, the host's logging left alone."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="asyncio",
+        lifespan="on",
+        log_config=None,  # leave the host process's logging alone
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=1,
+        backlog=2048,
+    )
+
+
+def start_child(cmd: list[str], what: str, timeout: float) -> tuple[subprocess.Popen[str], str]:
+    """Start ``cmd`` and wait for its ``serving http://…`` line.
+
+    Returns:
+        The process and the URL it printed.
+
+    Raises:
+        RuntimeError: it exited or printed no such line within ``timeout`` seconds; the
+            message ends with the tail of its standard error.
+    """
+    errors = tempfile.TemporaryFile(mode="w+")  # closed below
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True)
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    match = _READY.search(line)
+    if match is None:
+        proc.kill()
+        proc.wait()
+        errors.seek(0)
+        tail = errors.read()[-2000:]
+        errors.close()
+        raise RuntimeError(f"{what} did not start within {timeout:g} s: {tail}")
+    errors.close()
+    return proc, match.group(1)
+
+
+def stop_child(proc: subprocess.Popen[str]) -> None:
+    """Terminate ``proc`` (killed after 10 s) and close its output pipe."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()

@@ -1,0 +1,265 @@
+"""A balancer in front of real OpenAI-compatible servers, as a deployment puts one there.
+
+``python -m alto.bench.proxy --upstream URL --upstream URL --policy round-robin`` serves ``/v1``
+on loopback and forwards each request, body and answer unchanged (streams included), to one
+upstream base URL, chosen by the emulator's :class:`~alto.bench.emulator.balancer.Balancer`:
+``round-robin`` (a Kubernetes Service), ``least-loaded`` or ``prefix-aware`` (SGLang router's
+cache-aware policy). Load is requests in flight through the proxy. The prefix-aware policy sees
+the request's text: a chat request's message contents joined, or a completion's prompt.
+
+``/stats`` counts requests per upstream and the policy's decisions. :class:`BalancerProxy` runs
+it in a child process, so the proxy's own work never shares a GIL with the caller's.
+
+Example:
+    >>> with BalancerProxy(["http://127.0.0.1:8001/v1", "http://127.0.0.1:8002/v1"]) as proxy:
+    ...     llm = OpenAIClient(proxy.base_url, "default")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import anyio.to_thread
+
+from alto.bench.emulator.balancer import POLICIES, Balancer, Policy
+from alto.bench.loopback import bind, start_child, stop_child, url_host, uvicorn_config
+
+# RFC 9110 7.6.1: connection-specific fields a proxy must not forward
+_HOP_BY_HOP = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+        "trailer", "transfer-encoding", "upgrade", "host",
+    }
+)  # fmt: skip
+
+
+def request_text(body: bytes) -> str:
+    """The text a prefix-aware balancer matches: a chat request's message contents joined
+    (text parts of multi-part contents included), else a completion's prompt; ``""`` when the
+    body is not such JSON."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    messages = data.get("messages")
+    if isinstance(messages, list):
+        parts: list[str] = []
+        for message in messages:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, list):
+                parts += [p["text"] for p in content if isinstance(p, dict) and "text" in p]
+        return "\n".join(parts)
+    prompt = data.get("prompt")
+    return prompt if isinstance(prompt, str) else ""
+
+
+def create_app(upstreams: Sequence[str], policy: Policy = "round-robin") -> Any:
+    """The proxy's Starlette app: ``/v1/...`` forwarded, ``/stats`` and ``/health`` its own.
+
+    Raises:
+        ValueError: no upstreams, or an unknown policy.
+    """
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
+
+    if not upstreams:
+        raise ValueError("the proxy needs at least one upstream base URL")
+    bases = [u.rstrip("/") for u in upstreams]
+    balancer = Balancer(policy, len(bases))
+    in_flight = [0] * len(bases)
+    requests = [0] * len(bases)
+    failures = [0] * len(bases)
+    client: httpx.AsyncClient | None = None
+
+    async def forward(request: Request) -> Response:
+        assert client is not None
+        body = await request.body()
+        chosen = balancer.choose(request_text(body), in_flight)
+        in_flight[chosen] += 1
+        requests[chosen] += 1
+        url = f"{bases[chosen]}/{request.path_params['path']}"
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
+        upstream = client.build_request(
+            request.method, url, content=body, headers=headers, params=request.query_params
+        )
+        try:
+            answer = await client.send(upstream, stream=True)
+        except httpx.HTTPError as exc:
+            in_flight[chosen] -= 1
+            failures[chosen] += 1
+            return JSONResponse(
+                {"error": {"message": f"upstream {bases[chosen]} failed: {exc!r}"}},
+                status_code=502,
+            )
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in answer.aiter_raw():
+                    yield chunk
+            finally:
+                await answer.aclose()
+                in_flight[chosen] -= 1
+
+        kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
+        return StreamingResponse(relay(), status_code=answer.status_code, headers=kept)
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "policy": policy,
+                "upstreams": [
+                    {"upstream": b, "requests": r, "in_flight": f, "failures": e}
+                    for b, r, f, e in zip(bases, requests, in_flight, failures, strict=True)
+                ],
+                "decisions": dict(balancer.decisions),
+            }
+        )
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        nonlocal client
+        # no pool limit and no timeout: the caller's client holds the caps and the deadlines
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        async with httpx.AsyncClient(timeout=None, limits=limits) as client:
+            yield
+
+    return Starlette(
+        routes=[
+            Route("/v1/{path:path}", forward, methods=["GET", "POST"]),
+            Route("/stats", stats),
+            Route("/health", health),
+        ],
+        lifespan=lifespan,
+    )
+
+
+class BalancerProxy:
+    """Runs the proxy in a child process on loopback.
+
+    Args:
+        upstreams: the servers' base URLs (``…/v1``).
+        policy: ``"round-robin"``, ``"least-loaded"`` or ``"prefix-aware"``.
+        host: the address to bind; loopback by default.
+        port: the port; 0 picks a free one.
+    """
+
+    def __init__(
+        self,
+        upstreams: Sequence[str],
+        policy: Policy = "round-robin",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+        if not upstreams:
+            raise ValueError("the proxy needs at least one upstream base URL")
+        self.upstreams = list(upstreams)
+        self.policy = policy
+        self.host = host
+        self.port = port
+        self.base_url = ""
+        self._process: Any = None
+
+    def start(self, timeout: float = 30.0) -> str:
+        """Start serving; returns the proxy's base URL (``http://host:port/v1``)."""
+        if not self.base_url:
+            cmd = [
+                sys.executable, "-m", "alto.bench.proxy", "--host", self.host,
+                "--port", str(self.port), "--policy", self.policy,
+            ]  # fmt: skip
+            for upstream in self.upstreams:
+                cmd += ["--upstream", upstream]
+            self._process, self.base_url = start_child(cmd, "the balancer proxy", timeout)
+        return self.base_url
+
+    def stop(self) -> None:
+        """Stop serving. Calling it twice is harmless."""
+        if self._process is not None:
+            stop_child(self._process)
+        self._process = None
+        self.base_url = ""
+
+    def stats(self) -> dict[str, Any]:
+        """Requests, in flight and failures per upstream, and the policy's decisions."""
+        import httpx
+
+        root = self.base_url.removesuffix("/v1")
+        return dict(httpx.get(f"{root}/stats", timeout=10).json())
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        await anyio.to_thread.run_sync(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.stop)
+
+    def __repr__(self) -> str:
+        where = self.base_url or "not started"
+        return f"<BalancerProxy {where} {self.policy} over {len(self.upstreams)} upstream(s)>"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m alto.bench.proxy``: serve the proxy until interrupted."""
+    import uvicorn
+
+    parser = argparse.ArgumentParser(
+        prog="python -m alto.bench.proxy",
+        description="A balancer in front of OpenAI-compatible servers.",
+    )
+    parser.add_argument(
+        "--upstream", action="append", required=True, help="a server's base URL (…/v1); repeat"
+    )
+    parser.add_argument("--policy", default="round-robin", choices=POLICIES)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument("--port", type=int, default=8080, help="port (0: a free one)")
+    args = parser.parse_args(argv)
+    app = create_app(args.upstream, args.policy)
+    sock = bind(args.host, args.port)
+    port = sock.getsockname()[1]
+    print(
+        f"alto balancer proxy serving http://{url_host(args.host)}:{port}/v1 "
+        f"({args.policy} over {len(args.upstream)} upstream(s))",
+        flush=True,
+    )
+    uvicorn.Server(uvicorn_config(app, args.host, port)).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()
