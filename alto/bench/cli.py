@@ -34,7 +34,12 @@ class BenchError(ValueError):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``bench`` subcommand's arguments."""
-    p.add_argument("app", nargs="?", default="all", help=f"one of {', '.join(APPS)}, or all")
+    p.add_argument(
+        "app",
+        nargs="?",
+        default="all",
+        help=f"one of {', '.join(APPS)}, several comma-separated, or all",
+    )
     p.add_argument(
         "--llm",
         choices=["emulated", "local", "llama-server", "openai", "fake"],
@@ -226,7 +231,7 @@ def settings_from(args: argparse.Namespace) -> Any:
     from alto.apps import check_llm_server
     from alto.bench.runner import Settings
 
-    apps = list(APPS) if args.app == "all" else [args.app]
+    apps = list(APPS) if args.app == "all" else [a.strip() for a in args.app.split(",")]
     for app in apps:
         if app not in APPS:
             raise BenchError(f"unknown app {app!r}; choose one of: {', '.join(APPS)} or all")

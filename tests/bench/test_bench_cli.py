@@ -414,6 +414,7 @@ def test_every_system_on_every_app(tmp_path: Path) -> None:
         (["factcheck", "--queries", "0"], "--queries must be at least 1"),
         (["factcheck", "--systems", "alto,nope"], "unknown systems ['nope']"),
         (["nope"], "unknown app 'nope'"),
+        (["factcheck,nope"], "unknown app 'nope'"),
         (["all", "--config", "x.json"], "--config holds one app's settings"),
         (["factcheck", "--llm", "openai"], "--llm openai needs --llm-url"),
         (
