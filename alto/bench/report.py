@@ -120,9 +120,8 @@ def render(results: dict[str, Any]) -> str:
         "completions). Ratios divide by Alto at the same load: a ratio whose interval holds "
         "1 is **parity**; otherwise the table says whether Alto is better or worse. "
         "*in flight*: time-averaged inputs in flight in the measured window. *cached*: the "
-        "share of prompt tokens the emulator's prefix cache served (the cache is emptied "
-        "before every run). *first fragment*: per input, from submission to its first "
-        "per-fragment result.",
+        f"share of prompt tokens {_cache_words(settings['llm'])}. *first fragment*: per "
+        "input, from submission to its first per-fragment result.",
         "",
     ]
     for name, app in results["apps"].items():
@@ -238,6 +237,8 @@ def _app_section(name: str, app: dict[str, Any], load: str) -> list[str]:
             f"{_s(r['first_fragment_p50_s'])} |"
         )
     lines += ["", f"Table: {name}, {EMULATION if app.get('timing_emulation') else 'measured'}."]
+    if (app.get("deployment") or {}).get("servers") == "llama_cpp.server":
+        lines += _prompt_section(name, app, load)
     lines += _endpoint_section(name, app, load, tag)
     lines += _bound_section(name, app, tag)
     lines += [
@@ -247,6 +248,61 @@ def _app_section(name: str, app: dict[str, Any], load: str) -> list[str]:
         f"![timeline of one input, {name}](timeline_{name}.png)",
         "",
     ]
+    return lines
+
+
+def _cache_words(llm: str) -> str:
+    if llm == "llama-server":
+        return (
+            "the llama.cpp servers served from their KV cache (each keeps its last sequence "
+            "and reuses the longest common prefix of the next prompt; counted from each "
+            "server's log; each server is sent a short unrelated prompt before every run)"
+        )
+    return "the emulator's prefix cache served (the cache is emptied before every run)"
+
+
+def _prompt_section(name: str, app: dict[str, Any], load: str) -> list[str]:
+    """Prompt tokens per completed input, as the llama.cpp servers' logs counted them."""
+    level_name = "concurrency" if load == "closed" else "arrival rate"
+    groups: dict[tuple[float, str], list[dict[str, Any]]] = {}
+    for run in app.get("runs", []):
+        if run.get("prompt_tokens") is not None:
+            groups.setdefault((run["level"], run["system"]), []).append(run)
+    order = {s: i for i, s in enumerate(app.get("systems", []))}
+    rows = []
+    for (level, system), runs in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))
+    ):
+        done = sum(r["completed"] for r in runs)
+        prompt = sum(r["prompt_tokens"] for r in runs)
+        cached = sum(r["cached_tokens"] for r in runs)
+        rows.append((level, system, done, prompt, cached))
+    if not rows:
+        return []
+    alto = {level: (p - c) / d for level, s, d, p, c in rows if s == ALTO and d}
+    lines = [
+        "",
+        f"### Prompt tokens the servers evaluated, {name}",
+        "",
+        "Per completed input, over every measured run: the prompt tokens the llama.cpp "
+        "servers received, those they took from their KV cache, and those they evaluated "
+        "(the rest). *evaluated / Alto*: evaluated tokens over Alto's at the same level.",
+        "",
+        f"| {level_name} | system | inputs | prompt / input | cached / input | "
+        "evaluated / input | evaluated / Alto |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for level, system, done, prompt, cached in rows:
+        if not done:
+            continue
+        evaluated = (prompt - cached) / done
+        base = alto.get(level)
+        ratio = f"{evaluated / base:.2f}x" if base else "–"
+        lines.append(
+            f"| {_level(load, level)} | {system} | {done} | {prompt / done:.0f} | "
+            f"{cached / done:.0f} | {evaluated:.0f} | {ratio} |"
+        )
+    lines += ["", f"Table: {name}, measured."]
     return lines
 
 
@@ -290,6 +346,8 @@ def _cap_lines(app: dict[str, Any], knobs: dict[str, Any]) -> list[str]:
 def _endpoint_section(name: str, app: dict[str, Any], load: str, tag: str) -> list[str]:
     """Per level and system: who held the cap, the longest client queue, and per replica
     the calls and cached-token share the emulator counted."""
+    real = (app.get("deployment") or {}).get("servers") == "llama_cpp.server"
+    counted_by = "the llama.cpp servers'" if real else "the emulator's"
     from alto.bench.endpoints import endpoint_rows
 
     rows = endpoint_rows(app)
@@ -303,7 +361,7 @@ def _endpoint_section(name: str, app: dict[str, Any], load: str, tag: str) -> li
         "*client*: what held the system to the cap (Alto's dispatcher, or the shared "
         "semaphore); *limit*: its calls in flight in all (for the dispatcher, per replica at "
         "the end of the last run); *max queued*: the most calls waiting for it at once; "
-        "*calls / replica* and *cached / replica*: the emulator's own counts per replica "
+        f"*calls / replica* and *cached / replica*: {counted_by} own counts per replica "
         "(requests, and the share of prompt tokens its prefix cache served); *max in "
         "flight / replica*: the dispatcher's most calls in flight on each replica (for the "
         "semaphore, on all of them together).",
@@ -417,8 +475,12 @@ def _method_section(results: dict[str, Any]) -> list[str]:
         "after that (checked per run; a violation is listed above).",
         "- Every system is built afresh for each run (not timed) and answers one input "
         "unmeasured before the measured runs. Every output is compared with the asyncio "
-        "reference's output for the same input (the mismatch counts above). The emulator's "
-        "prefix cache is emptied before every run.",
+        "reference's output for the same input (the mismatch counts above). "
+        + (
+            "Each llama.cpp server is sent a short unrelated prompt before every run."
+            if results["settings"]["llm"] == "llama-server"
+            else "The emulator's prefix cache is emptied before every run."
+        ),
         "- Critical path: each input runs alone through the asyncio reference once, with "
         "every operator call's causal dependencies recorded (the calls whose results the "
         "calling code had read; for a token stream, how many tokens). On that graph each "
