@@ -26,11 +26,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import anyio
 import anyio.to_thread
+
+from alto.bench.loopback import BackgroundServer, bind
 
 _HIT = re.compile(r"Llama\.generate: (\d+) prefix-match hit, remaining (\d+) prompt tokens")
 _FULL = re.compile(r"Llama\.generate: full prompt already cached")
@@ -105,7 +106,7 @@ def default_model_path() -> Path:
     return path()
 
 
-class LlamaServers:
+class LlamaServers(BackgroundServer):
     """``count`` ``python -m llama_cpp.server`` processes on free loopback ports.
 
     Args:
@@ -142,8 +143,6 @@ class LlamaServers:
     def start(self, timeout: float = 180.0) -> list[str]:
         """Start every server and wait until each answers; returns their base URLs."""
         import httpx
-
-        from alto.bench.loopback import bind
 
         if self.urls:
             return self.urls
@@ -235,31 +234,6 @@ class LlamaServers:
         body = {"messages": [{"role": "user", "content": FLUSH_PROMPT}], "max_tokens": 1}
         for url in self.urls:
             httpx.post(f"{url}/chat/completions", json=body, timeout=60).raise_for_status()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        await anyio.to_thread.run_sync(self.start)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self.stop)
 
 
 def _read(proc: subprocess.Popen[str], log: PromptLog, tail: list[str]) -> None:

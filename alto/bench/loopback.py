@@ -12,7 +12,12 @@ import select
 import socket
 import subprocess
 import tempfile
-from typing import Any
+from abc import ABC, abstractmethod
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import anyio.to_thread
 
 _READY = re.compile(r"serving (http://\S+)")
 
@@ -91,3 +96,41 @@ def stop_child(proc: subprocess.Popen[str]) -> None:
         proc.wait()
     if proc.stdout is not None:
         proc.stdout.close()
+
+
+class BackgroundServer(ABC):
+    """A server that :meth:`start` runs in the background and :meth:`stop` ends; a context
+    manager, sync or async (the async form starts and stops it off the event loop)."""
+
+    @abstractmethod
+    def start(self, timeout: float = ...) -> Any:
+        """Start serving and wait until it answers."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop serving. Calling it twice is harmless."""
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        await anyio.to_thread.run_sync(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.stop)

@@ -22,14 +22,17 @@ import json
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from types import TracebackType
-from typing import Any, Self
-
-import anyio
-import anyio.to_thread
+from typing import Any
 
 from alto.bench.emulator.balancer import POLICIES, Balancer, Policy
-from alto.bench.loopback import bind, start_child, stop_child, url_host, uvicorn_config
+from alto.bench.loopback import (
+    BackgroundServer,
+    bind,
+    start_child,
+    stop_child,
+    url_host,
+    uvicorn_config,
+)
 
 # RFC 9110 7.6.1: connection-specific fields a proxy must not forward
 _HOP_BY_HOP = frozenset(
@@ -150,7 +153,7 @@ def create_app(upstreams: Sequence[str], policy: Policy = "round-robin") -> Any:
     )
 
 
-class BalancerProxy:
+class BalancerProxy(BackgroundServer):
     """Runs the proxy in a child process on loopback.
 
     Args:
@@ -204,31 +207,6 @@ class BalancerProxy:
 
         root = self.base_url.removesuffix("/v1")
         return dict(httpx.get(f"{root}/stats", timeout=10).json())
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        await anyio.to_thread.run_sync(self.start)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self.stop)
 
     def __repr__(self) -> str:
         where = self.base_url or "not started"

@@ -20,19 +20,22 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from types import TracebackType
-from typing import Any, Literal, Self
-
-import anyio
-import anyio.to_thread
+from typing import Any, Literal
 
 from alto.bench.emulator.balancer import POLICIES, Policy
 from alto.bench.emulator.config import EmulatorConfig
 from alto.bench.emulator.server import create_app
-from alto.bench.loopback import bind, start_child, stop_child, url_host, uvicorn_config
+from alto.bench.loopback import (
+    BackgroundServer,
+    bind,
+    start_child,
+    stop_child,
+    url_host,
+    uvicorn_config,
+)
 
 
-class EmulatorServer:
+class EmulatorServer(BackgroundServer):
     """Runs the emulator on loopback, in a background thread or a child process.
 
     A process keeps the emulator's event loop off the caller's GIL (more faithful timing on
@@ -147,31 +150,6 @@ class EmulatorServer:
 
         root = self.base_url.removesuffix("/v1")
         return dict(httpx.get(f"{root}/stats", timeout=10).json())
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        await anyio.to_thread.run_sync(self.start)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self.stop)
 
     def __repr__(self) -> str:
         where = self.base_url or "not started"
