@@ -9,6 +9,8 @@ accumulate; an idle engine's clock jumps to the wall clock when a request arrive
 
 from __future__ import annotations
 
+import bisect
+import math
 import time
 from collections.abc import Sequence as Seq
 from typing import Any
@@ -17,6 +19,38 @@ import anyio
 
 from alto.bench.emulator.config import EmulatorConfig
 from alto.bench.emulator.engine import Engine, Sequence
+
+
+LAG_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, float("inf"))
+"""Upper bounds of the step-lag histogram's buckets (seconds of wall clock): a step counts in
+the first bucket whose bound is at least how late its tokens were handed out."""
+
+
+class StepLag:
+    """How far each step's delivery fell behind its modeled end on the wall clock: a count,
+    a sum, a maximum and a histogram over :data:`LAG_BUCKETS_S`. Cumulative, so one run's
+    share is the difference of two reads (the maximum excepted: it is the lifetime one)."""
+
+    __slots__ = ("counts", "max_s", "steps", "sum_s")
+
+    def __init__(self) -> None:
+        self.steps, self.sum_s, self.max_s = 0, 0.0, 0.0
+        self.counts = [0] * len(LAG_BUCKETS_S)
+
+    def add(self, late: float) -> None:
+        self.steps += 1
+        self.sum_s += late
+        self.max_s = max(self.max_s, late)
+        self.counts[bisect.bisect_left(LAG_BUCKETS_S, late)] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "sum_s": self.sum_s,
+            "max_s": self.max_s,
+            "bucket_bounds_s": [b if math.isfinite(b) else None for b in LAG_BUCKETS_S],
+            "bucket_counts": list(self.counts),
+        }
 
 
 class _Watch:
@@ -98,6 +132,7 @@ class Replica:
     async def run(self, on_step: Any = None) -> None:
         """Step the engine forever, pacing each step to its modeled end."""
         engine = self.engine
+        lag = self.step_lag = StepLag()
         while True:
             if not engine.busy:
                 self._wake = anyio.Event()
@@ -112,6 +147,8 @@ class Replica:
             self.peak_running = max(self.peak_running, step.sequences)
             delay = self.wall(step.end) - time.perf_counter()
             await anyio.sleep(max(0.0, delay))
+            if self.config.time_scale > 0:  # how late, on the wall clock, its tokens go out
+                lag.add(max(0.0, time.perf_counter() - self.wall(step.end)))
             self.completed += len(step.finished)
             for seq in step.emitted:
                 watch = self._watches.get(seq)
@@ -136,6 +173,7 @@ class Replica:
             "steps": engine.steps,
             "preemptions": engine.preemptions,
             "modeled_clock_s": engine.now,
+            "step_lag": getattr(self, "step_lag", StepLag()).as_dict(),
             "kv_blocks": pool.num_blocks,
             "kv_free_blocks": pool.free_blocks,
             "prefix_cache": {
