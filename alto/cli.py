@@ -4,6 +4,7 @@
     alto run factcheck --n 3
     alto run summarize --input docs.jsonl --llm openai --llm-url http://127.0.0.1:8000/v1
     alto graph multihop --mermaid
+    alto serve factcheck --llm emulated --port 8000
 
 Errors are one line on stderr and a non-zero exit (``--debug`` shows the traceback).
 """
@@ -292,6 +293,33 @@ def parser() -> argparse.ArgumentParser:
     fmt.add_argument("--text", action="store_true", help="only the text form")
     fmt.add_argument("--mermaid", action="store_true", help="only the Mermaid form")
 
+    serve = sub.add_parser(
+        "serve", parents=[common],
+        help="serve a flow over HTTP: every request joins one running pipeline")
+    serve.add_argument("target", help=f"an example app ({', '.join(APPS)}) or MODULE:FLOW, "
+                       "importable from the current folder")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one)")
+    serve.add_argument("--max-inflight", type=int, default=256, metavar="N",
+                       help="most inputs in flight over all requests; past it 429 with "
+                       "Retry-After (default 256)")
+    serve.add_argument("--deadline", type=float, metavar="SECONDS",
+                       help="seconds each input may take; past it the input fails")
+    serve.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+                       help="at shutdown, seconds for the inputs in flight to finish (default 30)")
+    serve.add_argument("--backend", choices=["local", "ray"], default="local",
+                       help="local: this process (default); ray: stage replicas as Ray actors")
+    serve.add_argument("--address", help="the Ray cluster to join (default: RAY_ADDRESS, or a "
+                       "private local one)")
+    serve.add_argument("--concurrency", type=int, help="most root inputs in the pipeline at once")
+    serve.add_argument("--llm", choices=["local", "openai", "emulated", "fake"], default="local",
+                       help="an app's LLM, as for 'alto run' (default local)")
+    serve.add_argument("--llm-url", help="base URL of an OpenAI-compatible server (…/v1)")
+    serve.add_argument("--llm-model", help="model name for the server, or a GGUF path for local")
+    serve.add_argument("--embedder", choices=["minilm", "hash"], default="minilm",
+                       help="an app's embedder, as for 'alto run' (default minilm)")
+    serve.add_argument("--config", metavar="FILE", help="the app's settings as JSON")
+
     from alto.bench.cli import add_arguments as add_bench_arguments
 
     add_bench_arguments(sub.add_parser(
@@ -317,6 +345,20 @@ def _connected(backend: str) -> Iterator[None]:
         _connection.release()
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import anyio
+
+    from alto.serve.launch import ServeOptions, serve
+
+    options = ServeOptions(
+        target=args.target, host=args.host, port=args.port, max_inflight=args.max_inflight,
+        deadline=args.deadline, grace=args.grace, backend=args.backend, address=args.address,
+        concurrency=args.concurrency, llm=args.llm, llm_url=args.llm_url,
+        llm_model=args.llm_model, embedder=args.embedder, config=args.config,
+    )
+    return anyio.run(serve, options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # model libraries print download/loading progress bars; the run has its own
@@ -334,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return bench(args)
             except BenchError as exc:
                 raise CLIError(str(exc)) from None
+        if args.command == "serve":
+            return _serve(args)
         app = load_app(args.app)
         if args.command == "graph":
             return _graph(args, app)
