@@ -1,0 +1,554 @@
+"""The open-loop rate search: each system's highest Poisson rate whose p95 meets the SLO.
+
+In the style of MLPerf Inference's server scenario (Reddi et al., "MLPerf Inference
+Benchmark", ISCA 2020, arXiv:1911.02549: Poisson arrivals, a tail-latency bound that the run
+must meet, the reported figure the highest rate that meets it) and of its LoadGen's early
+stopping (``loadgen/early_stopping.cc`` in mlcommons/inference, ``MinPassingQueriesFinder``:
+how many queries a run needs, given how many were over the latency bound, for the tail
+percentile to hold at a stated confidence, by the binomial distribution). What is followed:
+
+**The rule** (exact binomial, :func:`verdict`). A trial at one rate has ``n`` measured
+arrivals (the first :attr:`SearchPlan.warmup` of each run discarded) of which ``k`` were over
+the SLO or failed. The p95 meets the SLO when fewer than 5% of arrivals miss it. The trial
+
+* **passes** when that holds at 95% confidence: ``P[Binom(n, 0.05) <= k] <= 0.05`` (were the
+  miss probability 5% or more, seeing ``k`` or fewer misses would be that unlikely);
+* **fails** when the miss probability is surely above 5%:
+  ``P[Binom(n, 0.05) >= k] <= 0.05``;
+* is **undecided** otherwise, and is extended by another round of arrivals at the same rate,
+  up to :attr:`SearchPlan.rounds` rounds; still undecided then, it counts as a fail (and is
+  recorded as ``undecided``), so a reported rate is one that passed.
+
+With no miss a pass needs 59 arrivals (``0.95**59 = 0.0485``; 58 give 0.0510), which is
+LoadGen's minimum for zero over-latency queries at the 95th percentile and 95% confidence;
+see :func:`min_arrivals`. Each look at a growing sample is a test at 5%; with the defaults a
+trial looks at most twice at the pass side (60 and 120 arrivals) and up to six times at the
+fail side (after each run), so by a union bound a reported pass or fail is wrong with
+probability at most 10% resp. 30% at the worst rate, and far less away from the threshold.
+The search needs one wrong verdict to move; the bracket it reports (highest pass, first
+fail) is the figure to read, not a point.
+
+**Repeats, pooled per rate.** Each trial runs :attr:`SearchPlan.repeats` runs, one per
+repeat, each its own Poisson realisation (its own seed; the same seeds for every system and
+every rate, so systems and rates are compared on common random numbers), and the verdict
+pools their measured arrivals. Three independent searches would each need 59 arrivals per
+trial and so triple the cost past the machine's budget (below); pooling gives every verdict
+the 59-arrival minimum from three realisations at the cost of one. The spread across
+repeats is still reported: per repeat, the highest rate where its own arrivals' share of
+misses was at most 5% (a point estimate, below its own first such miss), median and
+min-max over repeats.
+
+**Bracketing and bisection** (:class:`RateSearch`). From a start rate (half the deployment's
+rate ceiling for an LLM app; a quarter of 1 / the unloaded p50 for one without LLM calls),
+the search multiplies the rate by :attr:`SearchPlan.factor` while trials pass and divides it
+while they fail, until it holds a pass below a fail; there is no upper limit, so a system
+that holds its rate is searched past its capacity, never censored at a ceiling. Then it
+bisects (geometrically) until the highest pass and the lowest fail are within
+:attr:`SearchPlan.width` (relative) of each other. The reported rate is monotone: the
+highest passing rate below the lowest failing one, with that first failing rate. A trial
+whose CPU was saturated (:func:`saturation`) is redone once at the end, and the search goes
+on from the redo's verdict.
+
+**Budget** (the defaults, 2 cores; :func:`trial_seconds`). A trial round is ``repeats`` runs
+of ``warmup + arrivals / repeats`` arrivals (3 x (4 + 20) = 72) at rate ``r``, each then
+draining for about the SLO plus 0.3 s of set-up: ``72 / r + 3 x (slo + 0.3)`` seconds. A
+failing trial usually stops after its first run (20 measured arrivals with 4 misses fail).
+A search takes about 4 trials (start, one step, two bisections: 0.5, 1, 0.71 and 0.84 of
+the rate ceiling), two passing (3 runs each) and two failing (1 run each), plus 15% for
+undecided trials extended by a round. With the old reports' ceilings and SLOs (factcheck
+11.7/s and 1.4 s, multihop 5.8/s and 3.3 s, summarize 2.6/s and 3.1 s per replica; ingest
+is CPU-bound, a few seconds a search), per system:
+
+================  =========  ========  =========  ======  ===============================
+deployment        factcheck  multihop  summarize  ingest  4 apps, one system (+15%)
+================  =========  ========  =========  ======  ===============================
+single            39 s       80 s      140 s      5 s     264 s (304 s)
+rr4, ll4, prefix4 20 s       42 s      55 s       5 s     122 s (140 s)
+================  =========  ========  =========  ======  ===============================
+
+Every report (4 apps x 4 deployments) for the 5 systems: 5 x (304 + 3 x 140) = 3620 s; the
+4 control systems on one 4-replica deployment only (the cut: name them in ``--systems`` for
+that deployment's command alone): 4 x 140 = 560 s; per app and deployment about 45 s more
+for start-up, warm-up, the bound pass and the timelines: 16 x 45 = 720 s. In all about
+4900 s, 82 minutes. The controls on every deployment would add 4 x (304 + 2 x 140) = 2336 s
+(121 minutes in all). Other cuts: ``--search-width 0.4`` (one bisection fewer: about a
+quarter less), ``--repeats 1`` (one realisation per verdict: the runs' drain and set-up
+once instead of three times per round, about a third less on the 4-replica deployments).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from functools import lru_cache
+from typing import Any
+
+from alto.bench.machine import saturation
+
+MISS = Fraction(1, 20)
+"""The share of arrivals allowed over the SLO: the p95 meets it when fewer than 5% miss."""
+ALPHA = Fraction(1, 20)
+"""1 - the confidence of a verdict (95%)."""
+PASS, FAIL, UNDECIDED = "pass", "fail", "undecided"
+
+
+@lru_cache(maxsize=4096)
+def binom_cdf(k: int, n: int, p: Fraction = MISS) -> Fraction:
+    """``P[Binom(n, p) <= k]``, exactly (rational arithmetic).
+
+    Example:
+        >>> float(binom_cdf(0, 59))  # 0.95 ** 59
+        0.04849...
+    """
+    if k < 0:
+        return Fraction(0)
+    if k >= n:
+        return Fraction(1)
+    q = 1 - p
+    return sum((math.comb(n, i) * p**i * q ** (n - i) for i in range(k + 1)), Fraction(0))
+
+
+def binom_sf(k: int, n: int, p: Fraction = MISS) -> Fraction:
+    """``P[Binom(n, p) >= k]``, exactly."""
+    return 1 - binom_cdf(k - 1, n, p)
+
+
+def verdict(n: int, k: int) -> str:
+    """:data:`PASS`, :data:`FAIL` or :data:`UNDECIDED` for ``k`` misses in ``n`` arrivals
+    (the rule of the module docstring).
+
+    Example:
+        >>> verdict(59, 0), verdict(58, 0), verdict(20, 4), verdict(60, 2)
+        ('pass', 'undecided', 'fail', 'undecided')
+    """
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got n={n}, k={k}")
+    if n and binom_cdf(k, n) <= ALPHA:
+        return PASS
+    if n and binom_sf(k, n) <= ALPHA:
+        return FAIL
+    return UNDECIDED
+
+
+@lru_cache(maxsize=1024)
+def pass_threshold(n: int) -> int:
+    """The most misses with which ``n`` arrivals pass (-1: none pass)."""
+    k = -1
+    while k + 1 <= n and binom_cdf(k + 1, n) <= ALPHA:
+        k += 1
+    return k
+
+
+@lru_cache(maxsize=1024)
+def fail_threshold(n: int) -> int:
+    """The fewest misses with which ``n`` arrivals fail (``n + 1``: none fail)."""
+    k = 0
+    while k <= n and binom_sf(k, n) > ALPHA:
+        k += 1
+    return k
+
+
+def min_arrivals(misses: int = 0) -> int:
+    """The fewest measured arrivals with which ``misses`` misses still pass (59 for none).
+
+    Example:
+        >>> min_arrivals(0), min_arrivals(1)
+        (59, 93)
+    """
+    n = misses + 1
+    while pass_threshold(n) < misses:
+        n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """The search's settings (``alto bench --load open``'s ``--search-*`` options).
+
+    Attributes:
+        start: the first rate tried (inputs/s).
+        repeats: runs per trial round, one per repeat (its own Poisson realisation).
+        arrivals: measured arrivals per trial round, over all its runs (at least 59, so a
+            round without a miss can pass).
+        warmup: arrivals discarded at the start of every run.
+        rounds: trial rounds at most (an undecided trial is extended by another).
+        factor: the bracketing step (multiply or divide the rate by it).
+        width: stop bisecting when the lowest fail / the highest pass <= 1 + width.
+        max_trials: trials per search at most (then it stops, saying so).
+        floor: below this rate the search stops going down (no rate passes).
+    """
+
+    start: float
+    repeats: int = 3
+    arrivals: int = 60
+    warmup: int = 4
+    rounds: int = 2
+    factor: float = 2.0
+    width: float = 0.2
+    max_trials: int = 16
+    floor: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not self.start > 0 or not self.floor > 0:
+            raise ValueError("the start rate and the floor must be positive")
+        if self.repeats < 1 or self.rounds < 1 or self.warmup < 0 or self.max_trials < 1:
+            raise ValueError("repeats, rounds and max_trials must be >= 1, warmup >= 0")
+        if self.arrivals < min_arrivals(0):
+            raise ValueError(
+                f"arrivals per round must be at least {min_arrivals(0)}: with fewer, even "
+                "a trial without a miss cannot pass at 95% confidence"
+            )
+        if not self.factor > 1 or not self.width > 0:
+            raise ValueError("factor must be > 1 and width > 0")
+
+    @property
+    def per_run(self) -> int:
+        """Measured arrivals per run: ``arrivals`` split over the repeats, rounded up."""
+        return -(-self.arrivals // self.repeats)
+
+
+class RateSearch:
+    """Bracketing, then bisection, over one system's trials (no I/O: the runner asks
+    :meth:`next_rate`, runs the trial and tells :meth:`record` its verdict).
+
+    Example:
+        >>> s = RateSearch(SearchPlan(start=4.0))
+        >>> while (rate := s.next_rate()) is not None:
+        ...     s.record(rate, rate <= 10)  # a system that holds 10/s and no more
+        >>> s.order, s.best, s.first_fail
+        ([4.0, 8.0, 16.0, 11.31, 9.512], 9.512, 11.31)
+    """
+
+    def __init__(self, plan: SearchPlan) -> None:
+        self.plan = plan
+        self.verdicts: dict[float, bool] = {}  # rate -> passed (the latest verdict there)
+        self.order: list[float] = []  # rates in the order tried (a redo appears again)
+        self.stop_reason: str | None = None
+
+    @property
+    def passed(self) -> list[float]:
+        return sorted(r for r, ok in self.verdicts.items() if ok)
+
+    @property
+    def failed(self) -> list[float]:
+        return sorted(r for r, ok in self.verdicts.items() if not ok)
+
+    @property
+    def first_fail(self) -> float | None:
+        """The lowest failing rate (None: none failed)."""
+        failed = self.failed
+        return failed[0] if failed else None
+
+    @property
+    def best(self) -> float | None:
+        """The highest passing rate below the lowest failing one (None: none)."""
+        top = self.first_fail
+        ok = [r for r in self.passed if top is None or r < top]
+        return ok[-1] if ok else None
+
+    def record(self, rate: float, passed: bool) -> None:
+        """The verdict of a trial at ``rate`` (a later one at the same rate replaces it)."""
+        self.verdicts[rate] = passed
+        self.order.append(rate)
+
+    def next_rate(self) -> float | None:
+        """The next rate to try, or None when the search is done (see :attr:`stop_reason`)."""
+        plan = self.plan
+        if len(self.order) >= plan.max_trials:
+            self.stop_reason = f"stopped after {plan.max_trials} trials"
+            return None
+        if not self.verdicts:
+            return plan.start
+        best, top = self.best, self.first_fail
+        if top is None:  # every trial passed: bracket upward, no ceiling
+            return _rate(self.passed[-1] * plan.factor)
+        if best is None:  # every trial failed: bracket downward
+            low = top / plan.factor
+            if low < plan.floor:
+                self.stop_reason = f"no rate down to {plan.floor:g}/s passed"
+                return None
+            return _rate(low)
+        if top / best <= 1 + plan.width:
+            self.stop_reason = f"bracket within {plan.width:.0%}"
+            return None
+        middle = _rate(math.sqrt(best * top))
+        if middle in self.verdicts:  # rounding met a tried rate: the bracket is as tight
+            self.stop_reason = "bracket as tight as the rates' rounding"
+            return None
+        return middle
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "best_rate": self.best,
+            "first_fail": self.first_fail,
+            "passed": self.passed,
+            "failed": self.failed,
+            "trials": len(self.order),
+            "stop_reason": self.stop_reason,
+        }
+
+
+def _rate(value: float) -> float:
+    """Rates to 4 significant digits (readable, and the same in JSON as here)."""
+    return float(f"{value:.4g}")
+
+
+def misses(samples: list[dict[str, Any]], slo_s: float) -> tuple[int, int]:
+    """``(n, k)`` of one run's samples (``results.json`` form): arrivals measured (in the
+    window, so past warm-up) and those over the SLO or failed."""
+    measured = [s for s in samples if s.get("in_window", True)]
+    over = sum(
+        1
+        for s in measured
+        if s["error"] is not None or s["latency_s"] is None or s["latency_s"] > slo_s
+    )
+    return len(measured), over
+
+
+def per_repeat_estimates(trials: list[dict[str, Any]]) -> dict[int, float | None]:
+    """Per repeat, from its own runs only: the highest rate where its share of misses was
+    at most 5%, below the lowest rate where it was more (a point estimate, no confidence)."""
+    seen: dict[int, dict[float, list[int]]] = {}
+    for trial in trials:
+        for run in trial["runs"]:
+            cell = seen.setdefault(run["repeat"], {}).setdefault(trial["rate"], [0, 0])
+            cell[0] += run["n"]
+            cell[1] += run["k"]
+    out: dict[int, float | None] = {}
+    for repeat, by_rate in sorted(seen.items()):
+        bad = [r for r, (n, k) in by_rate.items() if n and k > MISS * n]
+        top = min(bad) if bad else math.inf
+        good = [r for r, (n, k) in by_rate.items() if n and k <= MISS * n and r < top]
+        out[repeat] = max(good) if good else None
+    return out
+
+
+def trial_seconds(rate: float, slo_s: float, plan: SearchPlan, *, setup_s: float = 0.3) -> float:
+    """The expected wall time of one trial round at ``rate`` (the budget's arithmetic)."""
+    per_run = plan.warmup + plan.per_run
+    return plan.repeats * (per_run / rate + slo_s + setup_s)
+
+
+# -- driving the searches -------------------------------------------------------------------
+
+
+def served(run: dict[str, Any]) -> tuple[int, float]:
+    """(completions inside the run's window, the window's length): the throughput served
+    in the steady window, from the first measured arrival to the last arrival."""
+    start, end = run.get("window_s") or [None, None]
+    if start is None or end is None or not end > start:
+        return 0, 0.0
+    done = sum(
+        1
+        for s in run["samples"]
+        if s["error"] is None
+        and s["latency_s"] is not None
+        and start <= s["submitted_s"] + s["latency_s"] <= end
+    )
+    return done, end - start
+
+
+def seed_of(base: int, repeat: int, round_: int) -> int:
+    """The Poisson seed of one run: per repeat and round, the same for every system and rate."""
+    return base + repeat + 1000 * round_
+
+
+async def run_searches(
+    systems: list[str],
+    plan: SearchPlan,
+    slo_s: float,
+    measure: Any,
+    *,
+    seed: int = 0,
+    tick: Any = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every system's search, interleaved (one trial per system in turn, the order
+    rotating), then saturated trials redone once; the runs and ``{"trials", "systems"}``.
+
+    ``measure(system, rate, repeat, seed, arrivals, warmup)`` runs one open-loop run and
+    returns its ``results.json`` record (with ``cpu`` and ``emulator_lag``); ``tick(system,
+    rate)`` is called before each run.
+    """
+    searches = {s: RateSearch(plan) for s in systems}
+    runs: list[dict[str, Any]] = []
+    trials: list[dict[str, Any]] = []
+
+    async def trial(system: str, rate: float, redo_of: int | None = None) -> dict[str, Any]:
+        n = k = done = 0
+        length = 0.0
+        parts: list[dict[str, Any]] = []
+        outcome = UNDECIDED
+        for round_ in range(plan.rounds):
+            for repeat in range(plan.repeats):
+                if tick is not None:
+                    tick(system, rate)
+                s = seed_of(seed, repeat, round_)
+                run = await measure(
+                    system, rate, repeat, s, plan.warmup + plan.per_run, plan.warmup
+                )
+                run["trial"] = len(trials)
+                runs.append(run)
+                rn, rk = misses(run["samples"], slo_s)
+                c, w = served(run)
+                n, k, done, length = n + rn, k + rk, done + c, length + w
+                parts.append(
+                    {"run": len(runs) - 1, "repeat": repeat, "round": round_, "seed": s,
+                     "n": rn, "k": rk, "cpu": run.get("cpu"), "lag": run.get("emulator_lag")}
+                )  # fmt: skip
+                outcome = verdict(n, k)
+                if outcome == FAIL:
+                    break
+            if outcome != UNDECIDED:
+                break
+        why: list[str] = []
+        for part in parts:
+            why += [w for w in saturation(part["cpu"] or {}, part["lag"], slo_s) if w not in why]
+        passed = outcome == PASS  # undecided at the last round counts as a fail
+        record: dict[str, Any] = {
+            "index": len(trials),
+            "system": system,
+            "rate": rate,
+            "n": n,
+            "k": k,
+            "verdict": outcome,
+            "passed": passed,
+            "served_throughput": round(done / length, 4) if length else None,
+            "runs": parts,
+            "saturated": why,
+            "redo_of": redo_of,
+        }
+        trials.append(record)
+        searches[system].record(rate, passed)
+        return record
+
+    turn = 0
+    redone: set[int] = set()
+    while True:
+        busy = False
+        order = systems[turn % len(systems) :] + systems[: turn % len(systems)]
+        turn += 1
+        for system in order:
+            rate = searches[system].next_rate()
+            if rate is not None:
+                busy = True
+                await trial(system, rate)
+        if busy:
+            continue
+        pending = [t for t in trials if t["saturated"] and t["index"] not in redone]
+        pending = [t for t in pending if t["redo_of"] is None]  # once: never a redo's redo
+        if not pending:
+            break
+        for t in pending:
+            redone.add(t["index"])
+            await trial(t["system"], t["rate"], redo_of=t["index"])
+    outcome = {
+        "trials": trials,
+        "systems": {s: summarize_search(searches[s], trials, s) for s in systems},
+    }
+    return runs, outcome
+
+
+def summarize_search(
+    search: RateSearch, trials: list[dict[str, Any]], system: str
+) -> dict[str, Any]:
+    """One system's search for ``results.json`` and the report: the highest passing rate,
+    the first failing rate, the spread over repeats, the throughput served at the reported
+    rate, and how many trials (saturated ones, redone ones) it took."""
+    mine = [t for t in trials if t["system"] == system]
+    best = search.best
+    at_best = [t for t in mine if t["rate"] == best and t["passed"]]
+    estimates = per_repeat_estimates(mine)
+    values = sorted(v for v in estimates.values() if v is not None)
+    return {
+        **search.result(),
+        "repeat_estimates": {str(r): v for r, v in estimates.items()},
+        "repeat_median": _median(values),
+        "repeat_min": values[0] if values else None,
+        "repeat_max": values[-1] if values else None,
+        "served_at_best": at_best[-1]["served_throughput"] if at_best else None,
+        "saturated_trials": sum(1 for t in mine if t["saturated"]),
+        "redone_trials": sum(1 for t in mine if t["redo_of"] is not None),
+        "undecided_trials": sum(1 for t in mine if t["verdict"] == UNDECIDED),
+    }
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def rate_interval(row: dict[str, Any]) -> tuple[float | None, float | None]:
+    """A system's rate interval for comparisons: from the lower of its highest pass and its
+    repeats' lowest estimate to the higher of its first fail and its repeats' highest (the
+    capacity lies within it; two systems whose intervals overlap cannot be told apart)."""
+    lows = [v for v in (row.get("best_rate"), row.get("repeat_min")) if v is not None]
+    highs = [v for v in (row.get("first_fail"), row.get("repeat_max")) if v is not None]
+    return (min(lows) if lows else None, max(highs) if highs else None)
+
+
+def rate_parity(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two systems' rate intervals overlap (:func:`rate_interval`): parity. A
+    missing bound is open (no first fail: no upper bound; no pass: a lower bound of 0)."""
+    a_low, a_high = rate_interval(a)
+    b_low, b_high = rate_interval(b)
+    a_low, b_low = a_low or 0.0, b_low or 0.0
+    a_high = math.inf if a_high is None else a_high
+    b_high = math.inf if b_high is None else b_high
+    return a_low <= b_high and b_low <= a_high
+
+
+async def search_session(
+    session: Any, systems: list[str], sweep: dict[str, Any], progress: bool
+) -> list[dict[str, Any]]:
+    """``--load search`` for one app's runner session (``alto.bench.runner._Session``):
+    every system's search, its runs through ``session.measure``; the runs, and the trials
+    and per-system outcome put into ``sweep["search"]``."""
+    from tqdm.auto import tqdm
+
+    settings = session.settings
+    if sweep["slo_s"] is None:
+        raise RuntimeError("the rate search needs an SLO: the bound pass timed no input")
+    plan = SearchPlan(
+        start=sweep["levels"][0],
+        repeats=settings.repeats,
+        arrivals=settings.search_arrivals,
+        warmup=settings.search_warmup,
+        rounds=settings.search_rounds,
+        factor=settings.search_factor,
+        width=settings.search_width,
+    )
+    # about 4 trials a search: two of all repeats, two stopped after one run
+    bar = tqdm(
+        total=len(systems) * 2 * (plan.repeats + 1),
+        desc=session.app.NAME,
+        unit="run",
+        disable=not progress,
+        file=sys.stderr,
+    )
+
+    def tick(system: str, rate: float) -> None:
+        bar.set_postfix_str(f"{system} @ {rate:g}/s")
+        if bar.n >= bar.total:
+            bar.total = bar.n + 1
+        bar.update()
+
+    async def run(
+        system: str, rate: float, repeat: int, seed: int, arrivals: int, warmup: int
+    ) -> dict[str, Any]:
+        position = systems.index(system)
+        return await session.measure(
+            system, rate, repeat, position, seed=seed, arrivals=arrivals, warmup=warmup
+        )
+
+    try:
+        runs, outcome = await run_searches(
+            systems, plan, sweep["slo_s"], run, seed=settings.seed, tick=tick
+        )
+    finally:
+        bar.close()
+    sweep["search"] = {"plan": asdict(plan), **outcome}
+    return runs
