@@ -155,10 +155,20 @@ async def closed_loop(
 
 
 async def open_loop(
-    server: Server, inputs: Sequence[Any], schedule: Sequence[float], *, timeout: float | None
+    server: Server,
+    inputs: Sequence[Any],
+    schedule: Sequence[float],
+    *,
+    timeout: float | None,
+    warmup: int = 0,
 ) -> Outcome:
     """Submit input ``k % len(inputs)`` at ``schedule[k]`` seconds after the start, not
-    waiting for any."""
+    waiting for any.
+
+    With ``warmup`` the first ``warmup`` arrivals are not measured, and the window runs
+    from the first measured arrival to the last arrival (the steady window: past the
+    cold start, before the drain); without, it is the whole run.
+    """
     if not inputs and schedule:
         raise ValueError("an arrival schedule but no inputs")
 
@@ -170,6 +180,10 @@ async def open_loop(
 
     outcome = await _drive(server, inputs, len(schedule), pace, None, timeout)
     outcome.window = (0.0, outcome.wall_s)
+    if 0 < warmup < len(schedule):
+        outcome.window = (schedule[warmup], schedule[-1])
+        for s in outcome.samples:
+            s.in_window = s.index >= warmup
     return outcome
 
 

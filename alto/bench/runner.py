@@ -105,7 +105,7 @@ class Settings:
     llm_model: str | None = None
     embedder: str = "minilm"
     queries: int | None = None  # distinct inputs per app (None: as many as the load needs)
-    load: str = "closed"  # "closed" or "open"
+    load: str = "closed"  # "closed", "open" (the fixed-rate sweep) or "search"
     concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
     closed_inputs: int = 100  # submissions per closed-loop level
     rates: list[float] | None = None  # open loop, inputs/s (None: the automatic sweep)
@@ -115,6 +115,14 @@ class Settings:
     sweep_stop: bool = True  # an open sweep stops a system past its first missed SLO
     repeats: int = 1
     seed: int = 0
+    # the rate search (alto.bench.search): measured arrivals per trial round, warm-up
+    # arrivals per run, rounds per trial, bracketing factor, bisection stop width, start
+    search_arrivals: int = 60
+    search_warmup: int = 4
+    search_rounds: int = 2
+    search_factor: float = 2.0
+    search_width: float = 0.2
+    search_start: float | None = None  # None: half the rate ceiling (see plan_levels)
     systems: list[str] = field(default_factory=lambda: list(SYSTEMS))
     timeout_s: float = 600.0
     docs_per_corpus: int = 16
@@ -573,6 +581,8 @@ def plan_levels(settings: Settings, bounds: dict[str, Any], emulator: Any) -> di
     sweep: :data:`RATE_FRACTIONS` of the rate ceiling (the deployment's peak decode
     throughput over the decode tokens of an input), or for an app without LLM calls
     :data:`RATE_MULTIPLES` of 1 / its unloaded p50. The *moderate* rate is the second.
+    Search: one level, the search's start rate (``settings.search_start``, else half the
+    rate ceiling, else a quarter of 1 / the unloaded p50); the search goes on from there.
     """
     rows = [q for q in bounds["queries"] if "unloaded_reference_s" in q]
     unloaded = percentile([q["unloaded_reference_s"] for q in rows], 50) if rows else math.nan
@@ -581,6 +591,20 @@ def plan_levels(settings: Settings, bounds: dict[str, Any], emulator: Any) -> di
     if settings.load == "closed":
         levels = [float(c) for c in settings.concurrency]
         how = "closed-loop concurrency"
+    elif settings.load == "search":
+        base = 1.0 / unloaded if unloaded and unloaded > 0 else 1.0
+        start = settings.search_start or round(0.5 * ceiling if ceiling else 0.25 * base, 3)
+        levels = [start]
+        how = (
+            f"rate search from {start:g}/s"
+            + (
+                " (given)"
+                if settings.search_start
+                else " (half the rate ceiling)"
+                if ceiling
+                else " (a quarter of 1 / the unloaded p50)"
+            )
+        )
     elif settings.rates:
         levels = sorted(float(r) for r in settings.rates)
         how = "given rates"
@@ -743,6 +767,10 @@ class _Session:
 
         settings = self.settings
         levels = sweep["levels"]
+        if settings.load == "search":  # alto.bench.search drives self.measure
+            from alto.bench.search import search_session
+
+            return await search_session(self, systems, sweep, progress), {}
         bar = tqdm(
             total=settings.repeats * len(levels) * len(systems),
             desc=self.app.NAME,
@@ -782,8 +810,22 @@ class _Session:
         return runs, stopped
 
     async def measure(
-        self, system: str, level: float, repeat: int, position: int
+        self,
+        system: str,
+        level: float,
+        repeat: int,
+        position: int,
+        *,
+        seed: int | None = None,
+        arrivals: int | None = None,
+        warmup: int = 0,
     ) -> dict[str, Any]:
+        """One run of ``system`` at ``level``; open loop: ``arrivals`` Poisson arrivals
+        (default ``open_inputs``) of ``seed`` (default ``seed + repeat``), the first
+        ``warmup`` not measured. Its record carries the CPU use over the run and, with the
+        emulator, how late its steps ran (:mod:`alto.bench.machine`)."""
+        from alto.bench.machine import CpuClock, lag_delta
+
         settings = self.settings
         recorder = Recorder()
         server = self.server(system, recorder)
@@ -795,6 +837,7 @@ class _Session:
         if watch is not None:
             watch.start()
         recorder.reset()
+        clock = CpuClock()
         if settings.load == "closed":
             outcome = await driver.closed_loop(
                 server,
@@ -804,14 +847,20 @@ class _Session:
                 timeout=settings.timeout_s,
             )
         else:
-            schedule = poisson_schedule(settings.open_inputs, level, settings.seed + repeat)
-            outcome = await driver.open_loop(
-                server, self.inputs, schedule, timeout=settings.timeout_s
+            schedule = poisson_schedule(
+                arrivals or settings.open_inputs,
+                level,
+                settings.seed + repeat if seed is None else seed,
             )
+            outcome = await driver.open_loop(
+                server, self.inputs, schedule, timeout=settings.timeout_s, warmup=warmup
+            )
+        cpu = clock.finish()
         tokens: dict[str, Any] = {"requests": None, "prompt_tokens": None, "cached_tokens": None}
-        replicas = None
+        replicas = lag = None
         if self.counters is not None and before is not None:
             after = await self.counters.read()
+            lag = lag_delta(before[3], after[3])
             tokens = {
                 "requests": after[0] - before[0],
                 "prompt_tokens": after[1] - before[1],
@@ -855,6 +904,9 @@ class _Session:
             **tokens,
             "endpoint": endpoint,
             "emulator_replicas": replicas,
+            "seed": seed,
+            "cpu": cpu,
+            "emulator_lag": lag,
             "samples": [s.as_dict() for s in outcome.samples],
         }
 
