@@ -4,11 +4,14 @@
 on loopback and forwards each request, body and answer unchanged (streams included), to one
 upstream base URL, chosen by the emulator's :class:`~alto.bench.emulator.balancer.Balancer`:
 ``round-robin`` (a Kubernetes Service), ``least-loaded`` or ``prefix-aware`` (SGLang router's
-cache-aware policy). Load is requests in flight through the proxy. The prefix-aware policy sees
-the request's text: a chat request's message contents joined, or a completion's prompt.
+cache-aware policy with its launcher's defaults; its eviction pass runs every
+``--eviction-interval-secs``, 120 by default, in the background). Load is requests in flight
+through the proxy. The prefix-aware policy sees the request's text: a chat request's message
+contents joined, or a completion's prompt.
 
-``/stats`` counts requests per upstream and the policy's decisions. :class:`BalancerProxy` runs
-it in a child process, so the proxy's own work never shares a GIL with the caller's.
+``/stats`` counts per upstream the requests, failures and the policy's decisions by kind, and
+gives the policy's settings. :class:`BalancerProxy` runs it in a child process, so the proxy's
+own work never shares a GIL with the caller's.
 
 Example:
     >>> with BalancerProxy(["http://127.0.0.1:8001/v1", "http://127.0.0.1:8002/v1"]) as proxy:
@@ -24,7 +27,9 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from alto.bench.emulator.balancer import POLICIES, Balancer, Policy
+import anyio
+
+from alto.bench.emulator.balancer import EVICTION_INTERVAL_S, POLICIES, Balancer, Policy
 from alto.bench.loopback import (
     BackgroundServer,
     bind,
@@ -67,8 +72,16 @@ def request_text(body: bytes) -> str:
     return prompt if isinstance(prompt, str) else ""
 
 
-def create_app(upstreams: Sequence[str], policy: Policy = "round-robin") -> Any:
+def create_app(
+    upstreams: Sequence[str],
+    policy: Policy = "round-robin",
+    *,
+    eviction_interval_s: float = EVICTION_INTERVAL_S,
+) -> Any:
     """The proxy's Starlette app: ``/v1/...`` forwarded, ``/stats`` and ``/health`` its own.
+
+    ``eviction_interval_s``: seconds between the prefix-aware policy's eviction passes
+    (0: none).
 
     Raises:
         ValueError: no upstreams, or an unknown policy.
@@ -82,7 +95,7 @@ def create_app(upstreams: Sequence[str], policy: Policy = "round-robin") -> Any:
     if not upstreams:
         raise ValueError("the proxy needs at least one upstream base URL")
     bases = [u.rstrip("/") for u in upstreams]
-    balancer = Balancer(policy, len(bases))
+    balancer = Balancer(policy, len(bases), eviction_interval_s=eviction_interval_s)
     in_flight = [0] * len(bases)
     requests = [0] * len(bases)
     failures = [0] * len(bases)
@@ -124,11 +137,20 @@ def create_app(upstreams: Sequence[str], policy: Policy = "round-robin") -> Any:
         return JSONResponse(
             {
                 "policy": policy,
+                "settings": balancer.settings(),
+                "eviction_passes": balancer.eviction_passes,
                 "upstreams": [
-                    {"upstream": b, "requests": r, "in_flight": f, "failures": e}
-                    for b, r, f, e in zip(bases, requests, in_flight, failures, strict=True)
+                    {
+                        "upstream": b,
+                        "requests": r,
+                        "in_flight": f,
+                        "failures": e,
+                        "decisions": dict(d),
+                    }
+                    for b, r, f, e, d in zip(
+                        bases, requests, in_flight, failures, balancer.decisions, strict=True
+                    )
                 ],
-                "decisions": dict(balancer.decisions),
             }
         )
 
@@ -140,8 +162,20 @@ def create_app(upstreams: Sequence[str], policy: Policy = "round-robin") -> Any:
         nonlocal client
         # no pool limit and no timeout: the caller's client holds the caps and the deadlines
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-        async with httpx.AsyncClient(timeout=None, limits=limits) as client:
+        async with (
+            httpx.AsyncClient(timeout=None, limits=limits) as client,
+            anyio.create_task_group() as tg,
+        ):
+            if policy == "prefix-aware" and eviction_interval_s > 0:
+                tg.start_soon(evict_on_a_timer)
             yield
+            tg.cancel_scope.cancel()
+
+    async def evict_on_a_timer() -> None:
+        """SGLang router's background eviction thread."""
+        while True:
+            await anyio.sleep(eviction_interval_s)
+            balancer.evict()
 
     return Starlette(
         routes=[
@@ -161,6 +195,7 @@ class BalancerProxy(BackgroundServer):
         policy: ``"round-robin"``, ``"least-loaded"`` or ``"prefix-aware"``.
         host: the address to bind; loopback by default.
         port: the port; 0 picks a free one.
+        eviction_interval_s: seconds between the prefix-aware policy's eviction passes.
     """
 
     def __init__(
@@ -170,13 +205,17 @@ class BalancerProxy(BackgroundServer):
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        eviction_interval_s: float = EVICTION_INTERVAL_S,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
         if not upstreams:
             raise ValueError("the proxy needs at least one upstream base URL")
+        if eviction_interval_s < 0:
+            raise ValueError(f"eviction_interval_s must be >= 0, got {eviction_interval_s}")
         self.upstreams = list(upstreams)
         self.policy = policy
+        self.eviction_interval_s = eviction_interval_s
         self.host = host
         self.port = port
         self.base_url = ""
@@ -188,6 +227,7 @@ class BalancerProxy(BackgroundServer):
             cmd = [
                 sys.executable, "-m", "alto.bench.proxy", "--host", self.host,
                 "--port", str(self.port), "--policy", self.policy,
+                "--eviction-interval-secs", repr(self.eviction_interval_s),
             ]  # fmt: skip
             for upstream in self.upstreams:
                 cmd += ["--upstream", upstream]
@@ -202,7 +242,8 @@ class BalancerProxy(BackgroundServer):
         self.base_url = ""
 
     def stats(self) -> dict[str, Any]:
-        """Requests, in flight and failures per upstream, and the policy's decisions."""
+        """Requests, in flight, failures and the policy's decisions by kind per upstream, and
+        the policy's settings."""
         import httpx
 
         root = self.base_url.removesuffix("/v1")
@@ -225,10 +266,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--upstream", action="append", required=True, help="a server's base URL (…/v1); repeat"
     )
     parser.add_argument("--policy", default="round-robin", choices=POLICIES)
+    parser.add_argument(
+        "--eviction-interval-secs",
+        type=float,
+        default=EVICTION_INTERVAL_S,
+        help="seconds between the prefix-aware policy's eviction passes (default 120, as "
+        "SGLang router's launcher; 0: none)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     parser.add_argument("--port", type=int, default=8080, help="port (0: a free one)")
     args = parser.parse_args(argv)
-    app = create_app(args.upstream, args.policy)
+    app = create_app(args.upstream, args.policy, eviction_interval_s=args.eviction_interval_secs)
     sock = bind(args.host, args.port)
     port = sock.getsockname()[1]
     print(

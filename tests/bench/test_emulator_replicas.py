@@ -10,8 +10,7 @@ import anyio
 import httpx
 import pytest
 
-from alto.bench.emulator import Balancer, EmulatorConfig, EmulatorServer, serve_emulator
-from alto.bench.emulator.balancer import RadixTree
+from alto.bench.emulator import EmulatorConfig, EmulatorServer, serve_emulator
 
 INSTANT = EmulatorConfig(time_scale=0.0)
 # 200 characters = 50 tokens at 4 characters a token: three full blocks and a partial one
@@ -23,52 +22,6 @@ def _ask(url: str, content: str, **extra: Any) -> dict[str, Any]:
     response = httpx.post(f"{url}/chat/completions", json={**body, **extra}, timeout=30)
     response.raise_for_status()
     return dict(response.json())
-
-
-# -- the balancer's policies -------------------------------------------------------------------
-
-
-def test_round_robin_cycles() -> None:
-    b = Balancer("round-robin", 3)
-    assert [b.choose("same", [5, 0, 0]) for _ in range(7)] == [0, 1, 2, 0, 1, 2, 0]
-
-
-def test_least_loaded_picks_the_idle_replica() -> None:
-    b = Balancer("least-loaded", 3)
-    assert b.choose("x", [3, 0, 2]) == 1
-    assert b.choose("x", [1, 1, 1]) == 0  # ties: the lowest index
-
-
-def test_prefix_aware_keeps_a_prefix_on_its_replica() -> None:
-    b = Balancer("prefix-aware", 3)
-    first = b.choose("system prompt A. question one", [0, 0, 0])
-    other = b.choose("entirely different text here", [0, 0, 0])
-    assert first == 0 and other == 1  # no match: the smallest tree
-    assert b.choose("system prompt A. question two", [0, 0, 0]) == first  # match > 0.5
-    assert b.choose("system prompt A. question one", [1, 0, 0]) == first
-    assert b.decisions["prefix match"] == 2 and b.decisions["smallest tree"] == 2
-
-
-def test_prefix_aware_falls_back_to_least_loaded_when_imbalanced() -> None:
-    b = Balancer("prefix-aware", 3)
-    assert b.choose("shared prefix text", [0, 0, 0]) == 0
-    # max - min > 32 and max > 1.1 x min: the least-loaded replica, prefix or not
-    assert b.choose("shared prefix text", [40, 3, 6]) == 1
-    assert b.decisions["imbalanced: least-loaded"] == 1
-    # over the absolute threshold but not the relative one: still the prefix's replica
-    assert b.choose("shared prefix text", [400, 380, 390]) in (0, 1)
-    assert b.decisions["imbalanced: least-loaded"] == 1
-
-
-def test_radix_tree_laws() -> None:
-    tree = RadixTree()
-    for text in ("abcdef", "abcxyz", "abd", "q"):
-        tree.insert(text)
-        assert tree.match(text) == len(text)
-    assert tree.match("abcdzz") == 4 and tree.match("zzz") == 0
-    assert tree.size == len("abcdef") + len("xyz") + len("d") + len("q") - 0
-    tree.evict(6)
-    assert tree.size <= 6 and tree.match("q") == 1  # the text inserted last is spared
 
 
 # -- over HTTP ----------------------------------------------------------------------------------
@@ -151,10 +104,46 @@ async def test_least_loaded_over_http_avoids_the_busy_replica() -> None:
                 assert reply.json()["emulator"]["replica"] == 1
 
 
+def test_fcfs_refuses_a_nonzero_priority_as_vllm_does_and_accepts_zero() -> None:
+    with EmulatorServer(INSTANT, replicas=2) as server:  # fcfs: vLLM's default
+        refused = httpx.post(
+            f"{server.base_url}/completions",
+            json={"model": "m", "prompt": "x", "priority": 5},
+            timeout=30,
+        )
+        direct = httpx.post(
+            f"{server.replica_urls[1]}/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "x"}], "priority": -1},
+            timeout=30,
+        )
+        zero = _ask(server.base_url, "Zero is always fine.", priority=0)
+        stats = server.stats()
+    assert refused.status_code == 400 and direct.status_code == 400
+    assert refused.json() == {
+        "error": {
+            "message": "Got priority 5 but Priority scheduling is not enabled.",
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        }
+    }
+    assert direct.json()["error"]["message"] == (
+        "Got priority -1 but Priority scheduling is not enabled."
+    )
+    assert zero["choices"][0]["finish_reason"] in ("stop", "length")
+    assert stats["scheduling_policy"] == "fcfs" and stats["refused_priority"] == 2
+    assert stats["requests"] == 1  # the refused requests never reached a replica
+    with pytest.raises(ValueError, match="scheduling_policy"):
+        EmulatorServer(INSTANT, scheduling_policy="lifo")  # type: ignore[arg-type]
+
+
 @pytest.mark.anyio
 async def test_priority_reorders_the_waiting_queue() -> None:
     config = EmulatorConfig(ttft_s=0.01, tpot_s=0.01, max_num_seqs=1, output_tokens=40)
-    async with EmulatorServer(config) as server, httpx.AsyncClient(timeout=30) as client:
+    async with (
+        EmulatorServer(config, scheduling_policy="priority") as server,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
         started: dict[str, float] = {}
 
         async def ask(name: str, priority: int | None, tokens: int) -> None:
@@ -198,6 +187,15 @@ def test_heavy_tailed_answer_lengths_are_deterministic_and_capped() -> None:
 
 
 def test_process_mode_serves_replicas_from_the_command_line() -> None:
-    with EmulatorServer(INSTANT, mode="process", replicas=2, balancer="prefix-aware") as server:
-        assert _ask(server.replica_urls[1], "Hello?")["emulator"]["replica"] == 1
-        assert server.stats()["balancer"] == "prefix-aware"
+    with EmulatorServer(
+        INSTANT,
+        mode="process",
+        replicas=2,
+        balancer="prefix-aware",
+        scheduling_policy="priority",
+        eviction_interval_s=30.0,
+    ) as server:
+        assert _ask(server.replica_urls[1], "Hello?", priority=3)["emulator"]["replica"] == 1
+        stats = server.stats()
+    assert stats["balancer"] == "prefix-aware" and stats["scheduling_policy"] == "priority"
+    assert stats["balancer_settings"]["eviction_interval_s"] == 30.0

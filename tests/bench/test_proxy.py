@@ -73,7 +73,11 @@ def test_prefix_aware_sends_a_shared_prefix_back_to_its_replica(
         chat(proxy.base_url, shared + "Claim two.")
         stats = proxy.stats()
     assert [u["requests"] for u in stats["upstreams"]] == [2, 1]
-    assert stats["decisions"]["prefix match"] == 1
+    assert [u["decisions"] for u in stats["upstreams"]] == [
+        {"cache_match": 1, "imbalance": 0, "smallest_tree": 1},
+        {"cache_match": 0, "imbalance": 0, "smallest_tree": 1},
+    ]
+    assert stats["settings"]["cache_threshold"] == 0.3 and stats["eviction_passes"] == 0
 
 
 def test_an_upstream_that_refuses_gets_a_502_naming_it(replicas: EmulatorServer) -> None:
@@ -94,3 +98,5 @@ def test_bad_settings_are_refused() -> None:
         BalancerProxy(["http://127.0.0.1:9/v1"], "random")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at least one upstream"):
         BalancerProxy([])
+    with pytest.raises(ValueError, match="eviction_interval_s"):
+        BalancerProxy(["http://127.0.0.1:9/v1"], "prefix-aware", eviction_interval_s=-1)

@@ -35,7 +35,9 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 def urls() -> Iterator[list[str]]:
-    with EmulatorServer(EmulatorConfig(time_scale=0.0, fanout="varied"), replicas=2) as server:
+    config = EmulatorConfig(time_scale=0.0, fanout="varied")
+    # the clients send the dispatcher's priority: the server must be started to honour it
+    with EmulatorServer(config, replicas=2, scheduling_policy="priority") as server:
         yield replica_urls(server.base_url, 2)
 
 

@@ -11,10 +11,13 @@ everywhere it answers.
 * :mod:`~alto.bench.emulator.prefix_cache`: KV blocks with vLLM's automatic prefix caching.
 * :mod:`~alto.bench.emulator.replica`: an engine paced against the wall clock.
 * :mod:`~alto.bench.emulator.balancer`: round-robin, least-loaded, and SGLang router's
-  cache-aware (prefix-aware) policy.
-* :mod:`~alto.bench.emulator.server`: the HTTP routes, ``/v1`` and ``/r/{i}/v1``, and faults.
+  cache-aware (prefix-aware) policy with the defaults its launcher gives users and eviction
+  on a timer.
+* :mod:`~alto.bench.emulator.server`: the HTTP routes, ``/v1`` and ``/r/{i}/v1``, faults, and
+  vLLM's ``--scheduling-policy`` (``fcfs`` refuses a non-zero ``priority``).
 * :mod:`~alto.bench.emulator.launch`: :class:`EmulatorServer`, :func:`serve_emulator`, and
-  ``python -m alto.bench.emulator --port P --replicas N --balancer POLICY``.
+  ``python -m alto.bench.emulator --port P --replicas N --balancer POLICY
+  [--scheduling-policy priority]``.
 
 Example:
     >>> from alto.bench.emulator import EmulatorConfig, serve_emulator

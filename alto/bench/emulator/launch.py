@@ -2,7 +2,9 @@
 
 Timing emulation, not a model. ``python -m alto.bench.emulator --port P --replicas N
 --balancer POLICY`` serves ``N`` replicas on one port: replica ``i`` at ``/r/{i}/v1``, the
-balancer (``round-robin``, ``least-loaded`` or ``prefix-aware``) at ``/v1``.
+balancer (``round-robin``, ``least-loaded`` or ``prefix-aware``) at ``/v1``. As vLLM, a
+request's ``priority`` is honoured only with ``--scheduling-policy priority`` (the default,
+``fcfs``, refuses a non-zero one).
 
 In-process::
 
@@ -22,9 +24,9 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal
 
-from alto.bench.emulator.balancer import POLICIES, Policy
+from alto.bench.emulator.balancer import EVICTION_INTERVAL_S, POLICIES, Policy
 from alto.bench.emulator.config import EmulatorConfig
-from alto.bench.emulator.server import create_app
+from alto.bench.emulator.server import SCHEDULING_POLICIES, SchedulingPolicy, create_app
 from alto.bench.loopback import (
     BackgroundServer,
     bind,
@@ -49,6 +51,9 @@ class EmulatorServer(BackgroundServer):
         replicas: engines served on the port, each with its own KV and prefix cache.
         balancer: the policy of ``/v1``: ``"round-robin"``, ``"least-loaded"`` or
             ``"prefix-aware"``.
+        scheduling_policy: ``"fcfs"`` (vLLM's default; a non-zero ``priority`` is refused)
+            or ``"priority"`` (waiting requests go lowest ``priority`` first).
+        eviction_interval_s: the prefix-aware balancer's eviction period, modeled seconds.
 
     Example:
         >>> with EmulatorServer(EmulatorConfig(tpot_s=0.01)) as server:  # doctest: +SKIP
@@ -64,6 +69,8 @@ class EmulatorServer(BackgroundServer):
         mode: Literal["thread", "process"] = "thread",
         replicas: int = 1,
         balancer: Policy = "round-robin",
+        scheduling_policy: SchedulingPolicy = "fcfs",
+        eviction_interval_s: float = EVICTION_INTERVAL_S,
     ) -> None:
         if mode not in ("thread", "process"):
             raise ValueError(f"mode must be 'thread' or 'process', got {mode!r}")
@@ -71,9 +78,17 @@ class EmulatorServer(BackgroundServer):
             raise ValueError(f"balancer must be one of {', '.join(POLICIES)}, got {balancer!r}")
         if replicas < 1:
             raise ValueError(f"replicas must be at least 1, got {replicas}")
+        if scheduling_policy not in SCHEDULING_POLICIES:
+            raise ValueError(
+                f"scheduling_policy must be 'fcfs' or 'priority', got {scheduling_policy!r}"
+            )
+        if eviction_interval_s < 0:
+            raise ValueError(f"eviction_interval_s must be >= 0, got {eviction_interval_s}")
         self.config = config or EmulatorConfig()
         self.replicas = replicas
         self.balancer = balancer
+        self.scheduling_policy = scheduling_policy
+        self.eviction_interval_s = eviction_interval_s
         self.host = host
         self.port = port
         self.mode = mode
@@ -97,7 +112,13 @@ class EmulatorServer(BackgroundServer):
 
         sock = bind(self.host, self.port)
         port = sock.getsockname()[1]
-        app = create_app(self.config, replicas=self.replicas, balancer=self.balancer)
+        app = create_app(
+            self.config,
+            replicas=self.replicas,
+            balancer=self.balancer,
+            scheduling_policy=self.scheduling_policy,
+            eviction_interval_s=self.eviction_interval_s,
+        )
         server = uvicorn.Server(uvicorn_config(app, self.host, port))
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="alto-emulator", daemon=True
@@ -119,6 +140,8 @@ class EmulatorServer(BackgroundServer):
             sys.executable, "-m", "alto.bench.emulator",
             "--host", self.host, "--port", str(self.port),
             "--replicas", str(self.replicas), "--balancer", self.balancer,
+            "--scheduling-policy", self.scheduling_policy,
+            "--eviction-interval-secs", repr(self.eviction_interval_s),
             "--config", self.config.model_dump_json(),
         ]  # fmt: skip
         proc, self.base_url = start_child(cmd, "the emulator process", timeout)
@@ -145,7 +168,8 @@ class EmulatorServer(BackgroundServer):
 
     def stats(self) -> dict[str, Any]:
         """The server's counters: requests, running and peak running sequences, faults,
-        preemptions, and each replica's own (``per_replica``, with its prefix cache)."""
+        preemptions, the scheduling policy, the balancer's settings and its decisions per
+        replica by kind, and each replica's own (``per_replica``, with its prefix cache)."""
         import httpx
 
         root = self.base_url.removesuffix("/v1")
@@ -155,7 +179,8 @@ class EmulatorServer(BackgroundServer):
         where = self.base_url or "not started"
         return (
             f"<EmulatorServer (timing emulation, not a model) {where} mode={self.mode} "
-            f"replicas={self.replicas} balancer={self.balancer}>"
+            f"replicas={self.replicas} balancer={self.balancer} "
+            f"scheduling_policy={self.scheduling_policy}>"
         )
 
 
@@ -168,6 +193,8 @@ def serve_emulator(
     mode: Literal["thread", "process"] = "thread",
     replicas: int = 1,
     balancer: Policy = "round-robin",
+    scheduling_policy: SchedulingPolicy = "fcfs",
+    eviction_interval_s: float = EVICTION_INTERVAL_S,
 ) -> Iterator[str]:
     """Run the emulator for the duration of a ``with`` block; yields the balancer's base URL
     (replica ``i`` is at the same address with ``/r/{i}/v1``; :class:`EmulatorServer` lists
@@ -178,8 +205,9 @@ def serve_emulator(
         ...     llm = OpenAIClient(base_url, "emulated")
     """
     with EmulatorServer(
-        config, host=host, port=port, mode=mode, replicas=replicas, balancer=balancer
-    ) as server:
+        config, host=host, port=port, mode=mode, replicas=replicas, balancer=balancer,
+        scheduling_policy=scheduling_policy, eviction_interval_s=eviction_interval_s,
+    ) as server:  # fmt: skip
         yield server.base_url
 
 
@@ -192,11 +220,14 @@ async def serve_emulator_async(
     mode: Literal["thread", "process"] = "thread",
     replicas: int = 1,
     balancer: Policy = "round-robin",
+    scheduling_policy: SchedulingPolicy = "fcfs",
+    eviction_interval_s: float = EVICTION_INTERVAL_S,
 ) -> AsyncIterator[str]:
     """Async form of :func:`serve_emulator` (starts and stops it off the event loop)."""
     async with EmulatorServer(
-        config, host=host, port=port, mode=mode, replicas=replicas, balancer=balancer
-    ) as server:
+        config, host=host, port=port, mode=mode, replicas=replicas, balancer=balancer,
+        scheduling_policy=scheduling_policy, eviction_interval_s=eviction_interval_s,
+    ) as server:  # fmt: skip
         yield server.base_url
 
 
@@ -217,6 +248,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         choices=POLICIES,
         help="how /v1 picks a replica (default round-robin)",
     )
+    parser.add_argument(
+        "--scheduling-policy",
+        default="fcfs",
+        choices=SCHEDULING_POLICIES,
+        help="as vLLM's: fcfs (default) refuses a non-zero request priority; priority serves "
+        "waiting requests lowest priority first",
+    )
+    parser.add_argument(
+        "--eviction-interval-secs",
+        type=float,
+        default=EVICTION_INTERVAL_S,
+        help="seconds between the prefix-aware balancer's eviction passes (default 120, as "
+        "SGLang router's launcher; 0: none)",
+    )
     parser.add_argument("--config", help="EmulatorConfig as JSON text, or @path to a JSON file")
     parser.add_argument("--time-scale", type=float, help="multiply every modeled time")
     parser.add_argument("--seed", type=int, help="seed for the emulated text")
@@ -235,13 +280,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = EmulatorConfig.model_validate(raw)
     if args.replicas < 1:
         parser.error(f"--replicas must be at least 1, got {args.replicas}")
-    app = create_app(config, replicas=args.replicas, balancer=args.balancer)
+    if args.eviction_interval_secs < 0:
+        parser.error(f"--eviction-interval-secs must be >= 0, got {args.eviction_interval_secs}")
+    app = create_app(
+        config,
+        replicas=args.replicas,
+        balancer=args.balancer,
+        scheduling_policy=args.scheduling_policy,
+        eviction_interval_s=args.eviction_interval_secs,
+    )
     sock = bind(args.host, args.port)
     port = sock.getsockname()[1]
     print(
         f"alto timing emulator (timing emulation, not a model) serving "
         f"http://{url_host(args.host)}:{port}/v1 ({args.replicas} replica(s) at /r/{{i}}/v1, "
-        f"balancer {args.balancer})",
+        f"balancer {args.balancer}, scheduling policy {args.scheduling_policy})",
         flush=True,
     )
     uvicorn.Server(uvicorn_config(app, args.host, port)).run(sockets=[sock])

@@ -5,9 +5,26 @@ SSE with ``stream: true``) go to the balancer, which picks a replica; ``/r/{i}/v
 goes straight to replica ``i``. Answers carry ``usage.prompt_tokens_details.cached_tokens``
 (prefix-cache hits), in the JSON body and, with ``stream_options: {"include_usage": true}``,
 in a last usage chunk (without it, the finishing chunk carries the usage, as the emulator
-always did). A request's ``priority`` (an int, lower first; default 0) orders the waiting
-queue. Every answer says what it is: ``model`` is ``"alto-timing-emulator"``, and
+always did). Every answer says what it is: ``model`` is ``"alto-timing-emulator"``, and
 ``system_fingerprint`` and the ``server`` header say "timing emulation, not a model".
+
+A request's ``priority`` (an int, lower first; default 0) orders the waiting queue only on a
+server started with ``scheduling_policy="priority"`` (vLLM's ``--scheduling-policy
+priority``). Under the default ``"fcfs"`` a non-zero priority is refused as vLLM documents
+it ("Any priority other than 0 will raise an error if the served model does not use priority
+scheduling", the ``priority`` field of ``vllm/entrypoints/openai/protocol.py``) and as its
+V0 engine raised it (``add_request`` in ``vllm/engine/llm_engine.py`` and
+``async_llm_engine.py``: ``ValueError("Got priority {priority} but Priority scheduling is not
+enabled.")``), which the OpenAI server answers with
+400 and ``{"error": {"message": ..., "type": "BadRequestError", "param": null, "code": 400}}``
+(``ErrorResponse`` in ``vllm/entrypoints/openai/protocol.py``). Priority 0 is always accepted.
+vLLM's V1 engine, as read (``vllm/v1/engine/processor.py`` at 01055a4b,
+``input_processor.py`` at 009daaee), no longer makes that check: it passes the priority on
+and its FCFS queue ignores it. The emulator keeps the documented refusal, so a client that
+sends priorities to a server not started for them finds out instead of being ignored.
+
+The prefix-aware balancer's eviction pass runs on a timer, every ``eviction_interval_s`` of
+modeled time (times ``time_scale``; never when time does not pass).
 
 Faults (429/500 answers, stalls, dropped connections, malformed events) are drawn per
 request in arrival order across the whole server; by default there are none.
@@ -16,15 +33,16 @@ request in arrival order across the whole server; by default there are none.
 from __future__ import annotations
 
 import json
+import math
 import time
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
-from alto.bench.emulator.balancer import Balancer, Policy
+from alto.bench.emulator.balancer import EVICTION_INTERVAL_S, Balancer, Policy
 from alto.bench.emulator.config import BLOCK_TOKENS, EmulatorConfig
 from alto.bench.emulator.engine import Sequence as EngineSequence
 from alto.bench.emulator.prefix_cache import token_ids
@@ -45,6 +63,9 @@ from alto.bench.emulator.text import (
 )
 
 EMULATOR_MODEL = "alto-timing-emulator"
+SchedulingPolicy = Literal["fcfs", "priority"]
+SCHEDULING_POLICIES: tuple[SchedulingPolicy, ...] = ("fcfs", "priority")
+"""vLLM's ``--scheduling-policy`` choices (default ``fcfs``)."""
 FINGERPRINT = "alto-timing-emulator: timing emulation, not a model"
 _HEADERS = {"server": EMULATOR_MODEL, "x-alto-emulator": "timing emulation, not a model"}
 
@@ -57,9 +78,18 @@ class _Fault:
 class _State:
     """Everything one server shares: the replicas, the balancer, the fault draws."""
 
-    def __init__(self, config: EmulatorConfig, replicas: int, balancer: Policy) -> None:
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        replicas: int,
+        balancer: Policy,
+        scheduling_policy: SchedulingPolicy,
+        eviction_interval_s: float,
+    ) -> None:
         self.config = config
-        self.balancer = Balancer(balancer, replicas)
+        self.balancer = Balancer(balancer, replicas, eviction_interval_s=eviction_interval_s)
+        self.scheduling_policy = scheduling_policy
+        self.refused_priority = 0
         self.count = replicas
         self.replicas: list[Replica] = []  # made on the server's event loop (lifespan)
         self.requests = 0
@@ -109,8 +139,12 @@ class _State:
         return {
             "emulator": FINGERPRINT,
             "replicas": self.count,
+            "scheduling_policy": self.scheduling_policy,
+            "refused_priority": self.refused_priority,
             "balancer": self.balancer.policy,
-            "balancer_decisions": dict(self.balancer.decisions),
+            "balancer_settings": self.balancer.settings(),
+            "balancer_decisions": [dict(d) for d in self.balancer.decisions],
+            "balancer_eviction_passes": self.balancer.eviction_passes,
             "requests": self.requests,
             "running": sum(p["running"] for p in per),
             "waiting": sum(p["waiting"] for p in per),
@@ -131,7 +165,12 @@ class _Dropped(Exception):
 
 
 def create_app(
-    config: EmulatorConfig | None = None, *, replicas: int = 1, balancer: Policy = "round-robin"
+    config: EmulatorConfig | None = None,
+    *,
+    replicas: int = 1,
+    balancer: Policy = "round-robin",
+    scheduling_policy: SchedulingPolicy = "fcfs",
+    eviction_interval_s: float = EVICTION_INTERVAL_S,
 ) -> Any:
     """The emulator as a Starlette ASGI application (serve it with any ASGI server).
 
@@ -139,13 +178,27 @@ def create_app(
         config: every replica's timing model, capacity, text and faults.
         replicas: engines served, replica ``i`` at ``/r/{i}/v1``; ``/v1`` is the balancer.
         balancer: ``"round-robin"``, ``"least-loaded"`` or ``"prefix-aware"``.
+        scheduling_policy: ``"fcfs"`` (vLLM's default: a non-zero ``priority`` is refused
+            with 400) or ``"priority"`` (waiting requests go lowest ``priority`` first).
+        eviction_interval_s: the prefix-aware balancer's eviction period, modeled seconds
+            (SGLang router's launcher default, 120 s; 0: no timer pass).
+
+    Raises:
+        ValueError: an unknown scheduling policy.
     """
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
 
-    state = _State(config or EmulatorConfig(), replicas, balancer)
+    if scheduling_policy not in SCHEDULING_POLICIES:
+        raise ValueError(
+            f"scheduling_policy must be 'fcfs' or 'priority' (vLLM's --scheduling-policy), "
+            f"got {scheduling_policy!r}"
+        )
+    state = _State(
+        config or EmulatorConfig(), replicas, balancer, scheduling_policy, eviction_interval_s
+    )
 
     def error(status: int, message: str, **headers: str) -> Response:
         body = {"error": {"message": message, "type": "emulated_error", "code": status}}
@@ -190,6 +243,12 @@ def create_app(
             return error(404, str(exc))
         except (ValueError, _BadRequest) as exc:
             return error(400, str(exc))
+        if job.priority != 0 and state.scheduling_policy != "priority":
+            state.refused_priority += 1
+            message = f"Got priority {job.priority} but Priority scheduling is not enabled."
+            body = {"error": {"message": message, "type": "BadRequestError", "param": None,
+                              "code": 400}}  # fmt: skip
+            return JSONResponse(body, status_code=400, headers=_HEADERS)
         capacity = state.replicas[0].engine.pool.num_blocks * BLOCK_TOKENS
         if len(job.prompt_ids) + len(job.pieces) > capacity:
             return error(
@@ -284,12 +343,21 @@ def create_app(
             Route(f"{prefix}/v1/chat/completions", chat_completions, methods=["POST"]),
         ]
 
+    async def evict_on_a_timer(period_s: float) -> None:
+        """SGLang router's background eviction thread, on the emulator's clock."""
+        while True:
+            await anyio.sleep(period_s)
+            state.balancer.evict()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state.start()  # on the server's loop, before the first request
         async with anyio.create_task_group() as tg:
             for replica in state.replicas:
                 tg.start_soon(replica.run, state.on_step)
+            period = eviction_interval_s * state.config.time_scale
+            if balancer == "prefix-aware" and period > 0 and math.isfinite(period):
+                tg.start_soon(evict_on_a_timer, period)
             yield
             tg.cancel_scope.cancel()
 
