@@ -81,7 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="the app's settings as JSON (one app only)")
     p.add_argument(
         "--deployment",
-        choices=["single", "rr2", "prefix2", "rr4", "prefix4"],
+        choices=["single", "rr2", "prefix2", "rr4", "ll4", "prefix4"],
         default="single",
         help="the LLM deployment every system runs against (--llm emulated or llama-server): "
         "one server; 2 or 4 replicas behind round-robin (rrN) or behind the prefix-aware "

@@ -81,6 +81,7 @@ DEPLOYMENTS: dict[str, tuple[int, str]] = {
     "rr2": (2, "round-robin"),
     "prefix2": (2, "prefix-aware"),
     "rr4": (4, "round-robin"),
+    "ll4": (4, "least-loaded"),
     "prefix4": (4, "prefix-aware"),
 }
 """``--deployment``: replicas (emulated, or llama.cpp servers) and the balancer in front."""
@@ -332,6 +333,7 @@ async def open_bench_operators(
             mode=settings.emulator_mode,  # type: ignore[arg-type]
             replicas=replicas,
             balancer=balancer,  # type: ignore[arg-type]
+            scheduling_policy="priority",  # Alto's client sends each call's priority
         ) as server:
             client = OpenAIClient(
                 server.base_url,
@@ -483,10 +485,12 @@ async def probe_emulator(llm: Any, model: Any) -> dict[str, Any]:
 
 
 class EmulatorCounters:
-    """The emulator's prompt and cached-token counters, read around each run."""
+    """The emulator's prompt and cached-token counters, read around each run, and the
+    balancer's decisions per replica by kind (``decisions``, as of the last :meth:`read`)."""
 
     def __init__(self, server: Any) -> None:
         self.root = server.base_url.removesuffix("/v1")
+        self.decisions: list[dict[str, int]] = []
 
     async def reset_cache(self) -> None:
         import httpx
@@ -504,12 +508,23 @@ class EmulatorCounters:
             response.raise_for_status()
             stats = response.json()
         per = stats["per_replica"]
+        self.decisions = [dict(d) for d in stats["balancer_decisions"]]
         return (
             int(stats["requests"]),
             sum(int(r["prefix_cache"]["queried_tokens"]) for r in per),
             sum(int(r["prefix_cache"]["hit_tokens"]) for r in per),
             per,
         )
+
+    @staticmethod
+    def decision_deltas(
+        before: list[dict[str, int]], after: list[dict[str, int]]
+    ) -> list[dict[str, int]]:
+        """Per replica, the balancer's decisions by kind between two reads."""
+        return [
+            {kind: n - b.get(kind, 0) for kind, n in a.items()}
+            for b, a in zip(before, after, strict=True)
+        ]
 
 
 async def bench_app(name: str, settings: Settings, *, progress: bool = True) -> dict[str, Any]:
@@ -830,9 +845,12 @@ class _Session:
         recorder = Recorder()
         server = self.server(system, recorder)
         before = None
+        decided = None
         if self.counters is not None:
             await self.counters.reset_cache()
             before = await self.counters.read()
+            if isinstance(self.counters, EmulatorCounters):
+                decided = self.counters.decisions
         watch = self.watch if system == ALTO else None
         if watch is not None:
             watch.start()
@@ -867,6 +885,9 @@ class _Session:
                 "cached_tokens": after[2] - before[2],
             }
             replicas = replica_deltas(before[3], after[3])
+        decisions = None
+        if decided is not None and isinstance(self.counters, EmulatorCounters):
+            decisions = EmulatorCounters.decision_deltas(decided, self.counters.decisions)
         endpoint = None
         if self.knobs.get("alto_llm_stages"):
             endpoint = (
@@ -904,6 +925,7 @@ class _Session:
             **tokens,
             "endpoint": endpoint,
             "emulator_replicas": replicas,
+            "balancer_decisions": decisions,
             "seed": seed,
             "cpu": cpu,
             "emulator_lag": lag,

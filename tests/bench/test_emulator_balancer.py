@@ -8,6 +8,7 @@ import time
 from collections import Counter
 
 import httpx
+import pytest
 
 from alto.bench.emulator import Balancer, EmulatorConfig, EmulatorServer
 from alto.bench.emulator.balancer import RadixTree
@@ -180,3 +181,24 @@ def test_no_timer_pass_when_modeled_time_does_not_pass() -> None:
         httpx.post(f"{s.base_url}/completions", json={"model": "m", "prompt": "x"}, timeout=30)
         time.sleep(0.05)
         assert s.stats()["balancer_eviction_passes"] == 0
+
+
+@pytest.mark.anyio
+async def test_the_bench_keeps_each_runs_decisions_per_replica() -> None:
+    from alto.bench.runner import DEPLOYMENTS, EmulatorCounters
+
+    assert DEPLOYMENTS["ll4"] == (4, "least-loaded")
+    async with EmulatorServer(EmulatorConfig(time_scale=0.0), replicas=2) as server:
+        counters = EmulatorCounters(server)
+        await counters.read()
+        before = counters.decisions
+        async with httpx.AsyncClient(timeout=30) as client:
+            for i in range(3):
+                body = {"model": "m", "prompt": f"Question {i}?", "max_tokens": 2}
+                (await client.post(f"{server.base_url}/completions", json=body)).raise_for_status()
+        await counters.read()
+    assert before == [{"round_robin": 0}, {"round_robin": 0}]
+    assert EmulatorCounters.decision_deltas(before, counters.decisions) == [
+        {"round_robin": 2},
+        {"round_robin": 1},
+    ]
