@@ -98,6 +98,7 @@ class Service:
         self.pipeline: SharedPipeline | PerRequestRuns = kind(
             flow, max_inflight=max_inflight, backend=backend, **options)
         self.metrics = ServiceMetrics()
+        self.pipeline.on_outcome = self.metrics.outcome
         self.endpoints = list(endpoints)
 
     @contextlib.asynccontextmanager
@@ -264,7 +265,6 @@ class _BatchResponse(Response):
     def _entry(self, ticket: Ticket) -> dict[str, Any]:
         result = ticket.result
         assert result is not None
-        self.service.metrics.outcome(result.error)
         if result.error is None:
             try:
                 return {"index": ticket.position, "output": output_json(result.value)}

@@ -112,16 +112,33 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def server(app: Any, sock: socket.socket, grace: float) -> Any:
-    """A uvicorn server for ``app`` on ``sock``: requests in flight get ``grace`` seconds at
-    shutdown before they are cancelled, and then the app's lifespan drains the pipeline."""
+def server(service: Any, sock: socket.socket, *, out: Any = None) -> Any:
+    """A uvicorn server for ``service`` (a :class:`~alto.serve.Service`) on ``sock``.
+
+    At shutdown (``should_exit``, Ctrl-C, SIGTERM) it drains the pipeline first: new
+    requests get 503 while the inputs in flight get ``service.grace`` seconds to finish;
+    those still running then are cancelled and answered as such. Only then does uvicorn
+    close the connections, so every accepted request gets its answer.
+    """
     import uvicorn
 
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            if out is not None:
+                print(f"alto serve: draining {service.pipeline.inflight} inputs in flight "
+                      f"(grace {service.grace:g} s)", file=out, flush=True)
+            await service.pipeline.drain(service.grace)
+            await super().shutdown(sockets)
+            if out is not None:
+                counts = service.metrics.outcomes
+                print("alto serve: stopped; inputs answered: " + ", ".join(
+                    f"{n} {kind}" for kind, n in counts.items()), file=out, flush=True)
+
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(app, host=host, port=port, loop="asyncio", lifespan="on",
-                            log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=max(1, round(grace)), backlog=2048)
-    return uvicorn.Server(config)
+    config = uvicorn.Config(service.asgi(), host=host, port=port, loop="asyncio",
+                            lifespan="on", log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=5, backlog=2048)
+    return Server(config)
 
 
 async def serve(options: ServeOptions, *, out: Any = None) -> int:
@@ -146,7 +163,7 @@ async def serve(options: ServeOptions, *, out: Any = None) -> int:
             service = Service(flow, max_inflight=options.max_inflight,
                               deadline=options.deadline, grace=options.grace,
                               backend=options.backend, endpoints=endpoints, **run_options)
-            uv = server(service.asgi(), sock, options.grace)
+            uv = server(service, sock, out=out)
             host, port = sock.getsockname()[:2]
             where = f"http://{f'[{host}]' if ':' in host else host}:{port}"
             print(f"alto serve: flow {flow.name!r}: {label}; {options.backend} backend; "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import Any, Callable
 
 import anyio
 from anyio.abc import TaskStatus
@@ -84,6 +84,8 @@ class Batch:
         ticket.result = result
         self._open -= 1
         self.owner.release(ticket)
+        if self.owner.on_outcome is not None:
+            self.owner.on_outcome(result.error)
         self._send.send_nowait(ticket)
         if not self._open:
             self._send.close()
@@ -111,6 +113,7 @@ class _Slots:
         self._idle = anyio.Event()
         self._idle.set()
         self.pending: set[Ticket] = set()  # admitted, no outcome yet
+        self.on_outcome: Callable[[BaseException | None], None] | None = None  # per input
         self.latencies: deque[float] = deque(maxlen=256)  # recent input latencies, seconds
 
     def take(self, batch: Batch) -> None:
