@@ -259,8 +259,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--eviction-interval-secs",
         type=float,
         default=EVICTION_INTERVAL_S,
-        help="seconds between the prefix-aware balancer's eviction passes (default 120, as "
-        "SGLang router's launcher; 0: none)",
+        help="modeled seconds (times the time scale) between the prefix-aware balancer's "
+        "eviction passes (default 120, as SGLang router's launcher; 0: none)",
     )
     parser.add_argument("--config", help="EmulatorConfig as JSON text, or @path to a JSON file")
     parser.add_argument("--time-scale", type=float, help="multiply every modeled time")
