@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import itertools
 import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
@@ -291,15 +292,48 @@ class RecordingLLM(LLM):
         recorder: where calls go.
         slots: if given, every call holds one of its permits while it runs (a client-side
             bound on the LLM calls in flight, shared by everything using this wrapper).
+        anonymous_calls: make each call made outside a stage call an anonymous call (a root
+            of its own, submitted as the call is made, no ancestry), so that ``inner``'s
+            dispatcher admits it under its limit as it admits stage calls (it lets calls
+            outside stages through at once). Nothing in it links one call to another.
     """
 
     def __init__(
-        self, inner: LLM, recorder: Recorder, *, slots: asyncio.Semaphore | None = None
+        self,
+        inner: LLM,
+        recorder: Recorder,
+        *,
+        slots: asyncio.Semaphore | None = None,
+        anonymous_calls: bool = False,
     ) -> None:
         self.inner = inner
         self.recorder = recorder
         self.slots = slots
         self.max_concurrency = inner.max_concurrency
+        self.anonymous_calls = anonymous_calls
+        self._run = f"anonymous-{id(self):x}"
+        self._roots = itertools.count()
+
+    @contextlib.contextmanager
+    def _as_call(self) -> Iterator[None]:
+        """Inside the block, a call outside a stage call is an anonymous call (see
+        ``anonymous_calls``); set and reset in one task, with no yield to the caller between."""
+        from alto import current_call
+        from alto.ancestry.ancestry import root as root_ancestry
+        from alto.runtime.lineage import CALL, CallSite, CallSlot
+
+        if not self.anonymous_calls or current_call() is not None:
+            yield
+            return
+        root = next(self._roots)
+        slot = CallSlot()
+        slot.site = CallSite(self._run, "anonymous", {root: time.monotonic()})
+        slot.one = root_ancestry(root)
+        token = CALL.set(slot)
+        try:
+            yield
+        finally:
+            CALL.reset(token)
 
     @property
     def name(self) -> str:
@@ -311,9 +345,10 @@ class RecordingLLM(LLM):
         async with self.recorder.call(
             "llm", "complete", prompt_chars=len(prompt), slots=self.slots
         ) as call:
-            text = await self.inner.complete(
-                prompt, max_tokens=max_tokens, temperature=temperature, stop=stop
-            )
+            with self._as_call():
+                text = await self.inner.complete(
+                    prompt, max_tokens=max_tokens, temperature=temperature, stop=stop
+                )
             call.tokens = _tokens(text)
         return text
 
@@ -328,9 +363,10 @@ class RecordingLLM(LLM):
         async with self.recorder.call(
             "llm", "chat", prompt_chars=len(_prompt_text(messages)), slots=self.slots
         ) as call:
-            text = await self.inner.chat(
-                messages, max_tokens=max_tokens, temperature=temperature, stop=stop
-            )
+            with self._as_call():
+                text = await self.inner.chat(
+                    messages, max_tokens=max_tokens, temperature=temperature, stop=stop
+                )
             call.tokens = _tokens(text)
         return text
 
@@ -349,9 +385,12 @@ class RecordingLLM(LLM):
                 messages, max_tokens=max_tokens, temperature=temperature, stop=stop
             )
             async with contextlib.aclosing(source):
-                async for piece in source:
+                with self._as_call():  # the first piece opens the stream (its lease)
+                    piece = await anext(source, None)
+                while piece is not None:
                     call.progress(piece)
                     yield piece
+                    piece = await anext(source, None)
 
     async def _generate_json(
         self,
@@ -365,10 +404,11 @@ class RecordingLLM(LLM):
         async with self.recorder.call(
             "llm", "json", prompt_chars=len(_prompt_text(messages)), slots=self.slots
         ) as call:
-            text = await self.inner._generate_json(
-                messages, json_schema, schema_name=schema_name, max_tokens=max_tokens,
-                temperature=temperature,
-            )  # fmt: skip
+            with self._as_call():
+                text = await self.inner._generate_json(
+                    messages, json_schema, schema_name=schema_name, max_tokens=max_tokens,
+                    temperature=temperature,
+                )  # fmt: skip
             call.tokens = _tokens(text)
         return text
 
@@ -462,22 +502,35 @@ class RecordingRetriever:
 
 
 def recording_operators(
-    ops: Any, recorder: Recorder, *, llm_slots: int | None = None, llm: LLM | None = None
+    ops: Any,
+    recorder: Recorder,
+    *,
+    llm_slots: int | None = None,
+    llm: LLM | None = None,
+    anonymous_calls: bool = False,
 ) -> Any:
     """A copy of an :class:`~examples.common.Operators` bundle whose operators record calls.
 
     Args:
         ops: the bundle to wrap (its operators are shared, not copied).
         recorder: where the calls go.
-        llm_slots: bound the LLM calls in flight through this bundle (None: no bound).
+        llm_slots: bound the LLM calls in flight through this bundle with one semaphore of
+            that many permits, shared by all of them (None: no bound).
         llm: call this LLM instead of ``ops.llm`` (a system's own client).
+        anonymous_calls: see :class:`RecordingLLM` (for a client whose dispatcher holds
+            the cap over calls made outside stage calls).
     """
     from examples.common import Operators
 
     slots = asyncio.Semaphore(llm_slots) if llm_slots else None
     inner = llm if llm is not None else ops.llm
+    wrapped = (
+        RecordingLLM(inner, recorder, slots=slots, anonymous_calls=anonymous_calls)
+        if inner is not None
+        else None
+    )
     return Operators(
-        llm=RecordingLLM(inner, recorder, slots=slots) if inner is not None else None,
+        llm=wrapped,
         embedder=RecordingEmbedder(ops.embedder, recorder) if ops.embedder is not None else None,
         retriever=(
             RecordingRetriever(ops.retriever, recorder) if ops.retriever is not None else None
