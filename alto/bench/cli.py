@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from alto.bench.controls import ALL_SYSTEMS, CONTROL_SYSTEMS
 from alto.bench.endpoints import ALTO_ENDPOINTS
 from alto.bench.systems import SYSTEMS
 from alto.operators.llm.dispatch import ORDERS, ROUTES
@@ -171,7 +172,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--systems",
         default=",".join(SYSTEMS),
-        help=f"systems to run, comma-separated (default all: {','.join(SYSTEMS)})",
+        help=f"systems to run, comma-separated (default the main ones: {','.join(SYSTEMS)}; "
+        f"the controls: {','.join(CONTROL_SYSTEMS)})",
+    )
+    p.add_argument(
+        "--controls",
+        action="store_true",
+        help="also run every control (Alto behind the balancer, with lineage off, without "
+        "priority; the baselines with a client of their own over the replica URLs); needs "
+        "an OpenAI-compatible LLM: --llm emulated, llama-server or openai",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the Poisson schedules")
     p.add_argument(
@@ -253,9 +262,17 @@ def settings_from(args: argparse.Namespace) -> Any:
         for app in apps:
             _check_shipped_inputs(app, args.queries, per)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = [s for s in systems if s not in SYSTEMS]
+    unknown = [s for s in systems if s not in ALL_SYSTEMS]
     if unknown or not systems:
-        raise BenchError(f"unknown systems {unknown}; choose from {', '.join(SYSTEMS)}")
+        raise BenchError(f"unknown systems {unknown}; choose from {', '.join(ALL_SYSTEMS)}")
+    if args.controls:
+        systems += CONTROL_SYSTEMS
+    controls = [s for s in systems if s in CONTROL_SYSTEMS]
+    if controls and args.llm not in ("emulated", "llama-server", "openai"):
+        raise BenchError(
+            f"the controls ({', '.join(dict.fromkeys(controls))}) hold LLM clients of their "
+            "own: --llm emulated, llama-server or openai"
+        )
     if args.config and len(apps) > 1:
         raise BenchError("--config holds one app's settings: name that app, not 'all'")
     if args.config and not Path(args.config).is_file():
@@ -305,7 +322,7 @@ def settings_from(args: argparse.Namespace) -> Any:
         sweep_stop=not args.no_sweep_stop,
         repeats=args.repeats,
         seed=args.seed,
-        systems=[s for s in SYSTEMS if s in systems],
+        systems=[s for s in ALL_SYSTEMS if s in systems],
         timeout_s=args.timeout,
         docs_per_corpus=args.docs_per_corpus,
         config=str(Path(args.config).resolve()) if args.config else None,

@@ -1,33 +1,41 @@
 """How each system reaches the LLM, and what the LLM endpoint saw in each run.
 
-**Who enforces the one cap.** Every system gets the same client-side cap on concurrent LLM
-calls (``llm_cap``). The LangGraph versions and the asyncio reference reach the LLM through
-one shared semaphore in the recording wrapper (:mod:`alto.bench.record`), a FIFO queue of
-``llm_cap`` permits; their calls carry no lineage, so there is nothing to order them by.
-Alto, when it has a client of its own (:func:`alto_client_plan`), reaches the LLM through
-that client's dispatcher instead: its per-replica limits sum to at most ``llm_cap``, and
-it decides which waiting call goes next and to which replica. Putting Alto's calls behind
-the semaphore as well would hide that order behind a FIFO, so they bypass it.
+**Who enforces the one cap.** Every system is held to the same client-side cap on
+concurrent LLM calls (``llm_cap``, by default 16 per replica of the deployment), in one of
+two ways:
+
+* **One semaphore** of ``llm_cap`` permits in the recording wrapper
+  (:mod:`alto.bench.record`), a FIFO queue shared by all of the system's LLM calls, in front
+  of one client on the balancer's URL: the LangGraph versions and the asyncio reference, as
+  users deploy them. Their calls carry no lineage, so there is nothing to order them by.
+* **A client of its own** (:class:`ClientPlan`, :func:`client_plan`), whose dispatcher holds
+  the cap: at most ``llm_cap // targets`` calls in flight per target URL, the waiting calls
+  in its ``order``, each sent to the replica its ``route`` picks. Alto has one, and so has
+  every control that holds a client (:mod:`alto.bench.controls`); no semaphore stands in
+  front of it (a FIFO there would hide the dispatcher's order).
+
+So with 4 replicas and the default cap, a client-routed system has 16 calls in flight per
+replica, and a semaphore-held one 64 in all, placed by the balancer.
 
 **Alto's endpoint** (``--alto-endpoint``): ``replicas`` gives Alto's client the replica
 URLs of the deployment (the emulator's ``/r/{i}/v1``, or the llama.cpp servers' own URLs
 behind the balancer proxy): it routes its calls itself and the balancer never sees them;
-``balancer`` gives it the balancer's URL (``/v1``), the same endpoint as the other systems,
-so its dispatcher sees one target. The default is ``replicas`` on a deployment with several
-replicas and ``balancer`` on one server.
+``balancer`` gives it the balancer's URL (``/v1``), the same endpoint as the semaphore-held
+systems, so its dispatcher sees one target, allowed the whole cap. The default is
+``replicas`` on a deployment with several replicas and ``balancer`` on one server.
 
 **Per run** the bench records, for every system, the servers' own counters per replica
 (requests, prompt tokens looked up in the prefix cache, tokens found there: the same
 source for every system: the emulator's ``/stats``, or what each llama.cpp server logged),
-and the client side: for Alto the dispatcher's counters (differences over the run), its
-limit per replica, the longest its queue grew and the most calls in flight per replica
-(from its timeline samples); for the others the semaphore's longest queue and most calls
-in flight (from the recorded calls).
+and the client side: for a client-holding system its dispatcher's counters (differences
+over the run), its limit per replica, the longest its queue grew and the most calls in
+flight per replica (from its timeline samples); for the others the semaphore's longest
+queue and most calls in flight (from the recorded calls).
 
-Alto's client is opened once per app, as the others' is: its learned limits and lineage
-maps carry from run to run (the unmeasured warm-up run comes first), as a long-running
-client's would, and its counters are read as differences over each run. A recorded Alto
-LLM call (:class:`~alto.bench.record.Call`) spans its wait for the dispatcher too: its
+Each client is opened once per app: its learned limits and lineage maps carry from run to
+run (the unmeasured warm-up run comes first), as a long-running client's would, and its
+counters are read as differences over each run. A recorded LLM call of a client-holding
+system (:class:`~alto.bench.record.Call`) spans its wait for the dispatcher too: its
 ``queued_s`` is 0, the wait being inside the client.
 """
 
@@ -53,8 +61,8 @@ def client_default(name: str) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
-class AltoClientPlan:
-    """The client Alto's operators use: where it sends calls, and the dispatcher's knobs.
+class ClientPlan:
+    """The LLM client a system holds: where it sends calls, and the dispatcher's knobs.
 
     Attributes:
         endpoint: ``"replicas"`` or ``"balancer"`` (see the module docstring).
@@ -62,8 +70,8 @@ class AltoClientPlan:
         max_inflight: per replica: an int, or ``"auto"`` (learned, at most ``ceiling``).
         ceiling: the most calls in flight per replica: ``llm_cap // len(targets)``.
         order / route: the dispatcher's policies.
-        send_priority: whether requests carry the dispatcher's ``priority`` (the emulator
-            honours it; a server started without priority scheduling may refuse it).
+        send_priority: whether requests carry the dispatcher's ``priority`` (only to a server
+            that honours it: the emulator started with priority scheduling).
     """
 
     endpoint: str
@@ -86,17 +94,18 @@ class AltoClientPlan:
         where = (
             f"the {n} replica URLs directly (the balancer never sees its calls)"
             if self.endpoint == "replicas"
-            else "the balancer's URL, like the other systems"
+            else "the balancer's URL, like the semaphore-held systems"
         )
+        each = "per replica" if n > 1 else "on it"
         limit = (
-            f"{self.max_inflight} in flight per replica"
+            f"{self.max_inflight} in flight {each}"
             if isinstance(self.max_inflight, int)
-            else f"a learned limit per replica of at most {self.ceiling}"
+            else f"a learned limit {each} of at most {self.ceiling}"
         )
         return (
             f"its client's dispatcher over {where}: {limit}, at most "
             f"{self.ceiling * n} in all; order `{self.order}`, route `{self.route}`"
-            + (", `priority` sent" if self.send_priority else "")
+            + (", `priority` sent" if self.send_priority else ", no `priority` sent")
         )
 
 
@@ -106,7 +115,7 @@ def replica_urls(base_url: str, replicas: int) -> list[str]:
     return [f"{root}/r/{i}/v1" for i in range(replicas)]
 
 
-def alto_client_plan(
+def client_plan(
     *,
     base_url: str,
     replicas: Sequence[str],
@@ -116,13 +125,18 @@ def alto_client_plan(
     order: str | None,
     route: str | None,
     send_priority: bool,
-) -> AltoClientPlan:
-    """Alto's client for a deployment whose replicas' base URLs are ``replicas``, behind the
+) -> ClientPlan:
+    """A client for a deployment whose replicas' base URLs are ``replicas``, behind the
     balancer at ``base_url``, under ``cap``.
 
     ``None`` for a knob means the client's own default; ``endpoint`` None means
-    ``replicas`` when there are several, else ``balancer``. An int ``max_inflight`` above
-    ``cap // targets`` would give Alto more concurrency than the others: a ValueError.
+    ``replicas`` when there are several, else ``balancer``. ``max_inflight`` None is the
+    client's default per replica held to ``cap // targets``, except on the balancer's URL
+    in front of several replicas, where the one target stands for all of them and gets the
+    whole cap (as the semaphore-held systems do); a default that is neither a number nor
+    ``"auto"`` (a limit the servers report, which the cap would not bound) is
+    ``cap // targets``. An int ``max_inflight`` above
+    ``cap // targets`` would give the system more concurrency than the others: a ValueError.
     """
     if endpoint is None:
         endpoint = "replicas" if len(replicas) > 1 else "balancer"
@@ -136,8 +150,12 @@ def alto_client_plan(
             "raise --llm-concurrency"
         )
     asked: Any = client_default("max_inflight") if max_inflight is None else max_inflight
-    if max_inflight is None and isinstance(asked, int):
-        asked = min(asked, ceiling)  # the client's default, held to the shared cap
+    if max_inflight is None and not isinstance(asked, int) and asked != "auto":
+        # a limit the servers report (``"server"``) could pass the shared cap: its share instead
+        asked = ceiling
+    elif max_inflight is None and isinstance(asked, int):
+        # the client's default, held to the shared cap; one URL for several replicas: all of it
+        asked = ceiling if endpoint == "balancer" and len(replicas) > 1 else min(asked, ceiling)
     if asked is None or asked == "none":
         raise ValueError("an unlimited dispatcher would not hold the shared cap: give a number")
     if not isinstance(asked, int) and str(asked) != "auto":
@@ -153,7 +171,7 @@ def alto_client_plan(
                 f"max_inflight {asked} per replica x {len(targets)} target(s) is more than the "
                 f"shared cap of {cap}: at most {ceiling}"
             )
-    return AltoClientPlan(
+    return ClientPlan(
         endpoint=endpoint,
         targets=tuple(targets),
         max_inflight=asked,
@@ -164,7 +182,7 @@ def alto_client_plan(
     )
 
 
-def open_alto_client(plan: AltoClientPlan, model: str, **options: Any) -> Any:
+def open_client(plan: ClientPlan, model: str, **options: Any) -> Any:
     """An ``OpenAIClient`` as ``plan`` says; ``options`` go to it unchanged. Under
     ``"auto"`` the learned limit is bounded by ``plan.ceiling`` (the client's ``max_limit``)."""
     from alto.operators.llm.openai import OpenAIClient
@@ -186,7 +204,7 @@ def open_alto_client(plan: AltoClientPlan, model: str, **options: Any) -> Any:
 
 
 class DispatchWatch:
-    """Alto's dispatcher over one run: counters as differences, and from its timeline
+    """A system's client's dispatcher over one run: counters as differences, and from its timeline
     samples the longest queue and the most calls in flight per replica."""
 
     def __init__(self, client: Any) -> None:
@@ -216,7 +234,7 @@ class DispatchWatch:
 
 
 def dispatch_figures(before: Any, after: Any, samples: Sequence[Any]) -> dict[str, Any]:
-    """What Alto's client did between two ``dispatch_stats()`` snapshots."""
+    """What a client's dispatcher did between two ``dispatch_stats()`` snapshots."""
     peaks: dict[int, int] = {}
     max_queued = 0
     for _, replica, inflight, queued in samples:
@@ -311,7 +329,7 @@ def replica_deltas(
 def endpoint_rows(app: dict[str, Any]) -> list[dict[str, Any]]:
     """Per (level, system), pooled over repeats: the client's kind and limit, its longest
     queue, and per replica the calls and cached-token share the emulator counted (and for
-    Alto's dispatcher its limit, most in flight, failures and health at the end)."""
+    a client's dispatcher its limit, most in flight, failures and health at the end)."""
     groups: dict[tuple[float, str], list[dict[str, Any]]] = {}
     for run in app.get("runs", []):
         if run.get("endpoint") is None:

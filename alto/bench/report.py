@@ -240,6 +240,9 @@ def _app_section(name: str, app: dict[str, Any], load: str) -> list[str]:
     if (app.get("deployment") or {}).get("servers") == "llama_cpp.server":
         lines += _prompt_section(name, app, load)
     lines += _endpoint_section(name, app, load, tag)
+    from alto.bench.controls import controls_section  # the controls, beside their systems
+
+    lines += controls_section(name, app, load)
     lines += _bound_section(name, app, tag)
     lines += [
         "",

@@ -24,11 +24,12 @@ For an app the run goes:
 One cap for every system: in every run, all LLM calls of the system under test go through
 one client-side limit of ``llm_cap`` concurrent calls. For the LangGraph versions and the
 asyncio reference it is a semaphore in the recording wrapper, shared by the whole run; for
-Alto, when the LLM is an OpenAI-compatible server (emulated or not), it is the dispatcher of
-Alto's own client, whose per-replica limits sum to at most ``llm_cap`` (see
-:mod:`alto.bench.endpoints`; with ``--alto-endpoint replicas`` that client is given the
-emulated replicas' URLs). The systems' own knobs are lifted above the cap: Alto's LLM stages
-get ``llm_cap`` replicas each, LangGraph's per-invocation ``max_concurrency`` is
+Alto and every control holding a client of its own (:mod:`alto.bench.controls`), when the
+LLM is an OpenAI-compatible server (emulated or not), it is the dispatcher of that client,
+whose per-replica limits sum to at most ``llm_cap`` (see :mod:`alto.bench.endpoints`; with
+``--alto-endpoint replicas`` Alto's client is given the emulated replicas' URLs). The
+systems' own knobs are lifted above the cap: Alto's LLM stages get ``llm_cap`` replicas
+each, LangGraph's per-invocation ``max_concurrency`` is
 :data:`LANGGRAPH_LIFTED`, the asyncio reference has no limit of its own. So no system gets
 more LLM concurrency than another.
 """
@@ -49,11 +50,11 @@ from typing import Any
 
 from alto.bench import driver
 from alto.bench.bound import critical_path, peak_decode_tokens_per_s
+from alto.bench.controls import anonymous_calls, client_plans, is_control
 from alto.bench.endpoints import (
-    AltoClientPlan,
+    ClientPlan,
     DispatchWatch,
-    alto_client_plan,
-    open_alto_client,
+    open_client,
     replica_deltas,
     semaphore_figures,
 )
@@ -202,25 +203,31 @@ def llm_stages(app: ModuleType) -> int:
     return sum(1 for node in plan.nodes if node.spec.options.replicas == _PROBE)
 
 
-def fairness(app: ModuleType, ops: Any, cap: int | None, alto: Any = None) -> dict[str, Any]:
+def fairness(
+    app: ModuleType, ops: Any, cap: int | None, plans: dict[str, ClientPlan] | None = None
+) -> dict[str, Any]:
     """The concurrency knobs every system gets (see the module docstring).
 
-    ``alto``: the :class:`~alto.bench.endpoints.AltoClientPlan` of Alto's own client, or
-    None when Alto calls the same client as the others, behind the same semaphore.
+    ``plans``: per system holding a client of its own (Alto, the controls), how that client
+    was made (:class:`~alto.bench.endpoints.ClientPlan`); every other system calls the
+    shared client behind one semaphore of ``cap`` permits.
     """
     stages = llm_stages(app)
+    plans = plans or {}
     semaphore = (
         f"one semaphore of {cap} permits per run in the recording LLM wrapper, shared by "
-        "all of the system's LLM calls (the same code for every system that uses it)"
+        "all of the system's LLM calls (the same code for every system that uses it), in "
+        "front of one client on the balancer's URL"
     )
     enforcement = {system: semaphore for system in SYSTEMS}
-    if alto is not None:
-        enforcement[ALTO] = alto.describe()
+    enforcement.update({system: plan.describe() for system, plan in plans.items()})
+    alto = plans.get(ALTO)
     return {
         "llm_cap": cap if stages else None,
         "llm_cap_enforced_by": semaphore if stages else None,
         "llm_cap_enforcement": enforcement if stages else None,
         "alto_client": alto.as_dict() if alto is not None and stages else None,
+        "clients": {s: p.as_dict() for s, p in plans.items()} if stages else None,
         "alto_llm_stages": stages,
         "alto_replicas_per_llm_stage": ops.llm_replicas if stages else None,
         "langgraph_max_concurrency": LANGGRAPH_LIFTED,
@@ -246,13 +253,14 @@ class BenchOperators:
     """What one app's benchmark calls.
 
     Attributes:
-        ops: the operators every system but Alto calls (and Alto too, when ``alto_llm``
-            is None).
+        ops: the operators every system calls (its LLM, behind the shared semaphore, by
+            every system without a client of its own).
         emulator: the emulator's timing model (None unless the LLM is emulated).
         server: the running emulator (None unless the LLM is emulated).
-        alto_llm: Alto's own LLM client, whose dispatcher enforces the cap (None: Alto
-            calls ``ops.llm`` behind the shared semaphore, as the others do).
-        alto_plan: how that client was made (:class:`~alto.bench.endpoints.AltoClientPlan`).
+        clients: per system holding an LLM client of its own (Alto, the controls), that
+            client, whose dispatcher enforces the cap (empty: every system calls
+            ``ops.llm`` behind the shared semaphore).
+        plans: how each of those clients was made (:class:`~alto.bench.endpoints.ClientPlan`).
         counters: the servers' prompt and cached-token counters, read around each run
             (:class:`EmulatorCounters`, :class:`~alto.bench.llama_servers.LlamaServerCounters`;
             None when the servers keep none).
@@ -266,34 +274,37 @@ class BenchOperators:
     cap: int | None = None
     emulator: Any = None
     server: Any = None
-    alto_llm: Any = None
-    alto_plan: Any = None
+    clients: dict[str, Any] = field(default_factory=dict)
+    plans: dict[str, ClientPlan] = field(default_factory=dict)
     counters: Any = None
     deployment: dict[str, Any] | None = None
 
 
 @contextlib.asynccontextmanager
 async def open_bench_operators(
-    app: ModuleType, settings: Settings
+    app: ModuleType, settings: Settings, systems: Sequence[str] | None = None
 ) -> AsyncIterator[BenchOperators]:
-    """The app's operators, the emulator's timing model and server, and Alto's client.
+    """The app's operators, the emulator's timing model and server, and the systems' clients.
 
     The embedder and retriever come from ``examples.common.open_operators``. With
     ``--llm emulated`` the serving-timing emulator is started here, once for the app, as
     ``settings.deployment``, in a process of its own by default (so the systems' own CPU
     work cannot slow its clock), and the LLM is an :class:`OpenAIClient` on its balancer
     (``/v1``) with a connection pool larger than the cap (the client never becomes the
-    bottleneck). With an OpenAI-compatible LLM (emulated or ``--llm openai``) Alto gets a
-    client of its own (:func:`~alto.bench.endpoints.alto_client_plan`), on the replica URLs
-    or the balancer's, sending the dispatcher's ``priority`` to the emulator.
+    bottleneck). With an OpenAI-compatible LLM (emulated, llama-server or ``--llm openai``)
+    every system among ``systems`` (default ``settings.systems``) that holds a client of its
+    own (Alto, the controls: :func:`~alto.bench.controls.client_plans`) gets one, opened here
+    once for the app, on the replica URLs or the balancer's; the dispatcher's ``priority``
+    is sent only to an emulator started with priority scheduling.
     """
     from examples.common import open_operators
 
     needs = set(app.NEEDS)
     emulated = settings.llm == "emulated" and "llm" in needs
     stages = llm_stages(app)
+    chosen = list(settings.systems if systems is None else systems)
     if settings.llm == "llama-server" and "llm" in needs:
-        async with _llama_server_operators(app, settings, stages) as bench:
+        async with _llama_server_operators(app, settings, stages, chosen) as bench:
             yield bench
         return
     async with open_operators(
@@ -311,10 +322,15 @@ async def open_bench_operators(
                 yield BenchOperators(ops, cap=cap)
                 return
             url = settings.llm_url or ""
-            plan = _alto_plan(settings, url, [url], cap, send_priority=False)
-            alto_llm = open_alto_client(plan, settings.llm_model or "default", max_concurrency=cap)
-            async with alto_llm:
-                yield BenchOperators(ops, cap=cap, alto_llm=alto_llm, alto_plan=plan)
+            plans = _client_plans(settings, chosen, url, [url], cap, priority=False)
+            async with contextlib.AsyncExitStack() as stack:
+                clients = {
+                    system: await stack.enter_async_context(
+                        open_client(plan, settings.llm_model or "default", max_concurrency=cap)
+                    )
+                    for system, plan in plans.items()
+                }
+                yield BenchOperators(ops, cap=cap, clients=clients, plans=plans)
             return
         from alto.bench.emulator import EmulatorConfig, EmulatorServer
         from alto.operators.llm.openai import OpenAIClient
@@ -362,28 +378,37 @@ async def open_bench_operators(
                     },
                 )
                 if stages:
-                    plan = _alto_plan(
-                        settings, server.base_url, server.replica_urls, cap, send_priority=True
+                    # the emulator orders waiting requests by ``priority`` only when started
+                    # with that scheduling policy (as vLLM); otherwise none is sent
+                    priority = server.scheduling_policy == "priority"
+                    bench.plans = _client_plans(
+                        settings,
+                        chosen,
+                        server.base_url,
+                        server.replica_urls,
+                        cap,
+                        priority=priority,
                     )
-                    bench.alto_plan = plan
-                    bench.alto_llm = await stack.enter_async_context(
-                        open_alto_client(
-                            plan,
-                            "emulated",
-                            max_connections=max(64, 2 * cap),
-                            max_concurrency=cap,
+                    for system, plan in bench.plans.items():
+                        bench.clients[system] = await stack.enter_async_context(
+                            open_client(
+                                plan,
+                                "emulated",
+                                max_connections=max(64, 2 * cap),
+                                max_concurrency=cap,
+                            )
                         )
-                    )
                 yield bench
 
 
 @contextlib.asynccontextmanager
 async def _llama_server_operators(
-    app: ModuleType, settings: Settings, stages: int
+    app: ModuleType, settings: Settings, stages: int, systems: Sequence[str]
 ) -> AsyncIterator[BenchOperators]:
     """``--llm llama-server``: one ``llama_cpp.server`` per replica of the deployment (one CPU
-    thread each), behind the balancer proxy when there are several; every system but Alto
-    calls the proxy, and Alto as :func:`_alto_plan` says."""
+    thread each), behind the balancer proxy when there are several; every system without a
+    client of its own calls the proxy, and each with one as :func:`_client_plans` says (no
+    ``priority``: llama.cpp's server has none)."""
     from alto.bench.llama_servers import LlamaServerCounters, LlamaServers
     from alto.bench.proxy import BalancerProxy
     from alto.operators.llm.openai import OpenAIClient
@@ -415,15 +440,16 @@ async def _llama_server_operators(
             if settings.llm_model is None
             else f"{settings.llm_model} on llama_cpp.server, one CPU thread each ({where})"
         )
-        plan = _alto_plan(settings, base_url, servers.urls, cap, send_priority=False)
-        alto_llm = await stack.enter_async_context(
-            open_alto_client(plan, model, max_concurrency=cap)
-        )
+        plans = _client_plans(settings, systems, base_url, servers.urls, cap, priority=False)
+        clients = {
+            system: await stack.enter_async_context(open_client(plan, model, max_concurrency=cap))
+            for system, plan in plans.items()
+        }
         yield BenchOperators(
             ops,
             cap,
-            alto_llm=alto_llm,
-            alto_plan=plan,
+            clients=clients,
+            plans=plans,
             counters=LlamaServerCounters(servers),
             deployment={
                 "servers": "llama_cpp.server",
@@ -435,23 +461,26 @@ async def _llama_server_operators(
         )
 
 
-def _alto_plan(
+def _client_plans(
     settings: Settings,
+    systems: Sequence[str],
     base_url: str,
     replicas: Sequence[str],
     cap: int,
     *,
-    send_priority: bool,
-) -> AltoClientPlan:
-    return alto_client_plan(
+    priority: bool,
+) -> dict[str, ClientPlan]:
+    """The clients of the client-holding systems among ``systems``, Alto's knobs as given."""
+    return client_plans(
+        systems,
         base_url=base_url,
         replicas=replicas,
         cap=cap,
+        priority=priority,
         endpoint=settings.alto_endpoint,
         max_inflight=settings.max_inflight,
         order=settings.order,
         route=settings.route,
-        send_priority=send_priority,
     )
 
 
@@ -545,13 +574,22 @@ async def bench_app(name: str, settings: Settings, *, progress: bool = True) -> 
         if reason:
             skipped = {s: reason for s in systems if s.startswith("langgraph-")}
             systems = [s for s in systems if s not in skipped]
-    async with open_bench_operators(app, settings) as bench:
+    async with open_bench_operators(app, settings, systems) as bench:
         ops, emulator = bench.ops, bench.emulator
-        knobs = fairness(app, ops, bench.cap, bench.alto_plan)
+        # a control is its client: without one (no LLM calls, no server) it is not run
+        for system in [s for s in systems if is_control(s) and s not in bench.clients]:
+            skipped[system] = (
+                "the app makes no LLM calls"
+                if not llm_stages(app)
+                else "a control needs an OpenAI-compatible LLM server (--llm emulated, "
+                "llama-server or openai)"
+            )
+            systems.remove(system)
+        knobs = fairness(app, ops, bench.cap, bench.plans)
         probe = await probe_emulator(ops.llm, emulator) if emulator is not None else None
         counters = bench.counters
         session = _Session(
-            app, ops, inputs, settings, knobs, config, counters, alto_llm=bench.alto_llm
+            app, ops, inputs, settings, knobs, config, counters, clients=bench.clients
         )
         for system in dict.fromkeys([*systems, REFERENCE]):  # warm, so the bound pass is not cold
             await session.warm(system)
@@ -674,7 +712,7 @@ class _Session:
         config: Any,
         counters: EmulatorCounters | None,
         *,
-        alto_llm: Any = None,
+        clients: dict[str, Any] | None = None,
     ) -> None:
         self.app = app
         self.ops = ops
@@ -683,14 +721,21 @@ class _Session:
         self.knobs = knobs
         self.config = config
         self.counters = counters
-        self.alto_llm = alto_llm
-        self.watch = DispatchWatch(alto_llm) if alto_llm is not None else None
+        self.clients = dict(clients or {})
+        self.watches = {system: DispatchWatch(c) for system, c in self.clients.items()}
         self.expected: list[str | None] = []
 
+    def watch_for(self, system: str) -> DispatchWatch | None:
+        """The watch on ``system``'s own client's dispatcher (None: it has none)."""
+        return self.watches.get(system)
+
     def server(self, system: str, recorder: Recorder) -> Any:
-        if system == ALTO and self.alto_llm is not None:
-            # Alto's own client: its dispatcher holds the cap, no semaphore in front of it
-            ops = recording_operators(self.ops, recorder, llm=self.alto_llm)
+        client = self.clients.get(system)
+        if client is not None:
+            # its own client: the dispatcher holds the cap, no semaphore in front of it
+            ops = recording_operators(
+                self.ops, recorder, llm=client, anonymous_calls=anonymous_calls(system)
+            )
         else:
             ops = recording_operators(self.ops, recorder, llm_slots=self.knobs["llm_cap"])
         return make_server(
@@ -851,7 +896,7 @@ class _Session:
             before = await self.counters.read()
             if isinstance(self.counters, EmulatorCounters):
                 decided = self.counters.decisions
-        watch = self.watch if system == ALTO else None
+        watch = self.watch_for(system)
         if watch is not None:
             watch.start()
         recorder.reset()
@@ -936,7 +981,7 @@ class _Session:
         """The first input alone through ``system``, every operator call kept."""
         recorder = Recorder()
         server = self.server(system, recorder)
-        watch = self.watch if system == ALTO else None
+        watch = self.watch_for(system)
         if watch is not None:
             watch.start()
         recorder.reset()

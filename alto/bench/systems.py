@@ -9,6 +9,20 @@
   (``examples/<app>/asyncio_reference.py``), one coroutine per root input. It is a
   reference, not an optimum: it schedules nothing across inputs.
 
+The **controls** (:mod:`alto.bench.controls`; ``--controls`` runs them all) are built like
+one of those and change one thing, to show what each ingredient buys:
+
+* ``alto@balancer``: Alto, its client given the balancer's URL only (its dispatcher still
+  orders its calls, under the whole cap on that URL).
+* ``alto-no-lineage``: Alto, its client ordering ``fifo`` and routing ``least-loaded``, no
+  ``priority`` sent.
+* ``alto-no-priority``: Alto, no ``priority`` sent.
+* ``asyncio-reference+client``, ``langgraph-flat+client``, ``langgraph-subgraph+client``,
+  ``langgraph-functional+client``: the baseline, its calls through one client of its own
+  over the replica URLs (the cap per replica, ``fifo``, ``least-loaded``, no semaphore).
+
+How each system reaches the LLM and is held to the one cap is in :mod:`alto.bench.endpoints`.
+
 Every system is built afresh for every measured run, on operators that record their
 calls (:mod:`alto.bench.record`); building is not timed.
 """
@@ -189,16 +203,20 @@ def make_server(
     """A fresh ``system`` for ``app`` on ``ops``.
 
     Args:
-        system: one of :data:`SYSTEMS`.
+        system: one of :data:`SYSTEMS`, or a control built like one
+            (:data:`~alto.bench.controls.CONTROL_SYSTEMS`; its client is in ``ops``).
         app: the app's module (``examples.<name>``).
         ops: recording operators for this run.
         recorder: their recorder.
         langgraph_concurrency: LangGraph's ``max_concurrency``.
         config: the app's ``Config`` (its defaults when None).
     """
+    from alto.bench.controls import ALL_SYSTEMS, base_system
+
     name = app.NAME
     fragment = FRAGMENT_OUTPUT.get(name)
     step = fragment[0] if fragment else None
+    given, system = system, base_system(system)
     if system == ALTO:
         return AltoServer(app.build(ops, config), fragment[1] if fragment else None)
     if system == REFERENCE:
@@ -212,7 +230,7 @@ def make_server(
             name, variant, ops, config, max_concurrency=langgraph_concurrency
         )
         return PerRoot(runner, recorder, step)
-    raise ValueError(f"unknown system {system!r}; choose from {', '.join(SYSTEMS)}")
+    raise ValueError(f"unknown system {given!r}; choose from {', '.join(ALL_SYSTEMS)}")
 
 
 def now() -> float:

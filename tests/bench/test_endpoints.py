@@ -12,7 +12,7 @@ import pytest
 import alto
 from alto.bench.endpoints import (
     DispatchWatch,
-    alto_client_plan,
+    client_plan,
     most_at_once,
     replica_deltas,
     replica_urls,
@@ -30,7 +30,7 @@ def plan(replicas: int = 4, **kw: Any) -> Any:
         base_url=BASE, replicas=replica_urls(BASE, replicas), cap=64, endpoint=None,
         max_inflight=None, order=None, route=None, send_priority=True,
     )  # fmt: skip
-    return alto_client_plan(**{**args, **kw})
+    return client_plan(**{**args, **kw})
 
 
 def test_alto_gets_the_replica_urls_by_default_when_there_are_several() -> None:
@@ -49,10 +49,13 @@ def test_the_knobs_default_to_the_clients_own() -> None:
 
     params = inspect.signature(OpenAIClient.__init__).parameters
     p = plan()
+    default = params["max_inflight"].default
+    # a number or "auto" as the client has it; a limit the servers report, the cap's share
+    held = default if isinstance(default, int) or default == "auto" else p.ceiling
     assert (p.order, p.route, p.max_inflight) == (
         params["order"].default,
         params["route"].default,
-        params["max_inflight"].default,
+        min(held, p.ceiling) if isinstance(held, int) else held,
     )
     assert plan(order="fifo", route="round-robin", max_inflight="8").max_inflight == 8
 
