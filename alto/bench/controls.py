@@ -207,23 +207,44 @@ def table_order(systems: Sequence[str]) -> list[str]:
     return out
 
 
+def best_rates(app: dict[str, Any]) -> dict[str, tuple[float | None, float | None, float | None]]:
+    """Per system, its highest rate under the SLO with an interval, where the run has one:
+    a rate search's highest passing rate and its rate interval
+    (:func:`~alto.bench.search.rate_interval`), else a fixed-rate sweep's highest rate
+    whose p95 stays under the SLO with the interval its p95 intervals allow; empty
+    otherwise (a closed loop)."""
+    search = (app.get("sweep") or {}).get("search")
+    if search:
+        from alto.bench.search import rate_interval
+
+        return {
+            system: (row.get("best_rate"), *rate_interval(row))
+            for system, row in search["systems"].items()
+        }
+    from alto.bench.summary import slo_table
+
+    return {
+        r["system"]: (r["max_rate"], r["max_rate_low"], r["max_rate_high"])
+        for r in slo_table(app, app.get("summary", []))
+    }
+
+
 def controls_section(name: str, app: dict[str, Any], load: str) -> list[str]:
     """The app's controls table (markdown lines), or nothing when no control ran.
 
     Per system (each control beside the main system it changes), how its LLM calls were
     held to the cap, then per load level its p50 and p95 with bootstrap 95% intervals, and
-    where the run swept rates against an SLO its highest rate under it.
+    where the run searched or swept rates against an SLO its highest rate under it
+    (:func:`best_rates`).
     """
     systems = table_order(app.get("systems", []))
     if not any(is_control(s) for s in systems):
         return []
-    from alto.bench.summary import slo_table
-
     emulated = bool(app.get("timing_emulation"))
     tag = " (timing emulation)" if emulated else ""
     rows = {(r["level"], r["system"]): r for r in app.get("summary", [])}
     levels = sorted({level for level, system in rows if system in systems})
-    best = {r["system"]: r for r in slo_table(app, app.get("summary", []))}
+    best = best_rates(app)
     held = (app.get("fairness") or {}).get("llm_cap_enforcement") or {}
     lines = [
         "",
@@ -256,8 +277,7 @@ def controls_section(name: str, app: dict[str, Any], load: str) -> list[str]:
                 f"{_ci(r['p50_s'], r['p50_ci'])} | {_ci(r['p95_s'], r['p95_ci'])} |"
             )
             if best:
-                b = best.get(system)
-                rate = _rate(b["max_rate"], b["max_rate_low"], b["max_rate_high"]) if b else "–"
+                rate = _rate(*best[system]) if system in best else "–"
                 line += f" {rate if first else ''} |"
             lines.append(line)
             first = False

@@ -344,3 +344,42 @@ def test_every_control_runs_and_matches_the_reference(tmp_path: Path) -> None:
     table = table.split("Table: factcheck, controls")[0]
     named = [line.split(" | ")[0].removeprefix("| ") for line in table.splitlines()]
     assert set(ALL_SYSTEMS) <= set(named)
+
+
+def _open_app(sweep: dict[str, Any]) -> dict[str, Any]:
+    p50 = {ALTO: (0.2, 0.4), ALTO_NO_LINEAGE: (0.2, 0.22)}
+    summary = []
+    for system, values in p50.items():
+        for rate, v in zip((1.0, 2.0), values, strict=True):
+            row = _row(rate, system, v)
+            row["p95_ci"] = [2 * v - 0.05, 2 * v + 0.05]
+            for key in ("p50_vs_alto", "p50_vs_alto_ci", "p50_vs_alto_parity"):
+                row[key] = None  # what the SLO table reads beside the rate (not shown here)
+            row.update(cached_share=None, in_flight=None)
+            summary.append(row)
+    return {"systems": [ALTO, ALTO_NO_LINEAGE], "summary": summary, "sweep": sweep}
+
+
+def _rate_cells(lines: list[str]) -> dict[str, str]:
+    rows = [line.split(" | ") for line in lines if line.startswith("| ") and "---" not in line]
+    assert rows[0][-1] == "max rate under SLO |"
+    return {r[0].removeprefix("| "): r[-1].removesuffix(" |") for r in rows[1:] if r[0] != "| "}
+
+
+def test_the_controls_table_gives_the_highest_rate_under_the_slo() -> None:
+    # a fixed-rate sweep: the highest rate whose p95 stays under the SLO
+    fixed = _open_app({"slo_s": 0.5, "moderate_rate": 1.0, "levels": [1.0, 2.0]})
+    assert _rate_cells(controls_section("x", fixed, "open")) == {
+        ALTO: "1/s",  # its p95 at 2/s, 0.8 s, is over the SLO
+        ALTO_NO_LINEAGE: "2/s",
+    }
+    # a rate search: its highest passing rate, with the rate interval of its repeats
+    found = {
+        ALTO: {"best_rate": 2.0, "first_fail": 2.5, "repeat_min": 1.8, "repeat_max": 2.4},
+        ALTO_NO_LINEAGE: {"best_rate": None, "first_fail": 0.5},
+    }
+    searched = _open_app({"slo_s": 0.5, "search": {"systems": found}})
+    assert _rate_cells(controls_section("x", searched, "open")) == {
+        ALTO: "2/s [1.8, 2.5]",
+        ALTO_NO_LINEAGE: "none",
+    }
