@@ -319,6 +319,9 @@ def test_every_control_runs_and_matches_the_reference(tmp_path: Path) -> None:
     assert app["systems"] == list(ALL_SYSTEMS) and app["skipped"] == {}
     cap = app["fairness"]["llm_cap"]
     assert cap == 64
+    # the bench's emulator honours priority: Alto sends it, behind the balancer too; no other
+    sent = {s for s, c in app["fairness"]["clients"].items() if c["send_priority"]}
+    assert sent == {ALTO, ALTO_AT_BALANCER}
     runs = {r["system"]: r for r in app["runs"]}
     assert set(runs) == set(ALL_SYSTEMS)
     for system, run in runs.items():
@@ -383,3 +386,27 @@ def test_the_controls_table_gives_the_highest_rate_under_the_slo() -> None:
         ALTO: "2/s [1.8, 2.5]",
         ALTO_NO_LINEAGE: "none",
     }
+
+
+def _settings(*args: str) -> Any:
+    import argparse
+
+    from alto.bench.cli import add_arguments, settings_from
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return settings_from(parser.parse_args(["factcheck", *args]))
+
+
+def test_controls_are_chosen_by_name_or_all_at_once() -> None:
+    from alto.bench.cli import BenchError
+
+    emulated = ("--llm", "emulated", "--deployment", "rr4")
+    assert _settings(*emulated).systems == list(SYSTEMS)
+    assert _settings(*emulated, "--controls").systems == list(ALL_SYSTEMS)
+    named = _settings(*emulated, "--systems", "alto-no-priority,alto,langgraph-flat+client")
+    assert named.systems == [ALTO, ALTO_NO_PRIORITY, "langgraph-flat+client"]
+    with pytest.raises(BenchError, match="hold LLM clients of their own"):
+        _settings("--llm", "fake", "--controls")
+    with pytest.raises(BenchError, match="unknown systems"):
+        _settings(*emulated, "--systems", "alto@nowhere")
