@@ -28,6 +28,7 @@ import contextvars
 import itertools
 import sys
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -311,7 +312,7 @@ class RecordingLLM(LLM):
         self.slots = slots
         self.max_concurrency = inner.max_concurrency
         self.anonymous_calls = anonymous_calls
-        self._run = f"anonymous-{id(self):x}"
+        self._run = f"anonymous-{uuid.uuid4().hex}"  # never another wrapper's
         self._roots = itertools.count()
 
     @contextlib.contextmanager
