@@ -362,7 +362,9 @@ def test_knobs_are_checked_with_the_allowed_values_named() -> None:
         Dispatcher(["a"], order="oldest")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="route must be one of .*'lineage'.*got 'random'"):
         Dispatcher(["a"], route="random")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="max_inflight must be an int >= 1, 'auto' or None"):
+    with pytest.raises(
+        ValueError, match="max_inflight must be an int >= 1, 'auto', 'server' or None"
+    ):
         Dispatcher(["a"], max_inflight=0)
 
 

@@ -12,8 +12,11 @@ is on a replica::
 It uses what only Alto knows about a call, its lineage (:func:`alto.current_call`):
 
 * **Admission** (``max_inflight``): at most so many calls in flight per replica; an int, ``None``
-  (no limit) or ``"auto"``, learned online by :class:`VegasLimit` from the observed time per
-  output token versus calls in flight, to keep each replica near its throughput knee.
+  (no limit), ``"auto"``, learned online by :class:`VegasLimit` from the observed time per
+  output token versus calls in flight, to keep each replica near its throughput knee, or
+  ``"server"``: what each replica says it serves at once, asked once before the first stage
+  call (an ``ask_limit`` coroutine; ``DEFAULT_LIMIT`` where a replica says nothing). Each replica's
+  :attr:`ReplicaStats.limit_source` says where its limit came from.
 * **Order** of the calls waiting for admission (``order``): ``"root-first"`` (the call whose root
   input was submitted first goes first: the application-level FIFO of Parrot, OSDI'24),
   ``"least-attained"`` (the call whose root has received the fewest output tokens so far goes
@@ -74,6 +77,7 @@ from types import TracebackType
 from typing import Any, Literal, get_args
 
 import anyio
+import anyio.lowlevel
 
 from alto import current_call
 from alto.ancestry.ancestry import Ancestry, parent_key
@@ -82,14 +86,28 @@ from alto.operators.llm.limit import MAX_LIMIT, START_LIMIT, VegasLimit
 
 Order = Literal["root-first", "least-attained", "fifo"]
 Route = Literal["lineage", "least-loaded", "round-robin"]
-Limit = int | Literal["auto"] | None
-"""Calls in flight per replica: an int, ``"auto"`` (learned) or ``None`` (no limit)."""
+Limit = int | Literal["auto", "server"] | None
+"""Calls in flight per replica: an int, ``"auto"`` (learned), ``"server"`` (what the replica
+says it serves at once) or ``None`` (no limit)."""
+LimitSource = Literal["given", "auto", "server", "default"]
+"""Where a replica's limit came from: ``"given"`` (an int or ``None`` passed as
+``max_inflight``), ``"auto"`` (learned), ``"server"`` (the replica said) or ``"default"``
+(``max_inflight="server"`` and the replica said nothing, or has not been asked yet)."""
+
+DEFAULT_LIMIT = 16
+"""The limit per replica under ``max_inflight="server"`` where a replica does not say how many
+sequences it serves at once: where vLLM serving an 8B model on one GPU reached its peak
+throughput in the sweep the emulator's defaults cite."""
 
 ORDERS: tuple[str, ...] = get_args(Order)
 ROUTES: tuple[str, ...] = get_args(Route)
 
 Probe = Callable[[int], Awaitable[bool]]
 """``await probe(replica)``: whether that replica answers again (e.g. ``GET /models``)."""
+
+AskLimit = Callable[[int], Awaitable["int | None"]]
+"""``await ask_limit(replica)``: how many sequences that replica says it serves at once, or
+``None`` when it does not say (``max_inflight="server"``)."""
 
 Sample = tuple[float, int, int, int]
 """A timeline sample: ``(time.monotonic(), replica, inflight, queued)``; replica ``-1`` is a
@@ -114,16 +132,24 @@ _Heap = list[tuple[Any, int, "_Waiter"]]  # (order key, arrival, waiter): a heap
 
 class _Replica:
     __slots__ = (
-        "index", "target", "inflight", "limit", "vegas", "calls", "failures", "prompt_tokens",
-        "cached_tokens", "output_tokens", "healthy", "trial", "down_at", "retry_at", "backoff",
-        "probing", "heap", "arrivals", "waiting",
+        "index", "target", "inflight", "limit", "source", "vegas", "calls", "failures",
+        "prompt_tokens", "cached_tokens", "output_tokens", "healthy", "trial", "down_at",
+        "retry_at", "backoff", "probing", "heap", "arrivals", "waiting",
     )
 
-    def __init__(self, index: int, target: str, limit: int | None, vegas: VegasLimit | None):
+    def __init__(
+        self,
+        index: int,
+        target: str,
+        limit: int | None,
+        vegas: VegasLimit | None,
+        source: LimitSource = "given",
+    ):
         self.index = index
         self.target = target
         self.inflight = 0
         self.limit = limit
+        self.source: LimitSource = source
         self.vegas = vegas
         self.calls = 0
         self.failures = 0
@@ -171,6 +197,8 @@ class ReplicaStats:
         prompt_tokens / cached_tokens / output_tokens: usage its calls reported.
         healthy: in rotation (``False``: out, being probed).
         queued: calls waiting for it (routed to it by lineage).
+        limit_source: where ``limit`` came from (:data:`LimitSource`): ``"given"``,
+            ``"auto"``, ``"server"`` or ``"default"``.
     """
 
     target: str
@@ -183,6 +211,7 @@ class ReplicaStats:
     healthy: bool
     output_tokens: int = 0
     queued: int = 0
+    limit_source: str = "given"
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,8 +337,10 @@ class Dispatcher:
     Args:
         targets: one label per replica (base URLs for an ``OpenAIClient``, ``"instance 0"``
             ... for a ``LocalLLM``).
-        max_inflight: calls in flight per replica: an int, ``None`` (no limit) or ``"auto"``
-            (learned by :class:`VegasLimit`, from ``start_limit`` up to ``max_limit``).
+        max_inflight: calls in flight per replica: an int, ``None`` (no limit), ``"auto"``
+            (learned by :class:`VegasLimit`, from ``start_limit`` up to ``max_limit``) or
+            ``"server"`` (what ``ask_limit`` says for each replica, asked once, before the
+            first stage call; ``default_limit`` where it says nothing, or with no ``ask_limit``).
         order: which waiting call goes first: ``"root-first"``, ``"least-attained"`` or
             ``"fifo"`` (see the module's docstring).
         route: which replica serves a call: ``"lineage"``, ``"least-loaded"`` or
@@ -323,6 +354,10 @@ class Dispatcher:
             docstring); counted in :attr:`DispatchStats.over_limit`.
         probe: ``await probe(replica) -> bool``, whether a replica that was down answers
             again; ``None``: after its backoff, one call is let through as the probe.
+        ask_limit: ``await ask_limit(replica) -> int | None``, how many sequences the replica
+            says it serves at once (``max_inflight="server"`` only). An exception counts as
+            saying nothing.
+        default_limit: the limit of a replica that says nothing (``max_inflight="server"``).
         remember: roots (and parents) whose replica and service are remembered, least
             recently used forgotten first; :meth:`forget` drops a root at once.
         clock: the clock (``time.monotonic``; tests pass a virtual one).
@@ -344,6 +379,8 @@ class Dispatcher:
         aging: float = AGING,
         stall: float = STALL,
         probe: Probe | None = None,
+        ask_limit: AskLimit | None = None,
+        default_limit: int = DEFAULT_LIMIT,
         remember: int = 4096,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -353,6 +390,8 @@ class Dispatcher:
         check_knobs(max_inflight, order, route)
         if max_limit < 1:
             raise ValueError(f"max_limit must be >= 1, got {max_limit}")
+        if type(default_limit) is not int or default_limit < 1:
+            raise ValueError(f"default_limit must be an int >= 1, got {default_limit!r}")
         self.name = name
         self.order: Order = order
         self.route: Route = route
@@ -365,14 +404,20 @@ class Dispatcher:
         self.remember = remember
         self.clock = clock
         auto = max_inflight == "auto"
-        fixed = max_inflight if isinstance(max_inflight, int) else None
+        server = max_inflight == "server"
+        fixed = default_limit if server else max_inflight if isinstance(max_inflight, int) else None
+        source: LimitSource = "auto" if auto else "default" if server else "given"
         start = min(start_limit, max_limit)
         self._replicas = [
             _Replica(
-                i, t, start if auto else fixed, VegasLimit(start, max_limit) if auto else None
+                i, t, start if auto else fixed, VegasLimit(start, max_limit) if auto else None,
+                source,
             )
             for i, t in enumerate(targets)
         ]
+        self.ask_limit = ask_limit if server else None
+        self._asked = self.ask_limit is None  # every replica asked (or nothing to ask)
+        self._asking: tuple[Any, anyio.Event] | None = None  # (event loop, done) while asking
         self._single = self._replicas[0] if len(targets) == 1 else None
         self._any: _Heap = []  # waiting calls with no replica yet
         self._any_arrivals: deque[_Waiter] = deque()
@@ -420,7 +465,7 @@ class Dispatcher:
             tuple(
                 ReplicaStats(
                     r.target, r.inflight, r.limit, r.calls, r.failures, r.prompt_tokens,
-                    r.cached_tokens, r.healthy, r.output_tokens, r.waiting,
+                    r.cached_tokens, r.healthy, r.output_tokens, r.waiting, r.source,
                 )
                 for r in self._replicas
             ),
@@ -441,6 +486,56 @@ class Dispatcher:
         """The learned limit of one replica (``None`` unless ``max_inflight="auto"``)."""
         return self._replicas[replica].vegas
 
+    def set_limit(self, replica: int, limit: int, source: LimitSource = "given") -> None:
+        """Set one replica's limit on calls in flight (not under ``"auto"``); calls waiting
+        for room get it at once when it grew."""
+        rep = self._replicas[replica]
+        if rep.vegas is not None:
+            raise ValueError("the limit of an 'auto' replica is learned; it cannot be set")
+        if type(limit) is not int or limit < 1:
+            raise ValueError(f"a limit must be an int >= 1, got {limit!r}")
+        rep.limit = limit
+        rep.source = source
+        if self._queued:
+            self._pump(rep)
+
+    async def ask_limits(self) -> None:
+        """Ask every replica how many sequences it serves at once (``max_inflight="server"``)
+        and take the answers as their limits; once: later calls return at once. Calls that
+        arrive while the replicas are asked wait for the answers. Done before the first stage
+        call is admitted (calls outside a stage are held to no limit); call it to ask
+        earlier."""
+        if self._asked:
+            return
+        ask = self.ask_limit
+        assert ask is not None
+        loop = anyio.lowlevel.current_token().native_token
+        pending = self._asking
+        if pending is not None and pending[0] is loop:
+            await pending[1].wait()
+            return
+        done = anyio.Event()
+        self._asking = (loop, done)
+        answers: list[int | None] = [None] * len(self._replicas)
+
+        async def one(i: int) -> None:
+            try:
+                answers[i] = await ask(i)
+            except Exception:  # a replica that cannot say keeps the default
+                answers[i] = None
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for i in range(len(self._replicas)):
+                    tg.start_soon(one, i)
+            for i, answer in enumerate(answers):
+                if type(answer) is int and answer >= 1:
+                    self.set_limit(i, answer, "server")
+            self._asked = True
+        finally:
+            self._asking = None
+            done.set()
+
     def set_target(self, replica: int, target: str) -> None:
         """Change one replica's label (its URL moved); what is remembered of it stays."""
         self._replicas[replica].target = target
@@ -455,10 +550,12 @@ class Dispatcher:
     # -- admission ---------------------------------------------------------------------------
 
     async def _acquire(self, lease: Lease) -> None:
+        info = current_call()
+        if info is not None and not self._asked:  # only stage calls are held to limits
+            await self.ask_limits()
         now = self.clock()
         if self._down:
             await self._revive(now)
-        info = current_call()
         if info is None:  # not a stage call: at once, round-robin, as without a dispatcher
             rep = self._single
             if rep is None or not rep.healthy:
@@ -838,11 +935,12 @@ def check_knobs(max_inflight: Any, order: Any, route: Any) -> None:
     """Raise ValueError naming a dispatcher knob outside its allowed values."""
     if not (
         max_inflight is None
-        or max_inflight == "auto"
+        or max_inflight in ("auto", "server")
         or (type(max_inflight) is int and max_inflight >= 1)
     ):
         raise ValueError(
-            f"max_inflight must be an int >= 1, 'auto' or None (no limit), got {max_inflight!r}"
+            f"max_inflight must be an int >= 1, 'auto', 'server' or None (no limit), "
+            f"got {max_inflight!r}"
         )
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}, got {order!r}")
@@ -852,10 +950,13 @@ def check_knobs(max_inflight: Any, order: Any, route: Any) -> None:
 
 __all__ = [
     "AGING",
+    "AskLimit",
+    "DEFAULT_LIMIT",
     "DispatchStats",
     "Dispatcher",
     "Lease",
     "Limit",
+    "LimitSource",
     "MAX_LIMIT",
     "Order",
     "ReplicaStats",

@@ -17,6 +17,9 @@ LEGEND = """\
   calls      calls the replica was given
   in flight  calls on it now
   limit      its limit on calls in flight now (learned when auto; - for none)
+  limit from given: max_inflight; server: the count of sequences the server says it serves at
+             once (llama.cpp's /props total_slots, vLLM's max_num_seqs); default: 16, the
+             server said nothing; auto: learned
   cached     share of its calls' prompt tokens the server served from its prefix cache
   failures   calls that failed on it
   healthy    in rotation (NO: out of it, being probed)"""
@@ -36,6 +39,7 @@ def stats_dict(stats: Any) -> dict[str, Any]:
                 "calls": r.calls,
                 "inflight": r.inflight,
                 "limit": r.limit,
+                "limit_source": getattr(r, "limit_source", "given"),
                 "failures": r.failures,
                 "prompt_tokens": r.prompt_tokens,
                 "cached_tokens": r.cached_tokens,
@@ -85,7 +89,16 @@ def dispatch_table(stats: Any, *, label: str | None = None) -> str:
             f"{_share(r.cached_tokens, r.prompt_tokens):>8}{r.failures:>10}"
             f"{'yes' if r.healthy else 'NO':>9}"
         )
+    lines.append(f"limit from: {_sources(stats.replicas)}")
     return "\n".join(lines)
+
+
+def _sources(replicas: Sequence[Any]) -> str:
+    """Where the replicas' limits came from: one word when they agree, else per replica."""
+    sources = [getattr(r, "limit_source", "given") for r in replicas]
+    if len(set(sources)) == 1:
+        return sources[0]
+    return ", ".join(f"{r.target} {source}" for r, source in zip(replicas, sources))
 
 
 def relative_samples(samples: Iterable[Sequence[Any]], t0: float) -> list[list[Any]]:

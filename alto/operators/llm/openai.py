@@ -29,6 +29,7 @@ import httpx
 from alto.operators._otel import UNTRACED, model_call, traced_stream
 from alto.operators.llm.base import LLM, Message, Stop, normalize_messages, normalize_stop
 from alto.operators.llm.dispatch import (
+    DEFAULT_LIMIT,
     MAX_LIMIT,
     Dispatcher,
     DispatchStats,
@@ -88,12 +89,16 @@ class OpenAIClient(LLM):
         headers: extra HTTP headers for every request.
         transport: an httpx transport to use instead of the network (for proxies or mocks).
         max_inflight: calls in flight per replica, for calls made inside a stage: an int,
-            ``None`` (no limit) or ``"auto"`` (learned online, at most ``max_limit``). The
-            default, 16, is where the vLLM sweep the emulator cites reaches its peak
-            throughput; set your server's knee. ``"auto"`` (TCP Vegas on the time per output
-            token) settles at the knee of latency, which can be below the knee of
-            throughput: on one emulated server it settled at 10 calls, where throughput
-            peaks at 16.
+            ``None`` (no limit), ``"auto"`` (learned online, at most ``max_limit``) or
+            ``"server"`` (the default): what each replica says it serves at once, asked once
+            before the first call made inside a stage (see :meth:`server_limit`); llama.cpp's
+            ``llama-server`` gives its slot count, so a one-slot server gets 1. A replica that
+            says nothing gets 16 (``DEFAULT_LIMIT``), where the vLLM sweep the emulator cites
+            reaches its peak throughput; an int you pass wins over what servers say.
+            ``"auto"`` (TCP Vegas on the time per output token) settles at the knee of
+            latency, which can be below the knee of throughput: on one emulated server it
+            settled at 10 calls, where throughput peaks at 16. ``dispatch_stats()`` says where
+            each replica's limit came from (``limit_source``).
         order: which waiting stage call goes first: ``"root-first"`` (the oldest root
             input's), ``"least-attained"`` (the root that got the fewest tokens so far) or
             ``"fifo"``.
@@ -135,7 +140,7 @@ class OpenAIClient(LLM):
         json_mode: JsonMode = "auto",
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        max_inflight: Limit = 16,
+        max_inflight: Limit = "server",
         order: Order = "root-first",
         route: Route = "lineage",
         send_priority: bool = False,
@@ -186,6 +191,8 @@ class OpenAIClient(LLM):
             # a client behaves as before it measured anything; Vegas moves it from there
             start_limit=min(max_concurrency, max_limit),
             probe=self._probe,
+            ask_limit=self.server_limit,
+            default_limit=DEFAULT_LIMIT,
         )
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
@@ -383,6 +390,49 @@ class OpenAIClient(LLM):
                 payload.pop("priority", None)
             else:
                 payload["priority"] = lease.priority
+
+    async def server_limit(self, replica: int) -> int | None:
+        """How many sequences one replica says it serves at once, or ``None``.
+
+        Asked of the server's root (the base URL without ``/v1``), each request answered
+        within the connect timeout or taken as saying nothing:
+
+        * ``GET /props``, ``total_slots``: llama.cpp's own server (``llama-server -np N``),
+          which decodes its N slots in one batch;
+        * ``GET /inference/v1/config``, ``scheduler.max_num_seqs``: vLLM's configuration
+          endpoint, in vLLM's source of 2026 (``vllm/entrypoints/serve/config``). vLLM
+          versions without it report ``max_num_seqs`` only in ``/server_info``, which is
+          served in development mode alone (``VLLM_SERVER_DEV_MODE=1``) and is not asked:
+          they get the default.
+
+        llama-cpp-python's server (``python -m llama_cpp.server``, one sequence) and the
+        benchmark's emulator answer neither, and get the default too. With
+        ``max_inflight="server"`` the dispatcher asks each replica once, before the first
+        call made inside a stage.
+        """
+        root = self.base_urls[replica].removesuffix("/v1")
+        props = await self._get_json(f"{root}/props")
+        slots = props.get("total_slots") if props else None
+        if type(slots) is int and slots >= 1:
+            return slots
+        config = await self._get_json(f"{root}/inference/v1/config")
+        scheduler = config.get("scheduler") if config else None
+        seqs = scheduler.get("max_num_seqs") if isinstance(scheduler, dict) else None
+        if type(seqs) is int and seqs >= 1:
+            return seqs
+        return None
+
+    async def _get_json(self, url: str) -> dict[str, Any] | None:
+        """``GET url``'s JSON object, or None (an error status, no JSON, no answer in time)."""
+        try:
+            with anyio.fail_after(self.connect_timeout):
+                response = await self._http().get(url, timeout=self.connect_timeout)
+                if response.status_code != 200:
+                    return None
+                data = response.json()
+        except (httpx.HTTPError, TimeoutError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
     async def _probe(self, replica: int) -> bool:
         """Whether a replica that failed answers again (``GET /models``, not 5xx)."""
