@@ -113,6 +113,8 @@ async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
         if not args.llm_url:
             raise CLIError("--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)")
         check_llm_server(args.llm_url)
+    if args.llm == "llama-server-native":
+        check_native_llm(args)
     if args.otel and not args.otel.startswith(("http://", "https://")):
         raise CLIError(f"--otel {args.otel!r}: expected an OTLP/HTTP URL such as "
                        "http://127.0.0.1:6006/v1/traces")
@@ -121,7 +123,8 @@ async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
     started = time.perf_counter()
     config = read_config(app, args.config) if args.config else None
     async with open_operators(app.NEEDS, llm=args.llm, llm_url=args.llm_url,
-                              llm_model=args.llm_model, embedder=args.embedder,
+                              llm_model=args.llm_model, llm_slots=args.llm_slots,
+                              llm_threads=args.llm_threads, embedder=args.embedder,
                               console=console) as ops:
         flow = app.build(ops, config)
         endpoints = endpoints_of([ops.llm, ops.embedder, ops.retriever])
@@ -185,6 +188,20 @@ async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
                 print()
                 print(tables)
     return 1 if failed else 0
+
+
+def check_native_llm(args: argparse.Namespace) -> None:
+    """A CLIError when ``--llm llama-server-native`` cannot start: its options are out of
+    range, or the server is not built (the message names the command that builds it)."""
+    from alto.bench.llama_native import LlamaServerMissing, find_binary
+
+    for option, value in (("--llm-slots", args.llm_slots), ("--llm-threads", args.llm_threads)):
+        if value < 1:
+            raise CLIError(f"{option} must be at least 1, got {value}")
+    try:
+        find_binary()
+    except LlamaServerMissing as exc:
+        raise CLIError(f"--llm llama-server-native: {exc}") from None
 
 
 def endpoint_tables(endpoints: Sequence[Any], backend: str = "local") -> str:
@@ -265,12 +282,21 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--n", type=int, default=3,
                         help="inputs from the shipped data (default 3; for ingest, the "
                         "documents of its one corpus)")
-    run.add_argument("--llm", choices=["local", "openai", "emulated", "fake"], default="local",
+    run.add_argument("--llm", choices=["local", "openai", "llama-server-native", "emulated",
+                                       "fake"], default="local",
                      help="local: embedded SmolLM2 (default); openai: a server at --llm-url; "
+                     "llama-server-native: llama.cpp's own server, started on loopback over "
+                     "the embedded SmolLM2 (several slots decoded in one batch; built by "
+                     "'bash install.sh llama-server'); "
                      "emulated: the serving-timing emulator (timing emulation, not a model); "
                      "fake: the scripted test double")
     run.add_argument("--llm-url", help="base URL of an OpenAI-compatible server (…/v1)")
-    run.add_argument("--llm-model", help="model name for the server, or a GGUF path for local")
+    run.add_argument("--llm-model", help="model name for the server, or a GGUF path for local "
+                     "and llama-server-native")
+    run.add_argument("--llm-slots", type=int, default=4, metavar="N",
+                     help="llama-server-native: sequences decoded together (-np; default 4)")
+    run.add_argument("--llm-threads", type=int, default=2, metavar="N",
+                     help="llama-server-native: CPU threads (-t; default 2)")
     run.add_argument("--embedder", choices=["minilm", "hash"], default="minilm",
                      help="minilm: all-MiniLM-L6-v2 sentence embeddings (default); hash: the "
                      "hashing test double (no model, not semantic)")

@@ -5,8 +5,9 @@ Alto flow, its plain-Python reference and its LangGraph baselines all call the
 *same* objects, so comparisons measure orchestration only.
 
 ``open_operators`` builds the bundle an app needs from the command line's
-choices: the LLM (embedded SmolLM2, an OpenAI-compatible server, the
-serving-timing emulator, or the scripted fake) and the embedder (MiniLM, or
+choices: the LLM (embedded SmolLM2, an OpenAI-compatible server, llama.cpp's own
+server started on loopback over the embedded SmolLM2, the serving-timing emulator, or
+the scripted fake) and the embedder (MiniLM, or
 the hashing test double); the passage retriever is built over the shipped
 corpus and cached on disk, so only the first run pays for embedding it.
 """
@@ -23,7 +24,7 @@ from alto.cache import cache_dir
 from alto.console import Console
 from alto.operators.llm.base import LLM
 
-LLMKind = Literal["local", "openai", "emulated", "fake"]
+LLMKind = Literal["local", "openai", "llama-server-native", "emulated", "fake"]
 EmbedderKind = Literal["minilm", "hash"]
 Need = Literal["llm", "embedder", "retriever"]
 
@@ -125,9 +126,19 @@ async def passage_retriever(
 
 @contextlib.asynccontextmanager
 async def open_llm(
-    kind: LLMKind = "local", *, url: str | None = None, model: str | None = None
+    kind: LLMKind = "local",
+    *,
+    url: str | None = None,
+    model: str | None = None,
+    slots: int = 4,
+    threads: int = 2,
 ) -> AsyncIterator[tuple[LLM, str]]:
-    """The LLM of the given kind, and a label for reports; closed (and servers stopped) after."""
+    """The LLM of the given kind, and a label for reports; closed (and servers stopped) after.
+
+    ``slots`` and ``threads`` are ``llama-server-native``'s: sequences the server decodes
+    together, and its CPU threads; ``model`` is then a GGUF path (default the embedded
+    SmolLM2).
+    """
     if kind == "local":
         from alto.operators.llm.local import LocalLLM
 
@@ -142,6 +153,18 @@ async def open_llm(
             raise ValueError("--llm openai needs --llm-url, e.g. http://127.0.0.1:8000/v1")
         async with OpenAIClient(url, model or "default") as client:
             yield client, f"OpenAI-compatible server at {url}"
+    elif kind == "llama-server-native":
+        from alto.bench.llama_native import NativeLlamaServer
+        from alto.operators.llm.openai import OpenAIClient
+
+        async with NativeLlamaServer(slots=slots, threads=threads, model_path=model) as server:
+            # the client's limit per replica is the server's slot count (from /props)
+            async with OpenAIClient(
+                server.base_url, server.alias, api_key_env=None, max_concurrency=slots
+            ) as client:
+                what = "SmolLM2-135M" if not model else model
+                yield client, (f"llama.cpp's llama-server on loopback ({what}, {slots} slots, "
+                               f"{threads} threads)")
     elif kind == "emulated":
         from alto.bench.emulator import EmulatorServer
         from alto.operators.llm.openai import OpenAIClient
@@ -155,7 +178,10 @@ async def open_llm(
 
         yield FakeLLM(), "scripted fake LLM (tests)"
     else:
-        raise ValueError(f"unknown LLM kind {kind!r}; expected local, openai, emulated or fake")
+        raise ValueError(
+            f"unknown LLM kind {kind!r}; expected local, openai, llama-server-native, emulated "
+            "or fake"
+        )
 
 
 @contextlib.asynccontextmanager
@@ -165,12 +191,16 @@ async def open_operators(
     llm: LLMKind = "local",
     llm_url: str | None = None,
     llm_model: str | None = None,
+    llm_slots: int = 4,
+    llm_threads: int = 2,
     embedder: EmbedderKind = "minilm",
     console: Console | None = None,
 ) -> AsyncIterator[Operators]:
     """Open what an app needs; everything opened is closed on exit.
 
     ``console`` shows what takes time: loading models, embedding the corpus on a first run.
+    ``llm_slots`` and ``llm_threads`` are for ``llm="llama-server-native"`` (see
+    :func:`open_llm`).
     """
     needs = set(needs)
     ops = Operators()
@@ -187,7 +217,8 @@ async def open_operators(
         if "llm" in needs:
             with console.step(f"starting the LLM ({llm})"):
                 ops.llm, ops.labels["llm"] = await stack.enter_async_context(
-                    open_llm(llm, url=llm_url, model=llm_model)
+                    open_llm(llm, url=llm_url, model=llm_model, slots=llm_slots,
+                             threads=llm_threads)
                 )
         yield ops
 

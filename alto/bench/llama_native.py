@@ -1,0 +1,252 @@
+"""llama.cpp's own HTTP server (``llama-server``) on loopback, with the embedded SmolLM2.
+
+``python -m llama_cpp.server`` (llama-cpp-python's server, :mod:`alto.bench.llama_servers`)
+holds one sequence. ``llama-server`` is what llama.cpp itself ships for serving: ``slots``
+sequences decoded together in one batch (continuous batching), a prompt cache per slot, each
+request given the idle slot whose cached prompt it shares most of, and the counters of a
+production server: ``GET /props`` (``total_slots``), ``GET /slots``, and ``GET /metrics`` with
+``--metrics`` (``llamacpp:prompt_tokens_total``, ``llamacpp:tokens_predicted_total``, ...).
+
+``bash install.sh llama-server`` (and ``bash install.sh all``) builds it into
+``.venv/bin/llama-server`` from the llama.cpp sources vendored in the pinned llama-cpp-python
+release, for a portable CPU baseline; ``$ALTO_LLAMA_SERVER`` names another binary.
+
+Example:
+    >>> async def main():  # doctest: +SKIP
+    ...     async with NativeLlamaServer(slots=4, threads=2) as server:
+    ...         async with OpenAIClient(server.base_url, "smollm2") as llm:
+    ...             print(await llm.chat([{"role": "user", "content": "Hi"}]))
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from alto.bench.loopback import BackgroundServer, bind
+
+BINARY_ENV = "ALTO_LLAMA_SERVER"
+"""Environment variable naming a ``llama-server`` binary to use instead of the one in .venv."""
+
+INSTALL_COMMAND = "bash install.sh llama-server"
+"""What builds the binary (about 7 minutes on 2 cores)."""
+
+_REPO = Path(__file__).resolve().parents[2]
+_METRIC = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{[^}]*\})?\s+(\S+)\s*$")
+
+
+class LlamaServerMissing(RuntimeError):
+    """No ``llama-server`` binary was found; the message says how to build one."""
+
+
+def find_binary() -> Path:
+    """The ``llama-server`` to run: ``$ALTO_LLAMA_SERVER``, else the one ``install.sh``
+    built into this environment's ``bin`` (or the repository's ``.venv/bin``).
+
+    Raises:
+        LlamaServerMissing: none is there (or ``$ALTO_LLAMA_SERVER`` names no executable
+            file); the message names the install command.
+    """
+    named = os.environ.get(BINARY_ENV)
+    if named:
+        path = Path(named)
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+        raise LlamaServerMissing(
+            f"${BINARY_ENV} is {named!r}, which is not an executable file; unset it to use "
+            f"the build in .venv, or build one with: {INSTALL_COMMAND}"
+        )
+    for path in (Path(sys.prefix) / "bin", _REPO / ".venv" / "bin"):
+        path = path / "llama-server"
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise LlamaServerMissing(
+        "llama.cpp's llama-server is not built: build it (about 7 minutes on 2 cores) with: "
+        f"{INSTALL_COMMAND} (or set ${BINARY_ENV} to a llama-server binary)"
+    )
+
+
+def default_model_path() -> Path:
+    """The embedded SmolLM2-135M-Instruct GGUF (see :mod:`alto.operators.llm.local`)."""
+    from alto.operators.llm.local import default_model_path as path
+
+    return path()
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """The samples of a Prometheus text exposition, by metric name (labels dropped; the
+    last sample of a name wins).
+
+    Example:
+        >>> parse_metrics("# HELP x y\\nllamacpp:prompt_tokens_total 12\\n")
+        {'llamacpp:prompt_tokens_total': 12.0}
+    """
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = _METRIC.match(line)
+        if match is None:
+            continue
+        try:
+            samples[match.group(1)] = float(match.group(2))
+        except ValueError:
+            continue
+    return samples
+
+
+class NativeLlamaServer(BackgroundServer):
+    """One ``llama-server`` process on a free loopback port.
+
+    Args:
+        slots: sequences it serves at once (``-np``), decoded in one batch, each with its
+            own prompt cache.
+        threads: CPU threads for decoding and for prompt batches (``-t``, ``-tb``).
+        ctx_per_slot: context length of each slot in tokens (the server gets
+            ``slots * ctx_per_slot``, ``-c``, shared out among its slots).
+        model_path: the GGUF it serves; default the embedded SmolLM2-135M-Instruct.
+        binary: the ``llama-server`` to run; default :func:`find_binary`.
+        alias: the model name the server reports (``/v1/models``).
+        extra_args: more command-line arguments for the server.
+
+    Raises:
+        ValueError: ``slots``, ``threads`` or ``ctx_per_slot`` below 1.
+        LlamaServerMissing: from :meth:`start`, when no binary is found.
+        RuntimeError: from :meth:`start`, when the server exits or does not answer
+            ``GET /health`` within the timeout; the message holds its log's tail.
+    """
+
+    def __init__(
+        self,
+        *,
+        slots: int = 4,
+        threads: int = 2,
+        ctx_per_slot: int = 2048,
+        model_path: str | Path | None = None,
+        binary: str | Path | None = None,
+        alias: str = "smollm2",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        for name, value in (("slots", slots), ("threads", threads),
+                            ("ctx_per_slot", ctx_per_slot)):
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        self.slots = slots
+        self.threads = threads
+        self.ctx_per_slot = ctx_per_slot
+        self.model_path = Path(model_path) if model_path else None
+        self.binary = Path(binary) if binary else None
+        self.alias = alias
+        self.extra_args = tuple(extra_args)
+        self.url = ""  # http://127.0.0.1:PORT, once started
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-compatible base URL (``…/v1``); empty until started."""
+        return f"{self.url}/v1" if self.url else ""
+
+    def command(self, port: int) -> list[str]:
+        """The command line the server is started with, on ``port``."""
+        binary = self.binary or find_binary()
+        model = self.model_path or default_model_path()
+        return [
+            str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
+            "-np", str(self.slots), "-c", str(self.slots * self.ctx_per_slot),
+            "-t", str(self.threads), "-tb", str(self.threads),
+            "--metrics", "--alias", self.alias, *self.extra_args,
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 120.0) -> str:
+        """Start the server and wait until ``GET /health`` answers 200; returns
+        :attr:`base_url`."""
+        import httpx
+
+        if self.process is not None:
+            return self.base_url
+        with bind("127.0.0.1", 0) as sock:  # a free port, released for the server
+            port = sock.getsockname()[1]
+        cmd = self.command(port)
+        self._log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"llama-server exited with status {self.process.returncode}: "
+                        f"{self.log_tail()}"
+                    )
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break  # 503 while the model loads
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"llama-server did not answer GET /health within {timeout:g} s: "
+                        f"{self.log_tail()}"
+                    )
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+        self.url = url
+        return self.base_url
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the server's log (its standard output and error)."""
+        if self._log is None or self._log.closed:
+            return ""
+        self._log.seek(0)
+        text = self._log.read().decode(errors="replace")
+        return text[-chars:]
+
+    def stop(self) -> None:
+        """Stop the server (killed after 10 s). Calling it twice is harmless."""
+        proc, self.process = self.process, None
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self.url = ""
+
+    def props(self) -> dict[str, Any]:
+        """``GET /props``: the server's settings (``total_slots``, the model, ...)."""
+        data: dict[str, Any] = self._get("/props").json()
+        return data
+
+    def slot_states(self) -> list[dict[str, Any]]:
+        """``GET /slots``: each slot's state (``id``, ``is_processing``, ...)."""
+        states: list[dict[str, Any]] = self._get("/slots").json()
+        return states
+
+    def metrics(self) -> dict[str, float]:
+        """``GET /metrics`` by metric name: ``llamacpp:prompt_tokens_total`` (prompt tokens
+        evaluated), ``llamacpp:tokens_predicted_total``, ``llamacpp:requests_processing``..."""
+        return parse_metrics(self._get("/metrics").text)
+
+    def _get(self, path: str) -> Any:
+        import httpx
+
+        if not self.url:
+            raise RuntimeError("the llama-server is not running: start() it first")
+        response = httpx.get(f"{self.url}{path}", timeout=10)
+        response.raise_for_status()
+        return response
