@@ -19,6 +19,7 @@ import anyio
 import httpx
 import pytest
 
+import alto
 from alto.bench.llama_native import (
     INSTALL_COMMAND,
     LlamaServerMissing,
@@ -135,6 +136,41 @@ async def test_the_clients_limit_per_replica_is_the_servers_slot_count(slots: in
     assert (replica.limit, replica.limit_source) == (slots, "server")
     most = max(inflight for _, r, inflight, _ in stats.timeline() if r == 0)
     assert most == slots and stats.over_limit == 0 and replica.calls == slots + 2
+
+
+@needs_binary
+@pytest.mark.ray
+@pytest.mark.anyio
+async def test_on_ray_the_actors_share_the_limit_the_server_gave() -> None:
+    ray = pytest.importorskip("ray")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        async with NativeLlamaServer(slots=1, threads=1, ctx_per_slot=1024) as server:
+            llm = client(server.base_url)
+            llm.dispatcher.record(True)
+
+            @alto.stage(replicas=2)
+            async def ask(word: str) -> str:
+                return await llm.chat([{"role": "user", "content": f"Say {word}."}], max_tokens=4)
+
+            @alto.flow
+            def asking(word: str) -> Any:
+                return ask(word)
+
+            words = ["yes", "no", "maybe", "later", "never", "soon"]
+            answers = await asking.run(words, backend="ray")
+            stats = llm.dispatch_stats()  # the actors' shared dispatcher, read by the driver
+    finally:
+        if started:
+            ray.shutdown()
+    assert len(answers) == len(words) and all(isinstance(a, str) for a in answers)
+    (replica,) = stats.replicas
+    assert (replica.limit, replica.limit_source) == (1, "server")
+    assert replica.calls == len(words) and stats.over_limit == 0
+    assert max(inflight for _, r, inflight, _ in stats.timeline() if r == 0) == 1
 
 
 @needs_binary
