@@ -17,9 +17,9 @@ LEGEND = """\
   calls      calls the replica was given
   in flight  calls on it now
   limit      its limit on calls in flight now (learned when auto; - for none)
-  limit from given: max_inflight; server: the count of sequences the server says it serves at
-             once (llama.cpp's /props total_slots, vLLM's max_num_seqs); default: 16, the
-             server said nothing; auto: learned
+  limit from where the limits came from: given (max_inflight), server (what the server says it
+             serves at once: llama.cpp's /props total_slots, vLLM's max_num_seqs), default
+             (16: the server said nothing), auto (learned)
   cached     share of its calls' prompt tokens the server served from its prefix cache
   failures   calls that failed on it
   healthy    in rotation (NO: out of it, being probed)"""
