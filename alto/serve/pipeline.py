@@ -15,6 +15,7 @@ reads its inputs' outcomes from its :class:`Batch` as they complete; cancelling 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Callable
@@ -67,7 +68,7 @@ class Ticket:
         self.batch = batch
 
 
-class Batch:
+class Batch(ABC):
     """The inputs of one request. Iterate :meth:`completed` for their outcomes; call
     :meth:`cancel` when the request ends early."""
 
@@ -95,9 +96,9 @@ class Batch:
         async for ticket in self._receive:
             yield ticket
 
+    @abstractmethod
     def cancel(self) -> None:
         """Cancel every input of the request that has no outcome yet."""
-        raise NotImplementedError
 
 
 class _Slots:
