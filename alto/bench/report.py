@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from alto.bench.summary import BOUND, slo_table
+from alto.bench.summary import BOUND, search_table, slo_table
 from alto.bench.systems import ALTO
 
 EMULATION = "timing emulation"
@@ -38,9 +38,9 @@ def _ratio(row: dict[str, Any], key: str, lower_is_better: bool) -> str:
     )
     same = row.get(f"{key}_vs_alto_parity")
     if same is None or not ci or ci[0] is None:
-        return text
-    if same:
-        return f"{text} parity"
+        return f"{value:.2f}x (no interval)"  # too few samples: no difference can be told
+    if same:  # the interval holds 1: no difference, whatever the point value
+        return f"parity [{ci[0]:.2f}, {ci[1]:.2f}]"
     worse = (value > 1) == lower_is_better  # this system is worse than Alto
     return f"{text} {'Alto better' if worse else 'Alto worse'}"
 
@@ -69,6 +69,16 @@ def render(results: dict[str, Any]) -> str:
             f"{settings['closed_inputs']} submissions per level (slots refilled as inputs "
             "complete), measured in the steady-state window (from the first *c* "
             "completions to the last submission)"
+        )
+    elif load == "search":
+        sizes = (
+            "open loop, Poisson arrivals; per system a rate search for the highest rate "
+            f"whose p95 meets the SLO at 95% confidence: {settings['search_arrivals']} "
+            f"measured arrivals per trial over {settings['repeats']} repeats (each its own "
+            f"Poisson realisation, {settings['search_warmup']} warm-up arrivals per run "
+            "discarded), extended to "
+            f"{settings['search_arrivals'] * settings['search_rounds']} when undecided; "
+            "the rule and the search below, per app"
         )
     else:
         rates = (
@@ -209,6 +219,7 @@ def _app_section(name: str, app: dict[str, Any], load: str) -> list[str]:
                 f"{'–' if share is None else f'{share:.0%}'} |"
             )
         lines += ["", f"Table: {name}, {EMULATION if app.get('timing_emulation') else 'measured'}."]
+    lines += _search_section(name, app, tag)
     level_name = "concurrency" if load == "closed" else "arrival rate"
     lines += [
         "",
@@ -418,6 +429,83 @@ def _ratio_text(r: dict[str, Any]) -> str:
         "p50_vs_alto_parity": r["moderate_parity"],
     }
     return _ratio(row, "p50", True)
+
+
+def _search_section(name: str, app: dict[str, Any], tag: str) -> list[str]:
+    """The rate search's outcome per system, its rule, and every trial in short."""
+    rows = search_table(app)
+    if not rows:
+        return []
+    sweep = app["sweep"]
+    plan = sweep["search"]["plan"]
+    lines = [
+        "",
+        f"### Highest rate under the SLO, rate search{tag}",
+        "",
+        f"The SLO: p95 <= {sweep['slo_s']:.3f} s. A trial at one rate is one run per repeat "
+        f"({plan['repeats']}; each its own Poisson realisation, the first {plan['warmup']} "
+        "arrivals of each discarded); of its *n* measured arrivals, *k* were over the SLO "
+        "or failed. It **passes** when P[Binom(n, 0.05) <= k] <= 0.05 (the p95 meets the "
+        "SLO at 95% confidence: with no miss, n >= 59), **fails** when P[Binom(n, 0.05) >= "
+        f"k] <= 0.05, and is otherwise extended, up to {plan['rounds']} rounds of "
+        f"{plan['arrivals']} arrivals, then counted as a fail (*undecided*). From "
+        f"{plan['start']:g}/s the rate is multiplied (divided) by {plan['factor']:g} until "
+        "a trial fails (passes), with no upper limit, then bisected until the first failing "
+        f"rate is within {plan['width']:.0%} of the highest passing one. *highest passing*: "
+        "the highest rate that passed below the lowest that failed (*first failing*); "
+        "*repeats*: per repeat, the highest rate where its own arrivals' share over the SLO "
+        "was at most 5%, median [min, max]; *served*: completions per second in the runs' "
+        "steady windows (first measured arrival to last arrival) at the highest passing "
+        "rate; */ Alto*: highest passing rate over Alto's, **parity** when the two systems' "
+        "intervals (from the lower of highest passing and repeats' min to the higher of "
+        "first failing and repeats' max) overlap; *saturated*: trials during which the "
+        "bench process used more than 90% of a core or the emulator's steps ran late by "
+        "more than 5% of the SLO (p95), each redone once at the end.",
+        "",
+        "| system | highest passing | repeats | first failing | served /s | / Alto | "
+        "trials | saturated (redone) | undecided |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        spread = (
+            "–"
+            if r["repeat_median"] is None
+            else f"{r['repeat_median']:g} [{r['repeat_min']:g}, {r['repeat_max']:g}]"
+        )
+        lines.append(
+            f"| {r['system']} | {_rate(r['best_rate'])} | {spread} | "
+            f"{_rate(r['first_fail']) if r['first_fail'] is not None else 'none (see trials)'} "
+            f"| {_s(r['served_at_best'], 2)} | {_rate_ratio(r)} | {r['trials']} | "
+            f"{r['saturated_trials']} ({r['redone_trials']}) | {r['undecided_trials']} |"
+        )
+    lines += ["", f"Table: {name}, {EMULATION if app.get('timing_emulation') else 'measured'}.", ""]
+    lines.append("Trials in order (rate: verdict, k of n; *sat*: saturated; *redo*: redone):")
+    lines.append("")
+    for r in rows:
+        trials = [t for t in sweep["search"]["trials"] if t["system"] == r["system"]]
+        steps = "; ".join(
+            f"{t['rate']:g}/s: {t['verdict']} {t['k']}/{t['n']}"
+            + (" sat" if t["saturated"] else "")
+            + (" redo" if t["redo_of"] is not None else "")
+            for t in trials
+        )
+        stop = f" ({r['stop_reason']})" if r["stop_reason"] else ""
+        lines.append(f"- {r['system']}: {steps}{stop}")
+    return lines
+
+
+def _rate_ratio(r: dict[str, Any]) -> str:
+    """A system's highest passing rate over Alto's: *parity* when the intervals overlap."""
+    if r["system"] == ALTO or r["vs_alto_parity"] is None:
+        return "–"
+    if r["vs_alto_parity"]:
+        return "parity"
+    ci = r["vs_alto_ci"]
+    value = r["vs_alto"]
+    text = "–" if value is None else f"{value:.2f}x"
+    if ci[0] is not None and ci[1] is not None:
+        text += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+    return f"{text} {'Alto worse' if (ci[0] or 0) > 1 else 'Alto better'}"
 
 
 def _bound_section(name: str, app: dict[str, Any], tag: str) -> list[str]:

@@ -177,7 +177,9 @@ class SearchPlan:
         factor: the bracketing step (multiply or divide the rate by it).
         width: stop bisecting when the lowest fail / the highest pass <= 1 + width.
         max_trials: trials per search at most (then it stops, saying so).
-        floor: below this rate the search stops going down (no rate passes).
+        floor: below this rate the search stops going down (no rate passes); default
+            ``start / 16``: a system that fails a sixteenth of the start rate is told apart
+            already, and a trial's length grows as the rate falls.
     """
 
     start: float
@@ -188,10 +190,10 @@ class SearchPlan:
     factor: float = 2.0
     width: float = 0.2
     max_trials: int = 16
-    floor: float = 1e-3
+    floor: float | None = None
 
     def __post_init__(self) -> None:
-        if not self.start > 0 or not self.floor > 0:
+        if not self.start > 0 or (self.floor is not None and not self.floor > 0):
             raise ValueError("the start rate and the floor must be positive")
         if self.repeats < 1 or self.rounds < 1 or self.warmup < 0 or self.max_trials < 1:
             raise ValueError("repeats, rounds and max_trials must be >= 1, warmup >= 0")
@@ -202,6 +204,11 @@ class SearchPlan:
             )
         if not self.factor > 1 or not self.width > 0:
             raise ValueError("factor must be > 1 and width > 0")
+
+    @property
+    def lowest(self) -> float:
+        """The lowest rate the search tries (:attr:`floor`, else ``start / 16``)."""
+        return self.floor if self.floor is not None else self.start / 16
 
     @property
     def per_run(self) -> int:
@@ -266,8 +273,8 @@ class RateSearch:
             return _rate(self.passed[-1] * plan.factor)
         if best is None:  # every trial failed: bracket downward
             low = top / plan.factor
-            if low < plan.floor:
-                self.stop_reason = f"no rate down to {plan.floor:g}/s passed"
+            if low < plan.lowest * (1 - 1e-9):
+                self.stop_reason = f"no rate down to {plan.lowest:g}/s passed"
                 return None
             return _rate(low)
         if top / best <= 1 + plan.width:

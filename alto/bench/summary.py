@@ -9,7 +9,10 @@ whose interval holds 1 is *parity*. Ratios divide each system's figure by Alto's
 same load level.
 
 Per app, an open-loop sweep also gets its SLO table: per system, the highest offered rate
-whose p95 stays under the SLO, with the interval its p95 intervals allow.
+whose p95 stays under the SLO, with the interval its p95 intervals allow; a rate search
+(:mod:`alto.bench.search`) gets its own: per system the highest rate that passed, the first
+that failed, the spread over repeats, and its ratio to Alto's, *parity* where the two
+systems' rate intervals overlap.
 """
 
 from __future__ import annotations
@@ -280,3 +283,39 @@ def slo_table(result: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[s
 
 def _nan(value: float | None) -> float:
     return math.nan if value is None else float(value)
+
+
+def search_table(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per system of a rate search (:mod:`alto.bench.search`): its outcome as
+    ``results.json`` keeps it, its rate interval, and against Alto the ratio of highest
+    passing rates with its interval and whether the two intervals overlap (*parity*).
+
+    The ratio's interval divides the system's rate interval by Alto's (low by high, high
+    by low), so it holds 1 exactly when the intervals overlap.
+    """
+    from alto.bench.search import rate_interval, rate_parity
+
+    search = (result.get("sweep") or {}).get("search")
+    if not search:
+        return []
+    table = search["systems"]
+    alto = table.get(ALTO)
+    rows = []
+    for system in result.get("systems", []):
+        if system not in table:
+            continue
+        row = {"system": system, **table[system]}
+        low, high = rate_interval(row)
+        row["interval"] = [low, high]
+        row["vs_alto"] = row["vs_alto_ci"] = row["vs_alto_parity"] = None
+        if alto is not None and system != ALTO:
+            a_low, a_high = rate_interval(alto)
+            best, base = row.get("best_rate"), alto.get("best_rate")
+            row["vs_alto"] = best / base if best and base else None
+            row["vs_alto_ci"] = [
+                low / a_high if low is not None and a_high else None,
+                high / a_low if high is not None and a_low else None,
+            ]
+            row["vs_alto_parity"] = rate_parity(row, alto)
+        rows.append(row)
+    return rows

@@ -79,7 +79,7 @@ def search(capacity: float, start: float, **plan: Any) -> RateSearch:
 @pytest.mark.parametrize("capacity", [0.37, 3.0, 9.9, 55.0])
 @pytest.mark.parametrize("start", [0.5, 4.0, 40.0])
 def test_bisection_converges_on_a_monotone_system(capacity: float, start: float) -> None:
-    s = search(capacity, start, width=0.1)
+    s = search(capacity, start, width=0.1, floor=0.01)
     assert s.best is not None and s.first_fail is not None
     assert s.best <= capacity < s.first_fail
     assert s.first_fail / s.best <= 1.1
@@ -108,6 +108,8 @@ def test_a_system_failing_everywhere_stops_at_the_floor() -> None:
     s = search(0.0, start=8.0, floor=0.1)
     assert s.best is None and s.first_fail == 0.125
     assert s.stop_reason == "no rate down to 0.1/s passed"
+    s = search(0.0, start=8.0)  # by default a sixteenth of the start
+    assert s.order == [8.0, 4.0, 2.0, 1.0, 0.5] and s.stop_reason == "no rate down to 0.5/s passed"
 
 
 def test_the_trial_limit_stops_a_search() -> None:
