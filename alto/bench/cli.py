@@ -75,9 +75,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--embedder",
         choices=["minilm", "hash"],
-        default="minilm",
-        help="minilm: all-MiniLM-L6-v2 sentence embeddings (default); hash: the hashing test "
-        "double (no model, not semantic)",
+        help="minilm: all-MiniLM-L6-v2 sentence embeddings; hash: the hashing test double (no "
+        "model, not semantic) (default: hash with --llm emulated or fake, whose answers carry "
+        "no meaning to retrieve by; minilm with a real model)",
     )
     p.add_argument("--config", metavar="FILE", help="the app's settings as JSON (one app only)")
     p.add_argument(
@@ -128,32 +128,75 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--load",
-        choices=["closed", "open"],
-        help="closed: a closed loop at each concurrency, slots refilled; open: Poisson "
-        "arrivals swept upward, the highest rate under the SLO per system (default closed)",
+        choices=["closed", "open", "search"],
+        help="closed: a closed loop at each concurrency, slots refilled (default, the quick "
+        "comparison); open: per system the highest Poisson rate whose p95 meets the SLO at "
+        "95%% confidence, found by a rate search (the full method; with --rate, Poisson "
+        "arrivals at those fixed rates instead); search: the rate search, whatever --rate",
     )
     p.add_argument("--mode", choices=["closed", "poisson"], help=argparse.SUPPRESS)
     p.add_argument(
         "--concurrency",
-        default="1,4,16",
-        help="closed-loop concurrency levels, comma-separated (default 1,4,16)",
+        default="4,16",
+        help="closed-loop concurrency levels, comma-separated (default 4,16)",
     )
     p.add_argument(
         "--closed-inputs",
         type=int,
-        default=100,
-        help="submissions per closed-loop level (default 100)",
+        default=48,
+        help="submissions per closed-loop level (default 48: the quick comparison; the "
+        "method's closed-loop reports use 100)",
     )
     p.add_argument(
         "--rate",
-        help="open-loop arrival rates in inputs/s, comma-separated (default: per app, 0.2, "
-        "0.4, 0.6 and 0.8 of its rate ceiling on the deployment)",
+        help="open loop at these fixed arrival rates in inputs/s, comma-separated, instead "
+        "of the rate search",
     )
     p.add_argument(
         "--open-inputs",
         type=int,
         default=24,
-        help="Poisson arrivals per rate (default 24: small, for 2-core machines)",
+        help="Poisson arrivals per fixed rate (--rate; default 24: small, for 2-core machines)",
+    )
+    search = p.add_argument_group("rate search (--load open without --rate, or search)")
+    search.add_argument(
+        "--search-arrivals",
+        type=int,
+        default=60,
+        help="measured arrivals per trial, over its repeats (default 60; at least 59, the "
+        "fewest with which a trial without a miss passes at 95%% confidence)",
+    )
+    search.add_argument(
+        "--search-warmup",
+        type=int,
+        default=4,
+        help="arrivals discarded at the start of every run (default 4)",
+    )
+    search.add_argument(
+        "--search-rounds",
+        type=int,
+        default=2,
+        help="an undecided trial is extended up to this many rounds of arrivals, then "
+        "counts as a fail (default 2)",
+    )
+    search.add_argument(
+        "--search-factor",
+        type=float,
+        default=2.0,
+        help="bracketing: the rate is multiplied (or divided) by this until a trial fails "
+        "(passes) (default 2)",
+    )
+    search.add_argument(
+        "--search-width",
+        type=float,
+        default=0.2,
+        help="bisection stops when the first failing rate is within this share above the "
+        "highest passing one (default 0.2)",
+    )
+    search.add_argument(
+        "--search-start",
+        type=float,
+        help="the first rate tried, inputs/s (default: half the deployment's rate ceiling)",
     )
     p.add_argument(
         "--slo-factor",
@@ -168,7 +211,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="run every system at every rate (by default a system that missed the SLO at "
         "or past the moderate rate is not run at higher rates)",
     )
-    p.add_argument("--repeats", type=int, default=1, help="repeats of every run (default 1)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        help="repeats of every run, each its own Poisson realisation (default 3 for the rate "
+        "search, whose verdicts pool them; 1 otherwise)",
+    )
     p.add_argument(
         "--systems",
         default=",".join(SYSTEMS),
@@ -246,8 +294,8 @@ def settings_from(args: argparse.Namespace) -> Any:
             raise BenchError(f"unknown app {app!r}; choose one of: {', '.join(APPS)} or all")
     if args.queries is not None and args.queries < 1:
         raise BenchError(f"--queries must be at least 1, got {args.queries}")
-    for flag in ("repeats", "closed_inputs", "open_inputs"):
-        if getattr(args, flag) < 1:
+    for flag in ("repeats", "closed_inputs", "open_inputs", "search_rounds"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             name = "--" + flag.replace("_", "-")
             raise BenchError(f"{name} must be at least 1, got {getattr(args, flag)}")
     if args.docs_per_corpus < 1:
@@ -257,6 +305,11 @@ def settings_from(args: argparse.Namespace) -> Any:
     if not args.slo_factor > 0:
         raise BenchError(f"--slo-factor must be positive, got {args.slo_factor}")
     load = args.load or {"poisson": "open", "closed": "closed"}.get(args.mode or "", "closed")
+    if load == "open" and not args.rate:
+        load = "search"
+    repeats = args.repeats or (3 if load == "search" else 1)
+    if load == "search":
+        _check_search(args, repeats)
     if args.queries is not None:
         per = args.docs_per_corpus * (2 if args.fanout == "varied" else 1)
         for app in apps:
@@ -310,7 +363,7 @@ def settings_from(args: argparse.Namespace) -> Any:
         llm=args.llm,
         llm_url=args.llm_url,
         llm_model=args.llm_model,
-        embedder=args.embedder,
+        embedder=args.embedder or ("hash" if args.llm in ("emulated", "fake") else "minilm"),
         queries=args.queries,
         load=load,
         concurrency=_numbers(args.concurrency, int, "--concurrency"),
@@ -320,7 +373,13 @@ def settings_from(args: argparse.Namespace) -> Any:
         slo_factor=args.slo_factor,
         slo_s=args.slo,
         sweep_stop=not args.no_sweep_stop,
-        repeats=args.repeats,
+        repeats=repeats,
+        search_arrivals=args.search_arrivals,
+        search_warmup=args.search_warmup,
+        search_rounds=args.search_rounds,
+        search_factor=args.search_factor,
+        search_width=args.search_width,
+        search_start=args.search_start,
         seed=args.seed,
         systems=[s for s in ALL_SYSTEMS if s in systems],
         timeout_s=args.timeout,
@@ -336,6 +395,28 @@ def settings_from(args: argparse.Namespace) -> Any:
         order=args.order,
         route=args.route,
     )
+
+
+def _check_search(args: argparse.Namespace, repeats: int) -> None:
+    """The rate search's options, as :class:`~alto.bench.search.SearchPlan` checks them."""
+    from alto.bench.search import SearchPlan
+
+    if args.search_warmup < 0:
+        raise BenchError(f"--search-warmup must be at least 0, got {args.search_warmup}")
+    if args.search_start is not None and not args.search_start > 0:
+        raise BenchError(f"--search-start must be a positive rate, got {args.search_start}")
+    try:
+        SearchPlan(
+            start=args.search_start or 1.0,
+            repeats=repeats,
+            arrivals=args.search_arrivals,
+            warmup=args.search_warmup,
+            rounds=args.search_rounds,
+            factor=args.search_factor,
+            width=args.search_width,
+        )
+    except ValueError as exc:
+        raise BenchError(f"rate search: {exc}") from None
 
 
 def _check_dispatcher_knobs(args: argparse.Namespace) -> None:
@@ -442,7 +523,21 @@ def run(args: argparse.Namespace) -> int:
     for name, error in failures.items():
         print(f"{name}: FAILED: {error}", file=sys.stderr)
     print(f"wrote {', '.join(str(p) for p in written[:2])} and {len(written) - 2} more files")
+    if args.load is None and args.mode is None:
+        print(full_method_hint(settings))
     return 1 if failures else 0
+
+
+def full_method_hint(settings: Any) -> str:
+    """What the quick default measured, and the command for the full method."""
+    apps = ",".join(settings.apps) if len(settings.apps) < len(APPS) else "all"
+    return (
+        f"This was the quick comparison: closed loop at concurrency "
+        f"{','.join(map(str, settings.concurrency))}, {settings.closed_inputs} submissions "
+        "per level, one repeat. The full method (per system the highest Poisson rate whose "
+        "p95 meets the SLO at 95% confidence, 3 repeats; see docs/benchmarks/README.md):\n"
+        f"  alto bench {apps} --load open --deployment rr4 --out bench-open"
+    )
 
 
 def write_outputs(results: dict[str, Any], out: Path, *, trace: str | None = None) -> list[Path]:
@@ -501,6 +596,15 @@ def _headline(name: str, app: dict[str, Any]) -> str:
 
     tag = " (timing emulation)" if app.get("timing_emulation") else ""
     rows = app.get("summary", [])
+    from alto.bench.summary import search_table
+
+    searched = search_table(app)
+    if searched:
+        parts = [
+            f"{r['system']} " + ("none" if r["best_rate"] is None else f"{r['best_rate']:g}/s")
+            for r in searched
+        ]
+        return f"{name}{tag}: highest rate with p95 surely under the SLO: " + "; ".join(parts)
     slo = slo_table(app, rows)
     if slo:
         parts = [
