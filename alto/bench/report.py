@@ -199,8 +199,9 @@ def _app_section(name: str, app: dict[str, Any], load: str) -> list[str]:
             "",
             f"### Throughput at a latency target{tag}",
             "",
-            f"Highest offered rate whose p95 stays under the SLO ({sweep['slo_s']:.3f} s), "
-            "none above a rate whose whole p95 interval lies over it (a *sure miss*, after "
+            f"Highest offered rate up to which every p95 stays under the SLO "
+            f"({sweep['slo_s']:.3f} s): none above a rate whose p95 missed it, nor above one "
+            "whose whole p95 interval lies over it (a *sure miss*, after "
             "which the system was not run at higher rates); *surely* / *maybe*: the highest "
             "rate up to which the p95 intervals lie wholly / partly under the SLO. p50 at "
             f"the moderate rate {moderate:g}/s.",

@@ -13,7 +13,7 @@ Laws:
 * A bootstrap interval is the same for the same values and seed, and lies within the
   statistic's range over the values; ``parity`` is true exactly when a ratio's interval
   holds 1.
-* ``max_rate_under_slo`` never passes a rate above one that surely missed the SLO.
+* ``max_rate_under_slo`` never passes a rate above one that missed the SLO.
 """
 
 from __future__ import annotations
@@ -266,10 +266,11 @@ def max_rate_under_slo(
 
     ``p95_by_rate`` maps each rate to ``(p95, interval low, interval high)``. A rate whose
     whole interval lies above ``slo_s`` is a *sure miss*, and no rate above a sure miss
-    counts (the sweep stops there); below it, noise may put one rate's point over the SLO
-    and the next one's under, and the highest under counts:
+    counts (the sweep stops there). The figures are monotone in the rate: a rate counts only
+    when every rate below it counts too, so no system is credited a rate above one it missed:
 
-    * ``rate``: the highest rate whose measured p95 is at most ``slo_s``;
+    * ``rate``: the highest rate up to which every measured p95 is at most ``slo_s`` (the
+      highest one below the first miss);
     * ``low``: the highest rate up to which every p95 interval lies wholly under ``slo_s``
       (surely met);
     * ``high``: the highest rate whose p95 interval reaches under ``slo_s`` (maybe met).
@@ -290,8 +291,9 @@ def max_rate_under_slo(
     def highest(ok: Callable[[tuple[float, float, float]], bool]) -> float | None:
         best = None
         for rate in rates:
-            if ok(p95_by_rate[rate]):
-                best = rate
+            if not ok(p95_by_rate[rate]):
+                break  # monotone: nothing above a miss counts
+            best = rate
         return best
 
     surely = None

@@ -91,9 +91,12 @@ def test_max_rate_under_slo_stops_at_the_first_sure_miss() -> None:
         8.0: (0.8, 0.7, 0.9),  # under again (noise): never counted past a miss
     }
     assert max_rate_under_slo(p95, 1.0) == {"rate": 2.0, "low": 1.0, "high": 2.0}
-    # below a sure miss, a point over the SLO whose interval reaches under it is noise
+    # monotone: a point over the SLO at 1/s is not outweighed by one under it at 2/s; only
+    # *maybe* (the intervals reaching under the SLO) goes on up to 2/s
     noisy = {1.0: (1.2, 0.9, 1.4), 2.0: (0.8, 0.6, 1.1), 4.0: (2.0, 1.5, 2.5)}
-    assert max_rate_under_slo(noisy, 1.0) == {"rate": 2.0, "low": None, "high": 2.0}
+    assert max_rate_under_slo(noisy, 1.0) == {"rate": None, "low": None, "high": 2.0}
+    dip = {1.0: (0.5, 0.4, 0.6), 2.0: (1.1, 0.9, 1.3), 4.0: (0.9, 0.8, 1.2)}
+    assert max_rate_under_slo(dip, 1.0)["rate"] == 1.0  # never 4/s, above the miss at 2/s
     assert max_rate_under_slo(p95, 0.1) == {"rate": None, "low": None, "high": None}
     failed = {1.0: (math.inf, math.inf, math.inf)}
     assert max_rate_under_slo(failed, 10.0)["rate"] is None
