@@ -46,8 +46,8 @@ that holds its rate is searched past its capacity, never censored at a ceiling. 
 bisects (geometrically) until the highest pass and the lowest fail are within
 :attr:`SearchPlan.width` (relative) of each other. The reported rate is monotone: the
 highest passing rate below the lowest failing one, with that first failing rate. A trial
-whose CPU was saturated (:func:`saturation`) is redone once at the end, and the search goes
-on from the redo's verdict.
+whose CPU was saturated (:func:`~alto.bench.machine.saturation`) is redone once at the end,
+and the search goes on from the redo's verdict.
 
 **Budget** (the defaults, 2 cores; :func:`trial_seconds`). A trial round is ``repeats`` runs
 of ``warmup + arrivals / repeats`` arrivals (3 x (4 + 20) = 72) at rate ``r``, each then
@@ -67,13 +67,16 @@ rr4, ll4, prefix4 20 s       42 s      55 s       5 s     122 s (140 s)
 ================  =========  ========  =========  ======  ===============================
 
 Every report (4 apps x 4 deployments) for the 5 systems: 5 x (304 + 3 x 140) = 3620 s; the
-4 control systems on one 4-replica deployment only (the cut: name them in ``--systems`` for
-that deployment's command alone): 4 x 140 = 560 s; per app and deployment about 45 s more
-for start-up, warm-up, the bound pass and the timelines: 16 x 45 = 720 s. In all about
-4900 s, 82 minutes. The controls on every deployment would add 4 x (304 + 2 x 140) = 2336 s
-(121 minutes in all). Other cuts: ``--search-width 0.4`` (one bisection fewer: about a
-quarter less), ``--repeats 1`` (one realisation per verdict: the runs' drain and set-up
-once instead of three times per round, about a third less on the 4-replica deployments).
+7 control systems on one 4-replica deployment only (the cut: ``--controls`` on the rr4
+command alone): 7 x 140 = 980 s; per app and deployment about 45 s more for start-up,
+warm-up, the bound pass and the timelines: 16 x 45 = 720 s. In all about 5320 s, 89
+minutes: the budget of 90, with no margin to spare. The controls on every deployment would
+add 7 x (304 + 2 x 140) = 4088 s (157 minutes in all). Other cuts: ``--search-width 0.4``
+(one bisection fewer: about a quarter less); ``--repeats 1`` (one realisation per verdict:
+one drain and set-up per round instead of three, 2 x (slo + 0.3) s less per passing trial,
+but a failing trial then runs all its arrivals before its verdict). These are estimates
+from the model above, not timed runs: the machine is shared, and a saturated trial's redo
+adds its own time.
 """
 
 from __future__ import annotations
