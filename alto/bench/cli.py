@@ -182,16 +182,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     search.add_argument(
         "--search-factor",
         type=float,
-        default=2.0,
+        default=1.5,
         help="bracketing: the rate is multiplied (or divided) by this until a trial fails "
-        "(passes) (default 2)",
+        "(passes) (default 1.5)",
     )
     search.add_argument(
         "--search-width",
         type=float,
-        default=0.2,
+        default=0.25,
         help="bisection stops when the first failing rate is within this share above the "
-        "highest passing one (default 0.2)",
+        "highest passing one (default 0.25)",
     )
     search.add_argument(
         "--search-start",

@@ -122,8 +122,8 @@ class Settings:
     search_arrivals: int = 60
     search_warmup: int = 4
     search_rounds: int = 2
-    search_factor: float = 2.0
-    search_width: float = 0.2
+    search_factor: float = 1.5
+    search_width: float = 0.25
     search_start: float | None = None  # None: half the rate ceiling (see plan_levels)
     systems: list[str] = field(default_factory=lambda: list(SYSTEMS))
     timeout_s: float = 600.0

@@ -49,34 +49,34 @@ highest passing rate below the lowest failing one, with that first failing rate.
 whose CPU was saturated (:func:`~alto.bench.machine.saturation`) is redone once at the end,
 and the search goes on from the redo's verdict.
 
-**Budget** (the defaults, 2 cores; :func:`trial_seconds`). A trial round is ``repeats`` runs
-of ``warmup + arrivals / repeats`` arrivals (3 x (4 + 20) = 72) at rate ``r``, each then
-draining for about the SLO plus 0.3 s of set-up: ``72 / r + 3 x (slo + 0.3)`` seconds. A
-failing trial usually stops after its first run (20 measured arrivals with 4 misses fail).
-A search takes about 4 trials (start, one step, two bisections: 0.5, 1, 0.71 and 0.84 of
-the rate ceiling), two passing (3 runs each) and two failing (1 run each), plus 15% for
-undecided trials extended by a round. With the old reports' ceilings and SLOs (factcheck
-11.7/s and 1.4 s, multihop 5.8/s and 3.3 s, summarize 2.6/s and 3.1 s per replica; ingest
-is CPU-bound, a few seconds a search), per system:
+**Budget** (the defaults, 2 cores; :func:`trial_seconds`). A run is ``warmup + arrivals /
+repeats`` arrivals (4 + 20 = 24) at rate ``r``, then a drain of about half the SLO (the last
+arrivals' latency), plus 0.3 s of set-up: ``24 / r + slo / 2 + 0.3`` seconds (calibrated on
+a factcheck search on the single emulated server: 22 runs timed within 20% of it). Under
+the strict rule a system holds about 0.35-0.5 of the rate ceiling (factcheck on one
+server: 4.1/s passed, 5.9/s failed, of 11.7/s). So a search from half the ceiling fails
+there after 1-2 runs, passes at a third (3 runs), and ends at the midpoint 0.41 of the
+ceiling (2-3 runs): with ``factor`` 1.5 and ``width`` 0.25 the bracket [0.33, 0.41] is
+tight after 3 trials, 7 runs; plus 20% for undecided trials extended by a round. With the
+old reports' ceilings and SLOs (factcheck 11.7/s and 1.4 s, multihop 5.8/s and 3.3 s,
+summarize 2.6/s and 3.1 s per replica; ingest CPU-bound, a few seconds), per system:
 
-================  =========  ========  =========  ======  ===============================
-deployment        factcheck  multihop  summarize  ingest  4 apps, one system (+15%)
-================  =========  ========  =========  ======  ===============================
-single            39 s       80 s      140 s      5 s     264 s (304 s)
-rr4, ll4, prefix4 20 s       42 s      55 s       5 s     122 s (140 s)
-================  =========  ========  =========  ======  ===============================
+================  =========  ========  =========  ======  =================
+deployment        factcheck  multihop  summarize  ingest  4 apps, 1 system
+================  =========  ========  =========  ======  =================
+single            53 s       107 s     213 s      5 s     378 s
+rr4, ll4, prefix4 20 s       39 s      65 s       5 s     128 s
+================  =========  ========  =========  ======  =================
 
-Every report (4 apps x 4 deployments) for the 5 systems: 5 x (304 + 3 x 140) = 3620 s; the
+Every report (4 apps x 4 deployments) for the 5 systems: 5 x (378 + 3 x 128) = 3810 s; the
 7 control systems on one 4-replica deployment only (the cut: ``--controls`` on the rr4
-command alone): 7 x 140 = 980 s; per app and deployment about 45 s more for start-up,
-warm-up, the bound pass and the timelines: 16 x 45 = 720 s. In all about 5320 s, 89
-minutes: the budget of 90, with no margin to spare. The controls on every deployment would
-add 7 x (304 + 2 x 140) = 4088 s (157 minutes in all). Other cuts: ``--search-width 0.4``
-(one bisection fewer: about a quarter less); ``--repeats 1`` (one realisation per verdict:
-one drain and set-up per round instead of three, 2 x (slo + 0.3) s less per passing trial,
-but a failing trial then runs all its arrivals before its verdict). These are estimates
-from the model above, not timed runs: the machine is shared, and a saturated trial's redo
-adds its own time.
+command alone): 7 x 128 = 896 s; per app and deployment about 25 s more for start-up,
+warm-up, the bound pass and the timelines: 16 x 25 = 400 s. In all about 5100 s, 85
+minutes, within the budget of 90 with little to spare. The controls on every deployment
+would add 7 x (378 + 2 x 128) = 4438 s (159 minutes in all). Other cuts: ``--search-width
+0.5`` (a bisection fewer, about a fifth less), the controls on fewer apps (``alto bench
+factcheck,multihop ... --controls``). These are estimates from the model above, not timed
+runs of the whole set: the machine is shared, and a saturated trial's redo adds its time.
 """
 
 from __future__ import annotations
@@ -190,8 +190,8 @@ class SearchPlan:
     arrivals: int = 60
     warmup: int = 4
     rounds: int = 2
-    factor: float = 2.0
-    width: float = 0.2
+    factor: float = 1.5
+    width: float = 0.25
     max_trials: int = 16
     floor: float | None = None
 
@@ -224,7 +224,7 @@ class RateSearch:
     :meth:`next_rate`, runs the trial and tells :meth:`record` its verdict).
 
     Example:
-        >>> s = RateSearch(SearchPlan(start=4.0))
+        >>> s = RateSearch(SearchPlan(start=4.0, factor=2.0, width=0.2))
         >>> while (rate := s.next_rate()) is not None:
         ...     s.record(rate, rate <= 10)  # a system that holds 10/s and no more
         >>> s.order, s.best, s.first_fail
@@ -336,9 +336,10 @@ def per_repeat_estimates(trials: list[dict[str, Any]]) -> dict[int, float | None
 
 
 def trial_seconds(rate: float, slo_s: float, plan: SearchPlan, *, setup_s: float = 0.3) -> float:
-    """The expected wall time of one trial round at ``rate`` (the budget's arithmetic)."""
+    """The expected wall time of one trial round at ``rate`` (the budget's arithmetic): its
+    runs' arrivals, each run's drain (about half the SLO) and set-up."""
     per_run = plan.warmup + plan.per_run
-    return plan.repeats * (per_run / rate + slo_s + setup_s)
+    return plan.repeats * (per_run / rate + slo_s / 2 + setup_s)
 
 
 # -- driving the searches -------------------------------------------------------------------

@@ -79,7 +79,7 @@ def search(capacity: float, start: float, **plan: Any) -> RateSearch:
 @pytest.mark.parametrize("capacity", [0.37, 3.0, 9.9, 55.0])
 @pytest.mark.parametrize("start", [0.5, 4.0, 40.0])
 def test_bisection_converges_on_a_monotone_system(capacity: float, start: float) -> None:
-    s = search(capacity, start, width=0.1, floor=0.01)
+    s = search(capacity, start, width=0.1, floor=0.01, max_trials=40)
     assert s.best is not None and s.first_fail is not None
     assert s.best <= capacity < s.first_fail
     assert s.first_fail / s.best <= 1.1
@@ -87,7 +87,7 @@ def test_bisection_converges_on_a_monotone_system(capacity: float, start: float)
 
 
 def test_a_system_that_holds_every_rate_tried_is_searched_past_it() -> None:
-    s = search(1000.0, start=1.0, max_trials=40)
+    s = search(1000.0, start=1.0, max_trials=40, factor=2.0, width=0.2)
     # no ceiling: it doubled from 1/s past 1000/s before bisecting
     assert s.order[:11] == [float(2**i) for i in range(11)] and s.verdicts[1024.0] is False
     assert s.best is not None and 1000 / 1.2 <= s.best <= 1000 < s.first_fail  # type: ignore[operator]
@@ -105,15 +105,15 @@ def test_the_reported_rate_is_monotone_and_the_first_fail_is_reported() -> None:
 
 
 def test_a_system_failing_everywhere_stops_at_the_floor() -> None:
-    s = search(0.0, start=8.0, floor=0.1)
+    s = search(0.0, start=8.0, floor=0.1, factor=2.0)
     assert s.best is None and s.first_fail == 0.125
     assert s.stop_reason == "no rate down to 0.1/s passed"
-    s = search(0.0, start=8.0)  # by default a sixteenth of the start
+    s = search(0.0, start=8.0, factor=2.0)  # by default a sixteenth of the start
     assert s.order == [8.0, 4.0, 2.0, 1.0, 0.5] and s.stop_reason == "no rate down to 0.5/s passed"
 
 
 def test_the_trial_limit_stops_a_search() -> None:
-    s = search(1e9, start=1.0, max_trials=5)
+    s = search(1e9, start=1.0, max_trials=5, factor=2.0)
     assert len(s.order) == 5 and s.first_fail is None and s.best == 16.0
     assert s.stop_reason == "stopped after 5 trials"
 

@@ -25,7 +25,7 @@ def parse(*argv: str) -> Any:
 
 def test_open_load_is_the_search_unless_fixed_rates_are_given() -> None:
     s = parse("factcheck", "--load", "open")
-    assert (s.load, s.repeats, s.search_arrivals, s.search_width) == ("search", 3, 60, 0.2)
+    assert (s.load, s.repeats, s.search_arrivals, s.search_width) == ("search", 3, 60, 0.25)
     fixed = parse("factcheck", "--load", "open", "--rate", "2,4")
     assert (fixed.load, fixed.repeats, fixed.rates) == ("open", 1, [2.0, 4.0])
     assert parse("factcheck", "--load", "search", "--rate", "2").load == "search"
