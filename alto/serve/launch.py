@@ -143,8 +143,6 @@ def server(service: Any, sock: socket.socket, *, out: Any = None) -> Any:
 
 async def serve(options: ServeOptions, *, out: Any = None) -> int:
     """Serve ``options.target`` until interrupted (Ctrl-C or SIGTERM: a graceful drain)."""
-    from alto.serve.asgi import Service
-
     out = out or sys.stderr
     if options.max_inflight < 1:
         raise CLIError(f"--max-inflight must be at least 1, got {options.max_inflight}")
@@ -154,24 +152,48 @@ async def serve(options: ServeOptions, *, out: Any = None) -> int:
         raise CLIError(f"--concurrency must be at least 1, got {options.concurrency}")
     sock = listening_socket(options.host, options.port)
     try:
-        async with open_target(options) as (flow, endpoints, label):
-            run_options: dict[str, Any] = dict(options.extra)
-            if options.concurrency is not None:
-                run_options["concurrency"] = options.concurrency
-            if options.address is not None:
-                run_options["address"] = options.address
-            service = Service(flow, max_inflight=options.max_inflight,
-                              deadline=options.deadline, grace=options.grace,
-                              backend=options.backend, endpoints=endpoints, **run_options)
-            uv = server(service, sock, out=out)
-            host, port = sock.getsockname()[:2]
-            where = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-            print(f"alto serve: flow {flow.name!r}: {label}; {options.backend} backend; "
-                  f"at most {options.max_inflight} inputs in flight", file=out)
-            print(f"alto serve: listening on {where} (POST /v1/runs, POST /v1/runs/stream, "
-                  "GET /v1/flow, /health, /metrics); Ctrl-C drains and stops", file=out,
-                  flush=True)
-            await uv.serve(sockets=[sock])
+        with _ray_connected(options):
+            return await _serve_on(options, sock, out)
     finally:
         sock.close()
+
+
+@contextlib.contextmanager
+def _ray_connected(options: ServeOptions) -> Any:
+    """On Ray, connect before the server installs its signal handlers: ``ray.init`` installs
+    its own SIGTERM handler, which would otherwise stop the service without a drain. The
+    connection also outlives the pipeline, for the dispatchers' figures."""
+    if options.backend != "ray":
+        yield
+        return
+    from alto.runtime.ray.backend import _connection
+
+    _connection.acquire(options.address, None)
+    try:
+        yield
+    finally:
+        _connection.release()
+
+
+async def _serve_on(options: ServeOptions, sock: socket.socket, out: Any) -> int:
+    from alto.serve.asgi import Service
+
+    async with open_target(options) as (flow, endpoints, label):
+        run_options: dict[str, Any] = dict(options.extra)
+        if options.concurrency is not None:
+            run_options["concurrency"] = options.concurrency
+        if options.address is not None:
+            run_options["address"] = options.address
+        service = Service(flow, max_inflight=options.max_inflight,
+                          deadline=options.deadline, grace=options.grace,
+                          backend=options.backend, endpoints=endpoints, **run_options)
+        uv = server(service, sock, out=out)
+        host, port = sock.getsockname()[:2]
+        where = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        print(f"alto serve: flow {flow.name!r}: {label}; {options.backend} backend; "
+              f"at most {options.max_inflight} inputs in flight", file=out)
+        print(f"alto serve: listening on {where} (POST /v1/runs, POST /v1/runs/stream, "
+              "GET /v1/flow, /health, /metrics); Ctrl-C drains and stops", file=out,
+              flush=True)
+        await uv.serve(sockets=[sock])
     return 0
