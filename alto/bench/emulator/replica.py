@@ -20,7 +20,6 @@ import anyio
 from alto.bench.emulator.config import EmulatorConfig
 from alto.bench.emulator.engine import Engine, Sequence
 
-
 LAG_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, float("inf"))
 """Upper bounds of the step-lag histogram's buckets (seconds of wall clock): a step counts in
 the first bucket whose bound is at least how late its tokens were handed out."""
