@@ -293,29 +293,35 @@ def search_table(result: dict[str, Any]) -> list[dict[str, Any]]:
     The ratio's interval divides the system's rate interval by Alto's (low by high, high
     by low), so it holds 1 exactly when the intervals overlap.
     """
-    from alto.bench.search import rate_interval, rate_parity
-
     search = (result.get("sweep") or {}).get("search")
     if not search:
         return []
     table = search["systems"]
     alto = table.get(ALTO)
-    rows = []
-    for system in result.get("systems", []):
-        if system not in table:
-            continue
-        row = {"system": system, **table[system]}
-        low, high = rate_interval(row)
-        row["interval"] = [low, high]
-        row["vs_alto"] = row["vs_alto_ci"] = row["vs_alto_parity"] = None
-        if alto is not None and system != ALTO:
-            a_low, a_high = rate_interval(alto)
-            best, base = row.get("best_rate"), alto.get("best_rate")
-            row["vs_alto"] = best / base if best and base else None
-            row["vs_alto_ci"] = [
-                low / a_high if low is not None and a_high else None,
-                high / a_low if high is not None and a_low else None,
-            ]
-            row["vs_alto_parity"] = rate_parity(row, alto)
-        rows.append(row)
-    return rows
+    return [
+        versus_alto({"system": system, **table[system]}, alto)
+        for system in result.get("systems", [])
+        if system in table
+    ]
+
+
+def versus_alto(row: dict[str, Any], alto: dict[str, Any] | None) -> dict[str, Any]:
+    """``row`` (a system's search outcome) with its rate ``interval`` and, unless it is
+    Alto's or Alto has none, ``vs_alto`` (its highest passing rate over Alto's),
+    ``vs_alto_ci`` (its rate interval over Alto's: low by high, high by low) and
+    ``vs_alto_parity`` (the two intervals overlap)."""
+    from alto.bench.search import rate_interval, rate_parity
+
+    low, high = rate_interval(row)
+    row["interval"] = [low, high]
+    row["vs_alto"] = row["vs_alto_ci"] = row["vs_alto_parity"] = None
+    if alto is not None and row["system"] != ALTO:
+        a_low, a_high = rate_interval(alto)
+        best, base = row.get("best_rate"), alto.get("best_rate")
+        row["vs_alto"] = best / base if best and base else None
+        row["vs_alto_ci"] = [
+            low / a_high if low is not None and a_high else None,
+            high / a_low if high is not None and a_low else None,
+        ]
+        row["vs_alto_parity"] = rate_parity(row, alto)
+    return row
