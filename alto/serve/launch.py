@@ -76,11 +76,12 @@ async def open_target(options: ServeOptions) -> AsyncIterator[tuple[Any, list[An
             load_app(options.target)  # the unknown-app message, with the apps listed
         yield load_flow(options.target), [], options.target
         return
+    app = load_app(options.target)  # puts the repository, with examples/, on the path
+
     from alto.cli import check_llm_server, read_config
     from alto.operators.llm.observe import endpoints_of
     from examples.common import open_operators
 
-    app = load_app(options.target)
     if options.llm == "openai":
         if not options.llm_url:
             raise CLIError("--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)")
