@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from alto.bench.loopback import BackgroundServer, bind
+from alto.bench.loopback import BackgroundServer, bind, stop_child
 
 BINARY_ENV = "ALTO_LLAMA_SERVER"
 """Environment variable naming a ``llama-server`` binary to use instead of the one in .venv."""
@@ -216,12 +216,7 @@ class NativeLlamaServer(BackgroundServer):
         """Stop the server (killed after 10 s). Calling it twice is harmless."""
         proc, self.process = self.process, None
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_child(proc)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -86,7 +86,7 @@ def start_child(cmd: list[str], what: str, timeout: float) -> tuple[subprocess.P
     return proc, match.group(1)
 
 
-def stop_child(proc: subprocess.Popen[str]) -> None:
+def stop_child(proc: subprocess.Popen[Any]) -> None:
     """Terminate ``proc`` (killed after 10 s) and close its output pipe."""
     proc.terminate()
     try:
