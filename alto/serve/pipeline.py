@@ -28,24 +28,30 @@ from alto.result import Result
 from alto.runtime.metrics import RunStats
 
 
-class Overloaded(Exception):
+class Overloaded(AltoError):
     """The service has ``max_inflight`` inputs in flight (HTTP 429).
 
     Attributes:
         retry_after: whole seconds after which a retry may be admitted.
     """
 
+    code = "overloaded"
+
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
 
-class Unavailable(Exception):
+class Unavailable(AltoError):
     """The service is shutting down, or its pipeline stopped (HTTP 503)."""
+
+    code = "unavailable"
 
 
 class ServiceStopped(AltoError):
     """An input's outcome when the pipeline it was in stopped before it finished."""
+
+    code = "service-stopped"
 
 
 class Ticket:
