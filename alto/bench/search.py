@@ -49,34 +49,24 @@ highest passing rate below the lowest failing one, with that first failing rate.
 whose CPU was saturated (:func:`~alto.bench.machine.saturation`) is redone once at the end,
 and the search goes on from the redo's verdict.
 
-**Budget** (the defaults, 2 cores; :func:`trial_seconds`). A run is ``warmup + arrivals /
-repeats`` arrivals (4 + 20 = 24) at rate ``r``, then a drain of about half the SLO (the last
-arrivals' latency), plus 0.3 s of set-up: ``24 / r + slo / 2 + 0.3`` seconds (calibrated on
-a factcheck search on the single emulated server: 22 runs timed within 20% of it). Under
-the strict rule a system holds about 0.35-0.5 of the rate ceiling (factcheck on one
-server: 4.1/s passed, 5.9/s failed, of 11.7/s). So a search from half the ceiling fails
-there after 1-2 runs, passes at a third (3 runs), and ends at the midpoint 0.41 of the
-ceiling (2-3 runs): with ``factor`` 1.5 and ``width`` 0.25 the bracket [0.33, 0.41] is
-tight after 3 trials, 7 runs; plus 20% for undecided trials extended by a round. With the
-old reports' ceilings and SLOs (factcheck 11.7/s and 1.4 s, multihop 5.8/s and 3.3 s,
-summarize 2.6/s and 3.1 s per replica; ingest CPU-bound, a few seconds), per system:
+**Run length: steady state, not a burst** (:meth:`SearchPlan.run_size`). A run discards the
+arrivals of its first SLO (the pipeline fills) and measures at least ``SLO / width`` seconds
+of arrivals (offered ``1 + width`` times what it sustains, a system's backlog grows by
+``width`` of its capacity per second, so the wait it adds passes the SLO within that span);
+at low rates the counts :attr:`SearchPlan.warmup` and :attr:`SearchPlan.per_run` rule
+instead. Runs of a fixed 24 arrivals were bursts at high rates: on ``rr4`` every system
+"held" multihop at 5043/s, 24 arrivals in 5 ms draining inside its 3.2 s SLO.
 
-================  =========  ========  =========  ======  =================
-deployment        factcheck  multihop  summarize  ingest  4 apps, 1 system
-================  =========  ========  =========  ======  =================
-single            53 s       107 s     213 s      5 s     378 s
-rr4, ll4, prefix4 20 s       39 s      65 s       5 s     128 s
-================  =========  ========  =========  ======  =================
-
-Every report (4 apps x 4 deployments) for the 5 systems: 5 x (378 + 3 x 128) = 3810 s; the
-7 control systems on one 4-replica deployment only (the cut: ``--controls`` on the rr4
-command alone): 7 x 128 = 896 s; per app and deployment about 25 s more for start-up,
-warm-up, the bound pass and the timelines: 16 x 25 = 400 s. In all about 5100 s, 85
-minutes, within the budget of 90 with little to spare. The controls on every deployment
-would add 7 x (378 + 2 x 128) = 4438 s (159 minutes in all). Other cuts: ``--search-width
-0.5`` (a bisection fewer, about a fifth less), the controls on fewer apps (``alto bench
-factcheck,multihop ... --controls``). These are estimates from the model above, not timed
-runs of the whole set: the machine is shared, and a saturated trial's redo adds its time.
+**Budget** (the defaults, 2 cores; :func:`trial_seconds`). A run at rate ``r`` lasts its
+arrivals over ``r``, then a drain of about half the SLO, plus 0.3 s of set-up; above
+``warmup / SLO`` inputs/s that is about ``SLO + SLO / width + SLO / 2`` = 5.5 SLO, so a trial
+of 3 runs about 16.5 SLO: factcheck (SLO about 1.4 s) 23 s, multihop and summarize (about 3 s)
+50-55 s; a search takes 3-5 trials. Per system and 4-replica deployment that is about 9
+minutes for the three LLM apps; the 5 systems on 4 deployments about 3 hours, the 7 controls
+on one deployment one more. That does not fit 90 minutes on 2 cores: with fixed 24-arrival
+runs the ``rr4`` report with the controls took 46 minutes, but measured bursts. Ways to fit,
+each a trade: a wider bisection stop (``--search-width 0.5``: half the measured span, and a
+bisection fewer), the controls on one app, fewer deployments per regeneration.
 """
 
 from __future__ import annotations
@@ -215,8 +205,29 @@ class SearchPlan:
 
     @property
     def per_run(self) -> int:
-        """Measured arrivals per run: ``arrivals`` split over the repeats, rounded up."""
+        """Measured arrivals per run at the least: ``arrivals`` split over the repeats,
+        rounded up (:meth:`run_size` adds more at high rates)."""
         return -(-self.arrivals // self.repeats)
+
+    def run_size(self, rate: float, slo_s: float) -> tuple[int, int]:
+        """(arrivals, warm-up arrivals) of one run at ``rate``: steady state, not a burst.
+
+        A run's first ``slo_s`` seconds of arrivals are warm-up (the pipeline fills; a burst
+        that drains inside the SLO says nothing of a sustained rate), and its measured
+        arrivals span at least ``slo_s / width`` seconds: offered ``1 + width`` times what a
+        system sustains, its backlog grows by ``width`` of its capacity per second, so the
+        wait it adds passes the SLO within that span. Below those times the counts are
+        :attr:`warmup` and :attr:`per_run`.
+
+        Example:
+            >>> SearchPlan(start=1.0).run_size(2.0, 1.0)  # low rate: the counts rule
+            (24, 4)
+            >>> SearchPlan(start=1.0).run_size(40.0, 1.0)  # 1 s warm-up, then 4 s measured
+            (200, 40)
+        """
+        warmup = max(self.warmup, math.ceil(rate * slo_s))
+        measured = max(self.per_run, math.ceil(rate * slo_s / self.width))
+        return warmup + measured, warmup
 
 
 class RateSearch:
@@ -338,8 +349,8 @@ def per_repeat_estimates(trials: list[dict[str, Any]]) -> dict[int, float | None
 def trial_seconds(rate: float, slo_s: float, plan: SearchPlan, *, setup_s: float = 0.3) -> float:
     """The expected wall time of one trial round at ``rate`` (the budget's arithmetic): its
     runs' arrivals, each run's drain (about half the SLO) and set-up."""
-    per_run = plan.warmup + plan.per_run
-    return plan.repeats * (per_run / rate + slo_s / 2 + setup_s)
+    arrivals, _ = plan.run_size(rate, slo_s)
+    return plan.repeats * (arrivals / rate + slo_s / 2 + setup_s)
 
 
 # -- driving the searches -------------------------------------------------------------------
@@ -396,9 +407,7 @@ async def run_searches(
                 if tick is not None:
                     tick(system, rate)
                 s = seed_of(seed, repeat, round_)
-                run = await measure(
-                    system, rate, repeat, s, plan.warmup + plan.per_run, plan.warmup
-                )
+                run = await measure(system, rate, repeat, s, *plan.run_size(rate, slo_s))
                 run["trial"] = len(trials)
                 runs.append(run)
                 rn, rk = misses(run["samples"], slo_s)

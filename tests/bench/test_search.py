@@ -22,6 +22,7 @@ from alto.bench.search import (
     per_repeat_estimates,
     rate_parity,
     run_searches,
+    trial_seconds,
     verdict,
 )
 
@@ -162,9 +163,13 @@ def test_searches_run_pooled_trials_fail_early_and_keep_every_trial() -> None:
     assert first["verdict"] == PASS and (first["n"], first["k"]) == (60, 0)
     assert [r["seed"] for r in first["runs"]] == [7, 8, 9]
     assert [c[4:] for c in fake.calls[:3]] == [(24, 4)] * 3
-    # a failing one stops after its first run: 20 arrivals, half of them late
+    # a failing one stops after its first run (sized by time: a rate past 4/s over an SLO of
+    # 1 s), half of its arrivals late
     failing = next(t for t in trials if t["verdict"] == FAIL)
-    assert len(failing["runs"]) == 1 and failing["n"] == 20 and failing["k"] >= 4
+    arrivals, warmup = plan.run_size(failing["rate"], 1.0)
+    assert failing["rate"] > 4.0 and warmup == math.ceil(failing["rate"])
+    assert len(failing["runs"]) == 1 and failing["n"] == arrivals - warmup > 20
+    assert failing["k"] >= 4
     assert len(runs) == sum(len(t["runs"]) for t in trials)
     assert all(
         r["trial"] == t["index"] for t in trials for r in (runs[p["run"]] for p in t["runs"])
@@ -222,3 +227,31 @@ def test_per_repeat_estimates_and_rate_parity() -> None:
     assert rate_parity(a, b) and not rate_parity(a, c) and rate_parity(c, c)
     assert rate_parity({"best_rate": None, "first_fail": 1.0}, {"best_rate": 0.5, "first_fail": 2})
     assert not rate_parity({"best_rate": 20.0, "first_fail": None}, c)
+
+
+def test_runs_are_sized_by_time_at_high_rates() -> None:
+    """A run is steady state: its first SLO of arrivals is warm-up and its measured arrivals
+    span at least SLO / width, so a burst that drains inside the SLO cannot pass a trial."""
+    plan = SearchPlan(start=1.0, arrivals=60, repeats=3, warmup=4, width=0.25)
+    assert plan.run_size(1.0, 1.0) == (24, 4)  # low rate: the counts rule
+    arrivals, warmup = plan.run_size(5043.0, 3.2)
+    assert warmup == math.ceil(5043.0 * 3.2)
+    assert arrivals - warmup == math.ceil(5043.0 * 3.2 / 0.25)
+    assert trial_seconds(100.0, 1.0, plan) > 3 * 5.0  # at least warm-up + span per run
+
+
+def test_a_trial_measures_runs_of_the_planned_size() -> None:
+    plan = SearchPlan(start=50.0, arrivals=60, repeats=3, width=0.5, max_trials=1)
+    asked: list[tuple[int, int]] = []
+
+    async def measure(system, rate, repeat, seed, arrivals, warmup):  # type: ignore[no-untyped-def]
+        asked.append((arrivals, warmup))
+        samples = [
+            {"latency_s": 0.1, "error": None, "submitted_s": i / rate, "in_window": i >= warmup}
+            for i in range(arrivals)
+        ]
+        return {"samples": samples, "window_s": [warmup / rate, arrivals / rate]}
+
+    anyio.run(lambda: run_searches(["alto"], plan, 1.0, measure))
+    assert asked and all(a == plan.run_size(50.0, 1.0) for a in asked)
+    assert asked[0] == (50 + 100, 50)
