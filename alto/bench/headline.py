@@ -107,10 +107,8 @@ def _versus(row: dict[str, Any]) -> str:
     inverse = 1 / ratio  # Alto's rate over the system's: above 1, Alto serves more
     low = 1 / ci[1] if ci[1] else None
     high = 1 / ci[0] if ci[0] else None
-    bounds = f"[{_num(low)}, {_num(high)}]"
-    if row["vs_alto_parity"]:
-        return f"parity {bounds}"
-    return f"{inverse:.2f}x {bounds}, " + ("Alto higher" if inverse > 1 else "Alto lower")
+    verdict = "parity" if row["vs_alto_parity"] else "Alto higher" if inverse > 1 else "Alto lower"
+    return f"{inverse:.2f}x [{_num(low)}, {_num(high)}], {verdict}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
