@@ -45,8 +45,13 @@ while they fail, until it holds a pass below a fail; there is no upper limit, so
 that holds its rate is searched past its capacity, never censored at a ceiling. Then it
 bisects (geometrically) until the highest pass and the lowest fail are within
 :attr:`SearchPlan.width` (relative) of each other. The reported rate is monotone: the
-highest passing rate below the lowest failing one, with that first failing rate. A trial
-whose CPU was saturated (:func:`~alto.bench.machine.saturation`) is redone once at the end,
+highest passing rate below the lowest failing one, with that first failing rate. The
+default step is ``1 + width`` (1.25): the first bracket is then as tight as a bisection
+would make it, so none is needed, and every rate tried lies on one grid (the start times
+powers of 1.25) shared by every system, whose rates compare step for step. A failing trial
+mostly stops after its first run (its misses decide it), so stepping down from a start above
+a system's capacity is cheap; passing trials, which need every repeat, are what a search
+pays for. A trial whose CPU was saturated (:func:`~alto.bench.machine.saturation`) is redone once at the end,
 and the search goes on from the redo's verdict.
 
 **Run length: steady state, not a burst** (:meth:`SearchPlan.run_size`). A run discards the
@@ -85,6 +90,9 @@ MISS = Fraction(1, 20)
 ALPHA = Fraction(1, 20)
 """1 - the confidence of a verdict (95%)."""
 PASS, FAIL, UNDECIDED = "pass", "fail", "undecided"
+RATE_ROUNDING = 2e-3
+"""How far two rates' ratio may stray from a step through their rounding (:func:`_rate`
+keeps 4 significant digits): a bracket one ``1 + width`` step wide counts as within width."""
 
 
 @lru_cache(maxsize=4096)
@@ -180,7 +188,7 @@ class SearchPlan:
     arrivals: int = 60
     warmup: int = 4
     rounds: int = 2
-    factor: float = 1.5
+    factor: float = 1.25
     width: float = 0.25
     max_trials: int = 16
     floor: float | None = None
@@ -291,7 +299,7 @@ class RateSearch:
                 self.stop_reason = f"no rate down to {plan.lowest:g}/s passed"
                 return None
             return _rate(low)
-        if top / best <= 1 + plan.width:
+        if top / best <= (1 + plan.width) * (1 + RATE_ROUNDING):
             self.stop_reason = f"bracket within {plan.width:.0%}"
             return None
         middle = _rate(math.sqrt(best * top))

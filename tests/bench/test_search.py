@@ -87,6 +87,19 @@ def test_bisection_converges_on_a_monotone_system(capacity: float, start: float)
     assert s.stop_reason == "bracket within 10%"
 
 
+@pytest.mark.parametrize("capacity", [2.0, 13.0, 19.0, 30.0])
+def test_by_default_every_rate_lies_on_one_grid_and_no_bisection_is_needed(
+    capacity: float,
+) -> None:
+    start = 23.404
+    s = search(capacity, start)
+    steps = [math.log(rate / start, 1.25) for rate in s.order]
+    assert all(abs(k - round(k)) < 0.01 for k in steps)  # every system on the same rates
+    assert all(abs(abs(b - a) - 1) < 0.01 for a, b in zip(steps, steps[1:]))  # no bisection
+    assert s.best is not None and s.best <= capacity < s.first_fail  # type: ignore[operator]
+    assert s.stop_reason == "bracket within 25%"
+
+
 def test_a_system_that_holds_every_rate_tried_is_searched_past_it() -> None:
     s = search(1000.0, start=1.0, max_trials=40, factor=2.0, width=0.2)
     # no ceiling: it doubled from 1/s past 1000/s before bisecting
