@@ -30,16 +30,26 @@ from alto.bench.systems import ALTO, SYSTEMS
 
 
 def load(paths: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
-    """``results.json`` files by deployment name (each file must hold one deployment)."""
+    """``results.json`` files by deployment name, the apps of one deployment's files merged
+    (one file per app and deployment, or one per deployment holding several apps).
+
+    Raises:
+        ValueError: a file names no deployment, or one app appears twice for one deployment.
+    """
     out: dict[str, dict[str, Any]] = {}
     for path in paths:
         results = json.loads(Path(path).read_text(encoding="utf-8"))
         deployment = results.get("settings", {}).get("deployment")
         if not deployment:
             raise ValueError(f"{path}: no settings.deployment; is it an alto bench results.json?")
-        if deployment in out:
-            raise ValueError(f"{path}: a second report of deployment {deployment!r}")
-        out[deployment] = results
+        held = out.setdefault(deployment, {"settings": results["settings"], "apps": {}})
+        for name, app in results.get("apps", {}).items():
+            if name in held["apps"]:
+                raise ValueError(
+                    f"{path}: a second report of app {name!r} on deployment {deployment!r}; "
+                    "pass one results.json per app and deployment"
+                )
+            held["apps"][name] = app
     return out
 
 

@@ -79,5 +79,16 @@ def test_two_reports_of_one_deployment_are_refused(tmp_path: Path) -> None:
     a = _report(tmp_path, "rr4", {"alto": _outcome(1.0, 2.0)})
     b = tmp_path / "copy.json"
     b.write_text(a.read_text())
-    with pytest.raises(ValueError, match="a second report of deployment 'rr4'"):
+    with pytest.raises(ValueError, match="a second report of app 'factcheck' on deployment 'rr4'"):
         headline.load([a, b])
+
+
+def test_one_report_per_app_and_deployment_is_merged(tmp_path: Path) -> None:
+    a = _report(tmp_path, "ll4", {"alto": _outcome(8.0, 10.0)})
+    other = json.loads(a.read_text())
+    other["apps"] = {"multihop": other["apps"]["factcheck"]}
+    b = tmp_path / "multihop.json"
+    b.write_text(json.dumps(other))
+    tables = headline.best_rows(headline.load([a, b]))
+    assert set(tables) == {"factcheck", "multihop"}
+    assert tables["multihop"][0]["deployment"] == "ll4"
