@@ -25,11 +25,18 @@ LAG_SATURATED = 0.05
 the SLO (its modeled clock slipped behind the wall clock by a visible part of the target)."""
 
 
-def saturation(cpu: dict[str, Any], lag: dict[str, Any] | None, slo_s: float) -> list[str]:
-    """Why a trial counts as saturated (empty: it does not)."""
+def saturation(
+    cpu: dict[str, Any], lag: dict[str, Any] | None, slo_s: float, *, cpu_is_work: bool = False
+) -> list[str]:
+    """Why a trial counts as saturated (empty: it does not).
+
+    ``cpu_is_work``: the systems' own CPU work is what the run measures (an app without model
+    calls, such as ingest, whose capacity *is* how much CPU each input costs), so a busy
+    bench process is the finding, not a fault of the machine; only the emulator's lag counts.
+    """
     why = []
     share = cpu.get("bench_cpu_share")
-    if share is not None and share > BENCH_CPU_SATURATED:
+    if not cpu_is_work and share is not None and share > BENCH_CPU_SATURATED:
         why.append(f"bench process at {share:.0%} of a core")
     p95 = (lag or {}).get("p95_s")
     if p95 is not None and slo_s > 0 and p95 > LAG_SATURATED * slo_s:

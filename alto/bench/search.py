@@ -51,8 +51,8 @@ would make it, so none is needed, and every rate tried lies on one grid (the sta
 powers of 1.25) shared by every system, whose rates compare step for step. A failing trial
 mostly stops after its first run (its misses decide it), so stepping down from a start above
 a system's capacity is cheap; passing trials, which need every repeat, are what a search
-pays for. A trial whose CPU was saturated (:func:`~alto.bench.machine.saturation`) is redone once at the end,
-and the search goes on from the redo's verdict.
+pays for. A trial whose CPU was saturated (:func:`~alto.bench.machine.saturation`) is
+redone once at the end, and the search goes on from the redo's verdict.
 
 **Run length: steady state, not a burst** (:meth:`SearchPlan.run_size`). A run discards the
 arrivals of its first SLO (the pipeline fills) and measures at least ``SLO / width`` seconds
@@ -393,13 +393,15 @@ async def run_searches(
     *,
     seed: int = 0,
     tick: Any = None,
+    cpu_is_work: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every system's search, interleaved (one trial per system in turn, the order
     rotating), then saturated trials redone once; the runs and ``{"trials", "systems"}``.
 
     ``measure(system, rate, repeat, seed, arrivals, warmup)`` runs one open-loop run and
     returns its ``results.json`` record (with ``cpu`` and ``emulator_lag``); ``tick(system,
-    rate)`` is called before each run.
+    rate)`` is called before each run. ``cpu_is_work``: the bench process's CPU is the
+    systems' own work (:func:`~alto.bench.machine.saturation`), not a reason to redo a trial.
     """
     searches = {s: RateSearch(plan) for s in systems}
     runs: list[dict[str, Any]] = []
@@ -432,7 +434,8 @@ async def run_searches(
                 break
         why: list[str] = []
         for part in parts:
-            why += [w for w in saturation(part["cpu"] or {}, part["lag"], slo_s) if w not in why]
+            found = saturation(part["cpu"] or {}, part["lag"], slo_s, cpu_is_work=cpu_is_work)
+            why += [w for w in found if w not in why]
         passed = outcome == PASS  # undecided at the last round counts as a fail
         record: dict[str, Any] = {
             "index": len(trials),
@@ -574,7 +577,13 @@ async def search_session(
 
     try:
         runs, outcome = await run_searches(
-            systems, plan, sweep["slo_s"], run, seed=settings.seed, tick=tick
+            systems,
+            plan,
+            sweep["slo_s"],
+            run,
+            seed=settings.seed,
+            tick=tick,
+            cpu_is_work=bool(sweep.get("cpu_is_work")),
         )
     finally:
         bar.close()

@@ -54,6 +54,14 @@ def test_saturation_names_each_threshold_crossed() -> None:
     assert saturation({}, None, slo_s=1.0) == []
 
 
+def test_a_busy_bench_process_is_the_finding_where_cpu_is_the_work() -> None:
+    busy = {"bench_cpu_share": 0.99}
+    assert saturation(busy, {"p95_s": 0.001}, slo_s=1.0, cpu_is_work=True) == []
+    assert saturation(busy, {"p95_s": 0.1}, slo_s=1.0, cpu_is_work=True) == [
+        "emulator steps late by 100 ms (p95)"
+    ]
+
+
 def test_cpu_clock_measures_this_process() -> None:
     clock = CpuClock()
     x = 0

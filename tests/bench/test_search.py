@@ -209,6 +209,22 @@ def test_a_saturated_trial_is_redone_once() -> None:
     assert out["systems"]["a"]["redone_trials"] == 1
 
 
+def test_where_cpu_is_the_work_a_busy_bench_process_is_not_redone() -> None:
+    class Busy(FakeSystem):
+        async def measure(self, *args: Any) -> dict[str, Any]:
+            run = await super().measure(*args)
+            run["cpu"] = {"bench_cpu_share": 0.99}
+            return run
+
+    plan = SearchPlan(start=2.0, repeats=3, arrivals=60, width=0.3)
+    _, out = anyio.run(lambda: run_searches(["a"], plan, 1.0, Busy(5.0).measure))
+    assert all(t["saturated"] == ["bench process at 99% of a core"] for t in out["trials"])
+    assert out["systems"]["a"]["redone_trials"] > 0
+    _, out = anyio.run(lambda: run_searches(["a"], plan, 1.0, Busy(5.0).measure, cpu_is_work=True))
+    assert not any(t["saturated"] for t in out["trials"])
+    assert out["systems"]["a"]["redone_trials"] == 0
+
+
 def test_an_undecided_trial_is_extended_then_counted_as_a_fail() -> None:
     async def measure(system: str, rate: float, repeat: int, seed: int, n: int, w: int) -> Any:
         # one late arrival per run: 3 in 60 and 6 in 120 are neither pass nor fail
