@@ -74,6 +74,39 @@ async def test_flat_scores_are_exact_inner_products(
     assert results[0][0].id == "p0"
 
 
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_a_small_search_runs_on_one_thread_and_restores_the_threads_own_setting(
+    kind: str, hash_embedder: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import faiss
+
+    from alto.operators import retriever as module
+
+    r = Retriever.build_sync(ANIMALS, hash_embedder, index=kind)  # type: ignore[arg-type]
+    queries = hash_embedder.embed_sync(["red fox", "lazy dog"])
+    expected = [[h.id for h in hits] for hits in r.search_vectors(queries, k=3)]
+    index = r._index
+    seen: list[int] = []
+
+    class Watched:
+        def search(self, *args: object, **kwargs: object) -> object:
+            seen.append(faiss.omp_get_max_threads())
+            return index.search(*args, **kwargs)
+
+    monkeypatch.setattr(r, "_index", Watched())
+    before = 2  # this thread's own setting, whatever the machine's core count
+    restore = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(before)
+    assert [[h.id for h in hits] for hits in r.search_vectors(queries, k=3)] == expected
+    monkeypatch.setattr(module, "_PARALLEL_PRODUCTS", 1)  # as if the search were large
+    r.search_vectors(queries, k=3)
+    try:
+        assert seen == [1, before]
+        assert faiss.omp_get_max_threads() == before
+    finally:
+        faiss.omp_set_num_threads(restore)
+
+
 @pytest.mark.anyio
 async def test_k_larger_than_the_index_returns_every_passage(small: Retriever) -> None:
     (hits,) = await small.search(["red"], k=50)
