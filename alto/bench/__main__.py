@@ -15,7 +15,8 @@ from typing import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     import anyio
 
-    from alto.bench.runner import Settings, bench_app
+    from alto.bench.runner import bench_app
+    from alto.bench.settings import Settings
 
     p = argparse.ArgumentParser(prog="python -m alto.bench")
     p.add_argument("app")

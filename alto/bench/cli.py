@@ -23,14 +23,20 @@ from typing import Any
 
 from alto.bench.controls import ALL_SYSTEMS, CONTROL_SYSTEMS
 from alto.bench.endpoints import ALTO_ENDPOINTS
+from alto.bench.settings import (
+    APPS,
+    DEPLOYMENTS,
+    EMBEDDERS,
+    EMULATOR_MODES,
+    FANOUTS,
+    LLMS,
+    LOADS,
+    BenchError,
+    Settings,
+    check_available,
+)
 from alto.bench.systems import SYSTEMS
 from alto.operators.llm.dispatch import ORDERS, ROUTES
-
-APPS = ("factcheck", "multihop", "summarize", "ingest")
-
-
-class BenchError(ValueError):
-    """A mistake in the arguments of ``alto bench``: one line for the user, exit status 2."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--llm",
-        choices=["emulated", "local", "llama-server", "openai", "fake"],
+        choices=list(LLMS),
         default="emulated",
         help="emulated: the serving-timing emulator (default; timing emulation, not "
         "a model); local: embedded SmolLM2 in-process; llama-server: embedded SmolLM2 on "
@@ -67,14 +73,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--emulator-mode",
-        choices=["process", "thread"],
+        choices=list(EMULATOR_MODES),
         default="process",
         help="run the emulator in a child process (default: its clock is not slowed by the "
         "systems' CPU work) or in a thread",
     )
     p.add_argument(
         "--embedder",
-        choices=["minilm", "hash"],
+        choices=list(EMBEDDERS),
         help="minilm: all-MiniLM-L6-v2 sentence embeddings; hash: the hashing test double (no "
         "model, not semantic) (default: hash with --llm emulated or fake, whose answers carry "
         "no meaning to retrieve by; minilm with a real model)",
@@ -82,7 +88,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="the app's settings as JSON (one app only)")
     p.add_argument(
         "--deployment",
-        choices=["single", "rr2", "prefix2", "rr4", "ll4", "prefix4"],
+        choices=list(DEPLOYMENTS),
         default="single",
         help="the LLM deployment every system runs against (--llm emulated or llama-server): "
         "one server; 2 or 4 replicas behind round-robin (rrN) or behind the prefix-aware "
@@ -114,7 +120,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--fanout",
-        choices=["varied", "uniform"],
+        choices=list(FANOUTS),
         default="varied",
         help="varied: fan-outs differ per input (answers of 1-8 sentences, lists of 1-6 "
         "items, documents' own section counts, corpora of varying size; default); uniform: "
@@ -128,7 +134,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--load",
-        choices=["closed", "open", "search"],
+        choices=list(LOADS),
         help="closed: a closed loop at each concurrency, slots refilled (default, the quick "
         "comparison); open: per system the highest Poisson rate whose p95 meets the SLO at "
         "95%% confidence, found by a rate search (the full method; with --rate, Poisson "
@@ -250,115 +256,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _numbers(text: str, kind: type, what: str) -> list[Any]:
+    """The numbers of flag ``what``'s comma-separated ``text``, sorted, each once."""
     try:
         values = [kind(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise BenchError(f"{what} must be comma-separated numbers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
+    if not values:  # no number at all: said with the text as given
         raise BenchError(f"{what} must be positive numbers, got {text!r}")
     return sorted(set(values))
 
 
-def _check_shipped_inputs(name: str, queries: int, docs_per_corpus: int) -> None:
-    """A BenchError when app ``name``'s shipped data set is too small for ``--queries``.
-
-    Its inputs would quietly be fewer than asked for, and the runs' sizes not what the
-    report says was asked.
-    """
-    from alto.apps import load_app
-
-    available = load_app(name).available_inputs()
-    if name == "ingest":
-        needed = queries * docs_per_corpus
-        if needed > available:
-            raise BenchError(
-                f"--queries {queries} x {docs_per_corpus} documents per corpus (at most; "
-                f"--docs-per-corpus, doubled with --fanout varied) = {needed} documents: "
-                f"the ingest data set has {available}; lower either"
-            )
-    elif queries > available:
-        raise BenchError(
-            f"--queries {queries}: the {name} data set has {available} inputs; "
-            f"pass --queries {available} or fewer"
-        )
-
-
-def settings_from(args: argparse.Namespace) -> Any:
-    """Validated :class:`~alto.bench.runner.Settings` from the parsed arguments."""
-    from alto.apps import check_llm_server
-    from alto.bench.runner import Settings
-
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The :class:`~alto.bench.settings.Settings` of the parsed arguments (they check their
+    own values when made), once :func:`~alto.bench.settings.check_available` has found
+    what they need on this machine."""
     apps = list(APPS) if args.app == "all" else [a.strip() for a in args.app.split(",")]
-    for app in apps:
-        if app not in APPS:
-            raise BenchError(f"unknown app {app!r}; choose one of: {', '.join(APPS)} or all")
-    if args.queries is not None and args.queries < 1:
-        raise BenchError(f"--queries must be at least 1, got {args.queries}")
-    for flag in ("repeats", "closed_inputs", "open_inputs", "search_rounds"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            name = "--" + flag.replace("_", "-")
-            raise BenchError(f"{name} must be at least 1, got {getattr(args, flag)}")
-    if args.docs_per_corpus < 1:
-        raise BenchError(f"--docs-per-corpus must be at least 1, got {args.docs_per_corpus}")
-    if args.slo is not None and not args.slo > 0:
-        raise BenchError(f"--slo must be a positive number of seconds, got {args.slo}")
-    if not args.slo_factor > 0:
-        raise BenchError(f"--slo-factor must be positive, got {args.slo_factor}")
     load = args.load or {"poisson": "open", "closed": "closed"}.get(args.mode or "", "closed")
     if load == "open" and not args.rate:
         load = "search"
-    repeats = args.repeats or (3 if load == "search" else 1)
-    if load == "search":
-        _check_search(args, repeats)
-    if args.queries is not None:
-        per = args.docs_per_corpus * (2 if args.fanout == "varied" else 1)
-        for app in apps:
-            _check_shipped_inputs(app, args.queries, per)
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = [s for s in systems if s not in ALL_SYSTEMS]
-    if unknown or not systems:
-        raise BenchError(f"unknown systems {unknown}; choose from {', '.join(ALL_SYSTEMS)}")
-    if args.controls:
-        systems += CONTROL_SYSTEMS
-    controls = [s for s in systems if s in CONTROL_SYSTEMS]
-    if controls and args.llm not in ("emulated", "llama-server", "openai"):
-        raise BenchError(
-            f"the controls ({', '.join(dict.fromkeys(controls))}) hold LLM clients of their "
-            "own: --llm emulated, llama-server or openai"
-        )
-    if args.config and len(apps) > 1:
-        raise BenchError("--config holds one app's settings: name that app, not 'all'")
-    if args.config and not Path(args.config).is_file():
-        raise BenchError(f"config file {args.config!r} does not exist")
-    if args.llm_concurrency is not None and args.llm_concurrency < 1:
-        raise BenchError(f"--llm-concurrency must be at least 1, got {args.llm_concurrency}")
-    emulator_config = _emulator_config(args.emulator_config) if args.emulator_config else None
-    if emulator_config and args.llm != "emulated":
-        raise BenchError("--emulator-config is for --llm emulated")
-    if args.deployment != "single" and args.llm not in ("emulated", "llama-server"):
-        raise BenchError(
-            f"--deployment {args.deployment} starts its replicas: --llm emulated or llama-server"
-        )
-    _check_dispatcher_knobs(args)
-    if args.llm == "llama-server":
-        import importlib.util
-
-        missing = [
-            m for m in ("llama_cpp", "uvicorn", "fastapi") if not importlib.util.find_spec(m)
-        ]
-        if missing:
-            raise BenchError(
-                f"--llm llama-server needs llama-cpp-python's server ({', '.join(missing)} "
-                "missing): pip install 'alto[models]'"
-            )
-    if args.llm == "openai":
-        if not args.llm_url:
-            raise BenchError("--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)")
-        try:
-            check_llm_server(args.llm_url)
-        except Exception as exc:  # alto.apps' own error, re-raised as ours
-            raise BenchError(str(exc)) from None
-    return Settings(
+    named = [s.strip() for s in args.systems.split(",") if s.strip()]
+    if args.controls and named:  # none named is an error, controls or not
+        named += CONTROL_SYSTEMS
+    # in the order of ALL_SYSTEMS, each once; the unknown ones as named, for Settings to name
+    systems = [s for s in ALL_SYSTEMS if s in named] + [s for s in named if s not in ALL_SYSTEMS]
+    emulator_config = args.emulator_config
+    settings = Settings(
         apps=apps,
         llm=args.llm,
         llm_url=args.llm_url,
@@ -373,7 +295,7 @@ def settings_from(args: argparse.Namespace) -> Any:
         slo_factor=args.slo_factor,
         slo_s=args.slo,
         sweep_stop=not args.no_sweep_stop,
-        repeats=repeats,
+        repeats=args.repeats if args.repeats is not None else (3 if load == "search" else 1),
         search_arrivals=args.search_arrivals,
         search_warmup=args.search_warmup,
         search_rounds=args.search_rounds,
@@ -381,12 +303,12 @@ def settings_from(args: argparse.Namespace) -> Any:
         search_width=args.search_width,
         search_start=args.search_start,
         seed=args.seed,
-        systems=[s for s in ALL_SYSTEMS if s in systems],
+        systems=systems,
         timeout_s=args.timeout,
         docs_per_corpus=args.docs_per_corpus,
-        config=str(Path(args.config).resolve()) if args.config else None,
+        config=args.config or None,
         llm_concurrency=args.llm_concurrency,
-        emulator_config=emulator_config,
+        emulator_config=_read_emulator_config(emulator_config) if emulator_config else None,
         emulator_mode=args.emulator_mode,
         deployment=args.deployment,
         fanout=args.fanout,
@@ -395,99 +317,26 @@ def settings_from(args: argparse.Namespace) -> Any:
         order=args.order,
         route=args.route,
     )
+    check_available(settings)
+    return settings
 
 
-def _check_search(args: argparse.Namespace, repeats: int) -> None:
-    """The rate search's options, as :class:`~alto.bench.search.SearchPlan` checks them."""
-    from alto.bench.search import SearchPlan
-
-    if args.search_warmup < 0:
-        raise BenchError(f"--search-warmup must be at least 0, got {args.search_warmup}")
-    if args.search_start is not None and not args.search_start > 0:
-        raise BenchError(f"--search-start must be a positive rate, got {args.search_start}")
-    try:
-        SearchPlan(
-            start=args.search_start or 1.0,
-            repeats=repeats,
-            arrivals=args.search_arrivals,
-            warmup=args.search_warmup,
-            rounds=args.search_rounds,
-            factor=args.search_factor,
-            width=args.search_width,
-        )
-    except ValueError as exc:
-        raise BenchError(f"rate search: {exc}") from None
-
-
-def _check_dispatcher_knobs(args: argparse.Namespace) -> None:
-    """The dispatcher's knobs are for Alto's own client on an OpenAI-compatible server, and
-    its per-replica limit must keep Alto under the cap every system shares."""
-    from alto.bench.runner import CAP_PER_REPLICA, DEPLOYMENTS
-
-    given = [
-        f"--{name.replace('_', '-')}"
-        for name in ("alto_endpoint", "max_inflight", "order", "route")
-        if getattr(args, name) is not None
-    ]
-    if not given:
-        return
-    if args.llm not in ("emulated", "llama-server", "openai"):
-        raise BenchError(
-            f"{', '.join(given)}: Alto's dispatcher is for an OpenAI-compatible server "
-            "(--llm emulated, llama-server or openai)"
-        )
-    if args.alto_endpoint == "replicas" and args.llm == "openai":
-        raise BenchError(
-            "--alto-endpoint replicas needs a deployment's replicas: --llm emulated or llama-server"
-        )
-    if args.max_inflight is None or args.max_inflight == "auto":
-        return
-    try:
-        limit = int(args.max_inflight)
-    except ValueError:
-        raise BenchError(
-            f"--max-inflight must be a number or auto, got {args.max_inflight!r}"
-        ) from None
-    if limit < 1:
-        raise BenchError(f"--max-inflight must be at least 1, got {limit}")
-    if args.llm != "emulated":
-        return  # the cap on another server depends on its client: checked when it opens
-    replicas = DEPLOYMENTS[args.deployment][0]
-    targets = replicas if (args.alto_endpoint or "replicas") == "replicas" else 1
-    cap = args.llm_concurrency or CAP_PER_REPLICA * replicas
-    if limit * targets > cap:
-        raise BenchError(
-            f"--max-inflight {limit} per replica x {targets} target(s) exceeds the shared cap "
-            f"of {cap} LLM calls: at most {cap // targets}, or raise --llm-concurrency"
-        )
-
-
-def _emulator_config(text: str) -> str:
-    """The emulator's config as validated JSON text (from ``JSON`` or ``@file``)."""
-    import pydantic
-
-    from alto.bench.emulator import EmulatorConfig
-
+def _read_emulator_config(text: str) -> str:
+    """``--emulator-config``: the JSON text itself, or ``@file``'s."""
     if text.startswith("@"):
         try:
             text = Path(text[1:]).read_text(encoding="utf-8")
         except OSError as exc:
             raise BenchError(f"cannot read the emulator config {text[1:]!r}: {exc}") from None
-    try:
-        return EmulatorConfig.model_validate_json(text).model_dump_json()
-    except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
-        raise BenchError(f"--emulator-config is not a valid EmulatorConfig: {problems}") from None
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
     """``alto bench``: benchmark, then write the results, report and plots."""
     import anyio
 
-    from alto.bench.runner import bench_app, environment
+    from alto.bench.environment import environment
+    from alto.bench.runner import bench_app
 
     settings = settings_from(args)
     out = Path(args.out)

@@ -247,7 +247,7 @@ def _read(proc: subprocess.Popen[str], log: PromptLog, tail: list[str]) -> None:
 
 class LlamaServerCounters:
     """The servers' prompt counters around each benchmark run, in the emulator's shape
-    (:class:`~alto.bench.runner.EmulatorCounters`)."""
+    (:class:`~alto.bench.emulated.EmulatorCounters`)."""
 
     def __init__(self, servers: LlamaServers) -> None:
         self.servers = servers

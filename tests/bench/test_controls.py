@@ -29,8 +29,10 @@ from alto.bench.controls import (
     holds_client,
 )
 from alto.bench.endpoints import replica_urls
+from alto.bench.operators import open_bench_operators
 from alto.bench.record import Recorder, RecordingLLM
-from alto.bench.runner import Settings, load_app, open_bench_operators
+from alto.bench.runner import load_app
+from alto.bench.settings import Settings
 from alto.bench.systems import ALTO, SYSTEMS
 from alto.operators.llm.base import LLM, Message, Stop
 from alto.operators.llm.dispatch import Dispatcher

@@ -185,7 +185,8 @@ def test_no_timer_pass_when_modeled_time_does_not_pass() -> None:
 
 @pytest.mark.anyio
 async def test_the_bench_keeps_each_runs_decisions_per_replica() -> None:
-    from alto.bench.runner import DEPLOYMENTS, EmulatorCounters
+    from alto.bench.emulated import EmulatorCounters
+    from alto.bench.settings import DEPLOYMENTS
 
     assert DEPLOYMENTS["ll4"] == (4, "least-loaded")
     async with EmulatorServer(EmulatorConfig(time_scale=0.0), replicas=2) as server:

@@ -280,7 +280,8 @@ class _Counting:
 )
 async def test_every_system_gets_the_same_llm_cap(system: str) -> None:
     from alto.bench.record import Recorder
-    from alto.bench.runner import Settings, _Session
+    from alto.bench.session import Session
+    from alto.bench.settings import Settings
     from alto.bench.systems import langgraph_unavailable
     from examples import multihop
     from examples.common import fake_operators
@@ -292,7 +293,7 @@ async def test_every_system_gets_the_same_llm_cap(system: str) -> None:
     ops.llm = counting  # type: ignore[assignment]
     knobs = {"llm_cap": 2, "langgraph_max_concurrency": 1024}
     inputs = multihop.load_inputs(4)
-    session = _Session(multihop, ops, inputs, Settings(apps=["multihop"]), knobs, None, None)
+    session = Session(multihop, ops, inputs, Settings(apps=["multihop"]), knobs, None, None)
     recorder = Recorder()
     outcome = await driver.closed_loop(session.server(system, recorder), inputs, 4, timeout=60)
     assert len(outcome.completed) == 4
