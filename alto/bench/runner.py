@@ -124,7 +124,8 @@ async def bench_app(name: str, settings: Settings, *, progress: bool = True) -> 
         for system in dict.fromkeys([*systems, REFERENCE]):  # warm, so the bound pass is not cold
             await session.warm(system)
         bounds = await session.bound_pass(emulator)
-        sweep = plan_levels(settings, bounds, emulator)
+        cpu_is_work = not llm_stages(app) or settings.llm == "local"
+        sweep = plan_levels(settings, bounds, emulator, cpu_is_work=cpu_is_work)
         runs, stopped = await session.measure_all(systems, sweep, progress)
         timelines = {s: await session.timeline(s) for s in TIMELINE_SYSTEMS if s in systems}
     return {

@@ -178,6 +178,8 @@ class SearchPlan:
         factor: the bracketing step (multiply or divide the rate by it).
         width: stop bisecting when the lowest fail / the highest pass <= 1 + width.
         max_trials: trials per search at most (then it stops, saying so).
+        min_span_s: a run's measured arrivals span at least this many seconds (see
+            :meth:`run_size`).
         floor: below this rate the search stops going down (no rate passes); default
             ``start / 16``: a system that fails a sixteenth of the start rate is told apart
             already, and a trial's length grows as the rate falls.
@@ -192,6 +194,7 @@ class SearchPlan:
     width: float = 0.25
     max_trials: int = 16
     floor: float | None = None
+    min_span_s: float = 3.0
 
     def __post_init__(self) -> None:
         if not self.start > 0 or (self.floor is not None and not self.floor > 0):
@@ -224,7 +227,11 @@ class SearchPlan:
         that drains inside the SLO says nothing of a sustained rate), and its measured
         arrivals span at least ``slo_s / width`` seconds: offered ``1 + width`` times what a
         system sustains, its backlog grows by ``width`` of its capacity per second, so the
-        wait it adds passes the SLO within that span. Below those times the counts are
+        wait it adds passes the SLO within that span. The span is also at least
+        :attr:`min_span_s` (3 s): with a short SLO (ingest's 50 ms) ``slo_s / width`` is a
+        fifth of a second, and whether a run passed then said whether one of the machine's
+        periodic stalls (a full garbage collection, a time slice lost to another process)
+        fell inside it, not what rate the system sustains. Below those times the counts are
         :attr:`warmup` and :attr:`per_run`.
 
         Example:
@@ -234,7 +241,8 @@ class SearchPlan:
             (200, 40)
         """
         warmup = max(self.warmup, math.ceil(rate * slo_s))
-        measured = max(self.per_run, math.ceil(rate * slo_s / self.width))
+        span = max(slo_s / self.width, self.min_span_s)
+        measured = max(self.per_run, math.ceil(rate * span))
         return warmup + measured, warmup
 
 
@@ -535,7 +543,7 @@ def rate_parity(a: dict[str, Any], b: dict[str, Any]) -> bool:
 async def search_session(
     session: Any, systems: list[str], sweep: dict[str, Any], progress: bool
 ) -> list[dict[str, Any]]:
-    """``--load search`` for one app's runner session (``alto.bench.runner._Session``):
+    """``--load search`` for one app's runner session (``alto.bench.session.Session``):
     every system's search, its runs through ``session.measure``; the runs, and the trials
     and per-system outcome put into ``sweep["search"]``."""
     from tqdm.auto import tqdm

@@ -73,6 +73,7 @@ class Settings:
     open_inputs: int = 24  # submissions per open-loop rate
     slo_factor: float = 3.0  # the SLO: this times the asyncio reference's unloaded p50
     slo_s: float | None = None  # or a fixed SLO in seconds
+    slo_floor_s: float = 0.05  # the factor's SLO is at least this (see plan_levels)
     sweep_stop: bool = True  # an open sweep stops a system past its first missed SLO
     repeats: int = 1
     seed: int = 0
@@ -81,7 +82,7 @@ class Settings:
     search_arrivals: int = 60
     search_warmup: int = 4
     search_rounds: int = 2
-    search_factor: float = 1.5
+    search_factor: float = 1.25
     search_width: float = 0.25
     search_start: float | None = None  # None: half the rate ceiling (see plan_levels)
     systems: list[str] = field(default_factory=lambda: list(SYSTEMS))
@@ -118,6 +119,10 @@ class Settings:
             raise BenchError(f"--slo must be a positive number of seconds, got {self.slo_s}")
         if not self.slo_factor > 0:
             raise BenchError(f"--slo-factor must be positive, got {self.slo_factor}")
+        if not self.slo_floor_s >= 0:
+            raise BenchError(
+                f"--slo-floor must be a number of seconds >= 0, got {self.slo_floor_s}"
+            )
         if self.load == "search":
             self._check_search()
         if self.queries is not None:

@@ -267,6 +267,8 @@ def test_runs_are_sized_by_time_at_high_rates() -> None:
     assert warmup == math.ceil(5043.0 * 3.2)
     assert arrivals - warmup == math.ceil(5043.0 * 3.2 / 0.25)
     assert trial_seconds(100.0, 1.0, plan) > 3 * 5.0  # at least warm-up + span per run
+    # a short SLO: the measured span is still 3 s, so one stall of the machine cannot decide
+    assert plan.run_size(200.0, 0.05) == (10 + 600, 10)
 
 
 def test_a_trial_measures_runs_of_the_planned_size() -> None:
@@ -283,4 +285,4 @@ def test_a_trial_measures_runs_of_the_planned_size() -> None:
 
     anyio.run(lambda: run_searches(["alto"], plan, 1.0, measure))
     assert asked and all(a == plan.run_size(50.0, 1.0) for a in asked)
-    assert asked[0] == (50 + 100, 50)
+    assert asked[0] == (50 + 150, 50)  # 3 s measured (the least span), more than SLO / width
