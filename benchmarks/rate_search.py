@@ -1,29 +1,40 @@
 """Regenerate every emulated rate-search report, controls included, in one go.
 
-What runs, in this order (so that the comparisons that matter most come first):
+What runs, in this order (the comparisons that matter most first):
 
 1. each LLM app (factcheck, multihop, summarize) on ``ll4`` (4 emulated replicas behind
    least-loaded) with every main system; factcheck also with the controls
    (``alto bench --controls``: what each ingredient buys);
 2. ingest (no LLM calls: one report, on ``single``) with every main system;
-3. each LLM app on ``single`` (one loaded server) and on ``prefix4`` (4 replicas behind
-   SGLang router's cache-aware policy) with Alto, the asyncio reference and the LangGraph
-   version whose rate was highest on ``ll4`` (a tie goes to the version listed first in
-   ``alto.bench.systems.SYSTEMS``);
+3. factcheck and summarize on ``single`` (one loaded server), then summarize on ``prefix4``
+   (4 replicas behind SGLang router's cache-aware policy), each with Alto, the asyncio
+   reference and the LangGraph version whose rate was highest on ``ll4`` (a tie goes to the
+   version listed first: flat, subgraph, functional);
 4. the best-against-best table over all of them (``python -m alto.bench.headline``).
 
-What is cut to fit 90 minutes on 2 cores, and why: ``rr4`` (on factcheck it tied ``ll4``
-for every system within one step of the search's grid, and least-loaded is the stronger of
-the two for the systems that sit behind a balancer; Alto is given the replica URLs, so its
-runs on ``rr4`` and ``ll4`` are the same deployment), and on ``single`` and ``prefix4`` the
-two LangGraph versions that were slower on ``ll4``. With every deployment and every system
-the set takes about 2.5 hours.
+What is cut to fit 90 minutes on 2 cores, and why (measured: factcheck on ``ll4`` with the 7
+controls 9 minutes, multihop on ``ll4`` 20, summarize on ``single`` 26; every report is
+listed with its time in ``timings.json``):
 
-Each ``alto bench`` runs in its own process; the wall time of each, the commit and the
-machine go to ``timings.json`` beside the reports.
+* ``rr4``: on factcheck it tied ``ll4`` for every system within one step of the search's
+  grid, least-loaded is the stronger of the two for the systems behind a balancer, and Alto
+  is given the replica URLs, so its runs on ``rr4`` and ``ll4`` are the same deployment;
+* ``prefix4`` for factcheck and multihop: on factcheck it was below ``ll4`` for every
+  system (the first search, commit 5d556a1), and the cache-aware policy matters where calls
+  share long prompt prefixes, summarize's map calls;
+* multihop on ``single``: on ``ll4`` every multihop trial found the bench process above 90%
+  of a core (its hashing embedder and retrieval), so this machine, not the servers, bounds
+  multihop, and a run on one server would not have fit;
+* on ``single`` and ``prefix4`` the two LangGraph versions that were slower on ``ll4``.
+
+With every deployment and every system the set takes about 3 hours.
+
+Each ``alto bench`` runs in its own process. ``timings.json`` beside the reports gets each
+command's wall time as it ends, with the commit and the machine; ``--resume`` skips the
+reports already written (their times kept), so an interrupted set can be finished.
 
 Usage: python benchmarks/rate_search.py [--out docs/benchmarks/search] [--apps ...]
-       [--dry-run]
+       [--resume] [--dry-run]
 """
 
 from __future__ import annotations
@@ -67,22 +78,48 @@ def best_langgraph(results: Path, app: str) -> str:
     return max(LANGGRAPH, key=lambda name: (rank(name), -LANGGRAPH.index(name)))
 
 
-def run(cmd: list[str], log: list[dict[str, Any]], dry: bool) -> None:
-    """Run one command, recording its wall time; stop the whole set if it fails."""
-    print("+", shlex.join(cmd), flush=True)
-    if dry:
-        return
-    start = time.monotonic()
-    done = subprocess.run(cmd, check=False)
-    wall = round(time.monotonic() - start, 1)
-    log.append({"command": shlex.join(cmd), "wall_s": wall, "returncode": done.returncode})
-    print(f"  {wall:.0f} s, exit {done.returncode}", flush=True)
-    if done.returncode:
-        raise SystemExit(f"{shlex.join(cmd)} failed with exit code {done.returncode}")
+EXTRA = (("factcheck", "single"), ("summarize", "single"), ("summarize", "prefix4"))
+"""Reports with three systems, after every ``ll4`` report and ingest, in this order."""
+
+
+class Log:
+    """Each command's wall time, written to ``timings.json`` as each ends (kept on resume)."""
+
+    def __init__(self, path: Path, *, dry: bool, resume: bool) -> None:
+        self.path, self.dry = path, dry
+        held = json.loads(path.read_text()) if resume and path.exists() else {}
+        self.commands: list[dict[str, Any]] = held.get("commands", [])
+
+    def run(self, cmd: list[str]) -> None:
+        """Run one command, recording its wall time; stop the whole set if it fails."""
+        print("+", shlex.join(cmd), flush=True)
+        if self.dry:
+            return
+        start = time.monotonic()
+        done = subprocess.run(cmd, check=False)
+        wall = round(time.monotonic() - start, 1)
+        self.commands.append(
+            {"command": shlex.join(cmd), "wall_s": wall, "returncode": done.returncode}
+        )
+        self.save()
+        print(f"  {wall:.0f} s, exit {done.returncode}", flush=True)
+        if done.returncode:
+            raise SystemExit(f"{shlex.join(cmd)} failed with exit code {done.returncode}")
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "commit": commit(),
+            "machine": f"{os.cpu_count()} cores, {platform.machine()}, "
+            f"Python {platform.python_version()}",
+            "total_s": round(sum(c["wall_s"] for c in self.commands), 1),
+            "commands": self.commands,
+        }
+        self.path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def commit() -> str:
-    """The commit the reports are made at (with ``+dirty`` when the tree has changes)."""
+    """The commit the reports are made at (with ``+dirty`` when ``alto/`` has changes)."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "alto"], capture_output=True)
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
@@ -92,47 +129,37 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks/search"))
     p.add_argument("--apps", nargs="+", default=[*LLM_APPS, "ingest"])
+    p.add_argument("--resume", action="store_true", help="skip reports already written")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = p.parse_args(argv)
     out: Path = args.out
-    log: list[dict[str, Any]] = []
-    started = time.monotonic()
-    llm_apps = [a for a in args.apps if a in LLM_APPS]
+    log = Log(out / "timings.json", dry=args.dry_run, resume=args.resume)
+
+    def report(app: str, deployment: str, *extra: str) -> None:
+        if args.resume and (out / app / deployment / "results.json").exists():
+            print(f"= {app} on {deployment}: written already", flush=True)
+            return
+        log.run(bench(app, deployment, out, *extra))
+
+    llm_apps = [a for a in LLM_APPS if a in args.apps]
     for app in llm_apps:
-        extra = ["--trace", str(out / app / "ll4" / "trace.json")]
-        run(
-            bench(app, "ll4", out, *extra, *(["--controls"] if app == "factcheck" else [])),
-            log,
-            args.dry_run,
-        )
+        trace = ["--trace", str(out / app / "ll4" / "trace.json")]
+        report(app, "ll4", *trace, *(["--controls"] if app == "factcheck" else []))
     if "ingest" in args.apps:
-        run(bench("ingest", "single", out), log, args.dry_run)
-    for deployment in ("single", "prefix4"):
-        for app in llm_apps:
-            version = (
-                "langgraph-functional"
-                if args.dry_run
-                else best_langgraph(out / app / "ll4" / "results.json", app)
-            )
-            systems = ",".join([ALTO, version, REFERENCE])
-            run(bench(app, deployment, out, "--systems", systems), log, args.dry_run)
-    reports = sorted(str(p) for p in out.glob("*/*/results.json"))
-    run([sys.executable, "-m", "alto.bench.headline", *reports, "--out", str(out / "headline.md")],
-        log, args.dry_run)  # fmt: skip
-    if not args.dry_run:
-        (out / "timings.json").write_text(
-            json.dumps(
-                {
-                    "commit": commit(),
-                    "machine": f"{os.cpu_count()} cores, {platform.machine()}, "
-                    f"Python {platform.python_version()}",
-                    "total_s": round(time.monotonic() - started, 1),
-                    "commands": log,
-                },
-                indent=2,
-            )
-            + "\n"
+        report("ingest", "single")
+    for app, deployment in EXTRA:
+        if app not in llm_apps:
+            continue
+        version = (
+            LANGGRAPH[0]
+            if args.dry_run
+            else best_langgraph(out / app / "ll4" / "results.json", app)
         )
+        report(app, deployment, "--systems", ",".join([ALTO, version, REFERENCE]))
+    reports = sorted(str(p) for p in out.glob("*/*/results.json"))
+    log.run(
+        [sys.executable, "-m", "alto.bench.headline", *reports, "--out", str(out / "headline.md")]
+    )
     return 0
 
 
