@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -124,6 +125,12 @@ def server(service: Any, sock: socket.socket, *, out: Any = None) -> Any:
     import uvicorn
 
     class Server(uvicorn.Server):
+        stopped_by: list[int]  # the signals that stopped it (Ctrl-C: SIGINT)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self.stopped_by = [*getattr(self, "stopped_by", []), sig]
+            super().handle_exit(sig, frame)
+
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             if out is not None:
                 print(f"alto serve: draining {service.pipeline.inflight} inputs in flight "
@@ -197,4 +204,7 @@ async def _serve_on(options: ServeOptions, sock: socket.socket, out: Any) -> int
               "GET /v1/flow, /health, /metrics); Ctrl-C drains and stops", file=out,
               flush=True)
         await uv.serve(sockets=[sock])
-    return 0
+    # Ctrl-C exits 130 like every other command. uvicorn raises the signal it caught again
+    # once it has stopped, but whether that reaches the CLI as a KeyboardInterrupt depends on
+    # whether this task awaits again before it returns; the answer must not.
+    return 130 if signal.SIGINT in getattr(uv, "stopped_by", []) else 0
