@@ -132,6 +132,7 @@ def client_plans(
     max_inflight: str | None = None,
     order: str | None = None,
     route: str | None = None,
+    server_limit: int | None = None,
 ) -> dict[str, ClientPlan]:
     """The client of every client-holding system among ``systems``.
 
@@ -144,6 +145,8 @@ def client_plans(
             then).
         endpoint, max_inflight, order, route: Alto's knobs as given (None: the client's
             defaults); the Alto controls change only the knob they are named for.
+        server_limit: what each replica says it serves at once, where the bench knows it
+            (see :func:`~alto.bench.endpoints.client_plan`).
     """
     alto = dict(endpoint=endpoint, max_inflight=max_inflight, order=order, route=route)
     per_replica = max(1, cap // len(replicas))
@@ -170,7 +173,9 @@ def client_plans(
                 route="least-loaded",
                 send_priority=False,
             )
-        plans[system] = client_plan(base_url=base_url, replicas=replicas, cap=cap, **knobs)
+        plans[system] = client_plan(
+            base_url=base_url, replicas=replicas, cap=cap, server_limit=server_limit, **knobs
+        )
     return plans
 
 

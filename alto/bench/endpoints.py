@@ -67,7 +67,9 @@ class ClientPlan:
     Attributes:
         endpoint: ``"replicas"`` or ``"balancer"`` (see the module docstring).
         targets: the base URLs given to the client.
-        max_inflight: per replica: an int, or ``"auto"`` (learned, at most ``ceiling``).
+        max_inflight: per replica: an int, ``"auto"`` (learned, at most ``ceiling``), or
+            ``"server"`` (what each server says it serves at once: llama-server's slots,
+            kept only where the bench knows that is at most ``ceiling``).
         ceiling: the most calls in flight per replica: ``llm_cap // len(targets)``.
         order / route: the dispatcher's policies.
         send_priority: whether requests carry the dispatcher's ``priority`` (only to a server
@@ -97,11 +99,12 @@ class ClientPlan:
             else "the balancer's URL, like the semaphore-held systems"
         )
         each = "per replica" if n > 1 else "on it"
-        limit = (
-            f"{self.max_inflight} in flight {each}"
-            if isinstance(self.max_inflight, int)
-            else f"a learned limit {each} of at most {self.ceiling}"
-        )
+        if isinstance(self.max_inflight, int):
+            limit = f"{self.max_inflight} in flight {each}"
+        elif self.max_inflight == "server":
+            limit = f"the server's own slot count {each} (at most {self.ceiling})"
+        else:
+            limit = f"a learned limit {each} of at most {self.ceiling}"
         return (
             f"its client's dispatcher over {where}: {limit}, at most "
             f"{self.ceiling * n} in all; order `{self.order}`, route `{self.route}`"
@@ -125,6 +128,7 @@ def client_plan(
     order: str | None,
     route: str | None,
     send_priority: bool,
+    server_limit: int | None = None,
 ) -> ClientPlan:
     """A client for a deployment whose replicas' base URLs are ``replicas``, behind the
     balancer at ``base_url``, under ``cap``.
@@ -137,6 +141,12 @@ def client_plan(
     ``"auto"`` (a limit the servers report, which the cap would not bound) is
     ``cap // targets``. An int ``max_inflight`` above
     ``cap // targets`` would give the system more concurrency than the others: a ValueError.
+
+    ``server_limit``: what every replica says it serves at once, where the bench started
+    the servers and knows it (llama.cpp's ``llama-server``: its slots). Where it is at most
+    ``cap // targets`` and the targets are the servers themselves (not a balancer in front
+    of several), the client's default ``"server"`` is kept: the client asks each server
+    (``/props``) as it would anywhere, and the cap still holds.
     """
     if endpoint is None:
         endpoint = "replicas" if len(replicas) > 1 else "balancer"
@@ -150,7 +160,12 @@ def client_plan(
             "raise --llm-concurrency"
         )
     asked: Any = client_default("max_inflight") if max_inflight is None else max_inflight
-    if max_inflight is None and not isinstance(asked, int) and asked != "auto":
+    on_servers = endpoint == "replicas" or len(replicas) == 1
+    reported = server_limit is not None and server_limit <= ceiling and on_servers
+    keep_server = max_inflight is None and asked == "server" and reported
+    if keep_server:
+        pass  # the servers' own limit, known to hold the cap
+    elif max_inflight is None and not isinstance(asked, int) and asked != "auto":
         # a limit the servers report (``"server"``) could pass the shared cap: its share instead
         asked = ceiling
     elif max_inflight is None and isinstance(asked, int):
@@ -158,7 +173,7 @@ def client_plan(
         asked = ceiling if endpoint == "balancer" and len(replicas) > 1 else min(asked, ceiling)
     if asked is None or asked == "none":
         raise ValueError("an unlimited dispatcher would not hold the shared cap: give a number")
-    if not isinstance(asked, int) and str(asked) != "auto":
+    if not keep_server and not isinstance(asked, int) and str(asked) != "auto":
         try:
             asked = int(asked)
         except ValueError:
