@@ -3,6 +3,7 @@
     alto bench factcheck --llm emulated --concurrency 1,4,16 --closed-inputs 100 --out bench
     alto bench all --llm emulated --deployment prefix4 --load open --out bench-open
     alto bench multihop --llm emulated --load open --rate 2,4,8 --slo 2.5 --out bench-poisson
+    alto bench factcheck --llm llama-server-native --deployment rr2 --concurrency 2,4
 
 One app runs in this process. ``all`` runs each app in a process of its own, one after
 another (the systems of one app share that process and interleave), then writes one
@@ -31,6 +32,8 @@ from alto.bench.settings import (
     FANOUTS,
     LLMS,
     LOADS,
+    NATIVE_SLOTS,
+    NATIVE_THREADS,
     BenchError,
     Settings,
     check_available,
@@ -54,16 +57,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="emulated: the serving-timing emulator (default; timing emulation, not "
         "a model); local: embedded SmolLM2 in-process; llama-server: embedded SmolLM2 on "
         "llama_cpp.server processes started on loopback, one per replica of --deployment "
-        "(one CPU thread each); openai: a server at --llm-url; fake: the scripted test double",
+        "(one sequence and one CPU thread each); llama-server-native: embedded SmolLM2 on "
+        "llama.cpp's own llama-server processes started on loopback, one per replica of "
+        "--deployment (--llm-slots sequences decoded in one batch each; built by 'bash "
+        "install.sh llama-server'); openai: a server at --llm-url; fake: the scripted test "
+        "double",
     )
     p.add_argument("--llm-url", help="base URL of an OpenAI-compatible server (…/v1)")
-    p.add_argument("--llm-model", help="model name for the server, or a GGUF path for local")
+    p.add_argument(
+        "--llm-model",
+        help="model name for the server, or a GGUF path for local and llama-server-native",
+    )
+    p.add_argument(
+        "--llm-slots",
+        type=int,
+        metavar="N",
+        help="llama-server-native: sequences each server decodes together, each with its "
+        f"own prompt cache (-np; default {NATIVE_SLOTS} in all, shared out over the "
+        "deployment's servers: single 4, rr2/prefix2 2 each, rr4/ll4/prefix4 1 each)",
+    )
+    p.add_argument(
+        "--llm-threads",
+        type=int,
+        metavar="T",
+        help=f"llama-server-native: CPU threads of each server (-t; default {NATIVE_THREADS} "
+        "in all, shared out over the deployment's servers, at least 1 each)",
+    )
     p.add_argument(
         "--llm-concurrency",
         type=int,
         help="the one client-side cap on concurrent LLM calls, shared by all of a system's "
         "calls in a run and the same for every system (default: 16 per emulated replica; "
-        "otherwise the LLM client's own concurrency times the app's LLM stages)",
+        "llama-server-native: every slot of the deployment; otherwise the LLM client's own "
+        "concurrency times the app's LLM stages)",
     )
     p.add_argument(
         "--emulator-config",
@@ -90,9 +116,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--deployment",
         choices=list(DEPLOYMENTS),
         default="single",
-        help="the LLM deployment every system runs against (--llm emulated or llama-server): "
-        "one server; 2 or 4 replicas behind round-robin (rrN) or behind the prefix-aware "
-        "balancer (prefixN) (default single)",
+        help="the LLM deployment every system runs against (--llm emulated, llama-server or "
+        "llama-server-native): single: one server, called directly; rr2, rr4: 2 or 4 servers "
+        "behind a round-robin balancer; prefix2, prefix4: behind the prefix-aware one; ll4: 4 "
+        "behind the least-loaded one (default single). With llama-server-native each server "
+        "has --llm-slots slots: single is one server of 4, rr2 and prefix2 two of 2",
     )
     p.add_argument(
         "--alto-endpoint",
@@ -241,7 +269,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also run every control (Alto behind the balancer, with lineage off, without "
         "priority; the baselines with a client of their own over the replica URLs); needs "
-        "an OpenAI-compatible LLM: --llm emulated, llama-server or openai",
+        "an OpenAI-compatible LLM: --llm emulated, llama-server, llama-server-native or "
+        "openai",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the Poisson schedules")
     p.add_argument(
@@ -316,6 +345,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         docs_per_corpus=args.docs_per_corpus,
         config=args.config or None,
         llm_concurrency=args.llm_concurrency,
+        llm_slots=args.llm_slots,
+        llm_threads=args.llm_threads,
         emulator_config=_read_emulator_config(emulator_config) if emulator_config else None,
         emulator_mode=args.emulator_mode,
         deployment=args.deployment,

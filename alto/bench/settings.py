@@ -19,11 +19,23 @@ from alto.bench.systems import SYSTEMS
 from alto.operators.llm.dispatch import ORDERS, ROUTES
 
 APPS = ("factcheck", "multihop", "summarize", "ingest")
-LLMS = ("emulated", "local", "llama-server", "openai", "fake")
-"""``--llm``: the serving-timing emulator, embedded SmolLM2 in-process, llama.cpp's server
-processes, a server at ``--llm-url``, the scripted test double."""
-SERVER_LLMS = ("emulated", "llama-server", "openai")
+LLMS = ("emulated", "local", "llama-server", "llama-server-native", "openai", "fake")
+"""``--llm``: the serving-timing emulator, embedded SmolLM2 in-process, llama-cpp-python's
+one-sequence server processes, llama.cpp's own multi-slot ``llama-server`` processes, a
+server at ``--llm-url``, the scripted test double."""
+SERVER_LLMS = ("emulated", "llama-server", "llama-server-native", "openai")
 """The LLMs behind an OpenAI-compatible server, the only ones a client of its own can call."""
+STARTED_LLMS = ("emulated", "llama-server", "llama-server-native")
+"""The LLMs whose servers the bench starts, one per replica of ``--deployment``."""
+NATIVE_SLOTS = 4
+"""``--llm llama-server-native``: slots of the whole deployment unless ``--llm-slots`` says
+how many each server has; shared out over its servers (``single``: one server of 4; ``rr2``
+and ``prefix2``: two of 2; ``rr4``, ``ll4`` and ``prefix4``: four of 1), so every deployment
+decodes as many sequences at once."""
+NATIVE_THREADS = 2
+"""``--llm llama-server-native``: CPU threads of the whole deployment unless
+``--llm-threads`` says how many each server has; shared out over its servers, at least one
+each."""
 LOADS = ("closed", "open", "search")
 EMBEDDERS = ("minilm", "hash")
 EMULATOR_MODES = ("process", "thread")
@@ -39,7 +51,11 @@ DEPLOYMENTS: dict[str, tuple[int, str]] = {
     "ll4": (4, "least-loaded"),
     "prefix4": (4, "prefix-aware"),
 }
-"""``--deployment``: replicas (emulated, or llama.cpp servers) and the balancer in front."""
+"""``--deployment``: replicas and the balancer in front: emulated replicas, or servers the
+bench starts (``--llm llama-server``: one-sequence ``llama_cpp.server`` processes;
+``--llm llama-server-native``: llama.cpp's ``llama-server`` processes of ``llm_slots`` slots
+each). Several servers stand behind the balancer proxy (:mod:`alto.bench.proxy`) with that
+policy; on ``single`` the one server is called directly."""
 
 
 class BenchError(ValueError):
@@ -90,6 +106,10 @@ class Settings:
     docs_per_corpus: int = 16
     config: str | None = None  # a JSON file of the app's Config (one app only)
     llm_concurrency: int | None = None  # the shared client-side cap (None: the default)
+    # llama-server-native, per server (None: NATIVE_SLOTS / NATIVE_THREADS shared out; set
+    # when the settings are made, so the settings recorded say what ran)
+    llm_slots: int | None = None
+    llm_threads: int | None = None
     emulator_config: str | None = None  # EmulatorConfig as JSON (None: its defaults)
     emulator_mode: str = "process"
     deployment: str = "single"
@@ -136,7 +156,7 @@ class Settings:
         if controls and self.llm not in SERVER_LLMS:
             raise BenchError(
                 f"the controls ({', '.join(dict.fromkeys(controls))}) hold LLM clients of their "
-                "own: --llm emulated, llama-server or openai"
+                f"own: --llm {_choices(SERVER_LLMS)}"
             )
         if self.config and len(self.apps) > 1:
             raise BenchError("--config holds one app's settings: name that app, not 'all'")
@@ -150,11 +170,12 @@ class Settings:
             self.emulator_config = _emulator_config(self.emulator_config)
             if self.llm != "emulated":
                 raise BenchError("--emulator-config is for --llm emulated")
-        if self.deployment != "single" and self.llm not in ("emulated", "llama-server"):
+        if self.deployment != "single" and self.llm not in STARTED_LLMS:
             raise BenchError(
-                f"--deployment {self.deployment} starts its replicas: --llm emulated or "
-                "llama-server"
+                f"--deployment {self.deployment} starts its replicas: --llm "
+                f"{_choices(STARTED_LLMS)}"
             )
+        self._check_native()
         self._check_dispatcher_knobs()
         if self.llm == "openai" and not self.llm_url:
             raise BenchError("--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)")
@@ -164,6 +185,15 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def servers(self) -> int:
+        """How many servers (or emulated replicas) ``deployment`` has."""
+        return DEPLOYMENTS[self.deployment][0]
+
+    def native_cap(self) -> int:
+        """``--llm llama-server-native``'s default cap: every slot of the deployment, so no
+        system has more calls in flight than the servers decode at once."""
+        return self.servers() * (self.llm_slots or 1)
 
     def inputs_for(self, available: int) -> int:
         """Distinct inputs of an app: ``queries``, or as many as one level submits."""
@@ -188,6 +218,55 @@ class Settings:
             if value not in allowed and not (optional and value is None):
                 flag = "--" + name.replace("_", "-")
                 raise BenchError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+
+    def _check_native(self) -> None:
+        """``--llm-slots`` and ``--llm-threads`` size llama.cpp's own servers, and only
+        theirs; unset, they become the shares of :data:`NATIVE_SLOTS` and
+        :data:`NATIVE_THREADS` per server of the deployment."""
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in ("llm_slots", "llm_threads")
+            if getattr(self, name) is not None
+        ]
+        if self.llm != "llama-server-native":
+            if given:
+                held = (
+                    " (llama_cpp.server holds one sequence; llama.cpp's own server has slots)"
+                    if self.llm == "llama-server"
+                    else ""
+                )
+                flags = " and ".join(given)
+                raise BenchError(
+                    f"{flags} {'are' if len(given) > 1 else 'is'} for llama.cpp's own servers "
+                    f"only: pass --llm llama-server-native, or leave {flags} out{held}"
+                )
+            return
+        for name in ("llm_slots", "llm_threads"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < 1):
+                flag = "--" + name.replace("_", "-")
+                raise BenchError(f"{flag} must be at least 1 (per server), got {value!r}")
+        if self.llm_url:
+            raise BenchError(
+                "--llm llama-server-native starts its own servers on loopback: leave --llm-url "
+                "out, or pass --llm openai to call the server at that URL"
+            )
+        if self.llm_model is not None and not Path(self.llm_model).is_file():
+            raise BenchError(
+                f"--llm-model {self.llm_model!r}: with --llm llama-server-native it is the "
+                "GGUF file the servers load (default the embedded SmolLM2); no such file"
+            )
+        servers = self.servers()
+        if self.llm_slots is None:
+            self.llm_slots = max(1, NATIVE_SLOTS // servers)
+        if self.llm_threads is None:
+            self.llm_threads = max(1, NATIVE_THREADS // servers)
+        if self.llm_concurrency is not None and self.llm_concurrency < servers:
+            raise BenchError(
+                f"--llm-concurrency {self.llm_concurrency} cannot give each of the "
+                f"{servers} servers of --deployment {self.deployment} one call: pass at "
+                f"least {servers}, or leave it out for every slot ({self.native_cap()})"
+            )
 
     def _check_search(self) -> None:
         """The rate search's options, as :class:`~alto.bench.search.SearchPlan` checks them."""
@@ -223,12 +302,12 @@ class Settings:
         if self.llm not in SERVER_LLMS:
             raise BenchError(
                 f"{', '.join(given)}: Alto's dispatcher is for an OpenAI-compatible server "
-                "(--llm emulated, llama-server or openai)"
+                f"(--llm {_choices(SERVER_LLMS)})"
             )
         if self.alto_endpoint == "replicas" and self.llm == "openai":
             raise BenchError(
-                "--alto-endpoint replicas needs a deployment's replicas: --llm emulated or "
-                "llama-server"
+                "--alto-endpoint replicas needs a deployment's replicas: --llm "
+                f"{_choices(STARTED_LLMS)}"
             )
         if self.max_inflight is None or self.max_inflight == "auto":
             return
@@ -240,11 +319,14 @@ class Settings:
             ) from None
         if limit < 1:
             raise BenchError(f"--max-inflight must be at least 1, got {limit}")
-        if self.llm != "emulated":
+        replicas = self.servers()
+        if self.llm == "emulated":
+            cap = self.llm_concurrency or CAP_PER_REPLICA * replicas
+        elif self.llm == "llama-server-native":
+            cap = self.llm_concurrency or self.native_cap()
+        else:
             return  # the cap on another server depends on its client: checked when it opens
-        replicas = DEPLOYMENTS[self.deployment][0]
         targets = replicas if (self.alto_endpoint or "replicas") == "replicas" else 1
-        cap = self.llm_concurrency or CAP_PER_REPLICA * replicas
         if limit * targets > cap:
             raise BenchError(
                 f"--max-inflight {limit} per replica x {targets} target(s) exceeds the shared "
@@ -254,8 +336,16 @@ class Settings:
 
 def check_available(settings: Settings) -> None:
     """A :class:`BenchError` when this machine cannot give ``settings`` their LLM:
-    llama-cpp-python's server not installed (``--llm llama-server``), or the server at
-    ``--llm-url`` not answering (``--llm openai``)."""
+    llama-cpp-python's server not installed (``--llm llama-server``), llama.cpp's own
+    server not built (``--llm llama-server-native``; the message names the command that
+    builds it), or the server at ``--llm-url`` not answering (``--llm openai``)."""
+    if settings.llm == "llama-server-native":
+        from alto.bench.llama_native import LlamaServerMissing, find_binary
+
+        try:
+            find_binary()
+        except LlamaServerMissing as exc:
+            raise BenchError(f"--llm llama-server-native: {exc}") from None
     if settings.llm == "llama-server":
         import importlib.util
 
@@ -274,6 +364,11 @@ def check_available(settings: Settings) -> None:
             check_llm_server(settings.llm_url or "")
         except Exception as exc:  # alto.apps' own error, re-raised as ours
             raise BenchError(str(exc)) from None
+
+
+def _choices(names: tuple[str, ...]) -> str:
+    """``a, b or c``."""
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
 
 
 def _check_numbers(values: list[Any], flag: str) -> None:
