@@ -85,12 +85,16 @@ def fairness(
 
 
 def default_cap(settings: Settings, ops: Any, stages: int) -> int | None:
-    """The shared cap: ``--llm-concurrency``, else 16 per emulated replica, else what the
-    LLM's own client serves (its replicas per stage times the app's LLM stages)."""
+    """The shared cap: ``--llm-concurrency``, else 16 per emulated replica, else every slot
+    of llama.cpp's own servers (no system has more calls in flight than they decode at
+    once), else what the LLM's own client serves (its replicas per stage times the app's
+    LLM stages)."""
     if settings.llm_concurrency:
         return settings.llm_concurrency
     if settings.llm == "emulated":
         return CAP_PER_REPLICA * DEPLOYMENTS[settings.deployment][0]
+    if settings.llm == "llama-server-native":
+        return settings.native_cap()
     if ops.llm is None or not stages:
         return None
     return int(ops.llm_replicas * stages)
@@ -111,7 +115,8 @@ class BenchOperators:
         plans: how each of those clients was made (:class:`~alto.bench.endpoints.ClientPlan`).
         counters: the servers' prompt and cached-token counters, read around each run
             (:class:`~alto.bench.emulated.EmulatorCounters`,
-            :class:`~alto.bench.llama_servers.LlamaServerCounters`;
+            :class:`~alto.bench.llama_servers.LlamaServerCounters`,
+            :class:`~alto.bench.llama_native.NativeServerCounters`;
             None when the servers keep none).
         deployment: the servers and the balancer, for ``results.json`` (None: one server
             that the bench did not start).
@@ -140,7 +145,9 @@ async def open_bench_operators(
     ``settings.deployment``, in a process of its own by default (so the systems' own CPU
     work cannot slow its clock), and the LLM is an :class:`OpenAIClient` on its balancer
     (``/v1``) with a connection pool larger than the cap (the client never becomes the
-    bottleneck). With an OpenAI-compatible LLM (emulated, llama-server or ``--llm openai``)
+    bottleneck). With ``--llm llama-server`` or ``llama-server-native`` the servers are
+    started here too (:func:`_llama_server_operators`, :func:`_native_operators`). With an
+    OpenAI-compatible LLM (emulated, either llama-server or ``--llm openai``)
     every system among ``systems`` (default ``settings.systems``) that holds a client of its
     own (Alto, the controls: :func:`~alto.bench.controls.client_plans`) gets one, opened here
     once for the app, on the replica URLs or the balancer's; the dispatcher's ``priority``
@@ -154,6 +161,10 @@ async def open_bench_operators(
     chosen = list(settings.systems if systems is None else systems)
     if settings.llm == "llama-server" and "llm" in needs:
         async with _llama_server_operators(app, settings, stages, chosen) as bench:
+            yield bench
+        return
+    if settings.llm == "llama-server-native" and "llm" in needs:
+        async with _native_operators(app, settings, stages, chosen) as bench:
             yield bench
         return
     async with open_operators(
@@ -310,6 +321,91 @@ async def _llama_server_operators(
         )
 
 
+@contextlib.asynccontextmanager
+async def _native_operators(
+    app: ModuleType, settings: Settings, stages: int, systems: Sequence[str]
+) -> AsyncIterator[BenchOperators]:
+    """``--llm llama-server-native``: llama.cpp's own ``llama-server``, one per replica of the
+    deployment, each of ``llm_slots`` slots and ``llm_threads`` threads, behind the balancer
+    proxy when there are several (``single``: one server, called directly; ``rr2`` and
+    ``prefix2``: two behind round-robin or prefix-aware; ``rr4``, ``ll4``, ``prefix4``:
+    four). Every system without a client of its own calls the proxy (or the one server);
+    each with one as :func:`_client_plans` says: Alto's on the servers' own URLs, its limit
+    per server the slot count the server gives (``/props``) where that fits the cap. No
+    ``priority`` is sent: llama.cpp's server has none.
+
+    The servers keep prompts in their slots only (``erasable``), and the counters
+    (:class:`~alto.bench.llama_native.NativeServerCounters`) erase every slot before each
+    run and read each server's ``/metrics`` around it.
+    """
+    from alto.bench.llama_native import NativeLlamaServer, NativeServerCounters, version
+    from alto.bench.proxy import BalancerProxy
+    from alto.operators.llm.openai import OpenAIClient
+    from examples.common import open_operators
+
+    replicas, balancer = DEPLOYMENTS[settings.deployment]
+    slots, threads = settings.llm_slots, settings.llm_threads
+    assert slots is not None and threads is not None  # set by Settings for this LLM
+    async with contextlib.AsyncExitStack() as stack:
+        servers = [
+            await stack.enter_async_context(
+                NativeLlamaServer(
+                    slots=slots, threads=threads, model_path=settings.llm_model, erasable=True
+                )
+            )
+            for _ in range(replicas)
+        ]
+        urls = [server.base_url for server in servers]
+        model = servers[0].alias
+        base_url = urls[0]
+        if replicas > 1:
+            proxy = BalancerProxy(urls, balancer)  # type: ignore[arg-type]
+            base_url = (await stack.enter_async_context(proxy)).base_url
+        ops = await stack.enter_async_context(
+            open_operators(
+                set(app.NEEDS) - {"llm"},
+                embedder=settings.embedder,  # type: ignore[arg-type]
+            )
+        )
+        cap = default_cap(settings, ops, stages)
+        assert cap is not None  # every slot of the deployment, or --llm-concurrency
+        ops.llm = await stack.enter_async_context(
+            OpenAIClient(base_url, model, max_connections=max(64, 2 * cap), max_concurrency=cap)
+        )
+        where = (
+            f"{replicas} servers behind {balancer}" if replicas > 1 else "one server"
+        ) + f", {slots} slot(s) and {threads} thread(s) each"
+        what = "SmolLM2-135M" if settings.llm_model is None else settings.llm_model
+        ops.labels["llm"] = f"{what} on llama.cpp's llama-server ({where})"
+        plans = _client_plans(
+            settings, systems, base_url, urls, cap, priority=False, server_limit=slots
+        )
+        clients = {
+            system: await stack.enter_async_context(
+                open_client(plan, model, max_connections=max(64, 2 * cap), max_concurrency=cap)
+            )
+            for system, plan in plans.items()
+        }
+        yield BenchOperators(
+            ops,
+            cap,
+            clients=clients,
+            plans=plans,
+            counters=NativeServerCounters(servers),
+            deployment={
+                "servers": "llama-server",
+                "deployment": settings.deployment,
+                "replicas": replicas,
+                "balancer": balancer if replicas > 1 else None,
+                "slots_per_server": slots,
+                "threads_per_server": threads,
+                "ctx_per_slot": servers[0].ctx_per_slot,
+                "host_prompt_cache": False,
+                "version": version(servers[0].binary),
+            },
+        )
+
+
 def _client_plans(
     settings: Settings,
     systems: Sequence[str],
@@ -318,6 +414,7 @@ def _client_plans(
     cap: int,
     *,
     priority: bool,
+    server_limit: int | None = None,
 ) -> dict[str, ClientPlan]:
     """The clients of the client-holding systems among ``systems``, Alto's knobs as given."""
     return client_plans(
@@ -330,4 +427,5 @@ def _client_plans(
         max_inflight=settings.max_inflight,
         order=settings.order,
         route=settings.route,
+        server_limit=server_limit,
     )

@@ -106,6 +106,10 @@ def render(results: dict[str, Any]) -> str:
             if settings["llm"] == "emulated"
             else f" (real llama.cpp servers started by the bench), deployment `{deployment}`"
             if settings["llm"] == "llama-server"
+            else f" (llama.cpp's own llama-server processes started by the bench, "
+            f"{settings.get('llm_slots')} slot(s) and {settings.get('llm_threads')} thread(s) "
+            f"each), deployment `{deployment}`"
+            if settings["llm"] == "llama-server-native"
             else ""
         ),
         f"- Load: {sizes}.",
@@ -249,7 +253,7 @@ def _app_section(name: str, app: dict[str, Any], load: str) -> list[str]:
             f"{_s(r['first_fragment_p50_s'])} |"
         )
     lines += ["", f"Table: {name}, {EMULATION if app.get('timing_emulation') else 'measured'}."]
-    if (app.get("deployment") or {}).get("servers") == "llama_cpp.server":
+    if _servers(app) in REAL_SERVERS:
         lines += _prompt_section(name, app, load)
     lines += _endpoint_section(name, app, load, tag)
     from alto.bench.controls import controls_section  # the controls, beside their systems
@@ -266,7 +270,27 @@ def _app_section(name: str, app: dict[str, Any], load: str) -> list[str]:
     return lines
 
 
+REAL_SERVERS = {
+    "llama_cpp.server": "as each server's log counted them",
+    "llama-server": "as each server's own `/metrics` counted them",
+}
+"""The real servers a deployment records (``deployment["servers"]``), and where their
+prompt-token counts come from."""
+
+
+def _servers(app: dict[str, Any]) -> str | None:
+    servers: str | None = (app.get("deployment") or {}).get("servers")
+    return servers
+
+
 def _cache_words(llm: str) -> str:
+    if llm == "llama-server-native":
+        return (
+            "the llama-server processes served from their slots' KV caches (each slot keeps "
+            "its last sequence and a request goes to the idle slot sharing most of its "
+            "prompt; counted by each server's `/metrics`; every slot is erased before every "
+            "run, and no prompts are kept outside the slots)"
+        )
     if llm == "llama-server":
         return (
             "the llama.cpp servers served from their KV cache (each keeps its last sequence "
@@ -277,7 +301,7 @@ def _cache_words(llm: str) -> str:
 
 
 def _prompt_section(name: str, app: dict[str, Any], load: str) -> list[str]:
-    """Prompt tokens per completed input, as the llama.cpp servers' logs counted them."""
+    """Prompt tokens per completed input, as the servers counted them (:data:`REAL_SERVERS`)."""
     level_name = "concurrency" if load == "closed" else "arrival rate"
     groups: dict[tuple[float, str], list[dict[str, Any]]] = {}
     for run in app.get("runs", []):
@@ -301,7 +325,8 @@ def _prompt_section(name: str, app: dict[str, Any], load: str) -> list[str]:
         "",
         "Per completed input, over every measured run: the prompt tokens the llama.cpp "
         "servers received, those they took from their KV cache, and those they evaluated "
-        "(the rest). *evaluated / Alto*: evaluated tokens over Alto's at the same level.",
+        f"(the rest), {REAL_SERVERS[_servers(app) or 'llama_cpp.server']}. "
+        "*evaluated / Alto*: evaluated tokens over Alto's at the same level.",
         "",
         f"| {level_name} | system | inputs | prompt / input | cached / input | "
         "evaluated / input | evaluated / Alto |",
@@ -361,8 +386,7 @@ def _cap_lines(app: dict[str, Any], knobs: dict[str, Any]) -> list[str]:
 def _endpoint_section(name: str, app: dict[str, Any], load: str, tag: str) -> list[str]:
     """Per level and system: who held the cap, the longest client queue, and per replica
     the calls and cached-token share the emulator counted."""
-    real = (app.get("deployment") or {}).get("servers") == "llama_cpp.server"
-    counted_by = "the llama.cpp servers'" if real else "the emulator's"
+    counted_by = "the llama.cpp servers'" if _servers(app) in REAL_SERVERS else "the emulator's"
     from alto.bench.endpoints import endpoint_rows
 
     rows = endpoint_rows(app)
@@ -571,6 +595,9 @@ def _method_section(results: dict[str, Any]) -> list[str]:
         + (
             "Each llama.cpp server is sent a short unrelated prompt before every run."
             if results["settings"]["llm"] == "llama-server"
+            else "Every slot of every llama-server is erased before every run (the servers "
+            "keep no prompts outside their slots)."
+            if results["settings"]["llm"] == "llama-server-native"
             else "The emulator's prefix cache is emptied before every run."
         ),
         "- Critical path: each input runs alone through the asyncio reference once, with "

@@ -112,7 +112,7 @@ async def bench_app(name: str, settings: Settings, *, progress: bool = True) -> 
                 "the app makes no LLM calls"
                 if not llm_stages(app)
                 else "a control needs an OpenAI-compatible LLM server (--llm emulated, "
-                "llama-server or openai)"
+                "llama-server, llama-server-native or openai)"
             )
             systems.remove(system)
         knobs = fairness(app, ops, bench.cap, bench.plans)
