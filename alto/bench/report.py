@@ -370,10 +370,15 @@ def _cap_lines(app: dict[str, Any], knobs: dict[str, Any]) -> list[str]:
     client = knobs.get("alto_client")
     if client:
         limit = client["max_inflight"]
-        lines.append(
-            f"- Alto's dispatcher: `--alto-endpoint {client['endpoint']}`, "
-            f"`--max-inflight {limit}`"
+        per_replica = (
+            f"per replica the slot count each server reports (`/props`), at most "
+            f"{client['ceiling']}"
+            if limit == "server"
+            else f"`--max-inflight {limit}`"
             + (f" (at most {client['ceiling']})" if limit == "auto" else "")
+        )
+        lines.append(
+            f"- Alto's dispatcher: `--alto-endpoint {client['endpoint']}`, {per_replica}"
             + f", `--order {client['order']}`, `--route {client['route']}`, priority "
             + ("sent" if client["send_priority"] else "not sent")
             + "; targets "
@@ -596,7 +601,10 @@ def _method_section(results: dict[str, Any]) -> list[str]:
             "Each llama.cpp server is sent a short unrelated prompt before every run."
             if results["settings"]["llm"] == "llama-server"
             else "Every slot of every llama-server is erased before every run (the servers "
-            "keep no prompts outside their slots)."
+            "keep no prompts outside their slots). Its outputs can differ from the "
+            "reference's without any fault: llama.cpp's logits are not bit-identical across "
+            "batch sizes (its server says so of prompt caching), so a greedy answer can take "
+            "another path when its prompt shares a batch, or a cache, with others."
             if results["settings"]["llm"] == "llama-server-native"
             else "The emulator's prefix cache is emptied before every run."
         ),
