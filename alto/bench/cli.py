@@ -117,7 +117,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=list(DEPLOYMENTS),
         default="single",
         help="the LLM deployment every system runs against (--llm emulated, llama-server or "
-        "llama-server-native): single: one server, called directly; rr2, rr4: 2 or 4 servers "
+        "llama-server-native): single: one server; rr2, rr4: 2 or 4 servers "
         "behind a round-robin balancer; prefix2, prefix4: behind the prefix-aware one; ll4: 4 "
         "behind the least-loaded one (default single). With llama-server-native each server "
         "has --llm-slots slots: single is one server of 4, rr2 and prefix2 two of 2",
