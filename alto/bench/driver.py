@@ -240,7 +240,7 @@ async def _drive(
             assert at is not None
             sample.latency = t - at
             if error is not None:
-                sample.error = f"{type(error).__name__}: {error}"[:500]
+                sample.error = describe(error)[:500]
             sample.output = value
             if i in fragment_ends:
                 sample.first_fragment = fragment_ends[i] - at
@@ -263,3 +263,12 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return {k: _plain(getattr(value, k)) for k in value.__dataclass_fields__}
     return value
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` of ``error``; for an exception group, of the leaves it holds
+    (a TaskGroup's ``unhandled errors`` says nothing of what went wrong)."""
+    if isinstance(error, BaseExceptionGroup):
+        leaves = [describe(e) for e in error.exceptions]
+        return f"{type(error).__name__} of {len(leaves)}: " + "; ".join(leaves)
+    return f"{type(error).__name__}: {error}"

@@ -309,3 +309,14 @@ def test_a_sure_miss_needs_the_whole_interval_over_the_slo() -> None:
     # most inputs fast, a few slow: the p95 is over, but its interval reaches under
     assert not sure_miss([0.5] * 26 + [3.0] * 4, 1.0)
     assert sure_miss([math.inf], 1.0) and not sure_miss([], 1.0)
+
+
+def test_a_failed_inputs_error_names_what_a_task_group_held() -> None:
+    try:
+        raise ExceptionGroup(
+            "unhandled errors in a TaskGroup", [ValueError("no valid Verdict"), KeyError("k")]
+        )
+    except ExceptionGroup as group:
+        said = driver.describe(group)
+    assert said == "ExceptionGroup of 2: ValueError: no valid Verdict; KeyError: 'k'"
+    assert driver.describe(TimeoutError("late")) == "TimeoutError: late"
