@@ -13,7 +13,7 @@ Only the five main systems take part: controls (:mod:`alto.bench.controls`) answ
 question (what an ingredient buys) and have their own table in each report.
 
 Example:
-    python -m alto.bench.headline docs/benchmarks/emulated/*/results.json
+    python -m alto.bench.headline docs/benchmarks/search/*/*/results.json
 """
 
 from __future__ import annotations
