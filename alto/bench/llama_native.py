@@ -39,6 +39,7 @@ from typing import IO, Any
 import anyio
 import anyio.to_thread
 
+from alto.bench.llama_servers import replica_stats
 from alto.bench.loopback import BackgroundServer, bind, stop_child
 
 BINARY_ENV = "ALTO_LLAMA_SERVER"
@@ -402,16 +403,10 @@ class ServerCounts:
 
     def as_stats(self, replica: int) -> dict[str, Any]:
         """In the shape of the emulator's ``/stats`` ``per_replica`` entries."""
-        return {
-            "replica": replica,
-            "requests": self.requests,
-            "prefix_cache": {
-                "queried_tokens": self.prompt_tokens,
-                "hit_tokens": self.cached_tokens,
-            },
-            "evaluated_tokens": self.evaluated_tokens,
-            "predicted_tokens": self.predicted_tokens,
-        }
+        return replica_stats(
+            replica, self.requests, self.prompt_tokens, self.cached_tokens,
+            evaluated_tokens=self.evaluated_tokens, predicted_tokens=self.predicted_tokens,
+        )  # fmt: skip
 
 
 class NativeServerCounters:

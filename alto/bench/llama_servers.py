@@ -53,16 +53,23 @@ class PromptCounts:
 
     def as_stats(self, replica: int) -> dict[str, Any]:
         """In the shape of the emulator's ``/stats`` ``per_replica`` entries."""
-        return {
-            "replica": replica,
-            "requests": self.requests,
-            "prefix_cache": {
-                "queried_tokens": self.prompt_tokens,
-                "hit_tokens": self.cached_tokens,
-            },
-            "evaluated_tokens": self.evaluated_tokens,
-            "full_hits": self.full_hits,
-        }
+        return replica_stats(
+            replica, self.requests, self.prompt_tokens, self.cached_tokens,
+            evaluated_tokens=self.evaluated_tokens, full_hits=self.full_hits,
+        )  # fmt: skip
+
+
+def replica_stats(
+    replica: int, requests: int, prompt_tokens: int, cached_tokens: int, **more: int
+) -> dict[str, Any]:
+    """One real server's counters in the shape of the emulator's ``/stats`` ``per_replica``
+    entries (what the report's per-replica columns read), with ``more`` beside them."""
+    return {
+        "replica": replica,
+        "requests": requests,
+        "prefix_cache": {"queried_tokens": prompt_tokens, "hit_tokens": cached_tokens},
+        **more,
+    }
 
 
 class PromptLog:
