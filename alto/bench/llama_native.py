@@ -91,6 +91,16 @@ def find_binary() -> Path:
     )
 
 
+def missing() -> str:
+    """Why no ``llama-server`` can be run here (what to install), or ``""`` when one is found:
+    for skipping what needs it."""
+    try:
+        find_binary()
+    except LlamaServerMissing as exc:
+        return str(exc)
+    return ""
+
+
 def version(binary: str | Path | None = None) -> str | None:
     """What ``llama-server --version`` says (``version: … (build …, commit …)``), or None
     when it says nothing within 30 s; ``binary`` default :func:`find_binary`."""

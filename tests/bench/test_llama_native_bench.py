@@ -18,18 +18,13 @@ from alto.bench.cli import add_arguments, settings_from
 from alto.bench.endpoints import client_plan, replica_deltas
 from alto.bench.llama_native import (
     INSTALL_COMMAND,
-    LlamaServerMissing,
     ServerCounts,
-    find_binary,
+    missing,
     parse_metrics,
 )
 from alto.bench.settings import BenchError, Settings
 
-try:
-    find_binary()
-    MISSING = ""
-except LlamaServerMissing as exc:
-    MISSING = str(exc)
+MISSING = missing()
 
 NATIVE = "llama-server-native"
 

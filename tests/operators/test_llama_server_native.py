@@ -24,17 +24,13 @@ from alto.bench.llama_native import (
     INSTALL_COMMAND,
     LlamaServerMissing,
     NativeLlamaServer,
-    find_binary,
+    missing,
     parse_metrics,
 )
 from alto.operators.llm import OpenAIClient
 from alto.runtime.lineage import CallSite, fresh_slot
 
-try:
-    find_binary()
-    MISSING = ""
-except LlamaServerMissing as exc:
-    MISSING = str(exc)
+MISSING = missing()
 
 needs_binary = pytest.mark.skipif(bool(MISSING), reason=MISSING or "built")
 pytestmark = [pytest.mark.server, pytest.mark.models]
