@@ -34,7 +34,7 @@ from alto.errors import (
 from alto.flow import Flow, ResultStream, flow, run
 from alto.markers import Gather, GatherStream, Split
 from alto.result import Result
-from alto.runtime.lineage import CallInfo, current_call
+from alto.runtime.lineage import CallInfo, current_call, within_call
 from alto.runtime.metrics import CallSpan, RunStats, StageStats
 from alto.stage import Stage, stage
 
@@ -64,4 +64,5 @@ __all__ = [
     "flow",
     "run",
     "stage",
+    "within_call",
 ]

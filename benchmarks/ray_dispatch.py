@@ -1,7 +1,7 @@
 """What sharing an endpoint's dispatcher across Ray actors costs per model call.
 
 On the Ray backend the copies of an ``OpenAIClient`` in the stage actors share one
-dispatcher, held by a small named actor (:mod:`alto.operators.llm.ray_dispatch`). Each
+dispatcher, held by a small named actor (:mod:`alto.runtime.ray.shared_dispatcher`). Each
 call then takes its lease with one remote round trip (the release is sent, not waited
 for). This script times a lease (acquire, ``done``, release; no HTTP request) taken from
 inside a Ray actor, with a stage call's lineage set, in two ways:

@@ -20,9 +20,10 @@ see the next call of that task).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Mapping
 
 from alto.ancestry.ancestry import Ancestry, root_of
 
@@ -142,4 +143,69 @@ def current_call() -> CallInfo | None:
     return None
 
 
-__all__ = ["CALL", "CallInfo", "CallSite", "CallSlot", "call_slot", "current_call", "fresh_slot"]
+@contextmanager
+def within_call(info: CallInfo | None) -> Iterator[None]:
+    """Run a block as if inside the stage call ``info`` describes: there, :func:`current_call`
+    returns an equal :class:`CallInfo` (``None``: as outside any stage call).
+
+    For code that acts for a stage call somewhere else: a dispatcher shared by the processes
+    of a Ray cluster admits each model call with the lineage its caller sent along
+    (``CallInfo`` pickles). Tasks the block starts see the same call while it lasts.
+
+    Example:
+        >>> import alto
+        >>> info = alto.CallInfo("run-1", "verify", ((3, "claims", 2),), (3,), (12.5,))
+        >>> with alto.within_call(info):
+        ...     alto.current_call() == info
+        True
+        >>> alto.current_call() is None
+        True
+    """
+    slot = CallSlot()
+    if info is not None:
+        slot.site = CallSite(info.run, info.stage, dict(zip(info.roots, info.submitted)))
+        if len(info.ancestries) == 1:
+            slot.one = info.ancestries[0]
+        else:
+            slot.many = info.ancestries
+    token = CALL.set(slot)
+    try:
+        yield
+    finally:
+        CALL.reset(token)
+
+
+RootEnded = Callable[[str, int], None]
+"""``listener(run, root)``: root input ``root`` of run ``run`` has its outcome."""
+
+_root_listeners: list[RootEnded] = []
+
+
+def on_root_end(listener: RootEnded) -> None:
+    """Call ``listener(run, root)`` whenever a root input of any run gets its outcome (an
+    output, a failure, a cancellation), on the driver, once per root; for what keeps state
+    per root outside the run (a model client's dispatcher remembers where each root's calls
+    went). Registering the same listener again does nothing. A listener must be quick and
+    must not raise."""
+    if listener not in _root_listeners:
+        _root_listeners.append(listener)
+
+
+def root_ended(run: str, root: int) -> None:
+    """Tell every :func:`on_root_end` listener that ``root`` of ``run`` has its outcome."""
+    for listener in _root_listeners:
+        listener(run, root)
+
+
+__all__ = [
+    "CALL",
+    "CallInfo",
+    "CallSite",
+    "CallSlot",
+    "call_slot",
+    "current_call",
+    "fresh_slot",
+    "on_root_end",
+    "root_ended",
+    "within_call",
+]

@@ -15,7 +15,7 @@ from alto.errors import AltoError, DeadlineExceeded, InputCancelled, InputError,
 from alto.result import Result
 from alto.runtime.assemble import Assembler
 from alto.runtime.context import CallBookkeeping
-from alto.runtime.lineage import CallSite
+from alto.runtime.lineage import CallSite, root_ended
 from alto.runtime.metrics import RunStats, StageStats, now
 from alto.runtime.otel import call_failed, current_run, driver_calls
 from alto.runtime.records import DROPPED
@@ -257,6 +257,7 @@ class RunState(CallBookkeeping):
             self.otel.root_finished(root, error)
         self.partial.pop(root, None)
         self.last_error.pop(root, None)
+        root_ended(self.id, root)  # e.g. model clients' dispatchers forget the root
         for assembler in self.assemblers:
             assembler.drop_root(root)
         self.stop(root)

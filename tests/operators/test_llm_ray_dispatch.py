@@ -1,5 +1,5 @@
 """One dispatcher per endpoint on Ray: the copies of an OpenAIClient in several actors
-share its limit and its order (alto.operators.llm.ray_dispatch)."""
+share its limit and its order (alto.runtime.ray.shared_dispatcher)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from alto.operators.llm.dispatch import Dispatcher
 
 ray = pytest.importorskip("ray")
 
-from alto.operators.llm.ray_dispatch import SharedDispatcher  # noqa: E402
+from alto.runtime.ray.shared_dispatcher import SharedDispatcher  # noqa: E402
 
 
 class Counting(ThreadingHTTPServer):

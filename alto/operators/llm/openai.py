@@ -16,7 +16,6 @@ import json
 import os
 import random
 import re
-import sys
 import uuid
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
@@ -38,6 +37,7 @@ from alto.operators.llm.dispatch import (
     Order,
     Route,
     check_knobs,
+    sharing,
 )
 from alto.operators.llm.errors import (
     LLMConnectionError,
@@ -224,11 +224,8 @@ class OpenAIClient(LLM):
         reads the API key from its own environment."""
         if self._custom_transport:
             raise TypeError("an OpenAIClient with a custom transport cannot be pickled")
-        if _on_ray():  # shipped to Ray actors: their copies share a dispatcher actor
-            from alto.operators.llm.ray_dispatch import shipping
-
-            shipping(self)
-        return (_rebuild_client, (self._settings, self.max_concurrency, self._identity))
+        adopt = sharing.shipped(self)  # e.g. on Ray: the copies share a dispatcher actor
+        return (_rebuild_client, (self._settings, self.max_concurrency, self._identity, adopt))
 
     @property
     def base_url(self) -> str:
@@ -253,13 +250,8 @@ class OpenAIClient(LLM):
         """What the dispatcher did and holds now: per replica, calls in flight, the limit,
         calls, failures, prompt and cached tokens, health; calls waiting. After a run on
         Ray (while still connected to it), the state the run's actors shared."""
-        if _on_ray():
-            from alto.operators.llm.ray_dispatch import shared_stats
-
-            shared = shared_stats(self)
-            if shared is not None:
-                return shared
-        return self.dispatcher.stats()
+        shared = sharing.shared_stats(self)
+        return shared if shared is not None else self.dispatcher.stats()
 
     def __repr__(self) -> str:
         key = f"${self._api_key_env} set" if self._secret else "no API key"
@@ -685,23 +677,18 @@ class _Retry(Exception):
 
 
 def _rebuild_client(
-    settings: dict[str, Any], max_concurrency: int, identity: str | None = None
+    settings: dict[str, Any],
+    max_concurrency: int,
+    identity: str | None = None,
+    adopt: sharing.Adopt | None = None,
 ) -> OpenAIClient:
     client = OpenAIClient(**settings)
     client.max_concurrency = max_concurrency
     if identity is not None:
         client._identity = identity
-        if _on_ray():  # in a Ray worker: the dispatcher shared by the client's copies
-            from alto.operators.llm.ray_dispatch import adopt
-
-            adopt(client)
+    if adopt is not None:  # the dispatcher shared by the client's copies
+        adopt(client)
     return client
-
-
-def _on_ray() -> bool:
-    """Whether this process is connected to Ray (never imports it: Ray is optional)."""
-    ray = sys.modules.get("ray")
-    return ray is not None and bool(ray.is_initialized())
 
 
 def _prefix(messages: Sequence[Mapping[str, str]]) -> str:

@@ -29,6 +29,7 @@ from alto.result import Result
 from alto.runtime.engine import Engine, StagePorts, StageTask, StageWiring
 from alto.runtime.metrics import RunStats
 from alto.runtime.ray.pool import host_class, kill, pool, poolable, release_idle
+from alto.runtime.ray.shared_dispatcher import RAY_SHARING  # noqa: F401 (registers it)
 from alto.runtime.ray.stage import UP, ActorLostError, DriverOptions, Replica, StageDriver
 from alto.runtime.records import CHUNK
 

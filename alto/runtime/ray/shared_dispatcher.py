@@ -7,14 +7,17 @@ On the Ray backend each stage actor unpickles its own copy of an
 would only hold within each actor. So a client carries an identity (made when it is
 constructed, kept when it is pickled), and on Ray:
 
-* the **driver** (the process that pickles the client into the stage functions it ships)
-  creates one named actor per identity, a :class:`DispatchHost` (``num_cpus=0``, in the
+* the **driver** (the process that pickles the client into the stage functions it ships;
+  the client asks the registered :class:`~alto.operators.llm.dispatch.sharing.Sharing`,
+  :data:`RAY_SHARING` here, registered when this module is imported, which the Ray backend
+  does) creates one named actor per identity, a :class:`DispatchHost` (``num_cpus=0``, in the
   ``"alto"`` namespace, owned by the driver, restarted if it crashes). It holds the real
   :class:`~alto.operators.llm.dispatch.Dispatcher`, built from the client's settings, so
   admission, order, routing, health and the learned limit are the endpoint's, not an actor's;
-* a copy **rebuilt in a Ray worker** gets a :class:`SharedDispatcher`: the same
-  ``lease(prefix)`` API, whose lease reads :func:`alto.current_call` in the caller, sends
-  it with the acquire (one remote call: ``(run, stage, ancestries, submitted)``), and
+* a copy **rebuilt in a Ray worker** gets a :class:`SharedDispatcher` (from :func:`adopt`,
+  which travels in the pickle): the same ``lease(prefix)`` API, whose lease reads
+  :func:`alto.current_call` in the caller, sends it with the acquire (one remote call; the
+  actor admits it inside :func:`alto.within_call` of it), and
   reports ``done``/``failed`` on release (one more, waited for: when a call returns, its
   slot is free and its usage counted);
 * the **driver's own client** keeps its in-process dispatcher for the calls it makes
@@ -57,10 +60,9 @@ import anyio
 import ray
 from ray.exceptions import RayActorError
 
-from alto import current_call
-from alto.ancestry.ancestry import Ancestry, root_of
 from alto.operators.llm.dispatch import Dispatcher, DispatchStats, Lease
-from alto.runtime.lineage import CALL, CallSite, CallSlot
+from alto.operators.llm.dispatch.sharing import Adopt, share_with
+from alto.runtime.lineage import CallInfo, current_call, on_root_end, within_call
 
 if TYPE_CHECKING:
     from alto.operators.llm.openai import OpenAIClient
@@ -81,9 +83,6 @@ ACQUIRE_TRIES = 3
 Key = tuple[str, int]
 """A lease's key: the caller's Ray worker id and a counter of that process."""
 
-Call = tuple[str, str, tuple[Ancestry, ...], tuple[float, ...]] | None
-"""What a lease sends of :func:`alto.current_call`: ``(run, stage, ancestries, submitted)``,
-or ``None`` outside a stage call."""
 
 
 def actor_name(identity: str) -> str:
@@ -121,11 +120,15 @@ def _open_host(client: OpenAIClient, *, record: bool = False) -> Any:
     ).remote(client._settings, record)
 
 
+def on_ray() -> bool:
+    """Whether this process is connected to Ray."""
+    return bool(ray.is_initialized())
+
+
 def shipping(client: OpenAIClient) -> None:
     """The driver pickles ``client`` (to ship it to Ray actors): make its dispatch actor.
 
-    Called by ``OpenAIClient.__reduce__`` when this process is connected to Ray; does
-    nothing in a worker (see :class:`SharedDispatcher` for copies pickled there).
+    Does nothing in a worker (see :class:`SharedDispatcher` for copies pickled there).
     """
     if in_worker():
         return
@@ -142,13 +145,15 @@ def shipping(client: OpenAIClient) -> None:
 
 def adopt(client: OpenAIClient) -> None:
     """A copy of a client was unpickled: in a Ray worker, share the endpoint's dispatcher."""
-    if in_worker():
+    if on_ray() and in_worker():
         client.dispatcher = SharedDispatcher(client)
 
 
 def shared_stats(client: OpenAIClient) -> DispatchStats | None:
     """In the driver, the shared dispatcher's state, if a copy of ``client`` went to Ray in
     this Ray session and its actor answers; else ``None``."""
+    if not on_ray():
+        return None
     known = _shipped.get(client._identity)
     if known is None or known[0] != _session():
         return None
@@ -157,6 +162,42 @@ def shared_stats(client: OpenAIClient) -> DispatchStats | None:
     except Exception:  # gone (killed, or its node): what this process kept is all there is
         return None
     return stats
+
+
+class RaySharing:
+    """The :class:`~alto.operators.llm.dispatch.sharing.Sharing` of a Ray cluster: while
+    this process is connected to Ray, a pickled client's copies share its dispatch actor."""
+
+    def shipped(self, client: OpenAIClient) -> Adopt | None:
+        if not on_ray():
+            return None
+        shipping(client)
+        return adopt
+
+    def stats(self, client: OpenAIClient) -> DispatchStats | None:
+        return shared_stats(client)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RaySharing)
+
+    def __hash__(self) -> int:
+        return hash(RaySharing)
+
+
+def _forget_shared(run: str, root: int) -> None:
+    """A root of a run on this driver has its outcome: the dispatch actors of the clients
+    it shipped in this Ray session forget it (sent, not waited for)."""
+    if not _shipped or not on_ray():
+        return
+    session = _session()
+    for known_session, handle in _shipped.values():
+        if known_session == session:
+            handle.forget.remote(run, root)
+
+
+RAY_SHARING = RaySharing()
+share_with(RAY_SHARING)
+on_root_end(_forget_shared)
 
 
 def _worker_id(actor: Any) -> str:
@@ -210,8 +251,8 @@ class SharedDispatcher(Dispatcher):
     def __init__(self, client: OpenAIClient) -> None:
         local = client.dispatcher
         super().__init__(
-            local.targets, max_inflight=local.max_inflight, order=local.order,
-            route=local.route, name=local.name,
+            local.targets, max_inflight=local.max_inflight, order=local.order_policy,
+            route=local.route_policy, name=local.name,
         )
         self._client = client
         self._handle: Any = None
@@ -255,10 +296,7 @@ class SharedDispatcher(Dispatcher):
         await handle.hello.remote(self._me, me)
 
     async def _acquire_remote(self, lease: _SharedLease) -> Key:
-        info = current_call()
-        call: Call = (
-            None if info is None else (info.run, info.stage, info.ancestries, info.submitted)
-        )
+        call = current_call()
         handle = self._connect()
         for attempt in range(ACQUIRE_TRIES):
             try:
@@ -290,20 +328,6 @@ class SharedDispatcher(Dispatcher):
             await ref
         except RayActorError:
             pass  # the dispatch actor is gone, and the slot with it
-
-
-def _slot(call: Call) -> CallSlot | None:
-    """A call slot that makes :func:`alto.current_call` say what the caller's said."""
-    if call is None:
-        return None
-    run, stage, ancestries, submitted = call
-    slot = CallSlot()
-    slot.site = CallSite(run, stage, dict(zip(map(root_of, ancestries), submitted)))
-    if len(ancestries) == 1:
-        slot.one = ancestries[0]
-    else:
-        slot.many = ancestries
-    return slot
 
 
 class DispatchHost:
@@ -339,20 +363,20 @@ class DispatchHost:
                 self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     @ray.method(enable_task_events=False)
-    async def acquire(self, key: Key, prefix: str, call: Call) -> tuple[int, str, int | None]:
+    async def acquire(
+        self, key: Key, prefix: str, call: CallInfo | None
+    ) -> tuple[int, str, int | None]:
         """Wait for admission with the caller's lineage; the lease's replica, target and
         priority."""
         if key in self.abandoned:  # the caller gave up before this arrived
             del self.abandoned[key]
             return -1, "", None
         lease = self.dispatcher.lease(prefix)
-        token = CALL.set(_slot(call))
         scope = self.waiting[key] = anyio.CancelScope()
         try:
-            with scope:
+            with scope, within_call(call):
                 await lease.__aenter__()
         finally:
-            CALL.reset(token)
             del self.waiting[key]
         if scope.cancelled_caught:  # abandoned while it waited: it left the queue
             return -1, "", None
@@ -424,8 +448,10 @@ class DispatchHost:
 
 
 __all__ = [
+    "RAY_SHARING",
     "DispatchHost",
     "NAMESPACE",
+    "RaySharing",
     "SharedDispatcher",
     "actor_name",
     "adopt",
