@@ -86,7 +86,7 @@ async def emulator_accuracy(
         ttfts.append(stamps[0] - start)
         tpots.append((stamps[-1] - stamps[0]) / (len(stamps) - 1))
 
-    async with OpenAIClient(url, "emulated", api_key_env=None, max_connections=64) as llm:
+    async with OpenAIClient(url, "emulated", api_key_env=None) as llm:
         await llm.chat(messages, max_tokens=2)  # open a connection, warm the server
         for _ in range(repeats):
             async with anyio.create_task_group() as tg:

@@ -198,8 +198,9 @@ def client_plan(
 
 
 def open_client(plan: ClientPlan, model: str, **options: Any) -> Any:
-    """An ``OpenAIClient`` as ``plan`` says; ``options`` go to it unchanged. Under
-    ``"auto"`` the learned limit is bounded by ``plan.ceiling`` (the client's ``max_limit``)."""
+    """An ``OpenAIClient`` as ``plan`` says; ``options`` go to it unchanged. Its
+    ``max_concurrency`` is the shared cap (at least ``plan.ceiling`` per target), so under
+    ``"auto"`` the learned limit is bounded by ``plan.ceiling``."""
     from alto.operators.llm.openai import OpenAIClient
 
     targets: Any = list(plan.targets) if len(plan.targets) > 1 else plan.targets[0]
@@ -210,8 +211,7 @@ def open_client(plan: ClientPlan, model: str, **options: Any) -> Any:
         order=cast("Order", plan.order),
         route=cast("Route", plan.route),
         send_priority=plan.send_priority,
-        max_limit=plan.ceiling,
-        **options,
+        **{"max_concurrency": plan.ceiling * len(plan.targets), **options},
     )
 
 

@@ -214,7 +214,6 @@ async def open_bench_operators(
             client = OpenAIClient(
                 server.base_url,
                 "emulated",
-                max_connections=max(64, 2 * cap),
                 max_concurrency=cap,
             )
             async with contextlib.AsyncExitStack() as stack:
@@ -254,7 +253,6 @@ async def open_bench_operators(
                             open_client(
                                 plan,
                                 "emulated",
-                                max_connections=max(64, 2 * cap),
                                 max_concurrency=cap,
                             )
                         )
@@ -370,7 +368,7 @@ async def _native_operators(
         cap = default_cap(settings, ops, stages)
         assert cap is not None  # every slot of the deployment, or --llm-concurrency
         ops.llm = await stack.enter_async_context(
-            OpenAIClient(base_url, model, max_connections=max(64, 2 * cap), max_concurrency=cap)
+            OpenAIClient(base_url, model, max_concurrency=cap)
         )
         where = (
             f"{replicas} servers behind {balancer}" if replicas > 1 else "one server"
@@ -382,7 +380,7 @@ async def _native_operators(
         )
         clients = {
             system: await stack.enter_async_context(
-                open_client(plan, model, max_connections=max(64, 2 * cap), max_concurrency=cap)
+                open_client(plan, model, max_concurrency=cap)
             )
             for system, plan in plans.items()
         }

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from alto.operators.llm import OpenAIClient
+from alto.operators.llm.dispatch import DEFAULT_LIMIT, MAX_LIMIT
 from alto.runtime.lineage import CallSite, fresh_slot
 
 pytestmark = pytest.mark.anyio
@@ -175,7 +176,7 @@ def test_knobs_are_checked_and_pickled() -> None:
         OpenAIClient(["http://a", "ftp://b"], "m")
     llm = OpenAIClient(
         ["http://a:1", "http://b:2/v1"], "m", max_inflight=6, order="fifo",
-        route="least-loaded", send_priority=True, max_limit=9,
+        route="least-loaded", send_priority=True, max_concurrency=9,
     )
     copy = pickle.loads(pickle.dumps(llm))
     assert copy.base_urls == ("http://a:1/v1", "http://b:2/v1") == llm.base_urls
@@ -183,3 +184,24 @@ def test_knobs_are_checked_and_pickled() -> None:
     assert (d.order, d.route, d.max_inflight, copy.send_priority) == (
         "fifo", "least-loaded", 6, True)
     assert [r.limit for r in copy.dispatch_stats().replicas] == [6, 6]
+
+
+def test_max_concurrency_follows_the_replicas_and_their_limit() -> None:
+    four = [f"http://r{i}:1" for i in range(4)]
+    # a user who passes only URLs gets every replica's default limit of stage calls
+    assert OpenAIClient(four, "m").max_concurrency == 4 * DEFAULT_LIMIT
+    assert OpenAIClient(four[:3], "m", max_inflight=2).max_concurrency == 6
+    assert OpenAIClient(four[:1], "m", max_inflight=None).max_concurrency == DEFAULT_LIMIT
+    auto = OpenAIClient(four[:1], "m", max_inflight="auto")
+    assert auto.max_concurrency == MAX_LIMIT
+    vegas = auto.dispatcher.stats().replicas[0]
+    assert (vegas.limit, auto.dispatcher._replicas[0].vegas.max_limit) == (
+        DEFAULT_LIMIT, MAX_LIMIT)
+    # "auto" learns within each replica's share of the cap
+    capped = OpenAIClient(four[:2], "m", max_inflight="auto", max_concurrency=8)
+    assert [r.vegas.max_limit for r in capped.dispatcher._replicas] == [4, 4]
+    assert [r.limit for r in capped.dispatch_stats().replicas] == [4, 4]
+    with pytest.raises(ValueError, match="max_concurrency must be an int >= 1 or None, got 0"):
+        OpenAIClient("http://a", "m", max_concurrency=0)
+    copy = pickle.loads(pickle.dumps(capped))
+    assert copy.max_concurrency == 8

@@ -77,10 +77,6 @@ class OpenAIClient(LLM):
             ``Retry-After``). A stream is retried only until its first byte.
         backoff: the first retry's delay in seconds; doubles each retry.
         max_backoff: the longest delay between retries.
-        max_connections: connections kept in the pool; more concurrent calls wait for one.
-        max_concurrency: how many calls the server serves well at once; stages use it as
-            ``replicas``. Not enforced here. The default, 16, is where vLLM serving an 8B model
-            on one GPU reached its peak throughput in the sweep the emulator's defaults cite.
         json_mode: how :meth:`structured` asks for JSON: ``"json_schema"`` (OpenAI's
             ``response_format``), ``"json_object"`` (with a ``schema`` field, as llama.cpp's
             server takes), ``"none"`` (prompt only), or ``"auto"``: ``json_schema``, falling
@@ -89,16 +85,23 @@ class OpenAIClient(LLM):
         headers: extra HTTP headers for every request.
         transport: an httpx transport to use instead of the network (for proxies or mocks).
         max_inflight: calls in flight per replica, for calls made inside a stage: an int,
-            ``None`` (no limit), ``"auto"`` (learned online, at most ``max_limit``) or
-            ``"server"`` (the default): what each replica says it serves at once, asked once
-            before the first call made inside a stage (see :meth:`server_limit`); llama.cpp's
-            ``llama-server`` gives its slot count, so a one-slot server gets 1. A replica that
-            says nothing gets 16 (``DEFAULT_LIMIT``), where the vLLM sweep the emulator cites
-            reaches its peak throughput; an int you pass wins over what servers say.
-            ``"auto"`` (TCP Vegas on the time per output token) settles at the knee of
-            latency, which can be below the knee of throughput: on one emulated server it
-            settled at 10 calls, where throughput peaks at 16. ``dispatch_stats()`` says where
-            each replica's limit came from (``limit_source``).
+            ``None`` (no limit), ``"auto"`` (learned online, within ``max_concurrency``'s
+            share of each replica) or ``"server"`` (the default): what each replica says it
+            serves at once, asked once before the first call made inside a stage (see
+            :meth:`server_limit`); llama.cpp's ``llama-server`` gives its slot count, so a
+            one-slot server gets 1. A replica that says nothing gets 16 (``DEFAULT_LIMIT``),
+            where the vLLM sweep the emulator cites reaches its peak throughput; an int you
+            pass wins over what servers say. ``"auto"`` (TCP Vegas on the time per output
+            token) starts at 16 and settles at the knee of latency, which can be below the
+            knee of throughput: on one emulated server it settled at 10 calls, where
+            throughput peaks at 16. ``dispatch_stats()`` says where each replica's limit came
+            from (``limit_source``).
+        max_concurrency: the most calls the stages keep going through this client at once,
+            over all replicas (stages use it as their ``replicas``; the calls past the
+            replicas' limits wait in the dispatcher, which picks the next by ``order``).
+            Default: ``max_inflight`` times the replicas for an int, else 16 per replica
+            (64 per replica under ``"auto"``, the most it learns). The connection pool keeps
+            ``max(64, 2 * max_concurrency)`` connections.
         order: which waiting stage call goes first: ``"root-first"`` (the oldest root
             input's), ``"least-attained"`` (the root that got the fewest tokens so far) or
             ``"fifo"``.
@@ -108,8 +111,6 @@ class OpenAIClient(LLM):
         send_priority: send the dispatcher's ``priority`` in the request body (lower first).
             Only for servers that honour it: vLLM rejects the field unless started with
             ``--scheduling-policy priority``; the benchmark's emulator takes it.
-        max_limit: the most calls in flight per replica ``"auto"`` may learn (it starts at
-            ``max_concurrency``).
 
     Calls made outside a stage (LangGraph, plain asyncio) are never queued by the
     dispatcher. The routing ``prefix`` of a call is the first 256 characters
@@ -135,8 +136,6 @@ class OpenAIClient(LLM):
         max_retries: int = 3,
         backoff: float = 0.25,
         max_backoff: float = 8.0,
-        max_connections: int = 64,
-        max_concurrency: int = 16,
         json_mode: JsonMode = "auto",
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -144,7 +143,7 @@ class OpenAIClient(LLM):
         order: Order = "root-first",
         route: Route = "lineage",
         send_priority: bool = False,
-        max_limit: int = MAX_LIMIT,
+        max_concurrency: int | None = None,
     ) -> None:
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         # what a copy in another process (a Ray actor) is rebuilt from; never the key itself
@@ -152,18 +151,21 @@ class OpenAIClient(LLM):
             base_url=base_url if isinstance(base_url, str) else urls, model=model,
             api_key_env=api_key_env, timeout=timeout,
             connect_timeout=connect_timeout, max_retries=max_retries, backoff=backoff,
-            max_backoff=max_backoff, max_connections=max_connections,
-            max_concurrency=max_concurrency, json_mode=json_mode, headers=dict(headers or {}),
+            max_backoff=max_backoff, json_mode=json_mode, headers=dict(headers or {}),
             max_inflight=max_inflight, order=order, route=route, send_priority=send_priority,
-            max_limit=max_limit,
+            max_concurrency=max_concurrency,
         )
         self._custom_transport = transport is not None
         # the same in every copy: on Ray, the copies of one client share one dispatcher
         self._identity = uuid.uuid4().hex
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if max_concurrency < 1 or max_connections < 1:
-            raise ValueError("max_concurrency and max_connections must be >= 1")
+        if max_concurrency is not None and (
+            type(max_concurrency) is not int or max_concurrency < 1
+        ):
+            raise ValueError(
+                f"max_concurrency must be an int >= 1 or None, got {max_concurrency!r}"
+            )
         if json_mode not in ("auto", "json_schema", "json_object", "none"):
             raise ValueError(
                 f"json_mode must be auto, json_schema, json_object or none, got {json_mode!r}"
@@ -180,16 +182,22 @@ class OpenAIClient(LLM):
         self.base_urls: tuple[str, ...] = tuple(bases)
         self.model = model
         self.send_priority = send_priority
+        if max_concurrency is None:
+            per_replica = (
+                max_inflight if isinstance(max_inflight, int)
+                else MAX_LIMIT if max_inflight == "auto" else DEFAULT_LIMIT
+            )
+            max_concurrency = per_replica * len(bases)
+        # "auto" learns within each replica's share of max_concurrency
+        ceiling = max(1, max_concurrency // len(bases))
         self.dispatcher = Dispatcher(
             bases,
             max_inflight=max_inflight,
             order=order,
             route=route,
             name=f"{model}@{bases[0]}" + (f" (+{len(bases) - 1})" if len(bases) > 1 else ""),
-            max_limit=max_limit,
-            # "auto" starts where the stages' replicas already put it (max_concurrency), so
-            # a client behaves as before it measured anything; Vegas moves it from there
-            start_limit=min(max_concurrency, max_limit),
+            max_limit=ceiling,
+            start_limit=min(DEFAULT_LIMIT, ceiling),
             probe=self._probe,
             ask_limit=self.server_limit,
             default_limit=DEFAULT_LIMIT,
@@ -204,13 +212,14 @@ class OpenAIClient(LLM):
         self._api_key_env = api_key_env
         self._secret = os.environ.get(api_key_env, "") if api_key_env else ""
         sent = dict(headers or {})
+        connections = max(64, 2 * max_concurrency)  # the stages' calls never wait for one
         if self._secret:
             sent["Authorization"] = f"Bearer {self._secret}"
         self._http_options: dict[str, Any] = {
             "headers": sent,
             "timeout": httpx.Timeout(timeout, connect=connect_timeout, pool=None),
             "limits": httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
+                max_connections=connections, max_keepalive_connections=connections
             ),
             "transport": transport,
         }
