@@ -59,7 +59,8 @@ def command(args: argparse.Namespace, deployment: str) -> list[str]:
         ALTO_CLI, "bench", ",".join(APPS), "--llm", "llama-server-native",
         "--deployment", deployment, "--concurrency", args.concurrency,
         "--closed-inputs", str(args.closed_inputs), "--queries", str(args.queries),
-        "--systems", args.systems or SYSTEMS.get(deployment, SYSTEMS["single"]), "--out", str(out), "--trace", str(out / "trace.json"),
+        "--systems", args.systems or SYSTEMS.get(deployment, SYSTEMS["single"]),
+        "--out", str(out), "--trace", str(out / "trace.json"),
     ]  # fmt: skip
 
 
