@@ -429,7 +429,7 @@ class DispatchHost:
         or were restarted (in a new worker process) since they took them."""
         while True:
             await asyncio.sleep(SWEEP_S)
-            held = {key[0] for key in self.leases}
+            held = {worker for worker, _ in self.leases}
             checked = [(w, self.holders[w]) for w in held if w in self.holders]
             if not checked:
                 continue
@@ -437,7 +437,7 @@ class DispatchHost:
             dead = {w for (w, _), ok in zip(checked, alive) if not ok}
             for worker in dead:
                 self.holders.pop(worker, None)
-            for key in [k for k in self.leases if k[0] in dead]:
+            for key in [(w, n) for w, n in self.leases if w in dead]:
                 await self.leases.pop(key).__aexit__(None, None, None)
 
     async def _alive(self, worker: str, actor: Any) -> bool:
