@@ -190,7 +190,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--open-inputs",
         type=int,
         default=24,
-        help="Poisson arrivals per fixed rate (--rate; default 24: small, for 2-core machines)",
+        help="measured Poisson arrivals per run at a fixed rate (--rate; default 24: small, for "
+        "2-core machines), after --search-warmup warm-up arrivals or one SLO's worth",
     )
     search = p.add_argument_group("rate search (--load open without --rate, or search)")
     search.add_argument(

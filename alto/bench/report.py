@@ -88,7 +88,9 @@ def render(results: dict[str, Any]) -> str:
         )
         sizes = (
             f"open loop, Poisson arrivals at {rates} inputs/s, {settings['open_inputs']} "
-            "arrivals per rate (latency from the scheduled arrival); "
+            "measured arrivals per run (latency from the scheduled arrival) after "
+            f"{settings['search_warmup']} warm-up arrivals or one SLO's worth, whichever is "
+            "more, not measured; "
             + (
                 "a system whose p95 surely missed the SLO (its whole interval above it) at "
                 "or past the moderate rate is not run at higher rates"

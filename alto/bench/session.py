@@ -28,6 +28,17 @@ BOUND_INPUTS = 16
 """Inputs timed alone in the bound pass (the rest get their expected output unmeasured)."""
 
 
+def warmup_arrivals(rate: float, slo_s: float | None, least: int) -> int:
+    """Arrivals not measured at the start of an open-loop run at ``rate``: ``least``, and at
+    least the arrivals of one SLO (``rate * slo_s``), the time a queue left over from the
+    start takes to show in latencies.
+
+    Example:
+        >>> warmup_arrivals(40.0, 0.5, 4), warmup_arrivals(2.0, 0.5, 4)
+        (20, 4)
+    """
+    return max(least, math.ceil(rate * slo_s)) if slo_s else least
+
 class Session:
     """The state one app's benchmark shares across its runs."""
 
@@ -167,6 +178,14 @@ class Session:
             disable=not progress,
             file=sys.stderr,
         )
+        def sizes(level: float) -> dict[str, int]:
+            # open loop at a fixed rate: steady state, as in the search; the first arrivals
+            # (at least the search's warm-up, and at least one SLO's worth) are not measured
+            if settings.load != "open":
+                return {}
+            warmup = warmup_arrivals(level, sweep["slo_s"], settings.search_warmup)
+            return {"arrivals": settings.open_inputs + warmup, "warmup": warmup}
+
         runs: list[dict[str, Any]] = []
         active = list(systems)
         stopped: dict[str, float] = {}
@@ -176,7 +195,9 @@ class Session:
                     order = rotation(active, repeat * len(levels) + li)
                     for position, system in enumerate(order):
                         bar.set_postfix_str(f"{system} @ {_level_name(settings.load, level)}")
-                        runs.append(await self.measure(system, level, repeat, position))
+                        runs.append(
+                            await self.measure(system, level, repeat, position, **sizes(level))
+                        )
                         bar.update()
                 if settings.load != "open" or not settings.sweep_stop:
                     continue

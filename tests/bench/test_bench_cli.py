@@ -223,10 +223,13 @@ def test_open_load_submits_on_the_seeded_schedule(tmp_path: Path) -> None:
     runs = app["runs"]
     assert len(runs) == 2 * 2 * 2
     for run in runs:
-        schedule = poisson_schedule(4, run["level"], 5 + run["repeat"])
+        # 4 measured arrivals after the warm-up: 4 (--search-warmup's default), more than
+        # one SLO's worth at these rates
+        schedule = poisson_schedule(8, run["level"], 5 + run["repeat"])
         assert [s["submitted_s"] for s in run["samples"]] == pytest.approx(schedule, abs=2e-6)
-        assert [s["input"] for s in run["samples"]] == [0, 1, 2, 0]
-        assert run["completed"] == 4 and run["mismatched"] == 0 and run["late_spans"] == 0
+        assert [s["input"] for s in run["samples"]] == [0, 1, 2, 0, 1, 2, 0, 1]
+        assert [s["in_window"] for s in run["samples"]] == [False] * 4 + [True] * 4
+        assert run["completed"] == 8 and run["mismatched"] == 0 and run["late_spans"] == 0
     report = (tmp_path / "report.md").read_text()
     assert "| arrival rate | system |" in report and "| 20/s | alto |" in report
     assert "### Throughput at a latency target" in report
