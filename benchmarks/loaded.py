@@ -11,9 +11,13 @@ Poisson realisation with its warm-up arrivals discarded. ``summary.md`` gives pe
 deployment and rate each system's p95 and p50 with intervals and its p95 and throughput over
 Alto's (parity where the interval holds 1).
 
-What is cut to fit a 2-core machine, and why: the two LangGraph versions slower in the search
-(the search already separates them), and on ``single`` summarize runs fewer arrivals
-(``--slow-inputs``), its rates being below one input per second.
+By default it runs the one-server reports (``single``), where every system shares one
+loaded server and only the order of the calls can differ. What is cut to fit a 2-core
+machine, and why: the replica deployments (``--reports factcheck:ll4 ...`` runs them; the
+search's own reports give every system's p95 at each rate it tried there); the two LangGraph
+versions slower in the search (the search already separates them); and summarize on
+``single`` runs fewer arrivals in fewer repeats (``--slow-inputs``, ``--slow-repeats``), its
+rates being below one input per second.
 
 Usage: python benchmarks/loaded.py [--search docs/benchmarks/search]
        [--out docs/benchmarks/loaded] [--reports factcheck:single ...] [--summary-only]
@@ -31,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 ALTO_CLI = shutil.which("alto", path=str(Path(sys.executable).parent)) or "alto"
-REPORTS = ("factcheck:single", "summarize:single", "factcheck:ll4", "summarize:ll4")
+REPORTS = ("factcheck:single", "summarize:single")
 LOADS = (0.8, 0.9)
 MAIN = ("alto", "asyncio-reference")
 LANGGRAPH = ("langgraph-flat", "langgraph-subgraph", "langgraph-functional")
