@@ -233,3 +233,11 @@ async def test_a_dispatcher_forgets_each_root_when_it_gets_its_outcome() -> None
     assert max(seen) >= 1  # remembered while the root was running
     assert not d.route_policy.root_at  # type: ignore[attr-defined]
     assert not d.order_policy.service  # type: ignore[attr-defined]
+
+
+def test_an_order_without_a_key_is_refused_when_made() -> None:
+    class Unranked(OrderPolicy):
+        name = "unranked"
+
+    with pytest.raises(TypeError, match="abstract method 'key'|abstract method key"):
+        Unranked()  # type: ignore[abstract]

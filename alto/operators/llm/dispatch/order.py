@@ -17,6 +17,7 @@ a call, so no aging is needed).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from typing import Any
 
@@ -26,7 +27,7 @@ RootKey = tuple[str, int]
 """A root input: ``(run, root index)``."""
 
 
-class OrderPolicy:
+class OrderPolicy(ABC):
     """The base of the order policies: a key per waiting call, lower first.
 
     Subclass it for an order of your own and pass an instance as ``order=``; one instance
@@ -41,15 +42,15 @@ class OrderPolicy:
     name = "order"
     aging: float | None = None
 
+    @abstractmethod
     def key(self, root: RootKey, submitted: float, seq: int) -> Any:
         """The rank of a call of ``root`` (submitted at ``submitted``), the ``seq``-th call
         the dispatcher saw."""
-        raise NotImplementedError
 
-    def served(self, root: RootKey, tokens: int) -> None:
+    def served(self, root: RootKey, tokens: int) -> None:  # noqa: B027 (optional hook)
         """A call of ``root`` ended with ``tokens`` output tokens."""
 
-    def forget(self, root: RootKey) -> None:
+    def forget(self, root: RootKey) -> None:  # noqa: B027 (optional hook)
         """``root`` has its outcome: drop what is kept of it."""
 
 
