@@ -16,11 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, AsyncGenerator, Callable, Mapping, Sequence
 
 import anyio
 
-from alto.operators.llm.base import LLM, Message, Stop, normalize_messages, normalize_stop
+from alto.operators.llm.base import LLM, Message, Request, Stop, normalize_messages, normalize_stop
 
 if TYPE_CHECKING:
     from alto.operators.embedding import HashEmbedder
@@ -107,49 +107,23 @@ class FakeLLM(LLM):
         tokens = out.split(" ")
         return " ".join(tokens[:max_tokens])
 
-    async def complete(
-        self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, stop: Stop = None
-    ) -> str:
-        return await self._answer(prompt, max_tokens, stop)
+    async def _generate(self, request: Request) -> str:
+        if request.kind == "complete":
+            return await self._answer(request.prompt, request.max_tokens, request.stop)
+        text = _text(request.messages)
+        if request.json_schema is None:
+            return await self._answer(text, request.max_tokens, request.stop)
+        reply = await self._answer(text, request.max_tokens * 4, None)
+        if reply.lstrip().startswith("{"):
+            return reply  # the script gave the JSON itself
+        return json.dumps(fill_schema(request.json_schema, reply, _digest(text)))
 
-    async def chat(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: Stop = None,
-    ) -> str:
-        return await self._answer(_text(messages), max_tokens, stop)
-
-    async def stream(  # type: ignore[override]
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: Stop = None,
-    ) -> AsyncIterator[str]:
-        text = await self._answer(_text(messages), max_tokens, stop)
+    async def _generate_stream(self, request: Request) -> AsyncGenerator[str, None]:
+        text = await self._answer(_text(request.messages), request.max_tokens, request.stop)
         for i, token in enumerate(re.findall(r"\S+\s*", text)):
             if i:
                 await anyio.lowlevel.checkpoint()
             yield token
-
-    async def _generate_json(
-        self,
-        messages: list[dict[str, str]],
-        json_schema: dict[str, Any],
-        *,
-        schema_name: str,
-        max_tokens: int,
-        temperature: float,
-    ) -> str:
-        text = _text(messages)
-        reply = await self._answer(text, max_tokens * 4, None)
-        if reply.lstrip().startswith("{"):
-            return reply  # the script gave the JSON itself
-        return json.dumps(fill_schema(json_schema, reply, _digest(text)))
 
 
 def _text(messages: Sequence[Message]) -> str:

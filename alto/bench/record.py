@@ -33,7 +33,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from alto.operators.llm.base import LLM, Message, Stop
+from alto.operators.llm.base import LLM, Message, Request, normalize_messages
 
 FULL = -1
 """Token count of a dependency on a whole call (not on a prefix of a stream)."""
@@ -340,51 +340,24 @@ class RecordingLLM(LLM):
     def name(self) -> str:
         return self.inner.name
 
-    async def complete(
-        self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, stop: Stop = None
-    ) -> str:
+    async def _generate(self, request: Request) -> str:
+        prompt = request.prompt if request.kind == "complete" else _prompt_text(request.messages)
         async with self.recorder.call(
-            "llm", "complete", prompt_chars=len(prompt), slots=self.slots
+            "llm", request.kind, prompt_chars=len(prompt), slots=self.slots
         ) as call:
             with self._as_call():
-                text = await self.inner.complete(
-                    prompt, max_tokens=max_tokens, temperature=temperature, stop=stop
-                )
+                text = await _forward(self.inner, request)
             call.tokens = _tokens(text)
         return text
 
-    async def chat(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: Stop = None,
-    ) -> str:
+    async def _generate_stream(self, request: Request) -> AsyncGenerator[str, None]:
         async with self.recorder.call(
-            "llm", "chat", prompt_chars=len(_prompt_text(messages)), slots=self.slots
-        ) as call:
-            with self._as_call():
-                text = await self.inner.chat(
-                    messages, max_tokens=max_tokens, temperature=temperature, stop=stop
-                )
-            call.tokens = _tokens(text)
-        return text
-
-    async def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: Stop = None,
-    ) -> AsyncGenerator[str, None]:
-        async with self.recorder.call(
-            "llm", "stream", prompt_chars=len(_prompt_text(messages)), slots=self.slots
+            "llm", "stream", prompt_chars=len(_prompt_text(request.messages)), slots=self.slots
         ) as call:
             source = self.inner.stream(
-                messages, max_tokens=max_tokens, temperature=temperature, stop=stop
-            )
+                request.messages, max_tokens=request.max_tokens,
+                temperature=request.temperature, stop=request.stop,
+            )  # fmt: skip
             async with contextlib.aclosing(source):
                 with self._as_call():  # the first piece opens the stream (its lease)
                     piece = await anext(source, None)
@@ -393,28 +366,26 @@ class RecordingLLM(LLM):
                     yield piece
                     piece = await anext(source, None)
 
-    async def _generate_json(
-        self,
-        messages: list[dict[str, str]],
-        json_schema: dict[str, Any],
-        *,
-        schema_name: str,
-        max_tokens: int,
-        temperature: float,
-    ) -> str:
-        async with self.recorder.call(
-            "llm", "json", prompt_chars=len(_prompt_text(messages)), slots=self.slots
-        ) as call:
-            with self._as_call():
-                text = await self.inner._generate_json(
-                    messages, json_schema, schema_name=schema_name, max_tokens=max_tokens,
-                    temperature=temperature,
-                )  # fmt: skip
-            call.tokens = _tokens(text)
-        return text
-
     async def aclose(self) -> None:
         """The inner LLM belongs to whoever opened it: closing the wrapper leaves it open."""
+
+
+async def _forward(llm: LLM, request: Request) -> str:
+    """Make ``request`` of ``llm`` through the entry point that made it (which a wrapped LLM
+    may override)."""
+    max_tokens, temperature, stop = request.max_tokens, request.temperature, request.stop
+    if request.json_schema is not None:
+        return await llm._generate_json(
+            normalize_messages(request.messages), request.json_schema,
+            schema_name=request.schema_name, max_tokens=max_tokens, temperature=temperature,
+        )  # fmt: skip
+    if request.kind == "complete":
+        return await llm.complete(
+            request.prompt, max_tokens=max_tokens, temperature=temperature, stop=stop
+        )
+    return await llm.chat(
+        request.messages, max_tokens=max_tokens, temperature=temperature, stop=stop
+    )
 
 
 class RecordingEmbedder:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from alto.bench.record import Recorder, RecordingLLM
 from alto.bench.runner import load_app
 from alto.bench.settings import Settings
 from alto.bench.systems import ALTO, SYSTEMS
-from alto.operators.llm.base import LLM, Message, Stop
+from alto.operators.llm.base import LLM, Request
 from alto.operators.llm.dispatch import Dispatcher
 
 BASE = "http://127.0.0.1:9/v1"
@@ -162,40 +162,10 @@ class LeasingLLM(LLM):
             lease.done(prompt_tokens=4, output_tokens=2)
         return "ok"
 
-    async def complete(
-        self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, stop: Stop = None
-    ) -> str:
+    async def _generate(self, request: Request) -> str:
         return await self._call()
 
-    async def chat(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: Stop = None,
-    ) -> str:
-        return await self._call()
-
-    async def _generate_json(
-        self,
-        messages: list[dict[str, str]],
-        json_schema: dict[str, Any],
-        *,
-        schema_name: str,
-        max_tokens: int,
-        temperature: float,
-    ) -> str:
-        return await self._call()
-
-    async def stream(  # type: ignore[override]
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: Stop = None,
-    ) -> AsyncGenerator[str, None]:
+    async def _generate_stream(self, request: Request) -> AsyncGenerator[str, None]:
         async with self.dispatcher.lease("prefix") as lease:  # opened on the first piece
             self.infos.append(alto.current_call())
             r = lease.replica

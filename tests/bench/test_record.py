@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -21,7 +21,7 @@ from alto.bench.record import (
     tracking_dependencies,
 )
 from alto.operators.embedding import HashEmbedder
-from alto.operators.llm.base import Message, Stop
+from alto.operators.llm.base import Request
 from alto.testing import FakeLLM
 
 pytestmark = pytest.mark.anyio
@@ -34,15 +34,8 @@ def ask(text: str) -> list[dict[str, str]]:
 class WordStream(FakeLLM):
     """Streams its reply the way the emulator does: each piece a word with its leading space."""
 
-    async def stream(  # type: ignore[override]
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: Stop = None,
-    ) -> AsyncIterator[str]:
-        for i in range(max_tokens):
+    async def _generate_stream(self, request: Request) -> AsyncGenerator[str, None]:
+        for i in range(request.max_tokens):
             await asyncio.sleep(0)
             yield f" w{i}"
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
-from collections.abc import AsyncGenerator, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator
 
 import pydantic
 import pytest
@@ -19,10 +18,9 @@ from alto.operators.llm import (
     LLMProtocolError,
     LLMServerError,
     LLMTimeoutError,
-    Message,
     StructuredOutputError,
 )
-from alto.operators.llm.base import extract_json, normalize_messages, parse_json_as
+from alto.operators.llm.base import Request, extract_json, normalize_messages, parse_json_as
 
 
 class Person(pydantic.BaseModel):
@@ -38,20 +36,14 @@ class Scripted(LLM):
         self.seen: list[list[dict[str, str]]] = []
         self.closed = False
 
-    async def complete(self, prompt: str, **kw: Any) -> str:
-        return prompt
-
-    async def chat(self, messages: Sequence[Message], **kw: Any) -> str:
-        return ""
-
-    async def stream(self, messages: Sequence[Message], **kw: Any) -> AsyncGenerator[str, None]:
-        yield ""
-
-    async def _generate_json(
-        self, messages: list[dict[str, str]], json_schema: dict[str, Any], **kw: Any
-    ) -> str:
-        self.seen.append(messages)
+    async def _generate(self, request: Request) -> str:
+        if request.kind != "json":
+            return request.prompt
+        self.seen.append(list(request.messages))
         return self.answers.pop(0)
+
+    async def _generate_stream(self, request: Request) -> AsyncGenerator[str, None]:
+        yield request.prompt
 
     async def aclose(self) -> None:
         self.closed = True
@@ -117,6 +109,48 @@ async def test_async_context_manager_closes() -> None:
         assert not llm.closed
     assert llm.closed
     assert "max_concurrency=1" in repr(llm)
+
+
+class Echo(LLM):
+    """Answers every request with its kind, and keeps the requests."""
+
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+
+    async def _generate(self, request: Request) -> str:
+        self.requests.append(request)
+        return request.kind
+
+    async def _generate_stream(self, request: Request) -> AsyncGenerator[str, None]:
+        self.requests.append(request)
+        yield request.kind
+
+
+@pytest.mark.anyio
+async def test_every_entry_point_hands_the_backend_one_request() -> None:
+    llm = Echo()
+    user = [{"role": "user", "content": "x"}]
+    assert await llm.complete("go", max_tokens=3, stop=".") == "complete"
+    assert await llm.chat(user, temperature=0.5, stop=["\n"]) == "chat"
+    assert [p async for p in llm.stream(user, max_tokens=7)] == ["stream"]
+    with pytest.raises(StructuredOutputError):  # "json" is no Person, and no re-asks are left
+        await llm.structured(user, Person, max_tokens=9, reasks=0)
+    complete, chat, stream, json = llm.requests
+    assert complete == Request("complete", prompt="go", max_tokens=3, stop=".")
+    assert chat == Request("chat", messages=user, temperature=0.5, stop=["\n"])
+    assert stream == Request("stream", messages=user, max_tokens=7)
+    assert (json.kind, json.max_tokens, json.schema_name) == ("json", 9, "Person")
+    assert json.json_schema == Person.model_json_schema() and json.stop is None
+    assert json.messages[-1] == user[0]  # after the schema's instruction
+
+
+def test_a_backend_without_generate_cannot_be_made() -> None:
+    class Half(LLM):
+        async def _generate(self, request: Request) -> str:
+            return ""
+
+    with pytest.raises(TypeError, match="_generate_stream"):
+        Half()  # type: ignore[abstract]
 
 
 def test_extract_and_parse_json() -> None:

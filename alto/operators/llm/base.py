@@ -1,9 +1,11 @@
 """The one async interface every LLM operator implements.
 
 An :class:`LLM` is a plain async client: Alto stages and LangGraph baselines call the same object,
-so nothing here knows about the runtime. Implementations provide plain completion, chat, token
-streaming and one constrained JSON answer; :meth:`LLM.structured` (validation and re-asks) is
-shared.
+so nothing here knows about the runtime. The entry points (completion, chat, token streaming and
+:meth:`LLM.structured`, with its validation and re-asks) are shared: each hands the backend one
+:class:`Request`, and an implementation provides :meth:`LLM._generate` (a whole answer: a
+completion, a chat reply or one constrained JSON answer) and :meth:`LLM._generate_stream` (a
+chat reply as it is produced).
 
 Laws every implementation keeps:
 
@@ -21,8 +23,9 @@ import abc
 import json
 import re
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import pydantic
 
@@ -39,11 +42,43 @@ ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 
 
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One call of an :class:`LLM` entry point, as the backend receives it.
+
+    Attributes:
+        kind: which entry point made it: ``"complete"`` (continue ``prompt``), ``"chat"``
+            (answer ``messages``), ``"stream"`` (answer ``messages`` piece by piece) or
+            ``"json"`` (answer ``messages`` with JSON matching ``json_schema``, for
+            :meth:`LLM.structured`).
+        prompt: the text to continue (``""`` unless ``kind`` is ``"complete"``).
+        messages: the conversation as the caller gave it, oldest first (``()`` for a
+            completion); check it with :func:`normalize_messages`.
+        max_tokens: the most tokens to generate.
+        temperature: sampling temperature; 0 is greedy.
+        stop: generation ends before the first occurrence of any of these strings (``None``
+            for JSON).
+        json_schema: the schema a ``"json"`` answer must match (``None`` otherwise); backends
+            constrain decoding to it where they can.
+        schema_name: the schema's name (``""`` unless ``kind`` is ``"json"``).
+    """
+
+    kind: Literal["complete", "chat", "stream", "json"]
+    prompt: str = ""
+    messages: Sequence[Message] = ()
+    max_tokens: int = 256
+    temperature: float = 0.0
+    stop: Stop = None
+    json_schema: dict[str, Any] | None = None
+    schema_name: str = ""
+
+
 class LLM(abc.ABC):
     """An async LLM client: completion, chat, token streaming and validated structured output.
 
     Use it as an async context manager (or call :meth:`aclose`) to release its connections or
-    model memory.
+    model memory. A backend implements :meth:`_generate` and :meth:`_generate_stream`; every
+    entry point reaches it through them.
 
     Attributes:
         max_concurrency: how many calls the backend serves well at once; stages calling this
@@ -62,7 +97,6 @@ class LLM(abc.ABC):
         """A short description of the backend, for logs and reports."""
         return type(self).__name__
 
-    @abc.abstractmethod
     async def complete(
         self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, stop: Stop = None
     ) -> str:
@@ -77,8 +111,11 @@ class LLM(abc.ABC):
         Returns:
             The generated text, without the prompt.
         """
+        return await self._generate(
+            Request("complete", prompt=prompt, max_tokens=max_tokens, temperature=temperature,
+                    stop=stop)
+        )  # fmt: skip
 
-    @abc.abstractmethod
     async def chat(
         self,
         messages: Sequence[Message],
@@ -98,8 +135,11 @@ class LLM(abc.ABC):
         Returns:
             The assistant's reply.
         """
+        return await self._generate(
+            Request("chat", messages=messages, max_tokens=max_tokens, temperature=temperature,
+                    stop=stop)
+        )  # fmt: skip
 
-    @abc.abstractmethod
     def stream(
         self,
         messages: Sequence[Message],
@@ -123,8 +163,11 @@ class LLM(abc.ABC):
         Yields:
             Non-empty pieces of the reply, in order.
         """
+        return self._generate_stream(
+            Request("stream", messages=messages, max_tokens=max_tokens, temperature=temperature,
+                    stop=stop)
+        )  # fmt: skip
 
-    @abc.abstractmethod
     async def _generate_json(
         self,
         messages: list[dict[str, str]],
@@ -139,6 +182,23 @@ class LLM(abc.ABC):
         Backends constrain decoding to the schema where they can. The answer is validated by
         :meth:`structured`, not here.
         """
+        return await self._generate(
+            Request("json", messages=messages, max_tokens=max_tokens, temperature=temperature,
+                    json_schema=json_schema, schema_name=schema_name)
+        )  # fmt: skip
+
+    @abc.abstractmethod
+    async def _generate(self, request: Request) -> str:
+        """The whole answer to a ``"complete"``, ``"chat"`` or ``"json"`` request.
+
+        Keeps the laws of the module's docstring: at most ``request.max_tokens`` tokens, cut
+        before the first ``request.stop`` string.
+        """
+
+    @abc.abstractmethod
+    def _generate_stream(self, request: Request) -> AsyncGenerator[str, None]:
+        """The answer to a ``"stream"`` request, in non-empty pieces as they are produced;
+        leaving the iterator early stops generation (see :meth:`stream`)."""
 
     async def structured(
         self,

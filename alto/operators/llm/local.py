@@ -36,7 +36,7 @@ import anyio.to_thread
 
 from alto import current_call
 from alto.operators._otel import model_call, traced_stream
-from alto.operators.llm.base import LLM, Message, Stop, normalize_messages, normalize_stop
+from alto.operators.llm.base import LLM, Request, Stop, normalize_messages, normalize_stop
 from alto.operators.llm.dispatch import Dispatcher, DispatchStats, Order, Route, check_knobs
 from alto.operators.llm.errors import LLMError
 from alto.operators.llm.llama_build import check_build
@@ -458,55 +458,34 @@ class LocalLLM(LLM):
 
     # -- the LLM interface -------------------------------------------------------------------
 
-    async def complete(
-        self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, stop: Stop = None
-    ) -> str:
-        with model_call(**self._call("text_completion", max_tokens, temperature)) as call:
-            pieces = _counted(self._completion(prompt, max_tokens, temperature, stop), call)
-            return await self._collect(pieces, prompt)
+    async def _generate(self, request: Request) -> str:
+        chat = request.kind != "complete"
+        messages = normalize_messages(request.messages) if chat else []
+        operation = "chat" if chat else "text_completion"
+        with model_call(**self._call(operation, request.max_tokens, request.temperature)) as call:
+            pieces, prompt = self._pieces(request, messages)
+            return await self._collect(_counted(pieces, call), prompt)
 
-    async def chat(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: Stop = None,
-    ) -> str:
-        msgs = normalize_messages(messages)
-        with model_call(**self._call("chat", max_tokens, temperature)) as call:
-            pieces = _counted(self._chat(msgs, max_tokens, temperature, stop, None), call)
-            return await self._collect(pieces, _prompt_key(msgs))
-
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: Stop = None,
-    ) -> AsyncGenerator[str, None]:
-        msgs = normalize_messages(messages)
-        pieces = self._chat(msgs, max_tokens, temperature, stop, None)
+    def _generate_stream(self, request: Request) -> AsyncGenerator[str, None]:
+        pieces, prompt = self._pieces(request, normalize_messages(request.messages))
         return traced_stream(
-            lambda call: self._stream(_counted(pieces, call), _prompt_key(msgs)),
-            **self._call("chat", max_tokens, temperature),
+            lambda call: self._stream(_counted(pieces, call), prompt),
+            **self._call("chat", request.max_tokens, request.temperature),
         )
 
-    async def _generate_json(
-        self,
-        messages: list[dict[str, str]],
-        json_schema: dict[str, Any],
-        *,
-        schema_name: str,
-        max_tokens: int,
-        temperature: float,
-    ) -> str:
-        # llama.cpp compiles the schema to a grammar and only samples tokens that fit it.
-        response_format = {"type": "json_object", "schema": json_schema}
-        with model_call(**self._call("chat", max_tokens, temperature)) as call:
-            pieces = self._chat(messages, max_tokens, temperature, None, response_format)
-            return await self._collect(_counted(pieces, call), _prompt_key(messages))
+    def _pieces(self, request: Request, messages: list[dict[str, str]]) -> tuple[_Pieces, str]:
+        """How to generate the answer to ``request`` (``messages``: its conversation, checked),
+        and the prompt text the instance pool matches prefixes on."""
+        max_tokens, temperature = request.max_tokens, request.temperature
+        if request.kind == "complete":
+            pieces = self._completion(request.prompt, max_tokens, temperature, request.stop)
+            return pieces, request.prompt
+        response_format = None
+        if request.json_schema is not None:
+            # llama.cpp compiles the schema to a grammar and only samples tokens that fit it.
+            response_format = {"type": "json_object", "schema": request.json_schema}
+        pieces = self._chat(messages, max_tokens, temperature, request.stop, response_format)
+        return pieces, _prompt_key(messages)
 
     def _call(self, operation: str, max_tokens: int, temperature: float) -> dict[str, Any]:
         """What a model-call span records of a request (see :mod:`alto.operators._otel`)."""

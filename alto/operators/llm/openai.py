@@ -26,7 +26,7 @@ import anyio.lowlevel
 import httpx
 
 from alto.operators._otel import UNTRACED, model_call, traced_stream
-from alto.operators.llm.base import LLM, Message, Stop, normalize_messages, normalize_stop
+from alto.operators.llm.base import LLM, Request, normalize_messages, normalize_stop
 from alto.operators.llm.dispatch import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -291,36 +291,22 @@ class OpenAIClient(LLM):
 
     # -- the LLM interface -------------------------------------------------------------------
 
-    async def complete(
-        self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, stop: Stop = None
-    ) -> str:
-        payload = self._payload(max_tokens, temperature, stop, prompt=prompt)
-        url, data = await self._traced_post("/completions", payload, prompt[:PREFIX_CHARS])
-        return _text(url, data, chat=False, redact=self._redact)
-
-    async def chat(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: Stop = None,
-    ) -> str:
-        sent = normalize_messages(messages)
-        payload = self._payload(max_tokens, temperature, stop, messages=sent)
+    async def _generate(self, request: Request) -> str:
+        if request.kind == "complete":
+            payload = self._payload(request, prompt=request.prompt)
+            prefix = request.prompt[:PREFIX_CHARS]
+            url, data = await self._traced_post("/completions", payload, prefix)
+            return _text(url, data, chat=False, redact=self._redact)
+        sent = normalize_messages(request.messages)
+        if request.json_schema is not None:
+            return await self._json(request, sent, request.json_schema)
+        payload = self._payload(request, messages=sent)
         url, data = await self._traced_post("/chat/completions", payload, _prefix(sent))
         return _text(url, data, chat=True, redact=self._redact)
 
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        stop: Stop = None,
-    ) -> AsyncGenerator[str, None]:
-        sent = normalize_messages(messages)
-        payload = self._payload(max_tokens, temperature, stop, messages=sent, stream=True)
+    def _generate_stream(self, request: Request) -> AsyncGenerator[str, None]:
+        sent = normalize_messages(request.messages)
+        payload = self._payload(request, messages=sent)
         payload["stream_options"] = {"include_usage": True}  # the token counts, in a last chunk
         prefix = _prefix(sent)
 
@@ -332,19 +318,15 @@ class OpenAIClient(LLM):
             server=self.base_url, request=payload,
         )
 
-    async def _generate_json(
-        self,
-        messages: list[dict[str, str]],
-        json_schema: dict[str, Any],
-        *,
-        schema_name: str,
-        max_tokens: int,
-        temperature: float,
+    async def _json(
+        self, request: Request, messages: list[dict[str, str]], json_schema: dict[str, Any]
     ) -> str:
+        """The answer to a ``"json"`` request, asked for as ``json_mode`` says."""
+        schema_name = request.schema_name
         path = "/chat/completions"
         prefix = _prefix(messages)
         mode = "json_schema" if self._json_mode == "auto" else self._json_mode
-        payload = self._payload(max_tokens, temperature, None, messages=messages)
+        payload = self._payload(request, messages=messages)
         if mode != "none":
             payload["response_format"] = _response_format(mode, schema_name, json_schema)
         # the answer is quoted in a StructuredOutputError if it does not validate: redacted
@@ -367,19 +349,18 @@ class OpenAIClient(LLM):
 
     # -- HTTP ----------------------------------------------------------------------------------
 
-    def _payload(
-        self, max_tokens: int, temperature: float, stop: Stop, *, stream: bool = False, **body: Any
-    ) -> dict[str, Any]:
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    def _payload(self, request: Request, **body: Any) -> dict[str, Any]:
+        """The request body: the model, ``body`` (the prompt or the messages), the limits."""
+        if request.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {request.max_tokens}")
         payload: dict[str, Any] = {
             "model": self.model,
             **body,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "stream": stream,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "stream": request.kind == "stream",
         }
-        stops = normalize_stop(stop)
+        stops = normalize_stop(request.stop)
         if stops:
             payload["stop"] = stops
         return payload
