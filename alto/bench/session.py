@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
+from dataclasses import KW_ONLY, dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -39,31 +40,33 @@ def warmup_arrivals(rate: float, slo_s: float | None, least: int) -> int:
     """
     return max(least, math.ceil(rate * slo_s)) if slo_s else least
 
-class Session:
-    """The state one app's benchmark shares across its runs."""
 
-    def __init__(
-        self,
-        app: ModuleType,
-        ops: Any,
-        inputs: list[Any],
-        settings: Settings,
-        knobs: dict[str, Any],
-        config: Any,
-        counters: EmulatorCounters | None,
-        *,
-        clients: dict[str, Any] | None = None,
-    ) -> None:
-        self.app = app
-        self.ops = ops
-        self.inputs = inputs
-        self.settings = settings
-        self.knobs = knobs
-        self.config = config
-        self.counters = counters
-        self.clients = dict(clients or {})
+@dataclass(eq=False, repr=False)
+class Session:
+    """The state one app's benchmark shares across its runs.
+
+    Attributes:
+        clients: the LLM clients of the systems that hold one of their own, by system (a
+            copy of the mapping given).
+        watches: a :class:`~alto.bench.endpoints.DispatchWatch` on each of those clients.
+        expected: each input's expected output, once the bound pass has run.
+    """
+
+    app: ModuleType
+    ops: Any
+    inputs: list[Any]
+    settings: Settings
+    knobs: dict[str, Any]
+    config: Any
+    counters: EmulatorCounters | None
+    _: KW_ONLY
+    clients: dict[str, Any] = field(default_factory=dict)
+    watches: dict[str, DispatchWatch] = field(init=False)
+    expected: list[str | None] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.clients = dict(self.clients)
         self.watches = {system: DispatchWatch(c) for system, c in self.clients.items()}
-        self.expected: list[str | None] = []
 
     def watch_for(self, system: str) -> DispatchWatch | None:
         """The watch on ``system``'s own client's dispatcher (None: it has none)."""

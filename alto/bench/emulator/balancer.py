@@ -50,6 +50,7 @@ import heapq
 import itertools
 import zlib
 from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal
 
 Policy = Literal["round-robin", "least-loaded", "prefix-aware"]
@@ -179,6 +180,7 @@ def _common(label: str, text: str, start: int) -> int:
     return n
 
 
+@dataclass(eq=False, repr=False)
 class Balancer:
     """Chooses a replica for each request sent to the balancer.
 
@@ -198,36 +200,31 @@ class Balancer:
         {'round_robin': 2}
     """
 
-    def __init__(
-        self,
-        policy: Policy,
-        replicas: int,
-        *,
-        cache_threshold: float = CACHE_THRESHOLD,
-        balance_abs_threshold: int = BALANCE_ABS_THRESHOLD,
-        balance_rel_threshold: float = BALANCE_REL_THRESHOLD,
-        max_tree_size: int = MAX_TREE_SIZE,
-        eviction_interval_s: float = EVICTION_INTERVAL_S,
-    ) -> None:
-        if policy not in POLICIES:
+    policy: Policy
+    replicas: int
+    _: KW_ONLY
+    cache_threshold: float = CACHE_THRESHOLD
+    balance_abs_threshold: int = BALANCE_ABS_THRESHOLD
+    balance_rel_threshold: float = BALANCE_REL_THRESHOLD
+    max_tree_size: int = MAX_TREE_SIZE
+    eviction_interval_s: float = EVICTION_INTERVAL_S
+    trees: list[RadixTree] = field(init=False)
+    decisions: list[dict[str, int]] = field(init=False)
+    eviction_passes: int = field(init=False, default=0)
+    evicted_chars: int = field(init=False, default=0)
+    _next: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
             known = ", ".join(POLICIES)
-            raise ValueError(f"balancer policy must be one of {known}; got {policy!r}")
-        if replicas < 1:
-            raise ValueError(f"replicas must be at least 1, got {replicas}")
-        if eviction_interval_s < 0:
-            raise ValueError(f"eviction_interval_s must be >= 0, got {eviction_interval_s}")
-        self.policy = policy
-        self.replicas = replicas
-        self.cache_threshold = cache_threshold
-        self.balance_abs_threshold = balance_abs_threshold
-        self.balance_rel_threshold = balance_rel_threshold
-        self.max_tree_size = max_tree_size
-        self.eviction_interval_s = eviction_interval_s
-        self.trees = [RadixTree() for _ in range(replicas)]
-        self.decisions = [dict.fromkeys(DECISION_KINDS[policy], 0) for _ in range(replicas)]
-        self.eviction_passes = 0
-        self.evicted_chars = 0
-        self._next = 0
+            raise ValueError(f"balancer policy must be one of {known}; got {self.policy!r}")
+        if self.replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {self.replicas}")
+        if self.eviction_interval_s < 0:
+            raise ValueError(f"eviction_interval_s must be >= 0, got {self.eviction_interval_s}")
+        self.trees = [RadixTree() for _ in range(self.replicas)]
+        kinds = DECISION_KINDS[self.policy]
+        self.decisions = [dict.fromkeys(kinds, 0) for _ in range(self.replicas)]
 
     def reset(self) -> None:
         """Forget every prefix the cache-aware policy has seen (its trees start empty); the

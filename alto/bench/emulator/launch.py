@@ -20,8 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from alto.bench.emulator.balancer import EVICTION_INTERVAL_S, POLICIES, Policy
@@ -184,7 +183,26 @@ class EmulatorServer(BackgroundServer):
         )
 
 
-@contextmanager
+class Serving:
+    """An :class:`EmulatorServer` running for one ``with`` or ``async with`` block, which
+    gets the balancer's base URL (the async form starts and stops it off the event loop)."""
+
+    def __init__(self, server: EmulatorServer) -> None:
+        self.server = server
+
+    def __enter__(self) -> str:
+        return self.server.__enter__().base_url
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.__exit__(*exc)
+
+    async def __aenter__(self) -> str:
+        return (await self.server.__aenter__()).base_url
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.server.__aexit__(*exc)
+
+
 def serve_emulator(
     config: EmulatorConfig | None = None,
     *,
@@ -195,8 +213,9 @@ def serve_emulator(
     balancer: Policy = "round-robin",
     scheduling_policy: SchedulingPolicy = "fcfs",
     eviction_interval_s: float = EVICTION_INTERVAL_S,
-) -> Iterator[str]:
-    """Run the emulator for the duration of a ``with`` block; yields the balancer's base URL
+) -> Serving:
+    """Run the emulator for the duration of a ``with`` or ``async with`` block (the async
+    form starts and stops it off the event loop); the block gets the balancer's base URL
     (replica ``i`` is at the same address with ``/r/{i}/v1``; :class:`EmulatorServer` lists
     them as ``replica_urls``).
 
@@ -204,31 +223,16 @@ def serve_emulator(
         >>> with serve_emulator() as base_url:  # doctest: +SKIP
         ...     llm = OpenAIClient(base_url, "emulated")
     """
-    with EmulatorServer(
-        config, host=host, port=port, mode=mode, replicas=replicas, balancer=balancer,
-        scheduling_policy=scheduling_policy, eviction_interval_s=eviction_interval_s,
-    ) as server:  # fmt: skip
-        yield server.base_url
+    return Serving(
+        EmulatorServer(
+            config, host=host, port=port, mode=mode, replicas=replicas, balancer=balancer,
+            scheduling_policy=scheduling_policy, eviction_interval_s=eviction_interval_s,
+        )
+    )  # fmt: skip
 
 
-@asynccontextmanager
-async def serve_emulator_async(
-    config: EmulatorConfig | None = None,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    mode: Literal["thread", "process"] = "thread",
-    replicas: int = 1,
-    balancer: Policy = "round-robin",
-    scheduling_policy: SchedulingPolicy = "fcfs",
-    eviction_interval_s: float = EVICTION_INTERVAL_S,
-) -> AsyncIterator[str]:
-    """Async form of :func:`serve_emulator` (starts and stops it off the event loop)."""
-    async with EmulatorServer(
-        config, host=host, port=port, mode=mode, replicas=replicas, balancer=balancer,
-        scheduling_policy=scheduling_policy, eviction_interval_s=eviction_interval_s,
-    ) as server:  # fmt: skip
-        yield server.base_url
+serve_emulator_async = serve_emulator
+"""The name of :func:`serve_emulator` in ``async with`` blocks, which it serves as well."""
 
 
 def main(argv: Sequence[str] | None = None) -> None:
