@@ -184,13 +184,8 @@ async def open_bench_operators(
             url = settings.llm_url or ""
             plans = _client_plans(settings, chosen, url, [url], cap, priority=False)
             async with contextlib.AsyncExitStack() as stack:
-                clients = {
-                    system: await stack.enter_async_context(
-                        open_client(plan, settings.llm_model or "default", max_concurrency=cap)
-                    )
-                    for system, plan in plans.items()
-                }
-                yield BenchOperators(ops, cap=cap, clients=clients, plans=plans)
+                name = settings.llm_model or "default"
+                yield await _with_clients(stack, ops, cap, plans, name)
             return
         from alto.bench.emulator import EmulatorConfig, EmulatorServer
         from alto.operators.llm.openai import OpenAIClient
@@ -223,24 +218,12 @@ async def open_bench_operators(
                     f"serving-timing emulator (timing emulation, not a model; "
                     f"{settings.emulator_mode} mode; {replicas} replica(s) behind {balancer})"
                 )
-                bench = BenchOperators(
-                    ops,
-                    cap,
-                    model,
-                    server,
-                    counters=EmulatorCounters(server),
-                    deployment={
-                        "servers": "emulated",
-                        "deployment": settings.deployment,
-                        "replicas": replicas,
-                        "balancer": balancer,
-                    },
-                )
+                plans = {}
                 if stages:
                     # the emulator orders waiting requests by ``priority`` only when started
                     # with that scheduling policy (as vLLM); otherwise none is sent
                     priority = server.scheduling_policy == "priority"
-                    bench.plans = _client_plans(
+                    plans = _client_plans(
                         settings,
                         chosen,
                         server.base_url,
@@ -248,15 +231,11 @@ async def open_bench_operators(
                         cap,
                         priority=priority,
                     )
-                    for system, plan in bench.plans.items():
-                        bench.clients[system] = await stack.enter_async_context(
-                            open_client(
-                                plan,
-                                "emulated",
-                                max_concurrency=cap,
-                            )
-                        )
-                yield bench
+                deployment = _deployment("emulated", settings, balancer)
+                yield await _with_clients(
+                    stack, ops, cap, plans, "emulated", emulator=model, server=server,
+                    counters=EmulatorCounters(server), deployment=deployment,
+                )  # fmt: skip
 
 
 @contextlib.asynccontextmanager
@@ -299,23 +278,12 @@ async def _llama_server_operators(
             else f"{settings.llm_model} on llama_cpp.server, one CPU thread each ({where})"
         )
         plans = _client_plans(settings, systems, base_url, servers.urls, cap, priority=False)
-        clients = {
-            system: await stack.enter_async_context(open_client(plan, model, max_concurrency=cap))
-            for system, plan in plans.items()
-        }
-        yield BenchOperators(
-            ops,
-            cap,
-            clients=clients,
-            plans=plans,
-            counters=LlamaServerCounters(servers),
-            deployment={
-                "servers": "llama_cpp.server",
-                "deployment": settings.deployment,
-                "replicas": replicas,
-                "balancer": balancer,
-                "threads_per_server": servers.threads,
-            },
+        counters = LlamaServerCounters(servers)
+        deployment = _deployment(
+            "llama_cpp.server", settings, balancer, threads_per_server=servers.threads
+        )
+        yield await _with_clients(
+            stack, ops, cap, plans, model, counters=counters, deployment=deployment
         )
 
 
@@ -378,30 +346,53 @@ async def _native_operators(
         plans = _client_plans(
             settings, systems, base_url, urls, cap, priority=False, server_limit=slots
         )
-        clients = {
-            system: await stack.enter_async_context(
-                open_client(plan, model, max_concurrency=cap)
-            )
-            for system, plan in plans.items()
-        }
-        yield BenchOperators(
-            ops,
-            cap,
-            clients=clients,
-            plans=plans,
-            counters=NativeServerCounters(servers),
-            deployment={
-                "servers": "llama-server",
-                "deployment": settings.deployment,
-                "replicas": replicas,
-                "balancer": balancer if replicas > 1 else None,
-                "slots_per_server": slots,
-                "threads_per_server": threads,
-                "ctx_per_slot": servers[0].ctx_per_slot,
-                "host_prompt_cache": False,
-                "version": version(servers[0].binary),
-            },
+        counters = NativeServerCounters(servers)
+        deployment = _deployment(
+            "llama-server",
+            settings,
+            balancer if replicas > 1 else None,
+            slots_per_server=slots,
+            threads_per_server=threads,
+            ctx_per_slot=servers[0].ctx_per_slot,
+            host_prompt_cache=False,
+            version=version(servers[0].binary),
         )
+        yield await _with_clients(
+            stack, ops, cap, plans, model, counters=counters, deployment=deployment
+        )
+
+
+async def _with_clients(
+    stack: contextlib.AsyncExitStack,
+    ops: Any,
+    cap: int,
+    plans: dict[str, ClientPlan],
+    model: str,
+    **fields: Any,
+) -> BenchOperators:
+    """The bench's operators (``fields``: the other :class:`BenchOperators` attributes), with
+    the LLM client of each system in ``plans`` opened on ``stack`` (closed with it) and the
+    shared cap as its ``max_concurrency``."""
+    clients = {
+        system: await stack.enter_async_context(open_client(plan, model, max_concurrency=cap))
+        for system, plan in plans.items()
+    }
+    return BenchOperators(ops, cap, clients=clients, plans=plans, **fields)
+
+
+def _deployment(
+    servers: str, settings: Settings, balancer: str | None, **more: Any
+) -> dict[str, Any]:
+    """``BenchOperators.deployment``: which servers, the deployment, its replicas and their
+    balancer (``None``: none in front), then ``more`` about the servers."""
+    replicas = DEPLOYMENTS[settings.deployment][0]
+    return {
+        "servers": servers,
+        "deployment": settings.deployment,
+        "replicas": replicas,
+        "balancer": balancer,
+        **more,
+    }
 
 
 def _client_plans(
