@@ -19,6 +19,7 @@ and streaming-gather keyed stages route records to per-replica inboxes by key in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, AsyncIterable, Awaitable, Callable, Iterable
 
@@ -48,6 +49,18 @@ from alto.runtime.records import CHUNK
 
 Call = tuple[Ancestry, Any]
 """An assembled call: the fragment's (or group's) ancestry and its inputs."""
+
+
+@dataclass(frozen=True, slots=True)
+class _ReplicaContext:
+    """What a replica task reads and feeds, made once per task: the stage, its inbox, the
+    assembler of its calls, its outbox and its counters."""
+
+    node: Node
+    receive: MemoryObjectReceiveStream[Chunk]
+    assembler: Assembler
+    outbox: StageOutbox
+    stats: StageStats
 
 
 class LocalExecutor:
@@ -112,28 +125,22 @@ class LocalExecutor:
         assembler = Assembler(node, run.settled)
         if not assembler.simple:
             run.assemblers.append(assembler)
+        ctx = _ReplicaContext(node, receive, assembler, outbox, stats)
         if replica < 0:
-            await self._assemble(node, receive, assembler, outbox, stats)
+            await self._assemble(ctx)
             return
         invoker = Invoker(node, run, stats, replica, run.site(node.name))
         stats.working += 1
         try:
             async with receive, outbox:
-                await self._work(node, receive, assembler, invoker, outbox, stats)
+                await self._work(ctx, invoker)
         finally:
             stats.working -= 1
 
-    async def _work(
-        self,
-        node: Node,
-        receive: MemoryObjectReceiveStream[Chunk],
-        assembler: Assembler,
-        invoker: Invoker,
-        outbox: StageOutbox,
-        stats: StageStats,
-    ) -> None:
+    async def _work(self, ctx: _ReplicaContext, invoker: Invoker) -> None:
+        node, outbox, stats = ctx.node, ctx.outbox, ctx.stats
         if node.spec.options.batch:
-            await self._batch_loop(node, receive, assembler, invoker, outbox, stats)
+            await self._batch_loop(ctx, invoker)
             return
         run_one = runner_for(invoker)
         if not any(p.mode is PortMode.GATHER_STREAM for p in node.ports):
@@ -142,7 +149,7 @@ class LocalExecutor:
                 for anc, args in ready:
                     await run_one(anc, args, outbox)
 
-            await self._loop(receive, assembler, outbox, stats, run_here)
+            await self._loop(ctx, run_here)
             return
 
         async def beside(anc: Ancestry, args: Any) -> None:
@@ -163,16 +170,9 @@ class LocalExecutor:
                 for anc, args in ready:
                     tg.start_soon(beside, anc, args)
 
-            await self._loop(receive, assembler, outbox, stats, start_beside)
+            await self._loop(ctx, start_beside)
 
-    async def _assemble(
-        self,
-        node: Node,
-        receive: MemoryObjectReceiveStream[Chunk],
-        assembler: Assembler,
-        outbox: StageOutbox,
-        stats: StageStats,
-    ) -> None:
+    async def _assemble(self, ctx: _ReplicaContext) -> None:
         """A keyed stage with replicas: assemble here, hand each call to a free replica.
 
         Joins, broadcasts and gathers keep their state in one place, so every
@@ -180,6 +180,7 @@ class LocalExecutor:
         is stored once, and a call waits only for a free replica (routing calls
         to replicas by key would queue some behind others while replicas idle).
         """
+        node, receive, outbox, stats = ctx.node, ctx.receive, ctx.outbox, ctx.stats
         replicas = node.spec.options.replicas
         send_calls, receive_calls = anyio.create_memory_object_stream[Call](replicas)
 
@@ -201,7 +202,7 @@ class LocalExecutor:
                                   name=f"alto:{node.name}[{r}]")
                 receive_calls.close()
                 async with receive, outbox, send_calls:
-                    await self._loop(receive, assembler, outbox, stats, hand_out)
+                    await self._loop(ctx, hand_out)
         finally:
             stats.working -= 1
 
@@ -236,29 +237,19 @@ class LocalExecutor:
             stats.working -= 1
 
     async def _loop(
-        self,
-        receive: MemoryObjectReceiveStream[Chunk],
-        assembler: Assembler,
-        outbox: StageOutbox,
-        stats: StageStats,
-        dispatch: Callable[[list[Any]], Awaitable[None]],
+        self, ctx: _ReplicaContext, dispatch: Callable[[list[Any]], Awaitable[None]]
     ) -> None:
         """Assemble calls from the inbox; ``dispatch`` runs (or hands out) each list of them."""
+        receive, outbox, stats = ctx.receive, ctx.outbox, ctx.stats
 
         def idle() -> Awaitable[Chunk]:
             return idle_receive(receive, outbox, stats)
 
-        await assemble_calls(receive, assembler, outbox, stats, dispatch, idle)
+        await assemble_calls(receive, ctx.assembler, outbox, stats, dispatch, idle)
 
-    async def _batch_loop(
-        self,
-        node: Node,
-        receive: MemoryObjectReceiveStream[Chunk],
-        assembler: Assembler,
-        invoker: Invoker,
-        outbox: StageOutbox,
-        stats: StageStats,
-    ) -> None:
+    async def _batch_loop(self, ctx: _ReplicaContext, invoker: Invoker) -> None:
+        node, receive, assembler = ctx.node, ctx.receive, ctx.assembler
+        outbox, stats = ctx.outbox, ctx.stats
         assert self.engine is not None
         policy = self.engine.batch_policy(node)
         size = policy.size
