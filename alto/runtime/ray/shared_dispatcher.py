@@ -53,7 +53,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import OrderedDict
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -225,13 +224,7 @@ class _SharedLease(Lease):
         self._key = await d._acquire_remote(self)
         return self
 
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._ended(exc)
+    async def _give_back(self) -> None:
         d = self._d
         assert isinstance(d, SharedDispatcher)
         with anyio.CancelScope(shield=True):  # a cancelled call gives its slot back too

@@ -73,6 +73,10 @@ class Lease:
         tb: TracebackType | None,
     ) -> None:
         self._ended(exc)
+        await self._give_back()
+
+    async def _give_back(self) -> None:
+        """Give the slot back to the dispatcher that made the lease."""
         d = self._d
         assert d is not None
         d._release(self)
