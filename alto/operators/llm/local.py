@@ -282,20 +282,7 @@ class LocalLLM(LLM):
         if llama in self._free:
             self._free.remove(llama)
             return llama
-        waiter = _Waiter("")
-        claims = self._claims.setdefault(id(llama), [])
-        claims.append(waiter)
-        try:
-            await waiter.granted.wait()
-        except BaseException:
-            if waiter.llama is not None:  # granted as it was cancelled: pass it on
-                self._release(waiter.llama)
-            else:
-                claims.remove(waiter)
-            raise
-        if waiter.llama is None:
-            raise LLMError(f"{self.name} is closed")
-        return waiter.llama
+        return await self._wait(_Waiter(""), self._claims.setdefault(id(llama), []))
 
     @asynccontextmanager
     async def _pooled(self, prompt: str) -> AsyncIterator[Llama]:
@@ -311,24 +298,32 @@ class LocalLLM(LLM):
             llama = max(self._free, key=lambda m: _shared(self._last.get(id(m), ""), prompt))
             self._free.remove(llama)
         else:
-            waiter = _Waiter(prompt)
-            self._waiters.append(waiter)
-            try:
-                await waiter.granted.wait()
-            except BaseException:
-                if waiter.llama is not None:  # granted as it was cancelled: pass it on
-                    self._release(waiter.llama)
-                else:
-                    self._waiters.remove(waiter)
-                raise
-            if waiter.llama is None:
-                raise LLMError(f"{self.name} is closed")
-            llama = waiter.llama
+            llama = await self._wait(_Waiter(prompt), self._waiters)
         self._last[id(llama)] = prompt
         try:
             yield llama
         finally:
             self._release(llama)
+
+    async def _wait(self, waiter: _Waiter, queue: list[_Waiter]) -> Llama:
+        """Queue ``waiter`` at the end of ``queue`` and wait until :meth:`_release` grants it
+        an instance; a waiter cancelled as it was granted one passes it on.
+
+        Raises:
+            LLMError: the client was closed while the call waited.
+        """
+        queue.append(waiter)
+        try:
+            await waiter.granted.wait()
+        except BaseException:
+            if waiter.llama is not None:  # granted as it was cancelled: pass it on
+                self._release(waiter.llama)
+            else:
+                queue.remove(waiter)
+            raise
+        if waiter.llama is None:
+            raise LLMError(f"{self.name} is closed")
+        return waiter.llama
 
     def _release(self, llama: Llama) -> None:
         """Hand a freed instance to the call in a stage that was given it, else to the best
