@@ -40,7 +40,7 @@ import anyio
 import anyio.to_thread
 
 from alto.bench.llama_servers import replica_stats
-from alto.bench.loopback import BackgroundServer, bind, stop_child
+from alto.bench.loopback import BackgroundServer, bind, stop_child, wait_until_ready
 
 BINARY_ENV = "ALTO_LLAMA_SERVER"
 """Environment variable naming a ``llama-server`` binary to use instead of the one in .venv."""
@@ -227,8 +227,6 @@ class NativeLlamaServer(BackgroundServer):
     def start(self, timeout: float = 120.0) -> str:
         """Start the server and wait until ``GET /health`` answers 200; returns
         :attr:`base_url`."""
-        import httpx
-
         if self.process is not None:
             return self.base_url
         with bind("127.0.0.1", 0) as sock:  # a free port, released for the server
@@ -242,25 +240,16 @@ class NativeLlamaServer(BackgroundServer):
             cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
         )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + timeout
         try:
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(
-                        f"llama-server exited with status {self.process.returncode}: "
-                        f"{self.log_tail()}"
-                    )
-                try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break  # 503 while the model loads
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"llama-server did not answer GET /health within {timeout:g} s: "
-                        f"{self.log_tail()}"
-                    )
-                time.sleep(0.1)
+            wait_until_ready(
+                f"{url}/health",  # 503 while the model loads
+                self.process,
+                what="llama-server",
+                log=self.log_tail,
+                deadline=time.monotonic() + timeout,
+                timeout=timeout,
+                every=0.1,
+            )
         except BaseException:
             self.stop()
             raise

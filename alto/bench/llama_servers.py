@@ -19,6 +19,7 @@ neither, and nothing is counted.
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from alto.bench.loopback import BackgroundServer, bind
+from alto.bench.loopback import BackgroundServer, bind, wait_until_ready
 
 _HIT = re.compile(r"Llama\.generate: (\d+) prefix-match hit, remaining (\d+) prompt tokens")
 _FULL = re.compile(r"Llama\.generate: full prompt already cached")
@@ -149,8 +150,6 @@ class LlamaServers(BackgroundServer):
 
     def start(self, timeout: float = 180.0) -> list[str]:
         """Start every server and wait until each answers; returns their base URLs."""
-        import httpx
-
         if self.urls:
             return self.urls
         model = self.model_path or default_model_path()
@@ -181,20 +180,15 @@ class LlamaServers(BackgroundServer):
                 self.urls.append(f"http://127.0.0.1:{port}/v1")
             deadline = time.monotonic() + timeout
             for i, url in enumerate(self.urls):
-                while True:
-                    if self._processes[i].poll() is not None:
-                        raise RuntimeError(f"llama_cpp.server {i} exited: {self._tail(i)}")
-                    try:
-                        if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"llama_cpp.server {i} did not answer within {timeout:g} s: "
-                            f"{self._tail(i)}"
-                        )
-                    time.sleep(0.25)
+                wait_until_ready(
+                    f"{url}/models",
+                    self._processes[i],
+                    what=f"llama_cpp.server {i}",
+                    log=functools.partial(self._tail, i),
+                    deadline=deadline,
+                    timeout=timeout,
+                    every=0.25,
+                )
         except BaseException:
             self.stop()
             raise

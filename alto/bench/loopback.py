@@ -12,7 +12,9 @@ import select
 import socket
 import subprocess
 import tempfile
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -96,6 +98,47 @@ def stop_child(proc: subprocess.Popen[Any]) -> None:
         proc.wait()
     if proc.stdout is not None:
         proc.stdout.close()
+
+
+def wait_until_ready(
+    url: str,
+    process: subprocess.Popen[Any],
+    *,
+    what: str,
+    log: Callable[[], str],
+    deadline: float,
+    timeout: float,
+    every: float,
+) -> None:
+    """Poll ``GET url`` every ``every`` seconds until it answers 200 (another status, or no
+    connection yet, means not ready yet).
+
+    Args:
+        url: what to ask.
+        process: the server's process.
+        what: the server's name in errors.
+        log: the end of the server's log, for errors.
+        deadline: when to give up (``time.monotonic()``).
+        timeout: the seconds the deadline gave, for errors.
+        every: seconds between polls.
+
+    Raises:
+        RuntimeError: ``process`` exited, or the deadline passed; the message ends with
+            ``log()``.
+    """
+    import httpx
+
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode}: {log()}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not answer GET {url} within {timeout:g} s: {log()}")
+        time.sleep(every)
 
 
 class BackgroundServer(ABC):
