@@ -20,27 +20,11 @@ def chrome_trace(results: dict[str, Any]) -> dict[str, Any]:
     for app_name, app in results["apps"].items():
         for system, line in app.get("timelines", {}).items():
             pid += 1
-            events.append(
-                {
-                    "ph": "M",
-                    "name": "process_name",
-                    "pid": pid,
-                    "args": {"name": f"{app_name} / {system} (operator calls)"},
-                }
-            )
-            events.append(
-                {"ph": "M", "name": "process_sort_index", "pid": pid, "args": {"sort_index": pid}}
-            )
+            where = f"{app_name} / {system}"
+            events.append(_meta("process_name", pid, name=f"{where} (operator calls)"))
+            events.append(_meta("process_sort_index", pid, sort_index=pid))
             for tid, call in enumerate(line["calls"], 1):
-                events.append(
-                    {
-                        "ph": "M",
-                        "name": "thread_name",
-                        "pid": pid,
-                        "tid": tid,
-                        "args": {"name": f"{tid:02d} {call['step']}"},
-                    }
-                )
+                events.append(_meta("thread_name", pid, tid, name=f"{tid:02d} {call['step']}"))
                 events.append(
                     _event(
                         call["step"],
@@ -65,28 +49,14 @@ def chrome_trace(results: dict[str, Any]) -> dict[str, Any]:
                 )
             if line.get("stage_spans"):
                 pid += 1
-                events.append(
-                    {
-                        "ph": "M",
-                        "name": "process_name",
-                        "pid": pid,
-                        "args": {"name": f"{app_name} / {system} (stage calls)"},
-                    }
-                )
+                events.append(_meta("process_name", pid, name=f"{where} (stage calls)"))
                 tracks: dict[tuple[str, int], int] = {}
                 for span in line["stage_spans"]:
                     key = (span["stage"], span["replica"])
                     if key not in tracks:
                         tracks[key] = len(tracks) + 1
-                        events.append(
-                            {
-                                "ph": "M",
-                                "name": "thread_name",
-                                "pid": pid,
-                                "tid": tracks[key],
-                                "args": {"name": f"{span['stage']}[{span['replica']}]"},
-                            }
-                        )
+                        track = f"{span['stage']}[{span['replica']}]"
+                        events.append(_meta("thread_name", pid, tracks[key], name=track))
                     events.append(
                         _event(
                             span["stage"],
@@ -107,6 +77,15 @@ def chrome_trace(results: dict[str, Any]) -> dict[str, Any]:
                 name = f"{app_name} / {system} ({len(targets)} target(s))"
                 events += counter_events(name, targets, dispatch["samples"], pid=pid)
     return {"traceEvents": events, "displayTimeUnit": "ms"}
+
+
+def _meta(kind: str, pid: int, tid: int | None = None, **args: Any) -> dict[str, Any]:
+    """A metadata ("M") event: names or orders a process (or, with ``tid``, a track)."""
+    event: dict[str, Any] = {"ph": "M", "name": kind, "pid": pid}
+    if tid is not None:
+        event["tid"] = tid
+    event["args"] = args
+    return event
 
 
 def _event(
