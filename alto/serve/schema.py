@@ -57,13 +57,19 @@ class RequestSchema:
     Example:
         >>> import alto
         >>> @alto.stage
-        ... async def shout(text: str) -> str:
-        ...     return text.upper()
+        ... async def repeat(text: str, times: int) -> str:
+        ...     return text * times
         >>> @alto.flow
-        ... def loud(text: str):
-        ...     return shout(text)
-        >>> RequestSchema(loud.plan).parse({"inputs": [{"text": "hi"}]}).items
-        ['hi']
+        ... def echo(text: str, times: int = 2):
+        ...     return repeat(text, times)
+        >>> schema = RequestSchema(echo.plan)
+        >>> schema.parse({"inputs": [{"text": "hi"}, {"text": "ho", "times": "3"}]}).items
+        [{'text': 'hi', 'times': 2}, {'text': 'ho', 'times': 3}]
+        >>> try:
+        ...     schema.parse({"inputs": [{"text": "hi", "times": "many"}]})
+        ... except BadRequest as exc:
+        ...     print(exc.field)
+        inputs[0].times
     """
 
     def __init__(self, plan: Plan, *, max_inputs: int | None = None) -> None:
