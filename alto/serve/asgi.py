@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
+from functools import partial
 from typing import Any
 
 import anyio
@@ -132,8 +133,10 @@ class Service:
     def asgi(self, *, lifespan: bool = True) -> Starlette:
         """The ASGI app. With ``lifespan``, the app runs the pipeline in its own lifespan."""
         routes = [
-            Route("/v1/runs", self._runs, methods=["POST"]),
-            Route("/v1/runs/stream", self._stream, methods=["POST"]),
+            Route("/v1/runs", partial(self._runs, route="/v1/runs", events=False),
+                  methods=["POST"]),
+            Route("/v1/runs/stream", partial(self._runs, route="/v1/runs/stream", events=True),
+                  methods=["POST"]),
             Route("/v1/flow", self._flow, methods=["GET"]),
             Route("/health", self._health, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
@@ -167,19 +170,14 @@ class Service:
             return JSONResponse({"error": {"type": "Unavailable", "message": str(exc)}},
                                 status_code=503, headers={"Retry-After": "1"})
 
-    async def _runs(self, request: Request) -> Response:
+    async def _runs(self, request: Request, *, route: str, events: bool) -> Response:
+        """``POST`` of a batch of inputs to ``route``: answered as one JSON body, or with
+        ``events`` as server-sent events, one per input as it completes."""
         started = time.perf_counter()
-        admitted = await self._admit(request, "/v1/runs")
+        admitted = await self._admit(request, route)
         if isinstance(admitted, Response):
             return admitted
-        return _BatchResponse(self, admitted, started, events=False)
-
-    async def _stream(self, request: Request) -> Response:
-        started = time.perf_counter()
-        admitted = await self._admit(request, "/v1/runs/stream")
-        if isinstance(admitted, Response):
-            return admitted
-        return _BatchResponse(self, admitted, started, events=True)
+        return _BatchResponse(self, admitted, started, events=events)
 
     async def _flow(self, request: Request) -> Response:
         plan = self.flow.plan
