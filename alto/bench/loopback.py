@@ -61,6 +61,18 @@ def uvicorn_config(app: Any, host: str, port: int) -> Any:
     )
 
 
+def serve_until_interrupted(app: Any, host: str, port: int, what: str, detail: str) -> None:
+    """Serve ``app`` with uvicorn on ``host:port`` (0: a free port) until interrupted, after
+    printing the line :func:`start_child` waits for:
+    ``{what} serving http://host:port/v1 ({detail})``."""
+    import uvicorn
+
+    sock = bind(host, port)
+    port = sock.getsockname()[1]
+    print(f"{what} serving http://{url_host(host)}:{port}/v1 ({detail})", flush=True)
+    uvicorn.Server(uvicorn_config(app, host, port)).run(sockets=[sock])
+
+
 def start_child(cmd: list[str], what: str, timeout: float) -> tuple[subprocess.Popen[str], str]:
     """Start ``cmd`` and wait for its ``serving http://…`` line.
 

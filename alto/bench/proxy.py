@@ -30,14 +30,7 @@ from typing import Any
 import anyio
 
 from alto.bench.emulator.balancer import EVICTION_INTERVAL_S, POLICIES, Balancer, Policy
-from alto.bench.loopback import (
-    BackgroundServer,
-    bind,
-    start_child,
-    stop_child,
-    url_host,
-    uvicorn_config,
-)
+from alto.bench.loopback import BackgroundServer, serve_until_interrupted, start_child, stop_child
 
 # RFC 9110 7.6.1: connection-specific fields a proxy must not forward
 _HOP_BY_HOP = frozenset(
@@ -256,8 +249,6 @@ class BalancerProxy(BackgroundServer):
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m alto.bench.proxy``: serve the proxy until interrupted."""
-    import uvicorn
-
     parser = argparse.ArgumentParser(
         prog="python -m alto.bench.proxy",
         description="A balancer in front of OpenAI-compatible servers.",
@@ -277,14 +268,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8080, help="port (0: a free one)")
     args = parser.parse_args(argv)
     app = create_app(args.upstream, args.policy, eviction_interval_s=args.eviction_interval_secs)
-    sock = bind(args.host, args.port)
-    port = sock.getsockname()[1]
-    print(
-        f"alto balancer proxy serving http://{url_host(args.host)}:{port}/v1 "
-        f"({args.policy} over {len(args.upstream)} upstream(s))",
-        flush=True,
+    serve_until_interrupted(
+        app,
+        args.host,
+        args.port,
+        "alto balancer proxy",
+        f"{args.policy} over {len(args.upstream)} upstream(s)",
     )
-    uvicorn.Server(uvicorn_config(app, args.host, port)).run(sockets=[sock])
 
 
 if __name__ == "__main__":

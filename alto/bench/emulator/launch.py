@@ -29,6 +29,7 @@ from alto.bench.emulator.server import SCHEDULING_POLICIES, SchedulingPolicy, cr
 from alto.bench.loopback import (
     BackgroundServer,
     bind,
+    serve_until_interrupted,
     start_child,
     stop_child,
     url_host,
@@ -237,8 +238,6 @@ serve_emulator_async = serve_emulator
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m alto.bench.emulator``: serve the emulator until interrupted."""
-    import uvicorn
-
     parser = argparse.ArgumentParser(
         prog="python -m alto.bench.emulator",
         description="OpenAI-compatible serving-timing emulator (timing emulation, not a model).",
@@ -293,12 +292,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         scheduling_policy=args.scheduling_policy,
         eviction_interval_s=args.eviction_interval_secs,
     )
-    sock = bind(args.host, args.port)
-    port = sock.getsockname()[1]
-    print(
-        f"alto timing emulator (timing emulation, not a model) serving "
-        f"http://{url_host(args.host)}:{port}/v1 ({args.replicas} replica(s) at /r/{{i}}/v1, "
-        f"balancer {args.balancer}, scheduling policy {args.scheduling_policy})",
-        flush=True,
+    serve_until_interrupted(
+        app,
+        args.host,
+        args.port,
+        "alto timing emulator (timing emulation, not a model)",
+        f"{args.replicas} replica(s) at /r/{{i}}/v1, balancer {args.balancer}, "
+        f"scheduling policy {args.scheduling_policy}",
     )
-    uvicorn.Server(uvicorn_config(app, args.host, port)).run(sockets=[sock])
