@@ -25,6 +25,7 @@ import json
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import anyio
@@ -180,6 +181,7 @@ def create_app(
     )
 
 
+@dataclass(eq=False, repr=False)
 class BalancerProxy(BackgroundServer):
     """Runs the proxy in a child process on loopback.
 
@@ -191,28 +193,24 @@ class BalancerProxy(BackgroundServer):
         eviction_interval_s: seconds between the prefix-aware policy's eviction passes.
     """
 
-    def __init__(
-        self,
-        upstreams: Sequence[str],
-        policy: Policy = "round-robin",
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        eviction_interval_s: float = EVICTION_INTERVAL_S,
-    ) -> None:
-        if policy not in POLICIES:
-            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
-        if not upstreams:
+    upstreams: Sequence[str]
+    policy: Policy = "round-robin"
+    _: KW_ONLY
+    host: str = "127.0.0.1"
+    port: int = 0
+    eviction_interval_s: float = EVICTION_INTERVAL_S
+    base_url: str = field(init=False, default="")
+    _process: Any = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            known = ", ".join(POLICIES)
+            raise ValueError(f"policy must be one of {known}, got {self.policy!r}")
+        if not self.upstreams:
             raise ValueError("the proxy needs at least one upstream base URL")
-        if eviction_interval_s < 0:
-            raise ValueError(f"eviction_interval_s must be >= 0, got {eviction_interval_s}")
-        self.upstreams = list(upstreams)
-        self.policy = policy
-        self.eviction_interval_s = eviction_interval_s
-        self.host = host
-        self.port = port
-        self.base_url = ""
-        self._process: Any = None
+        if self.eviction_interval_s < 0:
+            raise ValueError(f"eviction_interval_s must be >= 0, got {self.eviction_interval_s}")
+        self.upstreams = list(self.upstreams)
 
     def start(self, timeout: float = 30.0) -> str:
         """Start serving; returns the proxy's base URL (``http://host:port/v1``)."""
