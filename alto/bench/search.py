@@ -551,15 +551,7 @@ async def search_session(
     settings = session.settings
     if sweep["slo_s"] is None:
         raise RuntimeError("the rate search needs an SLO: the bound pass timed no input")
-    plan = SearchPlan(
-        start=sweep["levels"][0],
-        repeats=settings.repeats,
-        arrivals=settings.search_arrivals,
-        warmup=settings.search_warmup,
-        rounds=settings.search_rounds,
-        factor=settings.search_factor,
-        width=settings.search_width,
-    )
+    plan = settings.search_plan(sweep["levels"][0])
     # about 4 trials a search: two of all repeats, two stopped after one run
     bar = tqdm(
         total=len(systems) * 2 * (plan.repeats + 1),

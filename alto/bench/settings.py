@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alto.bench.controls import ALL_SYSTEMS, CONTROL_SYSTEMS
 from alto.bench.endpoints import ALTO_ENDPOINTS
 from alto.bench.systems import SYSTEMS
 from alto.operators.llm.dispatch import ORDERS, ROUTES
+
+if TYPE_CHECKING:
+    from alto.bench.search import SearchPlan
 
 APPS = ("factcheck", "multihop", "summarize", "ingest")
 LLMS = ("emulated", "local", "llama-server", "llama-server-native", "openai", "fake")
@@ -268,24 +271,33 @@ class Settings:
                 f"least {servers}, or leave it out for every slot ({self.native_cap()})"
             )
 
-    def _check_search(self) -> None:
-        """The rate search's options, as :class:`~alto.bench.search.SearchPlan` checks them."""
+    def search_plan(self, start: float) -> SearchPlan:
+        """The rate search these settings ask for, from the rate ``start``.
+
+        Raises:
+            ValueError: the search's options are out of range (see
+                :class:`~alto.bench.search.SearchPlan`).
+        """
         from alto.bench.search import SearchPlan
 
+        return SearchPlan(
+            start=start,
+            repeats=self.repeats,
+            arrivals=self.search_arrivals,
+            warmup=self.search_warmup,
+            rounds=self.search_rounds,
+            factor=self.search_factor,
+            width=self.search_width,
+        )
+
+    def _check_search(self) -> None:
+        """The rate search's options, as :class:`~alto.bench.search.SearchPlan` checks them."""
         if self.search_warmup < 0:
             raise BenchError(f"--search-warmup must be at least 0, got {self.search_warmup}")
         if self.search_start is not None and not self.search_start > 0:
             raise BenchError(f"--search-start must be a positive rate, got {self.search_start}")
         try:
-            SearchPlan(
-                start=self.search_start or 1.0,
-                repeats=self.repeats,
-                arrivals=self.search_arrivals,
-                warmup=self.search_warmup,
-                rounds=self.search_rounds,
-                factor=self.search_factor,
-                width=self.search_width,
-            )
+            self.search_plan(self.search_start or 1.0)
         except ValueError as exc:
             raise BenchError(f"rate search: {exc}") from None
 
