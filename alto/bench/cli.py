@@ -303,6 +303,15 @@ def _numbers(text: str, kind: type, what: str) -> list[Any]:
     return sorted(set(values))
 
 
+AS_GIVEN = (
+    "llm", "llm_url", "llm_model", "queries", "closed_inputs", "open_inputs", "slo_factor",
+    "search_arrivals", "search_warmup", "search_rounds", "search_factor", "search_width",
+    "search_start", "seed", "docs_per_corpus", "llm_concurrency", "llm_slots", "llm_threads",
+    "emulator_mode", "deployment", "fanout", "alto_endpoint", "max_inflight", "order", "route",
+)  # fmt: skip
+"""The settings that :func:`settings_from` takes unchanged from the flag of the same name."""
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     """The :class:`~alto.bench.settings.Settings` of the parsed arguments (they check their
     own values when made), once :func:`~alto.bench.settings.check_available` has found
@@ -319,43 +328,19 @@ def settings_from(args: argparse.Namespace) -> Settings:
     emulator_config = args.emulator_config
     settings = Settings(
         apps=apps,
-        llm=args.llm,
-        llm_url=args.llm_url,
-        llm_model=args.llm_model,
         embedder=args.embedder or ("hash" if args.llm in ("emulated", "fake") else "minilm"),
-        queries=args.queries,
         load=load,
         concurrency=_numbers(args.concurrency, int, "--concurrency"),
-        closed_inputs=args.closed_inputs,
         rates=_numbers(args.rate, float, "--rate") if args.rate else None,
-        open_inputs=args.open_inputs,
-        slo_factor=args.slo_factor,
         slo_s=args.slo,
         slo_floor_s=args.slo_floor,
         sweep_stop=not args.no_sweep_stop,
         repeats=args.repeats if args.repeats is not None else (3 if load == "search" else 1),
-        search_arrivals=args.search_arrivals,
-        search_warmup=args.search_warmup,
-        search_rounds=args.search_rounds,
-        search_factor=args.search_factor,
-        search_width=args.search_width,
-        search_start=args.search_start,
-        seed=args.seed,
         systems=systems,
         timeout_s=args.timeout,
-        docs_per_corpus=args.docs_per_corpus,
         config=args.config or None,
-        llm_concurrency=args.llm_concurrency,
-        llm_slots=args.llm_slots,
-        llm_threads=args.llm_threads,
         emulator_config=_read_emulator_config(emulator_config) if emulator_config else None,
-        emulator_mode=args.emulator_mode,
-        deployment=args.deployment,
-        fanout=args.fanout,
-        alto_endpoint=args.alto_endpoint,
-        max_inflight=args.max_inflight,
-        order=args.order,
-        route=args.route,
+        **{name: getattr(args, name) for name in AS_GIVEN},
     )
     check_available(settings)
     return settings
