@@ -257,7 +257,7 @@ class ScriptedServer:
             self.open += 1
         try:
             async with stream:
-                request = await _read_request(stream)
+                request = await read_request(stream)
                 if request is None:
                     return
                 if request.method == "GET":
@@ -310,7 +310,9 @@ class ScriptedServer:
         return condition()
 
 
-async def _read_request(stream: anyio.abc.SocketStream) -> Request | None:
+async def read_request(stream: anyio.abc.SocketStream) -> Request | None:
+    """One HTTP/1.1 request read off ``stream`` (head and ``Content-Length`` body); ``None``
+    when the client closes before a whole head arrived."""
     data = b""
     while b"\r\n\r\n" not in data:
         try:
@@ -352,14 +354,22 @@ def refused_url() -> str:
 
 
 class LlamaServer:
-    """``python -m llama_cpp.server`` on a free loopback port, small: 1 thread, 1024 tokens.
+    """``python -m llama_cpp.server`` on a free loopback port, small unless told otherwise:
+    ``n_ctx`` tokens, ``threads`` CPU threads (``None``: the server's default).
 
     By default it is started with ``--interrupt_requests False``: otherwise the server cuts a
     running stream short whenever another request arrives (pass ``interrupt_requests=True``
     to get that, the server's own default).
     """
 
-    def __init__(self, model: Path, *, interrupt_requests: bool = False) -> None:
+    def __init__(
+        self,
+        model: Path,
+        *,
+        n_ctx: int = 1024,
+        threads: int | None = 1,
+        interrupt_requests: bool = False,
+    ) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -367,10 +377,11 @@ class LlamaServer:
         self._log = tempfile.TemporaryFile()
         cmd = [
             sys.executable, "-m", "llama_cpp.server", "--model", str(model),
-            "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "1024",
-            "--n_threads", "1", "--n_threads_batch", "1", "--verbose", "False",
-            "--interrupt_requests", str(interrupt_requests),
+            "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(n_ctx),
+            "--verbose", "False", "--interrupt_requests", str(interrupt_requests),
         ]  # fmt: skip
+        if threads is not None:
+            cmd += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, env=env)
         self._wait_ready(timeout=120)
@@ -384,8 +395,10 @@ class LlamaServer:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
+        self._log.seek(0)
+        log = self._log.read().decode(errors="replace")[-3000:]
         self.stop()
-        raise RuntimeError(f"llama_cpp.server did not become ready on port {self.port}")
+        raise RuntimeError(f"llama_cpp.server did not become ready on port {self.port}:\n{log}")
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -591,6 +604,7 @@ __all__ = [
     "find",
     "leftovers",
     "matrix_rows",
+    "read_request",
     "refused_url",
     "render_matrix",
     "scripted",

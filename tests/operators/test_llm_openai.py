@@ -18,6 +18,7 @@ import anyio
 import anyio.abc
 import pydantic
 import pytest
+from faultkit import Request, read_request
 
 from alto.operators.llm import (
     LLMConnectionError,
@@ -29,40 +30,11 @@ from alto.operators.llm import (
 
 
 @dataclass
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
 class Fake:
     """A scripted server: ``handler(request, index, send)`` writes the raw answer."""
 
     handler: Callable[[Request, int, Callable[[bytes], Awaitable[None]]], Awaitable[None]]
     requests: list[Request] = field(default_factory=list)
-
-
-async def _read_request(stream: anyio.abc.SocketStream) -> Request | None:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        try:
-            chunk = await stream.receive()
-        except (anyio.EndOfStream, anyio.BrokenResourceError):
-            return None
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    first, *lines = head.decode().split("\r\n")
-    method, path, _ = first.split(" ", 2)
-    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines)}
-    length = int(headers.get("content-length", "0"))
-    while len(body) < length:
-        body += await stream.receive()
-    return Request(method, path, headers, body)
 
 
 @asynccontextmanager
@@ -72,7 +44,7 @@ async def serve(fake: Fake) -> AsyncIterator[str]:
 
     async def one(stream: anyio.abc.SocketStream) -> None:
         async with stream:
-            request = await _read_request(stream)
+            request = await read_request(stream)
             if request is None:
                 return
             fake.requests.append(request)

@@ -6,20 +6,14 @@ plus a short-lived one that the last test slows down and then kills.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pydantic
 import pytest
+from faultkit import LlamaServer
 
 from alto.operators.llm import (
     LLMConnectionError,
@@ -33,53 +27,6 @@ pytestmark = [pytest.mark.server, pytest.mark.models]
 USER = [{"role": "user", "content": "Name three colours, one per line."}]
 
 
-class LlamaServer:
-    """``python -m llama_cpp.server`` on a free loopback port."""
-
-    def __init__(self, model: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self._log = tempfile.TemporaryFile()
-        cmd = [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(model),
-            "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048",
-        ]  # fmt: skip
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        self.process = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, env=env)
-        self._wait_ready(timeout=120)
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        self._log.seek(0)
-        log = self._log.read().decode(errors="replace")[-3000:]
-        pytest.fail(f"llama_cpp.server did not become ready on port {self.port}:\n{log}")
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
-
-
 @pytest.fixture(scope="module")
 def gguf() -> Path:
     pytest.importorskip("llama_cpp.server")
@@ -88,9 +35,14 @@ def gguf() -> Path:
 
 @pytest.fixture(scope="module")
 def server(gguf: Path) -> Iterator[LlamaServer]:
-    running = LlamaServer(gguf)
+    running = _server(gguf)
     yield running
     running.stop()
+
+
+def _server(gguf: Path) -> LlamaServer:
+    """A server as llama_cpp.server starts by default, but with a 2048-token context."""
+    return LlamaServer(gguf, n_ctx=2048, threads=None, interrupt_requests=True)
 
 
 def _client(url: str, **kw: Any) -> OpenAIClient:
@@ -137,7 +89,7 @@ async def test_structured_output_through_the_server(server: LlamaServer) -> None
 
 @pytest.mark.anyio
 async def test_slow_then_dead_server(gguf: Path) -> None:
-    doomed = LlamaServer(gguf)
+    doomed = _server(gguf)
     try:
         async with _client(doomed.url) as patient, _client(doomed.url, timeout=0.2) as hasty:
             assert (await patient.chat(USER, max_tokens=4)).strip()  # it works

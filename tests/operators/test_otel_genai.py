@@ -7,8 +7,6 @@ span of the stage call that made it.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any, Iterator
 
 import pytest
@@ -174,7 +172,6 @@ async def test_embedding_and_retrieval_spans() -> None:
 @pytest.fixture(scope="module")
 def llama_server() -> Iterator[Any]:
     pytest.importorskip("llama_cpp.server")
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "faults"))
     from faultkit import LlamaServer
 
     from alto.operators.llm import default_model_path
