@@ -362,13 +362,10 @@ def _connected(backend: str) -> Iterator[None]:
     if backend != "ray":
         yield
         return
-    from alto.runtime.ray.backend import _connection
+    from alto.runtime.ray.backend import connected
 
-    _connection.acquire(None, None)  # the run's own connection: RAY_ADDRESS, or a local one
-    try:
+    with connected():  # the run's own connection: RAY_ADDRESS, or a local one
         yield
-    finally:
-        _connection.release()
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -174,13 +174,10 @@ def _ray_connected(options: ServeOptions) -> Any:
     if options.backend != "ray":
         yield
         return
-    from alto.runtime.ray.backend import _connection
+    from alto.runtime.ray.backend import connected
 
-    _connection.acquire(options.address, None)
-    try:
+    with connected(options.address):
         yield
-    finally:
-        _connection.release()
 
 
 async def _serve_on(options: ServeOptions, sock: socket.socket, out: Any) -> int:
