@@ -31,8 +31,8 @@ from typing import Any, Awaitable, Callable, Coroutine, Protocol
 import anyio
 
 from alto.ancestry.ancestry import ROOT, Ancestry, child_of, root_of
-from alto.ancestry.plan import Node
-from alto.ancestry.spec import OutputKind
+from alto.compiler.plan import Node
+from alto.compiler.spec import OutputKind
 from alto.errors import StageError, StageTimeout
 from alto.runtime.context import RunContext
 from alto.runtime.lineage import CallSite, call_slot

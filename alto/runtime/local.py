@@ -26,7 +26,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from alto.ancestry.ancestry import Ancestry
-from alto.ancestry.plan import Node, Plan, PortMode
+from alto.compiler.plan import Node, Plan, PortMode
 from alto.result import Result
 from alto.runtime.assemble import Assembler
 from alto.runtime.engine import (

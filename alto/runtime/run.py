@@ -10,7 +10,7 @@ from typing import Any, Callable
 import anyio
 
 from alto.ancestry.ancestry import Ancestry, root, root_of
-from alto.ancestry.plan import Plan
+from alto.compiler.plan import Plan
 from alto.errors import AltoError, DeadlineExceeded, InputCancelled, InputError, StageError
 from alto.result import Result
 from alto.runtime.assemble import Assembler

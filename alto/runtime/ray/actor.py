@@ -34,7 +34,7 @@ import ray
 import ray.cloudpickle
 
 from alto.ancestry.ancestry import Ancestry, root_of
-from alto.ancestry.plan import Node
+from alto.compiler.plan import Node
 from alto.errors import StageError
 from alto.runtime.context import CallBookkeeping
 from alto.runtime.invoke import Invoker, Pending, runner_for

@@ -25,7 +25,7 @@ import anyio
 import ray
 import sniffio
 
-from alto.ancestry.plan import Node, Plan
+from alto.compiler.plan import Node, Plan
 from alto.result import Result
 from alto.runtime.engine import Engine, StagePorts, StageTask, StageWiring
 from alto.runtime.metrics import RunStats
