@@ -33,9 +33,9 @@ from alto.errors import (
     StageTimeout,
 )
 from alto.flow import Flow, ResultStream, flow, run
+from alto.lineage import CallInfo, current_call, within_call
 from alto.markers import Gather, GatherStream, Split
 from alto.result import Result
-from alto.runtime.lineage import CallInfo, current_call, within_call
 from alto.runtime.metrics import CallSpan, RunStats, StageStats
 from alto.stage import Stage, stage
 
