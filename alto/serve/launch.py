@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from alto.apps import APPS, CLIError, load_app
+from alto.apps import APPS, CLIError, check_llm_server, load_app, read_config
 
 
 @dataclass
@@ -79,7 +79,6 @@ async def open_target(options: ServeOptions) -> AsyncIterator[tuple[Any, list[An
         return
     app = load_app(options.target)  # puts the repository, with examples/, on the path
 
-    from alto.cli import check_llm_server, read_config
     from alto.operators.llm.observe import endpoints_of
     from examples.common import open_operators
 
