@@ -21,6 +21,7 @@ Write stages as ``async def`` functions, wire them in a flow, run it:
     [6, 0]
 """
 
+from alto._version import __version__ as __version__
 from alto.errors import (
     AltoError,
     CompileError,
@@ -32,13 +33,11 @@ from alto.errors import (
     StageTimeout,
 )
 from alto.flow import Flow, ResultStream, flow, run
+from alto.lineage import CallInfo, current_call, within_call
 from alto.markers import Gather, GatherStream, Split
 from alto.result import Result
-from alto.runtime.lineage import CallInfo, current_call, within_call
 from alto.runtime.metrics import CallSpan, RunStats, StageStats
 from alto.stage import Stage, stage
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AltoError",

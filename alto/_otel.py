@@ -20,6 +20,8 @@ from contextvars import ContextVar
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from alto._version import __version__
+
 SCOPE = "alto"
 """The instrumentation scope of Alto's spans."""
 
@@ -62,8 +64,6 @@ def tracer(provider: Any) -> Any:
 
 
 def _new_tracer(provider: Any) -> Any:
-    from alto import __version__
-
     return provider.get_tracer(SCOPE, __version__)
 
 

@@ -21,59 +21,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator, Sequence
 
-from alto.apps import APPS, REPO, CLIError, check_llm_server, load_app
+from alto.apps import (
+    APPS,
+    REPO,
+    CLIError,
+    check_llm_server,
+    load_app,
+    read_config,
+    read_inputs,
+)
 
 __all__ = ["APPS", "REPO", "CLIError", "check_llm_server", "load_app", "main", "parser"]
-
-def _read_text(kind: str, path: str) -> str:
-    """The text of an input or config file; a CLIError naming the file if it cannot be read."""
-    file = Path(path)
-    if not file.exists():
-        raise CLIError(f"{kind} file {path!r} does not exist")
-    if not file.is_file():
-        raise CLIError(f"{kind} file {path!r} is not a file")
-    try:
-        return file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise CLIError(f"{kind} file {path!r} is not UTF-8 text: {exc}") from exc
-    except OSError as exc:
-        raise CLIError(f"cannot read {kind} file {path!r}: {exc.strerror or exc}") from exc
-
-
-def read_inputs(app: ModuleType, path: str) -> list[Any]:
-    """Inputs from a JSON file (a list) or a JSON-lines file (one input per line)."""
-    text = _read_text("input", path)
-    try:
-        stripped = text.lstrip()
-        if stripped.startswith("["):
-            records = json.loads(text)
-        else:
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise CLIError(f"input file {path!r} is not JSON or JSON lines: {exc}") from exc
-    if not isinstance(records, list) or not records:
-        raise CLIError(f"input file {path!r} holds no inputs")
-    try:
-        return list(app.parse_inputs(records))
-    except (ValueError, TypeError) as exc:
-        raise CLIError(f"{path}: {exc}") from exc
-
-
-def read_config(app: ModuleType, path: str) -> Any:
-    """The app's settings from a JSON file, validated against its ``Config`` model."""
-    import pydantic
-
-    text = _read_text("config", path)
-    try:
-        return app.Config.model_validate_json(text)
-    except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
-        fields = ", ".join(app.Config.model_fields)
-        raise CLIError(f"config file {path!r} is not a valid {app.NAME} config: {problems} "
-                       f"(settings: {fields})") from None
 
 
 def check_shipped_inputs(app: ModuleType, n: int) -> None:
@@ -362,13 +320,10 @@ def _connected(backend: str) -> Iterator[None]:
     if backend != "ray":
         yield
         return
-    from alto.runtime.ray.backend import _connection
+    from alto.runtime.ray.backend import connected
 
-    _connection.acquire(None, None)  # the run's own connection: RAY_ADDRESS, or a local one
-    try:
+    with connected():  # the run's own connection: RAY_ADDRESS, or a local one
         yield
-    finally:
-        _connection.release()
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -9,9 +9,9 @@ from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable
 
 import anyio
 
-from alto.ancestry.compiler import compile_flow, current_tracer
-from alto.ancestry.plan import Plan
-from alto.ancestry.spec import where_called, where_defined
+from alto.compiler.compiler import compile_flow, current_tracer
+from alto.compiler.plan import Plan
+from alto.compiler.spec import where_called, where_defined
 from alto.errors import CompileError, PipelineError, StageError
 from alto.result import Result
 from alto.runtime import get_backend

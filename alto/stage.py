@@ -6,8 +6,8 @@ import functools
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, overload
 
-from alto.ancestry.compiler import current_tracer
-from alto.ancestry.spec import StageOptions, StageSpec, read_stage, where_called
+from alto.compiler.compiler import current_tracer
+from alto.compiler.spec import StageOptions, StageSpec, read_stage, where_called
 from alto.errors import CompileError
 
 

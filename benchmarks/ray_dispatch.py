@@ -41,7 +41,7 @@ class Bench:
 
     async def run(self, shared: bool, calls: int, concurrency: int) -> float:
         """Take ``calls`` leases, ``concurrency`` at a time; the seconds it took."""
-        from alto.runtime.lineage import CallSite, fresh_slot
+        from alto.lineage import CallSite, fresh_slot
 
         dispatcher = self.shared if shared else self.local
         submitted = {root: float(root) for root in range(calls)}

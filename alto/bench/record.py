@@ -321,7 +321,7 @@ class RecordingLLM(LLM):
         ``anonymous_calls``); set and reset in one task, with no yield to the caller between."""
         from alto import current_call
         from alto.ancestry.ancestry import root as root_ancestry
-        from alto.runtime.lineage import CALL, CallSite, CallSlot
+        from alto.lineage import CALL, CallSite, CallSlot
 
         if not self.anonymous_calls or current_call() is not None:
             yield

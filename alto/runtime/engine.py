@@ -38,7 +38,7 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from alto.ancestry.ancestry import key_length, parent_key, root
-from alto.ancestry.plan import INPUT_PREFIX, Node, Plan, PortMode
+from alto.compiler.plan import INPUT_PREFIX, Node, Plan, PortMode
 from alto.errors import InputError, StageError
 from alto.result import Result
 from alto.runtime.assemble import Assembler

@@ -31,11 +31,11 @@ from typing import Any, Awaitable, Callable, Coroutine, Protocol
 import anyio
 
 from alto.ancestry.ancestry import ROOT, Ancestry, child_of, root_of
-from alto.ancestry.plan import Node
-from alto.ancestry.spec import OutputKind
+from alto.compiler.plan import Node
+from alto.compiler.spec import OutputKind
 from alto.errors import StageError, StageTimeout
+from alto.lineage import CallSite, call_slot
 from alto.runtime.context import RunContext
-from alto.runtime.lineage import CallSite, call_slot
 from alto.runtime.metrics import StageStats, now
 from alto.runtime.otel import instrument
 from alto.runtime.records import CHUNK, DROPPED, Close
@@ -91,7 +91,7 @@ class Invoker:
     Every call it makes runs with :func:`alto.current_call` describing it, made by
     ``site`` (``None``: the calls publish no lineage, and ``current_call()`` is ``None``).
     An invoker runs its calls in the task that made it (its calls publish their lineage
-    in that task's :class:`~alto.runtime.lineage.CallSlot`).
+    in that task's :class:`~alto.lineage.CallSlot`).
     """
 
     def __init__(

@@ -26,7 +26,8 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from alto.ancestry.ancestry import Ancestry
-from alto.ancestry.plan import Node, Plan, PortMode
+from alto.compiler.plan import Node, Plan, PortMode
+from alto.lineage import fresh_slot
 from alto.result import Result
 from alto.runtime.assemble import Assembler
 from alto.runtime.engine import (
@@ -42,7 +43,6 @@ from alto.runtime.engine import (
     next_item,
 )
 from alto.runtime.invoke import Invoker, runner_for
-from alto.runtime.lineage import fresh_slot
 from alto.runtime.metrics import RunStats, StageStats, now
 from alto.runtime.records import CHUNK
 

@@ -34,7 +34,7 @@ from alto.ancestry.ancestry import Ancestry, format_ancestry, level, root_of
 from alto.errors import AltoError, DeadlineExceeded, InputCancelled, InputError, StageError
 
 if TYPE_CHECKING:
-    from alto.ancestry.plan import Plan
+    from alto.compiler.plan import Plan
     from alto.runtime.invoke import Invoker
 
 RUN: ContextVar[RunTracer | None] = ContextVar("alto_otel_run", default=None)

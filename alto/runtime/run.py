@@ -10,12 +10,12 @@ from typing import Any, Callable
 import anyio
 
 from alto.ancestry.ancestry import Ancestry, root, root_of
-from alto.ancestry.plan import Plan
+from alto.compiler.plan import Plan
 from alto.errors import AltoError, DeadlineExceeded, InputCancelled, InputError, StageError
+from alto.lineage import CallSite, root_ended
 from alto.result import Result
 from alto.runtime.assemble import Assembler
 from alto.runtime.context import CallBookkeeping
-from alto.runtime.lineage import CallSite, root_ended
 from alto.runtime.metrics import RunStats, StageStats, now
 from alto.runtime.otel import call_failed, current_run, driver_calls
 from alto.runtime.records import DROPPED

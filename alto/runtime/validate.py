@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 import pydantic
 
-from alto.ancestry.plan import Node, Plan
-from alto.ancestry.spec import ParamKind, element_type_for_batch
-from alto.ancestry.typecheck import describe, value_fits
+from alto.compiler.plan import Node, Plan
+from alto.compiler.spec import ParamKind, element_type_for_batch
+from alto.compiler.typecheck import describe, value_fits
 from alto.errors import InputError
 
 

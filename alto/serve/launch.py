@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from alto.apps import APPS, CLIError, load_app
+from alto.apps import APPS, CLIError, check_llm_server, load_app, read_config
 
 
 @dataclass
@@ -79,7 +79,6 @@ async def open_target(options: ServeOptions) -> AsyncIterator[tuple[Any, list[An
         return
     app = load_app(options.target)  # puts the repository, with examples/, on the path
 
-    from alto.cli import check_llm_server, read_config
     from alto.operators.llm.observe import endpoints_of
     from examples.common import open_operators
 
@@ -174,13 +173,10 @@ def _ray_connected(options: ServeOptions) -> Any:
     if options.backend != "ray":
         yield
         return
-    from alto.runtime.ray.backend import _connection
+    from alto.runtime.ray.backend import connected
 
-    _connection.acquire(options.address, None)
-    try:
+    with connected(options.address):
         yield
-    finally:
-        _connection.release()
 
 
 async def _serve_on(options: ServeOptions, sock: socket.socket, out: Any) -> int:

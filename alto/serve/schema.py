@@ -17,7 +17,7 @@ from typing import Any
 import pydantic
 from pydantic_core import to_jsonable_python
 
-from alto.ancestry.plan import Plan
+from alto.compiler.plan import Plan
 from alto.errors import AltoError, StageError
 
 

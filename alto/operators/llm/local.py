@@ -34,7 +34,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
-from alto import current_call
+from alto.lineage import current_call
 from alto.operators._otel import model_call, traced_stream
 from alto.operators.llm.base import LLM, Message, Stop, normalize_messages, normalize_stop
 from alto.operators.llm.dispatch import Dispatcher, DispatchStats, Order, Route, check_knobs

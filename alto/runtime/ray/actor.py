@@ -34,11 +34,11 @@ import ray
 import ray.cloudpickle
 
 from alto.ancestry.ancestry import Ancestry, root_of
-from alto.ancestry.plan import Node
+from alto.compiler.plan import Node
 from alto.errors import StageError
+from alto.lineage import CallSite, fresh_slot
 from alto.runtime.context import CallBookkeeping
 from alto.runtime.invoke import Invoker, Pending, runner_for
-from alto.runtime.lineage import CallSite, fresh_slot
 from alto.runtime.metrics import CallSpan, RunStats, StageStats, now
 from alto.runtime.records import EAGER_REMOTE_S
 

@@ -15,16 +15,17 @@ described in ``docs/ray.md``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from typing import Any, AsyncIterable, Callable, Iterable, Mapping
+from typing import Any, AsyncIterable, Callable, Iterable, Iterator, Mapping
 
 import anyio
 import ray
 import sniffio
 
-from alto.ancestry.plan import Node, Plan
+from alto.compiler.plan import Node, Plan
 from alto.result import Result
 from alto.runtime.engine import Engine, StagePorts, StageTask, StageWiring
 from alto.runtime.metrics import RunStats
@@ -115,6 +116,34 @@ class _Connection:
 
 
 _connection = _Connection()
+
+
+@contextlib.contextmanager
+def connected(
+    address: str | None = None, *, init: Mapping[str, Any] | None = None
+) -> Iterator[None]:
+    """Keep this process connected to Ray for the block: the Ray runs inside it share
+    the connection, and what lives as long as the connection (the dispatch actors of
+    model clients, the idle actor pool) outlives each run until the block ends.
+
+    Connects the way a run does: to the cluster at ``address`` (else ``RAY_ADDRESS``),
+    or to a local one started with ``init`` (more ``ray.init`` keyword arguments) when
+    neither names one. A Ray instance this process had initialised before is used and
+    left alone; one started here is shut down when the last block or run using it ends.
+    Blocks nest, and may be entered from several threads.
+
+    Example:
+        Read the shared figures of a model client after its Ray run::
+
+            with connected():
+                await flow.run(inputs, backend="ray")
+                print(client.dispatch_stats())
+    """
+    _connection.acquire(address, init)
+    try:
+        yield
+    finally:
+        _connection.release()
 
 
 class RayExecutor:
@@ -332,18 +361,17 @@ async def run_ray(
     if sniffio.current_async_library() != "asyncio":
         raise RuntimeError("backend='ray' runs on asyncio; run the flow from an asyncio event loop")
     # ray.init belongs on the main thread (signal handlers); it blocks only when it starts Ray
-    _connection.acquire(address, init)
-    try:
+    with connected(address, init=init):
         ray_options = {k: options.pop(k) for k in _RAY_OPTIONS if k in options}
         executor = RayExecutor(**ray_options)
         engine = Engine(plan, executor.reporting(on_result), executor, **options)
         await engine.execute(inputs)
         return engine.stats
-    finally:
-        _connection.release()
 
 
 run_ray.cancels_inputs = True  # type: ignore[attr-defined]
 
 
-__all__ = ["ActorLostError", "RayExecutor", "actor_options", "release_idle", "run_ray"]
+__all__ = [
+    "ActorLostError", "RayExecutor", "actor_options", "connected", "release_idle", "run_ray",
+]

@@ -60,9 +60,9 @@ import anyio
 import ray
 from ray.exceptions import RayActorError
 
+from alto.lineage import CallInfo, current_call, on_root_end, within_call
 from alto.operators.llm.dispatch import Dispatcher, DispatchStats, Lease
 from alto.operators.llm.dispatch.sharing import Adopt, share_with
-from alto.runtime.lineage import CallInfo, current_call, on_root_end, within_call
 
 if TYPE_CHECKING:
     from alto.operators.llm.openai import OpenAIClient

@@ -39,7 +39,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from ray.exceptions import ObjectLostError, RayActorError, WorkerCrashedError
 
 from alto.ancestry.ancestry import Ancestry, root_of
-from alto.ancestry.plan import Node, PortMode
+from alto.compiler.plan import Node, PortMode
 from alto.errors import StageError
 from alto.runtime.assemble import Assembler
 from alto.runtime.engine import assemble_calls

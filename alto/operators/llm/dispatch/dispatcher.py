@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from alto.lineage import current_call, on_root_end
 from alto.operators.llm.dispatch.knobs import (
     AGING,
     DEFAULT_LIMIT,
@@ -38,7 +39,6 @@ from alto.operators.llm.dispatch.replica import (
 from alto.operators.llm.dispatch.route import RoutePolicy, route_policy
 from alto.operators.llm.dispatch.stats import DispatchStats, ReplicaStats, Sample
 from alto.operators.llm.limit import MAX_LIMIT, START_LIMIT, VegasLimit
-from alto.runtime.lineage import current_call, on_root_end
 
 Probe = Callable[[int], Awaitable[bool]]
 """``await probe(replica)``: whether that replica answers again (e.g. ``GET /models``)."""
@@ -61,7 +61,7 @@ class Dispatcher:
     """One per model endpoint (one per client object): admission, order, routing, health.
 
     When a root input of a run in this process gets its outcome, every dispatcher forgets
-    it (:meth:`forget`; :func:`alto.runtime.lineage.on_root_end`).
+    it (:meth:`forget`; :func:`alto.lineage.on_root_end`).
 
     Args:
         targets: one label per replica (base URLs for an ``OpenAIClient``, ``"instance 0"``

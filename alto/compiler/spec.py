@@ -12,6 +12,7 @@ import collections.abc
 import enum
 import inspect
 import math
+import os
 import re
 import sys
 import typing
@@ -20,7 +21,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from alto._marker_classes import Gather, GatherStream, Split
-from alto.ancestry.typecheck import describe, fits
+from alto.compiler.typecheck import describe, fits
 from alto.errors import CompileError
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -97,7 +98,7 @@ def where_defined(fn: Callable[..., Any]) -> str:
 def where_called() -> str:
     """``file:line`` of the first frame outside the ``alto`` package."""
     frame = sys._getframe(1)
-    alto_dir = __file__.rsplit("/ancestry/", 1)[0]
+    alto_dir = os.path.dirname(os.path.dirname(__file__))  # this file is alto/compiler/spec.py
     while frame is not None:
         filename = frame.f_code.co_filename
         if not filename.startswith(alto_dir):

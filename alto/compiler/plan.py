@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping
 
-from alto.ancestry.spec import OutputKind, StageSpec
+from alto.compiler.spec import OutputKind, StageSpec
 
 INPUT_PREFIX = "input."
 

@@ -1,4 +1,4 @@
-"""Tracing a flow into a :class:`~alto.ancestry.plan.Plan`.
+"""Tracing a flow into a :class:`~alto.compiler.plan.Plan`.
 
 Inside a flow, stages are called on symbolic :class:`Handle` s. Each call is
 checked at once, so a :class:`~alto.errors.CompileError` points at the
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Iterator
 
-from alto.ancestry.plan import INPUT_PREFIX, Node, Plan, Port, PortMode
-from alto.ancestry.spec import (
+from alto.compiler.plan import INPUT_PREFIX, Node, Plan, Port, PortMode
+from alto.compiler.spec import (
     OutputKind,
     ParamKind,
     ParamSpec,
@@ -25,7 +25,7 @@ from alto.ancestry.spec import (
     element_type_for_batch,
     where_called,
 )
-from alto.ancestry.typecheck import describe, fits, value_fits
+from alto.compiler.typecheck import describe, fits, value_fits
 from alto.errors import CompileError
 
 _current: ContextVar[Tracer | None] = ContextVar("alto_tracer", default=None)
@@ -386,7 +386,7 @@ def compile_flow(name: str, fn: Callable[..., Any], where: str) -> Plan:
 
 
 def _flow_hints(fn: Callable[..., Any]) -> dict[str, Any]:
-    from alto.ancestry.spec import _resolve_hints
+    from alto.compiler.spec import _resolve_hints
 
     return _resolve_hints(fn)
 

@@ -2,11 +2,13 @@
 
 Operators read it to schedule the model calls a stage makes (oldest root first, the
 replica holding a root's prefix, ...). The engine sets it once per stage call, on every
-backend (on Ray, inside the actor that runs the call). Each task that runs stage calls
-holds one :class:`CallSlot` in a contextvar (set when the task starts, by
-:func:`fresh_slot`); a call only stores its site and ancestry in its task's slot and
-clears it after, which costs a few tens of nanoseconds where setting and resetting a
-contextvar per call costs a few hundred. The :class:`CallInfo` itself is made only when
+backend (on Ray, inside the actor that runs the call). Both import it, and it imports
+only the ancestry algebra, so the operators need no runtime to read it.
+
+Each task that runs stage calls holds one :class:`CallSlot` in a contextvar (set when the
+task starts, by :func:`fresh_slot`); a call only stores its site and ancestry in its task's
+slot and clears it after, which costs a few tens of nanoseconds where setting and resetting
+a contextvar per call costs a few hundred. The :class:`CallInfo` itself is made only when
 :func:`current_call` is called, so a call whose code never asks costs no object.
 
 A task that a stage call starts sees that call (it shares the slot of the task that
