@@ -15,13 +15,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from alto.errors import AltoError
+
 APPS = ("factcheck", "multihop", "summarize", "ingest")
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-class CLIError(Exception):
+class CLIError(AltoError):
     """A user mistake: printed as one line, exit status 2."""
+
+    code = "cli"
 
 
 def load_app(name: str) -> ModuleType:

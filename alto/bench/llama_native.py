@@ -41,6 +41,7 @@ import anyio.to_thread
 
 from alto.bench.llama_servers import replica_stats
 from alto.bench.loopback import BackgroundServer, bind, stop_child
+from alto.errors import AltoError
 
 BINARY_ENV = "ALTO_LLAMA_SERVER"
 """Environment variable naming a ``llama-server`` binary to use instead of the one in .venv."""
@@ -60,8 +61,10 @@ PREDICTED = "llamacpp:tokens_predicted_total"
 """Tokens it generated."""
 
 
-class LlamaServerMissing(RuntimeError):
+class LlamaServerMissing(AltoError, RuntimeError):
     """No ``llama-server`` binary was found; the message says how to build one."""
+
+    code = "llama-server-missing"
 
 
 def find_binary() -> Path:

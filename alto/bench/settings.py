@@ -16,6 +16,7 @@ from typing import Any
 from alto.bench.controls import ALL_SYSTEMS, CONTROL_SYSTEMS
 from alto.bench.endpoints import ALTO_ENDPOINTS
 from alto.bench.systems import SYSTEMS
+from alto.errors import AltoError
 from alto.operators.llm.dispatch import ORDERS, ROUTES
 
 APPS = ("factcheck", "multihop", "summarize", "ingest")
@@ -58,9 +59,11 @@ each). Several servers stand behind the balancer proxy (:mod:`alto.bench.proxy`)
 policy; on ``single`` the one server is called directly."""
 
 
-class BenchError(ValueError):
+class BenchError(AltoError, ValueError):
     """A mistake in the settings of ``alto bench`` (its arguments, or :class:`Settings` made
     in code): one line for the user, exit status 2."""
+
+    code = "bench"
 
 
 @dataclass

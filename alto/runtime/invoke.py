@@ -33,7 +33,7 @@ import anyio
 from alto.ancestry.ancestry import ROOT, Ancestry, child_of, root_of
 from alto.compiler.plan import Node
 from alto.compiler.spec import OutputKind
-from alto.errors import StageError, StageTimeout
+from alto.errors import AltoError, StageError, StageTimeout
 from alto.lineage import CallSite, call_slot
 from alto.runtime.context import RunContext
 from alto.runtime.metrics import StageStats, now
@@ -532,8 +532,14 @@ class Failure:
     attempts: int
 
 
-class BatchShapeError(TypeError):
-    """A batched stage returned the wrong number of results."""
+class BatchShapeError(AltoError, TypeError):
+    """A batched stage returned the wrong number of results.
+
+    It is the ``cause`` of the batch's fragments' :class:`~alto.errors.StageError`; never
+    retried.
+    """
+
+    code = "batch-shape"
 
 
 NOT_RETRIED = (ArgumentError, BatchShapeError)

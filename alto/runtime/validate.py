@@ -19,11 +19,16 @@ import pydantic
 from alto.compiler.plan import Node, Plan
 from alto.compiler.spec import ParamKind, element_type_for_batch
 from alto.compiler.typecheck import describe, value_fits
-from alto.errors import InputError
+from alto.errors import AltoError, InputError
 
 
-class ArgumentError(TypeError):
-    """A value does not validate against a stage parameter's pydantic model."""
+class ArgumentError(AltoError, TypeError):
+    """A value does not validate against a stage parameter's pydantic model.
+
+    It is the ``cause`` of the fragment's :class:`~alto.errors.StageError`; never retried.
+    """
+
+    code = "argument"
 
 
 def is_model(tp: Any) -> bool:

@@ -41,6 +41,9 @@ class Overloaded(AltoError):
         super().__init__(message)
         self.retry_after = retry_after
 
+    def __reduce__(self) -> Any:
+        return (Overloaded, (self.args[0], self.retry_after))
+
 
 class Unavailable(AltoError):
     """The service is shutting down, or its pipeline stopped (HTTP 503)."""

@@ -21,7 +21,7 @@ from alto.compiler.plan import Plan
 from alto.errors import AltoError, StageError
 
 
-class BadRequest(Exception):
+class BadRequest(AltoError):
     """A request body that does not fit the flow (HTTP 422).
 
     Attributes:
@@ -29,10 +29,15 @@ class BadRequest(Exception):
         problems: every problem, as ``{"field": ..., "message": ...}``.
     """
 
+    code = "bad-request"
+
     def __init__(self, message: str, field: str, problems: list[dict[str, str]]) -> None:
         super().__init__(message)
         self.field = field
         self.problems = problems
+
+    def __reduce__(self) -> Any:
+        return (BadRequest, (self.args[0], self.field, self.problems))
 
     def as_json(self) -> dict[str, Any]:
         return {"error": {"type": "InvalidRequest", "message": str(self), "field": self.field,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from alto.errors import AltoError
+
 _BODY_LIMIT = 500
 
 
@@ -42,8 +44,9 @@ def describe_body(text: str, limit: int = 200) -> str:
     return _clip(" ".join(text.split()), limit)
 
 
-class LLMError(Exception):
-    """Base of every error the LLM operators raise. ``code`` is a stable identifier."""
+class LLMError(AltoError):
+    """Base of every error the LLM operators raise (an :class:`~alto.errors.AltoError`).
+    ``code`` is a stable identifier."""
 
     code = "llm"
 

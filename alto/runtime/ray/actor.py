@@ -35,7 +35,7 @@ import ray.cloudpickle
 
 from alto.ancestry.ancestry import Ancestry, root_of
 from alto.compiler.plan import Node
-from alto.errors import StageError
+from alto.errors import AltoError, StageError
 from alto.lineage import CallSite, fresh_slot
 from alto.runtime.context import CallBookkeeping
 from alto.runtime.invoke import Invoker, Pending, runner_for
@@ -207,8 +207,14 @@ class Turns:
             event.set()
 
 
-class HostNotLoaded(RuntimeError):
-    """A call reached a stage actor that holds no stage (it was restarted since its load)."""
+class HostNotLoaded(AltoError, RuntimeError):
+    """A call reached a stage actor that holds no stage (it was restarted since its load).
+
+    The driver takes it as a lost actor: it loads the actor again and runs the call
+    again, and a call that cannot run again fails with :class:`~alto.errors.ActorLostError`.
+    """
+
+    code = "host-not-loaded"
 
 
 class StageHost:

@@ -40,7 +40,7 @@ from ray.exceptions import ObjectLostError, RayActorError, WorkerCrashedError
 
 from alto.ancestry.ancestry import Ancestry, root_of
 from alto.compiler.plan import Node, PortMode
-from alto.errors import StageError
+from alto.errors import ActorLostError, StageError
 from alto.runtime.assemble import Assembler
 from alto.runtime.engine import assemble_calls
 from alto.runtime.metrics import CallSpan, now
@@ -70,10 +70,6 @@ ACTOR_LOST = (RayActorError, WorkerCrashedError, ObjectLostError)
 
 UP, _PROBING, _DEAD = "up", "probing", "dead"
 _stream_ids = itertools.count()
-
-
-class ActorLostError(RuntimeError):
-    """The actor running a stage call died, and the call could not be run again."""
 
 
 class Replica:
