@@ -350,8 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             return _list()
         if args.command == "bench":
-            from alto.bench.cli import BenchError
             from alto.bench.cli import run as bench
+            from alto.bench.settings import BenchError
 
             try:
                 return bench(args)

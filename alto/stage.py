@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, overload
+from typing import Any, Callable, Mapping, cast, overload
 
 from alto.compiler.compiler import current_tracer
 from alto.compiler.spec import StageOptions, StageSpec, read_stage, where_called
@@ -61,7 +61,7 @@ def _stage_by_name(module: str, qualname: str) -> Stage:
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
-    return obj
+    return cast(Stage, obj)  # the name Stage.__reduce__ gave: the stage it was pickled from
 
 
 @overload

@@ -37,9 +37,11 @@ from __future__ import annotations
 
 from functools import partial
 from operator import add, itemgetter
-from typing import Callable, TypeAlias
+from typing import Any, Callable, Final, TypeAlias, cast
 
-Ancestry: TypeAlias = tuple  # (root, split, index, split, index, ...)
+# (root, split, index, split, index, ...): the root's index, then (split name, child index)
+# pairs, which a tuple type cannot spell more closely than ``int | str`` items
+Ancestry: TypeAlias = tuple[int, *tuple[int | str, ...]]
 Hop: TypeAlias = tuple[str, int]
 
 
@@ -60,7 +62,7 @@ def child_of(a: Ancestry) -> Callable[[Hop], Ancestry]:
     return partial(add, a)
 
 
-ROOT = 0
+ROOT: Final = 0
 """Where an ancestry keeps its root's index: ``a[ROOT] == root_of(a)``."""
 
 PARENT = slice(None, -2)
@@ -112,7 +114,8 @@ def prefix(a: Ancestry, level: int) -> Ancestry:
     """The ancestor of ``a`` at level ``level`` (``a`` itself at its own level)."""
     if not 0 <= level <= _level(a):
         raise ValueError(f"level {level} is outside 0..{_level(a)} for ancestry {a!r}")
-    return a[: key_length(level)]
+    # ``level >= 0`` holds here, so the slice keeps the root index: an ancestry again
+    return cast(Ancestry, a[: key_length(level)])
 
 
 def prefix_key(level: int) -> Callable[[Ancestry], Ancestry]:
@@ -128,11 +131,13 @@ def is_prefix(p: Ancestry, a: Ancestry) -> bool:
 
 def hops(a: Ancestry) -> tuple[Hop, ...]:
     """The ``(split stage, child index)`` hops from the root to ``a``."""
-    return tuple(zip(a[1::2], a[2::2]))
+    items: tuple[Any, ...] = a  # split names at odd positions, child indexes at even ones
+    return tuple(zip(items[1::2], items[2::2]))
 
 
 def format_ancestry(a: Ancestry) -> str:
     """A readable form, e.g. ``root 3 > claims[2] > queries[0]``."""
+    items: tuple[Any, ...] = a  # split names at odd positions, child indexes at even ones
     parts = [f"root {a[0]}"]
-    parts += [f"{s}[{i}]" for s, i in zip(a[1::2], a[2::2])]
+    parts += [f"{s}[{i}]" for s, i in zip(items[1::2], items[2::2])]
     return " > ".join(parts)

@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 from alto.operators.llm.base import LLM, Message, Stop
@@ -184,7 +185,7 @@ def tracking_dependencies() -> Iterator[_Node]:
 
 def _caller_step() -> str:
     """The name of the first function up the stack outside operators, bench and asyncio."""
-    frame: Any = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
         if not module.startswith(_SKIP):

@@ -81,9 +81,12 @@ import sys
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alto.bench.machine import saturation
+
+if TYPE_CHECKING:
+    from alto.bench.session import Session
 
 MISS = Fraction(1, 20)
 """The share of arrivals allowed over the SLO: the p95 meets it when fewer than 5% miss."""
@@ -541,7 +544,7 @@ def rate_parity(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 async def search_session(
-    session: Any, systems: list[str], sweep: dict[str, Any], progress: bool
+    session: Session, systems: list[str], sweep: dict[str, Any], progress: bool
 ) -> list[dict[str, Any]]:
     """``--load search`` for one app's runner session (``alto.bench.session.Session``):
     every system's search, its runs through ``session.measure``; the runs, and the trials

@@ -229,13 +229,13 @@ class Retriever:
         return retriever
 
     def _new_index(self) -> faiss.Index:
-        faiss = _import_faiss()
+        lib = _import_faiss()  # faiss, returned as Any: the casts restore its index types
         if self._kind == "flat":
-            return faiss.IndexFlatIP(self._dim)
-        hnsw = faiss.IndexHNSWFlat(self._dim, self._hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            return cast("faiss.Index", lib.IndexFlatIP(self._dim))
+        hnsw = lib.IndexHNSWFlat(self._dim, self._hnsw_m, lib.METRIC_INNER_PRODUCT)
         hnsw.hnsw.efConstruction = self._ef_construction
         hnsw.hnsw.efSearch = self._ef_search
-        return hnsw
+        return cast("faiss.Index", hnsw)
 
     # ---------------------------------------------------------------- adding passages
 

@@ -126,7 +126,7 @@ class Invoker:
         self.check = argument_check(node)
         if self.check is not None and not options.batch:
             check = self.check
-            self.call = lambda args: call(check(args))
+            self.call: Callable[[Any], Any] = lambda args: call(check(args))
         else:
             self.call = call
         self.ema = 1.0  # moving average of call time; starts high, so first calls are guarded

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from alto.ancestry.ancestry import Ancestry
+
 
 @dataclass(slots=True)
 class StageStats:
@@ -62,7 +64,7 @@ class CallSpan:
     """One call of a stage function, for timelines (``trace=True``)."""
 
     stage: str
-    ancestry: tuple
+    ancestry: Ancestry
     start: float
     end: float
     replica: int

@@ -667,7 +667,7 @@ class OpenAIClient(LLM):
                 return min(self._max_backoff, max(0.0, float(retry_after)))
             except ValueError:
                 pass  # an HTTP date; use our own schedule
-        ceiling = min(self._max_backoff, self._backoff * 2 ** (attempt - 1))
+        ceiling: float = min(self._max_backoff, self._backoff * 2 ** (attempt - 1))
         return ceiling * random.uniform(0.5, 1.0)
 
     def _timeout(self, url: str, exc: httpx.TimeoutException) -> LLMTimeoutError:

@@ -91,12 +91,12 @@ def _shippable(error: StageError) -> StageError:
     cannot be pickled; the failed call's inputs travel with it (dead letters keep them)."""
     cause, inputs = error.cause, error.inputs
     try:
-        ray.cloudpickle.dumps(cause)
+        ray.cloudpickle.dumps(cause)  # type: ignore[no-untyped-call]  # unannotated in ray
     except Exception:
         cause = RuntimeError(f"{type(error.cause).__name__}: {error.cause}")
     if inputs is not None:
         try:
-            ray.cloudpickle.dumps(inputs)
+            ray.cloudpickle.dumps(inputs)  # type: ignore[no-untyped-call]  # unannotated in ray
         except Exception:
             inputs = {name: repr(value) for name, value in inputs.items()}
     if cause is error.cause and inputs is error.inputs:

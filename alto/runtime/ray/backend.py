@@ -274,7 +274,7 @@ class RayExecutor:
             raise ActorLostError(
                 f"the Ray actors of stage(s) {', '.join(waiting)} did not start within "
                 f"{self.start_timeout:g}s; does the cluster have a node with those resources? "
-                f"(cluster: {ray.cluster_resources()})"
+                f"(cluster: {ray.cluster_resources()})"  # type: ignore[no-untyped-call]  # unannotated in ray
             )
         if failures:
             raise ActorLostError("\n".join(failures))

@@ -199,8 +199,8 @@ class StageDriver:
         self.ended = False
         self.calls = 0  # remote calls in flight
         self.cost: float | None = None  # moving average of seconds per unit
-        self.replays: dict[tuple, int] = {}  # ancestry -> times its actor died running it alone
-        self.alone: set[tuple] = set()  # ancestries to run in calls of their own (after a crash)
+        self.replays: dict[Ancestry, int] = {}  # ancestry -> times its actor died running it alone
+        self.alone: set[Ancestry] = set()  # ancestries to run in calls of their own (after a crash)
         self._work = anyio.Event()
         self._room = anyio.Event()
         self._tg: TaskGroup | None = None

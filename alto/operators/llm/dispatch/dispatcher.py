@@ -8,11 +8,12 @@ import itertools
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
 
+from alto.ancestry.ancestry import Ancestry
 from alto.lineage import current_call, on_root_end
 from alto.operators.llm.dispatch.knobs import (
     AGING,
@@ -386,7 +387,10 @@ class Dispatcher:
 
     def _remember(self, lease: Lease, rep: Replica) -> None:
         if self._single is None:
-            self.route_policy.remember(lease._root, lease._ancestry, lease._prefix, rep)
+            # _admit calls this only for a lease whose root is set, and _acquire sets the
+            # root and the ancestry together: the ancestry is a real one, not the ()
+            ancestry = cast(Ancestry, lease._ancestry)
+            self.route_policy.remember(lease._root, ancestry, lease._prefix, rep)
 
     def _served(self, lease: Lease, prompt: int, cached: int, output: int) -> None:
         """A call ended well with this usage (:meth:`Lease.done`)."""

@@ -38,7 +38,7 @@ class Lease:
     _d: Dispatcher | None = field(default=None, repr=False)
     _prefix: str = field(default="", repr=False)
     _root: tuple[str, int] = field(default=NO_ROOT, repr=False)
-    _ancestry: Ancestry = field(default=(), repr=False)
+    _ancestry: Ancestry | tuple[()] = field(default=(), repr=False)  # () while _root is NO_ROOT
     _start: float = field(default=0.0, repr=False)
     _inflight: int = field(default=0, repr=False)
     _tokens: int = field(default=-1, repr=False)  # output tokens once done; -1: not done
