@@ -33,7 +33,9 @@ def blocks(language: str) -> list[str]:
 
 
 def alto_commands() -> list[str]:
-    lines = (line.split("#", 1)[0].strip() for block in blocks("bash") for line in block.splitlines())
+    lines = (
+        line.split("#", 1)[0].strip() for block in blocks("bash") for line in block.splitlines()
+    )
     return [line for line in lines if line.startswith("alto ")]
 
 

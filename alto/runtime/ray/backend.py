@@ -26,12 +26,13 @@ import ray
 import sniffio
 
 from alto.compiler.plan import Node, Plan
+from alto.errors import ActorLostError
 from alto.result import Result
 from alto.runtime.engine import Engine, StagePorts, StageTask, StageWiring
 from alto.runtime.metrics import RunStats
 from alto.runtime.ray.pool import host_class, kill, pool, poolable, release_idle
 from alto.runtime.ray.shared_dispatcher import RAY_SHARING  # noqa: F401 (registers it)
-from alto.runtime.ray.stage import UP, ActorLostError, DriverOptions, Replica, StageDriver
+from alto.runtime.ray.stage import UP, DriverOptions, Replica, StageDriver
 from alto.runtime.records import CHUNK
 
 _NATIVE = ("num_cpus", "num_gpus", "memory", "accelerator_type")
