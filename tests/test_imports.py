@@ -137,3 +137,12 @@ def test_the_ray_driver_and_backend_do_not_import_each_other():
     stage = imports_of(ALTO / "runtime" / "ray" / "stage.py")
     assert "alto.runtime.ray.backend" not in stage
     assert "alto.runtime.ray.stage" in imports_of(ALTO / "runtime" / "ray" / "backend.py")
+
+
+def test_the_invoker_and_opentelemetry_do_not_import_each_other():
+    # the invoker knows the call-observer protocol only; OpenTelemetry implements it
+    invoker = reach(["alto.runtime.invoke"], skip={"alto"})
+    assert "alto.runtime.observe" in invoker
+    assert not {"alto.runtime.otel", "alto._otel"} & invoker
+    otel = reach(["alto.runtime.otel"], skip={"alto"})
+    assert "alto.runtime.observe" in otel and "alto.runtime.invoke" not in otel
