@@ -37,7 +37,6 @@ one attribute test per call::
                 self.tries = attempt + 1
 
     class SlowCalls:                    # prints the calls that took over a second
-
         @contextmanager
         def call(self, call: StageCall):
             watch, start = Tries(), time.perf_counter()
@@ -48,7 +47,7 @@ one attribute test per call::
     with observing(SlowCalls()):
         await flow.run(inputs)
 
-Observers see the calls made in the process that runs them: every call of the local
+Observers see the calls made in the process that registered them: every call of the local
 backend. The Ray backend makes its calls in stage actors, so it refuses a run with
 observers registered (OpenTelemetry traces Ray runs through an observer in each actor,
 :mod:`alto.runtime.ray.otel`).
