@@ -3,7 +3,7 @@
 Each stage replica is one worker task that drains its inbox without waiting while
 items are there (``receive_nowait``), assembles calls, runs them and puts what they
 produce in its outbox (:class:`~alto.runtime.engine.StageOutbox`). The engine
-(:mod:`alto.runtime.engine`) wires the inboxes, routes and outboxes, admits the
+(:mod:`alto.runtime.engine`) wires the inboxes, links and outboxes, admits the
 inputs and keeps the deadlines; this module runs the calls.
 
 Channels are bounded (``buffer`` chunks per inbox): a fast stage waits for a slow

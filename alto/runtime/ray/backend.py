@@ -3,7 +3,7 @@
 ``await flow.run(inputs, backend="ray")`` (or ``flow.stream(...)``) runs the plan on a
 Ray cluster: the one at ``address=`` (or ``RAY_ADDRESS``), or a local one it starts for
 the run. The driver keeps all state of the run: the engine (:mod:`alto.runtime.engine`:
-run state, channels, routes) with :class:`RayExecutor` as its executor, which starts the
+run state, channels, links) with :class:`RayExecutor` as its executor, which starts the
 actors and runs one driver per stage (an assembler and the stage's remote calls,
 :mod:`alto.runtime.ray.stage`); the actors (:mod:`alto.runtime.ray.actor`) only run
 assembled calls. Options: ``address``, ``init``, ``call_items``, ``inflight``,
