@@ -62,7 +62,7 @@ class _Watch:
         self.delivered = 0
 
 
-class Replica:
+class EmulatedReplica:
     """A batcher, its prefix cache, its counters and its driver loop.
 
     Args:

@@ -46,7 +46,7 @@ from alto.bench.emulator.balancer import EVICTION_INTERVAL_S, Balancer, Policy
 from alto.bench.emulator.batcher import Sequence as BatcherSequence
 from alto.bench.emulator.config import BLOCK_TOKENS, EmulatorConfig
 from alto.bench.emulator.prefix_cache import token_ids
-from alto.bench.emulator.replica import Replica
+from alto.bench.emulator.replica import EmulatedReplica
 from alto.bench.emulator.text import (
     VARIED_ITEMS,
     VARIED_SENTENCES,
@@ -91,7 +91,7 @@ class _State:
         self.scheduling_policy = scheduling_policy
         self.refused_priority = 0
         self.count = replicas
-        self.replicas: list[Replica] = []  # made on the server's event loop (lifespan)
+        self.replicas: list[EmulatedReplica] = []  # made on the server's event loop (lifespan)
         self.requests = 0
         self.peak_running = 0
         self.faults: dict[str, int] = {}
@@ -99,13 +99,13 @@ class _State:
 
     def start(self) -> None:
         origin = time.perf_counter()
-        self.replicas = [Replica(i, self.config, origin) for i in range(self.count)]
+        self.replicas = [EmulatedReplica(i, self.config, origin) for i in range(self.count)]
 
     def on_step(self) -> None:
         running = sum(len(r.batcher.running) for r in self.replicas)
         self.peak_running = max(self.peak_running, running)
 
-    def route(self, index: int | None, text: str) -> Replica:
+    def route(self, index: int | None, text: str) -> EmulatedReplica:
         if index is None:
             index = self.balancer.choose(text, [r.in_flight for r in self.replicas])
         return self.replicas[index]
@@ -373,7 +373,7 @@ class _NotFound(Exception):
 class _Run:
     """One request being served by one replica: submit, then wait for its tokens."""
 
-    def __init__(self, replica: Replica, job: _Job) -> None:
+    def __init__(self, replica: EmulatedReplica, job: _Job) -> None:
         self.replica = replica
         self.job = job
         self.seq: BatcherSequence | None = None

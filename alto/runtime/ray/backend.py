@@ -33,7 +33,7 @@ from alto.runtime.metrics import RunStats
 from alto.runtime.observe import registered
 from alto.runtime.ray.pool import host_class, kill, pool, poolable, release_idle
 from alto.runtime.ray.shared_dispatcher import RAY_SHARING  # noqa: F401 (registers it)
-from alto.runtime.ray.stage import UP, DriverOptions, Replica, StageDriver
+from alto.runtime.ray.stage import UP, ActorReplica, DriverOptions, StageDriver
 from alto.runtime.records import CHUNK
 
 _NATIVE = ("num_cpus", "num_gpus", "memory", "accelerator_type")
@@ -170,7 +170,7 @@ class RayExecutor:
         self.finished: list[int] = []  # roots with an outcome, in order (actors skip their calls)
         self.forget: set[int] = set()  # of those, roots with calls in flight: stop them
         self.forget_due = anyio.Event()
-        self.replicas: dict[str, list[Replica]] = {}
+        self.replicas: dict[str, list[ActorReplica]] = {}
         self.drivers: dict[str, StageDriver] = {}
         self.options: dict[str, dict[str, Any]] = {}
         self.engine: Engine | None = None
@@ -235,7 +235,7 @@ class RayExecutor:
     async def _start_actors(self, engine: Engine) -> None:
         failures: list[str] = []
 
-        async def start(node: Node, replica: Replica) -> None:
+        async def start(node: Node, replica: ActorReplica) -> None:
             try:
                 try:
                     await replica.start()
@@ -261,7 +261,7 @@ class RayExecutor:
             for i in range(node.spec.options.replicas):
                 handle, pooled = pool.take(self.options[node.name])
                 args = (node, i, run.id, engine.trace, dead_letters, traced)
-                replicas.append(Replica(i, handle, args, pooled))
+                replicas.append(ActorReplica(i, handle, args, pooled))
         with anyio.move_on_after(self.start_timeout) as scope:
             async with anyio.create_task_group() as tg:
                 for node in engine.plan.nodes:
@@ -310,7 +310,7 @@ class RayExecutor:
         the actors are stopped first, and given ``CANCEL_GRACE_S`` to clean up.
         """
         if not clean:
-            async def stop(replica: Replica) -> None:
+            async def stop(replica: ActorReplica) -> None:
                 try:
                     await replica.handle.stop.remote(CANCEL_GRACE_S)
                 except Exception:
@@ -322,7 +322,7 @@ class RayExecutor:
                         for replica in replicas:
                             if replica.pid:
                                 tg.start_soon(stop, replica)
-        keep: list[tuple[str, Replica]] = []
+        keep: list[tuple[str, ActorReplica]] = []
         for name, replicas in self.replicas.items():
             for replica in replicas:
                 if clean and replica.state is UP and replica.pid and poolable(self.options[name]):
@@ -332,7 +332,7 @@ class RayExecutor:
         if not keep:
             return
 
-        async def unload(name: str, replica: Replica) -> None:
+        async def unload(name: str, replica: ActorReplica) -> None:
             try:
                 with anyio.fail_after(self.start_timeout):
                     await replica.handle.unload.remote()
