@@ -71,13 +71,13 @@ async def assemble_calls(
     assembler: Assembler,
     outbox: Outbox,
     stats: StageStats,
-    dispatch: Callable[[list[Any]], Awaitable[None]],
+    submit: Callable[[list[Any]], Awaitable[None]],
     idle: Callable[[], Awaitable[Any]],
     *,
     room: Callable[[], Awaitable[None]] | None = None,
     pause: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint,
 ) -> None:
-    """Read the stage's inbox to its end, assembling calls; ``dispatch`` takes each list
+    """Read the stage's inbox to its end, assembling calls; ``submit`` takes each list
     of ready calls (and may keep none of the list: it is cleared after).
 
     Args:
@@ -85,7 +85,7 @@ async def assemble_calls(
         assembler: the stage's assembler.
         outbox: where pass-through records (closes, tombstones) go; flushed at a chunk.
         stats: the stage's counters (``queued``, ``fragments_in``).
-        dispatch: runs, hands out or queues the ready calls.
+        submit: runs, hands out or queues the ready calls.
         idle: awaited when the inbox is empty; returns its next chunk.
         room: awaited before each read, if given (backpressure of the backend).
         pause: awaited every ``YIELD_EVERY`` records, so that other tasks run.
@@ -107,7 +107,7 @@ async def assemble_calls(
         if port == main:
             stats.fragments_in += n - closes
         if ready:
-            await dispatch(ready)
+            await submit(ready)
             ready.clear()
         if len(outbox.records) >= CHUNK:
             await outbox.flush()

@@ -241,14 +241,14 @@ class LocalExecutor:
         assembler: Assembler,
         outbox: StageOutbox,
         stats: StageStats,
-        dispatch: Callable[[list[Any]], Awaitable[None]],
+        submit: Callable[[list[Any]], Awaitable[None]],
     ) -> None:
-        """Assemble calls from the inbox; ``dispatch`` runs (or hands out) each list of them."""
+        """Assemble calls from the inbox; ``submit`` runs (or hands out) each list of them."""
 
         def idle() -> Awaitable[Chunk]:
             return idle_receive(receive, outbox, stats)
 
-        await assemble_calls(receive, assembler, outbox, stats, dispatch, idle)
+        await assemble_calls(receive, assembler, outbox, stats, submit, idle)
 
     async def _batch_loop(
         self,

@@ -125,7 +125,7 @@ def connected(
     address: str | None = None, *, init: Mapping[str, Any] | None = None
 ) -> Iterator[None]:
     """Keep this process connected to Ray for the block: the Ray runs inside it share
-    the connection, and what lives as long as the connection (the dispatch actors of
+    the connection, and what lives as long as the connection (the dispatcher actors of
     model clients, the idle actor pool) outlives each run until the block ends.
 
     Connects the way a run does: to the cluster at ``address`` (else ``RAY_ADDRESS``),

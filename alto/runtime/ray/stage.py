@@ -212,7 +212,7 @@ class StageDriver:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._read, name=f"alto:{self.name}:read")
-                await self._dispatch()
+                await self._send_calls()
 
     async def _read(self) -> None:
         """Assemble the stage's calls from its inbox (:func:`alto.runtime.engine.assemble_calls`)
@@ -229,7 +229,7 @@ class StageDriver:
             await self.outbox.flush()
             return await receive.receive()
 
-        async def dispatch(ready: list[Any]) -> None:
+        async def enqueue(ready: list[Any]) -> None:
             if self.streams:
                 assert self._tg is not None
                 for anc, (children,) in ready:
@@ -244,13 +244,13 @@ class StageDriver:
             await anyio.lowlevel.checkpoint()
 
         await assemble_calls(
-            receive, self.assembler, self.outbox, self.stats, dispatch, idle,
+            receive, self.assembler, self.outbox, self.stats, enqueue, idle,
             room=room, pause=pause,
         )
         self.ended = True
         self._work.set()
 
-    async def _dispatch(self) -> None:
+    async def _send_calls(self) -> None:
         assert self._tg is not None
         pending = self.pending
         while True:
@@ -546,7 +546,7 @@ class StageDriver:
             pass
 
     def _suspect(self, replica: ActorReplica) -> None:
-        """Dispatch nothing more to ``replica`` until it answers again."""
+        """Send nothing more to ``replica`` until it answers again."""
         if replica.state is UP:
             replica.state = _PROBING
             assert self._tg is not None
