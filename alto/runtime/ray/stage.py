@@ -415,7 +415,7 @@ class StageDriver:
     def _apply(self, message: Any, replica: ActorReplica) -> None:
         records, errors, (calls, busy, retries, out, bisections), spans, _, _, otel = message
         if otel and self.otel is not None:
-            from alto.runtime.ray.otel import export
+            from alto.runtime.ray.span_relay import export
 
             export(self.otel, otel)
         stats = self.stats
@@ -455,7 +455,7 @@ class StageDriver:
         """In a traced run, the span contexts a remote call takes along (else nothing)."""
         if self.otel is None:
             return {}
-        from alto.runtime.ray.otel import parents_for
+        from alto.runtime.ray.span_relay import parents_for
 
         return {"otel": parents_for(self.otel, units, batched)}
 
