@@ -16,8 +16,8 @@ from alto.errors import CompileError, PipelineError, StageError
 from alto.result import Result
 from alto.runtime import get_backend
 from alto.runtime.metrics import RunStats
-from alto.runtime.otel import traced_run
 from alto.runtime.run import RunControl
+from alto.runtime.spans import traced_run
 
 Inputs = Iterable[Any] | AsyncIterable[Any]
 

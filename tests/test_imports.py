@@ -119,7 +119,7 @@ def source_of(module: str) -> Path | None:
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("ancestry",),  # the ancestry algebra: imports nothing else of Alto
     ("_version", "_marker_classes", "cache"),
-    ("errors", "lineage", "markers", "_otel"),  # lineage: what operators read, runtimes set
+    ("errors", "lineage", "markers", "_tracing"),  # lineage: what operators read, runtimes set
     ("compiler", "result"),
     ("stage", "operators"),  # operators know no runtime; the Ray runtime shares their dispatchers
     ("runtime",),
@@ -198,10 +198,10 @@ def test_the_layer_check_finds_arrows_up_and_sideways():
 
 def test_an_arrow_goes_to_the_submodule_a_name_is_when_it_is_one():
     local = {m for _, m in arrows_of(ALTO / "operators" / "llm" / "local.py")}
-    assert {"alto.lineage", "alto.operators._otel"} <= local and "alto" not in local
-    # from alto import _otel: the module; from alto import current_call: the package
-    assert "alto._otel" in imports_of(ALTO / "runtime" / "otel.py")
-    assert "alto" not in imports_of(ALTO / "runtime" / "otel.py")
+    assert {"alto.lineage", "alto.operators._model_spans"} <= local and "alto" not in local
+    # from alto import _tracing: the module; from alto import current_call: the package
+    assert "alto._tracing" in imports_of(ALTO / "runtime" / "spans.py")
+    assert "alto" not in imports_of(ALTO / "runtime" / "spans.py")
     assert "alto" in imports_of(ALTO / "bench" / "record.py")
 
 
@@ -228,6 +228,6 @@ def test_the_invoker_and_opentelemetry_do_not_import_each_other():
     # the invoker knows the call-observer protocol only; OpenTelemetry implements it
     invoker = reach(["alto.runtime.invoke"], skip={"alto"})
     assert "alto.runtime.observe" in invoker
-    assert not {"alto.runtime.otel", "alto._otel"} & invoker
-    otel = reach(["alto.runtime.otel"], skip={"alto"})
+    assert not {"alto.runtime.spans", "alto._tracing"} & invoker
+    otel = reach(["alto.runtime.spans"], skip={"alto"})
     assert "alto.runtime.observe" in otel and "alto.runtime.invoke" not in otel

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import anyio.to_thread
 import numpy as np
 
-from alto.operators._otel import model_call
+from alto.operators._model_spans import model_call
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import anyio.to_thread
 import numpy as np
 
-from alto.operators._otel import model_call
+from alto.operators._model_spans import model_call
 from alto.operators.embedding import TextEmbedder, describe_embedder
 
 if TYPE_CHECKING:

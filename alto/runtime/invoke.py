@@ -20,7 +20,7 @@ Before a batch is called, each fragment's arguments are validated: one that does
 not validate fails alone and the batch is called without it.
 
 Every call an invoker makes is observed by the run's :class:`~alto.runtime.observe.CallObserver`,
-when it has one (OpenTelemetry's, :mod:`alto.runtime.otel`, or those registered with
+when it has one (OpenTelemetry's, :mod:`alto.runtime.spans`, or those registered with
 :func:`~alto.runtime.observe.observing`): the observer's context is entered as the call
 starts and left when it ends (a value call, a split, each batched call of a bisection), and
 hears of each retry's backoff and of a failure for good. The observer is read once, when

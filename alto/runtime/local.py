@@ -3,7 +3,7 @@
 Each stage replica is one worker task that drains its inbox without waiting while
 items are there (``receive_nowait``), assembles calls, runs them and puts what they
 produce in its outbox (:class:`~alto.runtime.engine.StageOutbox`). The engine
-(:mod:`alto.runtime.engine`) wires the inboxes, routes and outboxes, admits the
+(:mod:`alto.runtime.engine`) wires the inboxes, links and outboxes, admits the
 inputs and keeps the deadlines; this module runs the calls.
 
 Channels are bounded (``buffer`` chunks per inbox): a fast stage waits for a slow
@@ -241,14 +241,14 @@ class LocalExecutor:
         assembler: Assembler,
         outbox: StageOutbox,
         stats: StageStats,
-        dispatch: Callable[[list[Any]], Awaitable[None]],
+        submit: Callable[[list[Any]], Awaitable[None]],
     ) -> None:
-        """Assemble calls from the inbox; ``dispatch`` runs (or hands out) each list of them."""
+        """Assemble calls from the inbox; ``submit`` runs (or hands out) each list of them."""
 
         def idle() -> Awaitable[Chunk]:
             return idle_receive(receive, outbox, stats)
 
-        await assemble_calls(receive, assembler, outbox, stats, dispatch, idle)
+        await assemble_calls(receive, assembler, outbox, stats, submit, idle)
 
     async def _batch_loop(
         self,

@@ -21,7 +21,7 @@ and is not observed.
 
 Observers attach to runs through :func:`observing`: every run started inside the block
 reads the registered observers once, when it starts, as it checks for OpenTelemetry
-(:mod:`alto.runtime.otel`, which is an observer itself). A run with none registered pays
+(:mod:`alto.runtime.spans`, which is an observer itself). A run with none registered pays
 one attribute test per call::
 
     import time
@@ -50,7 +50,7 @@ one attribute test per call::
 Observers see the calls made in the process that registered them: every call of the local
 backend. The Ray backend makes its calls in stage actors, so it refuses a run with
 observers registered (OpenTelemetry traces Ray runs through an observer in each actor,
-:mod:`alto.runtime.ray.otel`).
+:mod:`alto.runtime.ray.span_relay`).
 """
 
 from __future__ import annotations

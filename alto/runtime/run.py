@@ -18,8 +18,8 @@ from alto.runtime.assemble import Assembler
 from alto.runtime.context import CallBookkeeping
 from alto.runtime.metrics import RunStats, StageStats, now
 from alto.runtime.observe import combined, registered
-from alto.runtime.otel import current_run, driver_calls
 from alto.runtime.records import DROPPED
+from alto.runtime.spans import current_run, driver_calls
 from alto.runtime.validate import check_inputs
 
 

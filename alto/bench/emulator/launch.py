@@ -48,7 +48,7 @@ class EmulatorServer(BackgroundServer):
         host: the address to bind; loopback by default.
         port: the port; 0 picks a free one.
         mode: ``"thread"`` or ``"process"``.
-        replicas: engines served on the port, each with its own KV and prefix cache.
+        replicas: emulated replicas served on the port, each with its own KV and prefix cache.
         balancer: the policy of ``/v1``: ``"round-robin"``, ``"least-loaded"`` or
             ``"prefix-aware"``.
         scheduling_policy: ``"fcfs"`` (vLLM's default; a non-zero ``priority`` is refused)

@@ -1,10 +1,10 @@
-"""One emulated replica in a running server: its engine paced against the wall clock.
+"""One emulated replica in a running server: its batcher paced against the wall clock.
 
-Timing emulation, not a model. The engine (:mod:`alto.bench.emulator.engine`) plans steps on
+Timing emulation, not a model. The batcher (:mod:`alto.bench.emulator.batcher`) plans steps on
 a modeled clock; the replica's driver task sleeps until each step's modeled end (times
 ``time_scale``) and then hands out the step's tokens, so clients see tokens when a GPU
 serving engine would have sent them. Deadlines are absolute, so sleep overshoot does not
-accumulate; an idle engine's clock jumps to the wall clock when a request arrives.
+accumulate; an idle batcher's clock jumps to the wall clock when a request arrives.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import anyio
 
+from alto.bench.emulator.batcher import ContinuousBatcher, Sequence
 from alto.bench.emulator.config import EmulatorConfig
-from alto.bench.emulator.engine import Engine, Sequence
 
 LAG_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, float("inf"))
 """Upper bounds of the step-lag histogram's buckets (seconds of wall clock): a step counts in
@@ -62,8 +62,8 @@ class _Watch:
         self.delivered = 0
 
 
-class Replica:
-    """An engine, its prefix cache, its counters and its driver loop.
+class EmulatedReplica:
+    """A batcher, its prefix cache, its counters and its driver loop.
 
     Args:
         index: the replica's number (its URL is ``/r/{index}/v1``).
@@ -74,7 +74,7 @@ class Replica:
     def __init__(self, index: int, config: EmulatorConfig, origin: float) -> None:
         self.index = index
         self.config = config
-        self.engine = Engine(config)
+        self.batcher = ContinuousBatcher(config)
         self.origin = origin
         self.in_flight = 0  # requests routed here and not yet answered (the balancer's load)
         self.requests = 0
@@ -86,10 +86,10 @@ class Replica:
     # -- clocks ---------------------------------------------------------------------------------
 
     def model_now(self) -> float:
-        """The wall clock, on the modeled clock (the engine's own when time does not pass)."""
+        """The wall clock, on the modeled clock (the batcher's own when time does not pass)."""
         scale = self.config.time_scale
         if scale <= 0:
-            return self.engine.now
+            return self.batcher.now
         return (time.perf_counter() - self.origin) / scale
 
     def wall(self, t: float) -> float:
@@ -104,15 +104,15 @@ class Replica:
         delay = self.config.overhead_s * self.config.time_scale
         if delay > 0:
             await anyio.sleep(delay)
-        self.engine.advance(self.model_now())
-        seq = self.engine.add(prompt, output, priority)
+        self.batcher.advance(self.model_now())
+        seq = self.batcher.add(prompt, output, priority)
         self._watches[seq] = _Watch()
         self.requests += 1
         self._wake.set()
         return seq
 
     async def wait(self, seq: Sequence, have: int) -> int:
-        """Tokens of ``seq`` delivered so far (the engine plans a step before its modeled end;
+        """Tokens of ``seq`` delivered so far (the batcher plans a step before its modeled end;
         its tokens are delivered at the end), once there are more than ``have``."""
         watch = self._watches[seq]
         while watch.delivered <= have and not seq.aborted:
@@ -121,7 +121,7 @@ class Replica:
 
     def release(self, seq: Sequence) -> None:
         """Forget a request (answered, failed or abandoned); an unfinished one is aborted."""
-        self.engine.abort(seq)
+        self.batcher.abort(seq)
         watch = self._watches.pop(seq, None)
         if watch is not None:
             watch.changed.set()
@@ -129,16 +129,16 @@ class Replica:
     # -- the driver -----------------------------------------------------------------------------
 
     async def run(self, on_step: Any = None) -> None:
-        """Step the engine forever, pacing each step to its modeled end."""
-        engine = self.engine
+        """Step the batcher forever, pacing each step to its modeled end."""
+        batcher = self.batcher
         lag = self.step_lag = StepLag()
         while True:
-            if not engine.busy:
+            if not batcher.busy:
                 self._wake = anyio.Event()
-                if not engine.busy:
+                if not batcher.busy:
                     await self._wake.wait()
                 continue
-            step = engine.step()
+            step = batcher.step()
             if step is None:  # waiting requests that cannot enter yet: wait for a change
                 self._wake = anyio.Event()
                 await self._wake.wait()
@@ -160,18 +160,18 @@ class Replica:
 
     def stats(self) -> dict[str, Any]:
         """This replica's counters and cache state."""
-        engine, pool = self.engine, self.engine.pool
+        batcher, pool = self.batcher, self.batcher.pool
         return {
             "replica": self.index,
             "requests": self.requests,
             "in_flight": self.in_flight,
-            "running": len(engine.running),
-            "waiting": engine.waiting,
+            "running": len(batcher.running),
+            "waiting": batcher.waiting,
             "peak_running": self.peak_running,
             "completed": self.completed,
-            "steps": engine.steps,
-            "preemptions": engine.preemptions,
-            "modeled_clock_s": engine.now,
+            "steps": batcher.steps,
+            "preemptions": batcher.preemptions,
+            "modeled_clock_s": batcher.now,
             "step_lag": getattr(self, "step_lag", StepLag()).as_dict(),
             "kv_blocks": pool.num_blocks,
             "kv_free_blocks": pool.free_blocks,

@@ -35,7 +35,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from alto.lineage import current_call
-from alto.operators._otel import model_call, traced_stream
+from alto.operators._model_spans import model_call, traced_stream
 from alto.operators.llm.base import LLM, Message, Stop, normalize_messages, normalize_stop
 from alto.operators.llm.dispatch import Dispatcher, DispatchStats, Order, Route, check_knobs
 from alto.operators.llm.errors import LLMError
@@ -509,7 +509,7 @@ class LocalLLM(LLM):
             return await self._collect(_counted(pieces, call), _prompt_key(messages))
 
     def _call(self, operation: str, max_tokens: int, temperature: float) -> dict[str, Any]:
-        """What a model-call span records of a request (see :mod:`alto.operators._otel`)."""
+        """What a model-call span records of a request (see :mod:`alto.operators._model_spans`)."""
         return {
             "operation": operation,
             "model": self.model_path.name,

@@ -25,7 +25,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 
-from alto.operators._otel import UNTRACED, model_call, traced_stream
+from alto.operators._model_spans import UNTRACED, model_call, traced_stream
 from alto.operators.llm.base import LLM, Message, Stop, normalize_messages, normalize_stop
 from alto.operators.llm.dispatch import (
     DEFAULT_LIMIT,
@@ -448,7 +448,7 @@ class OpenAIClient(LLM):
     async def _traced_post(
         self, path: str, payload: dict[str, Any], prefix: str, *, retries: int | None = None
     ) -> tuple[str, dict[str, Any]]:
-        """:meth:`_post`, in a model-call span when tracing is on (see :mod:`.._otel`)."""
+        """:meth:`_post`, in a model-call span when tracing is on (see :mod:`.._model_spans`)."""
         operation = "chat" if path == "/chat/completions" else "text_completion"
         with model_call(
             operation, self.model, "openai", server=self.base_url, request=payload

@@ -55,7 +55,7 @@ shipped, otel)``.
 ``done`` counts the units of the call that are finished; ``shipped`` counts
 the records of unit ``done`` shipped so far (its children, for a split). ``otel``
 holds the OpenTelemetry spans that ended since the last message, when the run is
-traced (see :mod:`alto.runtime.ray.otel`).
+traced (see :mod:`alto.runtime.ray.span_relay`).
 """
 
 
@@ -243,7 +243,7 @@ class StageHost:
     ) -> tuple[float, str, int]:
         """Take on replica ``replica`` of ``node`` for run ``run``, forgetting any earlier one.
 
-        ``otel``: the run is traced with OpenTelemetry (see :mod:`alto.runtime.ray.otel`).
+        ``otel``: the run is traced with OpenTelemetry (see :mod:`alto.runtime.ray.span_relay`).
 
         Returns this actor's clock (``perf_counter``), Ray node id and process id.
         """
@@ -261,7 +261,7 @@ class StageHost:
         self.batch = node.spec.options.batch
         self.otel: Any = None
         if otel:
-            from alto.runtime.ray.otel import ActorTracing
+            from alto.runtime.ray.span_relay import ActorTracing
 
             self.otel = ActorTracing(self.settled)
         # moving averages that outlive one remote call: how long calls take (the invoker

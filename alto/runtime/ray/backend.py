@@ -3,7 +3,7 @@
 ``await flow.run(inputs, backend="ray")`` (or ``flow.stream(...)``) runs the plan on a
 Ray cluster: the one at ``address=`` (or ``RAY_ADDRESS``), or a local one it starts for
 the run. The driver keeps all state of the run: the engine (:mod:`alto.runtime.engine`:
-run state, channels, routes) with :class:`RayExecutor` as its executor, which starts the
+run state, channels, links) with :class:`RayExecutor` as its executor, which starts the
 actors and runs one driver per stage (an assembler and the stage's remote calls,
 :mod:`alto.runtime.ray.stage`); the actors (:mod:`alto.runtime.ray.actor`) only run
 assembled calls. Options: ``address``, ``init``, ``call_items``, ``inflight``,
@@ -33,7 +33,7 @@ from alto.runtime.metrics import RunStats
 from alto.runtime.observe import registered
 from alto.runtime.ray.pool import host_class, kill, pool, poolable, release_idle
 from alto.runtime.ray.shared_dispatcher import RAY_SHARING  # noqa: F401 (registers it)
-from alto.runtime.ray.stage import UP, DriverOptions, Replica, StageDriver
+from alto.runtime.ray.stage import UP, ActorReplica, DriverOptions, StageDriver
 from alto.runtime.records import CHUNK
 
 _NATIVE = ("num_cpus", "num_gpus", "memory", "accelerator_type")
@@ -125,7 +125,7 @@ def connected(
     address: str | None = None, *, init: Mapping[str, Any] | None = None
 ) -> Iterator[None]:
     """Keep this process connected to Ray for the block: the Ray runs inside it share
-    the connection, and what lives as long as the connection (the dispatch actors of
+    the connection, and what lives as long as the connection (the dispatcher actors of
     model clients, the idle actor pool) outlives each run until the block ends.
 
     Connects the way a run does: to the cluster at ``address`` (else ``RAY_ADDRESS``),
@@ -170,7 +170,7 @@ class RayExecutor:
         self.finished: list[int] = []  # roots with an outcome, in order (actors skip their calls)
         self.forget: set[int] = set()  # of those, roots with calls in flight: stop them
         self.forget_due = anyio.Event()
-        self.replicas: dict[str, list[Replica]] = {}
+        self.replicas: dict[str, list[ActorReplica]] = {}
         self.drivers: dict[str, StageDriver] = {}
         self.options: dict[str, dict[str, Any]] = {}
         self.engine: Engine | None = None
@@ -235,7 +235,7 @@ class RayExecutor:
     async def _start_actors(self, engine: Engine) -> None:
         failures: list[str] = []
 
-        async def start(node: Node, replica: Replica) -> None:
+        async def start(node: Node, replica: ActorReplica) -> None:
             try:
                 try:
                     await replica.start()
@@ -261,7 +261,7 @@ class RayExecutor:
             for i in range(node.spec.options.replicas):
                 handle, pooled = pool.take(self.options[node.name])
                 args = (node, i, run.id, engine.trace, dead_letters, traced)
-                replicas.append(Replica(i, handle, args, pooled))
+                replicas.append(ActorReplica(i, handle, args, pooled))
         with anyio.move_on_after(self.start_timeout) as scope:
             async with anyio.create_task_group() as tg:
                 for node in engine.plan.nodes:
@@ -310,7 +310,7 @@ class RayExecutor:
         the actors are stopped first, and given ``CANCEL_GRACE_S`` to clean up.
         """
         if not clean:
-            async def stop(replica: Replica) -> None:
+            async def stop(replica: ActorReplica) -> None:
                 try:
                     await replica.handle.stop.remote(CANCEL_GRACE_S)
                 except Exception:
@@ -322,7 +322,7 @@ class RayExecutor:
                         for replica in replicas:
                             if replica.pid:
                                 tg.start_soon(stop, replica)
-        keep: list[tuple[str, Replica]] = []
+        keep: list[tuple[str, ActorReplica]] = []
         for name, replicas in self.replicas.items():
             for replica in replicas:
                 if clean and replica.state is UP and replica.pid and poolable(self.options[name]):
@@ -332,7 +332,7 @@ class RayExecutor:
         if not keep:
             return
 
-        async def unload(name: str, replica: Replica) -> None:
+        async def unload(name: str, replica: ActorReplica) -> None:
             try:
                 with anyio.fail_after(self.start_timeout):
                     await replica.handle.unload.remote()

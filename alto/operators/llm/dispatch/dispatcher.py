@@ -32,8 +32,8 @@ from alto.operators.llm.dispatch.replica import (
     MAX_BACKOFF,
     SHARED,
     Queue,
-    Replica,
     Rotation,
+    ServerReplica,
     Waiter,
     least_recently_failed,
 )
@@ -143,7 +143,7 @@ class Dispatcher:
         start = min(start_limit, max_limit)
         aged = self.order_policy.aging
         self._replicas = [
-            Replica(
+            ServerReplica(
                 i, t, start if auto else fixed, VegasLimit(start, max_limit) if auto else None,
                 source, aged,
             )
@@ -333,7 +333,7 @@ class Dispatcher:
                 # are held by calls that cannot end (see "Liveness"): let it through over
                 # the limit.
                 healthy = [r for r in self._replicas if r.healthy] or self._replicas
-                self._admit(lease, preferred or min(healthy, key=Replica.load), self.clock())
+                self._admit(lease, preferred or min(healthy, key=ServerReplica.load), self.clock())
                 return
         except BaseException:
             if waiter.waiting:  # cancelled while waiting: leave the queue
@@ -373,7 +373,7 @@ class Dispatcher:
         self._queued -= 1
         self._queue(waiter.where).waiting -= 1
 
-    def _admit(self, lease: Lease, rep: Replica, now: float) -> None:
+    def _admit(self, lease: Lease, rep: ServerReplica, now: float) -> None:
         rep.inflight += 1
         rep.calls += 1
         lease.replica = rep.index
@@ -385,7 +385,7 @@ class Dispatcher:
         if lease._root is not NO_ROOT:
             self._remember(lease, rep)
 
-    def _remember(self, lease: Lease, rep: Replica) -> None:
+    def _remember(self, lease: Lease, rep: ServerReplica) -> None:
         if self._single is None:
             # _admit calls this only for a lease whose root is set, and _acquire sets the
             # root and the ancestry together: the ancestry is a real one, not the ()
@@ -427,7 +427,7 @@ class Dispatcher:
         if self._queued:
             self._pump(rep)
 
-    def _pump(self, rep: Replica) -> None:
+    def _pump(self, rep: ServerReplica) -> None:
         """Give ``rep``'s free slots to the calls waiting for them, in order: those routed to
         it and those routed nowhere yet."""
         if not rep.healthy and self._down < len(self._replicas):
@@ -459,7 +459,7 @@ class Dispatcher:
 
     # -- health --------------------------------------------------------------------------------
 
-    def _take_down(self, rep: Replica, now: float) -> None:
+    def _take_down(self, rep: ServerReplica, now: float) -> None:
         if rep.trial:  # the probe call failed too: wait longer
             rep.trial = False
             rep.healthy = False

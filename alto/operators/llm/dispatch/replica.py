@@ -87,9 +87,9 @@ class Queue:
         self.heap, self.arrivals, self.waiting = [], deque(), 0
 
 
-class Replica:
-    """One replica: its calls in flight and limit, usage, health, and the calls routed to it
-    that wait for a slot."""
+class ServerReplica:
+    """One replica of the served model (a server's base URL, or a ``LocalLLM`` instance): its
+    calls in flight and limit, usage, health, and the calls routed to it that wait for a slot."""
 
     __slots__ = (
         "index", "target", "inflight", "limit", "source", "vegas", "calls", "failures",
@@ -148,7 +148,7 @@ class Rotation:
     def __init__(self) -> None:
         self.next = 0
 
-    def __call__(self, replicas: Sequence[Replica]) -> Replica:
+    def __call__(self, replicas: Sequence[ServerReplica]) -> ServerReplica:
         """The next healthy replica (the least recently failed when none is)."""
         n = len(replicas)
         for _ in range(n):
@@ -159,5 +159,5 @@ class Rotation:
         return least_recently_failed(replicas)
 
 
-def least_recently_failed(replicas: Sequence[Replica]) -> Replica:
+def least_recently_failed(replicas: Sequence[ServerReplica]) -> ServerReplica:
     return min(replicas, key=lambda r: r.down_at)

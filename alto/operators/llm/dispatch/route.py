@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from alto.ancestry.ancestry import Ancestry, parent_key
 from alto.operators.llm.dispatch.knobs import ROUTES
 from alto.operators.llm.dispatch.order import RootKey
-from alto.operators.llm.dispatch.replica import Replica, Rotation
+from alto.operators.llm.dispatch.replica import Rotation, ServerReplica
 
 # SGLang router's imbalance rule (sgl-router, py_src/sglang_router/launch_router.py,
 # RouterArgs: balance_abs_threshold=32, balance_rel_threshold=1.0001; the Rust
@@ -45,27 +45,29 @@ class RoutePolicy:
 
     Subclass it for a route of your own and pass an instance as ``route=``; one instance
     serves one dispatcher. Replicas are given in the dispatcher's order; a
-    :class:`~alto.operators.llm.dispatch.replica.Replica` has ``index``, ``healthy``,
+    :class:`~alto.operators.llm.dispatch.replica.ServerReplica` has ``index``, ``healthy``,
     ``inflight``, ``limit``, ``room()`` and ``load()``.
     """
 
     name = "route"
 
     def prefer(
-        self, replicas: Sequence[Replica], root: RootKey, ancestry: Ancestry, prefix: str
-    ) -> Replica | None:
+        self, replicas: Sequence[ServerReplica], root: RootKey, ancestry: Ancestry, prefix: str
+    ) -> ServerReplica | None:
         """The replica a stage call should wait for, or None (the first free one)."""
         return None
 
-    def free(self, replicas: Sequence[Replica], prefix: str) -> Replica | None:
+    def free(self, replicas: Sequence[ServerReplica], prefix: str) -> ServerReplica | None:
         """The replica with room for a call routed nowhere yet, or None (it waits)."""
-        best: Replica | None = None
+        best: ServerReplica | None = None
         for rep in replicas:
             if rep.healthy and rep.room() and (best is None or rep.inflight < best.inflight):
                 best = rep
         return best
 
-    def remember(self, root: RootKey, ancestry: Ancestry, prefix: str, replica: Replica) -> None:
+    def remember(
+        self, root: RootKey, ancestry: Ancestry, prefix: str, replica: ServerReplica
+    ) -> None:
         """A call of ``root`` at ``ancestry`` with ``prefix`` was admitted to ``replica``."""
 
     def forget(self, root: RootKey) -> None:
@@ -87,8 +89,8 @@ class RoundRobin(RoutePolicy):
         self.rotation = Rotation()
 
     def prefer(
-        self, replicas: Sequence[Replica], root: RootKey, ancestry: Ancestry, prefix: str
-    ) -> Replica | None:
+        self, replicas: Sequence[ServerReplica], root: RootKey, ancestry: Ancestry, prefix: str
+    ) -> ServerReplica | None:
         return self.rotation(replicas)
 
 
@@ -106,8 +108,8 @@ class Lineage(RoutePolicy):
         self.prefix_at: OrderedDict[int, int] = OrderedDict()
 
     def prefer(
-        self, replicas: Sequence[Replica], root: RootKey, ancestry: Ancestry, prefix: str
-    ) -> Replica | None:
+        self, replicas: Sequence[ServerReplica], root: RootKey, ancestry: Ancestry, prefix: str
+    ) -> ServerReplica | None:
         chosen = -1
         if len(ancestry) >= 3:
             chosen = self.parent_at.get((root[0], parent_key(ancestry)), -1)
@@ -123,7 +125,7 @@ class Lineage(RoutePolicy):
             return None  # much busier than another: its decode steps are slower
         return rep
 
-    def free(self, replicas: Sequence[Replica], prefix: str) -> Replica | None:
+    def free(self, replicas: Sequence[ServerReplica], prefix: str) -> ServerReplica | None:
         """The least loaded replica with room; of those as little loaded, the one that last
         got ``prefix``."""
         best = super().free(replicas, prefix)
@@ -135,7 +137,9 @@ class Lineage(RoutePolicy):
                     return rep
         return best
 
-    def remember(self, root: RootKey, ancestry: Ancestry, prefix: str, replica: Replica) -> None:
+    def remember(
+        self, root: RootKey, ancestry: Ancestry, prefix: str, replica: ServerReplica
+    ) -> None:
         """The replica that served the call last holds its root's, parent's and prefix's
         cache now."""
         index = replica.index

@@ -1,7 +1,7 @@
 """Whether OpenTelemetry tracing is on, and through which tracer provider.
 
-Shared by the runtime (run, input and stage-call spans, :mod:`alto.runtime.otel`) and the
-operators (model-call spans, :mod:`alto.operators._otel`). Nothing here imports
+Shared by the runtime (run, input and stage-call spans, :mod:`alto.runtime.spans`) and the
+operators (model-call spans, :mod:`alto.operators._model_spans`). Nothing here imports
 ``opentelemetry`` unless tracing was asked for: a provider counts as configured when
 
 * a run was given one (``otel=`` on a run, ``--otel URL`` on the CLI): it is *active* in

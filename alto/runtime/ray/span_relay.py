@@ -18,7 +18,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from alto.ancestry.ancestry import root_of
-from alto.runtime.otel import CallTracer, RunTracer
+from alto.runtime.spans import CallTracer, RunTracer
 
 Shipped = tuple[Any, ...]
 """A finished span as plain values (see :func:`_ship`)."""

@@ -1,6 +1,6 @@
 """OpenTelemetry spans of a run: one for the run, one per root input, one per stage call.
 
-A run is traced when a tracer provider is configured (see :mod:`alto._otel`): the check is
+A run is traced when a tracer provider is configured (see :mod:`alto._tracing`): the check is
 made once, when the run starts; without a provider nothing here is imported and no span
 object is ever made. With one, the run's spans form one trace::
 
@@ -10,7 +10,7 @@ object is ever made. With one, the run's spans form one trace::
         │                               alto.roots, alto.batch.size, alto.attempts, alto.outcome
         └── verify
             └── chat SmolLM2-135M       a model call made inside it (gen_ai.* attributes,
-                                        :mod:`alto.operators._otel`)
+                                        :mod:`alto.operators._model_spans`)
 
 Every stage-call span is a child of its root input's span. A batched call serves fragments of
 several roots: it is a child of the first one's span, links to the others', and lists every
@@ -30,7 +30,7 @@ from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Iterator
 
-from alto import _otel
+from alto import _tracing
 from alto.ancestry.ancestry import format_ancestry, level, root_of
 from alto.errors import AltoError, DeadlineExceeded, InputCancelled, InputError, StageError
 from alto.runtime.observe import StageCall
@@ -63,9 +63,9 @@ async def traced_run(plan: Plan, backend: str, otel: Any = None) -> AsyncIterato
     """
     owned = False
     if otel is None:
-        provider = _otel.configured_provider()
+        provider = _tracing.configured_provider()
     elif isinstance(otel, str):
-        provider = _otel.otlp_provider(otel)
+        provider = _tracing.otlp_provider(otel)
         owned = True
     else:
         provider = otel
@@ -74,7 +74,7 @@ async def traced_run(plan: Plan, backend: str, otel: Any = None) -> AsyncIterato
         return
     tracer = RunTracer(provider, plan, backend)
     run_token = RUN.set(tracer)
-    provider_token = _otel.activate(provider)
+    provider_token = _tracing.activate(provider)
     try:
         yield tracer
     except BaseException as exc:
@@ -83,7 +83,7 @@ async def traced_run(plan: Plan, backend: str, otel: Any = None) -> AsyncIterato
     else:
         tracer.close(None)
     finally:
-        _otel.deactivate(provider_token)
+        _tracing.deactivate(provider_token)
         RUN.reset(run_token)
         if owned:
             import anyio.to_thread
@@ -104,7 +104,7 @@ class RunTracer:
 
         self._trace = trace
         self.provider = provider
-        self.tracer = _otel.tracer(provider)
+        self.tracer = _tracing.tracer(provider)
         self.span = self.tracer.start_span(
             f"run {plan.name}",
             attributes={
@@ -224,7 +224,7 @@ class CallTracer:
     :class:`~alto.runtime.observe.CallObserver` when it is traced.
 
     The driver's is made by :func:`driver_calls`; a Ray actor has its own (see
-    :mod:`alto.runtime.ray.otel`), whose parents are the driver's input spans.
+    :mod:`alto.runtime.ray.span_relay`), whose parents are the driver's input spans.
     """
 
     def __init__(self, provider: Any, parents: Any, stopped: Any) -> None:
@@ -233,7 +233,7 @@ class CallTracer:
         self._trace = trace
         self._context = context
         self.provider = provider
-        self.tracer = _otel.tracer(provider)
+        self.tracer = _tracing.tracer(provider)
         self.parent_of = parents
         self.stopped = stopped
 
@@ -266,7 +266,7 @@ class CallTracer:
             call.stage, context=self.parent_of(root_of(first)), attributes=attributes, links=links
         )
         record = _Call()
-        provider_token = _otel.activate(self.provider)
+        provider_token = _tracing.activate(self.provider)
         context_token = self._context.attach(trace.set_span_in_context(span))
         try:
             yield record
@@ -278,7 +278,7 @@ class CallTracer:
             raise
         finally:
             self._context.detach(context_token)
-            _otel.deactivate(provider_token)
+            _tracing.deactivate(provider_token)
             if record.error is not None:
                 outcome = "error"
             elif record.stopped or self.stopped(roots):
