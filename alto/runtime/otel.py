@@ -177,8 +177,11 @@ class RunTracer:
 
 
 def root_outcome(error: BaseException | None) -> str:
-    """The ``alto.outcome`` of a root input's span (``unfinished`` for one left without an
-    outcome when its run stopped, e.g. a stream closed early)."""
+    """The ``alto.outcome`` of a root input's span.
+
+    ``unfinished`` for one left without an outcome when its run stopped, e.g. a stream
+    closed early.
+    """
     if error is None:
         return "ok"
     if isinstance(error, InputCancelled):
