@@ -209,3 +209,25 @@ def test_the_ray_driver_and_backend_do_not_import_each_other():
     stage = imports_of(ALTO / "runtime" / "ray" / "stage.py")
     assert "alto.runtime.ray.backend" not in stage
     assert "alto.runtime.ray.stage" in imports_of(ALTO / "runtime" / "ray" / "backend.py")
+
+
+def reach(start: list[str], skip: set[str]) -> set[str]:
+    """The ``alto`` modules ``start`` imports, directly or through others (not through ``skip``)."""
+    seen: set[str] = set()
+    todo = list(start)
+    while todo:
+        path = source_of(todo.pop())
+        for module in imports_of(path) if path is not None else ():
+            if module not in seen and module not in skip:
+                seen.add(module)
+                todo.append(module)
+    return seen
+
+
+def test_the_invoker_and_opentelemetry_do_not_import_each_other():
+    # the invoker knows the call-observer protocol only; OpenTelemetry implements it
+    invoker = reach(["alto.runtime.invoke"], skip={"alto"})
+    assert "alto.runtime.observe" in invoker
+    assert not {"alto.runtime.otel", "alto._otel"} & invoker
+    otel = reach(["alto.runtime.otel"], skip={"alto"})
+    assert "alto.runtime.observe" in otel and "alto.runtime.invoke" not in otel

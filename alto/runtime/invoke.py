@@ -18,15 +18,22 @@ The outputs and failures of a bisected batch are delivered together when the
 bisection ends (a backend that replays a lost call sees the batch as one unit).
 Before a batch is called, each fragment's arguments are validated: one that does
 not validate fails alone and the batch is called without it.
+
+Every call an invoker makes is observed by the run's :class:`~alto.runtime.observe.CallObserver`,
+when it has one (OpenTelemetry's, :mod:`alto.runtime.otel`, or those registered with
+:func:`~alto.runtime.observe.observing`): the observer's context is entered as the call
+starts and left when it ends (a value call, a split, each batched call of a bisection), and
+hears of each retry's backoff and of a failure for good. The observer is read once, when
+the invoker is made; without one, a call costs one attribute test more.
 """
 
 from __future__ import annotations
 
 import random
-from contextlib import aclosing
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Awaitable, Callable, Coroutine, Protocol
+from typing import Any, Awaitable, Callable, Coroutine, Iterator, Protocol
 
 import anyio
 
@@ -37,7 +44,7 @@ from alto.errors import AltoError, StageError, StageTimeout
 from alto.lineage import CallSite, call_slot
 from alto.runtime.context import RunContext
 from alto.runtime.metrics import StageStats, now
-from alto.runtime.otel import instrument
+from alto.runtime.observe import CallKind, CallWatch, StageCall
 from alto.runtime.records import CHUNK, DROPPED, Close
 from alto.runtime.validate import ArgumentError, argument_check
 
@@ -133,9 +140,19 @@ class Invoker:
         else:
             self.call = call
         self.ema = 1.0  # moving average of call time; starts high, so first calls are guarded
-        calls = getattr(run, "otel_calls", None)  # set when the run is traced (OpenTelemetry)
-        if calls is not None:
-            instrument(self, calls)
+        self.observer = run.observer  # None (the usual case): calls are not observed
+        self.watch: CallWatch | None = None  # the observed call's, while one runs
+
+    @contextmanager
+    def _observed(self, kind: CallKind, ancestries: tuple[Ancestry, ...]) -> Iterator[None]:
+        """The observer's context of one call (:attr:`watch` is the call's, inside it)."""
+        assert self.observer is not None
+        with self.observer.call(StageCall(self.name, self.replica, kind, ancestries)) as watch:
+            self.watch = watch
+            try:
+                yield
+            finally:
+                self.watch = None
 
     def _caller(self) -> Callable[[Any], Any]:
         """A function of the assembled inputs that starts the stage's call."""
@@ -271,7 +288,10 @@ class Invoker:
             and not isinstance(error, NOT_RETRIED)
             and (allowed is None or allowed())
         ):
-            if not await self._backoff(attempt, root):
+            retrying = await self._backoff(attempt, root)
+            if self.watch is not None:
+                self.watch.backed_off(attempt, retrying)
+            if not retrying:
                 return STOPPED
             attempt += 1
             try:
@@ -293,6 +313,10 @@ class Invoker:
         root = anc[ROOT]
         if root in self.settled:
             return  # the root got its outcome while this call waited its turn
+        if self.observer is not None and self.watch is None:
+            with self._observed("value", (anc,)):
+                await self.value(anc, args, outbox)  # the same call, now observed
+            return
         guarded = self.ema > GUARD_S
         if outbox.records and guarded:
             await outbox.flush()  # what passed through (other roots' closes) must not wait
@@ -320,6 +344,8 @@ class Invoker:
         stats.calls += 1
         stats.busy_s += t1 - t0
         if result.__class__ is Failure:
+            if self.watch is not None:
+                self.watch.failed(result.error, result.attempts)
             self._fail(anc, result.error, result.attempts, outbox, args)
             return
         self.ema = self.ema * 0.8 + (t1 - t0) * 0.2
@@ -332,6 +358,10 @@ class Invoker:
 
     async def split(self, anc: Ancestry, args: Any, outbox: Outbox) -> None:
         """One call that yields children; emits them as they come, then the close."""
+        if self.observer is not None and self.watch is None:
+            with self._observed("split", (anc,)):
+                await self.split(anc, args, outbox)  # the same call, now observed
+            return
         if outbox.records and self.ema > GUARD_S:
             await outbox.flush()  # what passed through (other roots' closes) must not wait
         made = [0]  # children emitted so far, also when the call fails or times out
@@ -363,6 +393,8 @@ class Invoker:
             return
         t1 = self._count(t0)
         if result.__class__ is Failure:
+            if self.watch is not None:
+                self.watch.failed(result.error, result.attempts)
             error = StageError(
                 self.name, anc, result.error, attempts=result.attempts, inputs=self._named(args)
             )
@@ -488,6 +520,9 @@ class Invoker:
 
         Returns ``None``, or the error and the attempts made when it failed.
         """
+        if self.observer is not None and self.watch is None:
+            with self._observed("batch", tuple(anc for anc, _ in items)):
+                return await self._batch_call(items, done)  # the same call, now observed
         n = len(items)
         if self.node.is_keyed:
             columns = tuple(list(col) for col in zip(*(values for _, values in items)))
@@ -506,6 +541,8 @@ class Invoker:
             slot.many = None
         t1 = self._count(t0)
         if results.__class__ is Failure:
+            if self.watch is not None:
+                self.watch.failed(results.error, results.attempts)
             return results.error, results.attempts
         self.stats.fragments_out += n
         if self.trace:

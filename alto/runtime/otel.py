@@ -18,29 +18,28 @@ root it served in ``alto.roots`` (and every fragment's ancestry in ``alto.batch.
 A stage call is the current span while the stage function runs, so spans made inside it (by
 Alto's operators, or by the user's code) nest under it.
 
-The engine is instrumented by :func:`instrument`, which wraps the methods of one
-:class:`~alto.runtime.invoke.Invoker` when its run is traced; an untraced invoker is left as
-it is, so an untraced run pays nothing per fragment.
+Stage calls are observed through the runtime's call-observer protocol
+(:mod:`alto.runtime.observe`): a traced run's observer is a :class:`CallTracer`, whose
+context around each call is the call's span. An untraced run has no such observer, so it
+makes no span and pays one attribute test per call.
 """
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Iterator
 
 from alto import _otel
-from alto.ancestry.ancestry import Ancestry, format_ancestry, level, root_of
+from alto.ancestry.ancestry import format_ancestry, level, root_of
 from alto.errors import AltoError, DeadlineExceeded, InputCancelled, InputError, StageError
+from alto.runtime.observe import StageCall
 
 if TYPE_CHECKING:
     from alto.compiler.plan import Plan
-    from alto.runtime.invoke import Invoker
 
 RUN: ContextVar[RunTracer | None] = ContextVar("alto_otel_run", default=None)
 """The tracer of the run started in this context (read once, by the run's :class:`RunState`)."""
-
-_CALL: ContextVar[_Call | None] = ContextVar("alto_otel_call", default=None)
 
 
 def current_run() -> RunTracer | None:
@@ -202,7 +201,8 @@ def _error(span: Any, trace: Any, exc: BaseException) -> None:
 
 
 class _Call:
-    """What one stage call did, as its span learns it."""
+    """What one stage call did, as its span learns it (the call's
+    :class:`~alto.runtime.observe.CallWatch`)."""
 
     __slots__ = ("attempts", "error", "stopped")
 
@@ -211,11 +211,22 @@ class _Call:
         self.error: BaseException | None = None
         self.stopped = False
 
+    def backed_off(self, attempt: int, again: bool) -> None:
+        if again:
+            self.attempts = attempt + 1
+        else:
+            self.stopped = True
+
+    def failed(self, error: Exception, attempts: int) -> None:
+        self.error = error
+        self.attempts = attempts
+
 
 class CallTracer:
-    """Makes the spans of one stage's calls; what :func:`instrument` needs of a run.
+    """Makes the spans of one stage's calls: the run's
+    :class:`~alto.runtime.observe.CallObserver` when it is traced.
 
-    The driver's :class:`RunTracer` is one; a Ray actor has its own (see
+    The driver's is made by :func:`driver_calls`; a Ray actor has its own (see
     :mod:`alto.runtime.ray.otel`), whose parents are the driver's input spans.
     """
 
@@ -229,23 +240,22 @@ class CallTracer:
         self.parent_of = parents
         self.stopped = stopped
 
-    @asynccontextmanager
-    async def call(
-        self, invoker: Invoker, ancestries: list[Ancestry], kind: str
-    ) -> AsyncIterator[_Call]:
-        """The span of one call on ``ancestries``, current while the call runs."""
+    @contextmanager
+    def call(self, call: StageCall) -> Iterator[_Call]:
+        """The span of ``call``, current while the call runs."""
         trace = self._trace
+        ancestries = call.ancestries
         first = ancestries[0]
         roots = list(dict.fromkeys(root_of(a) for a in ancestries))
         attributes: dict[str, Any] = {
-            "alto.stage": invoker.name,
-            "alto.call": kind,
+            "alto.stage": call.stage,
+            "alto.call": call.kind,
             "alto.ancestry": format_ancestry(first),
             "alto.level": level(first),
             "alto.root": root_of(first),
             "alto.roots": roots,
             "alto.batch.size": len(ancestries),
-            "alto.replica": invoker.replica,
+            "alto.replica": call.replica,
             "openinference.span.kind": "CHAIN",
         }
         if len(ancestries) > 1:
@@ -256,10 +266,9 @@ class CallTracer:
             if other.is_valid:
                 links.append(trace.Link(other, {"alto.root": root}))
         span = self.tracer.start_span(
-            invoker.name, context=self.parent_of(root_of(first)), attributes=attributes, links=links
+            call.stage, context=self.parent_of(root_of(first)), attributes=attributes, links=links
         )
         record = _Call()
-        call_token = _CALL.set(record)
         provider_token = _otel.activate(self.provider)
         context_token = self._context.attach(trace.set_span_in_context(span))
         try:
@@ -273,7 +282,6 @@ class CallTracer:
         finally:
             self._context.detach(context_token)
             _otel.deactivate(provider_token)
-            _CALL.reset(call_token)
             if record.error is not None:
                 outcome = "error"
             elif record.stopped or self.stopped(roots):
@@ -285,59 +293,6 @@ class CallTracer:
             if record.error is not None:
                 _error(span, trace, record.error)
             span.end()
-
-
-def call_failed(error: StageError) -> None:
-    """The stage call running in this context failed with ``error`` (after its retries)."""
-    record = _CALL.get()
-    if record is not None:
-        record.error = error.cause
-        record.attempts = error.attempts
-
-
-def instrument(invoker: Invoker, calls: CallTracer) -> None:
-    """Give every call ``invoker`` makes a span, made by ``calls``.
-
-    Wraps the invoker's entry points (one value, one split, one batched call) and its retry
-    wait (to count attempts); failures reach the span through :func:`call_failed`, called by
-    the run when the invoker reports them.
-    """
-    value, split, batch_call, backoff = (
-        invoker.value, invoker.split, invoker._batch_call, invoker._backoff
-    )
-    settled = invoker.settled
-
-    async def traced_value(anc: Ancestry, args: Any, outbox: Any) -> None:
-        if root_of(anc) in settled:
-            return  # no call is made (see Invoker.value)
-        async with calls.call(invoker, [anc], "value"):
-            await value(anc, args, outbox)
-
-    async def traced_split(anc: Ancestry, args: Any, outbox: Any) -> None:
-        async with calls.call(invoker, [anc], "split"):
-            await split(anc, args, outbox)
-
-    async def traced_batch_call(items: list[tuple[Ancestry, Any]], done: list[Any]) -> Any:
-        async with calls.call(invoker, [anc for anc, _ in items], "batch") as record:
-            outcome = await batch_call(items, done)
-            if outcome is not None:
-                record.error, record.attempts = outcome
-            return outcome
-
-    async def traced_backoff(attempt: int, root: int | None = None) -> bool:
-        again = await backoff(attempt, root)
-        record = _CALL.get()
-        if record is not None:
-            if again:
-                record.attempts = attempt + 1
-            else:
-                record.stopped = True
-        return again
-
-    invoker.value = traced_value  # type: ignore[method-assign]
-    invoker.split = traced_split  # type: ignore[method-assign]
-    invoker._batch_call = traced_batch_call  # type: ignore[method-assign]
-    invoker._backoff = traced_backoff  # type: ignore[method-assign]
 
 
 def driver_calls(run: RunTracer) -> CallTracer:

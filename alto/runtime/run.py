@@ -17,7 +17,8 @@ from alto.result import Result
 from alto.runtime.assemble import Assembler
 from alto.runtime.context import CallBookkeeping
 from alto.runtime.metrics import RunStats, StageStats, now
-from alto.runtime.otel import call_failed, current_run, driver_calls
+from alto.runtime.observe import combined, registered
+from alto.runtime.otel import current_run, driver_calls
 from alto.runtime.records import DROPPED
 from alto.runtime.validate import check_inputs
 
@@ -132,9 +133,12 @@ class RunState(CallBookkeeping):
         self.admitted: deque[int] | None = None  # in admission order, when deadlines apply
         if trace:
             stats.spans = []
-        # OpenTelemetry: looked up once per run; None (and no cost per fragment) when off
+        # OpenTelemetry and call observers: looked up once per run; None (and one attribute
+        # test per call) when there are none
         self.otel = current_run()
-        self.otel_calls = None if self.otel is None else driver_calls(self.otel)
+        self.observer = combined(
+            registered() if self.otel is None else (driver_calls(self.otel), *registered())
+        )
         for node in plan.nodes:
             stats.stages[node.name] = StageStats(node.name, node.spec.options.replicas)
 
@@ -220,8 +224,6 @@ class RunState(CallBookkeeping):
         stage = self.stats.stages.get(error.stage)
         if stage is not None:
             stage.errors += 1
-        if self.otel is not None:
-            call_failed(error)
         if self.dead_letters is not None and error.index not in self.settled:
             self.dead_letters.append(error)
             self.last_error[error.index] = error

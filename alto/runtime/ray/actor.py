@@ -62,7 +62,7 @@ traced (see :mod:`alto.runtime.ray.otel`).
 class _CallRun(CallBookkeeping):
     """What an Invoker needs of the run, on the actor side: settled roots, failures, spans."""
 
-    __slots__ = ("settled", "dead_letters", "errors", "stats", "calls", "otel", "otel_calls")
+    __slots__ = ("settled", "dead_letters", "errors", "stats", "calls", "otel", "observer")
 
     def __init__(
         self, settled: set[int], calls: dict[int, set[anyio.CancelScope]], dead_letters: bool,
@@ -74,7 +74,7 @@ class _CallRun(CallBookkeeping):
         self.errors: list[StageError] = []
         self.stats = RunStats(spans=[] if trace else None)
         self.otel: Any = None  # the actor's ActorTracing, when the run is traced
-        self.otel_calls: Any = None  # what Invoker instruments its calls with, then
+        self.observer: Any = None  # what observes the Invoker's calls, then (its CallTracer)
 
     def fail(self, error: StageError) -> bool:
         """Mirror of :meth:`RunState.fail`; the driver applies the error for real."""
@@ -319,7 +319,7 @@ class StageHost:
         # the invoker's calls run in a task _pump starts from this one: they share the slot
         fresh_slot()
         if self.otel is not None:
-            run.otel, run.otel_calls = self.otel, self.otel.calls
+            run.otel, run.observer = self.otel, self.otel.calls
         stats = StageStats(self.node.name)
         invoker = Invoker(self.node, run, stats, self.replica, self.site)
         invoker.ema = self.call_ema

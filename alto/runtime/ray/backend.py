@@ -30,6 +30,7 @@ from alto.errors import ActorLostError
 from alto.result import Result
 from alto.runtime.engine import Engine, StagePorts, StageTask, StageWiring
 from alto.runtime.metrics import RunStats
+from alto.runtime.observe import registered
 from alto.runtime.ray.pool import host_class, kill, pool, poolable, release_idle
 from alto.runtime.ray.shared_dispatcher import RAY_SHARING  # noqa: F401 (registers it)
 from alto.runtime.ray.stage import UP, DriverOptions, Replica, StageDriver
@@ -366,6 +367,14 @@ async def run_ray(
     """
     if sniffio.current_async_library() != "asyncio":
         raise RuntimeError("backend='ray' runs on asyncio; run the flow from an asyncio event loop")
+    if registered():
+        raise ValueError(
+            f"call observers are registered (alto.runtime.observe.observing: "
+            f"{', '.join(type(o).__name__ for o in registered())}), and they see the stage "
+            "calls made in this process, while backend='ray' makes them in its stage actors; "
+            "run with backend='local', or start the run outside the observing() block "
+            "(OpenTelemetry, otel=..., traces Ray runs too)"
+        )
     # ray.init belongs on the main thread (signal handlers); it blocks only when it starts Ray
     with connected(address, init=init):
         ray_options = {k: options.pop(k) for k in _RAY_OPTIONS if k in options}

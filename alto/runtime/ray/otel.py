@@ -38,7 +38,7 @@ class ActorTracing:
     """The tracing of one stage actor for one run.
 
     Attributes:
-        calls: the :class:`CallTracer` the actor's invokers are instrumented with.
+        calls: the :class:`CallTracer` that observes the actor's stage calls.
         parents: root input index -> ``(trace_id, span_id)`` of its span in the driver.
     """
 
