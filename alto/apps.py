@@ -1,5 +1,6 @@
-"""The example applications and the LLM servers they call: finding them, checking them,
-reading their input and config files.
+"""The example applications and the LLM servers they call.
+
+This module finds them, checks them, and reads their input and config files.
 
 Shared by ``alto run`` (:mod:`alto.cli`), ``alto serve`` (:mod:`alto.serve`) and
 ``alto bench`` (:mod:`alto.bench`), which import it (and not each other).

@@ -149,8 +149,11 @@ async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
 
 
 def check_native_llm(args: argparse.Namespace) -> None:
-    """A CLIError when ``--llm llama-server-native`` cannot start: its options are out of
-    range, or the server is not built (the message names the command that builds it)."""
+    """A CLIError when ``--llm llama-server-native`` cannot start.
+
+    Either its options are out of range, or the server is not built (the message names the
+    command that builds it).
+    """
     from alto.bench.llama_native import LlamaServerMissing, find_binary
 
     for option, value in (("--llm-slots", args.llm_slots), ("--llm-threads", args.llm_threads)):
@@ -163,8 +166,10 @@ def check_native_llm(args: argparse.Namespace) -> None:
 
 
 def endpoint_tables(endpoints: Sequence[Any], backend: str = "local") -> str:
-    """``--stats``' table per model endpoint (an operator with a dispatcher), with a legend;
-    empty when the app calls none."""
+    """``--stats``' table per model endpoint (an operator with a dispatcher), with a legend.
+
+    Empty when the app calls none.
+    """
     from alto.operators.llm.observe import LEGEND, dispatch_table
 
     if not endpoints:
@@ -175,8 +180,11 @@ def endpoint_tables(endpoints: Sequence[Any], backend: str = "local") -> str:
 
 
 def add_dispatch_counters(path: str | Path, endpoints: Sequence[Any], t0: float) -> None:
-    """Add each endpoint's counter tracks (calls in flight per replica, calls queued) to the
-    Chrome trace at ``path``, on its time axis (``t0``: the run's start, ``perf_counter``)."""
+    """Add each endpoint's counter tracks to the Chrome trace at ``path``, on its time axis.
+
+    The tracks are calls in flight per replica and calls queued; ``t0`` is the run's start
+    (``perf_counter``).
+    """
     from alto.operators.llm.observe import counter_events, relative_samples
 
     if not endpoints:
@@ -222,6 +230,7 @@ def _list() -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``alto`` command and its subcommands."""
     # options every subcommand takes too (``alto run ... --debug``); SUPPRESS as their default
     # there, so a subcommand that is not given one keeps the value parsed before it
     common = argparse.ArgumentParser(add_help=False)
@@ -314,9 +323,11 @@ def parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def _connected(backend: str) -> Iterator[None]:
-    """On Ray, stay connected from before the run until its figures are printed: the
-    model endpoints' dispatchers the actors shared live in the cluster, which a run that
-    started it alone would shut down as it ends."""
+    """On Ray, stay connected from before the run until its figures are printed.
+
+    The model endpoints' dispatchers the actors shared live in the cluster, which a run that
+    started it alone would shut down as it ends.
+    """
     if backend != "ray":
         yield
         return
@@ -341,6 +352,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``alto`` command on ``argv`` (default: ``sys.argv[1:]``); returns its exit status.
+
+    An error prints one line (with ``--debug``, its traceback) and gives status 1, or 2 for
+    a mistake in the arguments; an interrupt gives 130.
+    """
     args = parser().parse_args(argv)
     # model libraries print download/loading progress bars; the run has its own
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -49,6 +49,11 @@ class Flow:
         return self._plan
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Inside another flow being traced, wire this flow's stages into it (the flow is inlined).
+
+        Called anywhere else, it raises :class:`CompileError`: a flow runs through
+        :meth:`run` or :meth:`stream`.
+        """
         if current_tracer() is None:
             raise CompileError(
                 f"flow {self.name!r} was called directly; a flow runs through run() or stream()",

@@ -76,6 +76,10 @@ class CallSite:
         self.offset = offset
 
     def info(self, ancestries: tuple[Ancestry, ...]) -> CallInfo:
+        """The :class:`CallInfo` of a call on the fragments of ``ancestries``.
+
+        It carries their roots' submission times (``submitted`` plus ``offset``).
+        """
         roots = tuple(root_of(a) for a in ancestries)
         known = self.submitted
         offset = self.offset
@@ -84,8 +88,10 @@ class CallSite:
 
 
 class CallSlot:
-    """Where the call running in one task is kept; written by
-    :class:`~alto.runtime.invoke.Invoker` (plain attribute stores: no object per call).
+    """Where the call running in one task is kept.
+
+    Written by :class:`~alto.runtime.invoke.Invoker` (plain attribute stores: no object per
+    call).
 
     Attributes:
         site: the :class:`CallSite` of the last call (``None``: no lineage published).
@@ -106,8 +112,10 @@ CALL: ContextVar[CallSlot | None] = ContextVar("alto_call", default=None)
 
 
 def fresh_slot() -> CallSlot:
-    """Give the task running now a slot of its own (the engine does it in every task that
-    runs stage calls, so that tasks never share one)."""
+    """Give the task running now a slot of its own.
+
+    The engine does it in every task that runs stage calls, so that tasks never share one.
+    """
     slot = CallSlot()
     CALL.set(slot)
     return slot
@@ -147,8 +155,10 @@ def current_call() -> CallInfo | None:
 
 @contextmanager
 def within_call(info: CallInfo | None) -> Iterator[None]:
-    """Run a block as if inside the stage call ``info`` describes: there, :func:`current_call`
-    returns an equal :class:`CallInfo` (``None``: as outside any stage call).
+    """Run a block as if inside the stage call ``info`` describes.
+
+    There, :func:`current_call` returns an equal :class:`CallInfo` (``None``: as outside any
+    stage call).
 
     For code that acts for a stage call somewhere else: a dispatcher shared by the processes
     of a Ray cluster admits each model call with the lineage its caller sent along
@@ -184,11 +194,13 @@ _root_listeners: list[RootEnded] = []
 
 
 def on_root_end(listener: RootEnded) -> None:
-    """Call ``listener(run, root)`` whenever a root input of any run gets its outcome (an
-    output, a failure, a cancellation), on the driver, once per root; for what keeps state
-    per root outside the run (a model client's dispatcher remembers where each root's calls
-    went). Registering the same listener again does nothing. A listener must be quick and
-    must not raise."""
+    """Call ``listener(run, root)`` whenever a root input of any run gets its outcome.
+
+    The outcome is an output, a failure or a cancellation; the call is made on the driver,
+    once per root. It is for what keeps state per root outside the run (a model client's
+    dispatcher remembers where each root's calls went). Registering the same listener again
+    does nothing. A listener must be quick and must not raise.
+    """
     if listener not in _root_listeners:
         _root_listeners.append(listener)
 

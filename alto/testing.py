@@ -81,6 +81,7 @@ class FakeLLM(LLM):
 
     @property
     def name(self) -> str:
+        """``"fake"``, the backend's short description."""
         return "fake"
 
     def reply(self, text: str) -> str:
@@ -110,6 +111,7 @@ class FakeLLM(LLM):
     async def complete(
         self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, stop: Stop = None
     ) -> str:
+        """The scripted reply to ``prompt``, cut at ``stop`` and to ``max_tokens`` words."""
         return await self._answer(prompt, max_tokens, stop)
 
     async def chat(
@@ -120,6 +122,7 @@ class FakeLLM(LLM):
         temperature: float = 0.0,
         stop: Stop = None,
     ) -> str:
+        """The scripted reply to the messages' text, cut at ``stop`` and to ``max_tokens`` words."""
         return await self._answer(_text(messages), max_tokens, stop)
 
     async def stream(  # type: ignore[override]
@@ -130,6 +133,7 @@ class FakeLLM(LLM):
         temperature: float = 0.0,
         stop: Stop = None,
     ) -> AsyncIterator[str]:
+        """The :meth:`chat` reply, a word (with the space after it) at a time."""
         text = await self._answer(_text(messages), max_tokens, stop)
         for i, token in enumerate(re.findall(r"\S+\s*", text)):
             if i:

@@ -56,9 +56,11 @@ def child(a: Ancestry, split: str, index: int) -> Ancestry:
 
 
 def child_of(a: Ancestry) -> Callable[[Hop], Ancestry]:
-    """A function of a hop ``(split, index)`` that gives that child of ``a``: what a split
-    makes once per call and calls once per child (a ``functools.partial`` of
-    ``operator.add``, so a call costs what the tuple concatenation costs)."""
+    """A function of a hop ``(split, index)`` that gives that child of ``a``.
+
+    What a split makes once per call and calls once per child (a ``functools.partial`` of
+    ``operator.add``, so a call costs what the tuple concatenation costs).
+    """
     return partial(add, a)
 
 
@@ -119,8 +121,10 @@ def prefix(a: Ancestry, level: int) -> Ancestry:
 
 
 def prefix_key(level: int) -> Callable[[Ancestry], Ancestry]:
-    """A function of an ancestry (at ``level`` or deeper) that gives its ancestor at
-    ``level``: what a broadcast from that level is keyed on. Unchecked."""
+    """A function of an ancestry (at ``level`` or deeper) that gives its ancestor at ``level``.
+
+    What a broadcast from that level is keyed on. Unchecked.
+    """
     return itemgetter(slice(0, key_length(level)))
 
 

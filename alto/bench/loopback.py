@@ -41,7 +41,7 @@ def url_host(host: str) -> str:
 
 
 def uvicorn_config(app: Any, host: str, port: int) -> Any:
-    """uvicorn's settings for a loopback server: quiet, the host's logging left alone."""
+    """The settings of uvicorn for a loopback server: quiet, the host's logging left alone."""
     import uvicorn
 
     return uvicorn.Config(
@@ -99,8 +99,11 @@ def stop_child(proc: subprocess.Popen[Any]) -> None:
 
 
 class BackgroundServer(ABC):
-    """A server that :meth:`start` runs in the background and :meth:`stop` ends; a context
-    manager, sync or async (the async form starts and stops it off the event loop)."""
+    """A server that :meth:`start` runs in the background and :meth:`stop` ends.
+
+    A context manager, sync or async (the async form starts and stops it off the event
+    loop).
+    """
 
     @abstractmethod
     def start(self, timeout: float = ...) -> Any:

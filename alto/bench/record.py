@@ -84,9 +84,11 @@ class Call:
 
     @property
     def duration(self) -> float:
+        """Seconds from the call's start to its end."""
         return self.end - self.start
 
     def as_dict(self, t0: float = 0.0) -> dict[str, Any]:
+        """The call as a dict for JSON, its times in seconds from ``t0``."""
         return {
             "id": self.id,
             "operator": self.operator,
@@ -219,6 +221,7 @@ class Recorder:
     _next: int = 0
 
     def reset(self) -> None:
+        """Forget every call and restart the timeline now, for the next run."""
         self.calls.clear()
         self._next = 0
         self.t0 = time.perf_counter()
@@ -318,8 +321,11 @@ class RecordingLLM(LLM):
 
     @contextlib.contextmanager
     def _as_call(self) -> Iterator[None]:
-        """Inside the block, a call outside a stage call is an anonymous call (see
-        ``anonymous_calls``); set and reset in one task, with no yield to the caller between."""
+        """Inside the block, a call outside a stage call is an anonymous call.
+
+        See ``anonymous_calls``. Set and reset in one task, with no yield to the caller
+        between.
+        """
         from alto import current_call
         from alto.ancestry.ancestry import root as root_ancestry
         from alto.lineage import CALL, CallSite, CallSlot
@@ -339,11 +345,13 @@ class RecordingLLM(LLM):
 
     @property
     def name(self) -> str:
+        """The inner LLM's name."""
         return self.inner.name
 
     async def complete(
         self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, stop: Stop = None
     ) -> str:
+        """The inner LLM's completion, recorded as one call with its prompt size and tokens."""
         async with self.recorder.call(
             "llm", "complete", prompt_chars=len(prompt), slots=self.slots
         ) as call:
@@ -362,6 +370,7 @@ class RecordingLLM(LLM):
         temperature: float = 0.0,
         stop: Stop = None,
     ) -> str:
+        """The inner LLM's chat answer, recorded as one call with its prompt size and tokens."""
         async with self.recorder.call(
             "llm", "chat", prompt_chars=len(_prompt_text(messages)), slots=self.slots
         ) as call:
@@ -380,6 +389,7 @@ class RecordingLLM(LLM):
         temperature: float = 0.0,
         stop: Stop = None,
     ) -> AsyncGenerator[str, None]:
+        """The inner LLM's stream, recorded as one call whose progress each piece advances."""
         async with self.recorder.call(
             "llm", "stream", prompt_chars=len(_prompt_text(messages)), slots=self.slots
         ) as call:
@@ -427,16 +437,20 @@ class RecordingEmbedder:
 
     @property
     def dim(self) -> int:
+        """The inner embedder's vector size."""
         return int(self.inner.dim)
 
     async def embed(self, texts: list[str]) -> Any:
+        """The inner embedder's vectors of ``texts``, recorded as one call."""
         async with self.recorder.call("embedder", "embed", items=len(texts)):
             return await self.inner.embed(texts)
 
     def embed_sync(self, texts: list[str]) -> Any:
+        """The inner embedder's vectors of ``texts``, synchronously and not recorded."""
         return self.inner.embed_sync(texts)
 
     async def token_embeddings(self, texts: list[str]) -> Any:
+        """The inner embedder's token embeddings of ``texts``, recorded as one call."""
         async with self.recorder.call("embedder", "token_embeddings", items=len(texts)):
             return await self.inner.token_embeddings(texts)
 
@@ -452,10 +466,12 @@ class RecordingRetriever:
         self.recorder = recorder
 
     async def search(self, queries: Sequence[str], k: int = 5) -> Any:
+        """The inner retriever's ``k`` best hits per query, recorded as one call."""
         async with self.recorder.call("retriever", "search", items=len(queries)):
             return await self.inner.search(queries, k)
 
     def search_vectors(self, vectors: Any, k: int = 5) -> Any:
+        """The inner retriever's ``k`` best hits per vector, recorded as one (synchronous) call."""
         # synchronous: timed by hand (no await may happen inside)
         step = _caller_step()
         node = _node.get()
@@ -493,6 +509,7 @@ class RecordingRetriever:
                 node.note(call_id, FULL)
 
     async def rerank(self, query: str, hits: Sequence[Any], k: int | None = None) -> Any:
+        """The inner retriever's reranking of ``hits`` for ``query``, recorded as one call."""
         async with self.recorder.call("retriever", "rerank", items=len(hits)):
             return await self.inner.rerank(query, hits, k)
 

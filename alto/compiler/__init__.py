@@ -1,6 +1,8 @@
-"""The plan compiler: what a stage is (:mod:`.spec`), tracing a flow into a frozen
-:class:`Plan` (:mod:`.compiler`, :mod:`.plan`) and checking the annotations on both sides
-of each wire (:mod:`.typecheck`).
+"""The plan compiler.
+
+What a stage is (:mod:`.spec`), tracing a flow into a frozen :class:`Plan`
+(:mod:`.compiler`, :mod:`.plan`) and checking the annotations on both sides of each wire
+(:mod:`.typecheck`).
 
 Pure: it imports the ancestry algebra (:mod:`alto.ancestry`) and the errors, never a
 runtime; runtimes consume the frozen plan it makes.

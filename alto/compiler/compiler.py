@@ -48,6 +48,7 @@ class Handle:
 
     @property
     def level(self) -> int:
+        """How many splits are open where the value lives (0: one value per root input)."""
         return len(self.scope)
 
     def __repr__(self) -> str:
@@ -100,6 +101,7 @@ class Tracer:
         self._names: dict[str, int] = {}
 
     def input(self, name: str, annotation: Any) -> Handle:
+        """The handle of flow parameter ``name`` (annotated ``annotation``), at level 0."""
         return Handle(self, INPUT_PREFIX + name, (), annotation, "")
 
     def _unique(self, base: str) -> str:
@@ -149,6 +151,11 @@ class Tracer:
     def call(
         self, spec: StageSpec, args: tuple[Any, ...], kwargs: dict[str, Any], where: str
     ) -> Handle:
+        """Wire one call of the stage ``spec`` describes into the flow; returns its output's handle.
+
+        ``args`` and ``kwargs`` are the call's arguments (handles and constants), ``where``
+        the user's line that made it. A wiring that cannot run raises :class:`CompileError`.
+        """
         name = self._unique(spec.name)
         bound = self._bind(spec, name, args, kwargs, where)
 

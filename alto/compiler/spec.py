@@ -28,12 +28,19 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
 class ParamKind(enum.Enum):
+    """How a stage parameter takes its values.
+
+    One value per call, or the children of a level gathered (as a list, or as a stream).
+    """
+
     VALUE = "value"
     GATHER = "gather"
     GATHER_STREAM = "gather_stream"
 
 
 class OutputKind(enum.Enum):
+    """What a call of a stage produces: one value, or (a split) one child per yield."""
+
     VALUE = "value"  # one output per call
     SPLIT = "split"  # async generator: one child per yield
 
@@ -79,9 +86,11 @@ class StageSpec:
 
     @property
     def is_split(self) -> bool:
+        """Whether the stage opens a level (a split: one child per yield)."""
         return self.output is not OutputKind.VALUE
 
     def param(self, name: str) -> ParamSpec | None:
+        """The parameter named ``name``, or ``None`` when the stage has none."""
         for p in self.params:
             if p.name == name:
                 return p
@@ -89,6 +98,7 @@ class StageSpec:
 
 
 def where_defined(fn: Callable[..., Any]) -> str:
+    """``file:line`` where ``fn`` was defined (``"<unknown>"`` when it has no code object)."""
     code = getattr(fn, "__code__", None)
     if code is None:
         return "<unknown>"

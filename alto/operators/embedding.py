@@ -179,8 +179,11 @@ class Embedder:
         self._dim = int(dim)
 
     def __reduce__(self) -> Any:
-        """Pickled as its settings: a copy in another process (a Ray actor) loads the model
-        once, when it is unpickled there."""
+        """Pickled as its settings.
+
+        A copy in another process (a Ray actor) loads the model once, when it is unpickled
+        there.
+        """
         return (_rebuild_embedder, (self._settings,))
 
     @property

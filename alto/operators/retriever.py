@@ -523,8 +523,10 @@ class Retriever:
     # ---------------------------------------------------------------- pickling
 
     def __getstate__(self) -> dict[str, Any]:
-        """The index (faiss's own serialization), the passage store and the embedder; a copy
-        in another process (a Ray actor) searches the same passages."""
+        """The index (faiss's own serialization), the passage store and the embedder.
+
+        A copy in another process (a Ray actor) searches the same passages.
+        """
         faiss = _import_faiss()
         with self._lock:
             state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_index")}

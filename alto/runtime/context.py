@@ -52,8 +52,10 @@ class RunContext(Protocol):
 
 
 class CallBookkeeping:
-    """What every run context does the same way: it watches the slow calls now running,
-    by the root each serves, and records the spans of calls.
+    """What every run context does the same way.
+
+    It watches the slow calls now running, by the root each serves, and records the spans of
+    calls.
 
     A root that gets its outcome (a failure elsewhere, a deadline, a cancellation)
     stops the calls still working for it (:meth:`stop`). Subclasses set ``calls`` (the

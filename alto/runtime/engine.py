@@ -58,8 +58,11 @@ StageTask = tuple[str, Callable[[], Coroutine[Any, Any, None]]]
 async def next_item(
     receive: MemoryObjectReceiveStream[T], idle: Callable[[], Awaitable[T]]
 ) -> T:
-    """The next item of ``receive``: at once when one is there, else what ``idle()``
-    returns (it awaits the next). Raises ``anyio.EndOfStream`` at the end."""
+    """The next item of ``receive``.
+
+    At once when one is there, else what ``idle()`` returns (it awaits the next). Raises
+    ``anyio.EndOfStream`` at the end.
+    """
     try:
         return receive.receive_nowait()
     except anyio.WouldBlock:
@@ -77,8 +80,10 @@ async def assemble_calls(
     room: Callable[[], Awaitable[None]] | None = None,
     pause: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint,
 ) -> None:
-    """Read the stage's inbox to its end, assembling calls; ``submit`` takes each list
-    of ready calls (and may keep none of the list: it is cleared after).
+    """Read the stage's inbox to its end, assembling calls.
+
+    ``submit`` takes each list of ready calls (and may keep none of the list: it is
+    cleared after).
 
     Args:
         receive: the stage's inbox (chunks: ``(port, records)``).
@@ -137,8 +142,9 @@ class Wiring(Enum):
 
 @dataclass(frozen=True, slots=True)
 class StageWiring:
-    """A stage's wiring, decided once per run (:meth:`local` or :meth:`driver`) and read
-    wherever inboxes, links and workers are made.
+    """A stage's wiring, decided once per run (:meth:`local` or :meth:`driver`).
+
+    Read wherever inboxes, links and workers are made.
 
     Attributes:
         kind: how the replicas get their work.
@@ -204,6 +210,11 @@ class Link:
         return self.primary
 
     async def send(self, records: list[Any]) -> None:
+        """Send ``records`` to the stage's inbox, or by key to its replicas' inboxes when routed.
+
+        Closes this port does not act on are left out; records go in chunks of up to
+        ``max_chunk``.
+        """
         if len(self.sends) == 1:
             if not self.primary or self.mode is not PortMode.SAME:
                 records = [r for r in records if r.__class__ is tuple or self._wanted(r)]
@@ -244,6 +255,7 @@ class Link:
                 await send.send(chunk)
 
     async def aclose(self) -> None:
+        """Close the send streams to the port's inboxes."""
         for send in self.sends:
             await send.aclose()
 
@@ -258,18 +270,21 @@ class SinkLink:
         self.slot = slot
 
     async def send(self, records: list[Any]) -> None:
+        """Give each value to the run as flow output number ``slot``; closes are ignored."""
         output = self.run.output
         for rec in records:
             if rec.__class__ is tuple:
                 output(rec[0], rec[1], self.slot)
 
     async def aclose(self) -> None:
+        """Nothing to close: the run's outcomes outlive the route."""
         pass
 
 
 class StageOutbox(Pending):
-    """Records one task of a stage produced, waiting to be sent to every consumer (an
-    :class:`~alto.runtime.invoke.Outbox`).
+    """Records one task of a stage produced, waiting to be sent to every consumer.
+
+    An :class:`~alto.runtime.invoke.Outbox`.
 
     The tasks of one stage share its links (``users`` counts the outboxes still open);
     the last outbox to close closes them. One set of send streams per stage, not per
@@ -285,11 +300,14 @@ class StageOutbox(Pending):
         self.users = users if users is not None else [1]
 
     def sharing(self) -> StageOutbox:
-        """Another outbox on the same links, counted among their users by whoever made
-        ``users`` (see :meth:`Engine.outboxes`)."""
+        """Another outbox on the same links.
+
+        Counted among their users by whoever made ``users`` (see :meth:`Engine.outboxes`).
+        """
         return StageOutbox(self.links, self.users)
 
     async def flush(self) -> None:
+        """Send the records held to every route, and hold none."""
         records = self.records
         if records:
             self.records = []
@@ -303,6 +321,7 @@ class StageOutbox(Pending):
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Flush, then close the routes if this was the last outbox open on them."""
         try:
             await self.flush()
         finally:
@@ -315,8 +334,10 @@ class StageOutbox(Pending):
 async def idle_receive(
     receive: MemoryObjectReceiveStream[T], outbox: Outbox, stats: StageStats
 ) -> T:
-    """The next item of an empty inbox: sends what ``outbox`` holds first, and counts the
-    stage as not working while it waits. Raises ``anyio.EndOfStream`` at the end."""
+    """The next item of an empty inbox, sending what ``outbox`` holds first.
+
+    Counts the stage as not working while it waits. Raises ``anyio.EndOfStream`` at the end.
+    """
     await outbox.flush()
     stats.working -= 1
     try:
@@ -364,8 +385,10 @@ class Executor(Protocol):
         ...
 
     def stage_tasks(self, ports: StagePorts) -> list[StageTask]:
-        """The tasks (name, function) that read one stage's inboxes to their end,
-        assemble its calls and run them, and close its outbox."""
+        """The tasks (name, function) that read one stage's inboxes to their end.
+
+        They assemble its calls, run them, and close its outbox.
+        """
         ...
 
     def busy(self, stage: str) -> bool:
@@ -373,13 +396,18 @@ class Executor(Protocol):
         ...
 
     async def beside(self) -> None:
-        """Work that runs beside the stages until the run ends (it is cancelled then);
-        may return at once."""
+        """Work that runs beside the stages until the run ends (it is cancelled then).
+
+        May return at once.
+        """
         ...
 
     async def close(self, clean: bool) -> None:
-        """The run ended (``clean``: not by an error or a cancellation): release what
-        :meth:`start` took. Called once, also when :meth:`start` failed."""
+        """The run ended: release what :meth:`start` took.
+
+        ``clean``: not by an error or a cancellation. Called once, also when :meth:`start`
+        failed.
+        """
         ...
 
 

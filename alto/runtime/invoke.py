@@ -56,8 +56,11 @@ STOPPED: Any = object()
 
 
 class Outbox(Protocol):
-    """Where an invoker puts the records a call produced (the engine's stage outbox, a Ray
-    actor's message sink); both build on :class:`Pending`."""
+    """Where an invoker puts the records a call produced.
+
+    Two kinds: the engine's stage outbox and a Ray actor's message sink; both build on
+    :class:`Pending`.
+    """
 
     records: list[Any]
 
@@ -184,8 +187,10 @@ class Invoker:
         return call_keyed
 
     async def _backoff(self, attempt: int, root: int | None = None) -> bool:
-        """Wait before retry ``attempt``; False if ``root`` got its outcome meanwhile
-        (its retry would be wasted work: the wait is cut short and no retry follows)."""
+        """Wait before retry ``attempt``; False if ``root`` got its outcome meanwhile.
+
+        Its retry would be wasted work: the wait is cut short and no retry follows.
+        """
         delay = self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
         if root is None:
             await anyio.sleep(delay)
@@ -511,8 +516,10 @@ class Invoker:
     async def _batch_call(
         self, items: list[tuple[Ancestry, Any]], done: list[tuple[Ancestry, Any]]
     ) -> tuple[Exception, int] | None:
-        """One batched call, with its retries: its outputs go to ``done``; returns
-        ``None``, or the error and the attempts made when it failed."""
+        """One batched call, with its retries; its outputs go to ``done``.
+
+        Returns ``None``, or the error and the attempts made when it failed.
+        """
         if self.observer is not None and self.watch is None:
             with self._observed("batch", tuple(anc for anc, _ in items)):
                 return await self._batch_call(items, done)  # the same call, now observed

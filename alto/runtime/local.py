@@ -51,8 +51,10 @@ Call = tuple[Ancestry, Any]
 
 
 class LocalExecutor:
-    """Runs every stage's calls in replica tasks of this process (an
-    :class:`~alto.runtime.engine.Executor`); see the module docstring."""
+    """Runs every stage's calls in replica tasks of this process.
+
+    An :class:`~alto.runtime.engine.Executor`; see the module docstring.
+    """
 
     def __init__(self) -> None:
         self.engine: Engine | None = None
@@ -79,8 +81,11 @@ class LocalExecutor:
         """Nothing to release: the replica tasks ended with the run."""
 
     def stage_tasks(self, ports: StagePorts) -> list[StageTask]:
-        """One task per replica (and an assembling task for a stage whose calls are
-        handed out), each reading its inbox to the end."""
+        """One task per replica, each reading its inbox to the end.
+
+        A stage whose calls are handed out also gets an assembling task, which reads its
+        inbox to the end too.
+        """
         node = ports.node
         name = node.name
         replicas = node.spec.options.replicas

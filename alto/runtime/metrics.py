@@ -45,6 +45,11 @@ class StageStats:
     working: int = 0
 
     def as_dict(self) -> dict[str, Any]:
+        """The counters as a dict for JSON.
+
+        ``busy_s`` is rounded to microseconds; ``queued`` and ``working``, which only say
+        what is happening now, are left out.
+        """
         return {
             "name": self.name,
             "replicas": self.replicas,
@@ -96,6 +101,7 @@ class RunStats:
 
     @property
     def wall_s(self) -> float:
+        """Seconds from the run's start to its end."""
         return self.finished - self.started
 
     def table(self) -> str:
@@ -117,6 +123,11 @@ class RunStats:
         return LEGEND
 
     def as_dict(self) -> dict[str, Any]:
+        """The run's statistics as a dict for JSON.
+
+        The wall time, each stage's counters, and per root input that finished its start and
+        end in seconds from the run's start.
+        """
         return {
             "wall_s": round(self.wall_s, 6),
             "stages": [s.as_dict() for s in self.stages.values()],

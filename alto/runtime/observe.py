@@ -102,9 +102,11 @@ class CallWatch(Protocol):
         """
 
     def failed(self, error: Exception, attempts: int) -> None:
-        """The call failed for good: ``error`` is what its last try raised, after
-        ``attempts`` tries. The fragment (or, for a batch, the part the call served)
-        fails, or is bisected further."""
+        """The call failed for good: ``error`` is what its last try raised.
+
+        That was after ``attempts`` tries. The fragment (or, for a batch, the part the call
+        served) fails, or is bisected further.
+        """
 
 
 class CallObserver(Protocol):

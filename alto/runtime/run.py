@@ -78,12 +78,17 @@ class RunControl:
         self._early: set[int] = set()
 
     def attach(self, run: RunState) -> None:
+        """Attach the run once it starts, and apply the cancellations asked for before."""
         self._run = run
         for index in self._early:
             run.cancel(index)
         self._early.clear()
 
     def cancel(self, index: int) -> bool:
+        """Cancel input ``index`` (:meth:`RunState.cancel`), or remember it until a run is attached.
+
+        Returns False if the input already had its outcome.
+        """
         if self._run is None:
             self._early.add(index)
             return True
@@ -250,6 +255,11 @@ class RunState(CallBookkeeping):
             )
 
     def finish(self, root: int, value: Any, error: AltoError | None) -> None:
+        """Give ``root`` its outcome: ``value``, or ``error`` when it failed (the first one counts).
+
+        The root is settled: every assembler drops its state, its calls still running are
+        stopped, its admission slot is freed, and its :class:`Result` goes to ``on_result``.
+        """
         if root in self.settled:
             return
         self.settled.add(root)

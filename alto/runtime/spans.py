@@ -176,8 +176,11 @@ class RunTracer:
 
 
 def root_outcome(error: BaseException | None) -> str:
-    """The ``alto.outcome`` of a root input's span (``unfinished`` for one left without an
-    outcome when its run stopped, e.g. a stream closed early)."""
+    """The ``alto.outcome`` of a root input's span.
+
+    ``unfinished`` for one left without an outcome when its run stopped, e.g. a stream
+    closed early.
+    """
     if error is None:
         return "ok"
     if isinstance(error, InputCancelled):
@@ -198,8 +201,10 @@ def _error(span: Any, trace: Any, exc: BaseException) -> None:
 
 
 class _Call:
-    """What one stage call did, as its span learns it (the call's
-    :class:`~alto.runtime.observe.CallWatch`)."""
+    """What one stage call did, as its span learns it.
+
+    It is the call's :class:`~alto.runtime.observe.CallWatch`.
+    """
 
     __slots__ = ("attempts", "error", "stopped")
 
@@ -220,8 +225,9 @@ class _Call:
 
 
 class CallTracer:
-    """Makes the spans of one stage's calls: the run's
-    :class:`~alto.runtime.observe.CallObserver` when it is traced.
+    """Makes the spans of one stage's calls.
+
+    It is the run's :class:`~alto.runtime.observe.CallObserver` when the run is traced.
 
     The driver's is made by :func:`driver_calls`; a Ray actor has its own (see
     :mod:`alto.runtime.ray.span_relay`), whose parents are the driver's input spans.

@@ -51,8 +51,10 @@ def _validated(model: type[pydantic.BaseModel], value: Any) -> Any:
 
 
 def check_inputs(plan: Plan, index: int, args: dict[str, Any]) -> dict[str, Any]:
-    """Root input ``index``'s arguments checked against the flow's annotations (pydantic
-    models validated from dicts, in place); raises :class:`InputError`."""
+    """Root input ``index``'s arguments checked against the flow's annotations.
+
+    Pydantic models are validated from dicts, in place; raises :class:`InputError`.
+    """
     for name, expected in plan.annotations.items():
         value = args[name]
         if is_model(expected):
@@ -71,10 +73,11 @@ def check_inputs(plan: Plan, index: int, args: dict[str, Any]) -> dict[str, Any]
 
 
 def argument_check(node: Node) -> Callable[[Any], Any] | None:
-    """What validates the assembled arguments of one call of ``node`` (one fragment's, for
-    a batched stage: a value, or a tuple of values for a keyed stage) and returns them
-    validated; ``None`` when no parameter of ``node`` is a pydantic model (``list[Model]``
-    for a batched stage).
+    """What validates the assembled arguments of one call of ``node``, or ``None``.
+
+    For a batched stage, the arguments are one fragment's: a value, or a tuple of values for
+    a keyed stage. It returns them validated. ``None`` when no parameter of ``node`` is a
+    pydantic model (``list[Model]`` for a batched stage).
 
     The function raises :class:`ArgumentError` naming the stage, the parameter and what
     pydantic found wrong.

@@ -49,8 +49,9 @@ DEFAULT_GRACE_S = 30.0
 
 
 class Service:
-    """A flow served over HTTP: the pipeline that runs its inputs, request validation,
-    metrics, and the ASGI app.
+    """A flow served over HTTP.
+
+    The pipeline that runs its inputs, request validation, metrics, and the ASGI app.
 
     Args:
         flow: the :class:`~alto.Flow` to serve.
@@ -118,8 +119,11 @@ class Service:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
-        """:meth:`running` as a Starlette/FastAPI lifespan: ``FastAPI(lifespan=service.lifespan)``
-        for an app that mounts :meth:`asgi` (``lifespan=False``)."""
+        """:meth:`running` as a Starlette/FastAPI lifespan.
+
+        ``FastAPI(lifespan=service.lifespan)`` for an app that mounts :meth:`asgi`
+        (``lifespan=False``).
+        """
         async with self.running():
             yield
 
@@ -218,9 +222,12 @@ class Service:
 
 
 class _BatchResponse(Response):
-    """Answers one admitted request: waits for its inputs' outcomes while watching for the
-    client's disconnect (which cancels the inputs still running), then sends them as JSON,
-    or as Server-Sent Events as each completes."""
+    """Answers one admitted request.
+
+    Waits for its inputs' outcomes while watching for the client's disconnect (which cancels
+    the inputs still running), then sends them as JSON, or as Server-Sent Events as each
+    completes.
+    """
 
     def __init__(self, service: Service, batch: Batch, started: float, *, events: bool) -> None:
         super().__init__(status_code=200,

@@ -70,8 +70,10 @@ def load_flow(target: str) -> Any:
 
 @contextlib.asynccontextmanager
 async def open_target(options: ServeOptions) -> AsyncIterator[tuple[Any, list[Any], str]]:
-    """The flow to serve, its model endpoints (for ``/metrics``) and a label; for an example
-    app, its operators stay open for the block's length."""
+    """The flow to serve, its model endpoints (for ``/metrics``) and a label.
+
+    For an example app, its operators stay open for the block's length.
+    """
     if ":" in options.target or options.target not in APPS:
         if ":" not in options.target:
             load_app(options.target)  # the unknown-app message, with the apps listed
@@ -167,9 +169,12 @@ async def serve(options: ServeOptions, *, out: Any = None) -> int:
 
 @contextlib.contextmanager
 def _ray_connected(options: ServeOptions) -> Any:
-    """On Ray, connect before the server installs its signal handlers: ``ray.init`` installs
-    its own SIGTERM handler, which would otherwise stop the service without a drain. The
-    connection also outlives the pipeline, for the dispatchers' figures."""
+    """On Ray, connect before the server installs its signal handlers.
+
+    ``ray.init`` installs its own SIGTERM handler, which would otherwise stop the service
+    without a drain. The connection also outlives the pipeline, for the dispatchers'
+    figures.
+    """
     if options.backend != "ray":
         yield
         return

@@ -72,6 +72,7 @@ class Sequence:
 
     @property
     def done(self) -> bool:
+        """Whether the sequence has finished or was aborted."""
         return self.finished_at is not None or self.aborted
 
 

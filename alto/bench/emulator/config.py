@@ -155,8 +155,10 @@ class EmulatorConfig(BaseModel):
     faults: FaultConfig = Field(default_factory=FaultConfig)
 
     def step_s(self, sequences: int, prefill_tokens: int = 0) -> float:
-        """Modeled (unscaled) seconds of one batcher step with ``sequences`` sequences in it,
-        ``prefill_tokens`` of them prompt tokens not found in the prefix cache."""
+        """Modeled (unscaled) seconds of one batcher step with ``sequences`` sequences in it.
+
+        Of its tokens, ``prefill_tokens`` are prompt tokens not found in the prefix cache.
+        """
         n = max(1, sequences)
         growth = self.seq_slowdown * (n - 1) + self.batch_slowdown * max(0.0, n - self.batch_knee)
         return self.tpot_s * (1 + growth) + prefill_tokens / self.prefill_tokens_per_s
@@ -167,8 +169,10 @@ class EmulatorConfig(BaseModel):
         return max(0.0, self.ttft_s - self.tpot_s)
 
     def ttft(self, prompt_tokens: int, running: int = 1, cached_tokens: int = 0) -> float:
-        """Modeled time to first token, in seconds, when the prompt's steps each hold
-        ``running`` sequences (this one included) and no request waits.
+        """Modeled time to first token, in seconds.
+
+        Assuming the prompt's steps each hold ``running`` sequences (this one included) and no
+        request waits.
 
         With ``running=1`` and nothing cached this is ``(ttft_s + prompt_tokens /
         prefill_tokens_per_s) * time_scale`` for prompts within one step's token budget;

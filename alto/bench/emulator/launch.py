@@ -167,9 +167,12 @@ class EmulatorServer(BackgroundServer):
         return [f"{root}/r/{i}/v1" for i in range(self.replicas)]
 
     def stats(self) -> dict[str, Any]:
-        """The server's counters: requests, running and peak running sequences, faults,
-        preemptions, the scheduling policy, the balancer's settings and its decisions per
-        replica by kind, and each replica's own (``per_replica``, with its prefix cache)."""
+        """The server's counters.
+
+        Requests, running and peak running sequences, faults, preemptions, the scheduling
+        policy, the balancer's settings and its decisions per replica by kind, and each
+        replica's own (``per_replica``, with its prefix cache).
+        """
         import httpx
 
         root = self.base_url.removesuffix("/v1")
@@ -196,9 +199,10 @@ def serve_emulator(
     scheduling_policy: SchedulingPolicy = "fcfs",
     eviction_interval_s: float = EVICTION_INTERVAL_S,
 ) -> Iterator[str]:
-    """Run the emulator for the duration of a ``with`` block; yields the balancer's base URL
-    (replica ``i`` is at the same address with ``/r/{i}/v1``; :class:`EmulatorServer` lists
-    them as ``replica_urls``).
+    """Run the emulator for the duration of a ``with`` block; yields the balancer's base URL.
+
+    Replica ``i`` is at the same address with ``/r/{i}/v1``; :class:`EmulatorServer` lists
+    them as ``replica_urls``.
 
     Example:
         >>> with serve_emulator() as base_url:  # doctest: +SKIP

@@ -26,9 +26,12 @@ the first bucket whose bound is at least how late its tokens were handed out."""
 
 
 class StepLag:
-    """How far each step's delivery fell behind its modeled end on the wall clock: a count,
-    a sum, a maximum and a histogram over :data:`LAG_BUCKETS_S`. Cumulative, so one run's
-    share is the difference of two reads (the maximum excepted: it is the lifetime one)."""
+    """How far each step's delivery fell behind its modeled end on the wall clock.
+
+    A count, a sum, a maximum and a histogram over :data:`LAG_BUCKETS_S`. Cumulative, so one
+    run's share is the difference of two reads (the maximum excepted: it is the lifetime
+    one).
+    """
 
     __slots__ = ("counts", "max_s", "steps", "sum_s")
 
@@ -37,12 +40,14 @@ class StepLag:
         self.counts = [0] * len(LAG_BUCKETS_S)
 
     def add(self, late: float) -> None:
+        """Count one step delivered ``late`` seconds after its modeled end."""
         self.steps += 1
         self.sum_s += late
         self.max_s = max(self.max_s, late)
         self.counts[bisect.bisect_left(LAG_BUCKETS_S, late)] += 1
 
     def as_dict(self) -> dict[str, Any]:
+        """The counters as a dict for JSON (an open last bucket's bound as None)."""
         return {
             "steps": self.steps,
             "sum_s": self.sum_s,
@@ -99,8 +104,10 @@ class EmulatedReplica:
     # -- requests -------------------------------------------------------------------------------
 
     async def submit(self, prompt: Seq[int], output: Seq[int], priority: int) -> Sequence:
-        """Enter a request after the server's own per-request work (modeled ``ttft_s -
-        tpot_s``); returns its sequence, whose tokens :meth:`tokens` then waits for."""
+        """Enter a request after the server's own per-request work (modeled ``ttft_s - tpot_s``).
+
+        Returns its sequence, whose tokens :meth:`tokens` then waits for.
+        """
         delay = self.config.overhead_s * self.config.time_scale
         if delay > 0:
             await anyio.sleep(delay)
@@ -112,8 +119,10 @@ class EmulatedReplica:
         return seq
 
     async def wait(self, seq: Sequence, have: int) -> int:
-        """Tokens of ``seq`` delivered so far (the batcher plans a step before its modeled end;
-        its tokens are delivered at the end), once there are more than ``have``."""
+        """Tokens of ``seq`` delivered so far, once there are more than ``have``.
+
+        The batcher plans a step before its modeled end; its tokens are delivered at the end.
+        """
         watch = self._watches[seq]
         while watch.delivered <= have and not seq.aborted:
             await watch.changed.wait()

@@ -320,8 +320,11 @@ def create_app(
             raise _Dropped("emulated dropped connection (fault injection)")
 
     async def reset_prefix_cache(request: Request) -> Response:
-        """vLLM's ``POST /reset_prefix_cache``: forget every cached block no request holds
-        (and the prefix-aware balancer's trees), so a benchmark's runs start cold alike."""
+        """The ``POST /reset_prefix_cache`` of vLLM: forget every cached block no request holds.
+
+        The prefix-aware balancer's trees are forgotten too, so a benchmark's runs start
+        cold alike.
+        """
         try:
             index = replica_index(request)
         except _NotFound as exc:
@@ -409,8 +412,10 @@ class _Run:
             self.replica.release(self.seq)
 
     def timing(self) -> dict[str, float]:
-        """The request's modeled times (seconds, scaled), and when it ran on the server's
-        ``perf_counter`` clock."""
+        """The request's modeled times (seconds, scaled).
+
+        Also when it ran, on the server's ``perf_counter`` clock.
+        """
         r, seq, scale = self.replica, self.seq, self.replica.config.time_scale
         if seq is None or seq.first_token_at is None or seq.admitted_at is None:
             now = time.perf_counter()

@@ -173,7 +173,8 @@ class LLM(abc.ABC):
             >>> class Person(pydantic.BaseModel):  # doctest: +SKIP
             ...     name: str
             ...     age: int
-            >>> await llm.structured([{"role": "user", "content": "Ann is 30."}], Person)
+            >>> ann = [{"role": "user", "content": "Ann is 30."}]  # doctest: +SKIP
+            >>> await llm.structured(ann, Person)  # doctest: +SKIP
             Person(name='Ann', age=30)
         """
         if reasks < 0:
@@ -278,8 +279,10 @@ _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 
 def extract_json(text: str) -> str:
-    """The JSON part of a model's answer: the inside of a code fence, or the text from the
-    first ``{``/``[`` to the last ``}``/``]``. Returns ``text`` stripped when neither is found.
+    """The JSON part of a model's answer.
+
+    The inside of a code fence, or the text from the first ``{``/``[`` to the last
+    ``}``/``]``. Returns ``text`` stripped when neither is found.
     """
     text = text.strip()
     fenced = _FENCE.search(text)

@@ -224,19 +224,26 @@ class LocalLLM(LLM):
         )
 
     def __reduce__(self) -> Any:
-        """Pickled as its settings (``order`` and ``route`` included): a copy in another
-        process (a Ray actor) loads the model once, when it is unpickled there."""
+        """Pickled as its settings (``order`` and ``route`` included).
+
+        A copy in another process (a Ray actor) loads the model once, when it is unpickled
+        there.
+        """
         return (_rebuild_local, (self._settings,))
 
     @property
     def name(self) -> str:
+        """``llama.cpp:`` and the model file's name."""
         return f"llama.cpp:{self.model_path.name}"
 
     def dispatch_stats(self) -> DispatchStats:
-        """The dispatcher's snapshot: per instance, the calls made in stages (in flight,
-        served, failed) and their prompt tokens, those served from the instance's cache (the
-        prefix it kept from its previous prompt) and their output tokens; the calls waiting.
-        Calls made outside a stage are not counted."""
+        """The dispatcher's snapshot.
+
+        Per instance, the calls made in stages (in flight, served, failed) and their prompt
+        tokens, those served from the instance's cache (the prefix it kept from its previous
+        prompt) and their output tokens; the calls waiting. Calls made outside a stage are
+        not counted.
+        """
         return self.dispatcher.stats()
 
     # -- the pool -------------------------------------------------------------------------
@@ -275,8 +282,11 @@ class LocalLLM(LLM):
                     lease.done()
 
     async def _claim(self, llama: Llama) -> Llama:
-        """Take ``llama`` (the instance a lease names); wait while a call outside a stage
-        holds it (the dispatcher counts only the calls made in stages)."""
+        """Take ``llama`` (the instance a lease names).
+
+        Wait while a call outside a stage holds it (the dispatcher counts only the calls
+        made in stages).
+        """
         if self._closed:  # closed while the call waited for its lease
             raise LLMError(f"{self.name} is closed")
         if llama in self._free:
@@ -331,8 +341,10 @@ class LocalLLM(LLM):
             self._release(llama)
 
     def _release(self, llama: Llama) -> None:
-        """Hand a freed instance to the call in a stage that was given it, else to the best
-        waiting call outside a stage, or back to the pool."""
+        """Hand a freed instance to the call in a stage that was given it.
+
+        Else it goes to the best waiting call outside a stage, or back to the pool.
+        """
         claims = self._claims.get(id(llama))
         if claims and not self._closed:
             claimer = claims.pop(0)
@@ -461,6 +473,7 @@ class LocalLLM(LLM):
     async def complete(
         self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, stop: Stop = None
     ) -> str:
+        """Continue ``prompt`` (no chat template) on an instance the dispatcher gives the call."""
         with model_call(**self._call("text_completion", max_tokens, temperature)) as call:
             pieces = _counted(self._completion(prompt, max_tokens, temperature, stop), call)
             return await self._collect(pieces, prompt)
@@ -473,6 +486,7 @@ class LocalLLM(LLM):
         temperature: float = 0.0,
         stop: Stop = None,
     ) -> str:
+        """The model's answer to ``messages``, on an instance the dispatcher gives the call."""
         msgs = normalize_messages(messages)
         with model_call(**self._call("chat", max_tokens, temperature)) as call:
             pieces = _counted(self._chat(msgs, max_tokens, temperature, stop, None), call)
@@ -486,6 +500,7 @@ class LocalLLM(LLM):
         temperature: float = 0.0,
         stop: Stop = None,
     ) -> AsyncGenerator[str, None]:
+        """The model's answer to ``messages``, piece by piece as llama.cpp samples it."""
         msgs = normalize_messages(messages)
         pieces = self._chat(msgs, max_tokens, temperature, stop, None)
         return traced_stream(
@@ -593,11 +608,13 @@ class LocalLLM(LLM):
 
 
 def _counted(pieces: _Pieces, call: Any) -> _Pieces:
-    """``pieces``, telling ``call`` (a model-call recorder) the time to first token and the
-    token counts: the prompt's is the model's context size when the first token comes (the
-    prompt is evaluated, the sampled token not yet); the answer's, the tokens it streamed
-    (llama.cpp streams one chunk per token, holding back only those that end in a partial
-    UTF-8 character or a possible stop sequence)."""
+    """``pieces``, reporting the time to first token and the token counts to ``call``.
+
+    ``call`` is a model-call recorder. The prompt's count is the model's context size when
+    the first token comes (the prompt is evaluated, the sampled token not yet); the
+    answer's, the tokens it streamed (llama.cpp streams one chunk per token, holding back
+    only those that end in a partial UTF-8 character or a possible stop sequence).
+    """
     if not call.recording:
         return pieces
 
@@ -617,10 +634,13 @@ def _counted(pieces: _Pieces, call: Any) -> _Pieces:
 
 
 def _metered(pieces: _Pieces, usage: _Usage) -> _Pieces:
-    """``pieces``, filling ``usage`` when it is ``wanted``: the prompt's tokens (the context
-    when the first token comes), those llama.cpp kept from the previous prompt (the common
-    prefix of the context before and after the prompt is evaluated, less the one token it
-    always evaluates again), and the pieces streamed (one per token)."""
+    """``pieces``, filling ``usage`` when it is ``wanted``.
+
+    The usage: the prompt's tokens (the context when the first token comes), those llama.cpp
+    kept from the previous prompt (the common prefix of the context before and after the
+    prompt is evaluated, less the one token it always evaluates again), and the pieces
+    streamed (one per token).
+    """
 
     def metered(llama: Llama) -> Generator[str, None, None]:
         if not usage.wanted:

@@ -229,8 +229,11 @@ class OpenAIClient(LLM):
 
 
     def __reduce__(self) -> Any:
-        """Pickled as its settings: a copy in another process opens its own connections and
-        reads the API key from its own environment."""
+        """Pickled as its settings.
+
+        A copy in another process opens its own connections and reads the API key from its
+        own environment.
+        """
         if self._custom_transport:
             raise TypeError("an OpenAIClient with a custom transport cannot be pickled")
         adopt = sharing.shipped(self)  # e.g. on Ray: the copies share a dispatcher actor
@@ -253,12 +256,16 @@ class OpenAIClient(LLM):
 
     @property
     def name(self) -> str:
+        """The model's name and the server's base URL, as ``model@base_url``."""
         return f"{self.model}@{self.base_url}"
 
     def dispatch_stats(self) -> DispatchStats:
-        """What the dispatcher did and holds now: per replica, calls in flight, the limit,
-        calls, failures, prompt and cached tokens, health; calls waiting. After a run on
-        Ray (while still connected to it), the state the run's actors shared."""
+        """What the dispatcher did and holds now.
+
+        Per replica, calls in flight, the limit, calls, failures, prompt and cached tokens,
+        health; calls waiting. After a run on Ray (while still connected to it), the state
+        the run's actors shared.
+        """
         shared = sharing.shared_stats(self)
         return shared if shared is not None else self.dispatcher.stats()
 
@@ -294,6 +301,7 @@ class OpenAIClient(LLM):
     async def complete(
         self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, stop: Stop = None
     ) -> str:
+        """Continue ``prompt`` through the server's ``/completions`` (no chat template)."""
         payload = self._payload(max_tokens, temperature, stop, prompt=prompt)
         url, data = await self._traced_post("/completions", payload, prompt[:PREFIX_CHARS])
         return _text(url, data, chat=False, redact=self._redact)
@@ -306,6 +314,7 @@ class OpenAIClient(LLM):
         temperature: float = 0.0,
         stop: Stop = None,
     ) -> str:
+        """The model's answer to ``messages``, from the server's ``/chat/completions``."""
         sent = normalize_messages(messages)
         payload = self._payload(max_tokens, temperature, stop, messages=sent)
         url, data = await self._traced_post("/chat/completions", payload, _prefix(sent))
@@ -319,6 +328,7 @@ class OpenAIClient(LLM):
         temperature: float = 0.0,
         stop: Stop = None,
     ) -> AsyncGenerator[str, None]:
+        """The model's answer to ``messages``, piece by piece as the server streams it (SSE)."""
         sent = normalize_messages(messages)
         payload = self._payload(max_tokens, temperature, stop, messages=sent, stream=True)
         payload["stream_options"] = {"include_usage": True}  # the token counts, in a last chunk
@@ -460,8 +470,11 @@ class OpenAIClient(LLM):
     async def _post(
         self, path: str, payload: dict[str, Any], prefix: str, *, retries: int | None = None
     ) -> tuple[str, dict[str, Any]]:
-        """POST and return the URL that answered and its JSON answer; the whole exchange is
-        retried on failures, each attempt on the replica the dispatcher gives it."""
+        """POST and return the URL that answered and its JSON answer.
+
+        The whole exchange is retried on failures, each attempt on the replica the
+        dispatcher gives it.
+        """
         retries = self.max_retries if retries is None else retries
         attempt = 0
         while True:
@@ -502,8 +515,10 @@ class OpenAIClient(LLM):
     async def _open(
         self, url: str, payload: dict[str, Any], attempt: int, retries: int, lease: Lease
     ) -> httpx.Response:
-        """Send one request and return a response with a success status, its body unread;
-        a failure is reported to ``lease`` (a connection failure or 5xx: the replica is down).
+        """Send one request and return a response with a success status, its body unread.
+
+        A failure is reported to ``lease`` (a connection failure or 5xx: the replica is
+        down).
 
         Raises:
             _Retry: the attempt failed in a way worth retrying, and retries are left.
@@ -614,8 +629,11 @@ class OpenAIClient(LLM):
         await lease.__aexit__(None, None, None)
 
     async def _events(self, url: str, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-        """Parse server-sent events: ``data:`` lines up to a blank line make one JSON event;
-        ``data: [DONE]`` ends the stream; ``:`` lines are comments (keep-alives)."""
+        """Parse server-sent events.
+
+        ``data:`` lines up to a blank line make one JSON event; ``data: [DONE]`` ends the
+        stream; ``:`` lines are comments (keep-alives).
+        """
         data: list[str] = []
         try:
             async for line in response.aiter_lines():
@@ -701,8 +719,10 @@ def _rebuild_client(
 
 
 def _prefix(messages: Sequence[Mapping[str, str]]) -> str:
-    """The routing prefix of a chat: its first ``PREFIX_CHARS`` characters, rendered as
-    ``role: content`` lines."""
+    """The routing prefix of a chat.
+
+    Its first ``PREFIX_CHARS`` characters, rendered as ``role: content`` lines.
+    """
     parts: list[str] = []
     size = 0
     for message in messages:

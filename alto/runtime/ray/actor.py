@@ -87,8 +87,10 @@ class _CallRun(CallBookkeeping):
 
 
 def _shippable(error: StageError) -> StageError:
-    """The error, with its cause (or failed inputs) replaced by plain stand-ins where they
-    cannot be pickled; the failed call's inputs travel with it (dead letters keep them)."""
+    """The error, its unpicklable cause or failed inputs replaced by plain stand-ins.
+
+    The failed call's inputs travel with it (dead letters keep them).
+    """
     cause, inputs = error.cause, error.inputs
     try:
         ray.cloudpickle.dumps(cause)  # type: ignore[no-untyped-call]  # unannotated in ray
@@ -187,11 +189,17 @@ class Turns:
         self.waiting: dict[int, anyio.Event] = {}
 
     async def take(self, seq: int) -> None:
+        """Return once jobs ``0 .. seq-1`` have ended (at once when the turn reached ``seq``)."""
         if seq > self.turn:
             event = self.waiting[seq] = anyio.Event()
             await event.wait()
 
     def end(self, seq: int) -> None:
+        """End job ``seq``; the turn passes on to the next job not passed over.
+
+        A job ahead of the turn is passed over when its turn comes; one behind it changes
+        nothing.
+        """
         if seq != self.turn:
             if seq > self.turn:  # it will not take its turn: pass over it when it comes
                 self.skipped.add(seq)
@@ -459,7 +467,6 @@ async def _pump(
     they were produced, so closes and tombstones never wait behind a long call.
     The work is listed in ``running`` while it runs (see :meth:`StageHost.stop`).
     """
-
     # Stopping the work goes through an anyio cancel scope, not Task.cancel(): the stage
     # sees cancellation as under the local runtime (shielded cleanup is not interrupted).
     scope = anyio.CancelScope()

@@ -124,9 +124,11 @@ _connection = _Connection()
 def connected(
     address: str | None = None, *, init: Mapping[str, Any] | None = None
 ) -> Iterator[None]:
-    """Keep this process connected to Ray for the block: the Ray runs inside it share
-    the connection, and what lives as long as the connection (the dispatcher actors of
-    model clients, the idle actor pool) outlives each run until the block ends.
+    """Keep this process connected to Ray for the block.
+
+    The Ray runs inside it share the connection, and what lives as long as the connection
+    (the dispatcher actors of model clients, the idle actor pool) outlives each run until the
+    block ends.
 
     Connects the way a run does: to the cluster at ``address`` (else ``RAY_ADDRESS``),
     or to a local one started with ``init`` (more ``ray.init`` keyword arguments) when
@@ -149,8 +151,9 @@ def connected(
 
 
 class RayExecutor:
-    """Runs every stage's calls on Ray actors (an :class:`~alto.runtime.engine.Executor`);
-    see the module docstring.
+    """Runs every stage's calls on Ray actors (an :class:`~alto.runtime.engine.Executor`).
+
+    See the module docstring.
 
     Args:
         call_items, inflight, restarts, start_timeout: the Ray options of the run
@@ -224,8 +227,10 @@ class RayExecutor:
         return [(f"alto:{node.name}", driver.run)]
 
     async def beside(self) -> None:
-        """Tell the actors which roots finished while they had calls of them (see
-        :meth:`_stop_calls`)."""
+        """Tell the actors which roots finished while they had calls of them.
+
+        See :meth:`_stop_calls`.
+        """
         await self._stop_calls()
 
     async def close(self, clean: bool) -> None:

@@ -85,6 +85,7 @@ class HostPool:
 
 
 def kill(handle: Any) -> None:
+    """Kill the actor ``handle`` without a restart; one already gone is left as it is."""
     try:
         ray.kill(handle, no_restart=True)
     except Exception:  # pragma: no cover - already gone, or Ray already shut down

@@ -55,6 +55,11 @@ class ActorTracing:
         self.calls = CallTracer(provider, self.parent_of, self.stopped)
 
     def parent_of(self, root: int) -> Any:
+        """The context that places a call's span under root ``root``'s span in the driver.
+
+        ``None`` when the driver sent no span for it (the root had its outcome already): the
+        call's span then starts a trace of its own.
+        """
         trace = self._trace
         ids = self.parents.get(root)
         if ids is None:
@@ -65,6 +70,7 @@ class ActorTracing:
         return trace.set_span_in_context(trace.NonRecordingSpan(context))
 
     def stopped(self, roots: list[int]) -> bool:
+        """Whether one of ``roots`` has had its outcome (a call for it then ends ``stopped``)."""
         return any(root in self.settled for root in roots)
 
     def take(self) -> list[Shipped]:

@@ -208,6 +208,10 @@ class StageDriver:
     # -- the two loops -------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Read the inbox and dispatch calls to the actors, until both loops end.
+
+        The inbox and the outbox are closed at the end.
+        """
         async with self.receive, self.outbox:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -215,8 +219,10 @@ class StageDriver:
                 await self._send_calls()
 
     async def _read(self) -> None:
-        """Assemble the stage's calls from its inbox (:func:`alto.runtime.engine.assemble_calls`)
-        and queue them for the actors."""
+        """Assemble the stage's calls from its inbox and queue them for the actors.
+
+        The calls are assembled by :func:`alto.runtime.engine.assemble_calls`.
+        """
         receive = self.receive
         pending = self.pending
 
@@ -439,8 +445,11 @@ class StageDriver:
             self.outbox.records.extend(records)
 
     def _submitted(self, units: list[Any], batched: bool) -> dict[int, float]:
-        """When each root ``units`` serve was submitted, on this process's ``time.monotonic()``
-        clock (what ``alto.current_call()`` reports inside their calls)."""
+        """When each root ``units`` serve was submitted, on this process's monotonic clock.
+
+        This is the time ``alto.current_call()`` reports inside their calls
+        (``time.monotonic()``).
+        """
         start = self.root_start
         offset = self.monotonic_offset
         submitted = {}

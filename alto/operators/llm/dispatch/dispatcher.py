@@ -1,6 +1,8 @@
-"""The dispatcher of one model endpoint: admission, and the order, routing and health of its
-calls (the policies are in :mod:`~alto.operators.llm.dispatch.order` and
-:mod:`~alto.operators.llm.dispatch.route`)."""
+"""The dispatcher of one model endpoint: admission, and the order, routing and health of its calls.
+
+The policies are in :mod:`~alto.operators.llm.dispatch.order` and
+:mod:`~alto.operators.llm.dispatch.route`.
+"""
 
 from __future__ import annotations
 
@@ -169,6 +171,7 @@ class Dispatcher:
 
     @property
     def targets(self) -> tuple[str, ...]:
+        """Every replica's label (its URL), in the dispatcher's order."""
         return tuple(r.target for r in self._replicas)
 
     def lease(self, prefix: str = "") -> Lease:
@@ -204,8 +207,11 @@ class Dispatcher:
         )
 
     def record(self, on: bool) -> None:
-        """Start (or stop) appending ``(time.monotonic(), replica, inflight, queued)`` to
-        :attr:`samples` at every change of a replica's calls in flight or of the queue."""
+        """Start (or stop) recording samples of the calls in flight and queued.
+
+        A sample ``(time.monotonic(), replica, inflight, queued)`` is appended to
+        :attr:`samples` at every change of a replica's calls in flight or of the queue.
+        """
         self._recording = on
 
     def timeline(self) -> list[Sample]:
@@ -217,8 +223,10 @@ class Dispatcher:
         return self._replicas[replica].vegas
 
     def set_limit(self, replica: int, limit: int, source: LimitSource = "given") -> None:
-        """Set one replica's limit on calls in flight (not under ``"auto"``); calls waiting
-        for room get it at once when it grew."""
+        """Set one replica's limit on calls in flight (not under ``"auto"``).
+
+        Calls waiting for room get it at once when it grew.
+        """
         rep = self._replicas[replica]
         if rep.vegas is not None:
             raise ValueError("the limit of an 'auto' replica is learned; it cannot be set")
@@ -230,11 +238,13 @@ class Dispatcher:
             self._pump(rep)
 
     async def ask_limits(self) -> None:
-        """Ask every replica how many sequences it serves at once (``max_inflight="server"``)
-        and take the answers as their limits; once: later calls return at once. Calls that
-        arrive while the replicas are asked wait for the answers. Done before the first stage
-        call is admitted (calls outside a stage are held to no limit); call it to ask
-        earlier."""
+        """Ask every replica how many sequences it serves at once and take the answers as limits.
+
+        This is ``max_inflight="server"``, done once: later calls return at once. Calls that
+        arrive while the replicas are asked wait for the answers. Done before the first
+        stage call is admitted (calls outside a stage are held to no limit); call it to ask
+        earlier.
+        """
         if self._asked:
             return
         ask = self.ask_limit
@@ -272,7 +282,9 @@ class Dispatcher:
 
     def forget(self, run: str, root: int) -> None:
         """Drop what is remembered of a root (its replica, its service): it has its outcome.
-        (Without this, roots are forgotten least recently used first, past ``remember``.)"""
+
+        Without this, roots are forgotten least recently used first, past ``remember``.
+        """
         key = (run, root)
         self.route_policy.forget(key)
         self.order_policy.forget(key)
@@ -351,8 +363,7 @@ class Dispatcher:
         self._remember(lease, rep)
 
     async def _wait(self, waiter: Waiter) -> bool:
-        """Wait until ``waiter`` is admitted (True), or taken out of its queue by the
-        liveness guard (False)."""
+        """Wait until ``waiter`` is admitted (True), or the liveness guard dequeues it (False)."""
         while True:
             with anyio.move_on_after(self.stall):
                 await waiter.event.wait()
@@ -428,8 +439,10 @@ class Dispatcher:
             self._pump(rep)
 
     def _pump(self, rep: ServerReplica) -> None:
-        """Give ``rep``'s free slots to the calls waiting for them, in order: those routed to
-        it and those routed nowhere yet."""
+        """Give ``rep``'s free slots to the calls waiting for them, in order.
+
+        Those are the calls routed to it and those routed nowhere yet.
+        """
         if not rep.healthy and self._down < len(self._replicas):
             return
         everyone_down = self._down == len(self._replicas)

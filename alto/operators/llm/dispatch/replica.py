@@ -35,9 +35,12 @@ class Waiter:
 
 
 class Queue:
-    """Waiting calls ranked by their order key (ties by arrival); with ``aging``, a call that
-    has waited longer than that many seconds ranks before every call that has not, oldest
-    first. Calls that stopped waiting leave lazily (``waiting`` counts those still in it)."""
+    """Waiting calls ranked by their order key (ties by arrival).
+
+    With ``aging``, a call that has waited longer than that many seconds ranks before every
+    call that has not, oldest first. Calls that stopped waiting leave lazily (``waiting``
+    counts those still in it).
+    """
 
     __slots__ = ("index", "aging", "heap", "arrivals", "waiting")
 
@@ -49,6 +52,7 @@ class Queue:
         self.waiting = 0
 
     def push(self, key: Any, waiter: Waiter) -> None:
+        """Queue ``waiter`` at rank ``key`` (ties by arrival) at this replica."""
         heapq.heappush(self.heap, (key, waiter.seq, waiter))
         if self.aging is not None:
             self.arrivals.append(waiter)
@@ -88,8 +92,11 @@ class Queue:
 
 
 class ServerReplica:
-    """One replica of the served model (a server's base URL, or a ``LocalLLM`` instance): its
-    calls in flight and limit, usage, health, and the calls routed to it that wait for a slot."""
+    """One replica of the served model: its calls in flight, limit, usage, health, queue.
+
+    A replica is a server's base URL, or a ``LocalLLM`` instance; its queue holds the calls
+    routed to it that wait for a slot.
+    """
 
     __slots__ = (
         "index", "target", "inflight", "limit", "source", "vegas", "calls", "failures",
@@ -127,6 +134,7 @@ class ServerReplica:
 
     @property
     def waiting(self) -> int:
+        """How many calls routed to this replica wait for a slot."""
         return self.queue.waiting
 
     def room(self) -> bool:
@@ -160,4 +168,5 @@ class Rotation:
 
 
 def least_recently_failed(replicas: Sequence[ServerReplica]) -> ServerReplica:
+    """The replica whose last failure is the oldest (for when none is healthy)."""
     return min(replicas, key=lambda r: r.down_at)

@@ -91,13 +91,17 @@ class RoundRobin(RoutePolicy):
     def prefer(
         self, replicas: Sequence[ServerReplica], root: RootKey, ancestry: Ancestry, prefix: str
     ) -> ServerReplica | None:
+        """The next healthy replica in turn (the least recently failed when none is)."""
         return self.rotation(replicas)
 
 
 class Lineage(RoutePolicy):
-    """A call follows the replica that served its parent's or root's calls while that has
-    room and is not much busier than the least loaded one; ``remember``: roots (and 4x as
-    many parents and prefixes) kept, least recently used forgotten first."""
+    """A call follows the replica that served its parent's or root's calls.
+
+    It does while that replica has room and is not much busier than the least loaded one.
+    ``remember``: roots (and 4x as many parents and prefixes) kept, least recently used
+    forgotten first.
+    """
 
     name = "lineage"
 
@@ -110,6 +114,12 @@ class Lineage(RoutePolicy):
     def prefer(
         self, replicas: Sequence[ServerReplica], root: RootKey, ancestry: Ancestry, prefix: str
     ) -> ServerReplica | None:
+        """The replica that served the call's parent, else its root, when it is still a good pick.
+
+        None for a root's first call, or when that replica is down or full, or busier than
+        the least loaded healthy one by more than a quarter of its limit (``AFFINITY_SLACK``
+        calls when it has none): then the least loaded replica takes the call.
+        """
         chosen = -1
         if len(ancestry) >= 3:
             chosen = self.parent_at.get((root[0], parent_key(ancestry)), -1)
@@ -126,8 +136,10 @@ class Lineage(RoutePolicy):
         return rep
 
     def free(self, replicas: Sequence[ServerReplica], prefix: str) -> ServerReplica | None:
-        """The least loaded replica with room; of those as little loaded, the one that last
-        got ``prefix``."""
+        """The least loaded replica with room.
+
+        Of those as little loaded, the one that last got ``prefix``.
+        """
         best = super().free(replicas, prefix)
         if best is not None and prefix:
             known = self.match(prefix)
@@ -140,8 +152,7 @@ class Lineage(RoutePolicy):
     def remember(
         self, root: RootKey, ancestry: Ancestry, prefix: str, replica: ServerReplica
     ) -> None:
-        """The replica that served the call last holds its root's, parent's and prefix's
-        cache now."""
+        """The replica that served the call now holds its root's, parent's and prefix's cache."""
         index = replica.index
         roots = self.root_at
         roots[root] = index
@@ -170,8 +181,10 @@ class Lineage(RoutePolicy):
                 spans.popitem(last=False)
 
     def match(self, prefix: str) -> int:
-        """The replica that last got the longest known leading part of ``prefix``, if that
-        part covers more than ``CACHE_THRESHOLD`` of it; else -1."""
+        """The replica that last got the longest known leading part of ``prefix``, or -1.
+
+        That part must cover more than ``CACHE_THRESHOLD`` of ``prefix``; else -1.
+        """
         spans = self.prefix_at
         found = spans.get(hash(prefix), -1)
         if found >= 0:
@@ -184,6 +197,7 @@ class Lineage(RoutePolicy):
         return -1
 
     def forget(self, root: RootKey) -> None:
+        """Drop which replica served ``root``: it has its outcome (parents and prefixes age out)."""
         self.root_at.pop(root, None)
 
 
