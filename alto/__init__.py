@@ -21,7 +21,9 @@ Write stages as ``async def`` functions, wire them in a flow, run it:
     [6, 0]
 """
 
+from alto._version import __version__ as __version__
 from alto.errors import (
+    ActorLostError,
     AltoError,
     CompileError,
     DeadlineExceeded,
@@ -32,16 +34,27 @@ from alto.errors import (
     StageTimeout,
 )
 from alto.flow import Flow, ResultStream, flow, run
+from alto.lineage import CallInfo, current_call, within_call
 from alto.markers import Gather, GatherStream, Split
+from alto.operators.llm.errors import (
+    LLMConnectionError,
+    LLMError,
+    LLMProtocolError,
+    LLMServerError,
+    LLMTimeoutError,
+    StructuredOutputError,
+)
 from alto.result import Result
-from alto.runtime.lineage import CallInfo, current_call, within_call
+from alto.runtime.invoke import BatchShapeError
 from alto.runtime.metrics import CallSpan, RunStats, StageStats
+from alto.runtime.validate import ArgumentError
 from alto.stage import Stage, stage
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "ActorLostError",
     "AltoError",
+    "ArgumentError",
+    "BatchShapeError",
     "CallInfo",
     "CallSpan",
     "CompileError",
@@ -51,6 +64,11 @@ __all__ = [
     "GatherStream",
     "InputCancelled",
     "InputError",
+    "LLMConnectionError",
+    "LLMError",
+    "LLMProtocolError",
+    "LLMServerError",
+    "LLMTimeoutError",
     "PipelineError",
     "Result",
     "ResultStream",
@@ -60,6 +78,7 @@ __all__ = [
     "StageError",
     "StageStats",
     "StageTimeout",
+    "StructuredOutputError",
     "current_call",
     "flow",
     "run",

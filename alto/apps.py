@@ -1,24 +1,32 @@
-"""The example applications and the LLM servers they call: finding them, checking them.
+"""The example applications and the LLM servers they call.
 
-Shared by ``alto run`` (:mod:`alto.cli`) and ``alto bench`` (:mod:`alto.bench`), which
-both import it (and not each other).
+This module finds them, checks them, and reads their input and config files.
+
+Shared by ``alto run`` (:mod:`alto.cli`), ``alto serve`` (:mod:`alto.serve`) and
+``alto bench`` (:mod:`alto.bench`), which import it (and not each other).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+from alto.errors import AltoError
 
 APPS = ("factcheck", "multihop", "summarize", "ingest")
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-class CLIError(Exception):
+class CLIError(AltoError):
     """A user mistake: printed as one line, exit status 2."""
+
+    code = "cli"
 
 
 def load_app(name: str) -> ModuleType:
@@ -69,3 +77,54 @@ def check_llm_server(url: str, *, api_key_env: str = "OPENAI_API_KEY") -> None:
             f"the LLM server at {url} answered GET {models} with {shown or 'an empty body'}, "
             f"not JSON; {hint}"
         ) from None
+
+
+def _read_text(kind: str, path: str) -> str:
+    """The text of an input or config file; a CLIError naming the file if it cannot be read."""
+    file = Path(path)
+    if not file.exists():
+        raise CLIError(f"{kind} file {path!r} does not exist")
+    if not file.is_file():
+        raise CLIError(f"{kind} file {path!r} is not a file")
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"{kind} file {path!r} is not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise CLIError(f"cannot read {kind} file {path!r}: {exc.strerror or exc}") from exc
+
+
+def read_inputs(app: ModuleType, path: str) -> list[Any]:
+    """Inputs from a JSON file (a list) or a JSON-lines file (one input per line)."""
+    text = _read_text("input", path)
+    try:
+        stripped = text.lstrip()
+        if stripped.startswith("["):
+            records = json.loads(text)
+        else:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"input file {path!r} is not JSON or JSON lines: {exc}") from exc
+    if not isinstance(records, list) or not records:
+        raise CLIError(f"input file {path!r} holds no inputs")
+    try:
+        return list(app.parse_inputs(records))
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"{path}: {exc}") from exc
+
+
+def read_config(app: ModuleType, path: str) -> Any:
+    """The app's settings from a JSON file, validated against its ``Config`` model."""
+    import pydantic
+
+    text = _read_text("config", path)
+    try:
+        return app.Config.model_validate_json(text)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        fields = ", ".join(app.Config.model_fields)
+        raise CLIError(f"config file {path!r} is not a valid {app.NAME} config: {problems} "
+                       f"(settings: {fields})") from None

@@ -21,59 +21,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator, Sequence
 
-from alto.apps import APPS, REPO, CLIError, check_llm_server, load_app
+from alto.apps import (
+    APPS,
+    REPO,
+    CLIError,
+    check_llm_server,
+    load_app,
+    read_config,
+    read_inputs,
+)
 
 __all__ = ["APPS", "REPO", "CLIError", "check_llm_server", "load_app", "main", "parser"]
-
-def _read_text(kind: str, path: str) -> str:
-    """The text of an input or config file; a CLIError naming the file if it cannot be read."""
-    file = Path(path)
-    if not file.exists():
-        raise CLIError(f"{kind} file {path!r} does not exist")
-    if not file.is_file():
-        raise CLIError(f"{kind} file {path!r} is not a file")
-    try:
-        return file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise CLIError(f"{kind} file {path!r} is not UTF-8 text: {exc}") from exc
-    except OSError as exc:
-        raise CLIError(f"cannot read {kind} file {path!r}: {exc.strerror or exc}") from exc
-
-
-def read_inputs(app: ModuleType, path: str) -> list[Any]:
-    """Inputs from a JSON file (a list) or a JSON-lines file (one input per line)."""
-    text = _read_text("input", path)
-    try:
-        stripped = text.lstrip()
-        if stripped.startswith("["):
-            records = json.loads(text)
-        else:
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise CLIError(f"input file {path!r} is not JSON or JSON lines: {exc}") from exc
-    if not isinstance(records, list) or not records:
-        raise CLIError(f"input file {path!r} holds no inputs")
-    try:
-        return list(app.parse_inputs(records))
-    except (ValueError, TypeError) as exc:
-        raise CLIError(f"{path}: {exc}") from exc
-
-
-def read_config(app: ModuleType, path: str) -> Any:
-    """The app's settings from a JSON file, validated against its ``Config`` model."""
-    import pydantic
-
-    text = _read_text("config", path)
-    try:
-        return app.Config.model_validate_json(text)
-    except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
-        fields = ", ".join(app.Config.model_fields)
-        raise CLIError(f"config file {path!r} is not a valid {app.NAME} config: {problems} "
-                       f"(settings: {fields})") from None
 
 
 def check_shipped_inputs(app: ModuleType, n: int) -> None:
@@ -191,8 +149,11 @@ async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
 
 
 def check_native_llm(args: argparse.Namespace) -> None:
-    """A CLIError when ``--llm llama-server-native`` cannot start: its options are out of
-    range, or the server is not built (the message names the command that builds it)."""
+    """A CLIError when ``--llm llama-server-native`` cannot start.
+
+    Either its options are out of range, or the server is not built (the message names the
+    command that builds it).
+    """
     from alto.bench.llama_native import LlamaServerMissing, find_binary
 
     for option, value in (("--llm-slots", args.llm_slots), ("--llm-threads", args.llm_threads)):
@@ -205,8 +166,10 @@ def check_native_llm(args: argparse.Namespace) -> None:
 
 
 def endpoint_tables(endpoints: Sequence[Any], backend: str = "local") -> str:
-    """``--stats``' table per model endpoint (an operator with a dispatcher), with a legend;
-    empty when the app calls none."""
+    """``--stats``' table per model endpoint (an operator with a dispatcher), with a legend.
+
+    Empty when the app calls none.
+    """
     from alto.operators.llm.observe import LEGEND, dispatch_table
 
     if not endpoints:
@@ -217,8 +180,11 @@ def endpoint_tables(endpoints: Sequence[Any], backend: str = "local") -> str:
 
 
 def add_dispatch_counters(path: str | Path, endpoints: Sequence[Any], t0: float) -> None:
-    """Add each endpoint's counter tracks (calls in flight per replica, calls queued) to the
-    Chrome trace at ``path``, on its time axis (``t0``: the run's start, ``perf_counter``)."""
+    """Add each endpoint's counter tracks to the Chrome trace at ``path``, on its time axis.
+
+    The tracks are calls in flight per replica and calls queued; ``t0`` is the run's start
+    (``perf_counter``).
+    """
     from alto.operators.llm.observe import counter_events, relative_samples
 
     if not endpoints:
@@ -264,6 +230,7 @@ def _list() -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``alto`` command and its subcommands."""
     # options every subcommand takes too (``alto run ... --debug``); SUPPRESS as their default
     # there, so a subcommand that is not given one keeps the value parsed before it
     common = argparse.ArgumentParser(add_help=False)
@@ -356,19 +323,18 @@ def parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def _connected(backend: str) -> Iterator[None]:
-    """On Ray, stay connected from before the run until its figures are printed: the
-    model endpoints' dispatchers the actors shared live in the cluster, which a run that
-    started it alone would shut down as it ends."""
+    """On Ray, stay connected from before the run until its figures are printed.
+
+    The model endpoints' dispatchers the actors shared live in the cluster, which a run that
+    started it alone would shut down as it ends.
+    """
     if backend != "ray":
         yield
         return
-    from alto.runtime.ray.backend import _connection
+    from alto.runtime.ray.backend import connected
 
-    _connection.acquire(None, None)  # the run's own connection: RAY_ADDRESS, or a local one
-    try:
+    with connected():  # the run's own connection: RAY_ADDRESS, or a local one
         yield
-    finally:
-        _connection.release()
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -386,6 +352,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``alto`` command on ``argv`` (default: ``sys.argv[1:]``); returns its exit status.
+
+    An error prints one line (with ``--debug``, its traceback) and gives status 1, or 2 for
+    a mistake in the arguments; an interrupt gives 130.
+    """
     args = parser().parse_args(argv)
     # model libraries print download/loading progress bars; the run has its own
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -395,8 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             return _list()
         if args.command == "bench":
-            from alto.bench.cli import BenchError
             from alto.bench.cli import run as bench
+            from alto.bench.settings import BenchError
 
             try:
                 return bench(args)

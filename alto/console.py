@@ -88,8 +88,11 @@ class _NoBar:
 
 
 def activity(stats: RunStats) -> str:
-    """What a run is doing now, from its stage counters: stage calls finished, and which
-    stages are working (``"12 calls done; working: verdict x2, search"``)."""
+    """What a run is doing now, from its stage counters.
+
+    Stage calls finished, and which stages are working
+    (``"12 calls done; working: verdict x2, search"``).
+    """
     calls = sum(s.calls for s in stats.stages.values())
     busy = [
         f"{s.name} x{s.working}" if s.working > 1 else s.name
@@ -101,8 +104,9 @@ def activity(stats: RunStats) -> str:
 
 
 class RunProgress:
-    """A progress bar over a run's root inputs whose text also says which stages work now,
-    so a run of a few long inputs shows movement before the first input completes.
+    """A progress bar over a run's root inputs whose text also says which stages work now.
+
+    That way a run of a few long inputs shows movement before the first input completes.
 
     Args:
         console: where to show it.
@@ -129,4 +133,5 @@ class RunProgress:
             await anyio.sleep(REFRESH_S)
 
     def close(self) -> None:
+        """Close the progress bar."""
         self._bar.close()

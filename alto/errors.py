@@ -7,6 +7,12 @@ Every error carries structured fields so callers never parse messages:
 * :class:`StageTimeout`: a stage call ran past the stage's ``timeout`` (a StageError's cause).
 * :class:`InputError`: one root input does not fit the flow's parameters.
 * :class:`PipelineError`: raised by ``Flow.run`` after all inputs finished, when some failed.
+* :class:`ActorLostError`: the Ray actor of a stage call died for good (a StageError's
+  cause), or a stage's actors did not start.
+
+Every other error Alto raises (the LLM operators', the service's, the CLI's and the
+benchmark harness's) derives from :class:`AltoError` too, so one ``except alto.AltoError``
+catches them all; ``docs/errors.md`` lists every one in a single table.
 """
 
 from __future__ import annotations
@@ -17,7 +23,12 @@ from alto.ancestry.ancestry import Ancestry, format_ancestry
 
 
 class AltoError(Exception):
-    """Base of every error Alto raises. ``code`` is a stable identifier."""
+    """Base of every error Alto raises. ``code`` is a stable identifier.
+
+    An error that also has a builtin meaning keeps that builtin as a second base
+    (:class:`StageTimeout` is a ``TimeoutError``, ``LLMConnectionError`` a
+    ``ConnectionError``), so ``except`` clauses written for the builtin still catch it.
+    """
 
     code = "alto"
 
@@ -238,3 +249,16 @@ class PipelineError(AltoError):
         super().__init__(
             f"{len(failures)} of {len(results)} inputs failed; first: {first}"
         )
+
+    def __reduce__(self) -> Any:
+        return (PipelineError, (self.results, self.failures))
+
+
+class ActorLostError(AltoError, RuntimeError):
+    """The Ray actor running a stage call died, and the call could not be run again.
+
+    It is the ``cause`` of the fragment's :class:`StageError`; the run itself raises it
+    when a stage's actors do not start within ``start_timeout``. See ``docs/ray.md``.
+    """
+
+    code = "actor-lost"

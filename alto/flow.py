@@ -9,15 +9,15 @@ from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable
 
 import anyio
 
-from alto.ancestry.compiler import compile_flow, current_tracer
-from alto.ancestry.plan import Plan
-from alto.ancestry.spec import where_called, where_defined
+from alto.compiler.compiler import compile_flow, current_tracer
+from alto.compiler.plan import Plan
+from alto.compiler.spec import where_called, where_defined
 from alto.errors import CompileError, PipelineError, StageError
 from alto.result import Result
 from alto.runtime import get_backend
 from alto.runtime.metrics import RunStats
-from alto.runtime.otel import traced_run
 from alto.runtime.run import RunControl
+from alto.runtime.spans import traced_run
 
 Inputs = Iterable[Any] | AsyncIterable[Any]
 
@@ -49,6 +49,11 @@ class Flow:
         return self._plan
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Inside another flow being traced, wire this flow's stages into it (the flow is inlined).
+
+        Called anywhere else, it raises :class:`CompileError`: a flow runs through
+        :meth:`run` or :meth:`stream`.
+        """
         if current_tracer() is None:
             raise CompileError(
                 f"flow {self.name!r} was called directly; a flow runs through run() or stream()",

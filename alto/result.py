@@ -27,6 +27,7 @@ class Result(Generic[T]):
 
     @property
     def ok(self) -> bool:
+        """Whether the input got an output (``error`` is ``None``)."""
         return self.error is None
 
     def unwrap(self) -> T:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, overload
+from typing import Any, Callable, Mapping, cast, overload
 
-from alto.ancestry.compiler import current_tracer
-from alto.ancestry.spec import StageOptions, StageSpec, read_stage, where_called
+from alto.compiler.compiler import current_tracer
+from alto.compiler.spec import StageOptions, StageSpec, read_stage, where_called
 from alto.errors import CompileError
 
 
@@ -24,17 +24,24 @@ class Stage:
 
     @property
     def name(self) -> str:
+        """The stage's name in plans, errors and statistics."""
         return self.spec.name
 
     @property
     def fn(self) -> Callable[..., Any]:
+        """The decorated function itself."""
         return self.spec.fn
 
     @property
     def options(self) -> StageOptions:
+        """The stage's execution options (see :func:`stage`)."""
         return self.spec.options
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Wire a call of this stage into the flow being traced; returns its output's handle.
+
+        Called outside a flow, it raises :class:`~alto.CompileError`.
+        """
         tracer = current_tracer()
         if tracer is None:
             raise CompileError(
@@ -61,7 +68,7 @@ def _stage_by_name(module: str, qualname: str) -> Stage:
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
-    return obj
+    return cast(Stage, obj)  # the name Stage.__reduce__ gave: the stage it was pickled from
 
 
 @overload
@@ -102,6 +109,8 @@ def stage(
     """Make an ``async def`` a stage, bare (``@alto.stage``) or with options.
 
     Args:
+        fn: the function, when the decorator is used bare (``@alto.stage``); ``None`` when
+            it is called with options, and returns the decorator.
         replicas: how many calls of this stage run at once (workers).
         batch: call the function on lists of up to ``batch`` inputs (from any
             parents); it then takes a list per parameter and returns a list, and
@@ -123,6 +132,8 @@ def stage(
             backoff from ``retry_backoff`` seconds. Each call a bisection makes
             (see ``batch``) is retried the same way.
         retry_on: which exceptions are worth a retry (default: any ``Exception``).
+        retry_backoff: seconds before the first retry; each later one waits twice as long as
+            the one before, each wait scaled by a random factor from 0.5 to 1.5.
         resources: what a replica needs on a distributed backend, e.g.
             ``{"num_cpus": 1, "num_gpus": 0.5}`` or a custom resource.
         name: the stage's name in plans, errors and statistics (default: the

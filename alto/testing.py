@@ -81,6 +81,7 @@ class FakeLLM(LLM):
 
     @property
     def name(self) -> str:
+        """``"fake"``, the backend's short description."""
         return "fake"
 
     def reply(self, text: str) -> str:

@@ -10,7 +10,7 @@ inside a Ray actor, with a stage call's lineage set, in two ways:
   shared       the shared dispatcher actor
 
 each one call at a time (the added latency per call) and with ``--concurrency`` calls at
-once from each of ``--actors`` actors (the throughput one dispatch actor sustains). No
+once from each of ``--actors`` actors (the throughput one dispatcher actor sustains). No
 limit is set (``max_inflight=None``), so no call waits for a slot: what is timed is the
 dispatcher's own cost. The median over ``--repeats`` rounds is reported.
 
@@ -41,7 +41,7 @@ class Bench:
 
     async def run(self, shared: bool, calls: int, concurrency: int) -> float:
         """Take ``calls`` leases, ``concurrency`` at a time; the seconds it took."""
-        from alto.runtime.lineage import CallSite, fresh_slot
+        from alto.lineage import CallSite, fresh_slot
 
         dispatcher = self.shared if shared else self.local
         submitted = {root: float(root) for root in range(calls)}

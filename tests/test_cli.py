@@ -379,11 +379,8 @@ import ray
 from ray._raylet import AuthenticationMode, get_authentication_mode
 from alto.runtime.ray import backend as ray_backend
 
-ray_backend._connection.acquire(None, None)
-try:
+with ray_backend.connected():
     print("token auth on:", get_authentication_mode() == AuthenticationMode.TOKEN)
-finally:
-    ray_backend._connection.release()
 """
 
 

@@ -1,4 +1,5 @@
-"""Stages annotated with the markers type-check: mypy sees Split/Gather as the real types."""
+"""Type checking: the package is mypy-strict clean, and stages annotated with the markers
+type-check (mypy sees Split/Gather as the real types)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,20 @@ async def total(ws: Gather[str]) -> int:
 async def count(ws: GatherStream[str]) -> int:
     return len([w async for w in ws])
 '''
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a first run, with no mypy cache yet, reads every dependency's stubs
+def test_package_passes_mypy_strict() -> None:
+    """``alto`` is clean under ``mypy --strict`` with the project's configuration."""
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "-p", "alto"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Nested ancestry and the plan compiler. Pure: never imports the runtime."""
+"""Nested ancestry: the values and their algebra. Pure: imports nothing else of Alto."""
 
 from alto.ancestry.ancestry import (
     INDEX,

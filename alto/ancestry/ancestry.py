@@ -37,9 +37,11 @@ from __future__ import annotations
 
 from functools import partial
 from operator import add, itemgetter
-from typing import Callable, TypeAlias
+from typing import Any, Callable, Final, TypeAlias, cast
 
-Ancestry: TypeAlias = tuple  # (root, split, index, split, index, ...)
+# (root, split, index, split, index, ...): the root's index, then (split name, child index)
+# pairs, which a tuple type cannot spell more closely than ``int | str`` items
+Ancestry: TypeAlias = tuple[int, *tuple[int | str, ...]]
 Hop: TypeAlias = tuple[str, int]
 
 
@@ -54,13 +56,15 @@ def child(a: Ancestry, split: str, index: int) -> Ancestry:
 
 
 def child_of(a: Ancestry) -> Callable[[Hop], Ancestry]:
-    """A function of a hop ``(split, index)`` that gives that child of ``a``: what a split
-    makes once per call and calls once per child (a ``functools.partial`` of
-    ``operator.add``, so a call costs what the tuple concatenation costs)."""
+    """A function of a hop ``(split, index)`` that gives that child of ``a``.
+
+    What a split makes once per call and calls once per child (a ``functools.partial`` of
+    ``operator.add``, so a call costs what the tuple concatenation costs).
+    """
     return partial(add, a)
 
 
-ROOT = 0
+ROOT: Final = 0
 """Where an ancestry keeps its root's index: ``a[ROOT] == root_of(a)``."""
 
 PARENT = slice(None, -2)
@@ -112,12 +116,15 @@ def prefix(a: Ancestry, level: int) -> Ancestry:
     """The ancestor of ``a`` at level ``level`` (``a`` itself at its own level)."""
     if not 0 <= level <= _level(a):
         raise ValueError(f"level {level} is outside 0..{_level(a)} for ancestry {a!r}")
-    return a[: key_length(level)]
+    # ``level >= 0`` holds here, so the slice keeps the root index: an ancestry again
+    return cast(Ancestry, a[: key_length(level)])
 
 
 def prefix_key(level: int) -> Callable[[Ancestry], Ancestry]:
-    """A function of an ancestry (at ``level`` or deeper) that gives its ancestor at
-    ``level``: what a broadcast from that level is keyed on. Unchecked."""
+    """A function of an ancestry (at ``level`` or deeper) that gives its ancestor at ``level``.
+
+    What a broadcast from that level is keyed on. Unchecked.
+    """
     return itemgetter(slice(0, key_length(level)))
 
 
@@ -128,11 +135,13 @@ def is_prefix(p: Ancestry, a: Ancestry) -> bool:
 
 def hops(a: Ancestry) -> tuple[Hop, ...]:
     """The ``(split stage, child index)`` hops from the root to ``a``."""
-    return tuple(zip(a[1::2], a[2::2]))
+    items: tuple[Any, ...] = a  # split names at odd positions, child indexes at even ones
+    return tuple(zip(items[1::2], items[2::2]))
 
 
 def format_ancestry(a: Ancestry) -> str:
     """A readable form, e.g. ``root 3 > claims[2] > queries[0]``."""
+    items: tuple[Any, ...] = a  # split names at odd positions, child indexes at even ones
     parts = [f"root {a[0]}"]
-    parts += [f"{s}[{i}]" for s, i in zip(a[1::2], a[2::2])]
+    parts += [f"{s}[{i}]" for s, i in zip(items[1::2], items[2::2])]
     return " > ".join(parts)

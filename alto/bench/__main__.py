@@ -1,5 +1,8 @@
-"""``python -m alto.bench APP --settings JSON --raw FILE``: one app's benchmark, in a process of
-its own (``alto bench all`` starts one per app); writes the app's raw result as JSON."""
+"""``python -m alto.bench APP --settings JSON --raw FILE``: one app's benchmark.
+
+It runs in a process of its own (``alto bench all`` starts one per app) and writes the app's
+raw result as JSON.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,11 @@ from typing import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Benchmark one app as ``argv`` says and write its raw result; returns the exit status.
+
+    The status is 0, or 1 when the benchmark failed: then the result is ``{"error": ...}``
+    and the traceback goes to stderr.
+    """
     import anyio
 
     from alto.bench.runner import bench_app

@@ -56,6 +56,7 @@ class Bound:
     chain: tuple[str, ...]
 
     def as_dict(self) -> dict[str, Any]:
+        """The bound as a dict for JSON (seconds rounded to microseconds)."""
         return {
             "bound_s": round(self.seconds, 6),
             "llm_s": round(self.llm_s, 6),
@@ -153,8 +154,9 @@ def critical_path(
 
 
 def peak_decode_tokens_per_s(config: Any) -> float:
-    """The most tokens per second one emulated replica can decode: ``n / tpot(n)`` at its
-    best batch size ``n`` (within ``max_num_seqs``).
+    """The most tokens per second one emulated replica can decode.
+
+    That is ``n / tpot(n)`` at its best batch size ``n`` (within ``max_num_seqs``).
 
     Total decode work over this rate bounds any system's throughput from above (prompts
     cost extra prefill time, so the true ceiling is lower): ``peak / decode tokens per

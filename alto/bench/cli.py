@@ -313,9 +313,11 @@ AS_GIVEN = (
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """The :class:`~alto.bench.settings.Settings` of the parsed arguments (they check their
-    own values when made), once :func:`~alto.bench.settings.check_available` has found
-    what they need on this machine."""
+    """The :class:`~alto.bench.settings.Settings` of the parsed arguments.
+
+    They check their own values when made; they are returned once
+    :func:`~alto.bench.settings.check_available` has found what they need on this machine.
+    """
     apps = list(APPS) if args.app == "all" else [a.strip() for a in args.app.split(",")]
     load = args.load or {"poisson": "open", "closed": "closed"}.get(args.mode or "", "closed")
     if load == "open" and not args.rate:

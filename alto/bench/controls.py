@@ -106,18 +106,24 @@ def base_system(system: str) -> str:
 
 
 def is_control(system: str) -> bool:
+    """Whether ``system`` is one of the controls rather than a main system."""
     return system in _BY_NAME
 
 
 def holds_client(system: str) -> bool:
-    """Whether ``system`` calls the LLM through a client of its own (its dispatcher holding
-    the cap) rather than through the shared semaphore."""
+    """Whether ``system`` calls the LLM through a client of its own, not the shared semaphore.
+
+    Its client's dispatcher then holds the cap.
+    """
     return base_system(system) == ALTO or system.endswith(CLIENT)
 
 
 def anonymous_calls(system: str) -> bool:
-    """Whether ``system``'s LLM calls are made outside stage calls but must be admitted by
-    its client's dispatcher (a baseline with a client of its own)."""
+    """Whether ``system`` is a baseline whose dispatcher admits LLM calls made outside stage calls.
+
+    That is, a baseline with a client of its own: its LLM calls are made outside stage calls
+    but must be admitted by its client's dispatcher.
+    """
     return holds_client(system) and base_system(system) != ALTO
 
 
@@ -136,6 +142,9 @@ def client_plans(
 ) -> dict[str, ClientPlan]:
     """The client of every client-holding system among ``systems``.
 
+    ``endpoint``, ``max_inflight``, ``order`` and ``route`` are Alto's knobs as given (None:
+    the client's defaults); the Alto controls change only the knob they are named for.
+
     Args:
         systems: the systems of the run (those holding no client are left out).
         base_url: the balancer's URL (the one server's, on a deployment of one).
@@ -143,8 +152,10 @@ def client_plans(
         cap: the one cap on concurrent LLM calls.
         priority: whether the server honours a request ``priority`` (Alto sends it only
             then).
-        endpoint, max_inflight, order, route: Alto's knobs as given (None: the client's
-            defaults); the Alto controls change only the knob they are named for.
+        endpoint: Alto's ``endpoint`` knob as given (None: the client's default).
+        max_inflight: Alto's ``max_inflight`` knob as given (None: the client's default).
+        order: Alto's ``order`` knob as given (None: the client's default).
+        route: Alto's ``route`` knob as given (None: the client's default).
         server_limit: what each replica says it serves at once, where the bench knows it
             (see :func:`~alto.bench.endpoints.client_plan`).
     """
@@ -200,8 +211,11 @@ def _rate(rate: float | None, low: float | None, high: float | None) -> str:
 
 
 def table_order(systems: Sequence[str]) -> list[str]:
-    """The systems of a controls table: Alto and its controls, then each baseline followed
-    by its ``+client`` control; a main system only where a control of it ran."""
+    """The systems of a controls table, in order.
+
+    Alto and its controls, then each baseline followed by its ``+client`` control; a main
+    system only where a control of it ran.
+    """
     ran = set(systems)
     out = []
     for main in SYSTEMS:
@@ -213,11 +227,13 @@ def table_order(systems: Sequence[str]) -> list[str]:
 
 
 def best_rates(app: dict[str, Any]) -> dict[str, tuple[float | None, float | None, float | None]]:
-    """Per system, its highest rate under the SLO with an interval, where the run has one:
-    a rate search's highest passing rate and its rate interval
-    (:func:`~alto.bench.search.rate_interval`), else a fixed-rate sweep's highest rate
-    whose p95 stays under the SLO with the interval its p95 intervals allow; empty
-    otherwise (a closed loop)."""
+    """Per system, its highest rate under the SLO with an interval, where the run has one.
+
+    That is a rate search's highest passing rate and its rate interval
+    (:func:`~alto.bench.search.rate_interval`), else a fixed-rate sweep's highest rate whose
+    p95 stays under the SLO with the interval its p95 intervals allow; empty otherwise (a
+    closed loop).
+    """
     search = (app.get("sweep") or {}).get("search")
     if search:
         from alto.bench.search import rate_interval

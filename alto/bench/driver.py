@@ -52,6 +52,7 @@ class Sample:
     in_window: bool = True
 
     def as_dict(self) -> dict[str, Any]:
+        """The sample as a dict for JSON (seconds rounded to microseconds; None for no latency)."""
         return {
             "index": self.index,
             "input": self.input,
@@ -84,6 +85,7 @@ class Outcome:
 
     @property
     def completed(self) -> list[Sample]:
+        """The samples that got an output (no error, a latency)."""
         return [s for s in self.samples if s.error is None and not math.isnan(s.latency)]
 
     @property
@@ -93,10 +95,12 @@ class Outcome:
 
     @property
     def wall_s(self) -> float:
+        """Seconds from the run's start to its end."""
         return self.ended - self.started
 
     @property
     def first_output_s(self) -> float:
+        """Seconds from the run's start to its first output (NaN when none completed)."""
         done = [s.submitted + s.latency for s in self.completed]
         return min(done) if done else math.nan
 
@@ -162,8 +166,9 @@ async def open_loop(
     timeout: float | None,
     warmup: int = 0,
 ) -> Outcome:
-    """Submit input ``k % len(inputs)`` at ``schedule[k]`` seconds after the start, not
-    waiting for any.
+    """Submit input ``k % len(inputs)`` at ``schedule[k]`` seconds after the start.
+
+    It does not wait for any of them.
 
     With ``warmup`` the first ``warmup`` arrivals are not measured, and the window runs
     from the first measured arrival to the last arrival (the steady window: past the
@@ -266,8 +271,10 @@ def _plain(value: Any) -> Any:
 
 
 def describe(error: BaseException) -> str:
-    """``Type: message`` of ``error``; for an exception group, of the leaves it holds
-    (a TaskGroup's ``unhandled errors`` says nothing of what went wrong)."""
+    """``Type: message`` of ``error``; for an exception group, of the leaves it holds.
+
+    A TaskGroup's ``unhandled errors`` says nothing of what went wrong.
+    """
     if isinstance(error, BaseExceptionGroup):
         leaves = [describe(e) for e in error.exceptions]
         return f"{type(error).__name__} of {len(leaves)}: " + "; ".join(leaves)

@@ -1,5 +1,8 @@
-"""The bench's view of the running serving-timing emulator: the probe that checks the
-bound's timing model against it, and its counters, read around each run."""
+"""The bench's view of the running serving-timing emulator.
+
+The probe that checks the bound's timing model against it, and its counters, read around
+each run.
+"""
 
 from __future__ import annotations
 
@@ -37,22 +40,29 @@ async def probe_emulator(llm: Any, model: Any) -> dict[str, Any]:
 
 
 class EmulatorCounters:
-    """The emulator's prompt and cached-token counters, read around each run, and the
-    balancer's decisions per replica by kind (``decisions``, as of the last :meth:`read`)."""
+    """The emulator's prompt and cached-token counters, read around each run.
+
+    Also the balancer's decisions per replica by kind (``decisions``, as of the last
+    :meth:`read`).
+    """
 
     def __init__(self, server: Any) -> None:
         self.root = server.base_url.removesuffix("/v1")
         self.decisions: list[dict[str, int]] = []
 
     async def reset_cache(self) -> None:
+        """Empty the emulator's prefix caches (vLLM's ``POST /reset_prefix_cache``)."""
         import httpx
 
         async with httpx.AsyncClient(timeout=30) as client:
             (await client.post(f"{self.root}/reset_prefix_cache")).raise_for_status()
 
     async def read(self) -> tuple[int, int, int, list[dict[str, Any]]]:
-        """(requests, prompt tokens looked up in the prefix cache, tokens found there,
-        and each replica's own counters as ``/stats`` gives them)."""
+        """Read the emulator's counters.
+
+        Returns (requests, prompt tokens looked up in the prefix cache, tokens found there,
+        and each replica's own counters as ``/stats`` gives them).
+        """
         import httpx
 
         async with httpx.AsyncClient(timeout=30) as client:

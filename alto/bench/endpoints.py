@@ -53,8 +53,10 @@ ALTO_ENDPOINTS = ("replicas", "balancer")
 
 
 def client_default(name: str) -> Any:
-    """The default of ``OpenAIClient``'s keyword ``name`` (``order``, ``route``,
-    ``max_inflight``): the bench's defaults are the client's, whatever they become."""
+    """The default of ``OpenAIClient``'s keyword ``name`` (``order``, ``route``, ``max_inflight``).
+
+    The bench's defaults are the client's, whatever they become.
+    """
     from alto.operators.llm.openai import OpenAIClient
 
     return inspect.signature(OpenAIClient.__init__).parameters[name].default
@@ -85,6 +87,7 @@ class ClientPlan:
     send_priority: bool
 
     def as_dict(self) -> dict[str, Any]:
+        """The plan as a dict for JSON, with ``total_limit`` (``ceiling`` times the targets)."""
         out = asdict(self)
         out["targets"] = list(self.targets)
         out["total_limit"] = self.ceiling * len(self.targets)
@@ -130,8 +133,9 @@ def client_plan(
     send_priority: bool,
     server_limit: int | None = None,
 ) -> ClientPlan:
-    """A client for a deployment whose replicas' base URLs are ``replicas``, behind the
-    balancer at ``base_url``, under ``cap``.
+    """A client for a deployment whose replicas' base URLs are ``replicas``.
+
+    The replicas are behind the balancer at ``base_url``; the client stays under ``cap``.
 
     ``None`` for a knob means the client's own default; ``endpoint`` None means
     ``replicas`` when there are several, else ``balancer``. ``max_inflight`` None is the
@@ -198,9 +202,11 @@ def client_plan(
 
 
 def open_client(plan: ClientPlan, model: str, **options: Any) -> Any:
-    """An ``OpenAIClient`` as ``plan`` says; ``options`` go to it unchanged. Its
-    ``max_concurrency`` is the shared cap (at least ``plan.ceiling`` per target), so under
-    ``"auto"`` the learned limit is bounded by ``plan.ceiling``."""
+    """An ``OpenAIClient`` as ``plan`` says; ``options`` go to it unchanged.
+
+    Its ``max_concurrency`` is the shared cap (at least ``plan.ceiling`` per target), so
+    under ``"auto"`` the learned limit is bounded by ``plan.ceiling``.
+    """
     from alto.operators.llm.openai import OpenAIClient
 
     targets: Any = list(plan.targets) if len(plan.targets) > 1 else plan.targets[0]
@@ -219,8 +225,11 @@ def open_client(plan: ClientPlan, model: str, **options: Any) -> Any:
 
 
 class DispatchWatch:
-    """A system's client's dispatcher over one run: counters as differences, and from its timeline
-    samples the longest queue and the most calls in flight per replica."""
+    """A system's client's dispatcher over one run.
+
+    Counters as differences, and from its timeline samples the longest queue and the most
+    calls in flight per replica.
+    """
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -229,18 +238,22 @@ class DispatchWatch:
         self._before: Any = None
 
     def start(self) -> None:
+        """Begin a run: drop the samples so far and take the counters as they are now."""
         del self.dispatcher.samples[:]
         self._before = self.client.dispatch_stats()
 
     def finish(self) -> dict[str, Any]:
+        """End the run: its figures from the counters' differences and the samples recorded."""
         after = self.client.dispatch_stats()
         samples = list(self.dispatcher.samples)
         del self.dispatcher.samples[:]
         return dispatch_figures(self._before, after, samples)
 
     def samples_since(self, perf_t0: float) -> list[list[Any]]:
-        """The samples recorded since :meth:`start`, ``[t, replica, in flight, queued]``
-        with ``t`` in seconds from ``perf_t0`` (a ``time.perf_counter()`` reading)."""
+        """The samples recorded since :meth:`start`, ``[t, replica, in flight, queued]``.
+
+        ``t`` is in seconds from ``perf_t0`` (a ``time.perf_counter()`` reading).
+        """
         from alto.operators.llm.observe import relative_samples
 
         return [
@@ -290,8 +303,11 @@ def dispatch_figures(before: Any, after: Any, samples: Sequence[Any]) -> dict[st
 
 
 def semaphore_figures(calls: Sequence[Any], cap: int | None) -> dict[str, Any]:
-    """The shared semaphore over one run, from the recorded LLM calls: each waited from
-    ``start - queued_s`` to ``start`` and held a permit from ``start`` to ``end``."""
+    """The shared semaphore over one run, from the recorded LLM calls.
+
+    Each call waited from ``start - queued_s`` to ``start`` and held a permit from ``start``
+    to ``end``.
+    """
     llm = [c for c in calls if c.operator == "llm"]
     waits = [(c.start - c.queued_s, c.start) for c in llm if c.queued_s > 0]
     held = [(c.start, c.end) for c in llm]
@@ -342,9 +358,11 @@ def replica_deltas(
 
 
 def endpoint_rows(app: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per (level, system), pooled over repeats: the client's kind and limit, its longest
-    queue, and per replica the calls and cached-token share the emulator counted (and for
-    a client's dispatcher its limit, most in flight, failures and health at the end)."""
+    """Per (level, system), pooled over repeats: the client's kind, limit and longest queue.
+
+    Also, per replica, the calls and cached-token share the emulator counted (and for a
+    client's dispatcher its limit, most in flight, failures and health at the end).
+    """
     groups: dict[tuple[float, str], list[dict[str, Any]]] = {}
     for run in app.get("runs", []):
         if run.get("endpoint") is None:

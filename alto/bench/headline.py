@@ -30,8 +30,9 @@ from alto.bench.systems import ALTO, SYSTEMS
 
 
 def load(paths: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
-    """``results.json`` files by deployment name, the apps of one deployment's files merged
-    (one file per app and deployment, or one per deployment holding several apps).
+    """``results.json`` files by deployment name, the apps of one deployment's files merged.
+
+    There is one file per app and deployment, or one per deployment holding several apps.
 
     Raises:
         ValueError: a file names no deployment, or one app appears twice for one deployment.

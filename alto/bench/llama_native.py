@@ -41,6 +41,7 @@ import anyio.to_thread
 
 from alto.bench.llama_servers import replica_stats
 from alto.bench.loopback import BackgroundServer, bind, stop_child, wait_until_ready
+from alto.errors import AltoError
 
 BINARY_ENV = "ALTO_LLAMA_SERVER"
 """Environment variable naming a ``llama-server`` binary to use instead of the one in .venv."""
@@ -60,13 +61,17 @@ PREDICTED = "llamacpp:tokens_predicted_total"
 """Tokens it generated."""
 
 
-class LlamaServerMissing(RuntimeError):
+class LlamaServerMissing(AltoError, RuntimeError):
     """No ``llama-server`` binary was found; the message says how to build one."""
+
+    code = "llama-server-missing"
 
 
 def find_binary() -> Path:
-    """The ``llama-server`` to run: ``$ALTO_LLAMA_SERVER``, else the one ``install.sh``
-    built into this environment's ``bin`` (or the repository's ``.venv/bin``).
+    """The ``llama-server`` to run.
+
+    ``$ALTO_LLAMA_SERVER``, else the one ``install.sh`` built into this environment's
+    ``bin`` (or the repository's ``.venv/bin``).
 
     Raises:
         LlamaServerMissing: none is there (or ``$ALTO_LLAMA_SERVER`` names no executable
@@ -92,8 +97,10 @@ def find_binary() -> Path:
 
 
 def missing() -> str:
-    """Why no ``llama-server`` can be run here (what to install), or ``""`` when one is found:
-    for skipping what needs it."""
+    """Why no ``llama-server`` can be run here (what to install), or ``""`` when one is found.
+
+    For skipping what needs it.
+    """
     try:
         find_binary()
     except LlamaServerMissing as exc:
@@ -102,8 +109,11 @@ def missing() -> str:
 
 
 def version(binary: str | Path | None = None) -> str | None:
-    """What ``llama-server --version`` says (``version: … (build …, commit …)``), or None
-    when it says nothing within 30 s; ``binary`` default :func:`find_binary`."""
+    """What ``llama-server --version`` says, or None when it says nothing within 30 s.
+
+    The answer reads ``version: … (build …, commit …)``; ``binary`` defaults to
+    :func:`find_binary`.
+    """
     try:
         done = subprocess.run(
             [str(binary or find_binary()), "--version"],
@@ -125,11 +135,12 @@ def default_model_path() -> Path:
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """The samples of a Prometheus text exposition, by metric name (labels dropped; the
-    last sample of a name wins).
+    r"""The samples of a Prometheus text exposition, by metric name.
+
+    Labels are dropped; the last sample of a name wins.
 
     Example:
-        >>> parse_metrics("# HELP x y\\nllamacpp:prompt_tokens_total 12\\n")
+        >>> parse_metrics("# HELP x y\nllamacpp:prompt_tokens_total 12\n")
         {'llamacpp:prompt_tokens_total': 12.0}
     """
     samples: dict[str, float] = {}
@@ -225,8 +236,10 @@ class NativeLlamaServer(BackgroundServer):
         ]  # fmt: skip
 
     def start(self, timeout: float = 120.0) -> str:
-        """Start the server and wait until ``GET /health`` answers 200; returns
-        :attr:`base_url`."""
+        """Start the server and wait until ``GET /health`` answers 200.
+
+        Returns :attr:`base_url`.
+        """
         if self.process is not None:
             return self.base_url
         with bind("127.0.0.1", 0) as sock:  # a free port, released for the server
@@ -266,8 +279,11 @@ class NativeLlamaServer(BackgroundServer):
         return _read_at(fd, start, size).decode(errors="replace")[-chars:]
 
     def requests_started(self) -> int:
-        """Requests a slot took up since the server started, counted in its log
-        (``launch_slot_: ... processing task``): its ``/metrics`` has no request counter."""
+        """Requests a slot took up since the server started, counted in its log.
+
+        The log line is ``launch_slot_: ... processing task``; its ``/metrics`` has no
+        request counter.
+        """
         if self._log is None or self._log.closed:
             return self._launched
         fd = self._log.fileno()
@@ -304,8 +320,11 @@ class NativeLlamaServer(BackgroundServer):
         return states
 
     def metrics(self) -> dict[str, float]:
-        """``GET /metrics`` by metric name: ``llamacpp:prompt_tokens_total`` (prompt tokens
-        evaluated), ``llamacpp:tokens_predicted_total``, ``llamacpp:requests_processing``..."""
+        """``GET /metrics`` by metric name.
+
+        ``llamacpp:prompt_tokens_total`` (prompt tokens evaluated),
+        ``llamacpp:tokens_predicted_total``, ``llamacpp:requests_processing``...
+        """
         return parse_metrics(self._get("/metrics").text)
 
     def counts(self) -> ServerCounts:
@@ -313,8 +332,10 @@ class NativeLlamaServer(BackgroundServer):
         return ServerCounts.from_metrics(self.metrics(), self.requests_started())
 
     def erase_slots(self) -> int:
-        """Empty every slot's prompt cache (``POST /slots/{id}?action=erase``); returns the
-        tokens erased. With :attr:`erasable` no prompt is then cached anywhere in the server.
+        """Empty every slot's prompt cache (``POST /slots/{id}?action=erase``).
+
+        Returns the tokens erased. With :attr:`erasable` no prompt is then cached anywhere
+        in the server.
 
         Raises:
             RuntimeError: the server was not started :attr:`erasable` (it refuses erasing).
@@ -359,13 +380,14 @@ def _read_at(fd: int, start: int, end: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class ServerCounts:
-    """One ``llama-server``'s counters since it started.
+    r"""One ``llama-server``'s counters since it started.
 
     ``prompt_tokens`` (those it received) is ``evaluated_tokens + cached_tokens``. A build
     without :data:`CACHED` counts no cached tokens: there it is the evaluated ones alone.
 
     Example:
-        >>> text = "llamacpp:prompt_tokens_total 9\\nllamacpp:prompt_tokens_cached_total 28\\n"
+        >>> text = ("llamacpp:prompt_tokens_total 9\nllamacpp:prompt_tokens_cached_total 28\n"
+        ...         "llamacpp:tokens_predicted_total 5\n")
         >>> ServerCounts.from_metrics(parse_metrics(text), requests=2).prompt_tokens
         37
     """
@@ -377,6 +399,7 @@ class ServerCounts:
 
     @property
     def prompt_tokens(self) -> int:
+        """Prompt tokens received: those evaluated plus those taken from the cache."""
         return self.evaluated_tokens + self.cached_tokens
 
     @classmethod
@@ -409,22 +432,28 @@ class ServerCounts:
 
 
 class NativeServerCounters:
-    """Every server's own counters around each benchmark run, in the emulator's shape
-    (:class:`~alto.bench.emulated.EmulatorCounters`): tokens from each server's
-    ``/metrics``, requests from its log. Before each run every slot of every server is
-    erased, so that no run finds the previous one's prompts cached; the servers must be
-    started ``erasable``."""
+    """Every server's own counters around each benchmark run, in the emulator's shape.
+
+    The shape is that of :class:`~alto.bench.emulated.EmulatorCounters`: tokens from each
+    server's ``/metrics``, requests from its log. Before each run every slot of every server
+    is erased, so that no run finds the previous one's prompts cached; the servers must be
+    started ``erasable``.
+    """
 
     def __init__(self, servers: Sequence[NativeLlamaServer]) -> None:
         self.servers = list(servers)
 
     async def reset_cache(self) -> None:
+        """Erase every slot of every server, so that no run finds a previous one's prompts."""
         for server in self.servers:
             await anyio.to_thread.run_sync(server.erase_slots)
 
     async def read(self) -> tuple[int, int, int, list[dict[str, Any]]]:
-        """(requests, prompt tokens received, of those taken from the cache, per-server
-        counters)."""
+        """Read every server's counters.
+
+        Returns (requests, prompt tokens received, of those taken from the cache, per-server
+        counters).
+        """
         counts = [await anyio.to_thread.run_sync(server.counts) for server in self.servers]
         return (
             sum(c.requests for c in counts),

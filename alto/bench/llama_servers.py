@@ -63,8 +63,10 @@ class PromptCounts:
 def replica_stats(
     replica: int, requests: int, prompt_tokens: int, cached_tokens: int, **more: int
 ) -> dict[str, Any]:
-    """One real server's counters in the shape of the emulator's ``/stats`` ``per_replica``
-    entries (what the report's per-replica columns read), with ``more`` beside them."""
+    """One real server's counters in the shape of the emulator's ``/stats`` ``per_replica`` entries.
+
+    That is what the report's per-replica columns read; ``more`` sits beside them.
+    """
     return {
         "replica": replica,
         "requests": requests,
@@ -91,6 +93,7 @@ class PromptLog:
         self._full = False
 
     def feed(self, line: str) -> None:
+        """Read one line of the server's log, counting a request when its prompt evaluation ends."""
         self.last_line_at = time.monotonic()
         if match := _HIT.search(line):
             self._hit = (int(match.group(1)), int(match.group(2)))
@@ -219,8 +222,10 @@ class LlamaServers(BackgroundServer):
         return [PromptCounts(**vars(log.counts)) for log in self.logs]
 
     def settle(self, quiet: float = 0.3, timeout: float = 10.0) -> None:
-        """Wait until no server has logged anything for ``quiet`` seconds: what a request
-        that has been answered logged is then counted."""
+        """Wait until no server has logged anything for ``quiet`` seconds.
+
+        What a request that has been answered logged is then counted.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             last = max((log.last_line_at for log in self.logs), default=0.0)
@@ -247,13 +252,16 @@ def _read(proc: subprocess.Popen[str], log: PromptLog, tail: list[str]) -> None:
 
 
 class LlamaServerCounters:
-    """The servers' prompt counters around each benchmark run, in the emulator's shape
-    (:class:`~alto.bench.emulated.EmulatorCounters`)."""
+    """The servers' prompt counters around each benchmark run, in the emulator's shape.
+
+    The shape is that of :class:`~alto.bench.emulated.EmulatorCounters`.
+    """
 
     def __init__(self, servers: LlamaServers) -> None:
         self.servers = servers
 
     async def reset_cache(self) -> None:
+        """Send every server :data:`FLUSH_PROMPT`, so that none holds a previous run's prompt."""
         await anyio.to_thread.run_sync(self.servers.flush)
 
     async def read(self) -> tuple[int, int, int, list[dict[str, Any]]]:

@@ -42,7 +42,7 @@ def url_host(host: str) -> str:
 
 
 def uvicorn_config(app: Any, host: str, port: int) -> Any:
-    """uvicorn's settings for a loopback server: quiet, the host's logging left alone."""
+    """The settings of uvicorn for a loopback server: quiet, the host's logging left alone."""
     import uvicorn
 
     return uvicorn.Config(
@@ -61,9 +61,11 @@ def uvicorn_config(app: Any, host: str, port: int) -> Any:
 
 
 def serve_until_interrupted(app: Any, host: str, port: int, what: str, detail: str) -> None:
-    """Serve ``app`` with uvicorn on ``host:port`` (0: a free port) until interrupted, after
-    printing the line :func:`start_child` waits for:
-    ``{what} serving http://host:port/v1 ({detail})``."""
+    """Serve ``app`` with uvicorn on ``host:port`` (0: a free port) until interrupted.
+
+    First prints the line :func:`start_child` waits for:
+    ``{what} serving http://host:port/v1 ({detail})``.
+    """
     import uvicorn
 
     sock = bind(host, port)
@@ -121,8 +123,9 @@ def wait_until_ready(
     timeout: float,
     every: float,
 ) -> None:
-    """Poll ``GET url`` every ``every`` seconds until it answers 200 (another status, or no
-    connection yet, means not ready yet).
+    """Poll ``GET url`` every ``every`` seconds until it answers 200.
+
+    Another status, or no connection yet, means not ready yet.
 
     Args:
         url: what to ask.
@@ -153,8 +156,11 @@ def wait_until_ready(
 
 
 class BackgroundServer(ABC):
-    """A server that :meth:`start` runs in the background and :meth:`stop` ends; a context
-    manager, sync or async (the async form starts and stops it off the event loop)."""
+    """A server that :meth:`start` runs in the background and :meth:`stop` ends.
+
+    A context manager, sync or async (the async form starts and stops it off the event
+    loop).
+    """
 
     @abstractmethod
     def start(self, timeout: float = ...) -> Any:

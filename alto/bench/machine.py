@@ -45,9 +45,11 @@ def saturation(
 
 
 def lag_delta(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The emulator's step lag over one run, all replicas together, from two ``/stats``
-    reads: steps, mean, p95 (the upper bound of the histogram bucket holding it; None when
-    in the open last bucket) and the largest bucket reached. None when not reported."""
+    """The emulator's step lag over one run, all replicas together, from two ``/stats`` reads.
+
+    Steps, mean, p95 (the upper bound of the histogram bucket holding it; None when in the
+    open last bucket) and the largest bucket reached. None when not reported.
+    """
     if not after or any("step_lag" not in r for r in after):
         return None
     bounds = after[0]["step_lag"]["bucket_bounds_s"]
@@ -79,14 +81,24 @@ def lag_delta(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict
 
 @dataclass
 class CpuClock:
-    """CPU use over one run: this process's CPU time over wall time, the emulator child's
-    (from ``/proc/<pid>/stat``, where there is one), and the load average."""
+    """CPU use over one run.
+
+    This process's CPU time over wall time, the emulator child's (from ``/proc/<pid>/stat``,
+    where there is one), and the load average.
+    """
 
     started: float = field(default_factory=time.perf_counter)
     cpu: float = field(default_factory=time.process_time)
     child: tuple[int, float] | None = field(default_factory=lambda: _emulator_cpu())
 
     def finish(self) -> dict[str, Any]:
+        """The CPU use since the clock was made, as a dict for JSON.
+
+        ``wall_s``: the seconds since; ``bench_cpu_share``: this process's CPU seconds per
+        wall second; ``emulator_cpu_share``: the emulator child's, where the same child ran
+        throughout (else None); ``load_average_1m``: the 1-minute load average, where the
+        platform has one.
+        """
         wall = time.perf_counter() - self.started
         share = (time.process_time() - self.cpu) / wall if wall > 0 else None
         child = _emulator_cpu()
@@ -102,8 +114,11 @@ class CpuClock:
 
 
 def _emulator_cpu() -> tuple[int, float] | None:
-    """(pid, CPU seconds) of this process's emulator child, or None (no ``/proc``, no
-    child: the emulator runs in a thread, or elsewhere)."""
+    """(pid, CPU seconds) of this process's emulator child, or None.
+
+    None when there is no ``/proc`` or no child: the emulator runs in a thread, or
+    elsewhere.
+    """
     pid = os.getpid()
     try:
         tasks = os.listdir(f"/proc/{pid}/task")

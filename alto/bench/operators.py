@@ -85,10 +85,12 @@ def fairness(
 
 
 def default_cap(settings: Settings, ops: Any, stages: int) -> int | None:
-    """The shared cap: ``--llm-concurrency``, else 16 per emulated replica, else every slot
-    of llama.cpp's own servers (no system has more calls in flight than they decode at
-    once), else what the LLM's own client serves (its replicas per stage times the app's
-    LLM stages)."""
+    """The shared cap.
+
+    ``--llm-concurrency``, else 16 per emulated replica, else every slot of llama.cpp's own
+    servers (no system has more calls in flight than they decode at once), else what the
+    LLM's own client serves (its replicas per stage times the app's LLM stages).
+    """
     if settings.llm_concurrency:
         return settings.llm_concurrency
     if settings.llm == "emulated":
@@ -242,10 +244,12 @@ async def open_bench_operators(
 async def _llama_server_operators(
     app: ModuleType, settings: Settings, stages: int, systems: Sequence[str]
 ) -> AsyncIterator[BenchOperators]:
-    """``--llm llama-server``: one ``llama_cpp.server`` per replica of the deployment (one CPU
-    thread each), behind the balancer proxy when there are several; every system without a
-    client of its own calls the proxy, and each with one as :func:`_client_plans` says (no
-    ``priority``: llama.cpp's server has none)."""
+    """``--llm llama-server``: one ``llama_cpp.server`` per replica of the deployment.
+
+    Each has one CPU thread; they sit behind the balancer proxy when there are several.
+    Every system without a client of its own calls the proxy, and each with one as
+    :func:`_client_plans` says (no ``priority``: llama.cpp's server has none).
+    """
     from alto.bench.llama_servers import LlamaServerCounters, LlamaServers
     from alto.bench.proxy import BalancerProxy
     from alto.operators.llm.openai import OpenAIClient
@@ -291,14 +295,15 @@ async def _llama_server_operators(
 async def _native_operators(
     app: ModuleType, settings: Settings, stages: int, systems: Sequence[str]
 ) -> AsyncIterator[BenchOperators]:
-    """``--llm llama-server-native``: llama.cpp's own ``llama-server``, one per replica of the
-    deployment, each of ``llm_slots`` slots and ``llm_threads`` threads, behind the balancer
-    proxy when there are several (``single``: one server, called directly; ``rr2`` and
-    ``prefix2``: two behind round-robin or prefix-aware; ``rr4``, ``ll4``, ``prefix4``:
-    four). Every system without a client of its own calls the proxy (or the one server);
-    each with one as :func:`_client_plans` says: Alto's on the servers' own URLs, its limit
-    per server the slot count the server gives (``/props``) where that fits the cap. No
-    ``priority`` is sent: llama.cpp's server has none.
+    """``--llm llama-server-native``: llama.cpp's own ``llama-server``.
+
+    One per replica of the deployment, each of ``llm_slots`` slots and ``llm_threads``
+    threads, behind the balancer proxy when there are several (``single``: one server,
+    called directly; ``rr2`` and ``prefix2``: two behind round-robin or prefix-aware;
+    ``rr4``, ``ll4``, ``prefix4``: four). Every system without a client of its own calls the
+    proxy (or the one server); each with one as :func:`_client_plans` says: Alto's on the
+    servers' own URLs, its limit per server the slot count the server gives (``/props``)
+    where that fits the cap. No ``priority`` is sent: llama.cpp's server has none.
 
     The servers keep prompts in their slots only (``erasable``), and the counters
     (:class:`~alto.bench.llama_native.NativeServerCounters`) erase every slot before each
@@ -370,9 +375,11 @@ async def _with_clients(
     model: str,
     **fields: Any,
 ) -> BenchOperators:
-    """The bench's operators (``fields``: the other :class:`BenchOperators` attributes), with
-    the LLM client of each system in ``plans`` opened on ``stack`` (closed with it) and the
-    shared cap as its ``max_concurrency``."""
+    """The bench's operators, with the LLM client of each system in ``plans`` opened.
+
+    Each client is opened on ``stack`` (closed with it), with the shared cap as its
+    ``max_concurrency``; ``fields`` are the other :class:`BenchOperators` attributes.
+    """
     clients = {
         system: await stack.enter_async_context(open_client(plan, model, max_concurrency=cap))
         for system, plan in plans.items()
@@ -383,8 +390,10 @@ async def _with_clients(
 def _deployment(
     servers: str, settings: Settings, balancer: str | None, **more: Any
 ) -> dict[str, Any]:
-    """``BenchOperators.deployment``: which servers, the deployment, its replicas and their
-    balancer (``None``: none in front), then ``more`` about the servers."""
+    """``BenchOperators.deployment``: the servers, the deployment, its replicas, their balancer.
+
+    ``balancer`` is ``None`` when none is in front; ``more`` says more about the servers.
+    """
     replicas = DEPLOYMENTS[settings.deployment][0]
     return {
         "servers": servers,

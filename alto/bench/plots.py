@@ -56,6 +56,10 @@ def write_all(results: dict[str, Any], out: Path) -> list[Path]:
 
 
 def latency_cdf(name: str, app: dict[str, Any], mode: str, path: Path) -> Path:
+    """Write the latency CDFs of ``app`` to ``path``: a panel per load level, a curve per system.
+
+    The first panel also shows the unloaded critical path's CDF, dashed. Returns ``path``.
+    """
     plt = _pyplot()
     levels = sorted({r["level"] for r in app["runs"]})
     fig, axes = plt.subplots(
@@ -99,6 +103,10 @@ def latency_cdf(name: str, app: dict[str, Any], mode: str, path: Path) -> Path:
 
 
 def throughput(name: str, app: dict[str, Any], mode: str, path: Path) -> Path:
+    """Write the throughput of ``app`` against load level to ``path``, with 95% intervals.
+
+    Returns ``path``.
+    """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     rows = [r for r in app["summary"] if r["system"] != BOUND and r["throughput"] is not None]

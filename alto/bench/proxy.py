@@ -43,9 +43,11 @@ _HOP_BY_HOP = frozenset(
 
 
 def request_text(body: bytes) -> str:
-    """The text a prefix-aware balancer matches: a chat request's message contents joined
-    (text parts of multi-part contents included), else a completion's prompt; ``""`` when the
-    body is not such JSON."""
+    """The text a prefix-aware balancer matches.
+
+    A chat request's message contents joined (text parts of multi-part contents included),
+    else a completion's prompt; ``""`` when the body is not such JSON.
+    """
     try:
         data = json.loads(body)
     except ValueError:
@@ -233,8 +235,10 @@ class BalancerProxy(BackgroundServer):
         self.base_url = ""
 
     def stats(self) -> dict[str, Any]:
-        """Requests, in flight, failures and the policy's decisions by kind per upstream, and
-        the policy's settings."""
+        """Per upstream: requests, in flight, failures and the policy's decisions by kind.
+
+        Also the policy's settings.
+        """
         import httpx
 
         root = self.base_url.removesuffix("/v1")

@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 from alto.operators.llm.base import LLM, Message, Request, normalize_messages
@@ -83,9 +84,11 @@ class Call:
 
     @property
     def duration(self) -> float:
+        """Seconds from the call's start to its end."""
         return self.end - self.start
 
     def as_dict(self, t0: float = 0.0) -> dict[str, Any]:
+        """The call as a dict for JSON, its times in seconds from ``t0``."""
         return {
             "id": self.id,
             "operator": self.operator,
@@ -184,7 +187,7 @@ def tracking_dependencies() -> Iterator[_Node]:
 
 def _caller_step() -> str:
     """The name of the first function up the stack outside operators, bench and asyncio."""
-    frame: Any = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
         if not module.startswith(_SKIP):
@@ -218,6 +221,7 @@ class Recorder:
     _next: int = 0
 
     def reset(self) -> None:
+        """Forget every call and restart the timeline now, for the next run."""
         self.calls.clear()
         self._next = 0
         self.t0 = time.perf_counter()
@@ -317,11 +321,14 @@ class RecordingLLM(LLM):
 
     @contextlib.contextmanager
     def _as_call(self) -> Iterator[None]:
-        """Inside the block, a call outside a stage call is an anonymous call (see
-        ``anonymous_calls``); set and reset in one task, with no yield to the caller between."""
+        """Inside the block, a call outside a stage call is an anonymous call.
+
+        See ``anonymous_calls``. Set and reset in one task, with no yield to the caller
+        between.
+        """
         from alto import current_call
         from alto.ancestry.ancestry import root as root_ancestry
-        from alto.runtime.lineage import CALL, CallSite, CallSlot
+        from alto.lineage import CALL, CallSite, CallSlot
 
         if not self.anonymous_calls or current_call() is not None:
             yield
@@ -338,9 +345,11 @@ class RecordingLLM(LLM):
 
     @property
     def name(self) -> str:
+        """The inner LLM's name."""
         return self.inner.name
 
     async def _generate(self, request: Request) -> str:
+        """The inner LLM's answer, recorded as one call with its prompt size and tokens."""
         prompt = request.prompt if request.kind == "complete" else _prompt_text(request.messages)
         async with self.recorder.call(
             "llm", request.kind, prompt_chars=len(prompt), slots=self.slots
@@ -351,6 +360,7 @@ class RecordingLLM(LLM):
         return text
 
     async def _generate_stream(self, request: Request) -> AsyncGenerator[str, None]:
+        """The inner LLM's stream, recorded as one call whose progress each piece advances."""
         async with self.recorder.call(
             "llm", "stream", prompt_chars=len(_prompt_text(request.messages)), slots=self.slots
         ) as call:
@@ -371,8 +381,10 @@ class RecordingLLM(LLM):
 
 
 async def _forward(llm: LLM, request: Request) -> str:
-    """Make ``request`` of ``llm`` through the entry point that made it (which a wrapped LLM
-    may override)."""
+    """Make ``request`` of ``llm`` through the entry point that made it.
+
+    A wrapped LLM may override that entry point, and is called through it as before.
+    """
     max_tokens, temperature, stop = request.max_tokens, request.temperature, request.stop
     if request.json_schema is not None:
         return await llm._generate_json(
@@ -397,16 +409,20 @@ class RecordingEmbedder:
 
     @property
     def dim(self) -> int:
+        """The inner embedder's vector size."""
         return int(self.inner.dim)
 
     async def embed(self, texts: list[str]) -> Any:
+        """The inner embedder's vectors of ``texts``, recorded as one call."""
         async with self.recorder.call("embedder", "embed", items=len(texts)):
             return await self.inner.embed(texts)
 
     def embed_sync(self, texts: list[str]) -> Any:
+        """The inner embedder's vectors of ``texts``, synchronously and not recorded."""
         return self.inner.embed_sync(texts)
 
     async def token_embeddings(self, texts: list[str]) -> Any:
+        """The inner embedder's token embeddings of ``texts``, recorded as one call."""
         async with self.recorder.call("embedder", "token_embeddings", items=len(texts)):
             return await self.inner.token_embeddings(texts)
 
@@ -422,10 +438,12 @@ class RecordingRetriever:
         self.recorder = recorder
 
     async def search(self, queries: Sequence[str], k: int = 5) -> Any:
+        """The inner retriever's ``k`` best hits per query, recorded as one call."""
         async with self.recorder.call("retriever", "search", items=len(queries)):
             return await self.inner.search(queries, k)
 
     def search_vectors(self, vectors: Any, k: int = 5) -> Any:
+        """The inner retriever's ``k`` best hits per vector, recorded as one (synchronous) call."""
         # synchronous: timed by hand (no await may happen inside)
         step = _caller_step()
         node = _node.get()
@@ -463,6 +481,7 @@ class RecordingRetriever:
                 node.note(call_id, FULL)
 
     async def rerank(self, query: str, hits: Sequence[Any], k: int | None = None) -> Any:
+        """The inner retriever's reranking of ``hits`` for ``query``, recorded as one call."""
         async with self.recorder.call("retriever", "rerank", items=len(hits)):
             return await self.inner.rerank(query, hits, k)
 

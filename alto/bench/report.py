@@ -391,8 +391,10 @@ def _cap_lines(app: dict[str, Any], knobs: dict[str, Any]) -> list[str]:
 
 
 def _endpoint_section(name: str, app: dict[str, Any], load: str, tag: str) -> list[str]:
-    """Per level and system: who held the cap, the longest client queue, and per replica
-    the calls and cached-token share the emulator counted."""
+    """Per level and system: who held the cap and the longest client queue.
+
+    Also, per replica, the calls and cached-token share the emulator counted.
+    """
     counted_by = "the llama.cpp servers'" if _servers(app) in REAL_SERVERS else "the emulator's"
     from alto.bench.endpoints import endpoint_rows
 

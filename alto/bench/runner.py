@@ -46,6 +46,7 @@ TIMELINE_SYSTEMS = (ALTO, "langgraph-flat", REFERENCE)
 
 
 def load_app(name: str) -> ModuleType:
+    """The example app ``name`` (see :func:`alto.apps.load_app`)."""
     from alto.apps import load_app as load
 
     return load(name)
@@ -54,8 +55,11 @@ def load_app(name: str) -> ModuleType:
 def bench_inputs(
     app: ModuleType, n: int, docs_per_corpus: int, *, fanout: str = "uniform", seed: int = 0
 ) -> list[Any]:
-    """``n`` root inputs of ``app``; ingest's are corpora of ``docs_per_corpus`` documents
-    (with ``fanout="varied"``, of 1 to twice that many, drawn per corpus)."""
+    """``n`` root inputs of ``app``.
+
+    Ingest's are corpora of ``docs_per_corpus`` documents (with ``fanout="varied"``, of 1 to
+    twice that many, drawn per corpus).
+    """
     if app.NAME != "ingest":
         return list(app.load_inputs(n))
     from examples import data
@@ -76,8 +80,11 @@ def bench_inputs(
 
 
 def app_config(app: ModuleType, settings: Settings) -> Any:
-    """The app's ``Config``: from ``--config``, else with the varied fan-out's settings
-    (``steps.VARIED_FANOUT``) under ``fanout="varied"``, else None (its defaults)."""
+    """The app's ``Config``.
+
+    From ``--config``, else with the varied fan-out's settings (``steps.VARIED_FANOUT``)
+    under ``fanout="varied"``, else None (its defaults).
+    """
     if settings.config:
         return read_config(app, settings.config)
     if settings.fanout == "varied":

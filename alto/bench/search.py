@@ -81,9 +81,12 @@ import sys
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alto.bench.machine import saturation
+
+if TYPE_CHECKING:
+    from alto.bench.session import Session
 
 MISS = Fraction(1, 20)
 """The share of arrivals allowed over the SLO: the p95 meets it when fewer than 5% miss."""
@@ -117,8 +120,9 @@ def binom_sf(k: int, n: int, p: Fraction = MISS) -> Fraction:
 
 
 def verdict(n: int, k: int) -> str:
-    """:data:`PASS`, :data:`FAIL` or :data:`UNDECIDED` for ``k`` misses in ``n`` arrivals
-    (the rule of the module docstring).
+    """:data:`PASS`, :data:`FAIL` or :data:`UNDECIDED` for ``k`` misses in ``n`` arrivals.
+
+    The rule is the module docstring's.
 
     Example:
         >>> verdict(59, 0), verdict(58, 0), verdict(20, 4), verdict(60, 2)
@@ -216,8 +220,11 @@ class SearchPlan:
 
     @property
     def per_run(self) -> int:
-        """Measured arrivals per run at the least: ``arrivals`` split over the repeats,
-        rounded up (:meth:`run_size` adds more at high rates)."""
+        """Measured arrivals per run at the least.
+
+        ``arrivals`` split over the repeats, rounded up (:meth:`run_size` adds more at high
+        rates).
+        """
         return -(-self.arrivals // self.repeats)
 
     def run_size(self, rate: float, slo_s: float) -> tuple[int, int]:
@@ -247,8 +254,10 @@ class SearchPlan:
 
 
 class RateSearch:
-    """Bracketing, then bisection, over one system's trials (no I/O: the runner asks
-    :meth:`next_rate`, runs the trial and tells :meth:`record` its verdict).
+    """Bracketing, then bisection, over one system's trials.
+
+    No I/O: the runner asks :meth:`next_rate`, runs the trial and tells :meth:`record` its
+    verdict.
 
     Example:
         >>> s = RateSearch(SearchPlan(start=4.0, factor=2.0, width=0.2))
@@ -266,10 +275,12 @@ class RateSearch:
 
     @property
     def passed(self) -> list[float]:
+        """The passing rates tried, lowest first."""
         return sorted(r for r, ok in self.verdicts.items() if ok)
 
     @property
     def failed(self) -> list[float]:
+        """The failing rates tried, lowest first."""
         return sorted(r for r, ok in self.verdicts.items() if not ok)
 
     @property
@@ -317,6 +328,7 @@ class RateSearch:
         return middle
 
     def result(self) -> dict[str, Any]:
+        """The search's outcome as a dict for ``results.json``."""
         return {
             "best_rate": self.best,
             "first_fail": self.first_fail,
@@ -333,8 +345,11 @@ def _rate(value: float) -> float:
 
 
 def misses(samples: list[dict[str, Any]], slo_s: float) -> tuple[int, int]:
-    """``(n, k)`` of one run's samples (``results.json`` form): arrivals measured (in the
-    window, so past warm-up) and those over the SLO or failed."""
+    """``(n, k)`` of one run's samples (``results.json`` form).
+
+    ``n``: the arrivals measured (in the window, so past warm-up); ``k``: those over the SLO
+    or failed.
+    """
     measured = [s for s in samples if s.get("in_window", True)]
     over = sum(
         1
@@ -345,8 +360,11 @@ def misses(samples: list[dict[str, Any]], slo_s: float) -> tuple[int, int]:
 
 
 def per_repeat_estimates(trials: list[dict[str, Any]]) -> dict[int, float | None]:
-    """Per repeat, from its own runs only: the highest rate where its share of misses was
-    at most 5%, below the lowest rate where it was more (a point estimate, no confidence)."""
+    """Per repeat (its own runs only): the highest rate where its share of misses was at most 5%.
+
+    It lies below the lowest rate where the share was more (a point estimate, no
+    confidence).
+    """
     seen: dict[int, dict[float, list[int]]] = {}
     for trial in trials:
         for run in trial["runs"]:
@@ -363,8 +381,10 @@ def per_repeat_estimates(trials: list[dict[str, Any]]) -> dict[int, float | None
 
 
 def trial_seconds(rate: float, slo_s: float, plan: SearchPlan, *, setup_s: float = 0.3) -> float:
-    """The expected wall time of one trial round at ``rate`` (the budget's arithmetic): its
-    runs' arrivals, each run's drain (about half the SLO) and set-up."""
+    """The expected wall time of one trial round at ``rate`` (the budget's arithmetic).
+
+    Its runs' arrivals, each run's drain (about half the SLO) and set-up.
+    """
     arrivals, _ = plan.run_size(rate, slo_s)
     return plan.repeats * (arrivals / rate + slo_s / 2 + setup_s)
 
@@ -373,8 +393,11 @@ def trial_seconds(rate: float, slo_s: float, plan: SearchPlan, *, setup_s: float
 
 
 def served(run: dict[str, Any]) -> tuple[int, float]:
-    """(completions inside the run's window, the window's length): the throughput served
-    in the steady window, from the first measured arrival to the last arrival."""
+    """The throughput served in the steady window of ``run``.
+
+    Returns (completions inside the run's window, the window's length); the window runs from
+    the first measured arrival to the last arrival.
+    """
     start, end = run.get("window_s") or [None, None]
     if start is None or end is None or not end > start:
         return 0, 0.0
@@ -403,8 +426,10 @@ async def run_searches(
     tick: Any = None,
     cpu_is_work: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Every system's search, interleaved (one trial per system in turn, the order
-    rotating), then saturated trials redone once; the runs and ``{"trials", "systems"}``.
+    """Every system's search, interleaved, then saturated trials redone once.
+
+    Interleaved: one trial per system in turn, the order rotating. Returns the runs and
+    ``{"trials", "systems"}``.
 
     ``measure(system, rate, repeat, seed, arrivals, warmup)`` runs one open-loop run and
     returns its ``results.json`` record (with ``cpu`` and ``emulator_lag``); ``tick(system,
@@ -492,9 +517,12 @@ async def run_searches(
 def summarize_search(
     search: RateSearch, trials: list[dict[str, Any]], system: str
 ) -> dict[str, Any]:
-    """One system's search for ``results.json`` and the report: the highest passing rate,
-    the first failing rate, the spread over repeats, the throughput served at the reported
-    rate, and how many trials (saturated ones, redone ones) it took."""
+    """One system's search for ``results.json`` and the report.
+
+    The highest passing rate, the first failing rate, the spread over repeats, the
+    throughput served at the reported rate, and how many trials (saturated ones, redone
+    ones) it took.
+    """
     mine = [t for t in trials if t["system"] == system]
     best = search.best
     at_best = [t for t in mine if t["rate"] == best and t["passed"]]
@@ -521,17 +549,22 @@ def _median(values: list[float]) -> float | None:
 
 
 def rate_interval(row: dict[str, Any]) -> tuple[float | None, float | None]:
-    """A system's rate interval for comparisons: from the lower of its highest pass and its
-    repeats' lowest estimate to the higher of its first fail and its repeats' highest (the
-    capacity lies within it; two systems whose intervals overlap cannot be told apart)."""
+    """A system's rate interval for comparisons.
+
+    From the lower of its highest pass and its repeats' lowest estimate to the higher of its
+    first fail and its repeats' highest (the capacity lies within it; two systems whose
+    intervals overlap cannot be told apart).
+    """
     lows = [v for v in (row.get("best_rate"), row.get("repeat_min")) if v is not None]
     highs = [v for v in (row.get("first_fail"), row.get("repeat_max")) if v is not None]
     return (min(lows) if lows else None, max(highs) if highs else None)
 
 
 def rate_parity(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two systems' rate intervals overlap (:func:`rate_interval`): parity. A
-    missing bound is open (no first fail: no upper bound; no pass: a lower bound of 0)."""
+    """Whether two systems' rate intervals overlap (:func:`rate_interval`): parity.
+
+    A missing bound is open (no first fail: no upper bound; no pass: a lower bound of 0).
+    """
     a_low, a_high = rate_interval(a)
     b_low, b_high = rate_interval(b)
     a_low, b_low = a_low or 0.0, b_low or 0.0
@@ -541,11 +574,13 @@ def rate_parity(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 async def search_session(
-    session: Any, systems: list[str], sweep: dict[str, Any], progress: bool
+    session: Session, systems: list[str], sweep: dict[str, Any], progress: bool
 ) -> list[dict[str, Any]]:
-    """``--load search`` for one app's runner session (``alto.bench.session.Session``):
-    every system's search, its runs through ``session.measure``; the runs, and the trials
-    and per-system outcome put into ``sweep["search"]``."""
+    """``--load search`` for one app's runner session (``alto.bench.session.Session``).
+
+    Every system's search, its runs through ``session.measure``. Returns the runs, and puts
+    the trials and per-system outcome into ``sweep["search"]``.
+    """
     from tqdm.auto import tqdm
 
     settings = session.settings

@@ -30,9 +30,10 @@ BOUND_INPUTS = 16
 
 
 def warmup_arrivals(rate: float, slo_s: float | None, least: int) -> int:
-    """Arrivals not measured at the start of an open-loop run at ``rate``: ``least``, and at
-    least the arrivals of one SLO (``rate * slo_s``), the time a queue left over from the
-    start takes to show in latencies.
+    """Arrivals not measured at the start of an open-loop run at ``rate``.
+
+    ``least``, and at least the arrivals of one SLO (``rate * slo_s``), the time a queue
+    left over from the start takes to show in latencies.
 
     Example:
         >>> warmup_arrivals(40.0, 0.5, 4), warmup_arrivals(2.0, 0.5, 4)
@@ -73,6 +74,11 @@ class Session:
         return self.watches.get(system)
 
     def server(self, system: str, recorder: Recorder) -> Any:
+        """``system`` ready for one run, its operator calls going to ``recorder``.
+
+        A system with a client of its own calls the LLM through it (its dispatcher holds the
+        cap); every other one calls it behind the shared semaphore of ``llm_cap`` permits.
+        """
         client = self.clients.get(system)
         if client is not None:
             # its own client: the dispatcher holds the cap, no semaphore in front of it
@@ -156,6 +162,7 @@ class Session:
         }
 
     async def warm(self, system: str) -> None:
+        """Run one input through ``system`` alone, unmeasured, so that its first run starts warm."""
         recorder = Recorder()
         server = self.server(system, recorder)
         await driver.closed_loop(server, self.inputs[:1], 1, timeout=self.settings.timeout_s)
@@ -233,10 +240,13 @@ class Session:
         arrivals: int | None = None,
         warmup: int = 0,
     ) -> dict[str, Any]:
-        """One run of ``system`` at ``level``; open loop: ``arrivals`` Poisson arrivals
-        (default ``open_inputs``) of ``seed`` (default ``seed + repeat``), the first
-        ``warmup`` not measured. Its record carries the CPU use over the run and, with the
-        emulator, how late its steps ran (:mod:`alto.bench.machine`)."""
+        """One run of ``system`` at ``level``.
+
+        Open loop: ``arrivals`` Poisson arrivals (default ``open_inputs``) of ``seed``
+        (default ``seed + repeat``), the first ``warmup`` not measured. Its record carries
+        the CPU use over the run and, with the emulator, how late its steps ran
+        (:mod:`alto.bench.machine`).
+        """
         from alto.bench.machine import CpuClock, lag_delta
 
         settings = self.settings

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from alto.bench.controls import ALL_SYSTEMS, CONTROL_SYSTEMS
 from alto.bench.endpoints import ALTO_ENDPOINTS
 from alto.bench.systems import SYSTEMS
+from alto.errors import AltoError
 from alto.operators.llm.dispatch import ORDERS, ROUTES
 
 if TYPE_CHECKING:
@@ -61,9 +62,13 @@ each). Several servers stand behind the balancer proxy (:mod:`alto.bench.proxy`)
 policy; on ``single`` the one server is called directly."""
 
 
-class BenchError(ValueError):
-    """A mistake in the settings of ``alto bench`` (its arguments, or :class:`Settings` made
-    in code): one line for the user, exit status 2."""
+class BenchError(AltoError, ValueError):
+    """A mistake in the settings of ``alto bench``: one line for the user, exit status 2.
+
+    The settings are its arguments, or :class:`Settings` made in code.
+    """
+
+    code = "bench"
 
 
 @dataclass
@@ -124,8 +129,11 @@ class Settings:
     route: str | None = None
 
     def __post_init__(self) -> None:
-        """Every check of the values, in one place; ``config`` becomes an absolute path and
-        ``emulator_config`` the validated model's JSON (so checking twice changes nothing)."""
+        """Every check of the values, in one place.
+
+        ``config`` becomes an absolute path and ``emulator_config`` the validated model's
+        JSON (so checking twice changes nothing).
+        """
         self._check_choices()
         for app in self.apps:
             if app not in APPS:
@@ -187,6 +195,7 @@ class Settings:
             _check_numbers(self.rates, "--rate")
 
     def as_dict(self) -> dict[str, Any]:
+        """The settings as a dict for JSON."""
         return asdict(self)
 
     def servers(self) -> int:
@@ -194,8 +203,10 @@ class Settings:
         return DEPLOYMENTS[self.deployment][0]
 
     def native_cap(self) -> int:
-        """``--llm llama-server-native``'s default cap: every slot of the deployment, so no
-        system has more calls in flight than the servers decode at once."""
+        """``--llm llama-server-native``'s default cap: every slot of the deployment.
+
+        That way no system has more calls in flight than the servers decode at once.
+        """
         return self.servers() * (self.llm_slots or 1)
 
     def inputs_for(self, available: int) -> int:
@@ -223,9 +234,11 @@ class Settings:
                 raise BenchError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
 
     def _check_native(self) -> None:
-        """``--llm-slots`` and ``--llm-threads`` size llama.cpp's own servers, and only
-        theirs; unset, they become the shares of :data:`NATIVE_SLOTS` and
-        :data:`NATIVE_THREADS` per server of the deployment."""
+        """``--llm-slots`` and ``--llm-threads`` size llama.cpp's own servers, and only theirs.
+
+        Unset, they become the shares of :data:`NATIVE_SLOTS` and :data:`NATIVE_THREADS` per
+        server of the deployment.
+        """
         given = [
             f"--{name.replace('_', '-')}"
             for name in ("llm_slots", "llm_threads")
@@ -302,8 +315,10 @@ class Settings:
             raise BenchError(f"rate search: {exc}") from None
 
     def _check_dispatcher_knobs(self) -> None:
-        """The dispatcher's knobs are for Alto's own client on an OpenAI-compatible server,
-        and its per-replica limit must keep Alto under the cap every system shares."""
+        """The dispatcher's knobs are for Alto's own client on an OpenAI-compatible server.
+
+        Its per-replica limit must also keep Alto under the cap every system shares.
+        """
         given = [
             f"--{name.replace('_', '-')}"
             for name in ("alto_endpoint", "max_inflight", "order", "route")
@@ -347,10 +362,12 @@ class Settings:
 
 
 def check_available(settings: Settings) -> None:
-    """A :class:`BenchError` when this machine cannot give ``settings`` their LLM:
-    llama-cpp-python's server not installed (``--llm llama-server``), llama.cpp's own
-    server not built (``--llm llama-server-native``; the message names the command that
-    builds it), or the server at ``--llm-url`` not answering (``--llm openai``)."""
+    """A :class:`BenchError` when this machine cannot give ``settings`` their LLM.
+
+    That is: llama-cpp-python's server not installed (``--llm llama-server``), llama.cpp's
+    own server not built (``--llm llama-server-native``; the message names the command that
+    builds it), or the server at ``--llm-url`` not answering (``--llm openai``).
+    """
     if settings.llm == "llama-server-native":
         from alto.bench.llama_native import LlamaServerMissing, find_binary
 

@@ -1,5 +1,7 @@
-"""The statistics of a benchmark: percentiles, ratios, bootstrap intervals, Poisson arrival
-schedules, the steady-state window of a closed loop, and the highest rate under an SLO.
+"""The statistics of a benchmark.
+
+Percentiles, ratios, bootstrap intervals, Poisson arrival schedules, the steady-state window
+of a closed loop, and the highest rate under an SLO.
 
 Pure functions on plain numbers, so the report and the tests agree on every figure.
 
@@ -310,9 +312,11 @@ def max_rate_under_slo(
 
 
 def sure_miss(latencies: Sequence[float], slo_s: float, *, seed: int = 0) -> bool:
-    """Whether the p95 of ``latencies`` misses ``slo_s`` beyond doubt: its whole 95%
-    interval lies above it (with fewer than 2 values, the p95 itself does). A failed input
-    counts as an infinite latency."""
+    """Whether the p95 of ``latencies`` misses ``slo_s`` beyond doubt.
+
+    Its whole 95% interval lies above it (with fewer than 2 values, the p95 itself does). A
+    failed input counts as an infinite latency.
+    """
     xs = [min(v, 1e12) for v in latencies]  # infinities would make interpolation NaN
     low, _ = percentile_interval(xs, 95, seed=seed)
     if math.isnan(low):

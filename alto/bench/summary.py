@@ -83,8 +83,9 @@ def _sum(runs: list[dict[str, Any]], key: str) -> int | None:
 
 
 def summarize_app(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (load level, system) of an app's runs, plus the lower bound where it
-    means something (closed loop with the emulator).
+    """One row per (load level, system) of an app's runs.
+
+    Plus the lower bound where it means something (closed loop with the emulator).
 
     Each row: ``level``, ``system``, ``runs``, ``n`` (measured samples), ``p50_s``,
     ``p95_s``, ``mean_s`` and their intervals (``p50_ci``, ``p95_ci``: ``[low, high]``),
@@ -204,7 +205,8 @@ def _clean(value: Any) -> Any:
 
 
 def _bound_rows(result: dict[str, Any], levels: list[float]) -> list[dict[str, Any]]:
-    """The lower bound on mean latency at each closed-loop concurrency ``c``:
+    """The lower bound on mean latency at each closed-loop concurrency ``c``.
+
     ``max(mean critical path, c x decode tokens per input / peak decode rate)``.
 
     Printed only for closed loops on the emulator; in an open loop a latency bound below
@@ -237,8 +239,10 @@ def _bound_rows(result: dict[str, Any], levels: list[float]) -> list[dict[str, A
 
 
 def slo_table(result: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per system of an open-loop sweep: the highest rate under the SLO, and at the
-    moderate rate its p50 with interval and ratio to Alto."""
+    """Per system of an open-loop sweep: the highest rate under the SLO.
+
+    Also, at the moderate rate, its p50 with interval and ratio to Alto.
+    """
     sweep = result.get("sweep") or {}
     slo = sweep.get("slo_s")
     if slo is None or sweep.get("moderate_rate") is None:
@@ -286,9 +290,11 @@ def _nan(value: float | None) -> float:
 
 
 def search_table(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per system of a rate search (:mod:`alto.bench.search`): its outcome as
-    ``results.json`` keeps it, its rate interval, and against Alto the ratio of highest
-    passing rates with its interval and whether the two intervals overlap (*parity*).
+    """Per system of a rate search (:mod:`alto.bench.search`).
+
+    Its outcome as ``results.json`` keeps it, its rate interval, and against Alto the ratio
+    of highest passing rates with its interval and whether the two intervals overlap
+    (*parity*).
 
     The ratio's interval divides the system's rate interval by Alto's (low by high, high
     by low), so it holds 1 exactly when the intervals overlap.
@@ -306,10 +312,12 @@ def search_table(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def versus_alto(row: dict[str, Any], alto: dict[str, Any] | None) -> dict[str, Any]:
-    """``row`` (a system's search outcome) with its rate ``interval`` and, unless it is
-    Alto's or Alto has none, ``vs_alto`` (its highest passing rate over Alto's),
-    ``vs_alto_ci`` (its rate interval over Alto's: low by high, high by low) and
-    ``vs_alto_parity`` (the two intervals overlap)."""
+    """``row`` (a system's search outcome) with its rate ``interval`` and comparisons to Alto.
+
+    Unless it is Alto's or Alto has none, the comparisons are ``vs_alto`` (its highest
+    passing rate over Alto's), ``vs_alto_ci`` (its rate interval over Alto's: low by high,
+    high by low) and ``vs_alto_parity`` (the two intervals overlap).
+    """
     from alto.bench.search import rate_interval, rate_parity
 
     low, high = rate_interval(row)

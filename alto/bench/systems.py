@@ -100,6 +100,7 @@ class PerRoot:
         self.fragment_step = fragment_step
 
     async def serve(self, arrivals: AsyncIterator[Arrival], done: Done) -> None:
+        """Run each arrival in a task of its own and report its output or failure with ``done``."""
         async def one(arrival: Arrival) -> None:
             current_root.set(arrival.index)  # this task's own context: its calls carry it
             try:
@@ -144,6 +145,7 @@ class AltoServer:
         self.fragment_stage = fragment_stage
 
     async def serve(self, arrivals: AsyncIterator[Arrival], done: Done) -> None:
+        """Feed the arrivals to one streaming run of the flow; report each outcome with ``done``."""
         async def inputs() -> AsyncIterator[Any]:
             async for arrival in arrivals:
                 self.order.append(arrival.index)
@@ -234,4 +236,5 @@ def make_server(
 
 
 def now() -> float:
+    """The clock of the bench's timings (``time.perf_counter``), in seconds."""
     return time.perf_counter()

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import anyio.to_thread
 import numpy as np
 
-from alto.operators._otel import model_call
+from alto.operators._model_spans import model_call
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -179,8 +179,11 @@ class Embedder:
         self._dim = int(dim)
 
     def __reduce__(self) -> Any:
-        """Pickled as its settings: a copy in another process (a Ray actor) loads the model
-        once, when it is unpickled there."""
+        """Pickled as its settings.
+
+        A copy in another process (a Ray actor) loads the model once, when it is unpickled
+        there.
+        """
         return (_rebuild_embedder, (self._settings,))
 
     @property

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import anyio.to_thread
 import numpy as np
 
-from alto.operators._otel import model_call
+from alto.operators._model_spans import model_call
 from alto.operators.embedding import TextEmbedder, describe_embedder
 
 if TYPE_CHECKING:
@@ -229,13 +229,13 @@ class Retriever:
         return retriever
 
     def _new_index(self) -> faiss.Index:
-        faiss = _import_faiss()
+        lib = _import_faiss()  # faiss, returned as Any: the casts restore its index types
         if self._kind == "flat":
-            return faiss.IndexFlatIP(self._dim)
-        hnsw = faiss.IndexHNSWFlat(self._dim, self._hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            return cast("faiss.Index", lib.IndexFlatIP(self._dim))
+        hnsw = lib.IndexHNSWFlat(self._dim, self._hnsw_m, lib.METRIC_INNER_PRODUCT)
         hnsw.hnsw.efConstruction = self._ef_construction
         hnsw.hnsw.efSearch = self._ef_search
-        return hnsw
+        return cast("faiss.Index", hnsw)
 
     # ---------------------------------------------------------------- adding passages
 
@@ -523,8 +523,10 @@ class Retriever:
     # ---------------------------------------------------------------- pickling
 
     def __getstate__(self) -> dict[str, Any]:
-        """The index (faiss's own serialization), the passage store and the embedder; a copy
-        in another process (a Ray actor) searches the same passages."""
+        """The index (faiss's own serialization), the passage store and the embedder.
+
+        A copy in another process (a Ray actor) searches the same passages.
+        """
         faiss = _import_faiss()
         with self._lock:
             state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_index")}

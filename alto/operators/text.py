@@ -62,8 +62,10 @@ _DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")  # U.S, e.g, Ph.D (the last dot
 
 
 def strip_marker(text: str) -> str:
-    """``text`` without a leading list marker (``-``, ``*``, ``•``, ``1.``, ``2)``, ``a.``,
-    ``(iv)``-style) and surrounding white space."""
+    """``text`` without a leading list marker and surrounding white space.
+
+    The markers: ``-``, ``*``, ``•``, ``1.``, ``2)``, ``a.``, ``(iv)``-style.
+    """
     return _MARKER.sub("", text, count=1).strip()
 
 
@@ -202,8 +204,9 @@ class SentenceSplitter:
 
 
 class LineSplitter:
-    """Incremental line splitter: yields each non-blank line (stripped) when its line break
-    arrives.
+    """Incremental line splitter.
+
+    Yields each non-blank line (stripped) when its line break arrives.
 
     Args:
         strip_markers: drop a leading list marker from each line.
@@ -231,7 +234,7 @@ class LineSplitter:
 
 
 class ListItemSplitter:
-    """Incremental list-item splitter for LLM output such as ``"Claims:\\n1. A\\n2. B"``.
+    r"""Incremental list-item splitter for LLM output such as ``"Claims:\n1. A\n2. B"``.
 
     Every list marker starts an item (marker dropped); an indented unmarked line continues the
     current item; a blank line or an unindented line ends it. Unmarked, unindented lines are
@@ -339,8 +342,10 @@ def lines(tokens: AsyncIterable[str], *, strip_markers: bool = False) -> AsyncGe
 def list_items(
     tokens: AsyncIterable[str], *, skip_headers: bool = True
 ) -> AsyncGenerator[str, None]:
-    """Yield the items of a (bulleted or numbered) list from a stream of text pieces, markers
-    dropped, each as soon as it is complete. See :class:`ListItemSplitter` for the rules.
+    """Yield the items of a (bulleted or numbered) list from a stream of text pieces.
+
+    Markers are dropped, and each item is yielded as soon as it is complete. See
+    :class:`ListItemSplitter` for the rules.
 
     Args:
         tokens: text pieces, e.g. ``llm.stream(messages)``.
@@ -372,10 +377,10 @@ def split_lines(text: str, *, strip_markers: bool = False) -> list[str]:
 
 
 def split_list_items(text: str, *, skip_headers: bool = True) -> list[str]:
-    """The list items of a whole text (what :func:`list_items` yields for it).
+    r"""The list items of a whole text (what :func:`list_items` yields for it).
 
     Example:
-        >>> split_list_items("Claims:\\n1. Water boils at 100 C.\\n2. Ice is\\n   cold.")
+        >>> split_list_items("Claims:\n1. Water boils at 100 C.\n2. Ice is\n   cold.")
         ['Water boils at 100 C.', 'Ice is cold.']
     """
     return _whole(ListItemSplitter(skip_headers=skip_headers), text)

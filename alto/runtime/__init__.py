@@ -1,4 +1,11 @@
-"""Runtimes that execute a compiled plan: ``local`` (anyio, this process) and ``ray``."""
+"""Runtimes that execute a compiled plan: ``local`` (anyio, this process) and ``ray``.
+
+Instrumentation attaches through the call-observer protocol of :mod:`alto.runtime.observe`:
+the invoker (:mod:`alto.runtime.invoke`) enters each observer's context around every stage
+call it makes and reports retries and failures to it. OpenTelemetry's spans
+(:mod:`alto.runtime.spans`) are made by such an observer; others attach with
+:func:`alto.runtime.observe.observing`.
+"""
 
 from __future__ import annotations
 

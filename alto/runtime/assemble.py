@@ -26,7 +26,7 @@ from alto.ancestry.ancestry import (
     key_length,
     prefix_key,
 )
-from alto.ancestry.plan import Node, PortMode
+from alto.compiler.plan import Node, PortMode
 from alto.runtime.records import DROPPED, Close
 
 _MISSING: Any = object()

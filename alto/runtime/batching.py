@@ -35,8 +35,11 @@ class BatchPolicy:
         self.more_coming = more_coming
 
     def due(self, waiting: int, since: float, ended: bool) -> bool:
-        """Whether ``waiting`` assembled calls, the oldest waiting since ``since`` (``now()``
-        clock), run now; ``ended``: no more inputs will come at all."""
+        """Whether ``waiting`` assembled calls run now.
+
+        The oldest of them has waited since ``since`` (``now()`` clock); ``ended``: no more
+        inputs will come at all.
+        """
         if waiting >= self.size or ended or self.timeout <= 0:
             return True
         if now() - since >= self.timeout:

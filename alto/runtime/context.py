@@ -7,7 +7,7 @@ deciding. An :class:`~alto.runtime.invoke.Invoker` uses nothing else.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from alto.ancestry.ancestry import Ancestry
     from alto.errors import StageError
     from alto.runtime.metrics import RunStats
+    from alto.runtime.observe import CallObserver
 
 
 class RunContext(Protocol):
@@ -26,13 +27,14 @@ class RunContext(Protocol):
         settled: roots that have their outcome (a value or an error): their calls are
             skipped, and the slow ones running are stopped.
         stats: the run's statistics (``stats.spans`` is not ``None`` when calls are traced).
-        otel_calls: what makes the OpenTelemetry spans of stage calls, when the run is
-            traced (see :func:`alto.runtime.otel.instrument`); else ``None``.
+        observer: what observes every stage call of the run (OpenTelemetry's when the
+            run is traced, those registered with :func:`alto.runtime.observe.observing`),
+            as one; ``None`` when nothing does (see :mod:`alto.runtime.observe`).
     """
 
     settled: set[int]
     stats: RunStats
-    otel_calls: Any
+    observer: CallObserver | None
 
     def watch(self, root: int, scope: anyio.CancelScope) -> None:
         """Cancel ``scope`` if ``root`` gets its outcome while the call inside it runs."""
@@ -50,8 +52,10 @@ class RunContext(Protocol):
 
 
 class CallBookkeeping:
-    """What every run context does the same way: it watches the slow calls now running,
-    by the root each serves, and records the spans of calls.
+    """What every run context does the same way.
+
+    It watches the slow calls now running, by the root each serves, and records the spans of
+    calls.
 
     A root that gets its outcome (a failure elsewhere, a deadline, a cancellation)
     stops the calls still working for it (:meth:`stop`). Subclasses set ``calls`` (the

@@ -1,6 +1,6 @@
 """The engine: what every backend does the same way to run a plan.
 
-:class:`Engine` owns what every backend shares: the inboxes, routes and outboxes wired
+:class:`Engine` owns what every backend shares: the inboxes, links and outboxes wired
 from the plan (a stage's replica wiring decided once, as a :class:`StageWiring`), the
 input source, deadlines, the task-group skeleton of a run, and the batch policy.
 :func:`assemble_calls` is the read -> assemble loop every stage runs (backends differ
@@ -10,8 +10,8 @@ replica tasks in this process (:mod:`alto.runtime.local`), or actors on Ray
 (:mod:`alto.runtime.ray.backend`).
 
 Records move between stages in chunks (``(port, records)``): a producer's
-:class:`StageOutbox` gathers what its calls produce and sends it along its routes, each
-route to one port of one consumer (by key to the replica inboxes of a routed stage). The
+:class:`StageOutbox` gathers what its calls produce and sends it along its links, each
+link to one port of one consumer (by key to the replica inboxes of a routed stage). The
 flush policy adapts to each stage (:class:`~alto.runtime.invoke.Pending`): a stage whose
 calls take long sends each output at once, so the next stage starts on it while this one
 works on the next.
@@ -38,7 +38,7 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from alto.ancestry.ancestry import key_length, parent_key, root
-from alto.ancestry.plan import INPUT_PREFIX, Node, Plan, PortMode
+from alto.compiler.plan import INPUT_PREFIX, Node, Plan, PortMode
 from alto.errors import InputError, StageError
 from alto.result import Result
 from alto.runtime.assemble import Assembler
@@ -58,8 +58,11 @@ StageTask = tuple[str, Callable[[], Coroutine[Any, Any, None]]]
 async def next_item(
     receive: MemoryObjectReceiveStream[T], idle: Callable[[], Awaitable[T]]
 ) -> T:
-    """The next item of ``receive``: at once when one is there, else what ``idle()``
-    returns (it awaits the next). Raises ``anyio.EndOfStream`` at the end."""
+    """The next item of ``receive``.
+
+    At once when one is there, else what ``idle()`` returns (it awaits the next). Raises
+    ``anyio.EndOfStream`` at the end.
+    """
     try:
         return receive.receive_nowait()
     except anyio.WouldBlock:
@@ -71,21 +74,23 @@ async def assemble_calls(
     assembler: Assembler,
     outbox: Outbox,
     stats: StageStats,
-    dispatch: Callable[[list[Any]], Awaitable[None]],
+    submit: Callable[[list[Any]], Awaitable[None]],
     idle: Callable[[], Awaitable[Any]],
     *,
     room: Callable[[], Awaitable[None]] | None = None,
     pause: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint,
 ) -> None:
-    """Read the stage's inbox to its end, assembling calls; ``dispatch`` takes each list
-    of ready calls (and may keep none of the list: it is cleared after).
+    """Read the stage's inbox to its end, assembling calls.
+
+    ``submit`` takes each list of ready calls (and may keep none of the list: it is
+    cleared after).
 
     Args:
         receive: the stage's inbox (chunks: ``(port, records)``).
         assembler: the stage's assembler.
         outbox: where pass-through records (closes, tombstones) go; flushed at a chunk.
         stats: the stage's counters (``queued``, ``fragments_in``).
-        dispatch: runs, hands out or queues the ready calls.
+        submit: runs, hands out or queues the ready calls.
         idle: awaited when the inbox is empty; returns its next chunk.
         room: awaited before each read, if given (backpressure of the backend).
         pause: awaited every ``YIELD_EVERY`` records, so that other tasks run.
@@ -107,7 +112,7 @@ async def assemble_calls(
         if port == main:
             stats.fragments_in += n - closes
         if ready:
-            await dispatch(ready)
+            await submit(ready)
             ready.clear()
         if len(outbox.records) >= CHUNK:
             await outbox.flush()
@@ -137,8 +142,9 @@ class Wiring(Enum):
 
 @dataclass(frozen=True, slots=True)
 class StageWiring:
-    """A stage's wiring, decided once per run (:meth:`local` or :meth:`driver`) and read
-    wherever inboxes, routes and workers are made.
+    """A stage's wiring, decided once per run (:meth:`local` or :meth:`driver`).
+
+    Read wherever inboxes, links and workers are made.
 
     Attributes:
         kind: how the replicas get their work.
@@ -173,10 +179,10 @@ class StageWiring:
         return StageWiring(Wiring.DRIVER, 1, opts.buffer * opts.replicas, CHUNK)
 
 
-# -- routes and outboxes ---------------------------------------------------------------------
+# -- links and outboxes ----------------------------------------------------------------------
 
 
-class Route:
+class Link:
     """Delivers one producer's records to one port of one stage (one producer's copy)."""
 
     __slots__ = ("port", "sends", "stats", "max_chunk", "mode", "key_len", "primary")
@@ -204,6 +210,11 @@ class Route:
         return self.primary
 
     async def send(self, records: list[Any]) -> None:
+        """Send ``records`` to the stage's inbox, or by key to its replicas' inboxes when routed.
+
+        Closes this port does not act on are left out; records go in chunks of up to
+        ``max_chunk``.
+        """
         if len(self.sends) == 1:
             if not self.primary or self.mode is not PortMode.SAME:
                 records = [r for r in records if r.__class__ is tuple or self._wanted(r)]
@@ -244,11 +255,12 @@ class Route:
                 await send.send(chunk)
 
     async def aclose(self) -> None:
+        """Close the send streams to the port's inboxes."""
         for send in self.sends:
             await send.aclose()
 
 
-class SinkRoute:
+class SinkLink:
     """Delivers the level-0 values of one flow output to the run's outcomes."""
 
     __slots__ = ("run", "slot")
@@ -258,43 +270,49 @@ class SinkRoute:
         self.slot = slot
 
     async def send(self, records: list[Any]) -> None:
+        """Give each value to the run as flow output number ``slot``; closes are ignored."""
         output = self.run.output
         for rec in records:
             if rec.__class__ is tuple:
                 output(rec[0], rec[1], self.slot)
 
     async def aclose(self) -> None:
+        """Nothing to close: the run's outcomes outlive the route."""
         pass
 
 
 class StageOutbox(Pending):
-    """Records one task of a stage produced, waiting to be sent to every consumer (an
-    :class:`~alto.runtime.invoke.Outbox`).
+    """Records one task of a stage produced, waiting to be sent to every consumer.
 
-    The tasks of one stage share its routes (``users`` counts the outboxes still open);
+    An :class:`~alto.runtime.invoke.Outbox`.
+
+    The tasks of one stage share its links (``users`` counts the outboxes still open);
     the last outbox to close closes them. One set of send streams per stage, not per
     replica: a stage of *n* replicas feeding a routed stage of *n* replicas would
     otherwise clone n x n streams.
     """
 
-    __slots__ = ("routes", "users")
+    __slots__ = ("links", "users")
 
-    def __init__(self, routes: list[Any], users: list[int] | None = None) -> None:
+    def __init__(self, links: list[Any], users: list[int] | None = None) -> None:
         super().__init__(EAGER_S)
-        self.routes = routes
+        self.links = links
         self.users = users if users is not None else [1]
 
     def sharing(self) -> StageOutbox:
-        """Another outbox on the same routes, counted among their users by whoever made
-        ``users`` (see :meth:`Engine.outboxes`)."""
-        return StageOutbox(self.routes, self.users)
+        """Another outbox on the same links.
+
+        Counted among their users by whoever made ``users`` (see :meth:`Engine.outboxes`).
+        """
+        return StageOutbox(self.links, self.users)
 
     async def flush(self) -> None:
+        """Send the records held to every route, and hold none."""
         records = self.records
         if records:
             self.records = []
-            for route in self.routes:
-                await route.send(records)
+            for link in self.links:
+                await link.send(records)
 
     async def __aenter__(self) -> StageOutbox:
         return self
@@ -303,20 +321,23 @@ class StageOutbox(Pending):
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Flush, then close the routes if this was the last outbox open on them."""
         try:
             await self.flush()
         finally:
             self.users[0] -= 1
             if self.users[0] == 0:
-                for route in self.routes:
-                    await route.aclose()
+                for link in self.links:
+                    await link.aclose()
 
 
 async def idle_receive(
     receive: MemoryObjectReceiveStream[T], outbox: Outbox, stats: StageStats
 ) -> T:
-    """The next item of an empty inbox: sends what ``outbox`` holds first, and counts the
-    stage as not working while it waits. Raises ``anyio.EndOfStream`` at the end."""
+    """The next item of an empty inbox, sending what ``outbox`` holds first.
+
+    Counts the stage as not working while it waits. Raises ``anyio.EndOfStream`` at the end.
+    """
     await outbox.flush()
     stats.working -= 1
     try:
@@ -338,7 +359,7 @@ class StagePorts:
         inboxes: the receive end of each of its inboxes; the executor clones those it
             reads (the engine closes these after :meth:`Executor.stage_tasks`).
         outbox: where its records go; :meth:`StageOutbox.sharing` gives more outboxes on
-            the same routes, counted in ``outbox.users`` (set it to how many there are).
+            the same links, counted in ``outbox.users`` (set it to how many there are).
     """
 
     node: Node
@@ -364,8 +385,10 @@ class Executor(Protocol):
         ...
 
     def stage_tasks(self, ports: StagePorts) -> list[StageTask]:
-        """The tasks (name, function) that read one stage's inboxes to their end,
-        assemble its calls and run them, and close its outbox."""
+        """The tasks (name, function) that read one stage's inboxes to their end.
+
+        They assemble its calls, run them, and close its outbox.
+        """
         ...
 
     def busy(self, stage: str) -> bool:
@@ -373,13 +396,18 @@ class Executor(Protocol):
         ...
 
     async def beside(self) -> None:
-        """Work that runs beside the stages until the run ends (it is cancelled then);
-        may return at once."""
+        """Work that runs beside the stages until the run ends (it is cancelled then).
+
+        May return at once.
+        """
         ...
 
     async def close(self, clean: bool) -> None:
-        """The run ended (``clean``: not by an error or a cancellation): release what
-        :meth:`start` took. Called once, also when :meth:`start` failed."""
+        """The run ended: release what :meth:`start` took.
+
+        ``clean``: not by an error or a cancellation. Called once, also when :meth:`start`
+        failed.
+        """
         ...
 
 
@@ -465,16 +493,16 @@ class Engine:
         )
 
     def outbox(self, source: str) -> StageOutbox:
-        """An outbox on fresh routes (their own send-stream clones) for ``source``'s records."""
-        routes: list[Any] = []
+        """An outbox on fresh links (their own send-stream clones) for ``source``'s records."""
+        links: list[Any] = []
         for name, port in self.plan.consumers.get(source, ()):
             sends = [send.clone() for send, _ in self.inboxes[name]]
             max_chunk = self.wiring[name].max_chunk
-            routes.append(Route(self.nodes[name], port, sends, self.stats.stages[name], max_chunk))
+            links.append(Link(self.nodes[name], port, sends, self.stats.stages[name], max_chunk))
         for slot, out in enumerate(self.plan.outputs):
             if out == source:
-                routes.append(SinkRoute(self.run, slot))
-        return StageOutbox(routes)
+                links.append(SinkLink(self.run, slot))
+        return StageOutbox(links)
 
     def _close_inbox_ends(self) -> None:
         """Close the engine's own ends of every inbox (the stages hold clones)."""

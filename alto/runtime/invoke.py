@@ -18,26 +18,33 @@ The outputs and failures of a bisected batch are delivered together when the
 bisection ends (a backend that replays a lost call sees the batch as one unit).
 Before a batch is called, each fragment's arguments are validated: one that does
 not validate fails alone and the batch is called without it.
+
+Every call an invoker makes is observed by the run's :class:`~alto.runtime.observe.CallObserver`,
+when it has one (OpenTelemetry's, :mod:`alto.runtime.spans`, or those registered with
+:func:`~alto.runtime.observe.observing`): the observer's context is entered as the call
+starts and left when it ends (a value call, a split, each batched call of a bisection), and
+hears of each retry's backoff and of a failure for good. The observer is read once, when
+the invoker is made; without one, a call costs one attribute test more.
 """
 
 from __future__ import annotations
 
 import random
-from contextlib import aclosing
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Awaitable, Callable, Coroutine, Protocol
+from typing import Any, Awaitable, Callable, Coroutine, Iterator, Protocol
 
 import anyio
 
 from alto.ancestry.ancestry import ROOT, Ancestry, child_of, root_of
-from alto.ancestry.plan import Node
-from alto.ancestry.spec import OutputKind
-from alto.errors import StageError, StageTimeout
+from alto.compiler.plan import Node
+from alto.compiler.spec import OutputKind
+from alto.errors import AltoError, StageError, StageTimeout
+from alto.lineage import CallSite, call_slot
 from alto.runtime.context import RunContext
-from alto.runtime.lineage import CallSite, call_slot
 from alto.runtime.metrics import StageStats, now
-from alto.runtime.otel import instrument
+from alto.runtime.observe import CallKind, CallWatch, StageCall
 from alto.runtime.records import CHUNK, DROPPED, Close
 from alto.runtime.validate import ArgumentError, argument_check
 
@@ -49,8 +56,11 @@ STOPPED: Any = object()
 
 
 class Outbox(Protocol):
-    """Where an invoker puts the records a call produced (the engine's stage outbox, a Ray
-    actor's message sink); both build on :class:`Pending`."""
+    """Where an invoker puts the records a call produced.
+
+    Two kinds: the engine's stage outbox and a Ray actor's message sink; both build on
+    :class:`Pending`.
+    """
 
     records: list[Any]
 
@@ -91,7 +101,7 @@ class Invoker:
     Every call it makes runs with :func:`alto.current_call` describing it, made by
     ``site`` (``None``: the calls publish no lineage, and ``current_call()`` is ``None``).
     An invoker runs its calls in the task that made it (its calls publish their lineage
-    in that task's :class:`~alto.runtime.lineage.CallSlot`).
+    in that task's :class:`~alto.lineage.CallSlot`).
     """
 
     def __init__(
@@ -126,13 +136,23 @@ class Invoker:
         self.check = argument_check(node)
         if self.check is not None and not options.batch:
             check = self.check
-            self.call = lambda args: call(check(args))
+            self.call: Callable[[Any], Any] = lambda args: call(check(args))
         else:
             self.call = call
         self.ema = 1.0  # moving average of call time; starts high, so first calls are guarded
-        calls = getattr(run, "otel_calls", None)  # set when the run is traced (OpenTelemetry)
-        if calls is not None:
-            instrument(self, calls)
+        self.observer = run.observer  # None (the usual case): calls are not observed
+        self.watch: CallWatch | None = None  # the observed call's, while one runs
+
+    @contextmanager
+    def _observed(self, kind: CallKind, ancestries: tuple[Ancestry, ...]) -> Iterator[None]:
+        """The observer's context of one call (:attr:`watch` is the call's, inside it)."""
+        assert self.observer is not None
+        with self.observer.call(StageCall(self.name, self.replica, kind, ancestries)) as watch:
+            self.watch = watch
+            try:
+                yield
+            finally:
+                self.watch = None
 
     def _caller(self) -> Callable[[Any], Any]:
         """A function of the assembled inputs that starts the stage's call."""
@@ -167,8 +187,10 @@ class Invoker:
         return call_keyed
 
     async def _backoff(self, attempt: int, root: int | None = None) -> bool:
-        """Wait before retry ``attempt``; False if ``root`` got its outcome meanwhile
-        (its retry would be wasted work: the wait is cut short and no retry follows)."""
+        """Wait before retry ``attempt``; False if ``root`` got its outcome meanwhile.
+
+        Its retry would be wasted work: the wait is cut short and no retry follows.
+        """
         delay = self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
         if root is None:
             await anyio.sleep(delay)
@@ -266,7 +288,10 @@ class Invoker:
             and not isinstance(error, NOT_RETRIED)
             and (allowed is None or allowed())
         ):
-            if not await self._backoff(attempt, root):
+            retrying = await self._backoff(attempt, root)
+            if self.watch is not None:
+                self.watch.backed_off(attempt, retrying)
+            if not retrying:
                 return STOPPED
             attempt += 1
             try:
@@ -288,6 +313,10 @@ class Invoker:
         root = anc[ROOT]
         if root in self.settled:
             return  # the root got its outcome while this call waited its turn
+        if self.observer is not None and self.watch is None:
+            with self._observed("value", (anc,)):
+                await self.value(anc, args, outbox)  # the same call, now observed
+            return
         guarded = self.ema > GUARD_S
         if outbox.records and guarded:
             await outbox.flush()  # what passed through (other roots' closes) must not wait
@@ -315,6 +344,8 @@ class Invoker:
         stats.calls += 1
         stats.busy_s += t1 - t0
         if result.__class__ is Failure:
+            if self.watch is not None:
+                self.watch.failed(result.error, result.attempts)
             self._fail(anc, result.error, result.attempts, outbox, args)
             return
         self.ema = self.ema * 0.8 + (t1 - t0) * 0.2
@@ -327,6 +358,10 @@ class Invoker:
 
     async def split(self, anc: Ancestry, args: Any, outbox: Outbox) -> None:
         """One call that yields children; emits them as they come, then the close."""
+        if self.observer is not None and self.watch is None:
+            with self._observed("split", (anc,)):
+                await self.split(anc, args, outbox)  # the same call, now observed
+            return
         if outbox.records and self.ema > GUARD_S:
             await outbox.flush()  # what passed through (other roots' closes) must not wait
         made = [0]  # children emitted so far, also when the call fails or times out
@@ -358,6 +393,8 @@ class Invoker:
             return
         t1 = self._count(t0)
         if result.__class__ is Failure:
+            if self.watch is not None:
+                self.watch.failed(result.error, result.attempts)
             error = StageError(
                 self.name, anc, result.error, attempts=result.attempts, inputs=self._named(args)
             )
@@ -479,8 +516,13 @@ class Invoker:
     async def _batch_call(
         self, items: list[tuple[Ancestry, Any]], done: list[tuple[Ancestry, Any]]
     ) -> tuple[Exception, int] | None:
-        """One batched call, with its retries: its outputs go to ``done``; returns
-        ``None``, or the error and the attempts made when it failed."""
+        """One batched call, with its retries; its outputs go to ``done``.
+
+        Returns ``None``, or the error and the attempts made when it failed.
+        """
+        if self.observer is not None and self.watch is None:
+            with self._observed("batch", tuple(anc for anc, _ in items)):
+                return await self._batch_call(items, done)  # the same call, now observed
         n = len(items)
         if self.node.is_keyed:
             columns = tuple(list(col) for col in zip(*(values for _, values in items)))
@@ -499,6 +541,8 @@ class Invoker:
             slot.many = None
         t1 = self._count(t0)
         if results.__class__ is Failure:
+            if self.watch is not None:
+                self.watch.failed(results.error, results.attempts)
             return results.error, results.attempts
         self.stats.fragments_out += n
         if self.trace:
@@ -532,8 +576,14 @@ class Failure:
     attempts: int
 
 
-class BatchShapeError(TypeError):
-    """A batched stage returned the wrong number of results."""
+class BatchShapeError(AltoError, TypeError):
+    """A batched stage returned the wrong number of results.
+
+    It is the ``cause`` of the batch's fragments' :class:`~alto.errors.StageError`; never
+    retried.
+    """
+
+    code = "batch-shape"
 
 
 NOT_RETRIED = (ArgumentError, BatchShapeError)

@@ -3,7 +3,7 @@
 Each stage replica is one worker task that drains its inbox without waiting while
 items are there (``receive_nowait``), assembles calls, runs them and puts what they
 produce in its outbox (:class:`~alto.runtime.engine.StageOutbox`). The engine
-(:mod:`alto.runtime.engine`) wires the inboxes, routes and outboxes, admits the
+(:mod:`alto.runtime.engine`) wires the inboxes, links and outboxes, admits the
 inputs and keeps the deadlines; this module runs the calls.
 
 Channels are bounded (``buffer`` chunks per inbox): a fast stage waits for a slow
@@ -27,7 +27,8 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from alto.ancestry.ancestry import Ancestry
-from alto.ancestry.plan import Node, Plan, PortMode
+from alto.compiler.plan import Node, Plan, PortMode
+from alto.lineage import fresh_slot
 from alto.result import Result
 from alto.runtime.assemble import Assembler
 from alto.runtime.engine import (
@@ -43,7 +44,6 @@ from alto.runtime.engine import (
     next_item,
 )
 from alto.runtime.invoke import Invoker, runner_for
-from alto.runtime.lineage import fresh_slot
 from alto.runtime.metrics import RunStats, StageStats, now
 from alto.runtime.records import CHUNK
 
@@ -53,8 +53,10 @@ Call = tuple[Ancestry, Any]
 
 @dataclass(frozen=True, slots=True)
 class _ReplicaContext:
-    """What a replica task reads and feeds, made once per task: the stage, its inbox, the
-    assembler of its calls, its outbox and its counters."""
+    """What a replica task reads and feeds, made once per task.
+
+    The stage, its inbox, the assembler of its calls, its outbox and its counters.
+    """
 
     node: Node
     receive: MemoryObjectReceiveStream[Chunk]
@@ -64,8 +66,10 @@ class _ReplicaContext:
 
 
 class LocalExecutor:
-    """Runs every stage's calls in replica tasks of this process (an
-    :class:`~alto.runtime.engine.Executor`); see the module docstring."""
+    """Runs every stage's calls in replica tasks of this process.
+
+    An :class:`~alto.runtime.engine.Executor`; see the module docstring.
+    """
 
     def __init__(self) -> None:
         self.engine: Engine | None = None
@@ -92,8 +96,11 @@ class LocalExecutor:
         """Nothing to release: the replica tasks ended with the run."""
 
     def stage_tasks(self, ports: StagePorts) -> list[StageTask]:
-        """One task per replica (and an assembling task for a stage whose calls are
-        handed out), each reading its inbox to the end."""
+        """One task per replica, each reading its inbox to the end.
+
+        A stage whose calls are handed out also gets an assembling task, which reads its
+        inbox to the end too.
+        """
         node = ports.node
         name = node.name
         replicas = node.spec.options.replicas
@@ -237,15 +244,15 @@ class LocalExecutor:
             stats.working -= 1
 
     async def _loop(
-        self, ctx: _ReplicaContext, dispatch: Callable[[list[Any]], Awaitable[None]]
+        self, ctx: _ReplicaContext, submit: Callable[[list[Any]], Awaitable[None]]
     ) -> None:
-        """Assemble calls from the inbox; ``dispatch`` runs (or hands out) each list of them."""
+        """Assemble calls from the inbox; ``submit`` runs (or hands out) each list of them."""
         receive, outbox, stats = ctx.receive, ctx.outbox, ctx.stats
 
         def idle() -> Awaitable[Chunk]:
             return idle_receive(receive, outbox, stats)
 
-        await assemble_calls(receive, ctx.assembler, outbox, stats, dispatch, idle)
+        await assemble_calls(receive, ctx.assembler, outbox, stats, submit, idle)
 
     async def _batch_loop(self, ctx: _ReplicaContext, invoker: Invoker) -> None:
         node, receive, assembler = ctx.node, ctx.receive, ctx.assembler

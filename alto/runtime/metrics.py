@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from alto.ancestry.ancestry import Ancestry
+
 
 @dataclass(slots=True)
 class StageStats:
@@ -43,6 +45,11 @@ class StageStats:
     working: int = 0
 
     def as_dict(self) -> dict[str, Any]:
+        """The counters as a dict for JSON.
+
+        ``busy_s`` is rounded to microseconds; ``queued`` and ``working``, which only say
+        what is happening now, are left out.
+        """
         return {
             "name": self.name,
             "replicas": self.replicas,
@@ -62,7 +69,7 @@ class CallSpan:
     """One call of a stage function, for timelines (``trace=True``)."""
 
     stage: str
-    ancestry: tuple
+    ancestry: Ancestry
     start: float
     end: float
     replica: int
@@ -94,6 +101,7 @@ class RunStats:
 
     @property
     def wall_s(self) -> float:
+        """Seconds from the run's start to its end."""
         return self.finished - self.started
 
     def table(self) -> str:
@@ -115,6 +123,11 @@ class RunStats:
         return LEGEND
 
     def as_dict(self) -> dict[str, Any]:
+        """The run's statistics as a dict for JSON.
+
+        The wall time, each stage's counters, and per root input that finished its start and
+        end in seconds from the run's start.
+        """
         return {
             "wall_s": round(self.wall_s, 6),
             "stages": [s.as_dict() for s in self.stages.values()],

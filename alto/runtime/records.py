@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from alto.ancestry.ancestry import Ancestry
+
 
 class _Dropped:
     __slots__ = ()
@@ -38,7 +40,7 @@ class Close:
 
     __slots__ = ("parent", "count", "dropped")
 
-    def __init__(self, parent: tuple, count: int, dropped: bool = False) -> None:
+    def __init__(self, parent: Ancestry, count: int, dropped: bool = False) -> None:
         self.parent = parent
         self.count = count
         self.dropped = dropped

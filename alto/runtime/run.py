@@ -10,15 +10,16 @@ from typing import Any, Callable
 import anyio
 
 from alto.ancestry.ancestry import Ancestry, root, root_of
-from alto.ancestry.plan import Plan
+from alto.compiler.plan import Plan
 from alto.errors import AltoError, DeadlineExceeded, InputCancelled, InputError, StageError
+from alto.lineage import CallSite, root_ended
 from alto.result import Result
 from alto.runtime.assemble import Assembler
 from alto.runtime.context import CallBookkeeping
-from alto.runtime.lineage import CallSite, root_ended
 from alto.runtime.metrics import RunStats, StageStats, now
-from alto.runtime.otel import call_failed, current_run, driver_calls
+from alto.runtime.observe import combined, registered
 from alto.runtime.records import DROPPED
+from alto.runtime.spans import current_run, driver_calls
 from alto.runtime.validate import check_inputs
 
 
@@ -77,12 +78,17 @@ class RunControl:
         self._early: set[int] = set()
 
     def attach(self, run: RunState) -> None:
+        """Attach the run once it starts, and apply the cancellations asked for before."""
         self._run = run
         for index in self._early:
             run.cancel(index)
         self._early.clear()
 
     def cancel(self, index: int) -> bool:
+        """Cancel input ``index`` (:meth:`RunState.cancel`), or remember it until a run is attached.
+
+        Returns False if the input already had its outcome.
+        """
         if self._run is None:
             self._early.add(index)
             return True
@@ -127,9 +133,12 @@ class RunState(CallBookkeeping):
         self.admitted: deque[int] | None = None  # in admission order, when deadlines apply
         if trace:
             stats.spans = []
-        # OpenTelemetry: looked up once per run; None (and no cost per fragment) when off
+        # OpenTelemetry and call observers: looked up once per run; None (and one attribute
+        # test per call) when there are none
         self.otel = current_run()
-        self.otel_calls = None if self.otel is None else driver_calls(self.otel)
+        self.observer = combined(
+            registered() if self.otel is None else (driver_calls(self.otel), *registered())
+        )
         for node in plan.nodes:
             stats.stages[node.name] = StageStats(node.name, node.spec.options.replicas)
 
@@ -215,8 +224,6 @@ class RunState(CallBookkeeping):
         stage = self.stats.stages.get(error.stage)
         if stage is not None:
             stage.errors += 1
-        if self.otel is not None:
-            call_failed(error)
         if self.dead_letters is not None and error.index not in self.settled:
             self.dead_letters.append(error)
             self.last_error[error.index] = error
@@ -248,6 +255,11 @@ class RunState(CallBookkeeping):
             )
 
     def finish(self, root: int, value: Any, error: AltoError | None) -> None:
+        """Give ``root`` its outcome: ``value``, or ``error`` when it failed (the first one counts).
+
+        The root is settled: every assembler drops its state, its calls still running are
+        stopped, its admission slot is freed, and its :class:`Result` goes to ``on_result``.
+        """
         if root in self.settled:
             return
         self.settled.add(root)

@@ -16,14 +16,19 @@ from typing import Any, Callable
 
 import pydantic
 
-from alto.ancestry.plan import Node, Plan
-from alto.ancestry.spec import ParamKind, element_type_for_batch
-from alto.ancestry.typecheck import describe, value_fits
-from alto.errors import InputError
+from alto.compiler.plan import Node, Plan
+from alto.compiler.spec import ParamKind, element_type_for_batch
+from alto.compiler.typecheck import describe, value_fits
+from alto.errors import AltoError, InputError
 
 
-class ArgumentError(TypeError):
-    """A value does not validate against a stage parameter's pydantic model."""
+class ArgumentError(AltoError, TypeError):
+    """A value does not validate against a stage parameter's pydantic model.
+
+    It is the ``cause`` of the fragment's :class:`~alto.errors.StageError`; never retried.
+    """
+
+    code = "argument"
 
 
 def is_model(tp: Any) -> bool:
@@ -46,8 +51,10 @@ def _validated(model: type[pydantic.BaseModel], value: Any) -> Any:
 
 
 def check_inputs(plan: Plan, index: int, args: dict[str, Any]) -> dict[str, Any]:
-    """Root input ``index``'s arguments checked against the flow's annotations (pydantic
-    models validated from dicts, in place); raises :class:`InputError`."""
+    """Root input ``index``'s arguments checked against the flow's annotations.
+
+    Pydantic models are validated from dicts, in place; raises :class:`InputError`.
+    """
     for name, expected in plan.annotations.items():
         value = args[name]
         if is_model(expected):
@@ -66,10 +73,11 @@ def check_inputs(plan: Plan, index: int, args: dict[str, Any]) -> dict[str, Any]
 
 
 def argument_check(node: Node) -> Callable[[Any], Any] | None:
-    """What validates the assembled arguments of one call of ``node`` (one fragment's, for
-    a batched stage: a value, or a tuple of values for a keyed stage) and returns them
-    validated; ``None`` when no parameter of ``node`` is a pydantic model (``list[Model]``
-    for a batched stage).
+    """What validates the assembled arguments of one call of ``node``, or ``None``.
+
+    For a batched stage, the arguments are one fragment's: a value, or a tuple of values for
+    a keyed stage. It returns them validated. ``None`` when no parameter of ``node`` is a
+    pydantic model (``list[Model]`` for a batched stage).
 
     The function raises :class:`ArgumentError` naming the stage, the parameter and what
     pydantic found wrong.

@@ -50,8 +50,9 @@ DEFAULT_GRACE_S = 30.0
 
 
 class Service:
-    """A flow served over HTTP: the pipeline that runs its inputs, request validation,
-    metrics, and the ASGI app.
+    """A flow served over HTTP.
+
+    The pipeline that runs its inputs, request validation, metrics, and the ASGI app.
 
     Args:
         flow: the :class:`~alto.Flow` to serve.
@@ -119,8 +120,11 @@ class Service:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
-        """:meth:`running` as a Starlette/FastAPI lifespan: ``FastAPI(lifespan=service.lifespan)``
-        for an app that mounts :meth:`asgi` (``lifespan=False``)."""
+        """:meth:`running` as a Starlette/FastAPI lifespan.
+
+        ``FastAPI(lifespan=service.lifespan)`` for an app that mounts :meth:`asgi`
+        (``lifespan=False``).
+        """
         async with self.running():
             yield
 
@@ -171,8 +175,11 @@ class Service:
                                 status_code=503, headers={"Retry-After": "1"})
 
     async def _runs(self, request: Request, *, route: str, events: bool) -> Response:
-        """``POST`` of a batch of inputs to ``route``: answered as one JSON body, or with
-        ``events`` as server-sent events, one per input as it completes."""
+        """``POST`` of a batch of inputs to ``route``.
+
+        Answered as one JSON body, or with ``events`` as server-sent events, one per input
+        as it completes.
+        """
         started = time.perf_counter()
         admitted = await self._admit(request, route)
         if isinstance(admitted, Response):
@@ -216,9 +223,12 @@ class Service:
 
 
 class _BatchResponse(Response):
-    """Answers one admitted request: waits for its inputs' outcomes while watching for the
-    client's disconnect (which cancels the inputs still running), then sends them as JSON,
-    or as Server-Sent Events as each completes."""
+    """Answers one admitted request.
+
+    Waits for its inputs' outcomes while watching for the client's disconnect (which cancels
+    the inputs still running), then sends them as JSON, or as Server-Sent Events as each
+    completes.
+    """
 
     def __init__(self, service: Service, batch: Batch, started: float, *, events: bool) -> None:
         super().__init__(status_code=200,

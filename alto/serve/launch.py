@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from alto.apps import APPS, CLIError, load_app
+from alto.apps import APPS, CLIError, check_llm_server, load_app, read_config
 
 
 @dataclass
@@ -70,8 +70,10 @@ def load_flow(target: str) -> Any:
 
 @contextlib.asynccontextmanager
 async def open_target(options: ServeOptions) -> AsyncIterator[tuple[Any, list[Any], str]]:
-    """The flow to serve, its model endpoints (for ``/metrics``) and a label; for an example
-    app, its operators stay open for the block's length."""
+    """The flow to serve, its model endpoints (for ``/metrics``) and a label.
+
+    For an example app, its operators stay open for the block's length.
+    """
     if ":" in options.target or options.target not in APPS:
         if ":" not in options.target:
             load_app(options.target)  # the unknown-app message, with the apps listed
@@ -79,7 +81,6 @@ async def open_target(options: ServeOptions) -> AsyncIterator[tuple[Any, list[An
         return
     app = load_app(options.target)  # puts the repository, with examples/, on the path
 
-    from alto.cli import check_llm_server, read_config
     from alto.operators.llm.observe import endpoints_of
     from examples.common import open_operators
 
@@ -168,19 +169,19 @@ async def serve(options: ServeOptions, *, out: Any = None) -> int:
 
 @contextlib.contextmanager
 def _ray_connected(options: ServeOptions) -> Any:
-    """On Ray, connect before the server installs its signal handlers: ``ray.init`` installs
-    its own SIGTERM handler, which would otherwise stop the service without a drain. The
-    connection also outlives the pipeline, for the dispatchers' figures."""
+    """On Ray, connect before the server installs its signal handlers.
+
+    ``ray.init`` installs its own SIGTERM handler, which would otherwise stop the service
+    without a drain. The connection also outlives the pipeline, for the dispatchers'
+    figures.
+    """
     if options.backend != "ray":
         yield
         return
-    from alto.runtime.ray.backend import _connection
+    from alto.runtime.ray.backend import connected
 
-    _connection.acquire(options.address, None)
-    try:
+    with connected(options.address):
         yield
-    finally:
-        _connection.release()
 
 
 async def _serve_on(options: ServeOptions, sock: socket.socket, out: Any) -> int:

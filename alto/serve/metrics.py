@@ -41,11 +41,13 @@ class Histogram:
         self.count = 0
 
     def observe(self, value: float) -> None:
+        """Count one observation of ``value``."""
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.sum += value
         self.count += 1
 
     def lines(self, name: str) -> list[str]:
+        """The histogram as Prometheus text lines under metric ``name``: buckets, sum and count."""
         out, running = [], 0
         for bound, n in zip((*self.bounds, float("inf")), self.counts):
             running += n

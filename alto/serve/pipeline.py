@@ -41,6 +41,9 @@ class Overloaded(AltoError):
         super().__init__(message)
         self.retry_after = retry_after
 
+    def __reduce__(self) -> Any:
+        return (Overloaded, (self.args[0], self.retry_after))
+
 
 class Unavailable(AltoError):
     """The service is shutting down, or its pipeline stopped (HTTP 503)."""
@@ -75,8 +78,11 @@ class Ticket:
 
 
 class Batch(ABC):
-    """The inputs of one request. Iterate :meth:`completed` for their outcomes; call
-    :meth:`cancel` when the request ends early."""
+    """The inputs of one request.
+
+    Iterate :meth:`completed` for their outcomes; call :meth:`cancel` when the request ends
+    early.
+    """
 
     def __init__(self, owner: _Slots, items: list[Any]) -> None:
         self.owner = owner
@@ -124,8 +130,10 @@ class _Slots:
         self.latencies: deque[float] = deque(maxlen=256)  # recent input latencies, seconds
 
     def take(self, batch: Batch) -> None:
-        """Take a slot for every input of ``batch``; raises :class:`Overloaded` or
-        :class:`Unavailable`."""
+        """Take a slot for every input of ``batch``.
+
+        Raises :class:`Overloaded` or :class:`Unavailable`.
+        """
         n = len(batch.tickets)
         if self.failure is not None:
             raise Unavailable(f"the pipeline stopped: {type(self.failure).__name__}: "
@@ -205,8 +213,10 @@ class SharedPipeline(_Slots):
         self.running = False
 
     def admit(self, items: list[Any]) -> Batch:
-        """Admit a request's inputs into the pipeline; raises :class:`Overloaded` or
-        :class:`Unavailable`."""
+        """Admit a request's inputs into the pipeline.
+
+        Raises :class:`Overloaded` or :class:`Unavailable`.
+        """
         if not self.running:
             raise Unavailable("the pipeline is not running (the service has not started, or "
                               "has stopped)")
@@ -217,6 +227,7 @@ class SharedPipeline(_Slots):
         return batch
 
     def cancel(self, index: int) -> None:
+        """Cancel input ``index`` of the shared run (nothing to cancel before the run starts)."""
         if self._stream is not None:
             self._stream.cancel(index)
 
@@ -265,8 +276,10 @@ class SharedPipeline(_Slots):
             ticket.batch.settle(ticket, Result(-1, None, error))
 
     async def drain(self, grace: float) -> None:
-        """Stop admitting; let the inputs in flight finish for up to ``grace`` seconds, then
-        cancel the rest (each gets :class:`InputCancelled`) and end the stream."""
+        """Stop admitting; let the inputs in flight finish for up to ``grace`` seconds.
+
+        Then cancel the rest (each gets :class:`InputCancelled`) and end the stream.
+        """
         self.closing = True
         with anyio.move_on_after(grace):
             await self.idle()
@@ -299,8 +312,9 @@ class _PerRequestBatch(Batch):
 
 
 class PerRequestRuns(_Slots):
-    """One ``flow.stream`` per request: the baseline of one run per request, behind the
-    same server and limits as :class:`SharedPipeline`.
+    """One ``flow.stream`` per request: the baseline of one run per request.
+
+    Behind the same server and limits as :class:`SharedPipeline`.
 
     Args:
         flow: the flow to serve.

@@ -1,5 +1,7 @@
-"""What travels over HTTP: request bodies checked against a flow's parameters, and the
-JSON form of each input's outcome.
+"""What travels over HTTP.
+
+Request bodies checked against a flow's parameters, and the JSON form of each input's
+outcome.
 
 A body is ``{"inputs": [ARGS, ...]}``, each ``ARGS`` an object of the flow's parameters by
 name. :class:`RequestSchema` builds one pydantic model per flow from the plan's parameter
@@ -17,11 +19,11 @@ from typing import Any
 import pydantic
 from pydantic_core import to_jsonable_python
 
-from alto.ancestry.plan import Plan
+from alto.compiler.plan import Plan
 from alto.errors import AltoError, StageError
 
 
-class BadRequest(Exception):
+class BadRequest(AltoError):
     """A request body that does not fit the flow (HTTP 422).
 
     Attributes:
@@ -29,20 +31,28 @@ class BadRequest(Exception):
         problems: every problem, as ``{"field": ..., "message": ...}``.
     """
 
+    code = "bad-request"
+
     def __init__(self, message: str, field: str, problems: list[dict[str, str]]) -> None:
         super().__init__(message)
         self.field = field
         self.problems = problems
 
+    def __reduce__(self) -> Any:
+        return (BadRequest, (self.args[0], self.field, self.problems))
+
     def as_json(self) -> dict[str, Any]:
+        """The error as the JSON body of the HTTP 422 answer."""
         return {"error": {"type": "InvalidRequest", "message": str(self), "field": self.field,
                           "problems": self.problems}}
 
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    """A request's inputs, ready for the flow (one item per input, the way ``Flow.stream``
-    takes them)."""
+    """A request's inputs, ready for the flow.
+
+    One item per input, the way ``Flow.stream`` takes them.
+    """
 
     items: list[Any]
 
@@ -153,8 +163,11 @@ def output_json(value: Any) -> Any:
 
 
 def error_json(error: BaseException) -> dict[str, Any]:
-    """One input's failure as JSON: its type and message, and for a stage failure the
-    stage, the fragment's ancestry, the attempts made and the cause's type."""
+    """One input's failure as JSON.
+
+    Its type and message, and for a stage failure the stage, the fragment's ancestry, the
+    attempts made and the cause's type.
+    """
     out: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
     if isinstance(error, StageError):
         out["stage"] = error.stage

@@ -11,7 +11,7 @@ import importlib
 import pytest
 
 import alto
-from alto.ancestry.plan import Plan, PortMode
+from alto.compiler.plan import Plan, PortMode
 from examples.common import Operators, fake_operators
 
 pytestmark = pytest.mark.anyio

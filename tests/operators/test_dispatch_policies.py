@@ -26,7 +26,7 @@ from alto.operators.llm.dispatch import (
     RoutePolicy,
     sharing,
 )
-from alto.operators.llm.dispatch.replica import Replica
+from alto.operators.llm.dispatch.replica import ServerReplica
 
 pytestmark = pytest.mark.anyio
 
@@ -86,7 +86,7 @@ class Always(RoutePolicy):
     def __init__(self, index: int) -> None:
         self.index = index
 
-    def prefer(self, replicas: Any, root: RootKey, ancestry: Any, prefix: str) -> Replica:
+    def prefer(self, replicas: Any, root: RootKey, ancestry: Any, prefix: str) -> ServerReplica:
         return replicas[self.index]
 
 

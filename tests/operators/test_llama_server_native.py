@@ -27,8 +27,8 @@ from alto.bench.llama_native import (
     missing,
     parse_metrics,
 )
+from alto.lineage import CallSite, fresh_slot
 from alto.operators.llm import OpenAIClient
-from alto.runtime.lineage import CallSite, fresh_slot
 
 MISSING = missing()
 

@@ -14,8 +14,8 @@ from typing import Any
 import anyio
 import pytest
 
+from alto.lineage import CallSite, fresh_slot
 from alto.operators.llm.dispatch import Dispatcher, VegasLimit
-from alto.runtime.lineage import CallSite, fresh_slot
 
 pytestmark = pytest.mark.anyio
 

@@ -14,9 +14,9 @@ from typing import Any
 import anyio
 import pytest
 
+from alto.lineage import CallSite, fresh_slot
 from alto.operators.llm import LocalLLM
 from alto.operators.llm import local as local_module
-from alto.runtime.lineage import CallSite, fresh_slot
 
 pytestmark = pytest.mark.anyio
 

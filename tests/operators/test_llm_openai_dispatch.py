@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
+from alto.lineage import CallSite, fresh_slot
 from alto.operators.llm import OpenAIClient
 from alto.operators.llm.dispatch import DEFAULT_LIMIT, MAX_LIMIT
-from alto.runtime.lineage import CallSite, fresh_slot
 
 pytestmark = pytest.mark.anyio
 

@@ -170,7 +170,7 @@ class Caller:
     async def call(self, root: int, hold: bool = False) -> int:
         import anyio
 
-        from alto.runtime.lineage import CallSite, fresh_slot
+        from alto.lineage import CallSite, fresh_slot
 
         slot = fresh_slot()
         slot.site = CallSite("run", "ask", {root: float(root)})

@@ -14,10 +14,10 @@ import anyio
 import httpx
 import pytest
 
+from alto.lineage import CallSite, fresh_slot
 from alto.operators.llm import OpenAIClient
 from alto.operators.llm.dispatch import DEFAULT_LIMIT, Dispatcher
 from alto.operators.llm.observe import dispatch_table, stats_dict
-from alto.runtime.lineage import CallSite, fresh_slot
 
 pytestmark = pytest.mark.anyio
 

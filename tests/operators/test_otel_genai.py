@@ -131,11 +131,11 @@ async def test_a_failed_call_is_an_error_span() -> None:
 
 
 async def test_outside_a_run_with_no_provider_nothing_is_made(emulator: str) -> None:
-    from alto.operators import _otel
+    from alto.operators import _model_spans
 
     async with OpenAIClient(emulator, "emulated") as llm:
-        with _otel.model_call("chat", "m", "openai") as call:
-            assert call is _otel.UNTRACED
+        with _model_spans.model_call("chat", "m", "openai") as call:
+            assert call is _model_spans.UNTRACED
         assert await llm.chat([{"role": "user", "content": "hi"}], max_tokens=2)
 
 

@@ -1,4 +1,4 @@
-"""OpenTelemetry spans of runs: the run, each root input, each stage call (alto.runtime.otel).
+"""OpenTelemetry spans of runs: the run, each root input, each stage call (alto.runtime.spans).
 
 Spans go to the SDK's in-memory exporter through a provider passed as ``otel=``; the global
 provider is only ever set in a subprocess (it can be set once per process).

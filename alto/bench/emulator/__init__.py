@@ -6,10 +6,10 @@ deterministic (:mod:`~alto.bench.emulator.text`), so orchestration (Alto vs Lang
 compared under realistic LLM latency on machines without a GPU. It is timing emulation,
 everywhere it answers.
 
-* :mod:`~alto.bench.emulator.engine`: one replica's continuous batching on a modeled clock
+* :mod:`~alto.bench.emulator.batcher`: one replica's continuous batching on a modeled clock
   (token budget and chunked prefill, KV capacity and preemption, ``priority``).
 * :mod:`~alto.bench.emulator.prefix_cache`: KV blocks with vLLM's automatic prefix caching.
-* :mod:`~alto.bench.emulator.replica`: an engine paced against the wall clock.
+* :mod:`~alto.bench.emulator.replica`: a batcher paced against the wall clock.
 * :mod:`~alto.bench.emulator.balancer`: round-robin, least-loaded, and SGLang router's
   cache-aware (prefix-aware) policy with the defaults its launcher gives users and eviction
   on a timer.
@@ -27,11 +27,26 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 from alto.bench.emulator.balancer import POLICIES, Balancer, Policy
+from alto.bench.emulator.batcher import ContinuousBatcher
 from alto.bench.emulator.config import BLOCK_TOKENS, EmulatorConfig, FaultConfig
-from alto.bench.emulator.engine import Engine
 from alto.bench.emulator.launch import EmulatorServer, serve_emulator, serve_emulator_async
 from alto.bench.emulator.server import EMULATOR_MODEL, FINGERPRINT, create_app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Engine":  # ContinuousBatcher's former name, kept importable
+        warnings.warn(
+            "alto.bench.emulator.Engine was renamed ContinuousBatcher; import that instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ContinuousBatcher
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BLOCK_TOKENS",
@@ -39,9 +54,9 @@ __all__ = [
     "FINGERPRINT",
     "POLICIES",
     "Balancer",
+    "ContinuousBatcher",
     "EmulatorConfig",
     "EmulatorServer",
-    "Engine",
     "FaultConfig",
     "Policy",
     "create_app",

@@ -95,9 +95,12 @@ class RadixTree:
         self._clock = itertools.count(1)
 
     def match(self, text: str, *, touch: bool = False) -> int:
-        """Characters of the longest prefix of ``text`` in the tree; with ``touch``, the
-        nodes on that path (a partly matched last one included) become the most recently
-        used, as SGLang's ``prefix_match`` does for the replica it returns."""
+        """Characters of the longest prefix of ``text`` in the tree.
+
+        With ``touch``, the nodes on that path (a partly matched last one included) become
+        the most recently used, as SGLang's ``prefix_match`` does for the replica it
+        returns.
+        """
         node, i = self.root, 0
         path = [node]
         while i < len(text):
@@ -143,8 +146,10 @@ class RadixTree:
             i += common
 
     def evict(self, max_size: int) -> int:
-        """Remove least recently used leaves (a parent left without children becomes one)
-        until at most ``max_size`` characters remain; returns the characters removed."""
+        """Remove least recently used leaves until at most ``max_size`` characters remain.
+
+        A parent left without children becomes a leaf. Returns the characters removed.
+        """
         if self.size <= max_size:
             return 0
         order = itertools.count()
@@ -227,8 +232,10 @@ class Balancer:
         self.decisions = [dict.fromkeys(kinds, 0) for _ in range(self.replicas)]
 
     def reset(self) -> None:
-        """Forget every prefix the cache-aware policy has seen (its trees start empty); the
-        decision counters keep counting."""
+        """Forget every prefix the cache-aware policy has seen (its trees start empty).
+
+        The decision counters keep counting.
+        """
         self.trees = [RadixTree() for _ in range(self.replicas)]
 
     def settings(self) -> dict[str, Any]:
@@ -271,9 +278,11 @@ class Balancer:
         return self._count(kind, chosen)
 
     def evict(self) -> int:
-        """The background pass SGLang runs every ``eviction_interval_secs``: every tree is
-        trimmed to ``max_tree_size`` characters, least recently used leaves first. Returns
-        the characters removed (0 for the policies without trees)."""
+        """The background pass SGLang runs every ``eviction_interval_secs``.
+
+        Every tree is trimmed to ``max_tree_size`` characters, least recently used leaves
+        first. Returns the characters removed (0 for the policies without trees).
+        """
         self.eviction_passes += 1
         removed = sum(tree.evict(self.max_tree_size) for tree in self.trees)
         self.evicted_chars += removed
@@ -285,11 +294,14 @@ class Balancer:
 
 
 def _first_tenant(prefix: str, tied: Sequence[int]) -> int:
-    """Which of ``tied`` (replicas whose trees all hold ``prefix``) SGLang's ``prefix_match``
-    returns: the first key of the matched node's ``DashMap``, whose hasher every node seeds
-    anew, so the pick is arbitrary across nodes but fixed for one node. Here: the smallest
-    CRC-32 of the prefix and the replica's index, the same pick for the same prefix every
-    run, spread evenly over replicas across prefixes."""
+    """Which of ``tied`` SGLang's ``prefix_match`` returns.
+
+    ``tied`` are the replicas whose trees all hold ``prefix``. SGLang returns the first key
+    of the matched node's ``DashMap``, whose hasher every node seeds anew, so the pick is
+    arbitrary across nodes but fixed for one node. Here: the smallest CRC-32 of the prefix
+    and the replica's index, the same pick for the same prefix every run, spread evenly over
+    replicas across prefixes.
+    """
     seed = zlib.crc32(prefix.encode())
     return min(tied, key=lambda i: (zlib.crc32(i.to_bytes(4, "little"), seed), i))
 

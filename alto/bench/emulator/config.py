@@ -66,7 +66,7 @@ class FaultConfig(BaseModel):
 class EmulatorConfig(BaseModel):
     """The timing model, capacity and text of one emulated replica (timing emulation).
 
-    Each replica is an engine with continuous batching, as vLLM's scheduler: every step runs
+    Each replica batches continuously, as vLLM's scheduler does: every step runs
     the running sequences (one decode token each, or a chunk of a prompt) within a budget of
     ``max_num_batched_tokens`` tokens, admits waiting requests (lowest ``priority`` first,
     then by arrival) while there are fewer than ``max_num_seqs`` and KV blocks to hold them,
@@ -155,20 +155,24 @@ class EmulatorConfig(BaseModel):
     faults: FaultConfig = Field(default_factory=FaultConfig)
 
     def step_s(self, sequences: int, prefill_tokens: int = 0) -> float:
-        """Modeled (unscaled) seconds of one engine step with ``sequences`` sequences in it,
-        ``prefill_tokens`` of them prompt tokens not found in the prefix cache."""
+        """Modeled (unscaled) seconds of one batcher step with ``sequences`` sequences in it.
+
+        Of its tokens, ``prefill_tokens`` are prompt tokens not found in the prefix cache.
+        """
         n = max(1, sequences)
         growth = self.seq_slowdown * (n - 1) + self.batch_slowdown * max(0.0, n - self.batch_knee)
         return self.tpot_s * (1 + growth) + prefill_tokens / self.prefill_tokens_per_s
 
     @property
     def overhead_s(self) -> float:
-        """Modeled (unscaled) server time per request outside the engine's steps."""
+        """Modeled (unscaled) server time per request outside the batcher's steps."""
         return max(0.0, self.ttft_s - self.tpot_s)
 
     def ttft(self, prompt_tokens: int, running: int = 1, cached_tokens: int = 0) -> float:
-        """Modeled time to first token, in seconds, when the prompt's steps each hold
-        ``running`` sequences (this one included) and no request waits.
+        """Modeled time to first token, in seconds.
+
+        Assuming the prompt's steps each hold ``running`` sequences (this one included) and no
+        request waits.
 
         With ``running=1`` and nothing cached this is ``(ttft_s + prompt_tokens /
         prefill_tokens_per_s) * time_scale`` for prompts within one step's token budget;

@@ -48,7 +48,7 @@ class EmulatorServer(BackgroundServer):
         host: the address to bind; loopback by default.
         port: the port; 0 picks a free one.
         mode: ``"thread"`` or ``"process"``.
-        replicas: engines served on the port, each with its own KV and prefix cache.
+        replicas: emulated replicas served on the port, each with its own KV and prefix cache.
         balancer: the policy of ``/v1``: ``"round-robin"``, ``"least-loaded"`` or
             ``"prefix-aware"``.
         scheduling_policy: ``"fcfs"`` (vLLM's default; a non-zero ``priority`` is refused)
@@ -167,9 +167,12 @@ class EmulatorServer(BackgroundServer):
         return [f"{root}/r/{i}/v1" for i in range(self.replicas)]
 
     def stats(self) -> dict[str, Any]:
-        """The server's counters: requests, running and peak running sequences, faults,
-        preemptions, the scheduling policy, the balancer's settings and its decisions per
-        replica by kind, and each replica's own (``per_replica``, with its prefix cache)."""
+        """The server's counters.
+
+        Requests, running and peak running sequences, faults, preemptions, the scheduling
+        policy, the balancer's settings and its decisions per replica by kind, and each
+        replica's own (``per_replica``, with its prefix cache).
+        """
         import httpx
 
         root = self.base_url.removesuffix("/v1")
@@ -185,8 +188,11 @@ class EmulatorServer(BackgroundServer):
 
 
 class Serving:
-    """An :class:`EmulatorServer` running for one ``with`` or ``async with`` block, which
-    gets the balancer's base URL (the async form starts and stops it off the event loop)."""
+    """An :class:`EmulatorServer` running for one ``with`` or ``async with`` block.
+
+    The block gets the balancer's base URL; the async form starts and stops the server off
+    the event loop.
+    """
 
     def __init__(self, server: EmulatorServer) -> None:
         self.server = server
@@ -215,10 +221,11 @@ def serve_emulator(
     scheduling_policy: SchedulingPolicy = "fcfs",
     eviction_interval_s: float = EVICTION_INTERVAL_S,
 ) -> Serving:
-    """Run the emulator for the duration of a ``with`` or ``async with`` block (the async
-    form starts and stops it off the event loop); the block gets the balancer's base URL
-    (replica ``i`` is at the same address with ``/r/{i}/v1``; :class:`EmulatorServer` lists
-    them as ``replica_urls``).
+    """Run the emulator for the duration of a ``with`` or ``async with`` block.
+
+    The block gets the balancer's base URL; replica ``i`` is at the same address with
+    ``/r/{i}/v1`` (:class:`EmulatorServer` lists them as ``replica_urls``). The async form
+    starts and stops the emulator off the event loop.
 
     Example:
         >>> with serve_emulator() as base_url:  # doctest: +SKIP

@@ -43,10 +43,10 @@ from typing import Any, Literal
 import anyio
 
 from alto.bench.emulator.balancer import EVICTION_INTERVAL_S, Balancer, Policy
+from alto.bench.emulator.batcher import Sequence as BatcherSequence
 from alto.bench.emulator.config import BLOCK_TOKENS, EmulatorConfig
-from alto.bench.emulator.engine import Sequence as EngineSequence
 from alto.bench.emulator.prefix_cache import token_ids
-from alto.bench.emulator.replica import Replica
+from alto.bench.emulator.replica import EmulatedReplica
 from alto.bench.emulator.text import (
     VARIED_ITEMS,
     VARIED_SENTENCES,
@@ -91,7 +91,7 @@ class _State:
         self.scheduling_policy = scheduling_policy
         self.refused_priority = 0
         self.count = replicas
-        self.replicas: list[Replica] = []  # made on the server's event loop (lifespan)
+        self.replicas: list[EmulatedReplica] = []  # made on the server's event loop (lifespan)
         self.requests = 0
         self.peak_running = 0
         self.faults: dict[str, int] = {}
@@ -99,13 +99,13 @@ class _State:
 
     def start(self) -> None:
         origin = time.perf_counter()
-        self.replicas = [Replica(i, self.config, origin) for i in range(self.count)]
+        self.replicas = [EmulatedReplica(i, self.config, origin) for i in range(self.count)]
 
     def on_step(self) -> None:
-        running = sum(len(r.engine.running) for r in self.replicas)
+        running = sum(len(r.batcher.running) for r in self.replicas)
         self.peak_running = max(self.peak_running, running)
 
-    def route(self, index: int | None, text: str) -> Replica:
+    def route(self, index: int | None, text: str) -> EmulatedReplica:
         if index is None:
             index = self.balancer.choose(text, [r.in_flight for r in self.replicas])
         return self.replicas[index]
@@ -176,7 +176,7 @@ def create_app(
 
     Args:
         config: every replica's timing model, capacity, text and faults.
-        replicas: engines served, replica ``i`` at ``/r/{i}/v1``; ``/v1`` is the balancer.
+        replicas: emulated replicas served, replica ``i`` at ``/r/{i}/v1``; ``/v1`` is the balancer.
         balancer: ``"round-robin"``, ``"least-loaded"`` or ``"prefix-aware"``.
         scheduling_policy: ``"fcfs"`` (vLLM's default: a non-zero ``priority`` is refused
             with 400) or ``"priority"`` (waiting requests go lowest ``priority`` first).
@@ -249,7 +249,7 @@ def create_app(
             body = {"error": {"message": message, "type": "BadRequestError", "param": None,
                               "code": 400}}  # fmt: skip
             return JSONResponse(body, status_code=400, headers=_HEADERS)
-        capacity = state.replicas[0].engine.pool.num_blocks * BLOCK_TOKENS
+        capacity = state.replicas[0].batcher.pool.num_blocks * BLOCK_TOKENS
         if len(job.prompt_ids) + len(job.pieces) > capacity:
             return error(
                 400,
@@ -320,14 +320,17 @@ def create_app(
             raise _Dropped("emulated dropped connection (fault injection)")
 
     async def reset_prefix_cache(request: Request) -> Response:
-        """vLLM's ``POST /reset_prefix_cache``: forget every cached block no request holds
-        (and the prefix-aware balancer's trees), so a benchmark's runs start cold alike."""
+        """The ``POST /reset_prefix_cache`` of vLLM: forget every cached block no request holds.
+
+        The prefix-aware balancer's trees are forgotten too, so a benchmark's runs start
+        cold alike.
+        """
         try:
             index = replica_index(request)
         except _NotFound as exc:
             return error(404, str(exc))
         chosen = state.replicas if index is None else [state.replicas[index]]
-        dropped = sum(r.engine.pool.reset_cache() for r in chosen)
+        dropped = sum(r.batcher.pool.reset_cache() for r in chosen)
         if index is None:
             state.balancer.reset()
         return JSONResponse({"dropped_blocks": dropped})
@@ -373,10 +376,10 @@ class _NotFound(Exception):
 class _Run:
     """One request being served by one replica: submit, then wait for its tokens."""
 
-    def __init__(self, replica: Replica, job: _Job) -> None:
+    def __init__(self, replica: EmulatedReplica, job: _Job) -> None:
         self.replica = replica
         self.job = job
-        self.seq: EngineSequence | None = None
+        self.seq: BatcherSequence | None = None
 
     async def submit(self) -> None:
         if self.job.pieces:  # an empty answer is sent at once, as a server would
@@ -385,7 +388,7 @@ class _Run:
             )
 
     async def tokens(self) -> AsyncIterator[int]:
-        """Token indices, each as soon as the engine has produced it."""
+        """Token indices, each as soon as the batcher has produced it."""
         sent = 0
         while sent < len(self.job.pieces):
             assert self.seq is not None
@@ -409,8 +412,10 @@ class _Run:
             self.replica.release(self.seq)
 
     def timing(self) -> dict[str, float]:
-        """The request's modeled times (seconds, scaled), and when it ran on the server's
-        ``perf_counter`` clock."""
+        """The request's modeled times (seconds, scaled).
+
+        Also when it ran, on the server's ``perf_counter`` clock.
+        """
         r, seq, scale = self.replica, self.seq, self.replica.config.time_scale
         if seq is None or seq.first_token_at is None or seq.admitted_at is None:
             now = time.perf_counter()
@@ -418,7 +423,7 @@ class _Run:
             times |= {"modeled_ttft_s": 0.0, "modeled_decode_s": 0.0}
             return {**times, "tokens": float(len(self.job.pieces)), "cached_tokens": 0.0,
                     "replica": float(r.index)}  # fmt: skip
-        finished = seq.finished_at if seq.finished_at is not None else r.engine.now
+        finished = seq.finished_at if seq.finished_at is not None else r.batcher.now
         return {
             "started_at_s": r.wall(seq.admitted_at),
             "finished_at_s": r.wall(finished),

@@ -160,8 +160,11 @@ class Source:
         self.rng = rng
 
     def answer(self, sentences: int, tokens: int | None) -> str:
-        """The best ``sentences`` sentences; or, with ``tokens``, ranked sentences (repeating
-        if the context is short) until at least ``tokens`` tokens."""
+        """The best ``sentences`` sentences.
+
+        Or, with ``tokens``, ranked sentences (repeating if the context is short) until at
+        least ``tokens`` tokens.
+        """
         if tokens is None:
             # one sentence a line, so answers split into several claims, queries or items
             return "\n".join(self.ranked[: max(1, sentences)])
@@ -322,8 +325,10 @@ class SchemaFiller:
 
 
 def truncate(text: str, stop: Sequence[str], max_tokens: int) -> tuple[list[str], str]:
-    """Apply stop strings and the token limit. Returns the pieces to send and the
-    ``finish_reason`` (``"stop"`` or ``"length"``)."""
+    """Apply stop strings and the token limit.
+
+    Returns the pieces to send and the ``finish_reason`` (``"stop"`` or ``"length"``).
+    """
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     if cut >= 0:
         text = text[:cut]

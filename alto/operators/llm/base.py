@@ -196,8 +196,10 @@ class LLM(abc.ABC):
 
     @abc.abstractmethod
     def _generate_stream(self, request: Request) -> AsyncGenerator[str, None]:
-        """The answer to a ``"stream"`` request, in non-empty pieces as they are produced;
-        leaving the iterator early stops generation (see :meth:`stream`)."""
+        """The answer to a ``"stream"`` request, in non-empty pieces as they are produced.
+
+        Leaving the iterator early stops generation (see :meth:`stream`).
+        """
 
     async def structured(
         self,
@@ -232,7 +234,8 @@ class LLM(abc.ABC):
             >>> class Person(pydantic.BaseModel):  # doctest: +SKIP
             ...     name: str
             ...     age: int
-            >>> await llm.structured([{"role": "user", "content": "Ann is 30."}], Person)
+            >>> ann = [{"role": "user", "content": "Ann is 30."}]  # doctest: +SKIP
+            >>> await llm.structured(ann, Person)  # doctest: +SKIP
             Person(name='Ann', age=30)
         """
         if reasks < 0:
@@ -332,8 +335,10 @@ _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 
 def extract_json(text: str) -> str:
-    """The JSON part of a model's answer: the inside of a code fence, or the text from the
-    first ``{``/``[`` to the last ``}``/``]``. Returns ``text`` stripped when neither is found.
+    """The JSON part of a model's answer.
+
+    The inside of a code fence, or the text from the first ``{``/``[`` to the last
+    ``}``/``]``. Returns ``text`` stripped when neither is found.
     """
     text = text.strip()
     fenced = _FENCE.search(text)

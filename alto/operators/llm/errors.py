@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from alto.errors import AltoError
+
 _BODY_LIMIT = 500
 
 
@@ -24,7 +26,7 @@ _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
 def describe_body(text: str, limit: int = 200) -> str:
-    """A server's answer body for a one-line message.
+    r"""A server's answer body for a one-line message.
 
     An HTML page (a web server, a proxy's error page: not an OpenAI-compatible API) is named
     as one, with its title; any other text has its whitespace folded to single spaces and is
@@ -42,8 +44,11 @@ def describe_body(text: str, limit: int = 200) -> str:
     return _clip(" ".join(text.split()), limit)
 
 
-class LLMError(Exception):
-    """Base of every error the LLM operators raise. ``code`` is a stable identifier."""
+class LLMError(AltoError):
+    """Base of every error the LLM operators raise (an :class:`~alto.errors.AltoError`).
+
+    ``code`` is a stable identifier.
+    """
 
     code = "llm"
 
@@ -131,8 +136,9 @@ class LLMTimeoutError(LLMError, TimeoutError):
 
 
 class LLMProtocolError(LLMError):
-    """The server's answer could not be understood (malformed JSON or SSE, missing fields,
-    a stream that ended without ``[DONE]``).
+    """The server's answer could not be understood.
+
+    Malformed JSON or SSE, missing fields, a stream that ended without ``[DONE]``.
 
     Attributes:
         url: the endpoint that was called.

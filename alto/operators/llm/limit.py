@@ -12,8 +12,9 @@ START_LIMIT = 4
 
 
 class VegasLimit:
-    """An adaptive limit on calls in flight at one replica: TCP Vegas, as Netflix's
-    concurrency-limits ``VegasLimit`` applies it to request concurrency.
+    """An adaptive limit on calls in flight at one replica: TCP Vegas.
+
+    As Netflix's concurrency-limits ``VegasLimit`` applies it to request concurrency.
 
     Why Vegas and not ``Gradient2Limit``: Vegas compares the latency now with the latency
     without load, which is what a replica's throughput knee is (below it an output token takes
@@ -90,8 +91,11 @@ class VegasLimit:
         return self._saved or self.limit
 
     def sample(self, seconds: float, tokens: int, inflight: int) -> bool:
-        """Count one finished call: its duration, output tokens, and the calls in flight at
-        its replica when it started. Returns whether the limit changed."""
+        """Count one finished call.
+
+        Its duration, output tokens, and the calls in flight at its replica when it started.
+        Returns whether the limit changed.
+        """
         if self._saved and inflight > self.limit:
             return False  # a probe window counts only the calls it let start
         self._time += seconds

@@ -50,8 +50,10 @@ llama.eval(llama.tokenize(b"Hello, world"))
 
 
 def compiled_features(info: str) -> list[str]:
-    """The instruction sets a build was compiled with, from llama.cpp's system info line
-    (``"CPU : SSE3 = 1 | AVX2 = 1 | ... | OPENMP = 1 |"``), in the order it lists them."""
+    """The instruction sets a build was compiled with, from llama.cpp's system info line.
+
+    In the order it lists them (``"CPU : SSE3 = 1 | AVX2 = 1 | ... | OPENMP = 1 |"``).
+    """
     found = []
     for part in info.replace("\n", "|").split("|"):
         name, _, value = part.rpartition("=")

@@ -34,8 +34,8 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
-from alto import current_call
-from alto.operators._otel import model_call, traced_stream
+from alto.lineage import current_call
+from alto.operators._model_spans import model_call, traced_stream
 from alto.operators.llm.base import LLM, Request, Stop, normalize_messages, normalize_stop
 from alto.operators.llm.dispatch import Dispatcher, DispatchStats, Order, Route, check_knobs
 from alto.operators.llm.errors import LLMError
@@ -224,19 +224,26 @@ class LocalLLM(LLM):
         )
 
     def __reduce__(self) -> Any:
-        """Pickled as its settings (``order`` and ``route`` included): a copy in another
-        process (a Ray actor) loads the model once, when it is unpickled there."""
+        """Pickled as its settings (``order`` and ``route`` included).
+
+        A copy in another process (a Ray actor) loads the model once, when it is unpickled
+        there.
+        """
         return (_rebuild_local, (self._settings,))
 
     @property
     def name(self) -> str:
+        """``llama.cpp:`` and the model file's name."""
         return f"llama.cpp:{self.model_path.name}"
 
     def dispatch_stats(self) -> DispatchStats:
-        """The dispatcher's snapshot: per instance, the calls made in stages (in flight,
-        served, failed) and their prompt tokens, those served from the instance's cache (the
-        prefix it kept from its previous prompt) and their output tokens; the calls waiting.
-        Calls made outside a stage are not counted."""
+        """The dispatcher's snapshot.
+
+        Per instance, the calls made in stages (in flight, served, failed) and their prompt
+        tokens, those served from the instance's cache (the prefix it kept from its previous
+        prompt) and their output tokens; the calls waiting. Calls made outside a stage are
+        not counted.
+        """
         return self.dispatcher.stats()
 
     # -- the pool -------------------------------------------------------------------------
@@ -275,8 +282,11 @@ class LocalLLM(LLM):
                     lease.done()
 
     async def _claim(self, llama: Llama) -> Llama:
-        """Take ``llama`` (the instance a lease names); wait while a call outside a stage
-        holds it (the dispatcher counts only the calls made in stages)."""
+        """Take ``llama`` (the instance a lease names).
+
+        Wait while a call outside a stage holds it (the dispatcher counts only the calls
+        made in stages).
+        """
         if self._closed:  # closed while the call waited for its lease
             raise LLMError(f"{self.name} is closed")
         if llama in self._free:
@@ -306,8 +316,9 @@ class LocalLLM(LLM):
             self._release(llama)
 
     async def _wait(self, waiter: _Waiter, queue: list[_Waiter]) -> Llama:
-        """Queue ``waiter`` at the end of ``queue`` and wait until :meth:`_release` grants it
-        an instance; a waiter cancelled as it was granted one passes it on.
+        """Queue ``waiter`` at the end of ``queue`` and wait until it is granted an instance.
+
+        :meth:`_release` grants it; a waiter cancelled as it was granted one passes it on.
 
         Raises:
             LLMError: the client was closed while the call waited.
@@ -326,8 +337,10 @@ class LocalLLM(LLM):
         return waiter.llama
 
     def _release(self, llama: Llama) -> None:
-        """Hand a freed instance to the call in a stage that was given it, else to the best
-        waiting call outside a stage, or back to the pool."""
+        """Hand a freed instance to the call in a stage that was given it.
+
+        Else it goes to the best waiting call outside a stage, or back to the pool.
+        """
         claims = self._claims.get(id(llama))
         if claims and not self._closed:
             claimer = claims.pop(0)
@@ -469,8 +482,11 @@ class LocalLLM(LLM):
         )
 
     def _pieces(self, request: Request, messages: list[dict[str, str]]) -> tuple[_Pieces, str]:
-        """How to generate the answer to ``request`` (``messages``: its conversation, checked),
-        and the prompt text the instance pool matches prefixes on."""
+        """How to generate the answer to ``request``, and the prompt the pool matches on.
+
+        ``messages`` is the request's conversation, checked; the prompt text is what the
+        instance pool matches prefixes on.
+        """
         max_tokens, temperature = request.max_tokens, request.temperature
         if request.kind == "complete":
             pieces = self._completion(request.prompt, max_tokens, temperature, request.stop)
@@ -483,7 +499,7 @@ class LocalLLM(LLM):
         return pieces, _prompt_key(messages)
 
     def _call(self, operation: str, max_tokens: int, temperature: float) -> dict[str, Any]:
-        """What a model-call span records of a request (see :mod:`alto.operators._otel`)."""
+        """What a model-call span records of a request (see :mod:`alto.operators._model_spans`)."""
         return {
             "operation": operation,
             "model": self.model_path.name,
@@ -567,11 +583,13 @@ class LocalLLM(LLM):
 
 
 def _counted(pieces: _Pieces, call: Any) -> _Pieces:
-    """``pieces``, telling ``call`` (a model-call recorder) the time to first token and the
-    token counts: the prompt's is the model's context size when the first token comes (the
-    prompt is evaluated, the sampled token not yet); the answer's, the tokens it streamed
-    (llama.cpp streams one chunk per token, holding back only those that end in a partial
-    UTF-8 character or a possible stop sequence)."""
+    """``pieces``, reporting the time to first token and the token counts to ``call``.
+
+    ``call`` is a model-call recorder. The prompt's count is the model's context size when
+    the first token comes (the prompt is evaluated, the sampled token not yet); the
+    answer's, the tokens it streamed (llama.cpp streams one chunk per token, holding back
+    only those that end in a partial UTF-8 character or a possible stop sequence).
+    """
     if not call.recording:
         return pieces
 
@@ -591,10 +609,13 @@ def _counted(pieces: _Pieces, call: Any) -> _Pieces:
 
 
 def _metered(pieces: _Pieces, usage: _Usage) -> _Pieces:
-    """``pieces``, filling ``usage`` when it is ``wanted``: the prompt's tokens (the context
-    when the first token comes), those llama.cpp kept from the previous prompt (the common
-    prefix of the context before and after the prompt is evaluated, less the one token it
-    always evaluates again), and the pieces streamed (one per token)."""
+    """``pieces``, filling ``usage`` when it is ``wanted``.
+
+    The usage: the prompt's tokens (the context when the first token comes), those llama.cpp
+    kept from the previous prompt (the common prefix of the context before and after the
+    prompt is evaluated, less the one token it always evaluates again), and the pieces
+    streamed (one per token).
+    """
 
     def metered(llama: Llama) -> Generator[str, None, None]:
         if not usage.wanted:

@@ -102,8 +102,10 @@ def _sources(replicas: Sequence[Any]) -> str:
 
 
 def relative_samples(samples: Iterable[Sequence[Any]], t0: float) -> list[list[Any]]:
-    """A dispatcher's samples with their time in seconds from ``t0``, a
-    ``time.perf_counter()`` reading (the clock of Alto's run statistics)."""
+    """A dispatcher's samples with their time in seconds from ``t0``.
+
+    ``t0`` is a ``time.perf_counter()`` reading (the clock of Alto's run statistics).
+    """
     offset = time.monotonic() - time.perf_counter()  # the two clocks, read together
     return [[t - offset - t0, *rest] for t, *rest in samples]
 

@@ -25,7 +25,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 
-from alto.operators._otel import UNTRACED, model_call, traced_stream
+from alto.operators._model_spans import UNTRACED, model_call, traced_stream
 from alto.operators.llm.base import LLM, Request, normalize_messages, normalize_stop
 from alto.operators.llm.dispatch import (
     DEFAULT_LIMIT,
@@ -229,8 +229,11 @@ class OpenAIClient(LLM):
 
 
     def __reduce__(self) -> Any:
-        """Pickled as its settings: a copy in another process opens its own connections and
-        reads the API key from its own environment."""
+        """Pickled as its settings.
+
+        A copy in another process opens its own connections and reads the API key from its
+        own environment.
+        """
         if self._custom_transport:
             raise TypeError("an OpenAIClient with a custom transport cannot be pickled")
         adopt = sharing.shipped(self)  # e.g. on Ray: the copies share a dispatcher actor
@@ -253,12 +256,16 @@ class OpenAIClient(LLM):
 
     @property
     def name(self) -> str:
+        """The model's name and the server's base URL, as ``model@base_url``."""
         return f"{self.model}@{self.base_url}"
 
     def dispatch_stats(self) -> DispatchStats:
-        """What the dispatcher did and holds now: per replica, calls in flight, the limit,
-        calls, failures, prompt and cached tokens, health; calls waiting. After a run on
-        Ray (while still connected to it), the state the run's actors shared."""
+        """What the dispatcher did and holds now.
+
+        Per replica, calls in flight, the limit, calls, failures, prompt and cached tokens,
+        health; calls waiting. After a run on Ray (while still connected to it), the state
+        the run's actors shared.
+        """
         shared = sharing.shared_stats(self)
         return shared if shared is not None else self.dispatcher.stats()
 
@@ -429,7 +436,7 @@ class OpenAIClient(LLM):
     async def _traced_post(
         self, path: str, payload: dict[str, Any], prefix: str, *, retries: int | None = None
     ) -> tuple[str, dict[str, Any]]:
-        """:meth:`_post`, in a model-call span when tracing is on (see :mod:`.._otel`)."""
+        """:meth:`_post`, in a model-call span when tracing is on (see :mod:`.._model_spans`)."""
         operation = "chat" if path == "/chat/completions" else "text_completion"
         with model_call(
             operation, self.model, "openai", server=self.base_url, request=payload
@@ -441,8 +448,11 @@ class OpenAIClient(LLM):
     async def _post(
         self, path: str, payload: dict[str, Any], prefix: str, *, retries: int | None = None
     ) -> tuple[str, dict[str, Any]]:
-        """POST and return the URL that answered and its JSON answer; the whole exchange is
-        retried on failures, each attempt on the replica the dispatcher gives it."""
+        """POST and return the URL that answered and its JSON answer.
+
+        The whole exchange is retried on failures, each attempt on the replica the
+        dispatcher gives it.
+        """
         retries = self.max_retries if retries is None else retries
         attempt = 0
         while True:
@@ -483,8 +493,10 @@ class OpenAIClient(LLM):
     async def _open(
         self, url: str, payload: dict[str, Any], attempt: int, retries: int, lease: Lease
     ) -> httpx.Response:
-        """Send one request and return a response with a success status, its body unread;
-        a failure is reported to ``lease`` (a connection failure or 5xx: the replica is down).
+        """Send one request and return a response with a success status, its body unread.
+
+        A failure is reported to ``lease`` (a connection failure or 5xx: the replica is
+        down).
 
         Raises:
             _Retry: the attempt failed in a way worth retrying, and retries are left.
@@ -595,8 +607,11 @@ class OpenAIClient(LLM):
         await lease.__aexit__(None, None, None)
 
     async def _events(self, url: str, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-        """Parse server-sent events: ``data:`` lines up to a blank line make one JSON event;
-        ``data: [DONE]`` ends the stream; ``:`` lines are comments (keep-alives)."""
+        """Parse server-sent events.
+
+        ``data:`` lines up to a blank line make one JSON event; ``data: [DONE]`` ends the
+        stream; ``:`` lines are comments (keep-alives).
+        """
         data: list[str] = []
         try:
             async for line in response.aiter_lines():
@@ -648,7 +663,7 @@ class OpenAIClient(LLM):
                 return min(self._max_backoff, max(0.0, float(retry_after)))
             except ValueError:
                 pass  # an HTTP date; use our own schedule
-        ceiling = min(self._max_backoff, self._backoff * 2 ** (attempt - 1))
+        ceiling: float = min(self._max_backoff, self._backoff * 2 ** (attempt - 1))
         return ceiling * random.uniform(0.5, 1.0)
 
     def _timeout(self, url: str, exc: httpx.TimeoutException) -> LLMTimeoutError:
@@ -682,8 +697,10 @@ def _rebuild_client(
 
 
 def _prefix(messages: Sequence[Mapping[str, str]]) -> str:
-    """The routing prefix of a chat: its first ``PREFIX_CHARS`` characters, rendered as
-    ``role: content`` lines."""
+    """The routing prefix of a chat.
+
+    Its first ``PREFIX_CHARS`` characters, rendered as ``role: content`` lines.
+    """
     parts: list[str] = []
     size = 0
     for message in messages:

@@ -34,11 +34,11 @@ import ray
 import ray.cloudpickle
 
 from alto.ancestry.ancestry import Ancestry, root_of
-from alto.ancestry.plan import Node
-from alto.errors import StageError
+from alto.compiler.plan import Node
+from alto.errors import AltoError, StageError
+from alto.lineage import CallSite, fresh_slot
 from alto.runtime.context import CallBookkeeping
 from alto.runtime.invoke import Invoker, Pending, runner_for
-from alto.runtime.lineage import CallSite, fresh_slot
 from alto.runtime.metrics import CallSpan, RunStats, StageStats, now
 from alto.runtime.records import EAGER_REMOTE_S
 
@@ -55,14 +55,14 @@ shipped, otel)``.
 ``done`` counts the units of the call that are finished; ``shipped`` counts
 the records of unit ``done`` shipped so far (its children, for a split). ``otel``
 holds the OpenTelemetry spans that ended since the last message, when the run is
-traced (see :mod:`alto.runtime.ray.otel`).
+traced (see :mod:`alto.runtime.ray.span_relay`).
 """
 
 
 class _CallRun(CallBookkeeping):
     """What an Invoker needs of the run, on the actor side: settled roots, failures, spans."""
 
-    __slots__ = ("settled", "dead_letters", "errors", "stats", "calls", "otel", "otel_calls")
+    __slots__ = ("settled", "dead_letters", "errors", "stats", "calls", "otel", "observer")
 
     def __init__(
         self, settled: set[int], calls: dict[int, set[anyio.CancelScope]], dead_letters: bool,
@@ -74,7 +74,7 @@ class _CallRun(CallBookkeeping):
         self.errors: list[StageError] = []
         self.stats = RunStats(spans=[] if trace else None)
         self.otel: Any = None  # the actor's ActorTracing, when the run is traced
-        self.otel_calls: Any = None  # what Invoker instruments its calls with, then
+        self.observer: Any = None  # what observes the Invoker's calls, then (its CallTracer)
 
     def fail(self, error: StageError) -> bool:
         """Mirror of :meth:`RunState.fail`; the driver applies the error for real."""
@@ -87,16 +87,18 @@ class _CallRun(CallBookkeeping):
 
 
 def _shippable(error: StageError) -> StageError:
-    """The error, with its cause (or failed inputs) replaced by plain stand-ins where they
-    cannot be pickled; the failed call's inputs travel with it (dead letters keep them)."""
+    """The error, its unpicklable cause or failed inputs replaced by plain stand-ins.
+
+    The failed call's inputs travel with it (dead letters keep them).
+    """
     cause, inputs = error.cause, error.inputs
     try:
-        ray.cloudpickle.dumps(cause)
+        ray.cloudpickle.dumps(cause)  # type: ignore[no-untyped-call]  # unannotated in ray
     except Exception:
         cause = RuntimeError(f"{type(error.cause).__name__}: {error.cause}")
     if inputs is not None:
         try:
-            ray.cloudpickle.dumps(inputs)
+            ray.cloudpickle.dumps(inputs)  # type: ignore[no-untyped-call]  # unannotated in ray
         except Exception:
             inputs = {name: repr(value) for name, value in inputs.items()}
     if cause is error.cause and inputs is error.inputs:
@@ -187,11 +189,17 @@ class Turns:
         self.waiting: dict[int, anyio.Event] = {}
 
     async def take(self, seq: int) -> None:
+        """Return once jobs ``0 .. seq-1`` have ended (at once when the turn reached ``seq``)."""
         if seq > self.turn:
             event = self.waiting[seq] = anyio.Event()
             await event.wait()
 
     def end(self, seq: int) -> None:
+        """End job ``seq``; the turn passes on to the next job not passed over.
+
+        A job ahead of the turn is passed over when its turn comes; one behind it changes
+        nothing.
+        """
         if seq != self.turn:
             if seq > self.turn:  # it will not take its turn: pass over it when it comes
                 self.skipped.add(seq)
@@ -207,8 +215,14 @@ class Turns:
             event.set()
 
 
-class HostNotLoaded(RuntimeError):
-    """A call reached a stage actor that holds no stage (it was restarted since its load)."""
+class HostNotLoaded(AltoError, RuntimeError):
+    """A call reached a stage actor that holds no stage (it was restarted since its load).
+
+    The driver takes it as a lost actor: it loads the actor again and runs the call
+    again, and a call that cannot run again fails with :class:`~alto.errors.ActorLostError`.
+    """
+
+    code = "host-not-loaded"
 
 
 class StageHost:
@@ -237,7 +251,7 @@ class StageHost:
     ) -> tuple[float, str, int]:
         """Take on replica ``replica`` of ``node`` for run ``run``, forgetting any earlier one.
 
-        ``otel``: the run is traced with OpenTelemetry (see :mod:`alto.runtime.ray.otel`).
+        ``otel``: the run is traced with OpenTelemetry (see :mod:`alto.runtime.ray.span_relay`).
 
         Returns this actor's clock (``perf_counter``), Ray node id and process id.
         """
@@ -255,7 +269,7 @@ class StageHost:
         self.batch = node.spec.options.batch
         self.otel: Any = None
         if otel:
-            from alto.runtime.ray.otel import ActorTracing
+            from alto.runtime.ray.span_relay import ActorTracing
 
             self.otel = ActorTracing(self.settled)
         # moving averages that outlive one remote call: how long calls take (the invoker
@@ -305,7 +319,7 @@ class StageHost:
         # the invoker's calls run in a task _pump starts from this one: they share the slot
         fresh_slot()
         if self.otel is not None:
-            run.otel, run.otel_calls = self.otel, self.otel.calls
+            run.otel, run.observer = self.otel, self.otel.calls
         stats = StageStats(self.node.name)
         invoker = Invoker(self.node, run, stats, self.replica, self.site)
         invoker.ema = self.call_ema
@@ -453,7 +467,6 @@ async def _pump(
     they were produced, so closes and tombstones never wait behind a long call.
     The work is listed in ``running`` while it runs (see :meth:`StageHost.stop`).
     """
-
     # Stopping the work goes through an anyio cancel scope, not Task.cancel(): the stage
     # sees cancellation as under the local runtime (shielded cleanup is not interrupted).
     scope = anyio.CancelScope()

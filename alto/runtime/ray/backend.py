@@ -3,7 +3,7 @@
 ``await flow.run(inputs, backend="ray")`` (or ``flow.stream(...)``) runs the plan on a
 Ray cluster: the one at ``address=`` (or ``RAY_ADDRESS``), or a local one it starts for
 the run. The driver keeps all state of the run: the engine (:mod:`alto.runtime.engine`:
-run state, channels, routes) with :class:`RayExecutor` as its executor, which starts the
+run state, channels, links) with :class:`RayExecutor` as its executor, which starts the
 actors and runs one driver per stage (an assembler and the stage's remote calls,
 :mod:`alto.runtime.ray.stage`); the actors (:mod:`alto.runtime.ray.actor`) only run
 assembled calls. Options: ``address``, ``init``, ``call_items``, ``inflight``,
@@ -15,22 +15,25 @@ described in ``docs/ray.md``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from typing import Any, AsyncIterable, Callable, Iterable, Mapping
+from typing import Any, AsyncIterable, Callable, Iterable, Iterator, Mapping
 
 import anyio
 import ray
 import sniffio
 
-from alto.ancestry.plan import Node, Plan
+from alto.compiler.plan import Node, Plan
+from alto.errors import ActorLostError
 from alto.result import Result
 from alto.runtime.engine import Engine, StagePorts, StageTask, StageWiring
 from alto.runtime.metrics import RunStats
+from alto.runtime.observe import registered
 from alto.runtime.ray.pool import host_class, kill, pool, poolable, release_idle
 from alto.runtime.ray.shared_dispatcher import RAY_SHARING  # noqa: F401 (registers it)
-from alto.runtime.ray.stage import UP, ActorLostError, DriverOptions, Replica, StageDriver
+from alto.runtime.ray.stage import UP, ActorReplica, DriverOptions, StageDriver
 from alto.runtime.records import CHUNK
 
 _NATIVE = ("num_cpus", "num_gpus", "memory", "accelerator_type")
@@ -117,9 +120,40 @@ class _Connection:
 _connection = _Connection()
 
 
+@contextlib.contextmanager
+def connected(
+    address: str | None = None, *, init: Mapping[str, Any] | None = None
+) -> Iterator[None]:
+    """Keep this process connected to Ray for the block.
+
+    The Ray runs inside it share the connection, and what lives as long as the connection
+    (the dispatcher actors of model clients, the idle actor pool) outlives each run until the
+    block ends.
+
+    Connects the way a run does: to the cluster at ``address`` (else ``RAY_ADDRESS``),
+    or to a local one started with ``init`` (more ``ray.init`` keyword arguments) when
+    neither names one. A Ray instance this process had initialised before is used and
+    left alone; one started here is shut down when the last block or run using it ends.
+    Blocks nest, and may be entered from several threads.
+
+    Example:
+        Read the shared figures of a model client after its Ray run::
+
+            with connected():
+                await flow.run(inputs, backend="ray")
+                print(client.dispatch_stats())
+    """
+    _connection.acquire(address, init)
+    try:
+        yield
+    finally:
+        _connection.release()
+
+
 class RayExecutor:
-    """Runs every stage's calls on Ray actors (an :class:`~alto.runtime.engine.Executor`);
-    see the module docstring.
+    """Runs every stage's calls on Ray actors (an :class:`~alto.runtime.engine.Executor`).
+
+    See the module docstring.
 
     Args:
         call_items, inflight, restarts, start_timeout: the Ray options of the run
@@ -139,7 +173,7 @@ class RayExecutor:
         self.finished: list[int] = []  # roots with an outcome, in order (actors skip their calls)
         self.forget: set[int] = set()  # of those, roots with calls in flight: stop them
         self.forget_due = anyio.Event()
-        self.replicas: dict[str, list[Replica]] = {}
+        self.replicas: dict[str, list[ActorReplica]] = {}
         self.drivers: dict[str, StageDriver] = {}
         self.options: dict[str, dict[str, Any]] = {}
         self.engine: Engine | None = None
@@ -193,8 +227,10 @@ class RayExecutor:
         return [(f"alto:{node.name}", driver.run)]
 
     async def beside(self) -> None:
-        """Tell the actors which roots finished while they had calls of them (see
-        :meth:`_stop_calls`)."""
+        """Tell the actors which roots finished while they had calls of them.
+
+        See :meth:`_stop_calls`.
+        """
         await self._stop_calls()
 
     async def close(self, clean: bool) -> None:
@@ -204,7 +240,7 @@ class RayExecutor:
     async def _start_actors(self, engine: Engine) -> None:
         failures: list[str] = []
 
-        async def start(node: Node, replica: Replica) -> None:
+        async def start(node: Node, replica: ActorReplica) -> None:
             try:
                 try:
                     await replica.start()
@@ -230,7 +266,7 @@ class RayExecutor:
             for i in range(node.spec.options.replicas):
                 handle, pooled = pool.take(self.options[node.name])
                 args = (node, i, run.id, engine.trace, dead_letters, traced)
-                replicas.append(Replica(i, handle, args, pooled))
+                replicas.append(ActorReplica(i, handle, args, pooled))
         with anyio.move_on_after(self.start_timeout) as scope:
             async with anyio.create_task_group() as tg:
                 for node in engine.plan.nodes:
@@ -245,7 +281,7 @@ class RayExecutor:
             raise ActorLostError(
                 f"the Ray actors of stage(s) {', '.join(waiting)} did not start within "
                 f"{self.start_timeout:g}s; does the cluster have a node with those resources? "
-                f"(cluster: {ray.cluster_resources()})"
+                f"(cluster: {ray.cluster_resources()})"  # type: ignore[no-untyped-call]  # unannotated in ray
             )
         if failures:
             raise ActorLostError("\n".join(failures))
@@ -279,7 +315,7 @@ class RayExecutor:
         the actors are stopped first, and given ``CANCEL_GRACE_S`` to clean up.
         """
         if not clean:
-            async def stop(replica: Replica) -> None:
+            async def stop(replica: ActorReplica) -> None:
                 try:
                     await replica.handle.stop.remote(CANCEL_GRACE_S)
                 except Exception:
@@ -291,7 +327,7 @@ class RayExecutor:
                         for replica in replicas:
                             if replica.pid:
                                 tg.start_soon(stop, replica)
-        keep: list[tuple[str, Replica]] = []
+        keep: list[tuple[str, ActorReplica]] = []
         for name, replicas in self.replicas.items():
             for replica in replicas:
                 if clean and replica.state is UP and replica.pid and poolable(self.options[name]):
@@ -301,7 +337,7 @@ class RayExecutor:
         if not keep:
             return
 
-        async def unload(name: str, replica: Replica) -> None:
+        async def unload(name: str, replica: ActorReplica) -> None:
             try:
                 with anyio.fail_after(self.start_timeout):
                     await replica.handle.unload.remote()
@@ -331,19 +367,26 @@ async def run_ray(
     """
     if sniffio.current_async_library() != "asyncio":
         raise RuntimeError("backend='ray' runs on asyncio; run the flow from an asyncio event loop")
+    if registered():
+        raise ValueError(
+            f"call observers are registered (alto.runtime.observe.observing: "
+            f"{', '.join(type(o).__name__ for o in registered())}), and they see the stage "
+            "calls made in this process, while backend='ray' makes them in its stage actors; "
+            "run with backend='local', or start the run outside the observing() block "
+            "(OpenTelemetry, otel=..., traces Ray runs too)"
+        )
     # ray.init belongs on the main thread (signal handlers); it blocks only when it starts Ray
-    _connection.acquire(address, init)
-    try:
+    with connected(address, init=init):
         ray_options = {k: options.pop(k) for k in _RAY_OPTIONS if k in options}
         executor = RayExecutor(**ray_options)
         engine = Engine(plan, executor.reporting(on_result), executor, **options)
         await engine.execute(inputs)
         return engine.stats
-    finally:
-        _connection.release()
 
 
 run_ray.cancels_inputs = True  # type: ignore[attr-defined]
 
 
-__all__ = ["ActorLostError", "RayExecutor", "actor_options", "release_idle", "run_ray"]
+__all__ = [
+    "ActorLostError", "RayExecutor", "actor_options", "connected", "release_idle", "run_ray",
+]

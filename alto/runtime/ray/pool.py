@@ -43,7 +43,7 @@ def poolable(options: Mapping[str, Any]) -> bool:
     return not any(options.get(key) for key in ("num_gpus", "memory", "resources"))
 
 
-def _key(options: Mapping[str, Any]) -> tuple:
+def _key(options: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, repr(v)) for k, v in options.items()))
 
 
@@ -51,7 +51,7 @@ class HostPool:
     """Idle stage hosts by actor options; see the module docstring."""
 
     def __init__(self) -> None:
-        self.idle: dict[tuple, list[Any]] = {}
+        self.idle: dict[tuple[tuple[str, str], ...], list[Any]] = {}
         self.session: str | None = None
 
     def _check_session(self) -> None:
@@ -85,6 +85,7 @@ class HostPool:
 
 
 def kill(handle: Any) -> None:
+    """Kill the actor ``handle`` without a restart; one already gone is left as it is."""
     try:
         ray.kill(handle, no_restart=True)
     except Exception:  # pragma: no cover - already gone, or Ray already shut down

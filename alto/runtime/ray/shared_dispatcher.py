@@ -1,5 +1,6 @@
-"""One dispatcher per model endpoint on Ray: the state lives in a small actor that every
-process calling the endpoint shares.
+"""One dispatcher per model endpoint on Ray.
+
+The state lives in a small actor that every process calling the endpoint shares.
 
 On the Ray backend each stage actor unpickles its own copy of an
 :class:`~alto.operators.llm.openai.OpenAIClient`. With a dispatcher per copy, a limit of
@@ -59,9 +60,9 @@ import anyio
 import ray
 from ray.exceptions import RayActorError
 
+from alto.lineage import CallInfo, current_call, on_root_end, within_call
 from alto.operators.llm.dispatch import Dispatcher, DispatchStats, Lease
 from alto.operators.llm.dispatch.sharing import Adopt, share_with
-from alto.runtime.lineage import CallInfo, current_call, on_root_end, within_call
 
 if TYPE_CHECKING:
     from alto.operators.llm.openai import OpenAIClient
@@ -149,8 +150,11 @@ def adopt(client: OpenAIClient) -> None:
 
 
 def shared_stats(client: OpenAIClient) -> DispatchStats | None:
-    """In the driver, the shared dispatcher's state, if a copy of ``client`` went to Ray in
-    this Ray session and its actor answers; else ``None``."""
+    """In the driver, the shared dispatcher's state, or ``None``.
+
+    The state is there if a copy of ``client`` went to Ray in this Ray session and its actor
+    answers.
+    """
     if not on_ray():
         return None
     known = _shipped.get(client._identity)
@@ -164,16 +168,24 @@ def shared_stats(client: OpenAIClient) -> DispatchStats | None:
 
 
 class RaySharing:
-    """The :class:`~alto.operators.llm.dispatch.sharing.Sharing` of a Ray cluster: while
-    this process is connected to Ray, a pickled client's copies share its dispatch actor."""
+    """The :class:`~alto.operators.llm.dispatch.sharing.Sharing` of a Ray cluster.
+
+    While this process is connected to Ray, a pickled client's copies share its dispatch
+    actor.
+    """
 
     def shipped(self, client: OpenAIClient) -> Adopt | None:
+        """On Ray, make the dispatch actor ``client``'s copies share and return :func:`adopt`.
+
+        Off Ray, ``None``: nothing is shared.
+        """
         if not on_ray():
             return None
         shipping(client)
         return adopt
 
     def stats(self, client: OpenAIClient) -> DispatchStats | None:
+        """The state of ``client``'s shared dispatch actor (:func:`shared_stats`), or ``None``."""
         return shared_stats(client)
 
     def __eq__(self, other: object) -> bool:
@@ -184,8 +196,11 @@ class RaySharing:
 
 
 def _forget_shared(run: str, root: int) -> None:
-    """A root of a run on this driver has its outcome: the dispatch actors of the clients
-    it shipped in this Ray session forget it (sent, not waited for)."""
+    """A root of a run on this driver has its outcome.
+
+    The dispatch actors of the clients it shipped in this Ray session forget it (sent, not
+    waited for).
+    """
     if not _shipped or not on_ray():
         return
     session = _session()
@@ -232,8 +247,9 @@ class _SharedLease(Lease):
 
 
 class SharedDispatcher(Dispatcher):
-    """The dispatcher of a client copy in a Ray worker: its state is the endpoint's
-    :class:`DispatchHost`'s (see the module docstring).
+    """The dispatcher of a client copy in a Ray worker.
+
+    Its state is the endpoint's :class:`DispatchHost`'s (see the module docstring).
 
     Its own counters stay at zero; :meth:`stats` asks the actor.
 
@@ -262,17 +278,21 @@ class SharedDispatcher(Dispatcher):
         return stats
 
     def timeline(self) -> list[tuple[float, int, int, int]]:
+        """The samples the shared dispatcher recorded (a remote call; blocks)."""
         return self.stats().timeline()
 
     def record(self, on: bool) -> None:
+        """Start (or stop) recording samples, here and in the shared actor (not waited for)."""
         super().record(on)
         self._connect().record.remote(on)
 
     def set_target(self, replica: int, target: str) -> None:
+        """Change one replica's label, here and in the shared actor (waits for the actor)."""
         super().set_target(replica, target)
         ray.get(self._connect().set_target.remote(replica, target))
 
     def forget(self, run: str, root: int) -> None:
+        """Tell the shared actor to drop what it remembers of a root (sent, not waited for)."""
         self._connect().forget.remote(run, root)
 
     def _connect(self, again: bool = False) -> Any:
@@ -359,8 +379,10 @@ class DispatchHost:
     async def acquire(
         self, key: Key, prefix: str, call: CallInfo | None
     ) -> tuple[int, str, int | None]:
-        """Wait for admission with the caller's lineage; the lease's replica, target and
-        priority."""
+        """Wait for admission with the caller's lineage.
+
+        Returns the lease's replica, target and priority.
+        """
         if key in self.abandoned:  # the caller gave up before this arrived
             del self.abandoned[key]
             return -1, "", None
@@ -406,20 +428,27 @@ class DispatchHost:
             self.abandoned.popitem(last=False)
 
     async def stats(self) -> DispatchStats:
+        """The shared dispatcher's snapshot."""
         return self.dispatcher.stats()
 
     async def record(self, on: bool) -> None:
+        """Start (or stop) recording the shared dispatcher's samples."""
         self.dispatcher.record(on)
 
     async def set_target(self, replica: int, target: str) -> None:
+        """Change one replica's label in the shared dispatcher."""
         self.dispatcher.set_target(replica, target)
 
     async def forget(self, run: str, root: int) -> None:
+        """Drop what the shared dispatcher remembers of a root: it has its outcome."""
         self.dispatcher.forget(run, root)
 
     async def _sweep(self) -> None:
-        """Every ``SWEEP_S`` seconds while leases are held: free those of actors that died
-        or were restarted (in a new worker process) since they took them."""
+        """Every ``SWEEP_S`` seconds while leases are held, free the leases of lost actors.
+
+        An actor is lost when it died or was restarted (in a new worker process) since it
+        took them.
+        """
         while True:
             await asyncio.sleep(SWEEP_S)
             held = {worker for worker, _ in self.leases}

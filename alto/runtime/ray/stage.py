@@ -39,8 +39,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from ray.exceptions import ObjectLostError, RayActorError, WorkerCrashedError
 
 from alto.ancestry.ancestry import Ancestry, root_of
-from alto.ancestry.plan import Node, PortMode
-from alto.errors import StageError
+from alto.compiler.plan import Node, PortMode
+from alto.errors import ActorLostError, StageError
 from alto.runtime.assemble import Assembler
 from alto.runtime.engine import assemble_calls
 from alto.runtime.metrics import CallSpan, now
@@ -72,11 +72,7 @@ UP, _PROBING, _DEAD = "up", "probing", "dead"
 _stream_ids = itertools.count()
 
 
-class ActorLostError(RuntimeError):
-    """The actor running a stage call died, and the call could not be run again."""
-
-
-class Replica:
+class ActorReplica:
     """One actor of a stage, as the driver sees it."""
 
     __slots__ = (
@@ -170,7 +166,7 @@ class StageDriver:
         stats: RunStats,
         finished: list[int],
         policy: BatchPolicy,
-        replicas: list[Replica],
+        replicas: list[ActorReplica],
         receive: MemoryObjectReceiveStream[Any],
         outbox: StageOutbox,
     ) -> None:
@@ -203,8 +199,8 @@ class StageDriver:
         self.ended = False
         self.calls = 0  # remote calls in flight
         self.cost: float | None = None  # moving average of seconds per unit
-        self.replays: dict[tuple, int] = {}  # ancestry -> times its actor died running it alone
-        self.alone: set[tuple] = set()  # ancestries to run in calls of their own (after a crash)
+        self.replays: dict[Ancestry, int] = {}  # ancestry -> times its actor died running it alone
+        self.alone: set[Ancestry] = set()  # ancestries to run in calls of their own (after a crash)
         self._work = anyio.Event()
         self._room = anyio.Event()
         self._tg: TaskGroup | None = None
@@ -212,15 +208,21 @@ class StageDriver:
     # -- the two loops -------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Read the inbox and dispatch calls to the actors, until both loops end.
+
+        The inbox and the outbox are closed at the end.
+        """
         async with self.receive, self.outbox:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._read, name=f"alto:{self.name}:read")
-                await self._dispatch()
+                await self._send_calls()
 
     async def _read(self) -> None:
-        """Assemble the stage's calls from its inbox (:func:`alto.runtime.engine.assemble_calls`)
-        and queue them for the actors."""
+        """Assemble the stage's calls from its inbox and queue them for the actors.
+
+        The calls are assembled by :func:`alto.runtime.engine.assemble_calls`.
+        """
         receive = self.receive
         pending = self.pending
 
@@ -233,7 +235,7 @@ class StageDriver:
             await self.outbox.flush()
             return await receive.receive()
 
-        async def dispatch(ready: list[Any]) -> None:
+        async def enqueue(ready: list[Any]) -> None:
             if self.streams:
                 assert self._tg is not None
                 for anc, (children,) in ready:
@@ -248,13 +250,13 @@ class StageDriver:
             await anyio.lowlevel.checkpoint()
 
         await assemble_calls(
-            receive, self.assembler, self.outbox, self.stats, dispatch, idle,
+            receive, self.assembler, self.outbox, self.stats, enqueue, idle,
             room=room, pause=pause,
         )
         self.ended = True
         self._work.set()
 
-    async def _dispatch(self) -> None:
+    async def _send_calls(self) -> None:
         assert self._tg is not None
         pending = self.pending
         while True:
@@ -289,7 +291,7 @@ class StageDriver:
 
     # -- choosing work ---------------------------------------------------------------------
 
-    def _pick(self, cap: float) -> Replica | None:
+    def _pick(self, cap: float) -> ActorReplica | None:
         best = None
         for r in self.replicas:
             if r.state is UP and r.load < cap and not r.alone:
@@ -303,7 +305,7 @@ class StageDriver:
             return 1  # nothing measured yet: start small, as the first outputs go out at once
         return max(1, min(self.call_items, int(TARGET_S / max(cost, 1e-9))))
 
-    def _take(self, replica: Replica, alone: bool) -> list[Any] | None:
+    def _take(self, replica: ActorReplica, alone: bool) -> list[Any] | None:
         """The units of the next remote call, or ``None`` while a partial batch may still fill."""
         pending = self.pending
         if alone:  # a unit whose call crashed runs alone on an idle actor: a crash is its own
@@ -350,14 +352,14 @@ class StageDriver:
 
     # -- remote calls ----------------------------------------------------------------------
 
-    def _dead_for(self, replica: Replica) -> list[int]:
+    def _dead_for(self, replica: ActorReplica) -> list[int]:
         """Roots that finished since this actor last heard (it skips their calls)."""
         finished = self.finished
         delta = finished[replica.sent :]
         replica.sent = len(finished)
         return delta
 
-    async def _call(self, replica: Replica, units: list[Any]) -> None:
+    async def _call(self, replica: ActorReplica, units: list[Any]) -> None:
         batched = bool(self.size)
         replica.working(units, batched, 1)
         seq = replica.seq
@@ -388,7 +390,7 @@ class StageDriver:
             self._work.set()
 
     async def _consume(
-        self, gen: Any, replica: Replica, turn: tuple[Turns, int] | None = None
+        self, gen: Any, replica: ActorReplica, turn: tuple[Turns, int] | None = None
     ) -> tuple[int, int, Exception | None]:
         """Apply the messages of one remote call; returns how far it got, and its error.
 
@@ -416,10 +418,10 @@ class StageDriver:
             _cancel(gen)
             raise
 
-    def _apply(self, message: Any, replica: Replica) -> None:
+    def _apply(self, message: Any, replica: ActorReplica) -> None:
         records, errors, (calls, busy, retries, out, bisections), spans, _, _, otel = message
         if otel and self.otel is not None:
-            from alto.runtime.ray.otel import export
+            from alto.runtime.ray.span_relay import export
 
             export(self.otel, otel)
         stats = self.stats
@@ -443,8 +445,11 @@ class StageDriver:
             self.outbox.records.extend(records)
 
     def _submitted(self, units: list[Any], batched: bool) -> dict[int, float]:
-        """When each root ``units`` serve was submitted, on this process's ``time.monotonic()``
-        clock (what ``alto.current_call()`` reports inside their calls)."""
+        """When each root ``units`` serve was submitted, on this process's monotonic clock.
+
+        This is the time ``alto.current_call()`` reports inside their calls
+        (``time.monotonic()``).
+        """
         start = self.root_start
         offset = self.monotonic_offset
         submitted = {}
@@ -459,14 +464,14 @@ class StageDriver:
         """In a traced run, the span contexts a remote call takes along (else nothing)."""
         if self.otel is None:
             return {}
-        from alto.runtime.ray.otel import parents_for
+        from alto.runtime.ray.span_relay import parents_for
 
         return {"otel": parents_for(self.otel, units, batched)}
 
     # -- failures --------------------------------------------------------------------------
 
     def _recover(
-        self, replica: Replica, units: list[Any], done: int, shipped: int, error: Exception
+        self, replica: ActorReplica, units: list[Any], done: int, shipped: int, error: Exception
     ) -> None:
         """A remote call failed after ``done`` units (and ``shipped`` records of the next).
 
@@ -514,7 +519,7 @@ class StageDriver:
             self.pending[:0] = again
             self.since = now()
 
-    def _lost(self, replica: Replica, error: Exception, shipped: int) -> ActorLostError:
+    def _lost(self, replica: ActorReplica, error: Exception, shipped: int) -> ActorLostError:
         what = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         why = (
             f"; {shipped} of its children had already gone downstream, so it cannot run again"
@@ -542,21 +547,21 @@ class StageDriver:
                 if run.fail(StageError(self.name, anc, cause, attempts=attempts)):
                     records.append(Close(anc, 0) if self.is_split else (anc, DROPPED))
 
-    async def _skip(self, replica: Replica, seq: int) -> None:
+    async def _skip(self, replica: ActorReplica, seq: int) -> None:
         """The call may have failed before it ran: the actor must not keep its turn for it."""
         try:
             await replica.handle.skip.remote(seq)
         except Exception:  # the actor is gone: nothing waits on it
             pass
 
-    def _suspect(self, replica: Replica) -> None:
-        """Dispatch nothing more to ``replica`` until it answers again."""
+    def _suspect(self, replica: ActorReplica) -> None:
+        """Send nothing more to ``replica`` until it answers again."""
         if replica.state is UP:
             replica.state = _PROBING
             assert self._tg is not None
             self._tg.start_soon(self._probe, replica)
 
-    async def _probe(self, replica: Replica) -> None:
+    async def _probe(self, replica: ActorReplica) -> None:
         """After a crash: wait for Ray to restart the actor and load it, or learn it is gone."""
         try:
             with anyio.fail_after(self.probe_timeout):
@@ -607,7 +612,7 @@ class StageDriver:
             self._work.set()
 
     async def _feed(
-        self, replica: Replica, cid: int, children: MemoryObjectReceiveStream[Any]
+        self, replica: ActorReplica, cid: int, children: MemoryObjectReceiveStream[Any]
     ) -> None:
         feed = replica.handle.feed
         while True:

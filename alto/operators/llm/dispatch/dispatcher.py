@@ -1,6 +1,8 @@
-"""The dispatcher of one model endpoint: admission, and the order, routing and health of its
-calls (the policies are in :mod:`~alto.operators.llm.dispatch.order` and
-:mod:`~alto.operators.llm.dispatch.route`)."""
+"""The dispatcher of one model endpoint: admission, and the order, routing and health of its calls.
+
+The policies are in :mod:`~alto.operators.llm.dispatch.order` and
+:mod:`~alto.operators.llm.dispatch.route`.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +10,13 @@ import itertools
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
 
+from alto.ancestry.ancestry import Ancestry
+from alto.lineage import current_call, on_root_end
 from alto.operators.llm.dispatch.knobs import (
     AGING,
     DEFAULT_LIMIT,
@@ -30,15 +34,14 @@ from alto.operators.llm.dispatch.replica import (
     MAX_BACKOFF,
     SHARED,
     Queue,
-    Replica,
     Rotation,
+    ServerReplica,
     Waiter,
     least_recently_failed,
 )
 from alto.operators.llm.dispatch.route import RoutePolicy, route_policy
 from alto.operators.llm.dispatch.stats import DispatchStats, ReplicaStats, Sample
 from alto.operators.llm.limit import MAX_LIMIT, START_LIMIT, VegasLimit
-from alto.runtime.lineage import current_call, on_root_end
 
 Probe = Callable[[int], Awaitable[bool]]
 """``await probe(replica)``: whether that replica answers again (e.g. ``GET /models``)."""
@@ -61,7 +64,7 @@ class Dispatcher:
     """One per model endpoint (one per client object): admission, order, routing, health.
 
     When a root input of a run in this process gets its outcome, every dispatcher forgets
-    it (:meth:`forget`; :func:`alto.runtime.lineage.on_root_end`).
+    it (:meth:`forget`; :func:`alto.lineage.on_root_end`).
 
     Args:
         targets: one label per replica (base URLs for an ``OpenAIClient``, ``"instance 0"``
@@ -142,7 +145,7 @@ class Dispatcher:
         start = min(start_limit, max_limit)
         aged = self.order_policy.aging
         self._replicas = [
-            Replica(
+            ServerReplica(
                 i, t, start if auto else fixed, VegasLimit(start, max_limit) if auto else None,
                 source, aged,
             )
@@ -168,6 +171,7 @@ class Dispatcher:
 
     @property
     def targets(self) -> tuple[str, ...]:
+        """Every replica's label (its URL), in the dispatcher's order."""
         return tuple(r.target for r in self._replicas)
 
     def lease(self, prefix: str = "") -> Lease:
@@ -203,8 +207,11 @@ class Dispatcher:
         )
 
     def record(self, on: bool) -> None:
-        """Start (or stop) appending ``(time.monotonic(), replica, inflight, queued)`` to
-        :attr:`samples` at every change of a replica's calls in flight or of the queue."""
+        """Start (or stop) recording samples of the calls in flight and queued.
+
+        A sample ``(time.monotonic(), replica, inflight, queued)`` is appended to
+        :attr:`samples` at every change of a replica's calls in flight or of the queue.
+        """
         self._recording = on
 
     def timeline(self) -> list[Sample]:
@@ -216,8 +223,10 @@ class Dispatcher:
         return self._replicas[replica].vegas
 
     def set_limit(self, replica: int, limit: int, source: LimitSource = "given") -> None:
-        """Set one replica's limit on calls in flight (not under ``"auto"``); calls waiting
-        for room get it at once when it grew."""
+        """Set one replica's limit on calls in flight (not under ``"auto"``).
+
+        Calls waiting for room get it at once when it grew.
+        """
         rep = self._replicas[replica]
         if rep.vegas is not None:
             raise ValueError("the limit of an 'auto' replica is learned; it cannot be set")
@@ -229,11 +238,13 @@ class Dispatcher:
             self._pump(rep)
 
     async def ask_limits(self) -> None:
-        """Ask every replica how many sequences it serves at once (``max_inflight="server"``)
-        and take the answers as their limits; once: later calls return at once. Calls that
-        arrive while the replicas are asked wait for the answers. Done before the first stage
-        call is admitted (calls outside a stage are held to no limit); call it to ask
-        earlier."""
+        """Ask every replica how many sequences it serves at once and take the answers as limits.
+
+        This is ``max_inflight="server"``, done once: later calls return at once. Calls that
+        arrive while the replicas are asked wait for the answers. Done before the first
+        stage call is admitted (calls outside a stage are held to no limit); call it to ask
+        earlier.
+        """
         if self._asked:
             return
         ask = self.ask_limit
@@ -271,7 +282,9 @@ class Dispatcher:
 
     def forget(self, run: str, root: int) -> None:
         """Drop what is remembered of a root (its replica, its service): it has its outcome.
-        (Without this, roots are forgotten least recently used first, past ``remember``.)"""
+
+        Without this, roots are forgotten least recently used first, past ``remember``.
+        """
         key = (run, root)
         self.route_policy.forget(key)
         self.order_policy.forget(key)
@@ -332,7 +345,7 @@ class Dispatcher:
                 # are held by calls that cannot end (see "Liveness"): let it through over
                 # the limit.
                 healthy = [r for r in self._replicas if r.healthy] or self._replicas
-                self._admit(lease, preferred or min(healthy, key=Replica.load), self.clock())
+                self._admit(lease, preferred or min(healthy, key=ServerReplica.load), self.clock())
                 return
         except BaseException:
             if waiter.waiting:  # cancelled while waiting: leave the queue
@@ -350,8 +363,7 @@ class Dispatcher:
         self._remember(lease, rep)
 
     async def _wait(self, waiter: Waiter) -> bool:
-        """Wait until ``waiter`` is admitted (True), or taken out of its queue by the
-        liveness guard (False)."""
+        """Wait until ``waiter`` is admitted (True), or the liveness guard dequeues it (False)."""
         while True:
             with anyio.move_on_after(self.stall):
                 await waiter.event.wait()
@@ -372,7 +384,7 @@ class Dispatcher:
         self._queued -= 1
         self._queue(waiter.where).waiting -= 1
 
-    def _admit(self, lease: Lease, rep: Replica, now: float) -> None:
+    def _admit(self, lease: Lease, rep: ServerReplica, now: float) -> None:
         rep.inflight += 1
         rep.calls += 1
         lease.replica = rep.index
@@ -384,9 +396,12 @@ class Dispatcher:
         if lease._root is not NO_ROOT:
             self._remember(lease, rep)
 
-    def _remember(self, lease: Lease, rep: Replica) -> None:
+    def _remember(self, lease: Lease, rep: ServerReplica) -> None:
         if self._single is None:
-            self.route_policy.remember(lease._root, lease._ancestry, lease._prefix, rep)
+            # _admit calls this only for a lease whose root is set, and _acquire sets the
+            # root and the ancestry together: the ancestry is a real one, not the ()
+            ancestry = cast(Ancestry, lease._ancestry)
+            self.route_policy.remember(lease._root, ancestry, lease._prefix, rep)
 
     def _served(self, lease: Lease, prompt: int, cached: int, output: int) -> None:
         """A call ended well with this usage (:meth:`Lease.done`)."""
@@ -423,9 +438,11 @@ class Dispatcher:
         if self._queued:
             self._pump(rep)
 
-    def _pump(self, rep: Replica) -> None:
-        """Give ``rep``'s free slots to the calls waiting for them, in order: those routed to
-        it and those routed nowhere yet."""
+    def _pump(self, rep: ServerReplica) -> None:
+        """Give ``rep``'s free slots to the calls waiting for them, in order.
+
+        Those are the calls routed to it and those routed nowhere yet.
+        """
         if not rep.healthy and self._down < len(self._replicas):
             return
         everyone_down = self._down == len(self._replicas)
@@ -455,7 +472,7 @@ class Dispatcher:
 
     # -- health --------------------------------------------------------------------------------
 
-    def _take_down(self, rep: Replica, now: float) -> None:
+    def _take_down(self, rep: ServerReplica, now: float) -> None:
         if rep.trial:  # the probe call failed too: wait longer
             rep.trial = False
             rep.healthy = False

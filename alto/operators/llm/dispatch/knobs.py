@@ -37,8 +37,10 @@ through over the limit (the liveness guard)."""
 
 
 def check_knobs(max_inflight: Any, order: Any, route: Any) -> None:
-    """Raise ValueError naming a dispatcher knob outside its allowed values (an order or a
-    route may also be a policy object)."""
+    """Raise ValueError naming a dispatcher knob outside its allowed values.
+
+    An order or a route may also be a policy object.
+    """
     from alto.operators.llm.dispatch.order import OrderPolicy
     from alto.operators.llm.dispatch.route import RoutePolicy
 

@@ -38,7 +38,7 @@ class Lease:
     _d: Dispatcher | None = field(default=None, repr=False)
     _prefix: str = field(default="", repr=False)
     _root: tuple[str, int] = field(default=NO_ROOT, repr=False)
-    _ancestry: Ancestry = field(default=(), repr=False)
+    _ancestry: Ancestry | tuple[()] = field(default=(), repr=False)  # () while _root is NO_ROOT
     _start: float = field(default=0.0, repr=False)
     _inflight: int = field(default=0, repr=False)
     _tokens: int = field(default=-1, repr=False)  # output tokens once done; -1: not done
@@ -48,15 +48,19 @@ class Lease:
     def done(
         self, *, prompt_tokens: int = 0, cached_tokens: int = 0, output_tokens: int = 0
     ) -> None:
-        """The call succeeded; its usage (feeds the ``"auto"`` limit, ``least-attained`` and
-        the stats)."""
+        """The call succeeded, with this usage.
+
+        The usage feeds the ``"auto"`` limit, ``least-attained`` and the stats.
+        """
         d = self._d
         assert d is not None, "a Lease is made by Dispatcher.lease()"
         d._served(self, prompt_tokens, cached_tokens, output_tokens)
 
     def failed(self, replica_down: bool) -> None:
-        """The call failed; ``replica_down`` for a connection failure or HTTP 5xx (the
-        replica leaves rotation until it answers again)."""
+        """The call failed; ``replica_down`` for a connection failure or HTTP 5xx.
+
+        The replica then leaves rotation until it answers again.
+        """
         self._failed = True
         self._down = self._down or replica_down
 
@@ -82,8 +86,11 @@ class Lease:
         d._release(self)
 
     def _ended(self, exc: BaseException | None) -> None:
-        """The call left its block with ``exc``: an exception not reported by :meth:`done` or
-        :meth:`failed` is a failure (a cancellation or a closed generator is none)."""
+        """The call left its block with ``exc``.
+
+        An exception not reported by :meth:`done` or :meth:`failed` is a failure (a
+        cancellation or a closed generator is none).
+        """
         if isinstance(exc, Exception) and not self._failed and self._tokens < 0:
             self._failed = True
             self._down = is_down(exc)

@@ -44,8 +44,10 @@ class OrderPolicy(ABC):
 
     @abstractmethod
     def key(self, root: RootKey, submitted: float, seq: int) -> Any:
-        """The rank of a call of ``root`` (submitted at ``submitted``), the ``seq``-th call
-        the dispatcher saw."""
+        """The rank of a call of ``root`` (submitted at ``submitted``).
+
+        The call is the ``seq``-th the dispatcher saw.
+        """
 
     def served(self, root: RootKey, tokens: int) -> None:  # noqa: B027 (optional hook)
         """A call of ``root`` ended with ``tokens`` output tokens."""
@@ -60,6 +62,7 @@ class RootFirst(OrderPolicy):
     name = "root-first"
 
     def key(self, root: RootKey, submitted: float, seq: int) -> Any:
+        """When ``root`` was submitted: the oldest root ranks first."""
         return submitted
 
 
@@ -69,13 +72,16 @@ class Fifo(OrderPolicy):
     name = "fifo"
 
     def key(self, root: RootKey, submitted: float, seq: int) -> Any:
+        """The call's arrival number ``seq``: calls rank in arrival order."""
         return seq
 
 
 class LeastAttained(OrderPolicy):
-    """The calls of the root that has received the fewest output tokens first; a call that
-    has waited ``aging`` seconds first of all. ``remember``: roots whose service is kept,
-    least recently served forgotten first."""
+    """The calls of the root that has received the fewest output tokens first.
+
+    A call that has waited ``aging`` seconds first of all. ``remember``: roots whose service
+    is kept, least recently served forgotten first.
+    """
 
     name = "least-attained"
 
@@ -85,9 +91,11 @@ class LeastAttained(OrderPolicy):
         self.service: OrderedDict[RootKey, int] = OrderedDict()
 
     def key(self, root: RootKey, submitted: float, seq: int) -> Any:
+        """The output tokens ``root`` has received so far (0 for a root not served yet)."""
         return self.service.get(root, 0)
 
     def served(self, root: RootKey, tokens: int) -> None:
+        """Add ``tokens`` to ``root``'s service; past ``remember`` roots, the least recent goes."""
         service = self.service
         service[root] = service.get(root, 0) + tokens
         service.move_to_end(root)
@@ -95,6 +103,7 @@ class LeastAttained(OrderPolicy):
             service.popitem(last=False)
 
     def forget(self, root: RootKey) -> None:
+        """Drop ``root``'s service: it has its outcome."""
         self.service.pop(root, None)
 
 

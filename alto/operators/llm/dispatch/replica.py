@@ -35,9 +35,12 @@ class Waiter:
 
 
 class Queue:
-    """Waiting calls ranked by their order key (ties by arrival); with ``aging``, a call that
-    has waited longer than that many seconds ranks before every call that has not, oldest
-    first. Calls that stopped waiting leave lazily (``waiting`` counts those still in it)."""
+    """Waiting calls ranked by their order key (ties by arrival).
+
+    With ``aging``, a call that has waited longer than that many seconds ranks before every
+    call that has not, oldest first. Calls that stopped waiting leave lazily (``waiting``
+    counts those still in it).
+    """
 
     __slots__ = ("index", "aging", "heap", "arrivals", "waiting")
 
@@ -49,6 +52,7 @@ class Queue:
         self.waiting = 0
 
     def push(self, key: Any, waiter: Waiter) -> None:
+        """Queue ``waiter`` at rank ``key`` (ties by arrival) at this replica."""
         heapq.heappush(self.heap, (key, waiter.seq, waiter))
         if self.aging is not None:
             self.arrivals.append(waiter)
@@ -87,9 +91,12 @@ class Queue:
         self.heap, self.arrivals, self.waiting = [], deque(), 0
 
 
-class Replica:
-    """One replica: its calls in flight and limit, usage, health, and the calls routed to it
-    that wait for a slot."""
+class ServerReplica:
+    """One replica of the served model: its calls in flight, limit, usage, health, queue.
+
+    A replica is a server's base URL, or a ``LocalLLM`` instance; its queue holds the calls
+    routed to it that wait for a slot.
+    """
 
     __slots__ = (
         "index", "target", "inflight", "limit", "source", "vegas", "calls", "failures",
@@ -127,6 +134,7 @@ class Replica:
 
     @property
     def waiting(self) -> int:
+        """How many calls routed to this replica wait for a slot."""
         return self.queue.waiting
 
     def room(self) -> bool:
@@ -148,7 +156,7 @@ class Rotation:
     def __init__(self) -> None:
         self.next = 0
 
-    def __call__(self, replicas: Sequence[Replica]) -> Replica:
+    def __call__(self, replicas: Sequence[ServerReplica]) -> ServerReplica:
         """The next healthy replica (the least recently failed when none is)."""
         n = len(replicas)
         for _ in range(n):
@@ -159,5 +167,6 @@ class Rotation:
         return least_recently_failed(replicas)
 
 
-def least_recently_failed(replicas: Sequence[Replica]) -> Replica:
+def least_recently_failed(replicas: Sequence[ServerReplica]) -> ServerReplica:
+    """The replica whose last failure is the oldest (for when none is healthy)."""
     return min(replicas, key=lambda r: r.down_at)

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from alto.ancestry.ancestry import Ancestry, parent_key
 from alto.operators.llm.dispatch.knobs import ROUTES
 from alto.operators.llm.dispatch.order import RootKey
-from alto.operators.llm.dispatch.replica import Replica, Rotation
+from alto.operators.llm.dispatch.replica import Rotation, ServerReplica
 
 # SGLang router's imbalance rule (sgl-router, py_src/sglang_router/launch_router.py,
 # RouterArgs: balance_abs_threshold=32, balance_rel_threshold=1.0001; the Rust
@@ -45,27 +45,29 @@ class RoutePolicy:
 
     Subclass it for a route of your own and pass an instance as ``route=``; one instance
     serves one dispatcher. Replicas are given in the dispatcher's order; a
-    :class:`~alto.operators.llm.dispatch.replica.Replica` has ``index``, ``healthy``,
+    :class:`~alto.operators.llm.dispatch.replica.ServerReplica` has ``index``, ``healthy``,
     ``inflight``, ``limit``, ``room()`` and ``load()``.
     """
 
     name = "route"
 
     def prefer(
-        self, replicas: Sequence[Replica], root: RootKey, ancestry: Ancestry, prefix: str
-    ) -> Replica | None:
+        self, replicas: Sequence[ServerReplica], root: RootKey, ancestry: Ancestry, prefix: str
+    ) -> ServerReplica | None:
         """The replica a stage call should wait for, or None (the first free one)."""
         return None
 
-    def free(self, replicas: Sequence[Replica], prefix: str) -> Replica | None:
+    def free(self, replicas: Sequence[ServerReplica], prefix: str) -> ServerReplica | None:
         """The replica with room for a call routed nowhere yet, or None (it waits)."""
-        best: Replica | None = None
+        best: ServerReplica | None = None
         for rep in replicas:
             if rep.healthy and rep.room() and (best is None or rep.inflight < best.inflight):
                 best = rep
         return best
 
-    def remember(self, root: RootKey, ancestry: Ancestry, prefix: str, replica: Replica) -> None:
+    def remember(
+        self, root: RootKey, ancestry: Ancestry, prefix: str, replica: ServerReplica
+    ) -> None:
         """A call of ``root`` at ``ancestry`` with ``prefix`` was admitted to ``replica``."""
 
     def forget(self, root: RootKey) -> None:
@@ -87,15 +89,19 @@ class RoundRobin(RoutePolicy):
         self.rotation = Rotation()
 
     def prefer(
-        self, replicas: Sequence[Replica], root: RootKey, ancestry: Ancestry, prefix: str
-    ) -> Replica | None:
+        self, replicas: Sequence[ServerReplica], root: RootKey, ancestry: Ancestry, prefix: str
+    ) -> ServerReplica | None:
+        """The next healthy replica in turn (the least recently failed when none is)."""
         return self.rotation(replicas)
 
 
 class Lineage(RoutePolicy):
-    """A call follows the replica that served its parent's or root's calls while that has
-    room and is not much busier than the least loaded one; ``remember``: roots (and 4x as
-    many parents and prefixes) kept, least recently used forgotten first."""
+    """A call follows the replica that served its parent's or root's calls.
+
+    It does while that replica has room and is not much busier than the least loaded one.
+    ``remember``: roots (and 4x as many parents and prefixes) kept, least recently used
+    forgotten first.
+    """
 
     name = "lineage"
 
@@ -106,8 +112,14 @@ class Lineage(RoutePolicy):
         self.prefix_at: OrderedDict[int, int] = OrderedDict()
 
     def prefer(
-        self, replicas: Sequence[Replica], root: RootKey, ancestry: Ancestry, prefix: str
-    ) -> Replica | None:
+        self, replicas: Sequence[ServerReplica], root: RootKey, ancestry: Ancestry, prefix: str
+    ) -> ServerReplica | None:
+        """The replica that served the call's parent, else its root, when it is still a good pick.
+
+        None for a root's first call, or when that replica is down or full, or busier than
+        the least loaded healthy one by more than a quarter of its limit (``AFFINITY_SLACK``
+        calls when it has none): then the least loaded replica takes the call.
+        """
         chosen = -1
         if len(ancestry) >= 3:
             chosen = self.parent_at.get((root[0], parent_key(ancestry)), -1)
@@ -123,9 +135,11 @@ class Lineage(RoutePolicy):
             return None  # much busier than another: its decode steps are slower
         return rep
 
-    def free(self, replicas: Sequence[Replica], prefix: str) -> Replica | None:
-        """The least loaded replica with room; of those as little loaded, the one that last
-        got ``prefix``."""
+    def free(self, replicas: Sequence[ServerReplica], prefix: str) -> ServerReplica | None:
+        """The least loaded replica with room.
+
+        Of those as little loaded, the one that last got ``prefix``.
+        """
         best = super().free(replicas, prefix)
         if best is not None and prefix:
             known = self.match(prefix)
@@ -135,9 +149,10 @@ class Lineage(RoutePolicy):
                     return rep
         return best
 
-    def remember(self, root: RootKey, ancestry: Ancestry, prefix: str, replica: Replica) -> None:
-        """The replica that served the call last holds its root's, parent's and prefix's
-        cache now."""
+    def remember(
+        self, root: RootKey, ancestry: Ancestry, prefix: str, replica: ServerReplica
+    ) -> None:
+        """The replica that served the call now holds its root's, parent's and prefix's cache."""
         index = replica.index
         roots = self.root_at
         roots[root] = index
@@ -166,8 +181,10 @@ class Lineage(RoutePolicy):
                 spans.popitem(last=False)
 
     def match(self, prefix: str) -> int:
-        """The replica that last got the longest known leading part of ``prefix``, if that
-        part covers more than ``CACHE_THRESHOLD`` of it; else -1."""
+        """The replica that last got the longest known leading part of ``prefix``, or -1.
+
+        That part must cover more than ``CACHE_THRESHOLD`` of ``prefix``; else -1.
+        """
         spans = self.prefix_at
         found = spans.get(hash(prefix), -1)
         if found >= 0:
@@ -180,6 +197,7 @@ class Lineage(RoutePolicy):
         return -1
 
     def forget(self, root: RootKey) -> None:
+        """Drop which replica served ``root``: it has its outcome (parents and prefixes age out)."""
         self.root_at.pop(root, None)
 
 

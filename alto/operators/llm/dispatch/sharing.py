@@ -24,14 +24,16 @@ class Sharing(Protocol):
     """How the copies of a client in other processes share its dispatcher."""
 
     def shipped(self, client: Any) -> Adopt | None:
-        """``client`` is being pickled: prepare what its copies share (e.g. an actor that
-        holds the dispatcher), and return what to run on each copy where it is rebuilt;
-        ``None`` where nothing is shared (e.g. no cluster is connected)."""
+        """``client`` is being pickled: prepare what its copies share.
+
+        For example an actor that holds the dispatcher. Return what to run on each copy
+        where it is rebuilt; ``None`` where nothing is shared (e.g. no cluster is
+        connected).
+        """
         ...
 
     def stats(self, client: Any) -> DispatchStats | None:
-        """The shared dispatcher's state, where copies of ``client`` share one; else
-        ``None``."""
+        """The shared dispatcher's state, where copies of ``client`` share one; else ``None``."""
         ...
 
 
@@ -45,8 +47,10 @@ def share_with(sharing: Sharing) -> None:
 
 
 def shipped(client: Any) -> Adopt | None:
-    """What to run on a copy of ``client`` where it is rebuilt (the first registered
-    sharing that shares it), or ``None``."""
+    """What to run on a copy of ``client`` where it is rebuilt, or ``None``.
+
+    The first registered sharing that shares it says.
+    """
     for sharing in _registered:
         adopt = sharing.shipped(client)
         if adopt is not None:
@@ -55,8 +59,10 @@ def shipped(client: Any) -> Adopt | None:
 
 
 def shared_stats(client: Any) -> DispatchStats | None:
-    """The state of the dispatcher the copies of ``client`` share, if any sharing holds
-    one; else ``None``."""
+    """The state of the dispatcher the copies of ``client`` share, or ``None``.
+
+    ``None`` unless a sharing holds one.
+    """
     for sharing in _registered:
         stats = sharing.stats(client)
         if stats is not None:

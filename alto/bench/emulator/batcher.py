@@ -1,10 +1,10 @@
-"""One emulated replica's engine: continuous batching on a modeled clock (timing emulation).
+"""One emulated replica's continuous batching on a modeled clock (timing emulation).
 
-The engine never sleeps and never reads a wall clock: :meth:`Engine.step` plans one step the
-way vLLM's V1 scheduler does and advances :attr:`Engine.now` by the step's modeled duration
-(:meth:`~alto.bench.emulator.config.EmulatorConfig.step_s`). The server's driver
-(:mod:`alto.bench.emulator.replica`) paces steps against the wall clock; tests drive the
-engine directly, so no test depends on the machine's speed.
+The batcher never sleeps and never reads a wall clock: :meth:`ContinuousBatcher.step` plans
+one step the way vLLM's V1 scheduler does and advances :attr:`ContinuousBatcher.now` by the
+step's modeled duration (:meth:`~alto.bench.emulator.config.EmulatorConfig.step_s`). The
+server's driver (:mod:`alto.bench.emulator.replica`) paces steps against the wall clock;
+tests drive the batcher directly, so no test depends on the machine's speed.
 
 One step (vLLM V1 ``Scheduler.schedule``):
 
@@ -42,10 +42,10 @@ def blocks_for(tokens: int) -> int:
 
 @dataclass(eq=False)
 class Sequence:
-    """One request inside the engine: its tokens, its progress, and its modeled times.
+    """One request inside the batcher: its tokens, its progress, and its modeled times.
 
     ``prompt`` and ``output`` are token ids (the output is known in advance: the emulator
-    decides its answer before timing it). Times are on the engine's modeled clock.
+    decides its answer before timing it). Times are on the batcher's modeled clock.
     """
 
     prompt: list[int]
@@ -72,6 +72,7 @@ class Sequence:
 
     @property
     def done(self) -> bool:
+        """Whether the sequence has finished or was aborted."""
         return self.finished_at is not None or self.aborted
 
 
@@ -88,14 +89,14 @@ class Step:
     preempted: tuple[Sequence, ...]
 
 
-class Engine:
+class ContinuousBatcher:
     """Continuous batching with chunked prefill, a KV cache and prefix caching.
 
     Example:
-        >>> engine = Engine(EmulatorConfig())
-        >>> seq = engine.add(list(range(40)), list(range(3)))
-        >>> while engine.busy:
-        ...     _ = engine.step()
+        >>> batcher = ContinuousBatcher(EmulatorConfig())
+        >>> seq = batcher.add(list(range(40)), list(range(3)))
+        >>> while batcher.busy:
+        ...     _ = batcher.step()
         >>> seq.emitted, round(seq.first_token_at * 1000, 2)
         (3, 8.98)
     """
@@ -121,7 +122,7 @@ class Engine:
         return bool(self.running) or any(not s.aborted for _, _, s in self._waiting)
 
     def advance(self, t: float) -> None:
-        """Move an idle engine's clock forward to ``t`` (a busy engine keeps its own)."""
+        """Move an idle batcher's clock forward to ``t`` (a busy batcher keeps its own)."""
         if not self.busy:
             self.now = max(self.now, t)
 

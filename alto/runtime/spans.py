@@ -1,6 +1,6 @@
 """OpenTelemetry spans of a run: one for the run, one per root input, one per stage call.
 
-A run is traced when a tracer provider is configured (see :mod:`alto._otel`): the check is
+A run is traced when a tracer provider is configured (see :mod:`alto._tracing`): the check is
 made once, when the run starts; without a provider nothing here is imported and no span
 object is ever made. With one, the run's spans form one trace::
 
@@ -10,7 +10,7 @@ object is ever made. With one, the run's spans form one trace::
         │                               alto.roots, alto.batch.size, alto.attempts, alto.outcome
         └── verify
             └── chat SmolLM2-135M       a model call made inside it (gen_ai.* attributes,
-                                        :mod:`alto.operators._otel`)
+                                        :mod:`alto.operators._model_spans`)
 
 Every stage-call span is a child of its root input's span. A batched call serves fragments of
 several roots: it is a child of the first one's span, links to the others', and lists every
@@ -18,29 +18,28 @@ root it served in ``alto.roots`` (and every fragment's ancestry in ``alto.batch.
 A stage call is the current span while the stage function runs, so spans made inside it (by
 Alto's operators, or by the user's code) nest under it.
 
-The engine is instrumented by :func:`instrument`, which wraps the methods of one
-:class:`~alto.runtime.invoke.Invoker` when its run is traced; an untraced invoker is left as
-it is, so an untraced run pays nothing per fragment.
+Stage calls are observed through the runtime's call-observer protocol
+(:mod:`alto.runtime.observe`): a traced run's observer is a :class:`CallTracer`, whose
+context around each call is the call's span. An untraced run has no such observer, so it
+makes no span and pays one attribute test per call.
 """
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Iterator
 
-from alto import _otel
-from alto.ancestry.ancestry import Ancestry, format_ancestry, level, root_of
+from alto import _tracing
+from alto.ancestry.ancestry import format_ancestry, level, root_of
 from alto.errors import AltoError, DeadlineExceeded, InputCancelled, InputError, StageError
+from alto.runtime.observe import StageCall
 
 if TYPE_CHECKING:
-    from alto.ancestry.plan import Plan
-    from alto.runtime.invoke import Invoker
+    from alto.compiler.plan import Plan
 
 RUN: ContextVar[RunTracer | None] = ContextVar("alto_otel_run", default=None)
 """The tracer of the run started in this context (read once, by the run's :class:`RunState`)."""
-
-_CALL: ContextVar[_Call | None] = ContextVar("alto_otel_call", default=None)
 
 
 def current_run() -> RunTracer | None:
@@ -64,9 +63,9 @@ async def traced_run(plan: Plan, backend: str, otel: Any = None) -> AsyncIterato
     """
     owned = False
     if otel is None:
-        provider = _otel.configured_provider()
+        provider = _tracing.configured_provider()
     elif isinstance(otel, str):
-        provider = _otel.otlp_provider(otel)
+        provider = _tracing.otlp_provider(otel)
         owned = True
     else:
         provider = otel
@@ -75,7 +74,7 @@ async def traced_run(plan: Plan, backend: str, otel: Any = None) -> AsyncIterato
         return
     tracer = RunTracer(provider, plan, backend)
     run_token = RUN.set(tracer)
-    provider_token = _otel.activate(provider)
+    provider_token = _tracing.activate(provider)
     try:
         yield tracer
     except BaseException as exc:
@@ -84,7 +83,7 @@ async def traced_run(plan: Plan, backend: str, otel: Any = None) -> AsyncIterato
     else:
         tracer.close(None)
     finally:
-        _otel.deactivate(provider_token)
+        _tracing.deactivate(provider_token)
         RUN.reset(run_token)
         if owned:
             import anyio.to_thread
@@ -105,7 +104,7 @@ class RunTracer:
 
         self._trace = trace
         self.provider = provider
-        self.tracer = _otel.tracer(provider)
+        self.tracer = _tracing.tracer(provider)
         self.span = self.tracer.start_span(
             f"run {plan.name}",
             attributes={
@@ -177,8 +176,11 @@ class RunTracer:
 
 
 def root_outcome(error: BaseException | None) -> str:
-    """The ``alto.outcome`` of a root input's span (``unfinished`` for one left without an
-    outcome when its run stopped, e.g. a stream closed early)."""
+    """The ``alto.outcome`` of a root input's span.
+
+    ``unfinished`` for one left without an outcome when its run stopped, e.g. a stream
+    closed early.
+    """
     if error is None:
         return "ok"
     if isinstance(error, InputCancelled):
@@ -199,7 +201,10 @@ def _error(span: Any, trace: Any, exc: BaseException) -> None:
 
 
 class _Call:
-    """What one stage call did, as its span learns it."""
+    """What one stage call did, as its span learns it.
+
+    It is the call's :class:`~alto.runtime.observe.CallWatch`.
+    """
 
     __slots__ = ("attempts", "error", "stopped")
 
@@ -208,12 +213,24 @@ class _Call:
         self.error: BaseException | None = None
         self.stopped = False
 
+    def backed_off(self, attempt: int, again: bool) -> None:
+        if again:
+            self.attempts = attempt + 1
+        else:
+            self.stopped = True
+
+    def failed(self, error: Exception, attempts: int) -> None:
+        self.error = error
+        self.attempts = attempts
+
 
 class CallTracer:
-    """Makes the spans of one stage's calls; what :func:`instrument` needs of a run.
+    """Makes the spans of one stage's calls.
 
-    The driver's :class:`RunTracer` is one; a Ray actor has its own (see
-    :mod:`alto.runtime.ray.otel`), whose parents are the driver's input spans.
+    It is the run's :class:`~alto.runtime.observe.CallObserver` when the run is traced.
+
+    The driver's is made by :func:`driver_calls`; a Ray actor has its own (see
+    :mod:`alto.runtime.ray.span_relay`), whose parents are the driver's input spans.
     """
 
     def __init__(self, provider: Any, parents: Any, stopped: Any) -> None:
@@ -222,27 +239,26 @@ class CallTracer:
         self._trace = trace
         self._context = context
         self.provider = provider
-        self.tracer = _otel.tracer(provider)
+        self.tracer = _tracing.tracer(provider)
         self.parent_of = parents
         self.stopped = stopped
 
-    @asynccontextmanager
-    async def call(
-        self, invoker: Invoker, ancestries: list[Ancestry], kind: str
-    ) -> AsyncIterator[_Call]:
-        """The span of one call on ``ancestries``, current while the call runs."""
+    @contextmanager
+    def call(self, call: StageCall) -> Iterator[_Call]:
+        """The span of ``call``, current while the call runs."""
         trace = self._trace
+        ancestries = call.ancestries
         first = ancestries[0]
         roots = list(dict.fromkeys(root_of(a) for a in ancestries))
         attributes: dict[str, Any] = {
-            "alto.stage": invoker.name,
-            "alto.call": kind,
+            "alto.stage": call.stage,
+            "alto.call": call.kind,
             "alto.ancestry": format_ancestry(first),
             "alto.level": level(first),
             "alto.root": root_of(first),
             "alto.roots": roots,
             "alto.batch.size": len(ancestries),
-            "alto.replica": invoker.replica,
+            "alto.replica": call.replica,
             "openinference.span.kind": "CHAIN",
         }
         if len(ancestries) > 1:
@@ -253,11 +269,10 @@ class CallTracer:
             if other.is_valid:
                 links.append(trace.Link(other, {"alto.root": root}))
         span = self.tracer.start_span(
-            invoker.name, context=self.parent_of(root_of(first)), attributes=attributes, links=links
+            call.stage, context=self.parent_of(root_of(first)), attributes=attributes, links=links
         )
         record = _Call()
-        call_token = _CALL.set(record)
-        provider_token = _otel.activate(self.provider)
+        provider_token = _tracing.activate(self.provider)
         context_token = self._context.attach(trace.set_span_in_context(span))
         try:
             yield record
@@ -269,8 +284,7 @@ class CallTracer:
             raise
         finally:
             self._context.detach(context_token)
-            _otel.deactivate(provider_token)
-            _CALL.reset(call_token)
+            _tracing.deactivate(provider_token)
             if record.error is not None:
                 outcome = "error"
             elif record.stopped or self.stopped(roots):
@@ -282,59 +296,6 @@ class CallTracer:
             if record.error is not None:
                 _error(span, trace, record.error)
             span.end()
-
-
-def call_failed(error: StageError) -> None:
-    """The stage call running in this context failed with ``error`` (after its retries)."""
-    record = _CALL.get()
-    if record is not None:
-        record.error = error.cause
-        record.attempts = error.attempts
-
-
-def instrument(invoker: Invoker, calls: CallTracer) -> None:
-    """Give every call ``invoker`` makes a span, made by ``calls``.
-
-    Wraps the invoker's entry points (one value, one split, one batched call) and its retry
-    wait (to count attempts); failures reach the span through :func:`call_failed`, called by
-    the run when the invoker reports them.
-    """
-    value, split, batch_call, backoff = (
-        invoker.value, invoker.split, invoker._batch_call, invoker._backoff
-    )
-    settled = invoker.settled
-
-    async def traced_value(anc: Ancestry, args: Any, outbox: Any) -> None:
-        if root_of(anc) in settled:
-            return  # no call is made (see Invoker.value)
-        async with calls.call(invoker, [anc], "value"):
-            await value(anc, args, outbox)
-
-    async def traced_split(anc: Ancestry, args: Any, outbox: Any) -> None:
-        async with calls.call(invoker, [anc], "split"):
-            await split(anc, args, outbox)
-
-    async def traced_batch_call(items: list[tuple[Ancestry, Any]], done: list[Any]) -> Any:
-        async with calls.call(invoker, [anc for anc, _ in items], "batch") as record:
-            outcome = await batch_call(items, done)
-            if outcome is not None:
-                record.error, record.attempts = outcome
-            return outcome
-
-    async def traced_backoff(attempt: int, root: int | None = None) -> bool:
-        again = await backoff(attempt, root)
-        record = _CALL.get()
-        if record is not None:
-            if again:
-                record.attempts = attempt + 1
-            else:
-                record.stopped = True
-        return again
-
-    invoker.value = traced_value  # type: ignore[method-assign]
-    invoker.split = traced_split  # type: ignore[method-assign]
-    invoker._batch_call = traced_batch_call  # type: ignore[method-assign]
-    invoker._backoff = traced_backoff  # type: ignore[method-assign]
 
 
 def driver_calls(run: RunTracer) -> CallTracer:

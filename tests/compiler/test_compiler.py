@@ -8,7 +8,7 @@ import pytest
 
 import alto
 from alto import CompileError, Gather, GatherStream, Split
-from alto.ancestry.plan import PortMode
+from alto.compiler.plan import PortMode
 
 
 @alto.stage

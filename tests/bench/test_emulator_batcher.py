@@ -1,5 +1,5 @@
-"""The emulator's engine on its modeled clock: the fitted step time, the prefix cache, the KV
-capacity, priorities. No wall clock: every time here is the engine's own."""
+"""The emulator's batcher on its modeled clock: the fitted step time, the prefix cache, the KV
+capacity, priorities. No wall clock: every time here is the batcher's own."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from alto.bench.emulator import BLOCK_TOKENS, EmulatorConfig, Engine
+from alto.bench.emulator import BLOCK_TOKENS, ContinuousBatcher, EmulatorConfig
 from alto.bench.emulator.prefix_cache import BlockPool, block_hashes, token_ids
 from alto.bench.emulator.text import count_tokens, drawn_length
 
@@ -22,23 +22,23 @@ def _prompt(k: int, n: int = 32) -> list[int]:
 def closed_loop(config: EmulatorConfig, concurrency: int, rounds: int = 6) -> tuple[float, float]:
     """Median TPOT and steady-state throughput of ``concurrency`` clients, each sending its
     next request when the last is answered (outputs of 64..192 tokens, distinct prompts)."""
-    engine = Engine(config)
+    batcher = ContinuousBatcher(config)
     total = concurrency * rounds
     added = 0
 
     def add() -> None:
         nonlocal added
         length = 64 + (added * 37) % 129
-        engine.add(_prompt(added), list(range(length)))
+        batcher.add(_prompt(added), list(range(length)))
         added += 1
 
     for _ in range(concurrency):
         add()
     finished = []
     emitted: list[tuple[float, int]] = []
-    full_until = 0.0  # the last moment every client still had a request in the engine
-    while engine.busy:
-        step = engine.step()
+    full_until = 0.0  # the last moment every client still had a request in the batcher
+    while batcher.busy:
+        step = batcher.step()
         assert step is not None
         emitted.append((step.end, len(step.emitted)))
         for seq in step.finished:
@@ -92,36 +92,36 @@ def test_formulas() -> None:
 # -- prefix cache ---------------------------------------------------------------------------------
 
 
-def _run(engine: Engine, prompt: list[int], output: int = 2) -> tuple[float, int]:
+def _run(batcher: ContinuousBatcher, prompt: list[int], output: int = 2) -> tuple[float, int]:
     """Time to first token (modeled, from entering) and cached tokens of one request alone."""
-    seq = engine.add(prompt, list(range(output)))
-    while engine.busy:
-        engine.step()
+    seq = batcher.add(prompt, list(range(output)))
+    while batcher.busy:
+        batcher.step()
     assert seq.first_token_at is not None
     return seq.first_token_at - seq.entered_at, seq.cached_tokens
 
 
 def test_cached_prefill_is_cheaper_by_the_modeled_amount() -> None:
     config = EmulatorConfig()
-    engine = Engine(config)
+    batcher = ContinuousBatcher(config)
     prompt = _prompt(1, 160)  # 10 full blocks
-    cold, cached_cold = _run(engine, prompt)
-    warm, cached_warm = _run(engine, prompt)
+    cold, cached_cold = _run(batcher, prompt)
+    warm, cached_warm = _run(batcher, prompt)
     assert cached_cold == 0 and cached_warm == 144  # the last block holds the last token
     assert cold == pytest.approx(config.step_s(1, 160))
     assert cold - warm == pytest.approx(144 / config.prefill_tokens_per_s)
-    off = Engine(EmulatorConfig(prefix_caching=False))
+    off = ContinuousBatcher(EmulatorConfig(prefix_caching=False))
     _run(off, prompt)
     assert _run(off, prompt)[1] == 0
 
 
 def test_only_full_blocks_of_a_shared_prefix_are_cached() -> None:
-    engine = Engine(EmulatorConfig())
-    _run(engine, _prompt(1, 40) + [7] * 20)
+    batcher = ContinuousBatcher(EmulatorConfig())
+    _run(batcher, _prompt(1, 40) + [7] * 20)
     # shares 40 tokens: two full blocks (32 tokens); the third block differs
-    assert _run(engine, _prompt(1, 40) + [8] * 20)[1] == 32
+    assert _run(batcher, _prompt(1, 40) + [8] * 20)[1] == 32
     # shares 15 tokens: not one full block
-    assert _run(engine, _prompt(1, 15) + [9] * 40)[1] == 0
+    assert _run(batcher, _prompt(1, 15) + [9] * 40)[1] == 0
 
 
 def test_blocks_are_a_hash_chain() -> None:
@@ -133,29 +133,30 @@ def test_blocks_are_a_hash_chain() -> None:
 
 def test_unreferenced_blocks_are_evicted_lru_under_kv_pressure() -> None:
     small = EmulatorConfig(kv_cache_tokens=4 * BLOCK_TOKENS)
-    engine = Engine(small)
+    batcher = ContinuousBatcher(small)
     first = _prompt(1, 33)  # two full blocks and one partial
-    _run(engine, first, output=1)
-    assert engine.pool.cached_blocks == 2
-    _run(engine, _prompt(2, 60), output=1)  # needs all four blocks
-    assert engine.pool.evictions >= 2
-    assert _run(engine, first, output=1)[1] == 0  # gone
-    roomy = Engine(EmulatorConfig())
+    _run(batcher, first, output=1)
+    assert batcher.pool.cached_blocks == 2
+    _run(batcher, _prompt(2, 60), output=1)  # needs all four blocks
+    assert batcher.pool.evictions >= 2
+    assert _run(batcher, first, output=1)[1] == 0  # gone
+    roomy = ContinuousBatcher(EmulatorConfig())
     _run(roomy, first, output=1)
     _run(roomy, _prompt(2, 60), output=1)
     assert _run(roomy, first, output=1)[1] == 32  # kept when there is room
 
 
 def test_a_full_kv_cache_preempts_and_every_request_still_finishes() -> None:
-    engine = Engine(EmulatorConfig(kv_cache_tokens=8 * BLOCK_TOKENS, prefix_caching=False))
-    seqs = [engine.add(_prompt(k, 40), list(range(40))) for k in range(2)]
-    while engine.busy:
-        engine.step()
-    assert engine.preemptions > 0
+    config = EmulatorConfig(kv_cache_tokens=8 * BLOCK_TOKENS, prefix_caching=False)
+    batcher = ContinuousBatcher(config)
+    seqs = [batcher.add(_prompt(k, 40), list(range(40))) for k in range(2)]
+    while batcher.busy:
+        batcher.step()
+    assert batcher.preemptions > 0
     assert all(s.emitted == 40 and s.finished_at is not None for s in seqs)
-    assert engine.pool.free_blocks == engine.pool.num_blocks
+    assert batcher.pool.free_blocks == batcher.pool.num_blocks
     with pytest.raises(ValueError, match="kv_cache_tokens"):
-        engine.add(_prompt(3, 200), [1])
+        batcher.add(_prompt(3, 200), [1])
 
 
 def test_pool_laws() -> None:
@@ -179,33 +180,33 @@ def test_token_ids_count_like_the_prompt_estimate_and_share_prefixes() -> None:
 
 
 def test_lower_priority_value_enters_first() -> None:
-    engine = Engine(EmulatorConfig(max_num_seqs=1))
-    first = engine.add(_prompt(1), [1, 2, 3])
-    engine.step()  # the first is running
-    early = engine.add(_prompt(2), [1, 2], priority=0)
-    late = engine.add(_prompt(3), [1, 2], priority=-1)
-    while engine.busy:
-        engine.step()
+    batcher = ContinuousBatcher(EmulatorConfig(max_num_seqs=1))
+    first = batcher.add(_prompt(1), [1, 2, 3])
+    batcher.step()  # the first is running
+    early = batcher.add(_prompt(2), [1, 2], priority=0)
+    late = batcher.add(_prompt(3), [1, 2], priority=-1)
+    while batcher.busy:
+        batcher.step()
     assert first.finished_at is not None
     assert late.admitted_at is not None and early.admitted_at is not None
     assert first.finished_at <= late.admitted_at < early.admitted_at
     # equal priorities: arrival order
-    engine = Engine(EmulatorConfig(max_num_seqs=1))
-    a, b = engine.add(_prompt(1), [1]), engine.add(_prompt(2), [1])
-    while engine.busy:
-        engine.step()
+    batcher = ContinuousBatcher(EmulatorConfig(max_num_seqs=1))
+    a, b = batcher.add(_prompt(1), [1]), batcher.add(_prompt(2), [1])
+    while batcher.busy:
+        batcher.step()
     assert a.admitted_at is not None and b.admitted_at is not None
     assert a.admitted_at < b.admitted_at
 
 
 def test_a_prefill_chunk_slows_the_decodes_it_shares_a_step_with() -> None:
     config = EmulatorConfig(max_num_batched_tokens=512)
-    engine = Engine(config)
-    decoding = engine.add(_prompt(1), list(range(50)))
+    batcher = ContinuousBatcher(config)
+    decoding = batcher.add(_prompt(1), list(range(50)))
     for _ in range(3):
-        engine.step()
-    engine.add(_prompt(2, 2000), [1])
-    step = engine.step()
+        batcher.step()
+    batcher.add(_prompt(2, 2000), [1])
+    step = batcher.step()
     assert step is not None and step.sequences == 2
     assert step.prefill_tokens == 511  # the budget left after one decode token
     assert step.end - step.start == pytest.approx(config.step_s(2, 511))
@@ -220,3 +221,12 @@ def test_heavy_tailed_lengths_are_deterministic_per_prompt() -> None:
     median = statistics.median(lengths)
     assert median == pytest.approx(214.5 / 1.6487, rel=0.1)  # mean / median = e^(sigma^2/2)
     assert max(lengths) > 10 * median  # a heavy tail
+
+
+def test_the_former_name_engine_still_imports_with_a_deprecation_warning() -> None:
+    import alto.bench.emulator as emulator
+
+    with pytest.warns(DeprecationWarning, match="renamed ContinuousBatcher"):
+        assert emulator.Engine is ContinuousBatcher
+    with pytest.raises(AttributeError, match="Engines"):
+        _ = emulator.Engines

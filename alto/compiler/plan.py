@@ -22,12 +22,18 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping
 
-from alto.ancestry.spec import OutputKind, StageSpec
+from alto.compiler.spec import OutputKind, StageSpec
 
 INPUT_PREFIX = "input."
 
 
 class PortMode(enum.Enum):
+    """How a port delivers its source's values to a node.
+
+    At the same level, broadcast from an outer level, or gathered from the level below (as a
+    list, or as a stream).
+    """
+
     SAME = "same"
     BROADCAST = "broadcast"
     GATHER = "gather"
@@ -64,14 +70,17 @@ class Node:
 
     @property
     def out_scope(self) -> tuple[str, ...]:
+        """The open splits at the node's output: those at its input, plus itself when it splits."""
         return self.scope + (self.name,) if self.spec.is_split else self.scope
 
     @property
     def out_level(self) -> int:
+        """How many splits are open at the node's output."""
         return len(self.out_scope)
 
     @property
     def is_split(self) -> bool:
+        """Whether the node opens a level (its stage is a split)."""
         return self.spec.output is not OutputKind.VALUE
 
     @property
@@ -119,6 +128,7 @@ class Plan:
         )
 
     def node(self, name: str) -> Node:
+        """The node named ``name``; raises KeyError when the plan has none."""
         for n in self.nodes:
             if n.name == name:
                 return n

@@ -1,7 +1,7 @@
 """Whether OpenTelemetry tracing is on, and through which tracer provider.
 
-Shared by the runtime (run, input and stage-call spans, :mod:`alto.runtime.otel`) and the
-operators (model-call spans, :mod:`alto.operators._otel`). Nothing here imports
+Shared by the runtime (run, input and stage-call spans, :mod:`alto.runtime.spans`) and the
+operators (model-call spans, :mod:`alto.operators._model_spans`). Nothing here imports
 ``opentelemetry`` unless tracing was asked for: a provider counts as configured when
 
 * a run was given one (``otel=`` on a run, ``--otel URL`` on the CLI): it is *active* in
@@ -19,6 +19,8 @@ import sys
 from contextvars import ContextVar
 from typing import Any
 from weakref import WeakKeyDictionary
+
+from alto._version import __version__
 
 SCOPE = "alto"
 """The instrumentation scope of Alto's spans."""
@@ -62,8 +64,6 @@ def tracer(provider: Any) -> Any:
 
 
 def _new_tracer(provider: Any) -> Any:
-    from alto import __version__
-
     return provider.get_tracer(SCOPE, __version__)
 
 

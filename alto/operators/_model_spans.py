@@ -2,7 +2,7 @@
 
 Each model call made by an operator (a chat or completion by :class:`OpenAIClient` or
 :class:`LocalLLM`, a batch of embeddings, a retrieval) gets a span when a tracer provider is
-configured (:mod:`alto._otel`); inside an Alto stage it is a child of the stage call's span.
+configured (:mod:`alto._tracing`); inside an Alto stage it is a child of the stage call's span.
 Without a provider, :func:`model_call` hands back a shared do-nothing recorder and no span
 object is made.
 
@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from typing import Any, AsyncGenerator, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
-from alto import _otel
+from alto import _tracing
 
 _KIND = {
     "chat": "LLM",
@@ -143,7 +143,7 @@ def model_call(
         A recorder: ``answered(json)`` reads an OpenAI-style answer, ``usage(...)`` sets
         token counts, ``first_token()`` marks the first streamed piece.
     """
-    tracing = _otel.configured_provider()
+    tracing = _tracing.configured_provider()
     if tracing is None:
         yield UNTRACED
         return
@@ -170,7 +170,7 @@ def model_call(
         if isinstance(stop, list) and stop:
             attributes["gen_ai.request.stop_sequences"] = [str(s) for s in stop]
     kind = trace.SpanKind.CLIENT if server else trace.SpanKind.INTERNAL
-    tracer = _otel.tracer(tracing)
+    tracer = _tracing.tracer(tracing)
     span = tracer.start_span(name or f"{operation} {model}", kind=kind, attributes=attributes)
     # a stream's span is never made current: between its pieces the consumer runs, and a
     # generator may be closed from another context than the one it started in

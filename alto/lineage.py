@@ -2,11 +2,13 @@
 
 Operators read it to schedule the model calls a stage makes (oldest root first, the
 replica holding a root's prefix, ...). The engine sets it once per stage call, on every
-backend (on Ray, inside the actor that runs the call). Each task that runs stage calls
-holds one :class:`CallSlot` in a contextvar (set when the task starts, by
-:func:`fresh_slot`); a call only stores its site and ancestry in its task's slot and
-clears it after, which costs a few tens of nanoseconds where setting and resetting a
-contextvar per call costs a few hundred. The :class:`CallInfo` itself is made only when
+backend (on Ray, inside the actor that runs the call). Both import it, and it imports
+only the ancestry algebra, so the operators need no runtime to read it.
+
+Each task that runs stage calls holds one :class:`CallSlot` in a contextvar (set when the
+task starts, by :func:`fresh_slot`); a call only stores its site and ancestry in its task's
+slot and clears it after, which costs a few tens of nanoseconds where setting and resetting
+a contextvar per call costs a few hundred. The :class:`CallInfo` itself is made only when
 :func:`current_call` is called, so a call whose code never asks costs no object.
 
 A task that a stage call starts sees that call (it shares the slot of the task that
@@ -74,6 +76,10 @@ class CallSite:
         self.offset = offset
 
     def info(self, ancestries: tuple[Ancestry, ...]) -> CallInfo:
+        """The :class:`CallInfo` of a call on the fragments of ``ancestries``.
+
+        It carries their roots' submission times (``submitted`` plus ``offset``).
+        """
         roots = tuple(root_of(a) for a in ancestries)
         known = self.submitted
         offset = self.offset
@@ -82,8 +88,10 @@ class CallSite:
 
 
 class CallSlot:
-    """Where the call running in one task is kept; written by
-    :class:`~alto.runtime.invoke.Invoker` (plain attribute stores: no object per call).
+    """Where the call running in one task is kept.
+
+    Written by :class:`~alto.runtime.invoke.Invoker` (plain attribute stores: no object per
+    call).
 
     Attributes:
         site: the :class:`CallSite` of the last call (``None``: no lineage published).
@@ -104,8 +112,10 @@ CALL: ContextVar[CallSlot | None] = ContextVar("alto_call", default=None)
 
 
 def fresh_slot() -> CallSlot:
-    """Give the task running now a slot of its own (the engine does it in every task that
-    runs stage calls, so that tasks never share one)."""
+    """Give the task running now a slot of its own.
+
+    The engine does it in every task that runs stage calls, so that tasks never share one.
+    """
     slot = CallSlot()
     CALL.set(slot)
     return slot
@@ -145,8 +155,10 @@ def current_call() -> CallInfo | None:
 
 @contextmanager
 def within_call(info: CallInfo | None) -> Iterator[None]:
-    """Run a block as if inside the stage call ``info`` describes: there, :func:`current_call`
-    returns an equal :class:`CallInfo` (``None``: as outside any stage call).
+    """Run a block as if inside the stage call ``info`` describes.
+
+    There, :func:`current_call` returns an equal :class:`CallInfo` (``None``: as outside any
+    stage call).
 
     For code that acts for a stage call somewhere else: a dispatcher shared by the processes
     of a Ray cluster admits each model call with the lineage its caller sent along
@@ -182,11 +194,13 @@ _root_listeners: list[RootEnded] = []
 
 
 def on_root_end(listener: RootEnded) -> None:
-    """Call ``listener(run, root)`` whenever a root input of any run gets its outcome (an
-    output, a failure, a cancellation), on the driver, once per root; for what keeps state
-    per root outside the run (a model client's dispatcher remembers where each root's calls
-    went). Registering the same listener again does nothing. A listener must be quick and
-    must not raise."""
+    """Call ``listener(run, root)`` whenever a root input of any run gets its outcome.
+
+    The outcome is an output, a failure or a cancellation; the call is made on the driver,
+    once per root. It is for what keeps state per root outside the run (a model client's
+    dispatcher remembers where each root's calls went). Registering the same listener again
+    does nothing. A listener must be quick and must not raise.
+    """
     if listener not in _root_listeners:
         _root_listeners.append(listener)
 

@@ -1,4 +1,4 @@
-"""Tracing a flow into a :class:`~alto.ancestry.plan.Plan`.
+"""Tracing a flow into a :class:`~alto.compiler.plan.Plan`.
 
 Inside a flow, stages are called on symbolic :class:`Handle` s. Each call is
 checked at once, so a :class:`~alto.errors.CompileError` points at the
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Iterator
 
-from alto.ancestry.plan import INPUT_PREFIX, Node, Plan, Port, PortMode
-from alto.ancestry.spec import (
+from alto.compiler.plan import INPUT_PREFIX, Node, Plan, Port, PortMode
+from alto.compiler.spec import (
     OutputKind,
     ParamKind,
     ParamSpec,
@@ -25,7 +25,7 @@ from alto.ancestry.spec import (
     element_type_for_batch,
     where_called,
 )
-from alto.ancestry.typecheck import describe, fits, value_fits
+from alto.compiler.typecheck import describe, fits, value_fits
 from alto.errors import CompileError
 
 _current: ContextVar[Tracer | None] = ContextVar("alto_tracer", default=None)
@@ -48,6 +48,7 @@ class Handle:
 
     @property
     def level(self) -> int:
+        """How many splits are open where the value lives (0: one value per root input)."""
         return len(self.scope)
 
     def __repr__(self) -> str:
@@ -100,6 +101,7 @@ class Tracer:
         self._names: dict[str, int] = {}
 
     def input(self, name: str, annotation: Any) -> Handle:
+        """The handle of flow parameter ``name`` (annotated ``annotation``), at level 0."""
         return Handle(self, INPUT_PREFIX + name, (), annotation, "")
 
     def _unique(self, base: str) -> str:
@@ -149,6 +151,11 @@ class Tracer:
     def call(
         self, spec: StageSpec, args: tuple[Any, ...], kwargs: dict[str, Any], where: str
     ) -> Handle:
+        """Wire one call of the stage ``spec`` describes into the flow; returns its output's handle.
+
+        ``args`` and ``kwargs`` are the call's arguments (handles and constants), ``where``
+        the user's line that made it. A wiring that cannot run raises :class:`CompileError`.
+        """
         name = self._unique(spec.name)
         bound = self._bind(spec, name, args, kwargs, where)
 
@@ -386,7 +393,7 @@ def compile_flow(name: str, fn: Callable[..., Any], where: str) -> Plan:
 
 
 def _flow_hints(fn: Callable[..., Any]) -> dict[str, Any]:
-    from alto.ancestry.spec import _resolve_hints
+    from alto.compiler.spec import _resolve_hints
 
     return _resolve_hints(fn)
 

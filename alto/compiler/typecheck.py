@@ -17,6 +17,7 @@ _NUMERIC_WIDENING = {int: (float, complex), float: (complex,), bool: (float, com
 
 
 def describe(tp: Any) -> str:
+    """``tp`` for messages: a plain class's qualified name, else its repr without ``typing.``."""
     if isinstance(tp, type) and not typing.get_args(tp):
         return tp.__qualname__
     return repr(tp).replace("typing.", "")

@@ -12,6 +12,7 @@ import collections.abc
 import enum
 import inspect
 import math
+import os
 import re
 import sys
 import typing
@@ -20,19 +21,26 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from alto._marker_classes import Gather, GatherStream, Split
-from alto.ancestry.typecheck import describe, fits
+from alto.compiler.typecheck import describe, fits
 from alto.errors import CompileError
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
 class ParamKind(enum.Enum):
+    """How a stage parameter takes its values.
+
+    One value per call, or the children of a level gathered (as a list, or as a stream).
+    """
+
     VALUE = "value"
     GATHER = "gather"
     GATHER_STREAM = "gather_stream"
 
 
 class OutputKind(enum.Enum):
+    """What a call of a stage produces: one value, or (a split) one child per yield."""
+
     VALUE = "value"  # one output per call
     SPLIT = "split"  # async generator: one child per yield
 
@@ -78,9 +86,11 @@ class StageSpec:
 
     @property
     def is_split(self) -> bool:
+        """Whether the stage opens a level (a split: one child per yield)."""
         return self.output is not OutputKind.VALUE
 
     def param(self, name: str) -> ParamSpec | None:
+        """The parameter named ``name``, or ``None`` when the stage has none."""
         for p in self.params:
             if p.name == name:
                 return p
@@ -88,6 +98,7 @@ class StageSpec:
 
 
 def where_defined(fn: Callable[..., Any]) -> str:
+    """``file:line`` where ``fn`` was defined (``"<unknown>"`` when it has no code object)."""
     code = getattr(fn, "__code__", None)
     if code is None:
         return "<unknown>"
@@ -97,7 +108,7 @@ def where_defined(fn: Callable[..., Any]) -> str:
 def where_called() -> str:
     """``file:line`` of the first frame outside the ``alto`` package."""
     frame = sys._getframe(1)
-    alto_dir = __file__.rsplit("/ancestry/", 1)[0]
+    alto_dir = os.path.dirname(os.path.dirname(__file__))  # this file is alto/compiler/spec.py
     while frame is not None:
         filename = frame.f_code.co_filename
         if not filename.startswith(alto_dir):

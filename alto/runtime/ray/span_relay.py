@@ -18,7 +18,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from alto.ancestry.ancestry import root_of
-from alto.runtime.otel import CallTracer, RunTracer
+from alto.runtime.spans import CallTracer, RunTracer
 
 Shipped = tuple[Any, ...]
 """A finished span as plain values (see :func:`_ship`)."""
@@ -38,7 +38,7 @@ class ActorTracing:
     """The tracing of one stage actor for one run.
 
     Attributes:
-        calls: the :class:`CallTracer` the actor's invokers are instrumented with.
+        calls: the :class:`CallTracer` that observes the actor's stage calls.
         parents: root input index -> ``(trace_id, span_id)`` of its span in the driver.
     """
 
@@ -55,6 +55,11 @@ class ActorTracing:
         self.calls = CallTracer(provider, self.parent_of, self.stopped)
 
     def parent_of(self, root: int) -> Any:
+        """The context that places a call's span under root ``root``'s span in the driver.
+
+        ``None`` when the driver sent no span for it (the root had its outcome already): the
+        call's span then starts a trace of its own.
+        """
         trace = self._trace
         ids = self.parents.get(root)
         if ids is None:
@@ -65,6 +70,7 @@ class ActorTracing:
         return trace.set_span_in_context(trace.NonRecordingSpan(context))
 
     def stopped(self, roots: list[int]) -> bool:
+        """Whether one of ``roots`` has had its outcome (a call for it then ends ``stopped``)."""
         return any(root in self.settled for root in roots)
 
     def take(self) -> list[Shipped]:
