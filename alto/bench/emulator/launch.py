@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal
 
 from alto.bench.emulator.balancer import EVICTION_INTERVAL_S, POLICIES, Policy
@@ -37,6 +38,7 @@ from alto.bench.loopback import (
 )
 
 
+@dataclass(eq=False, repr=False)
 class EmulatorServer(BackgroundServer):
     """Runs the emulator on loopback, in a background thread or a child process.
 
@@ -44,7 +46,8 @@ class EmulatorServer(BackgroundServer):
     small machines); a thread starts faster and shares nothing with the outside world either.
 
     Args:
-        config: every replica's timing model, capacity, text and faults.
+        config: every replica's timing model, capacity, text and faults (default, or
+            ``None``: ``EmulatorConfig()``).
         host: the address to bind; loopback by default.
         port: the port; 0 picks a free one.
         mode: ``"thread"`` or ``"process"``.
@@ -60,42 +63,36 @@ class EmulatorServer(BackgroundServer):
         ...     print(server.base_url, server.stats()["requests"])
     """
 
-    def __init__(
-        self,
-        config: EmulatorConfig | None = None,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        mode: Literal["thread", "process"] = "thread",
-        replicas: int = 1,
-        balancer: Policy = "round-robin",
-        scheduling_policy: SchedulingPolicy = "fcfs",
-        eviction_interval_s: float = EVICTION_INTERVAL_S,
-    ) -> None:
-        if mode not in ("thread", "process"):
-            raise ValueError(f"mode must be 'thread' or 'process', got {mode!r}")
-        if balancer not in POLICIES:
-            raise ValueError(f"balancer must be one of {', '.join(POLICIES)}, got {balancer!r}")
-        if replicas < 1:
-            raise ValueError(f"replicas must be at least 1, got {replicas}")
-        if scheduling_policy not in SCHEDULING_POLICIES:
+    config: EmulatorConfig = field(default_factory=EmulatorConfig)
+    _: KW_ONLY
+    host: str = "127.0.0.1"
+    port: int = 0
+    mode: Literal["thread", "process"] = "thread"
+    replicas: int = 1
+    balancer: Policy = "round-robin"
+    scheduling_policy: SchedulingPolicy = "fcfs"
+    eviction_interval_s: float = EVICTION_INTERVAL_S
+    base_url: str = field(init=False, default="")
+    _server: Any = field(init=False, default=None)
+    _thread: threading.Thread | None = field(init=False, default=None)
+    _process: subprocess.Popen[str] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("thread", "process"):
+            raise ValueError(f"mode must be 'thread' or 'process', got {self.mode!r}")
+        if self.balancer not in POLICIES:
+            known = ", ".join(POLICIES)
+            raise ValueError(f"balancer must be one of {known}, got {self.balancer!r}")
+        if self.replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {self.replicas}")
+        if self.scheduling_policy not in SCHEDULING_POLICIES:
             raise ValueError(
-                f"scheduling_policy must be 'fcfs' or 'priority', got {scheduling_policy!r}"
+                f"scheduling_policy must be 'fcfs' or 'priority', got {self.scheduling_policy!r}"
             )
-        if eviction_interval_s < 0:
-            raise ValueError(f"eviction_interval_s must be >= 0, got {eviction_interval_s}")
-        self.config = config or EmulatorConfig()
-        self.replicas = replicas
-        self.balancer = balancer
-        self.scheduling_policy = scheduling_policy
-        self.eviction_interval_s = eviction_interval_s
-        self.host = host
-        self.port = port
-        self.mode = mode
-        self.base_url = ""
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-        self._process: subprocess.Popen[str] | None = None
+        if self.eviction_interval_s < 0:
+            raise ValueError(f"eviction_interval_s must be >= 0, got {self.eviction_interval_s}")
+        if self.config is None:  # given as None: the defaults
+            self.config = EmulatorConfig()
 
     def start(self, timeout: float = 30.0) -> str:
         """Start serving; returns the balancer's base URL (``http://host:port/v1``)."""
@@ -233,8 +230,9 @@ def serve_emulator(
     """
     return Serving(
         EmulatorServer(
-            config, host=host, port=port, mode=mode, replicas=replicas, balancer=balancer,
-            scheduling_policy=scheduling_policy, eviction_interval_s=eviction_interval_s,
+            config or EmulatorConfig(), host=host, port=port, mode=mode, replicas=replicas,
+            balancer=balancer, scheduling_policy=scheduling_policy,
+            eviction_interval_s=eviction_interval_s,
         )
     )  # fmt: skip
 
