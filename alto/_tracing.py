@@ -83,15 +83,17 @@ def otlp_provider(endpoint: str) -> Any:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError as exc:
-        raise ImportError(
+        msg = (
             f"exporting traces to {endpoint!r} needs the OpenTelemetry SDK and OTLP exporter: "
             "pip install 'alto[otel]'"
-        ) from exc
+        )
+        raise ImportError(msg) from exc
     if not endpoint.startswith(("http://", "https://")):
-        raise ValueError(
+        msg = (
             f"otel={endpoint!r} is not an OTLP/HTTP endpoint; expected a URL such as "
             "'http://127.0.0.1:6006/v1/traces'"
         )
+        raise ValueError(msg)
     provider = TracerProvider(resource=Resource.create({"service.name": SCOPE}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     return provider

@@ -32,12 +32,14 @@ class CLIError(AltoError):
 def load_app(name: str) -> ModuleType:
     """The module of example application ``name`` (from the repository's ``examples/``)."""
     if name not in APPS:
-        raise CLIError(f"unknown app {name!r}; choose one of: {', '.join(APPS)} (see 'alto list')")
+        msg = f"unknown app {name!r}; choose one of: {', '.join(APPS)} (see 'alto list')"
+        raise CLIError(msg)
     if not (REPO / "examples" / name).is_dir():
-        raise CLIError(
+        msg = (
             f"the example apps live in the repository's examples/ folder, which is not next to "
             f"this installation ({REPO}); install Alto from a checkout with 'pip install -e .'"
         )
+        raise CLIError(msg)
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     return importlib.import_module(f"examples.{name}")
@@ -62,36 +64,43 @@ def check_llm_server(url: str, *, api_key_env: str = "OPENAI_API_KEY") -> None:
     try:
         response = httpx.get(models, headers=headers, timeout=5.0)
     except httpx.HTTPError as exc:
-        raise CLIError(f"cannot reach the LLM server at {url}: {exc}") from exc
+        msg = f"cannot reach the LLM server at {url}: {exc}"
+        raise CLIError(msg) from exc
     hint = "is it an OpenAI-compatible server, and is --llm-url its API base (…/v1)?"
     if response.status_code in (401, 403):
         hint = f"set ${api_key_env} to the server's API key"
     if response.status_code >= 400:
         status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
-        raise CLIError(f"the LLM server at {url} answered {status} for GET {models}; {hint}")
+        msg = f"the LLM server at {url} answered {status} for GET {models}; {hint}"
+        raise CLIError(msg)
     try:
         response.json()
     except ValueError:
         shown = describe_body(response.text.replace(key, "***") if key else response.text)
-        raise CLIError(
+        msg = (
             f"the LLM server at {url} answered GET {models} with {shown or 'an empty body'}, "
             f"not JSON; {hint}"
-        ) from None
+        )
+        raise CLIError(msg) from None
 
 
 def _read_text(kind: str, path: str) -> str:
     """The text of an input or config file; a CLIError naming the file if it cannot be read."""
     file = Path(path)
     if not file.exists():
-        raise CLIError(f"{kind} file {path!r} does not exist")
+        msg = f"{kind} file {path!r} does not exist"
+        raise CLIError(msg)
     if not file.is_file():
-        raise CLIError(f"{kind} file {path!r} is not a file")
+        msg = f"{kind} file {path!r} is not a file"
+        raise CLIError(msg)
     try:
         return file.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise CLIError(f"{kind} file {path!r} is not UTF-8 text: {exc}") from exc
+        msg = f"{kind} file {path!r} is not UTF-8 text: {exc}"
+        raise CLIError(msg) from exc
     except OSError as exc:
-        raise CLIError(f"cannot read {kind} file {path!r}: {exc.strerror or exc}") from exc
+        msg = f"cannot read {kind} file {path!r}: {exc.strerror or exc}"
+        raise CLIError(msg) from exc
 
 
 def read_inputs(app: ModuleType, path: str) -> list[Any]:
@@ -104,13 +113,16 @@ def read_inputs(app: ModuleType, path: str) -> list[Any]:
         else:
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as exc:
-        raise CLIError(f"input file {path!r} is not JSON or JSON lines: {exc}") from exc
+        msg = f"input file {path!r} is not JSON or JSON lines: {exc}"
+        raise CLIError(msg) from exc
     if not isinstance(records, list) or not records:
-        raise CLIError(f"input file {path!r} holds no inputs")
+        msg = f"input file {path!r} holds no inputs"
+        raise CLIError(msg)
     try:
         return list(app.parse_inputs(records))
     except (ValueError, TypeError) as exc:
-        raise CLIError(f"{path}: {exc}") from exc
+        msg = f"{path}: {exc}"
+        raise CLIError(msg) from exc
 
 
 def read_config(app: ModuleType, path: str) -> Any:
@@ -126,5 +138,8 @@ def read_config(app: ModuleType, path: str) -> Any:
             for e in exc.errors(include_url=False)
         )
         fields = ", ".join(app.Config.model_fields)
-        raise CLIError(f"config file {path!r} is not a valid {app.NAME} config: {problems} "
-                       f"(settings: {fields})") from None
+        msg = (
+            f"config file {path!r} is not a valid {app.NAME} config: {problems} "
+                       f"(settings: {fields})"
+        )
+        raise CLIError(msg) from None

@@ -42,10 +42,11 @@ def check_shipped_inputs(app: ModuleType, n: int) -> None:
     """
     available = app.available_inputs()
     if n > available:
-        raise CLIError(
+        msg = (
             f"--n {n}: the {app.NAME} data set has {available} {app.INPUT_UNIT}; "
             f"pass --n {available} or fewer, or --input FILE"
         )
+        raise CLIError(msg)
 
 
 def _jsonable(value: Any) -> Any:
@@ -69,13 +70,17 @@ async def _run(args: argparse.Namespace, app: ModuleType, out: Any) -> int:
     inputs = read_inputs(app, args.input) if args.input else app.load_inputs(args.n)
     if args.llm == "openai":
         if not args.llm_url:
-            raise CLIError("--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)")
+            msg = "--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)"
+            raise CLIError(msg)
         check_llm_server(args.llm_url)
     if args.llm == "llama-server-native":
         check_native_llm(args)
     if args.otel and not args.otel.startswith(("http://", "https://")):
-        raise CLIError(f"--otel {args.otel!r}: expected an OTLP/HTTP URL such as "
-                       "http://127.0.0.1:6006/v1/traces")
+        msg = (
+            f"--otel {args.otel!r}: expected an OTLP/HTTP URL such as "
+                       "http://127.0.0.1:6006/v1/traces"
+        )
+        raise CLIError(msg)
     console = Console.for_stderr(quiet=args.json)
     stats = alto.RunStats()
     started = time.perf_counter()
@@ -158,11 +163,13 @@ def check_native_llm(args: argparse.Namespace) -> None:
 
     for option, value in (("--llm-slots", args.llm_slots), ("--llm-threads", args.llm_threads)):
         if value < 1:
-            raise CLIError(f"{option} must be at least 1, got {value}")
+            msg = f"{option} must be at least 1, got {value}"
+            raise CLIError(msg)
     try:
         find_binary()
     except LlamaServerMissing as exc:
-        raise CLIError(f"--llm llama-server-native: {exc}") from None
+        msg = f"--llm llama-server-native: {exc}"
+        raise CLIError(msg) from None
 
 
 def endpoint_tables(endpoints: Sequence[Any], backend: str = "local") -> str:
@@ -379,11 +386,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "graph":
             return _graph(args, app)
         if args.n is not None and args.n < 1:
-            raise CLIError(f"--n must be at least 1, got {args.n}")
+            msg = f"--n must be at least 1, got {args.n}"
+            raise CLIError(msg)
         if args.input is None:
             check_shipped_inputs(app, args.n)
         if args.concurrency is not None and args.concurrency < 1:
-            raise CLIError(f"--concurrency must be at least 1, got {args.concurrency}")
+            msg = f"--concurrency must be at least 1, got {args.concurrency}"
+            raise CLIError(msg)
         import anyio
 
         if args.json:

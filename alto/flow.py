@@ -55,8 +55,9 @@ class Flow:
         :meth:`run` or :meth:`stream`.
         """
         if current_tracer() is None:
+            msg = f"flow {self.name!r} was called directly; a flow runs through run() or stream()"
             raise CompileError(
-                f"flow {self.name!r} was called directly; a flow runs through run() or stream()",
+                msg,
                 stage=self.name,
                 where=where_called(),
                 fix=f"await {self.name}.run([...]) or alto.run({self.name}, [...]); calling a "
@@ -172,10 +173,11 @@ class ResultStream:
         Returns False if the input already had an outcome.
         """
         if not getattr(self._run, "cancels_inputs", False):
-            raise NotImplementedError(
+            msg = (
                 f"this backend ({getattr(self._run, '__module__', '?')}) cannot cancel single "
                 "inputs; cancel the whole stream with aclose()"
             )
+            raise NotImplementedError(msg)
         return self._control.cancel(index)
 
     def __aiter__(self) -> AsyncIterator[Result[Any]]:
@@ -254,10 +256,11 @@ def _check_inputs(inputs: Any, name: object) -> None:
         found = f"{type(inputs).__name__} {inputs!r:.60}"
     else:
         return
-    raise TypeError(
+    msg = (
         f"the inputs of flow {name!r} must hold one item per input (a list, an iterable or "
         f"an async iterable), got {found}; to run a single input, pass [input]"
     )
+    raise TypeError(msg)
 
 
 def _progress_bar(inputs: Inputs, name: str) -> Any:
@@ -295,7 +298,8 @@ def run(flow: Flow, inputs: Inputs, **options: Any) -> list[Any]:
         in_loop = False
     if not in_loop:
         return anyio.run(functools.partial(flow.run, inputs, **options))
-    raise RuntimeError(
+    msg = (
         "alto.run() blocks, and this thread is already running an event loop; "
         f"use 'await {flow.name}.run(inputs)' inside async code"
     )
+    raise RuntimeError(msg)

@@ -44,9 +44,12 @@ class Stage:
         """
         tracer = current_tracer()
         if tracer is None:
-            raise CompileError(
+            msg = (
                 f"stage {self.name!r} was called outside a flow; calling a stage wires it "
-                "into the flow being defined",
+                "into the flow being defined"
+            )
+            raise CompileError(
+                msg,
                 stage=self.name,
                 where=where_called(),
                 fix=f"call it inside an @alto.flow function, or run the function itself "

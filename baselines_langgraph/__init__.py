@@ -64,8 +64,10 @@ def build(
             functional variant (LangGraph counts the running entrypoint against the limit).
     """
     if app not in APPS:
-        raise ValueError(f"unknown app {app!r}; expected one of {', '.join(APPS)}")
+        msg = f"unknown app {app!r}; expected one of {', '.join(APPS)}"
+        raise ValueError(msg)
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+        msg = f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}"
+        raise ValueError(msg)
     module = importlib.import_module(f"baselines_langgraph.{app}")
     return module.BUILDERS[variant](ops, config, max_concurrency=max_concurrency)

@@ -29,11 +29,12 @@ def check_functional_limit(max_concurrency: int) -> None:
         ValueError: if ``max_concurrency`` is below 2.
     """
     if max_concurrency < 2:
-        raise ValueError(
+        msg = (
             f"the functional variant needs max_concurrency >= 2, got {max_concurrency}: "
             "LangGraph counts the running entrypoint against the limit, so with 1 its "
             "tasks would wait forever"
         )
+        raise ValueError(msg)
 
 
 def _identity(value: Any) -> Any:
@@ -73,7 +74,8 @@ class Runner:
         name: str = "",
     ) -> None:
         if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
+            msg = f"max_concurrency must be at least 1, got {max_concurrency}"
+            raise ValueError(msg)
         self.graph = graph
         self.to_input = to_input
         self.from_output = from_output
@@ -106,7 +108,8 @@ class Runner:
             ValueError: if ``concurrency`` is below 1.
         """
         if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+            msg = f"concurrency must be at least 1, got {concurrency}"
+            raise ValueError(msg)
         inputs = list(inputs)
         outputs: list[Any] = [None] * len(inputs)
         pending = iter(enumerate(inputs))

@@ -145,7 +145,8 @@ async def measure(fn: Callable[[int], Awaitable[int]], n: int) -> float:
     out = await fn(n)
     elapsed = time.perf_counter() - t0
     if out != n:
-        raise AssertionError(f"{fn.__name__} returned {out} for n={n}")
+        msg = f"{fn.__name__} returned {out} for n={n}"
+        raise AssertionError(msg)
     return elapsed
 
 

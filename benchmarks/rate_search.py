@@ -104,7 +104,8 @@ class Log:
         self.save()
         print(f"  {wall:.0f} s, exit {done.returncode}", flush=True)
         if done.returncode:
-            raise SystemExit(f"{shlex.join(cmd)} failed with exit code {done.returncode}")
+            msg = f"{shlex.join(cmd)} failed with exit code {done.returncode}"
+            raise SystemExit(msg)
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

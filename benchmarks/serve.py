@@ -121,7 +121,8 @@ class Child:
         finally:
             watchdog.cancel()
         self.stop()
-        raise RuntimeError(f"the {mode} service of {app} did not start: {''.join(lines)[-2000:]}")
+        msg = f"the {mode} service of {app} did not start: {''.join(lines)[-2000:]}"
+        raise RuntimeError(msg)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -72,7 +72,8 @@ def make_embedder(kind: EmbedderKind = "minilm") -> Any:
         return HashEmbedder()
     if kind == "minilm":
         return Embedder()
-    raise ValueError(f"unknown embedder {kind!r}; expected 'minilm' or 'hash'")
+    msg = f"unknown embedder {kind!r}; expected 'minilm' or 'hash'"
+    raise ValueError(msg)
 
 
 async def passage_retriever(
@@ -150,7 +151,8 @@ async def open_llm(
         from alto.operators.llm.openai import OpenAIClient
 
         if not url:
-            raise ValueError("--llm openai needs --llm-url, e.g. http://127.0.0.1:8000/v1")
+            msg = "--llm openai needs --llm-url, e.g. http://127.0.0.1:8000/v1"
+            raise ValueError(msg)
         async with OpenAIClient(url, model or "default") as client:
             yield client, f"OpenAI-compatible server at {url}"
     elif kind == "llama-server-native":
@@ -178,10 +180,11 @@ async def open_llm(
 
         yield FakeLLM(), "scripted fake LLM (tests)"
     else:
-        raise ValueError(
+        msg = (
             f"unknown LLM kind {kind!r}; expected local, openai, llama-server-native, emulated "
             "or fake"
         )
+        raise ValueError(msg)
 
 
 @contextlib.asynccontextmanager
@@ -230,7 +233,8 @@ def parse_each(records: Iterable[Any], parse: Any) -> list[Any]:
         try:
             out.append(parse(record))
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"input {i}: {exc}") from exc
+            msg = f"input {i}: {exc}"
+            raise ValueError(msg) from exc
     return out
 
 

@@ -47,7 +47,8 @@ def test_a_step_says_how_long_it_took_or_that_it_failed() -> None:
     assert out.getvalue().startswith("loading the model ... ")
     assert out.getvalue().rstrip().endswith(" s")
     with pytest.raises(KeyError), console.step("opening"):
-        raise KeyError("x")
+        msg = "x"
+        raise KeyError(msg)
     assert out.getvalue().splitlines()[-1] == "opening ... failed"
 
 

@@ -88,7 +88,8 @@ hot-path form of :func:`index`): ``a`` must not be a root."""
 def parent(a: Ancestry) -> Ancestry:
     """The ancestry one level up. A root has no parent."""
     if len(a) < 3:
-        raise ValueError(f"root ancestry {a!r} has no parent")
+        msg = f"root ancestry {a!r} has no parent"
+        raise ValueError(msg)
     return parent_key(a)
 
 
@@ -108,14 +109,16 @@ def key_length(level: int) -> int:
 def index(a: Ancestry) -> int:
     """The fragment's child index within its parent."""
     if len(a) < 3:
-        raise ValueError(f"root ancestry {a!r} has no child index")
+        msg = f"root ancestry {a!r} has no child index"
+        raise ValueError(msg)
     return child_index(a)
 
 
 def prefix(a: Ancestry, level: int) -> Ancestry:
     """The ancestor of ``a`` at level ``level`` (``a`` itself at its own level)."""
     if not 0 <= level <= _level(a):
-        raise ValueError(f"level {level} is outside 0..{_level(a)} for ancestry {a!r}")
+        msg = f"level {level} is outside 0..{_level(a)} for ancestry {a!r}"
+        raise ValueError(msg)
     # ``level >= 0`` holds here, so the slice keeps the root index: an ancestry again
     return cast(Ancestry, a[: key_length(level)])
 

@@ -119,7 +119,8 @@ def critical_path(
     def ready(dep: tuple[int, int]) -> float:
         call_id, tokens = dep
         if call_id not in start:
-            raise ValueError(f"dependency on call {call_id}, which was not recorded")
+            msg = f"dependency on call {call_id}, which was not recorded"
+            raise ValueError(msg)
         return start[call_id] + weight(by_id[call_id], tokens)
 
     def latest(deps: Iterable[tuple[int, int]]) -> tuple[float, tuple[int, int] | None]:

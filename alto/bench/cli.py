@@ -297,9 +297,11 @@ def _numbers(text: str, kind: type, what: str) -> list[Any]:
     try:
         values = [kind(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise BenchError(f"{what} must be comma-separated numbers, got {text!r}") from None
+        msg = f"{what} must be comma-separated numbers, got {text!r}"
+        raise BenchError(msg) from None
     if not values:  # no number at all: said with the text as given
-        raise BenchError(f"{what} must be positive numbers, got {text!r}")
+        msg = f"{what} must be positive numbers, got {text!r}"
+        raise BenchError(msg)
     return sorted(set(values))
 
 
@@ -354,7 +356,8 @@ def _read_emulator_config(text: str) -> str:
         try:
             text = Path(text[1:]).read_text(encoding="utf-8")
         except OSError as exc:
-            raise BenchError(f"cannot read the emulator config {text[1:]!r}: {exc}") from None
+            msg = f"cannot read the emulator config {text[1:]!r}: {exc}"
+            raise BenchError(msg) from None
     return text
 
 

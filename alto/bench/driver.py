@@ -136,7 +136,8 @@ async def closed_loop(
     ``total`` defaults to ``len(inputs)``; the inputs are reused in turn past their number.
     """
     if concurrency < 1:
-        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        msg = f"concurrency must be >= 1, got {concurrency}"
+        raise ValueError(msg)
     total = len(inputs) if total is None else total
     free = anyio.Semaphore(concurrency)
 
@@ -175,7 +176,8 @@ async def open_loop(
     cold start, before the drain); without, it is the whole run.
     """
     if not inputs and schedule:
-        raise ValueError("an arrival schedule but no inputs")
+        msg = "an arrival schedule but no inputs"
+        raise ValueError(msg)
 
     async def pace(k: int, t0: float) -> float:
         delay = t0 + schedule[k] - now()

@@ -155,14 +155,16 @@ def client_plan(
     if endpoint is None:
         endpoint = "replicas" if len(replicas) > 1 else "balancer"
     if endpoint not in ALTO_ENDPOINTS:
-        raise ValueError(f"endpoint must be one of {', '.join(ALTO_ENDPOINTS)}, got {endpoint!r}")
+        msg = f"endpoint must be one of {', '.join(ALTO_ENDPOINTS)}, got {endpoint!r}"
+        raise ValueError(msg)
     targets = list(replicas) if endpoint == "replicas" else [base_url]
     ceiling = cap // len(targets)
     if ceiling < 1:
-        raise ValueError(
+        msg = (
             f"a cap of {cap} LLM calls cannot give each of {len(targets)} replicas one: "
             "raise --llm-concurrency"
         )
+        raise ValueError(msg)
     asked: Any = client_default("max_inflight") if max_inflight is None else max_inflight
     on_servers = endpoint == "replicas" or len(replicas) == 1
     reported = server_limit is not None and server_limit <= ceiling and on_servers
@@ -176,20 +178,24 @@ def client_plan(
         # the client's default, held to the shared cap; one URL for several replicas: all of it
         asked = ceiling if endpoint == "balancer" and len(replicas) > 1 else min(asked, ceiling)
     if asked is None or asked == "none":
-        raise ValueError("an unlimited dispatcher would not hold the shared cap: give a number")
+        msg = "an unlimited dispatcher would not hold the shared cap: give a number"
+        raise ValueError(msg)
     if not keep_server and not isinstance(asked, int) and str(asked) != "auto":
         try:
             asked = int(asked)
         except ValueError:
-            raise ValueError(f"max_inflight must be a number or auto, got {asked!r}") from None
+            msg = f"max_inflight must be a number or auto, got {asked!r}"
+            raise ValueError(msg) from None
     if isinstance(asked, int):
         if asked < 1:
-            raise ValueError(f"max_inflight must be at least 1, got {asked}")
+            msg = f"max_inflight must be at least 1, got {asked}"
+            raise ValueError(msg)
         if asked > ceiling:
-            raise ValueError(
+            msg = (
                 f"max_inflight {asked} per replica x {len(targets)} target(s) is more than the "
                 f"shared cap of {cap}: at most {ceiling}"
             )
+            raise ValueError(msg)
     return ClientPlan(
         endpoint=endpoint,
         targets=tuple(targets),

@@ -42,14 +42,16 @@ def load(paths: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
         results = json.loads(Path(path).read_text(encoding="utf-8"))
         deployment = results.get("settings", {}).get("deployment")
         if not deployment:
-            raise ValueError(f"{path}: no settings.deployment; is it an alto bench results.json?")
+            msg = f"{path}: no settings.deployment; is it an alto bench results.json?"
+            raise ValueError(msg)
         held = out.setdefault(deployment, {"settings": results["settings"], "apps": {}})
         for name, app in results.get("apps", {}).items():
             if name in held["apps"]:
-                raise ValueError(
+                msg = (
                     f"{path}: a second report of app {name!r} on deployment {deployment!r}; "
                     "pass one results.json per app and deployment"
                 )
+                raise ValueError(msg)
             held["apps"][name] = app
     return out
 

@@ -82,18 +82,20 @@ def find_binary() -> Path:
         path = Path(named)
         if path.is_file() and os.access(path, os.X_OK):
             return path
-        raise LlamaServerMissing(
+        msg = (
             f"${BINARY_ENV} is {named!r}, which is not an executable file; unset it to use "
             f"the build in .venv, or build one with: {INSTALL_COMMAND}"
         )
+        raise LlamaServerMissing(msg)
     for path in (Path(sys.prefix) / "bin", _REPO / ".venv" / "bin"):
         path = path / "llama-server"
         if path.is_file() and os.access(path, os.X_OK):
             return path
-    raise LlamaServerMissing(
+    msg = (
         "llama.cpp's llama-server is not built: build it (about 7 minutes on 2 cores) with: "
         f"{INSTALL_COMMAND} (or set ${BINARY_ENV} to a llama-server binary)"
     )
+    raise LlamaServerMissing(msg)
 
 
 def missing() -> str:
@@ -198,7 +200,8 @@ class NativeLlamaServer(BackgroundServer):
     ) -> None:
         for name, value in (("slots", slots), ("threads", threads), ("ctx_per_slot", ctx_per_slot)):
             if type(value) is not int or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+                msg = f"{name} must be an int >= 1, got {value!r}"
+                raise ValueError(msg)
         self.slots = slots
         self.threads = threads
         self.ctx_per_slot = ctx_per_slot
@@ -343,10 +346,11 @@ class NativeLlamaServer(BackgroundServer):
         import httpx
 
         if not self.erasable:
-            raise RuntimeError(
+            msg = (
                 "this llama-server keeps prompts beyond its slots and refuses to erase them: "
                 "make it with NativeLlamaServer(erasable=True)"
             )
+            raise RuntimeError(msg)
         erased = 0
         for state in self.slot_states():
             response = httpx.post(
@@ -360,7 +364,8 @@ class NativeLlamaServer(BackgroundServer):
         import httpx
 
         if not self.url:
-            raise RuntimeError("the llama-server is not running: start() it first")
+            msg = "the llama-server is not running: start() it first"
+            raise RuntimeError(msg)
         response = httpx.get(f"{self.url}{path}", timeout=10)
         response.raise_for_status()
         return response
@@ -412,10 +417,11 @@ class ServerCounts:
         """
         missing = [name for name in (EVALUATED, PREDICTED) if name not in samples]
         if missing:
-            raise RuntimeError(
+            msg = (
                 f"llama-server's /metrics lacks {', '.join(missing)}: expected the counters "
                 f"of llama.cpp's server, found {', '.join(sorted(samples)) or 'none'}"
             )
+            raise RuntimeError(msg)
         return cls(
             requests=requests,
             evaluated_tokens=round(samples[EVALUATED]),

@@ -140,7 +140,8 @@ class LlamaServers(BackgroundServer):
         n_ctx: int = 2048,
     ) -> None:
         if count < 1:
-            raise ValueError(f"count must be at least 1, got {count}")
+            msg = f"count must be at least 1, got {count}"
+            raise ValueError(msg)
         self.count = count
         self.model_path = Path(model_path) if model_path else None
         self.threads = threads

@@ -96,7 +96,8 @@ def start_child(cmd: list[str], what: str, timeout: float) -> tuple[subprocess.P
         errors.seek(0)
         tail = errors.read()[-2000:]
         errors.close()
-        raise RuntimeError(f"{what} did not start within {timeout:g} s: {tail}")
+        msg = f"{what} did not start within {timeout:g} s: {tail}"
+        raise RuntimeError(msg)
     errors.close()
     return proc, match.group(1)
 
@@ -144,14 +145,16 @@ def wait_until_ready(
 
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {process.returncode}: {log()}")
+            msg = f"{what} exited with status {process.returncode}: {log()}"
+            raise RuntimeError(msg)
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not answer GET {url} within {timeout:g} s: {log()}")
+            msg = f"{what} did not answer GET {url} within {timeout:g} s: {log()}"
+            raise RuntimeError(msg)
         time.sleep(every)
 
 

@@ -89,7 +89,8 @@ def create_app(
     from starlette.routing import Route
 
     if not upstreams:
-        raise ValueError("the proxy needs at least one upstream base URL")
+        msg = "the proxy needs at least one upstream base URL"
+        raise ValueError(msg)
     bases = [u.rstrip("/") for u in upstreams]
     balancer = Balancer(policy, len(bases), eviction_interval_s=eviction_interval_s)
     in_flight = [0] * len(bases)
@@ -207,11 +208,14 @@ class BalancerProxy(BackgroundServer):
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             known = ", ".join(POLICIES)
-            raise ValueError(f"policy must be one of {known}, got {self.policy!r}")
+            msg = f"policy must be one of {known}, got {self.policy!r}"
+            raise ValueError(msg)
         if not self.upstreams:
-            raise ValueError("the proxy needs at least one upstream base URL")
+            msg = "the proxy needs at least one upstream base URL"
+            raise ValueError(msg)
         if self.eviction_interval_s < 0:
-            raise ValueError(f"eviction_interval_s must be >= 0, got {self.eviction_interval_s}")
+            msg = f"eviction_interval_s must be >= 0, got {self.eviction_interval_s}"
+            raise ValueError(msg)
         self.upstreams = list(self.upstreams)
 
     def start(self, timeout: float = 30.0) -> str:

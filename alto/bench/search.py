@@ -129,7 +129,8 @@ def verdict(n: int, k: int) -> str:
         ('pass', 'undecided', 'fail', 'undecided')
     """
     if not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n, got n={n}, k={k}")
+        msg = f"need 0 <= k <= n, got n={n}, k={k}"
+        raise ValueError(msg)
     if n and binom_cdf(k, n) <= ALPHA:
         return PASS
     if n and binom_sf(k, n) <= ALPHA:
@@ -202,16 +203,20 @@ class SearchPlan:
 
     def __post_init__(self) -> None:
         if not self.start > 0 or (self.floor is not None and not self.floor > 0):
-            raise ValueError("the start rate and the floor must be positive")
+            msg = "the start rate and the floor must be positive"
+            raise ValueError(msg)
         if self.repeats < 1 or self.rounds < 1 or self.warmup < 0 or self.max_trials < 1:
-            raise ValueError("repeats, rounds and max_trials must be >= 1, warmup >= 0")
+            msg = "repeats, rounds and max_trials must be >= 1, warmup >= 0"
+            raise ValueError(msg)
         if self.arrivals < min_arrivals(0):
-            raise ValueError(
+            msg = (
                 f"arrivals per round must be at least {min_arrivals(0)}: with fewer, even "
                 "a trial without a miss cannot pass at 95% confidence"
             )
+            raise ValueError(msg)
         if not self.factor > 1 or not self.width > 0:
-            raise ValueError("factor must be > 1 and width > 0")
+            msg = "factor must be > 1 and width > 0"
+            raise ValueError(msg)
 
     @property
     def lowest(self) -> float:
@@ -585,7 +590,8 @@ async def search_session(
 
     settings = session.settings
     if sweep["slo_s"] is None:
-        raise RuntimeError("the rate search needs an SLO: the bound pass timed no input")
+        msg = "the rate search needs an SLO: the bound pass timed no input"
+        raise RuntimeError(msg)
     plan = settings.search_plan(sweep["levels"][0])
     # about 4 trials a search: two of all repeats, two stopped after one run
     bar = tqdm(

@@ -137,23 +137,28 @@ class Settings:
         self._check_choices()
         for app in self.apps:
             if app not in APPS:
-                raise BenchError(f"unknown app {app!r}; choose one of: {', '.join(APPS)} or all")
+                msg = f"unknown app {app!r}; choose one of: {', '.join(APPS)} or all"
+                raise BenchError(msg)
         if self.queries is not None and self.queries < 1:
-            raise BenchError(f"--queries must be at least 1, got {self.queries}")
+            msg = f"--queries must be at least 1, got {self.queries}"
+            raise BenchError(msg)
         for name in ("repeats", "closed_inputs", "open_inputs", "search_rounds"):
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
-                raise BenchError(f"{flag} must be at least 1, got {getattr(self, name)}")
+                msg = f"{flag} must be at least 1, got {getattr(self, name)}"
+                raise BenchError(msg)
         if self.docs_per_corpus < 1:
-            raise BenchError(f"--docs-per-corpus must be at least 1, got {self.docs_per_corpus}")
+            msg = f"--docs-per-corpus must be at least 1, got {self.docs_per_corpus}"
+            raise BenchError(msg)
         if self.slo_s is not None and not self.slo_s > 0:
-            raise BenchError(f"--slo must be a positive number of seconds, got {self.slo_s}")
+            msg = f"--slo must be a positive number of seconds, got {self.slo_s}"
+            raise BenchError(msg)
         if not self.slo_factor > 0:
-            raise BenchError(f"--slo-factor must be positive, got {self.slo_factor}")
+            msg = f"--slo-factor must be positive, got {self.slo_factor}"
+            raise BenchError(msg)
         if not self.slo_floor_s >= 0:
-            raise BenchError(
-                f"--slo-floor must be a number of seconds >= 0, got {self.slo_floor_s}"
-            )
+            msg = f"--slo-floor must be a number of seconds >= 0, got {self.slo_floor_s}"
+            raise BenchError(msg)
         if self.load == "search":
             self._check_search()
         if self.queries is not None:
@@ -162,34 +167,42 @@ class Settings:
                 _check_shipped_inputs(app, self.queries, per)
         unknown = [s for s in self.systems if s not in ALL_SYSTEMS]
         if unknown or not self.systems:
-            raise BenchError(f"unknown systems {unknown}; choose from {', '.join(ALL_SYSTEMS)}")
+            msg = f"unknown systems {unknown}; choose from {', '.join(ALL_SYSTEMS)}"
+            raise BenchError(msg)
         controls = [s for s in self.systems if s in CONTROL_SYSTEMS]
         if controls and self.llm not in SERVER_LLMS:
-            raise BenchError(
+            msg = (
                 f"the controls ({', '.join(dict.fromkeys(controls))}) hold LLM clients of their "
                 f"own: --llm {_choices(SERVER_LLMS)}"
             )
+            raise BenchError(msg)
         if self.config and len(self.apps) > 1:
-            raise BenchError("--config holds one app's settings: name that app, not 'all'")
+            msg = "--config holds one app's settings: name that app, not 'all'"
+            raise BenchError(msg)
         if self.config:
             if not Path(self.config).is_file():
-                raise BenchError(f"config file {self.config!r} does not exist")
+                msg = f"config file {self.config!r} does not exist"
+                raise BenchError(msg)
             self.config = str(Path(self.config).resolve())
         if self.llm_concurrency is not None and self.llm_concurrency < 1:
-            raise BenchError(f"--llm-concurrency must be at least 1, got {self.llm_concurrency}")
+            msg = f"--llm-concurrency must be at least 1, got {self.llm_concurrency}"
+            raise BenchError(msg)
         if self.emulator_config is not None:
             self.emulator_config = _emulator_config(self.emulator_config)
             if self.llm != "emulated":
-                raise BenchError("--emulator-config is for --llm emulated")
+                msg = "--emulator-config is for --llm emulated"
+                raise BenchError(msg)
         if self.deployment != "single" and self.llm not in STARTED_LLMS:
-            raise BenchError(
+            msg = (
                 f"--deployment {self.deployment} starts its replicas: --llm "
                 f"{_choices(STARTED_LLMS)}"
             )
+            raise BenchError(msg)
         self._check_native()
         self._check_dispatcher_knobs()
         if self.llm == "openai" and not self.llm_url:
-            raise BenchError("--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)")
+            msg = "--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)"
+            raise BenchError(msg)
         _check_numbers(self.concurrency, "--concurrency")
         if self.rates is not None:
             _check_numbers(self.rates, "--rate")
@@ -231,7 +244,8 @@ class Settings:
             value = getattr(self, name)
             if value not in allowed and not (optional and value is None):
                 flag = "--" + name.replace("_", "-")
-                raise BenchError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+                msg = f"{flag} must be one of {', '.join(allowed)}, got {value!r}"
+                raise BenchError(msg)
 
     def _check_native(self) -> None:
         """``--llm-slots`` and ``--llm-threads`` size llama.cpp's own servers, and only theirs.
@@ -252,37 +266,42 @@ class Settings:
                     else ""
                 )
                 flags = " and ".join(given)
-                raise BenchError(
+                msg = (
                     f"{flags} {'are' if len(given) > 1 else 'is'} for llama.cpp's own servers "
                     f"only: pass --llm llama-server-native, or leave {flags} out{held}"
                 )
+                raise BenchError(msg)
             return
         for name in ("llm_slots", "llm_threads"):
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value < 1):
                 flag = "--" + name.replace("_", "-")
-                raise BenchError(f"{flag} must be at least 1 (per server), got {value!r}")
+                msg = f"{flag} must be at least 1 (per server), got {value!r}"
+                raise BenchError(msg)
         if self.llm_url:
-            raise BenchError(
+            msg = (
                 "--llm llama-server-native starts its own servers on loopback: leave --llm-url "
                 "out, or pass --llm openai to call the server at that URL"
             )
+            raise BenchError(msg)
         if self.llm_model is not None and not Path(self.llm_model).is_file():
-            raise BenchError(
+            msg = (
                 f"--llm-model {self.llm_model!r}: with --llm llama-server-native it is the "
                 "GGUF file the servers load (default the embedded SmolLM2); no such file"
             )
+            raise BenchError(msg)
         servers = self.servers()
         if self.llm_slots is None:
             self.llm_slots = max(1, NATIVE_SLOTS // servers)
         if self.llm_threads is None:
             self.llm_threads = max(1, NATIVE_THREADS // servers)
         if self.llm_concurrency is not None and self.llm_concurrency < servers:
-            raise BenchError(
+            msg = (
                 f"--llm-concurrency {self.llm_concurrency} cannot give each of the "
                 f"{servers} servers of --deployment {self.deployment} one call: pass at "
                 f"least {servers}, or leave it out for every slot ({self.native_cap()})"
             )
+            raise BenchError(msg)
 
     def search_plan(self, start: float) -> SearchPlan:
         """The rate search these settings ask for, from the rate ``start``.
@@ -306,13 +325,16 @@ class Settings:
     def _check_search(self) -> None:
         """The rate search's options, as :class:`~alto.bench.search.SearchPlan` checks them."""
         if self.search_warmup < 0:
-            raise BenchError(f"--search-warmup must be at least 0, got {self.search_warmup}")
+            msg = f"--search-warmup must be at least 0, got {self.search_warmup}"
+            raise BenchError(msg)
         if self.search_start is not None and not self.search_start > 0:
-            raise BenchError(f"--search-start must be a positive rate, got {self.search_start}")
+            msg = f"--search-start must be a positive rate, got {self.search_start}"
+            raise BenchError(msg)
         try:
             self.search_plan(self.search_start or 1.0)
         except ValueError as exc:
-            raise BenchError(f"rate search: {exc}") from None
+            msg = f"rate search: {exc}"
+            raise BenchError(msg) from None
 
     def _check_dispatcher_knobs(self) -> None:
         """The dispatcher's knobs are for Alto's own client on an OpenAI-compatible server.
@@ -327,25 +349,27 @@ class Settings:
         if not given:
             return
         if self.llm not in SERVER_LLMS:
-            raise BenchError(
+            msg = (
                 f"{', '.join(given)}: Alto's dispatcher is for an OpenAI-compatible server "
                 f"(--llm {_choices(SERVER_LLMS)})"
             )
+            raise BenchError(msg)
         if self.alto_endpoint == "replicas" and self.llm == "openai":
-            raise BenchError(
+            msg = (
                 "--alto-endpoint replicas needs a deployment's replicas: --llm "
                 f"{_choices(STARTED_LLMS)}"
             )
+            raise BenchError(msg)
         if self.max_inflight is None or self.max_inflight == "auto":
             return
         try:
             limit = int(self.max_inflight)
         except ValueError:
-            raise BenchError(
-                f"--max-inflight must be a number or auto, got {self.max_inflight!r}"
-            ) from None
+            msg = f"--max-inflight must be a number or auto, got {self.max_inflight!r}"
+            raise BenchError(msg) from None
         if limit < 1:
-            raise BenchError(f"--max-inflight must be at least 1, got {limit}")
+            msg = f"--max-inflight must be at least 1, got {limit}"
+            raise BenchError(msg)
         replicas = self.servers()
         if self.llm == "emulated":
             cap = self.llm_concurrency or CAP_PER_REPLICA * replicas
@@ -355,10 +379,11 @@ class Settings:
             return  # the cap on another server depends on its client: checked when it opens
         targets = replicas if (self.alto_endpoint or "replicas") == "replicas" else 1
         if limit * targets > cap:
-            raise BenchError(
+            msg = (
                 f"--max-inflight {limit} per replica x {targets} target(s) exceeds the shared "
                 f"cap of {cap} LLM calls: at most {cap // targets}, or raise --llm-concurrency"
             )
+            raise BenchError(msg)
 
 
 def check_available(settings: Settings) -> None:
@@ -374,7 +399,8 @@ def check_available(settings: Settings) -> None:
         try:
             find_binary()
         except LlamaServerMissing as exc:
-            raise BenchError(f"--llm llama-server-native: {exc}") from None
+            msg = f"--llm llama-server-native: {exc}"
+            raise BenchError(msg) from None
     if settings.llm == "llama-server":
         import importlib.util
 
@@ -382,10 +408,11 @@ def check_available(settings: Settings) -> None:
             m for m in ("llama_cpp", "uvicorn", "fastapi") if not importlib.util.find_spec(m)
         ]
         if missing:
-            raise BenchError(
+            msg = (
                 f"--llm llama-server needs llama-cpp-python's server ({', '.join(missing)} "
                 "missing): pip install 'alto[models]'"
             )
+            raise BenchError(msg)
     if settings.llm == "openai":
         from alto.apps import check_llm_server
 
@@ -403,7 +430,8 @@ def _choices(names: tuple[str, ...]) -> str:
 def _check_numbers(values: list[Any], flag: str) -> None:
     if not values or any(v <= 0 for v in values):
         shown = ",".join(f"{v:g}" for v in values)
-        raise BenchError(f"{flag} must be positive numbers, got {shown!r}")
+        msg = f"{flag} must be positive numbers, got {shown!r}"
+        raise BenchError(msg)
 
 
 def _check_shipped_inputs(name: str, queries: int, docs_per_corpus: int) -> None:
@@ -418,16 +446,18 @@ def _check_shipped_inputs(name: str, queries: int, docs_per_corpus: int) -> None
     if name == "ingest":
         needed = queries * docs_per_corpus
         if needed > available:
-            raise BenchError(
+            msg = (
                 f"--queries {queries} x {docs_per_corpus} documents per corpus (at most; "
                 f"--docs-per-corpus, doubled with --fanout varied) = {needed} documents: "
                 f"the ingest data set has {available}; lower either"
             )
+            raise BenchError(msg)
     elif queries > available:
-        raise BenchError(
+        msg = (
             f"--queries {queries}: the {name} data set has {available} inputs; "
             f"pass --queries {available} or fewer"
         )
+        raise BenchError(msg)
 
 
 def _emulator_config(text: str) -> str:
@@ -443,4 +473,5 @@ def _emulator_config(text: str) -> str:
             f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
             for e in exc.errors(include_url=False)
         )
-        raise BenchError(f"--emulator-config is not a valid EmulatorConfig: {problems}") from None
+        msg = f"--emulator-config is not a valid EmulatorConfig: {problems}"
+        raise BenchError(msg) from None

@@ -35,7 +35,8 @@ def percentile(values: Iterable[float], q: float) -> float:
         2.5
     """
     if not 0 <= q <= 100:
-        raise ValueError(f"q must be within 0..100, got {q}")
+        msg = f"q must be within 0..100, got {q}"
+        raise ValueError(msg)
     xs = sorted(values)
     if not xs:
         return math.nan
@@ -94,9 +95,11 @@ def poisson_schedule(n: int, rate: float, seed: int) -> list[float]:
         True
     """
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        msg = f"n must be >= 0, got {n}"
+        raise ValueError(msg)
     if not rate > 0:
-        raise ValueError(f"rate must be > 0 requests per second, got {rate}")
+        msg = f"rate must be > 0 requests per second, got {rate}"
+        raise ValueError(msg)
     rng = random.Random(f"alto-bench-poisson:{seed}")
     t = 0.0
     out = []

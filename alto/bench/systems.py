@@ -232,7 +232,8 @@ def make_server(
             name, variant, ops, config, max_concurrency=langgraph_concurrency
         )
         return PerRoot(runner, recorder, step)
-    raise ValueError(f"unknown system {given!r}; choose from {', '.join(ALL_SYSTEMS)}")
+    msg = f"unknown system {given!r}; choose from {', '.join(ALL_SYSTEMS)}"
+    raise ValueError(msg)
 
 
 def now() -> float:

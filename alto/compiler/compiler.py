@@ -55,18 +55,24 @@ class Handle:
         return f"<alto value of {self.source!r} at level {self.level}>"
 
     def __bool__(self) -> bool:
-        raise CompileError(
+        msg = (
             f"the flow tests the truth of {self.source!r}'s output, which does not exist "
-            "while the flow is traced",
+            "while the flow is traced"
+        )
+        raise CompileError(
+            msg,
             stage=self.source,
             where=where_called(),
             fix="move the decision into a stage (a split stage can drop or keep fragments)",
         )
 
     def __iter__(self) -> Iterator[Any]:
-        raise CompileError(
+        msg = (
             f"the flow iterates over {self.source!r}'s output, which does not exist "
-            "while the flow is traced",
+            "while the flow is traced"
+        )
+        raise CompileError(
+            msg,
             stage=self.source,
             where=where_called(),
             fix="make the stage a split (annotate it -> Split[T] and yield each item)",
@@ -117,9 +123,12 @@ class Tracer:
 
         positional = [p for p in spec.params if not p.keyword_only]
         if len(args) > len(positional):
-            raise err(
+            msg = (
                 f"stage {name!r} takes {_count(len(positional), 'positional argument')} "
-                f"but {len(args)} {'was' if len(args) == 1 else 'were'} given",
+                f"but {len(args)} {'was' if len(args) == 1 else 'were'} given"
+            )
+            raise err(
+                msg,
                 None,
                 f"call it as {name}({', '.join(p.name for p in spec.params)})",
             )
@@ -127,22 +136,25 @@ class Tracer:
         for key, value in kwargs.items():
             if spec.param(key) is None:
                 known = ", ".join(repr(p.name) for p in spec.params) or "none"
+                msg = f"stage {name!r} has no parameter {key!r} (its parameters: {known})"
                 raise err(
-                    f"stage {name!r} has no parameter {key!r} (its parameters: {known})",
+                    msg,
                     key,
                     "check the spelling, or add the parameter to the stage",
                 )
             if key in bound:
+                msg = f"stage {name!r} got parameter {key!r} twice (by position and by name)"
                 raise err(
-                    f"stage {name!r} got parameter {key!r} twice (by position and by name)",
+                    msg,
                     key,
                     "pass it once",
                 )
             bound[key] = value
         for p in spec.params:
             if p.name not in bound and not p.has_default:
+                msg = f"stage {name!r} is missing argument {p.name!r}"
                 raise err(
-                    f"stage {name!r} is missing argument {p.name!r}",
+                    msg,
                     p.name,
                     f"pass {p.name}=... or give the parameter a default",
                 )
@@ -167,17 +179,23 @@ class Tracer:
         for pname, value in bound.items():
             if isinstance(value, Handle):
                 if value.tracer is not self:
-                    raise err(
+                    msg = (
                         f"stage {name!r}: parameter {pname!r} got a value from another flow "
-                        f"({value.tracer.flow_name!r})",
+                        f"({value.tracer.flow_name!r})"
+                    )
+                    raise err(
+                        msg,
                         pname,
                         "call the stages that produce it inside this flow",
                     )
                 handles[pname] = value
             elif _contains_handle(value):
-                raise err(
+                msg = (
                     f"stage {name!r}: parameter {pname!r} got a container holding stage "
-                    "outputs; a stage takes each flow value as its own argument",
+                    "outputs; a stage takes each flow value as its own argument"
+                )
+                raise err(
+                    msg,
                     pname,
                     "pass each value as its own parameter, or gather them in a stage",
                 )
@@ -189,9 +207,12 @@ class Tracer:
                 if p is not None and p.has_default:  # passed: it becomes a list too
                     check_batch_param(name, spec.options.batch, p, where)
         if not handles:
-            raise err(
+            msg = (
                 f"stage {name!r} gets no value from the flow (only constants), so it "
-                "would never run",
+                "would never run"
+            )
+            raise err(
+                msg,
                 None,
                 "pass it a flow parameter or another stage's output",
             )
@@ -205,9 +226,12 @@ class Tracer:
                 continue
             if not h.scope:
                 marker = "Gather" if p.kind is ParamKind.GATHER else "GatherStream"
-                raise err(
+                msg = (
                     f"stage {name!r}: parameter {pname!r} is {marker}[...] but "
-                    f"{_source_text(h)} is at level 0, where no split is open to close",
+                    f"{_source_text(h)} is at level 0, where no split is open to close"
+                )
+                raise err(
+                    msg,
                     pname,
                     "pass the output of a split stage (one annotated -> Split[T]) or of a "
                     f"stage downstream of one; or drop {marker}[...] to take the value as is",
@@ -218,9 +242,12 @@ class Tracer:
         deepest = next(p for p, s in port_scopes.items() if s == scope)
         for pname, s in port_scopes.items():
             if scope[: len(s)] != s:
-                raise err(
+                msg = (
                     f"stage {name!r} joins {pname!r} at {_level_text(s)} with {deepest!r} at "
-                    f"{_level_text(scope)}; streams opened by different splits cannot be joined",
+                    f"{_level_text(scope)}; streams opened by different splits cannot be joined"
+                )
+                raise err(
+                    msg,
                     pname,
                     "gather one of them back to a level both share (a stage taking "
                     "Gather[T]), or derive both from the same split",
@@ -231,10 +258,13 @@ class Tracer:
             assert p is not None
             s = port_scopes[pname]
             if p.kind is not ParamKind.VALUE and s != scope:
-                raise err(
+                msg = (
                     f"stage {name!r}: parameter {pname!r} gathers {_source_text(h)} back to "
                     f"{_level_text(s)}, but the stage runs at {_level_text(scope)} because of "
-                    f"{deepest!r}",
+                    f"{deepest!r}"
+                )
+                raise err(
+                    msg,
                     pname,
                     "gather in a stage of its own and pass its output on; an outer-level "
                     "value then reaches every fragment below it",
@@ -253,9 +283,12 @@ class Tracer:
             self._check_const(spec, name, p, value, where)
         streams = [p for p in ports if p.mode is PortMode.GATHER_STREAM]
         if streams and len(ports) > 1:
-            raise err(
+            msg = (
                 f"stage {name!r} reads {streams[0].param!r} as a GatherStream together with "
-                "other flow values; a streaming gather takes the children and constants only",
+                "other flow values; a streaming gather takes the children and constants only"
+            )
+            raise err(
+                msg,
                 streams[0].param,
                 "use Gather[T] to join the children with other values, or join them in a "
                 "stage of their own first",
@@ -289,9 +322,12 @@ class Tracer:
         expected = self._expected(spec, p)
         if fits(h.type, expected) is False:
             what = "elements of type" if p.kind is not ParamKind.VALUE else "a value of type"
-            raise CompileError(
+            msg = (
                 f"stage {name!r}: parameter {p.name!r} expects {what} {describe(expected)}, "
-                f"but {_source_text(h)} produces {describe(h.type)}",
+                f"but {_source_text(h)} produces {describe(h.type)}"
+            )
+            raise CompileError(
+                msg,
                 stage=name,
                 parameter=p.name,
                 where=where,
@@ -302,9 +338,12 @@ class Tracer:
         self, spec: StageSpec, name: str, p: ParamSpec, value: Any, where: str
     ) -> None:
         if p.kind is not ParamKind.VALUE:
-            raise CompileError(
+            msg = (
                 f"stage {name!r}: parameter {p.name!r} gathers children but got the constant "
-                f"{value!r}",
+                f"{value!r}"
+            )
+            raise CompileError(
+                msg,
                 stage=name,
                 parameter=p.name,
                 where=where,
@@ -312,9 +351,12 @@ class Tracer:
             )
         expected = self._expected(spec, p)
         if value_fits(value, expected) is False:
-            raise CompileError(
+            msg = (
                 f"stage {name!r}: parameter {p.name!r} expects {describe(expected)}, "
-                f"got the constant {value!r} ({type(value).__name__})",
+                f"got the constant {value!r} ({type(value).__name__})"
+            )
+            raise CompileError(
+                msg,
                 stage=name,
                 parameter=p.name,
                 where=where,
@@ -337,9 +379,12 @@ def compile_flow(name: str, fn: Callable[..., Any], where: str) -> Plan:
     defaults: dict[str, Any] = {}
     for p in sig.parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            raise CompileError(
+            msg = (
                 f"flow {name!r} takes {'*' if p.kind is p.VAR_POSITIONAL else '**'}{p.name}; "
-                "flow inputs must be named parameters",
+                "flow inputs must be named parameters"
+            )
+            raise CompileError(
+                msg,
                 stage=name,
                 parameter=p.name,
                 where=where,
@@ -355,8 +400,9 @@ def compile_flow(name: str, fn: Callable[..., Any], where: str) -> Plan:
         _current.reset(token)
     if inspect.iscoroutine(returned):
         returned.close()
+        msg = f"flow {name!r} is an 'async def'; a flow only wires stages and runs nothing"
         raise CompileError(
-            f"flow {name!r} is an 'async def'; a flow only wires stages and runs nothing",
+            msg,
             stage=name,
             where=where,
             fix="write the flow as a plain 'def'",
@@ -366,9 +412,12 @@ def compile_flow(name: str, fn: Callable[..., Any], where: str) -> Plan:
     used = _ancestors(tracer, outputs)
     for node in tracer.nodes:
         if node.name not in used:
-            raise CompileError(
+            msg = (
                 f"flow {name!r}: the output of stage {node.name!r} is never used, so the "
-                "stage would never run",
+                "stage would never run"
+            )
+            raise CompileError(
+                msg,
                 stage=node.name,
                 where=node.where,
                 fix="pass it to another stage or return it from the flow",
@@ -404,8 +453,9 @@ def _outputs(
     items = returned if isinstance(returned, tuple) else (returned,)
     as_tuple = isinstance(returned, tuple)
     if as_tuple and not items:
+        msg = f"flow {name!r} returns an empty tuple"
         raise CompileError(
-            f"flow {name!r} returns an empty tuple",
+            msg,
             stage=name,
             where=where,
             fix="return a stage's output",
@@ -414,26 +464,35 @@ def _outputs(
     for item in items:
         if not isinstance(item, Handle) or item.tracer is not tracer:
             what = "None (no return statement?)" if item is None else f"{item!r}"
-            raise CompileError(
+            msg = (
                 f"flow {name!r} returns {what}; a flow must return the output of a stage "
-                "(or a tuple of them)",
+                "(or a tuple of them)"
+            )
+            raise CompileError(
+                msg,
                 stage=name,
                 where=where,
                 fix="return the value of the last stage call, e.g. 'return score(...)'",
             )
         if item.source.startswith(INPUT_PREFIX):
-            raise CompileError(
+            msg = (
                 f"flow {name!r} returns its parameter "
                 f"{item.source[len(INPUT_PREFIX):]!r} unchanged; a flow must return the "
-                "output of a stage",
+                "output of a stage"
+            )
+            raise CompileError(
+                msg,
                 stage=name,
                 where=where,
                 fix="pass the parameter through a stage, or return a stage's output",
             )
         if item.level:
-            raise CompileError(
+            msg = (
                 f"flow {name!r} returns stage {item.source!r}'s output at "
-                f"{_level_text(item.scope)}; each input needs one output at level 0",
+                f"{_level_text(item.scope)}; each input needs one output at level 0"
+            )
+            raise CompileError(
+                msg,
                 stage=item.source,
                 where=item.where,
                 fix="collect it with a stage that takes Gather[T] and return that stage's output",

@@ -162,22 +162,30 @@ def _check_options(name: str, where: str, options: StageOptions) -> None:
         )
 
     if not isinstance(options.replicas, int) or options.replicas < 1:
-        raise bad("replicas", options.replicas, "an int >= 1")
+        msg = "replicas"
+        raise bad(msg, options.replicas, "an int >= 1")
     if options.batch is not None and (not isinstance(options.batch, int) or options.batch < 1):
-        raise bad("batch", options.batch, "None or an int >= 1")
+        msg = "batch"
+        raise bad(msg, options.batch, "None or an int >= 1")
     if not isinstance(options.buffer, int) or options.buffer < 1:
-        raise bad("buffer", options.buffer, "an int >= 1")
+        msg = "buffer"
+        raise bad(msg, options.buffer, "an int >= 1")
     if options.timeout is not None and not (options.timeout > 0 and math.isfinite(options.timeout)):
-        raise bad("timeout", options.timeout, "None or a finite number of seconds > 0")
+        msg = "timeout"
+        raise bad(msg, options.timeout, "None or a finite number of seconds > 0")
     if not isinstance(options.retries, int) or options.retries < 0:
-        raise bad("retries", options.retries, "an int >= 0")
+        msg = "retries"
+        raise bad(msg, options.retries, "an int >= 0")
     if not options.batch_timeout >= 0:
-        raise bad("batch_timeout", options.batch_timeout, "a number of seconds >= 0")
+        msg = "batch_timeout"
+        raise bad(msg, options.batch_timeout, "a number of seconds >= 0")
     if not options.retry_backoff >= 0:
-        raise bad("retry_backoff", options.retry_backoff, "a number of seconds >= 0")
+        msg = "retry_backoff"
+        raise bad(msg, options.retry_backoff, "a number of seconds >= 0")
     for exc in options.retry_on:
         if not (isinstance(exc, type) and issubclass(exc, BaseException)):
-            raise bad("retry_on", options.retry_on, "exception classes")
+            msg = "retry_on"
+            raise bad(msg, options.retry_on, "exception classes")
 
 
 def read_stage(fn: Callable[..., Any], name: str | None, options: StageOptions) -> StageSpec:
@@ -185,8 +193,9 @@ def read_stage(fn: Callable[..., Any], name: str | None, options: StageOptions) 
     where = where_defined(fn)
     stage_name = name if name is not None else getattr(fn, "__name__", None)
     if not isinstance(stage_name, str) or not _NAME_RE.match(stage_name):
+        msg = f"stage name {stage_name!r} is invalid; expected letters, digits, '_' or '-'"
         raise CompileError(
-            f"stage name {stage_name!r} is invalid; expected letters, digits, '_' or '-'",
+            msg,
             stage=str(stage_name),
             where=where,
             fix="pass name='my_stage' to @alto.stage",
@@ -196,8 +205,9 @@ def read_stage(fn: Callable[..., Any], name: str | None, options: StageOptions) 
     is_agen = inspect.isasyncgenfunction(fn)
     if not (is_agen or inspect.iscoroutinefunction(fn)):
         kind = "generator" if inspect.isgeneratorfunction(fn) else "plain function"
+        msg = f"stage {stage_name!r} is a {kind}; stages must be 'async def' functions"
         raise CompileError(
-            f"stage {stage_name!r} is a {kind}; stages must be 'async def' functions",
+            msg,
             stage=stage_name,
             where=where,
             fix=f"write 'async def {getattr(fn, '__name__', stage_name)}(...)'"
@@ -208,10 +218,13 @@ def read_stage(fn: Callable[..., Any], name: str | None, options: StageOptions) 
     out_marker, out_elem = _marker(hints.get("return"))
     if out_marker is Split and not is_agen:
         fn_name = getattr(fn, "__name__", stage_name)
-        raise CompileError(
+        msg = (
             f"stage {stage_name!r} is annotated -> Split[...] but returns instead of "
             "yielding; expected an async generator that yields each child, found an "
-            "'async def' that returns a value",
+            "'async def' that returns a value"
+        )
+        raise CompileError(
+            msg,
             stage=stage_name,
             where=where,
             fix=f"use `yield` for each child, e.g. 'for child in ...: yield child' in "
@@ -219,9 +232,12 @@ def read_stage(fn: Callable[..., Any], name: str | None, options: StageOptions) 
         )
     output = OutputKind.SPLIT if is_agen else OutputKind.VALUE
     if out_marker in (Gather, GatherStream):
-        raise CompileError(
+        msg = (
             f"stage {stage_name!r} is annotated to return {out_marker.__name__}[...]; "
-            "Gather marks a parameter that closes a level, not a return value",
+            "Gather marks a parameter that closes a level, not a return value"
+        )
+        raise CompileError(
+            msg,
             stage=stage_name,
             where=where,
             fix="annotate the return as the gathered result's type, e.g. -> list[str]",
@@ -232,9 +248,12 @@ def read_stage(fn: Callable[..., Any], name: str | None, options: StageOptions) 
     params: list[ParamSpec] = []
     for p in inspect.signature(fn).parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            raise CompileError(
+            msg = (
                 f"stage {stage_name!r} takes {'*' if p.kind is p.VAR_POSITIONAL else '**'}"
-                f"{p.name}; stage inputs must be named parameters",
+                f"{p.name}; stage inputs must be named parameters"
+            )
+            raise CompileError(
+                msg,
                 stage=stage_name,
                 parameter=p.name,
                 where=where,
@@ -242,9 +261,12 @@ def read_stage(fn: Callable[..., Any], name: str | None, options: StageOptions) 
             )
         marker, elem = _marker(hints.get(p.name))
         if marker is Split:
-            raise CompileError(
+            msg = (
                 f"stage {stage_name!r}: parameter {p.name!r} is annotated Split[...]; "
-                "Split marks the return of a stage that yields children",
+                "Split marks the return of a stage that yields children"
+            )
+            raise CompileError(
+                msg,
                 stage=stage_name,
                 parameter=p.name,
                 where=where,
@@ -269,16 +291,20 @@ def read_stage(fn: Callable[..., Any], name: str | None, options: StageOptions) 
 
     if options.batch is not None:
         if output is not OutputKind.VALUE:
-            raise CompileError(
+            msg = (
                 f"stage {stage_name!r} has batch={options.batch} and yields children; "
-                "batching applies to stages that return one value per input",
+                "batching applies to stages that return one value per input"
+            )
+            raise CompileError(
+                msg,
                 stage=stage_name,
                 where=where,
                 fix="split in one stage and batch the next one",
             )
         if any(p.kind is ParamKind.GATHER_STREAM for p in params):
+            msg = f"stage {stage_name!r} has batch={options.batch} and a GatherStream parameter"
             raise CompileError(
-                f"stage {stage_name!r} has batch={options.batch} and a GatherStream parameter",
+                msg,
                 stage=stage_name,
                 where=where,
                 fix="use Gather[T] (a list per parent) in a batched stage",
@@ -289,17 +315,21 @@ def read_stage(fn: Callable[..., Any], name: str | None, options: StageOptions) 
         returned = hints.get("return")
         verdicts = {fits(list, returned), fits(tuple, returned)}  # a list or a tuple is taken
         if returned is not None and verdicts == {False}:
-            raise CompileError(
+            msg = (
                 f"stage {stage_name!r} has batch={options.batch}, so it returns a list with "
-                f"one result per input; expected a list annotation, found -> {describe(returned)}",
+                f"one result per input; expected a list annotation, found -> {describe(returned)}"
+            )
+            raise CompileError(
+                msg,
                 stage=stage_name,
                 where=where,
                 fix=f"annotate the return -> list[{describe(returned)}] and return one result "
                 "per input, or drop batch=",
             )
     if output is not OutputKind.VALUE and any(p.kind is ParamKind.GATHER_STREAM for p in params):
+        msg = f"stage {stage_name!r} both reads a GatherStream and yields children"
         raise CompileError(
-            f"stage {stage_name!r} both reads a GatherStream and yields children",
+            msg,
             stage=stage_name,
             where=where,
             fix="gather in one stage and split in the next one",
@@ -341,8 +371,9 @@ def check_batch_param(stage: str, batch: int, p: ParamSpec, where: str) -> None:
         fix = f"annotate it list[{shown}] and return a list with one result per input, " + (
             "or drop batch="
         )
+    msg = f"stage {stage!r} has batch={batch}, so parameter {p.name!r} {what}"
     raise CompileError(
-        f"stage {stage!r} has batch={batch}, so parameter {p.name!r} {what}",
+        msg,
         stage=stage,
         parameter=p.name,
         where=where,

@@ -50,7 +50,8 @@ assert sorted(__all__) == sorted(_LAZY)
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'alto.operators' has no attribute {name!r}")
+        msg = f"module 'alto.operators' has no attribute {name!r}"
+        raise AttributeError(msg)
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

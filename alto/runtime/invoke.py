@@ -561,10 +561,11 @@ class Invoker:
                 if isinstance(results, (list, tuple))
                 else f"a {type(results).__name__}"
             )
-            raise BatchShapeError(
+            msg = (
                 f"batched stage {self.name!r} returned {got} for a batch of {n}; "
                 "a batched stage returns a list with one result per input"
             )
+            raise BatchShapeError(msg)
         return results
 
 

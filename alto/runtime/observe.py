@@ -140,10 +140,11 @@ def observing(*observers: CallObserver) -> Iterator[None]:
     """
     for observer in observers:
         if not callable(getattr(observer, "call", None)):
-            raise TypeError(
+            msg = (
                 f"observing() takes call observers (objects with a call(StageCall) method "
                 f"returning a context manager); got {observer!r:.80}"
             )
+            raise TypeError(msg)
     token = _REGISTERED.set(_REGISTERED.get() + observers)
     try:
         yield

@@ -18,7 +18,8 @@ def chrome_trace(stats: RunStats, *, process: str = "alto") -> dict[str, Any]:
     the fragment's ancestry.
     """
     if stats.spans is None:
-        raise ValueError("the run recorded no spans; run it with trace=True")
+        msg = "the run recorded no spans; run it with trace=True"
+        raise ValueError(msg)
     t0 = stats.started
     tracks: dict[tuple[str, int], int] = {}
     events: list[dict[str, Any]] = [

@@ -47,7 +47,8 @@ def _validated(model: type[pydantic.BaseModel], value: Any) -> Any:
             f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
             for e in exc.errors(include_url=False)
         )
-        raise ValueError(f"is not a valid {model.__name__}: {problems}") from None
+        msg = f"is not a valid {model.__name__}: {problems}"
+        raise ValueError(msg) from None
 
 
 def check_inputs(plan: Plan, index: int, args: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +101,8 @@ def argument_check(node: Node) -> Callable[[Any], Any] | None:
         try:
             return _validated(model, value)
         except ValueError as exc:
-            raise ArgumentError(f"parameter {name!r} of stage {stage!r} {exc}") from None
+            msg = f"parameter {name!r} of stage {stage!r} {exc}"
+            raise ArgumentError(msg) from None
 
     if not node.is_keyed:
         ((_, name, model),) = checked

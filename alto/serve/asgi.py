@@ -89,10 +89,12 @@ class Service:
     ) -> None:
         if deadline is not None:
             if not deadline > 0:
-                raise ValueError(f"deadline={deadline!r} is invalid; expected seconds > 0")
+                msg = f"deadline={deadline!r} is invalid; expected seconds > 0"
+                raise ValueError(msg)
             options["deadline"] = deadline
         if not grace >= 0:
-            raise ValueError(f"grace={grace!r} is invalid; expected seconds >= 0")
+            msg = f"grace={grace!r} is invalid; expected seconds >= 0"
+            raise ValueError(msg)
         self.flow = flow
         self.grace = grace
         self.schema = RequestSchema(flow.plan, max_inputs=max_inflight)

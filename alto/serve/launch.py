@@ -47,24 +47,34 @@ def load_flow(target: str) -> Any:
 
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
-        raise CLIError(f"{target!r} is neither an example app ({', '.join(APPS)}) nor "
-                       "MODULE:FLOW (e.g. myflows:summarize)")
+        msg = (
+            f"{target!r} is neither an example app ({', '.join(APPS)}) nor "
+                       "MODULE:FLOW (e.g. myflows:summarize)"
+        )
+        raise CLIError(msg)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise CLIError(f"cannot import module {module_name!r} (from {os.getcwd()}): {exc}; "
-                       "run alto serve from the folder that holds it") from exc
+        msg = (
+            f"cannot import module {module_name!r} (from {os.getcwd()}): {exc}; "
+                       "run alto serve from the folder that holds it"
+        )
+        raise CLIError(msg) from exc
     try:
         found = getattr(module, attribute)
     except AttributeError:
         names = sorted(n for n, v in vars(module).items() if isinstance(v, Flow))
         hint = f"; its flows: {', '.join(names)}" if names else "; it defines no flow"
-        raise CLIError(f"module {module_name!r} has no attribute {attribute!r}{hint}") from None
+        msg = f"module {module_name!r} has no attribute {attribute!r}{hint}"
+        raise CLIError(msg) from None
     if not isinstance(found, Flow):
-        raise CLIError(f"{target!r} is a {type(found).__name__}, not a flow; point at an "
-                       "@alto.flow-decorated function")
+        msg = (
+            f"{target!r} is a {type(found).__name__}, not a flow; point at an "
+                       "@alto.flow-decorated function"
+        )
+        raise CLIError(msg)
     return found
 
 
@@ -86,7 +96,8 @@ async def open_target(options: ServeOptions) -> AsyncIterator[tuple[Any, list[An
 
     if options.llm == "openai":
         if not options.llm_url:
-            raise CLIError("--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)")
+            msg = "--llm openai needs --llm-url (e.g. http://127.0.0.1:8000/v1)"
+            raise CLIError(msg)
         check_llm_server(options.llm_url)
     config = read_config(app, options.config) if options.config else None
     async with open_operators(app.NEEDS, llm=options.llm, llm_url=options.llm_url,  # type: ignore[arg-type]
@@ -109,8 +120,11 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise CLIError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another "
-                       "--port") from exc
+        msg = (
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another "
+                       "--port"
+        )
+        raise CLIError(msg) from exc
     sock.listen(2048)
     return sock
 
@@ -154,11 +168,14 @@ async def serve(options: ServeOptions, *, out: Any = None) -> int:
     """Serve ``options.target`` until interrupted (Ctrl-C or SIGTERM: a graceful drain)."""
     out = out or sys.stderr
     if options.max_inflight < 1:
-        raise CLIError(f"--max-inflight must be at least 1, got {options.max_inflight}")
+        msg = f"--max-inflight must be at least 1, got {options.max_inflight}"
+        raise CLIError(msg)
     if options.deadline is not None and not options.deadline > 0:
-        raise CLIError(f"--deadline must be seconds > 0, got {options.deadline}")
+        msg = f"--deadline must be seconds > 0, got {options.deadline}"
+        raise CLIError(msg)
     if options.concurrency is not None and options.concurrency < 1:
-        raise CLIError(f"--concurrency must be at least 1, got {options.concurrency}")
+        msg = f"--concurrency must be at least 1, got {options.concurrency}"
+        raise CLIError(msg)
     sock = listening_socket(options.host, options.port)
     try:
         with _ray_connected(options):

@@ -118,7 +118,8 @@ class _Slots:
 
     def __init__(self, max_inflight: int) -> None:
         if not isinstance(max_inflight, int) or max_inflight < 1:
-            raise ValueError(f"max_inflight={max_inflight!r} is invalid; expected an int >= 1")
+            msg = f"max_inflight={max_inflight!r} is invalid; expected an int >= 1"
+            raise ValueError(msg)
         self.max_inflight = max_inflight
         self.inflight = 0
         self.closing = False
@@ -136,14 +137,21 @@ class _Slots:
         """
         n = len(batch.tickets)
         if self.failure is not None:
-            raise Unavailable(f"the pipeline stopped: {type(self.failure).__name__}: "
-                              f"{self.failure}")
+            msg = (
+                f"the pipeline stopped: {type(self.failure).__name__}: "
+                              f"{self.failure}"
+            )
+            raise Unavailable(msg)
         if self.closing:
-            raise Unavailable("the service is shutting down")
+            msg = "the service is shutting down"
+            raise Unavailable(msg)
         if self.inflight + n > self.max_inflight:
-            raise Overloaded(
+            msg = (
                 f"{self.inflight} inputs in flight and {n} more asked for; this service takes "
-                f"at most {self.max_inflight} (--max-inflight): retry later",
+                f"at most {self.max_inflight} (--max-inflight): retry later"
+            )
+            raise Overloaded(
+                msg,
                 self.retry_after(),
             )
         if self.inflight == 0:
@@ -218,8 +226,11 @@ class SharedPipeline(_Slots):
         Raises :class:`Overloaded` or :class:`Unavailable`.
         """
         if not self.running:
-            raise Unavailable("the pipeline is not running (the service has not started, or "
-                              "has stopped)")
+            msg = (
+                "the pipeline is not running (the service has not started, or "
+                              "has stopped)"
+            )
+            raise Unavailable(msg)
         batch = _SharedBatch(self, items)
         self.take(batch)
         for ticket in batch.tickets:

@@ -104,22 +104,32 @@ class RequestSchema:
     def parse(self, body: Any) -> Parsed:
         """The inputs of a decoded JSON body; raises :class:`BadRequest` naming the field."""
         if not isinstance(body, dict):
-            raise BadRequest(
+            msg = (
                 f"the body must be a JSON object {{\"inputs\": [...]}}, got "
-                f"{type(body).__name__}", "<body>", [])
+                f"{type(body).__name__}"
+            )
+            raise BadRequest(
+                msg, "<body>", [])
         unknown = [k for k in body if k != "inputs"]
         if unknown:
-            raise BadRequest(f"unknown field {unknown[0]!r}; the body holds only \"inputs\"",
+            msg = f"unknown field {unknown[0]!r}; the body holds only \"inputs\""
+            raise BadRequest(msg,
                              str(unknown[0]), [])
         records = body.get("inputs")
         if not isinstance(records, list) or not records:
-            raise BadRequest(
+            msg = (
                 "\"inputs\" must be a non-empty list of objects, one per input, each with the "
-                f"flow's parameters ({self.signature})", "inputs", [])
-        if self.max_inputs is not None and len(records) > self.max_inputs:
+                f"flow's parameters ({self.signature})"
+            )
             raise BadRequest(
+                msg, "inputs", [])
+        if self.max_inputs is not None and len(records) > self.max_inputs:
+            msg = (
                 f"{len(records)} inputs in one request; this service takes at most "
-                f"{self.max_inputs} per request (its --max-inflight): split the request",
+                f"{self.max_inputs} per request (its --max-inflight): split the request"
+            )
+            raise BadRequest(
+                msg,
                 "inputs", [])
         items: list[Any] = []
         problems: list[dict[str, str]] = []
@@ -139,7 +149,8 @@ class RequestSchema:
         if problems:
             first = problems[0]
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise BadRequest(f"{first['field']}: {first['message']}{more}", first["field"],
+            msg = f"{first['field']}: {first['message']}{more}"
+            raise BadRequest(msg, first["field"],
                              problems)
         return Parsed(items)
 

@@ -156,11 +156,12 @@ class IngestDocument:
 def _records(name: str) -> Iterator[dict[str, Any]]:
     path = DATA_DIR / name
     if not path.exists():
-        raise FileNotFoundError(
+        msg = (
             f"corpus file {str(path)!r} is missing; rebuild it with "
             "'python examples/data/build.py' (needs the Debian packages python3.11-doc and "
             "dict-foldoc)"
         )
+        raise FileNotFoundError(msg)
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         for line in fh:
             yield json.loads(line)
@@ -242,6 +243,7 @@ def ingest_documents(n: int | None = None) -> list[IngestDocument]:
         ValueError: if ``n`` is negative.
     """
     if n is not None and n < 0:
-        raise ValueError(f"n must be None or >= 0, got {n}")
+        msg = f"n must be None or >= 0, got {n}"
+        raise ValueError(msg)
     stream = _ingest()
     return list(stream if n is None else stream[:n])

@@ -992,7 +992,8 @@ def check(corpus: Corpus) -> None:
     for passage in corpus.passages:
         pid = str(passage["id"])
         if pid in texts:
-            raise ValueError(f"duplicate passage id {pid!r}")
+            msg = f"duplicate passage id {pid!r}"
+            raise ValueError(msg)
         texts[pid] = str(passage["text"])
     items: list[dict[str, object]] = list(corpus.questions)
     for question in corpus.multihop:
@@ -1000,15 +1001,16 @@ def check(corpus: Corpus) -> None:
     for item in items:
         for gold in item["gold_ids"]:  # type: ignore[attr-defined]
             if gold not in texts:
-                raise ValueError(
-                    f"gold passage {gold!r} of {item['question']!r} is not in the corpus"
-                )
+                msg = f"gold passage {gold!r} of {item['question']!r} is not in the corpus"
+                raise ValueError(msg)
             if str(item["answer"]) not in texts[gold]:
-                raise ValueError(f"answer of {item['question']!r} not found in passage {gold!r}")
+                msg = f"answer of {item['question']!r} not found in passage {gold!r}"
+                raise ValueError(msg)
     for name in ("questions", "multihop", "ingest"):
         ids = [r["id"] for r in getattr(corpus, name)]
         if len(ids) != len(set(ids)):
-            raise ValueError(f"duplicate ids in {name}")
+            msg = f"duplicate ids in {name}"
+            raise ValueError(msg)
 
 
 # --------------------------------------------------------------------------------------------

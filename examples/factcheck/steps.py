@@ -183,7 +183,8 @@ def _parse_one(record: Any) -> str:
         return record
     if isinstance(record, dict) and isinstance(record.get("question"), str):
         return record["question"]
-    raise ValueError('each factcheck input is a question: a string or {"question": "..."}')
+    msg = 'each factcheck input is a question: a string or {"question": "..."}'
+    raise ValueError(msg)
 
 
 def parse_inputs(records: list[Any]) -> list[Any]:

@@ -216,7 +216,8 @@ def load_inputs(n: int | None = None) -> list[Corpus]:
 def _parse_doc(record: Any) -> Doc:
     if isinstance(record, dict) and isinstance(record.get("text"), str):
         return Doc(str(record.get("id", "")), record["text"])
-    raise ValueError('each ingest input is a document: {"id": "...", "text": "..."}')
+    msg = 'each ingest input is a document: {"id": "...", "text": "..."}'
+    raise ValueError(msg)
 
 
 def parse_inputs(records: list[Any]) -> list[Corpus]:

@@ -175,12 +175,16 @@ def _parse_one(record: Any) -> DocumentIn:
                 parts = tuple(SectionText(str(s["title"]), str(s["text"]))
                               for s in record["sections"])
             except (KeyError, TypeError) as exc:
-                raise ValueError("each section needs a 'title' and a 'text'") from exc
+                msg = "each section needs a 'title' and a 'text'"
+                raise ValueError(msg) from exc
             return DocumentIn(record["title"], parts)
         if isinstance(record.get("text"), str):
             return DocumentIn(record["title"], (SectionText(record["title"], record["text"]),))
-    raise ValueError('each summarize input is {"title", "text"} or {"title", "sections": '
-                     '[{"title", "text"}, ...]}')
+    msg = (
+        'each summarize input is {"title", "text"} or {"title", "sections": '
+                     '[{"title", "text"}, ...]}'
+    )
+    raise ValueError(msg)
 
 
 def parse_inputs(records: list[Any]) -> list[Any]:

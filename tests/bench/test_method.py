@@ -313,8 +313,9 @@ def test_a_sure_miss_needs_the_whole_interval_over_the_slo() -> None:
 
 def test_a_failed_inputs_error_names_what_a_task_group_held() -> None:
     try:
+        msg = "unhandled errors in a TaskGroup"
         raise ExceptionGroup(
-            "unhandled errors in a TaskGroup", [ValueError("no valid Verdict"), KeyError("k")]
+            msg, [ValueError("no valid Verdict"), KeyError("k")]
         )
     except ExceptionGroup as group:
         said = driver.describe(group)

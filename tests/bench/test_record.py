@@ -76,7 +76,8 @@ async def test_structured_output_is_recorded_per_attempt_under_the_callers_name(
 async def test_failures_are_recorded_and_raised() -> None:
     class Broken(FakeLLM):
         async def chat(self, messages: Any, **kwargs: Any) -> str:
-            raise ValueError("the server said no")
+            msg = "the server said no"
+            raise ValueError(msg)
 
     recorder = Recorder()
     llm = RecordingLLM(Broken(), recorder)
@@ -241,5 +242,6 @@ async def test_tracking_restores_the_task_factory_after_an_error() -> None:
     loop = asyncio.get_running_loop()
     before = loop.get_task_factory()
     with pytest.raises(RuntimeError), tracking_dependencies():
-        raise RuntimeError("boom")
+        msg = "boom"
+        raise RuntimeError(msg)
     assert loop.get_task_factory() is before

@@ -68,7 +68,8 @@ def line_of(fn, text: str) -> int:
     for i, line in enumerate(lines):
         if text in line:
             return start + i
-    raise AssertionError(f"{text!r} not in {fn.__name__}")
+    msg = f"{text!r} not in {fn.__name__}"
+    raise AssertionError(msg)
 
 
 # --- levels and port modes -------------------------------------------------

@@ -237,7 +237,8 @@ class ScriptedServer:
     def check(self) -> None:
         """Fail if the handler raised: a test must not pass on a broken script."""
         if self.errors:
-            raise AssertionError(f"the scripted handler failed: {self.errors[0]!r}") from (
+            msg = f"the scripted handler failed: {self.errors[0]!r}"
+            raise AssertionError(msg) from (
                 self.errors[0]
             )
 
@@ -398,7 +399,8 @@ class LlamaServer:
         self._log.seek(0)
         log = self._log.read().decode(errors="replace")[-3000:]
         self.stop()
-        raise RuntimeError(f"llama_cpp.server did not become ready on port {self.port}:\n{log}")
+        msg = f"llama_cpp.server did not become ready on port {self.port}:\n{log}"
+        raise RuntimeError(msg)
 
     def kill(self) -> None:
         if self.process.poll() is None:

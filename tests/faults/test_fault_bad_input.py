@@ -176,7 +176,8 @@ async def test_inputs_iterator_that_raises() -> None:
     def reading() -> Any:
         for i in range(50):
             yield {"doc": good(i)}
-        raise ValueError("line 51 of inputs.jsonl is not JSON")
+        msg = "line 51 of inputs.jsonl is not JSON"
+        raise ValueError(msg)
 
     before = snapshot()
     with anyio.fail_after(30):

@@ -58,7 +58,8 @@ async def test_no_retry_once_the_root_has_its_outcome() -> None:
         if x == "bad":
             if len(calls) > 1 and calls.count("bad") > 1:
                 await anyio.sleep(3600)  # a retry would stall
-            raise ConnectionError("transient")
+            msg = "transient"
+            raise ConnectionError(msg)
         return x
 
     @alto.flow

@@ -82,4 +82,5 @@ def test_a_portable_build_is_never_tried(monkeypatch, tmp_path) -> None:
 
 
 def _no_child(*args: object, **kwargs: object) -> None:
-    raise AssertionError(f"a portable build was tried in a child: {args} {sys.argv}")
+    msg = f"a portable build was tried in a child: {args} {sys.argv}"
+    raise AssertionError(msg)

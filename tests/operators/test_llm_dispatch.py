@@ -329,7 +329,8 @@ async def test_an_exception_leaving_the_block_marks_the_replica() -> None:
             raise ConnectionRefusedError
     with pytest.raises(ValueError):
         async with d.lease():
-            raise ValueError("not the replica's fault")
+            msg = "not the replica's fault"
+            raise ValueError(msg)
     assert [(r.failures, r.healthy) for r in d.stats().replicas] == [(1, False), (1, True)]
 
 

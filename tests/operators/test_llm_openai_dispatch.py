@@ -36,7 +36,8 @@ class Replicas:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         host = request.url.host
         if host in self.down:
-            raise httpx.ConnectError("connection refused", request=request)
+            msg = "connection refused"
+            raise httpx.ConnectError(msg, request=request)
         if request.method == "GET":
             return httpx.Response(503 if host in self.busy else 200, json={"data": []})
         body = json.loads(request.content)

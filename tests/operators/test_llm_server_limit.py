@@ -166,7 +166,8 @@ async def test_an_unreachable_replica_keeps_the_default_and_the_others_are_asked
 
     def route(request: httpx.Request) -> Any:
         if request.url.host == "r0":
-            raise httpx.ConnectError("connection refused", request=request)
+            msg = "connection refused"
+            raise httpx.ConnectError(msg, request=request)
         return servers(request)
 
     llm = OpenAIClient(["http://r0/v1", "http://r1/v1"], "m", api_key_env=None,
@@ -182,7 +183,8 @@ async def test_dispatcher_asks_once_and_an_error_counts_as_saying_nothing() -> N
     async def ask(replica: int) -> int | None:
         asked.append(replica)
         if replica == 1:
-            raise RuntimeError("no answer")
+            msg = "no answer"
+            raise RuntimeError(msg)
         return 2
 
     d = Dispatcher(["a", "b"], max_inflight="server", ask_limit=ask, default_limit=3)

@@ -277,7 +277,8 @@ async def test_a_failing_embedder_adds_nothing() -> None:
         async def embed(self, texts: list[str]) -> np.ndarray:
             Flaky.calls += 1
             if Flaky.calls == 2:
-                raise RuntimeError("model fell over")
+                msg = "model fell over"
+                raise RuntimeError(msg)
             return self.embed_sync(texts)
 
     retriever = Retriever(Flaky(dim=16))

@@ -93,7 +93,8 @@ async def test_failure_stops_the_slow_calls_of_the_same_input(backend, shared):
         if i == 0:
             while await calls.get("running") < 3:  # fail once the other three are running
                 await anyio.sleep(0.01)
-            raise ValueError("first fragment fails")
+            msg = "first fragment fails"
+            raise ValueError(msg)
         await calls.add("running")
         try:
             await anyio.sleep(30)

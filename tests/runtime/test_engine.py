@@ -57,7 +57,8 @@ class Recording:
     async def start(self, engine: Engine) -> None:
         self.log.append("start")
         if self.fail_start:
-            raise RuntimeError("no workers today")
+            msg = "no workers today"
+            raise RuntimeError(msg)
         await self.inner.start(engine)
 
     def stage_tasks(self, ports: StagePorts) -> list[StageTask]:

@@ -20,7 +20,8 @@ async def items(text: str) -> Split[str]:
 @alto.stage(replicas=2)
 async def checked(item: str) -> str:
     if item.startswith("bad"):
-        raise ValueError(f"cannot take {item!r}")
+        msg = f"cannot take {item!r}"
+        raise ValueError(msg)
     return item.upper()
 
 
@@ -62,7 +63,8 @@ async def test_retries_then_success(backend, shared):
     @alto.stage(retries=3, retry_backoff=0.001)
     async def flaky(x: str) -> str:
         if await shared.add(f"attempts:{x}") < 3:
-            raise ConnectionError("try again")
+            msg = "try again"
+            raise ConnectionError(msg)
         return x
 
     @alto.flow
@@ -144,7 +146,8 @@ async def test_split_failure_after_children_fails_root(backend):
     async def breaks(text: str) -> Split[str]:
         for w in text.split():
             if w == "boom":
-                raise RuntimeError("split broke")
+                msg = "split broke"
+                raise RuntimeError(msg)
             yield w
 
     @alto.flow
@@ -163,10 +166,12 @@ async def test_split_retried_only_before_its_first_child(backend, shared):
     async def unreliable(text: str) -> Split[str]:
         tries = await shared.add(f"tries:{text}")
         if text == "early" and tries < 2:
-            raise ConnectionError("not yet")
+            msg = "not yet"
+            raise ConnectionError(msg)
         yield text
         if text == "late":
-            raise ConnectionError("too late to retry")
+            msg = "too late to retry"
+            raise ConnectionError(msg)
 
     @alto.flow
     def f(text: str):
@@ -204,7 +209,8 @@ async def test_dead_letter_at_level_zero_fails_root(backend):
     @alto.stage
     async def picky(x: str) -> str:
         if x == "no":
-            raise ValueError("no")
+            msg = "no"
+            raise ValueError(msg)
         return x
 
     @alto.flow
@@ -222,7 +228,8 @@ async def test_dead_letter_before_nested_split_gives_tombstone_to_outer_gather(b
     @alto.stage
     async def fragile(word: str) -> str:
         if word == "x":
-            raise ValueError("x")
+            msg = "x"
+            raise ValueError(msg)
         return word
 
     @alto.stage
@@ -283,7 +290,8 @@ def batched_flow(shared, fails, size: int = 8):
         await shared.append("calls", list(words))
         bad = [w for w in words if fails(w)]
         if bad:
-            raise ValueError(f"cannot take {bad[0]!r}")
+            msg = f"cannot take {bad[0]!r}"
+            raise ValueError(msg)
         return [w.upper() for w in words]
 
     @alto.flow

@@ -66,7 +66,8 @@ async def test_one_culprit_fails_alone_and_the_rest_deliver():
     async def shout(words: list[str]) -> list[str]:
         calls.append(list(words))
         if "bad" in words:
-            raise ValueError("cannot take 'bad'")
+            msg = "cannot take 'bad'"
+            raise ValueError(msg)
         return [w.upper() for w in words]
 
     outcomes: list[alto.Result[Any]] = []
@@ -101,7 +102,8 @@ async def test_retries_apply_to_every_call_of_a_bisection():
     async def fetch(keys: list[str]) -> list[str]:
         calls.append(list(keys))
         if "down" in keys:
-            raise ConnectionError("server down")
+            msg = "server down"
+            raise ConnectionError(msg)
         return keys
 
     letters: list[StageError] = []
@@ -124,7 +126,8 @@ async def test_retries_apply_to_every_call_of_a_bisection():
 async def test_every_fragment_failing_is_reported_once_each():
     @alto.stage(batch=4)
     async def never(items: list[int]) -> list[int]:
-        raise RuntimeError("broken model")
+        msg = "broken model"
+        raise RuntimeError(msg)
 
     letters: list[StageError] = []
     invoker = invoker_for(never, dead_letters=letters)
@@ -141,7 +144,8 @@ async def test_every_fragment_failing_is_reported_once_each():
 async def test_a_batch_of_one_is_not_bisected():
     @alto.stage(batch=4)
     async def never(items: list[int]) -> list[int]:
-        raise RuntimeError("broken")
+        msg = "broken"
+        raise RuntimeError(msg)
 
     letters: list[StageError] = []
     invoker = invoker_for(never, dead_letters=letters)
@@ -159,7 +163,8 @@ async def test_bisection_skips_roots_that_got_their_outcome_meanwhile():
         calls.append(list(words))
         if "bad" in words:
             invoker.run.settled.add(3)  # root 3 fails elsewhere while this batch runs
-            raise ValueError("bad")
+            msg = "bad"
+            raise ValueError(msg)
         return [w.upper() for w in words]
 
     invoker = invoker_for(shout)
@@ -189,7 +194,8 @@ async def test_timeout_says_which_stage_and_how_long():
 async def test_a_timeout_error_raised_by_the_stage_itself_is_not_a_stage_timeout():
     @alto.stage(timeout=5)
     async def own(x: str) -> str:
-        raise TimeoutError("the service said so")
+        msg = "the service said so"
+        raise TimeoutError(msg)
 
     letters: list[StageError] = []
     invoker = invoker_for(own, dead_letters=letters)

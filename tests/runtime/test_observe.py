@@ -72,7 +72,8 @@ async def words(text: str) -> Split[str]:
 @alto.stage(batch=4, batch_timeout=5.0)
 async def sizes(items: list[str]) -> list[int]:
     if "poison" in items:
-        raise ValueError("poison")
+        msg = "poison"
+        raise ValueError(msg)
     return [len(w) for w in items]
 
 
@@ -132,7 +133,8 @@ to_fail: dict[str, int] = {}  # how many more tries of each input fail
 async def flaky(text: str) -> str:
     if to_fail.get(text):
         to_fail[text] -= 1
-        raise ValueError(f"no good: {text}")
+        msg = f"no good: {text}"
+        raise ValueError(msg)
     return text.upper()
 
 
@@ -160,7 +162,8 @@ async def test_retries_and_failures_reach_the_watch() -> None:
 
 @alto.stage(retries=3, retry_backoff=5.0)
 async def hopeless(x: int) -> int:
-    raise ValueError("never")
+    msg = "never"
+    raise ValueError(msg)
 
 
 @alto.flow

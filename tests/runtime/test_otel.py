@@ -139,7 +139,8 @@ _tries: dict[str, int] = {}
 async def flaky(text: str) -> str:
     _tries[text] = _tries.get(text, 0) + 1
     if text == "bad" or _tries[text] == 1:
-        raise ValueError(f"no good: {text}")
+        msg = f"no good: {text}"
+        raise ValueError(msg)
     return text.upper()
 
 

@@ -32,7 +32,8 @@ def letters_flow(probe) -> alto.Flow:
     async def size(word: str) -> int:
         await probe.add("calls")
         if word == "boom":
-            raise ValueError("a word that fails")
+            msg = "a word that fails"
+            raise ValueError(msg)
         if word == "hold":
             await probe.add("held")
             try:

@@ -45,7 +45,8 @@ def __getattr__(name: str) -> Any:
             stacklevel=2,
         )
         return ContinuousBatcher
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
 
 
 __all__ = [

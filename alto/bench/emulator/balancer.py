@@ -222,11 +222,14 @@ class Balancer:
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             known = ", ".join(POLICIES)
-            raise ValueError(f"balancer policy must be one of {known}; got {self.policy!r}")
+            msg = f"balancer policy must be one of {known}; got {self.policy!r}"
+            raise ValueError(msg)
         if self.replicas < 1:
-            raise ValueError(f"replicas must be at least 1, got {self.replicas}")
+            msg = f"replicas must be at least 1, got {self.replicas}"
+            raise ValueError(msg)
         if self.eviction_interval_s < 0:
-            raise ValueError(f"eviction_interval_s must be >= 0, got {self.eviction_interval_s}")
+            msg = f"eviction_interval_s must be >= 0, got {self.eviction_interval_s}"
+            raise ValueError(msg)
         self.trees = [RadixTree() for _ in range(self.replicas)]
         kinds = DECISION_KINDS[self.policy]
         self.decisions = [dict.fromkeys(kinds, 0) for _ in range(self.replicas)]

@@ -134,10 +134,11 @@ class ContinuousBatcher:
         """
         total = len(prompt) + len(output)
         if blocks_for(total) > self.pool.num_blocks:
-            raise ValueError(
+            msg = (
                 f"a request of {total} tokens does not fit the emulated KV cache of "
                 f"{self.pool.num_blocks * BLOCK_TOKENS} tokens (kv_cache_tokens)"
             )
+            raise ValueError(msg)
         seq = Sequence(list(prompt), list(output), priority=priority, order=next(self._order))
         seq.entered_at = self.now
         seq.hashes = block_hashes(seq.prompt + seq.output) if self.config.prefix_caching else []

@@ -79,18 +79,21 @@ class EmulatorServer(BackgroundServer):
 
     def __post_init__(self) -> None:
         if self.mode not in ("thread", "process"):
-            raise ValueError(f"mode must be 'thread' or 'process', got {self.mode!r}")
+            msg = f"mode must be 'thread' or 'process', got {self.mode!r}"
+            raise ValueError(msg)
         if self.balancer not in POLICIES:
             known = ", ".join(POLICIES)
-            raise ValueError(f"balancer must be one of {known}, got {self.balancer!r}")
+            msg = f"balancer must be one of {known}, got {self.balancer!r}"
+            raise ValueError(msg)
         if self.replicas < 1:
-            raise ValueError(f"replicas must be at least 1, got {self.replicas}")
+            msg = f"replicas must be at least 1, got {self.replicas}"
+            raise ValueError(msg)
         if self.scheduling_policy not in SCHEDULING_POLICIES:
-            raise ValueError(
-                f"scheduling_policy must be 'fcfs' or 'priority', got {self.scheduling_policy!r}"
-            )
+            msg = f"scheduling_policy must be 'fcfs' or 'priority', got {self.scheduling_policy!r}"
+            raise ValueError(msg)
         if self.eviction_interval_s < 0:
-            raise ValueError(f"eviction_interval_s must be >= 0, got {self.eviction_interval_s}")
+            msg = f"eviction_interval_s must be >= 0, got {self.eviction_interval_s}"
+            raise ValueError(msg)
         if self.config is None:  # given as None: the defaults
             self.config = EmulatorConfig()
 
@@ -126,7 +129,8 @@ class EmulatorServer(BackgroundServer):
             if not thread.is_alive() or time.monotonic() > deadline:
                 server.should_exit = True
                 sock.close()
-                raise RuntimeError(f"the emulator did not start on {self.host}:{port}")
+                msg = f"the emulator did not start on {self.host}:{port}"
+                raise RuntimeError(msg)
             time.sleep(0.01)
         self._server, self._thread = server, thread
         self.port = port

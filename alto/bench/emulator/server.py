@@ -192,10 +192,11 @@ def create_app(
     from starlette.routing import Route
 
     if scheduling_policy not in SCHEDULING_POLICIES:
-        raise ValueError(
+        msg = (
             f"scheduling_policy must be 'fcfs' or 'priority' (vLLM's --scheduling-policy), "
             f"got {scheduling_policy!r}"
         )
+        raise ValueError(msg)
     state = _State(
         config or EmulatorConfig(), replicas, balancer, scheduling_policy, eviction_interval_s
     )
@@ -210,7 +211,8 @@ def create_app(
             return None
         index = int(raw)
         if not 0 <= index < state.count:
-            raise _NotFound(f"no replica {index}: this emulator serves {state.count}")
+            msg = f"no replica {index}: this emulator serves {state.count}"
+            raise _NotFound(msg)
         return index
 
     async def health(request: Request) -> Response:
@@ -299,7 +301,8 @@ def create_app(
                     await anyio.sleep(faults.stall_s)
                 if fault in (_Fault.DROP, _Fault.MALFORMED) and i == faults.break_after_tokens:
                     if fault == _Fault.DROP:
-                        raise _Dropped("emulated dropped connection (fault injection)")
+                        msg = "emulated dropped connection (fault injection)"
+                        raise _Dropped(msg)
                     yield b'data: {"choices": [{"delta": {"content": \n\n'
                     return
                 yield _sse(job.chunk(i))
@@ -317,7 +320,8 @@ def create_app(
         text = json.dumps(job.response(run.timing(), run.cached_tokens)).encode()
         yield text[: len(text) // 2]
         if fault == _Fault.DROP:
-            raise _Dropped("emulated dropped connection (fault injection)")
+            msg = "emulated dropped connection (fault injection)"
+            raise _Dropped(msg)
 
     async def reset_prefix_cache(request: Request) -> Response:
         """The ``POST /reset_prefix_cache`` of vLLM: forget every cached block no request holds.
@@ -483,31 +487,38 @@ class _Job:
     @classmethod
     def from_request(cls, body: Any, config: EmulatorConfig, *, chat: bool) -> _Job:
         if not isinstance(body, dict):
-            raise _BadRequest("the request body must be a JSON object")
+            msg = "the request body must be a JSON object"
+            raise _BadRequest(msg)
         if body.get("n", 1) != 1:
-            raise _BadRequest("n > 1 is not emulated")
+            msg = "n > 1 is not emulated"
+            raise _BadRequest(msg)
         max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
         max_tokens = (256 if chat else 16) if max_tokens is None else max_tokens
         if not isinstance(max_tokens, int) or max_tokens < 1:
-            raise _BadRequest(f"max_tokens must be a positive integer, got {max_tokens!r}")
+            msg = f"max_tokens must be a positive integer, got {max_tokens!r}"
+            raise _BadRequest(msg)
         priority = body.get("priority", 0)
         if not isinstance(priority, int) or isinstance(priority, bool):
-            raise _BadRequest(f"priority must be an integer, got {priority!r}")
+            msg = f"priority must be an integer, got {priority!r}"
+            raise _BadRequest(msg)
         stop = body.get("stop") or []
         stop = [stop] if isinstance(stop, str) else list(stop)
         seed = body.get("seed")
         if seed is not None and not isinstance(seed, int):
-            raise _BadRequest(f"seed must be an integer, got {seed!r}")
+            msg = f"seed must be an integer, got {seed!r}"
+            raise _BadRequest(msg)
         seed = config.seed if seed is None else config.seed * 1_000_003 + seed
         options = body.get("stream_options") or {}
         if not isinstance(options, dict):
-            raise _BadRequest("'stream_options' must be an object")
+            msg = "'stream_options' must be an object"
+            raise _BadRequest(msg)
         varied = config.fanout == "varied"
         made_up = VARIED_SENTENCES[1] if varied else 4  # enough to draw the longest answer
         if chat:
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
-                raise _BadRequest("'messages' must be a non-empty list")
+                msg = "'messages' must be a non-empty list"
+                raise _BadRequest(msg)
             source = chat_source(messages, seed, made_up=made_up)
             prompt = "\n".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
         else:
@@ -515,7 +526,8 @@ class _Job:
             if isinstance(given, list) and len(given) == 1:
                 given = given[0]
             if not isinstance(given, str):
-                raise _BadRequest("'prompt' must be a string")
+                msg = "'prompt' must be a string"
+                raise _BadRequest(msg)
             prompt = given
             source = completion_source(prompt, seed, made_up=made_up)
         text = _answer(source, body.get("response_format"), config, prompt, seed)
@@ -617,21 +629,25 @@ def _answer(
             return "".join(pieces(source.answer(sentences, length))[:length])
         return source.answer(sentences, config.output_tokens)
     if not isinstance(response_format, dict):
-        raise _BadRequest("'response_format' must be an object")
+        msg = "'response_format' must be an object"
+        raise _BadRequest(msg)
     kind = response_format.get("type", "text")
     if kind == "json_schema":
         spec = response_format.get("json_schema") or {}
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
-            raise _BadRequest("response_format.json_schema.schema must be a JSON schema object")
+            msg = "response_format.json_schema.schema must be a JSON schema object"
+            raise _BadRequest(msg)
     elif kind == "json_object":
         schema = response_format.get("schema")
         if schema is None:
             schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
         if not isinstance(schema, dict):
-            raise _BadRequest("response_format.schema must be a JSON schema object")
+            msg = "response_format.schema must be a JSON schema object"
+            raise _BadRequest(msg)
     else:
-        raise _BadRequest(f"response_format type {kind!r} is not supported")
+        msg = f"response_format type {kind!r} is not supported"
+        raise _BadRequest(msg)
     items = varied_count(prompt, seed, *VARIED_ITEMS, "items") if varied else config.array_items
     value = SchemaFiller(schema, source, array_items=items).fill()
     return json.dumps(value, ensure_ascii=False)

@@ -239,7 +239,8 @@ class LLM(abc.ABC):
             Person(name='Ann', age=30)
         """
         if reasks < 0:
-            raise ValueError(f"reasks must be >= 0, got {reasks}")
+            msg = f"reasks must be >= 0, got {reasks}"
+            raise ValueError(msg)
         json_schema = schema.model_json_schema()
         conversation = with_schema_instruction(normalize_messages(messages), json_schema)
         raw, error = "", ""
@@ -296,24 +297,27 @@ def normalize_messages(messages: Sequence[Message]) -> list[dict[str, str]]:
         ValueError: a message lacks a known ``role`` or a string ``content``.
     """
     if isinstance(messages, (str, bytes)):
-        raise TypeError(
+        msg = (
             "messages must be a list of {'role', 'content'} dicts, got a string; "
             "use complete(prompt) or wrap it: [{'role': 'user', 'content': prompt}]"
         )
+        raise TypeError(msg)
     out: list[dict[str, str]] = []
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping):
-            raise TypeError(
-                f"message {i} must be a dict with 'role' and 'content', got {message!r}"
-            )
+            msg = f"message {i} must be a dict with 'role' and 'content', got {message!r}"
+            raise TypeError(msg)
         role, content = message.get("role"), message.get("content")
         if role not in _ROLES:
-            raise ValueError(f"message {i} has role {role!r}; expected one of {sorted(_ROLES)}")
+            msg = f"message {i} has role {role!r}; expected one of {sorted(_ROLES)}"
+            raise ValueError(msg)
         if not isinstance(content, str):
-            raise TypeError(f"message {i} content must be a string, got {type(content).__name__}")
+            msg = f"message {i} content must be a string, got {type(content).__name__}"
+            raise TypeError(msg)
         out.append({"role": role, "content": content})
     if not out:
-        raise ValueError("messages is empty; give at least one {'role': 'user', ...} message")
+        msg = "messages is empty; give at least one {'role': 'user', ...} message"
+        raise ValueError(msg)
     return out
 
 

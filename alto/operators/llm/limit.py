@@ -72,7 +72,8 @@ class VegasLimit:
 
     def __init__(self, start: int = START_LIMIT, max_limit: int = MAX_LIMIT, probe: int = 30):
         if not 1 <= start <= max_limit:
-            raise ValueError(f"start must be within 1..max_limit ({max_limit}), got {start}")
+            msg = f"start must be within 1..max_limit ({max_limit}), got {start}"
+            raise ValueError(msg)
         self.limit = start
         self.max_limit = max_limit
         self.probe = probe

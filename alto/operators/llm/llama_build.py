@@ -101,11 +101,12 @@ def check_build(model_path: str | Path) -> None:
     )
     if child.returncode < 0:
         name = signal.Signals(-child.returncode).name
-        raise LLMError(
+        msg = (
             f"the installed llama.cpp build dies on this machine ({name} at its first "
             f"decode): it was built for the CPU's own instruction sets ({', '.join(extra)}), "
             f"which this machine does not let it run; {REINSTALL}"
         )
+        raise LLMError(msg)
     if child.returncode == 0:
         verdict.parent.mkdir(parents=True, exist_ok=True)
         verdict.touch()

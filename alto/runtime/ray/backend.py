@@ -278,11 +278,12 @@ class RayExecutor:
                 for n in engine.plan.nodes
                 if any(r.pid == 0 for r in self.replicas[n.name])
             ]
-            raise ActorLostError(
+            msg = (
                 f"the Ray actors of stage(s) {', '.join(waiting)} did not start within "
                 f"{self.start_timeout:g}s; does the cluster have a node with those resources? "
-                f"(cluster: {ray.cluster_resources()})"  # type: ignore[no-untyped-call]  # unannotated in ray
+                f"(cluster: {ray.cluster_resources()})"  # type: ignore[no-untyped-call]
             )
+            raise ActorLostError(msg)
         if failures:
             raise ActorLostError("\n".join(failures))
 
@@ -366,15 +367,17 @@ async def run_ray(
     module docstring.
     """
     if sniffio.current_async_library() != "asyncio":
-        raise RuntimeError("backend='ray' runs on asyncio; run the flow from an asyncio event loop")
+        msg = "backend='ray' runs on asyncio; run the flow from an asyncio event loop"
+        raise RuntimeError(msg)
     if registered():
-        raise ValueError(
+        msg = (
             f"call observers are registered (alto.runtime.observe.observing: "
             f"{', '.join(type(o).__name__ for o in registered())}), and they see the stage "
             "calls made in this process, while backend='ray' makes them in its stage actors; "
             "run with backend='local', or start the run outside the observing() block "
             "(OpenTelemetry, otel=..., traces Ray runs too)"
         )
+        raise ValueError(msg)
     # ray.init belongs on the main thread (signal handlers); it blocks only when it starts Ray
     with connected(address, init=init):
         ray_options = {k: options.pop(k) for k in _RAY_OPTIONS if k in options}

@@ -329,7 +329,8 @@ class SharedDispatcher(Dispatcher):
                     raise
                 self._me = ""  # a new actor: introduce this process again
                 handle = self._connect(again=True)
-        raise AssertionError("unreachable")  # pragma: no cover
+        msg = "unreachable"
+        raise AssertionError(msg)  # pragma: no cover
 
     async def _release_remote(self, lease: _SharedLease) -> None:
         # waited for, so that when a call returns its slot is free and its usage counted

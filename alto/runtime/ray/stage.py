@@ -136,11 +136,11 @@ class DriverOptions:
         for name, low in (("call_items", 1), ("inflight", 1), ("restarts", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}={value!r} is invalid; expected an int >= {low}")
+                msg = f"{name}={value!r} is invalid; expected an int >= {low}"
+                raise ValueError(msg)
         if not self.start_timeout > 0:
-            raise ValueError(
-                f"start_timeout={self.start_timeout!r} is invalid; expected seconds > 0"
-            )
+            msg = f"start_timeout={self.start_timeout!r} is invalid; expected seconds > 0"
+            raise ValueError(msg)
 
 
 class StageDriver:

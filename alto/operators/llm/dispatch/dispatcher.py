@@ -119,12 +119,15 @@ class Dispatcher:
     ) -> None:
         targets = [targets] if isinstance(targets, str) else list(targets)
         if not targets:
-            raise ValueError("a Dispatcher needs at least one target (replica)")
+            msg = "a Dispatcher needs at least one target (replica)"
+            raise ValueError(msg)
         check_knobs(max_inflight, order, route)
         if max_limit < 1:
-            raise ValueError(f"max_limit must be >= 1, got {max_limit}")
+            msg = f"max_limit must be >= 1, got {max_limit}"
+            raise ValueError(msg)
         if type(default_limit) is not int or default_limit < 1:
-            raise ValueError(f"default_limit must be an int >= 1, got {default_limit!r}")
+            msg = f"default_limit must be an int >= 1, got {default_limit!r}"
+            raise ValueError(msg)
         self.name = name
         self.order_policy = order_policy(order, aging=aging, remember=remember)
         self.route_policy = route_policy(route, remember=remember)
@@ -229,9 +232,11 @@ class Dispatcher:
         """
         rep = self._replicas[replica]
         if rep.vegas is not None:
-            raise ValueError("the limit of an 'auto' replica is learned; it cannot be set")
+            msg = "the limit of an 'auto' replica is learned; it cannot be set"
+            raise ValueError(msg)
         if type(limit) is not int or limit < 1:
-            raise ValueError(f"a limit must be an int >= 1, got {limit!r}")
+            msg = f"a limit must be an int >= 1, got {limit!r}"
+            raise ValueError(msg)
         rep.limit = limit
         rep.source = source
         if self._queued:

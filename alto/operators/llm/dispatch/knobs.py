@@ -49,17 +49,20 @@ def check_knobs(max_inflight: Any, order: Any, route: Any) -> None:
         or max_inflight in ("auto", "server")
         or (type(max_inflight) is int and max_inflight >= 1)
     ):
-        raise ValueError(
+        msg = (
             f"max_inflight must be an int >= 1, 'auto', 'server' or None (no limit), "
             f"got {max_inflight!r}"
         )
+        raise ValueError(msg)
     if order not in ORDERS and not isinstance(order, OrderPolicy):
-        raise ValueError(
+        msg = (
             f"order must be one of {', '.join(map(repr, ORDERS))} or an OrderPolicy, "
             f"got {order!r}"
         )
+        raise ValueError(msg)
     if route not in ROUTES and not isinstance(route, RoutePolicy):
-        raise ValueError(
+        msg = (
             f"route must be one of {', '.join(map(repr, ROUTES))} or a RoutePolicy, "
             f"got {route!r}"
         )
+        raise ValueError(msg)
