@@ -20,6 +20,7 @@ from contextvars import ContextVar
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from alto._errors import MissingDependency, UsageError
 from alto._version import __version__
 
 SCOPE = "alto"
@@ -75,7 +76,7 @@ def otlp_provider(endpoint: str) -> Any:
     background thread; ``shutdown()`` sends what is left.
 
     Raises:
-        ImportError: the OpenTelemetry SDK or OTLP exporter is not installed.
+        MissingDependency: the OpenTelemetry SDK or OTLP exporter is not installed.
     """
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -87,13 +88,13 @@ def otlp_provider(endpoint: str) -> Any:
             f"exporting traces to {endpoint!r} needs the OpenTelemetry SDK and OTLP exporter: "
             "pip install 'alto[otel]'"
         )
-        raise ImportError(msg) from exc
+        raise MissingDependency(msg) from exc
     if not endpoint.startswith(("http://", "https://")):
         msg = (
             f"otel={endpoint!r} is not an OTLP/HTTP endpoint; expected a URL such as "
             "'http://127.0.0.1:6006/v1/traces'"
         )
-        raise ValueError(msg)
+        raise UsageError(msg)
     provider = TracerProvider(resource=Resource.create({"service.name": SCOPE}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     return provider

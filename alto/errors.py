@@ -9,6 +9,11 @@ Every error carries structured fields so callers never parse messages:
 * :class:`PipelineError`: raised by ``Flow.run`` after all inputs finished, when some failed.
 * :class:`ActorLostError`: the Ray actor of a stage call died for good (a StageError's
   cause), or a stage's actors did not start.
+* :class:`UsageError`, :class:`UsageTypeError`, :class:`StateError`: Alto was given a
+  value it does not accept, a value of the wrong type, or called where it cannot run;
+  raised where the value is given (a ``ValueError``, ``TypeError``, ``RuntimeError``).
+* :class:`MissingDependency`, :class:`MissingFile`: an optional package or a file a feature
+  needs is not there (a ``ModuleNotFoundError``, a ``FileNotFoundError``).
 
 Every other error Alto raises (the LLM operators', the service's, the CLI's and the
 benchmark harness's) derives from :class:`AltoError` too, so one ``except alto.AltoError``
@@ -19,18 +24,32 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from alto._errors import (
+    AltoError,
+    MissingDependency,
+    MissingFile,
+    StateError,
+    UsageError,
+    UsageTypeError,
+)
 from alto.ancestry.ancestry import Ancestry, format_ancestry
 
-
-class AltoError(Exception):
-    """Base of every error Alto raises. ``code`` is a stable identifier.
-
-    An error that also has a builtin meaning keeps that builtin as a second base
-    (:class:`StageTimeout` is a ``TimeoutError``, ``LLMConnectionError`` a
-    ``ConnectionError``), so ``except`` clauses written for the builtin still catch it.
-    """
-
-    code = "alto"
+__all__ = [
+    "ActorLostError",
+    "AltoError",
+    "CompileError",
+    "DeadlineExceeded",
+    "InputCancelled",
+    "InputError",
+    "MissingDependency",
+    "MissingFile",
+    "PipelineError",
+    "StageError",
+    "StageTimeout",
+    "StateError",
+    "UsageError",
+    "UsageTypeError",
+]
 
 
 class CompileError(AltoError):

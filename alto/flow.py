@@ -12,7 +12,7 @@ import anyio
 from alto.compiler.compiler import compile_flow, current_tracer
 from alto.compiler.plan import Plan
 from alto.compiler.spec import where_called, where_defined
-from alto.errors import CompileError, PipelineError, StageError
+from alto.errors import CompileError, PipelineError, StageError, StateError, UsageTypeError
 from alto.result import Result
 from alto.runtime import get_backend
 from alto.runtime.metrics import RunStats
@@ -260,7 +260,7 @@ def _check_inputs(inputs: Any, name: object) -> None:
         f"the inputs of flow {name!r} must hold one item per input (a list, an iterable or "
         f"an async iterable), got {found}; to run a single input, pass [input]"
     )
-    raise TypeError(msg)
+    raise UsageTypeError(msg)
 
 
 def _progress_bar(inputs: Inputs, name: str) -> Any:
@@ -302,4 +302,4 @@ def run(flow: Flow, inputs: Inputs, **options: Any) -> list[Any]:
         "alto.run() blocks, and this thread is already running an event loop; "
         f"use 'await {flow.name}.run(inputs)' inside async code"
     )
-    raise RuntimeError(msg)
+    raise StateError(msg)

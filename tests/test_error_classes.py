@@ -9,6 +9,8 @@ dependency is not installed is skipped, as in ``tests/test_imports.py``), so a n
 
 from __future__ import annotations
 
+import ast
+import builtins
 import functools
 import importlib
 import pickle
@@ -40,6 +42,11 @@ SAMPLES: dict[str, Callable[[type[Any]], BaseException]] = {
         ["ok", alto.InputError(1, "bad")], [alto.InputError(1, "bad")]
     ),
     "alto.errors.ActorLostError": lambda cls: cls("the Ray actor of stage 's' died"),
+    "alto.errors.UsageError": lambda cls: cls("k must be a positive int, got 0"),
+    "alto.errors.UsageTypeError": lambda cls: cls("texts[1] is int, expected str: 3"),
+    "alto.errors.StateError": lambda cls: cls("alto.run() blocks; use 'await flow.run()'"),
+    "alto.errors.MissingDependency": lambda cls: cls("pip install faiss-cpu"),
+    "alto.errors.MissingFile": lambda cls: cls("no GGUF model file at '/m.gguf'"),
     "alto.runtime.ray.actor.HostNotLoaded": lambda cls: cls("this stage actor holds no stage"),
     "alto.runtime.validate.ArgumentError": lambda cls: cls("parameter 'x' of stage 's' is bad"),
     "alto.runtime.invoke.BatchShapeError": lambda cls: cls("returned 2 results for 3 items"),
@@ -60,12 +67,18 @@ SAMPLES: dict[str, Callable[[type[Any]], BaseException]] = {
     "alto.apps.CLIError": lambda cls: cls("unknown app 'x'"),
     "alto.bench.settings.BenchError": lambda cls: cls("--concurrency must be positive"),
     "alto.bench.llama_native.LlamaServerMissing": lambda cls: cls("no llama-server"),
+    "alto.bench.errors.BenchRunError": lambda cls: cls("the emulator did not start"),
 }
 """One instance of each public exception class, by where it is defined."""
 
 BUILTIN_BASES = {
     "alto.errors.StageTimeout": TimeoutError,
     "alto.errors.ActorLostError": RuntimeError,
+    "alto.errors.UsageError": ValueError,
+    "alto.errors.UsageTypeError": TypeError,
+    "alto.errors.StateError": RuntimeError,
+    "alto.errors.MissingDependency": ModuleNotFoundError,
+    "alto.errors.MissingFile": FileNotFoundError,
     "alto.runtime.ray.actor.HostNotLoaded": RuntimeError,
     "alto.runtime.validate.ArgumentError": TypeError,
     "alto.runtime.invoke.BatchShapeError": TypeError,
@@ -73,6 +86,7 @@ BUILTIN_BASES = {
     "alto.operators.llm.errors.LLMTimeoutError": TimeoutError,
     "alto.bench.settings.BenchError": ValueError,
     "alto.bench.llama_native.LlamaServerMissing": RuntimeError,
+    "alto.bench.errors.BenchRunError": RuntimeError,
 }
 """Builtins that ``except`` clauses (Alto's, and users') catch these errors by."""
 
@@ -208,3 +222,50 @@ def test_every_error_pickles_back_to_itself():
         assert str(back) == str(err) and str(err), name
         assert plain(back) == plain(err), name
         assert plain(back.__cause__) == plain(err.__cause__), name
+
+
+BUILTINS_LEFT = {
+    "AttributeError": "a module's __getattr__ for a name it does not have (Python's protocol)",
+    "KeyError": "a lookup by key that found nothing (Plan.node, Retriever.passage)",
+    "NotImplementedError": "a backend that cannot do something it is asked (Flow.cancel)",
+    "AssertionError": "a branch that cannot be reached",
+    "StopAsyncIteration": "the end of an async iterator (Python's protocol)",
+}
+"""The builtin exceptions Alto may raise bare, and why: each belongs to a Python protocol.
+(``SystemExit`` and the other ``BaseException``s that are not ``Exception``s are not errors.)"""
+
+
+def bare_builtin_raises(package: Path = ALTO) -> list[str]:
+    """Every ``raise`` in ``package`` of a builtin exception not in :data:`BUILTINS_LEFT`."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Raise) or node.exc is None:
+                continue
+            target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            name = target.id if isinstance(target, ast.Name) else None
+            builtin = getattr(builtins, name or "", None)
+            if (
+                isinstance(builtin, type)
+                and issubclass(builtin, Exception)
+                and name not in BUILTINS_LEFT
+            ):
+                found.append(f"{path.relative_to(package.parent)}:{node.lineno} raise {name}")
+    return found
+
+
+def test_alto_raises_no_bare_builtin_exception():
+    found = bare_builtin_raises()
+    assert not found, (
+        f"{found}: raise alto.UsageError (a ValueError), UsageTypeError (a TypeError), "
+        "StateError (a RuntimeError), MissingFile or MissingDependency instead, or a class "
+        "of its own under AltoError"
+    )
+
+
+def test_the_raise_check_sees_a_bare_builtin(tmp_path):
+    (tmp_path / "alto").mkdir()
+    (tmp_path / "alto" / "bad.py").write_text(
+        "def f(x):\n    if x:\n        raise ValueError('no')\n    raise KeyError(x)\n"
+    )
+    assert bare_builtin_raises(tmp_path / "alto") == ["alto/bad.py:3 raise ValueError"]

@@ -6,8 +6,9 @@ one order) fails here: each module of ``alto`` is imported first, in a process w
 third-party libraries, so the check takes seconds, not a minute.
 
 The layers (:data:`LAYERS`) are checked against the ``import`` statements in the source,
-lazy ones included: the pure ancestry algebra at the bottom, then the errors, the compiler,
-the runtime, ..., the CLI at the top. An import from a higher layer fails the check.
+lazy ones included: the error root and the pure ancestry algebra at the bottom, then the
+errors, the compiler, the runtime, ..., the CLI at the top. An import from a higher layer
+fails the check.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ def source_of(module: str) -> Path | None:
 
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("ancestry",),  # the ancestry algebra: imports nothing else of Alto
+    ("_errors",),  # the root of the errors, which every part may raise
+    ("ancestry",),  # the ancestry algebra: imports nothing else of Alto but the error root
     ("_version", "_marker_classes", "cache"),
     ("errors", "lineage", "markers", "_tracing"),  # lineage: what operators read, runtimes set
     ("compiler", "result"),

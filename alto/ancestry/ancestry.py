@@ -39,6 +39,8 @@ from functools import partial
 from operator import add, itemgetter
 from typing import Any, Callable, Final, TypeAlias, cast
 
+from alto._errors import UsageError
+
 # (root, split, index, split, index, ...): the root's index, then (split name, child index)
 # pairs, which a tuple type cannot spell more closely than ``int | str`` items
 Ancestry: TypeAlias = tuple[int, *tuple[int | str, ...]]
@@ -89,7 +91,7 @@ def parent(a: Ancestry) -> Ancestry:
     """The ancestry one level up. A root has no parent."""
     if len(a) < 3:
         msg = f"root ancestry {a!r} has no parent"
-        raise ValueError(msg)
+        raise UsageError(msg)
     return parent_key(a)
 
 
@@ -110,7 +112,7 @@ def index(a: Ancestry) -> int:
     """The fragment's child index within its parent."""
     if len(a) < 3:
         msg = f"root ancestry {a!r} has no child index"
-        raise ValueError(msg)
+        raise UsageError(msg)
     return child_index(a)
 
 
@@ -118,7 +120,7 @@ def prefix(a: Ancestry, level: int) -> Ancestry:
     """The ancestor of ``a`` at level ``level`` (``a`` itself at its own level)."""
     if not 0 <= level <= _level(a):
         msg = f"level {level} is outside 0..{_level(a)} for ancestry {a!r}"
-        raise ValueError(msg)
+        raise UsageError(msg)
     # ``level >= 0`` holds here, so the slice keeps the root index: an ancestry again
     return cast(Ancestry, a[: key_length(level)])
 

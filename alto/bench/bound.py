@@ -36,6 +36,7 @@ from typing import Any
 
 from alto.bench.emulator.config import BLOCK_TOKENS
 from alto.bench.record import FULL, Call
+from alto.errors import UsageError
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +106,7 @@ def critical_path(
             cost nothing, which gives the LLM-only bound (no measurement in it at all).
 
     Raises:
-        ValueError: a dependency names a call that is not among ``calls``.
+        UsageError: a dependency names a call that is not among ``calls``.
     """
     by_id = {c.id: c for c in calls}
     start: dict[int, float] = {}  # earliest start of each call
@@ -120,7 +121,7 @@ def critical_path(
         call_id, tokens = dep
         if call_id not in start:
             msg = f"dependency on call {call_id}, which was not recorded"
-            raise ValueError(msg)
+            raise UsageError(msg)
         return start[call_id] + weight(by_id[call_id], tokens)
 
     def latest(deps: Iterable[tuple[int, int]]) -> tuple[float, tuple[int, int] | None]:

@@ -32,6 +32,7 @@ import anyio
 
 from alto.bench.stats import in_flight, steady_window
 from alto.bench.systems import Arrival, Server, now
+from alto.errors import UsageError
 
 
 @dataclass(slots=True)
@@ -137,7 +138,7 @@ async def closed_loop(
     """
     if concurrency < 1:
         msg = f"concurrency must be >= 1, got {concurrency}"
-        raise ValueError(msg)
+        raise UsageError(msg)
     total = len(inputs) if total is None else total
     free = anyio.Semaphore(concurrency)
 
@@ -177,7 +178,7 @@ async def open_loop(
     """
     if not inputs and schedule:
         msg = "an arrival schedule but no inputs"
-        raise ValueError(msg)
+        raise UsageError(msg)
 
     async def pace(k: int, t0: float) -> float:
         delay = t0 + schedule[k] - now()

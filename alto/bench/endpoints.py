@@ -46,6 +46,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from alto.errors import UsageError
+
 if TYPE_CHECKING:
     from alto.operators.llm.dispatch import Limit, Order, Route
 
@@ -156,7 +158,7 @@ def client_plan(
         endpoint = "replicas" if len(replicas) > 1 else "balancer"
     if endpoint not in ALTO_ENDPOINTS:
         msg = f"endpoint must be one of {', '.join(ALTO_ENDPOINTS)}, got {endpoint!r}"
-        raise ValueError(msg)
+        raise UsageError(msg)
     targets = list(replicas) if endpoint == "replicas" else [base_url]
     ceiling = cap // len(targets)
     if ceiling < 1:
@@ -164,7 +166,7 @@ def client_plan(
             f"a cap of {cap} LLM calls cannot give each of {len(targets)} replicas one: "
             "raise --llm-concurrency"
         )
-        raise ValueError(msg)
+        raise UsageError(msg)
     asked: Any = client_default("max_inflight") if max_inflight is None else max_inflight
     on_servers = endpoint == "replicas" or len(replicas) == 1
     reported = server_limit is not None and server_limit <= ceiling and on_servers
@@ -179,23 +181,23 @@ def client_plan(
         asked = ceiling if endpoint == "balancer" and len(replicas) > 1 else min(asked, ceiling)
     if asked is None or asked == "none":
         msg = "an unlimited dispatcher would not hold the shared cap: give a number"
-        raise ValueError(msg)
+        raise UsageError(msg)
     if not keep_server and not isinstance(asked, int) and str(asked) != "auto":
         try:
             asked = int(asked)
         except ValueError:
             msg = f"max_inflight must be a number or auto, got {asked!r}"
-            raise ValueError(msg) from None
+            raise UsageError(msg) from None
     if isinstance(asked, int):
         if asked < 1:
             msg = f"max_inflight must be at least 1, got {asked}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if asked > ceiling:
             msg = (
                 f"max_inflight {asked} per replica x {len(targets)} target(s) is more than the "
                 f"shared cap of {cap}: at most {ceiling}"
             )
-            raise ValueError(msg)
+            raise UsageError(msg)
     return ClientPlan(
         endpoint=endpoint,
         targets=tuple(targets),

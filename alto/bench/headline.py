@@ -27,6 +27,7 @@ from typing import Any
 
 from alto.bench.summary import versus_alto
 from alto.bench.systems import ALTO, SYSTEMS
+from alto.errors import UsageError
 
 
 def load(paths: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
@@ -35,7 +36,7 @@ def load(paths: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
     There is one file per app and deployment, or one per deployment holding several apps.
 
     Raises:
-        ValueError: a file names no deployment, or one app appears twice for one deployment.
+        UsageError: a file names no deployment, or one app appears twice for one deployment.
     """
     out: dict[str, dict[str, Any]] = {}
     for path in paths:
@@ -43,7 +44,7 @@ def load(paths: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
         deployment = results.get("settings", {}).get("deployment")
         if not deployment:
             msg = f"{path}: no settings.deployment; is it an alto bench results.json?"
-            raise ValueError(msg)
+            raise UsageError(msg)
         held = out.setdefault(deployment, {"settings": results["settings"], "apps": {}})
         for name, app in results.get("apps", {}).items():
             if name in held["apps"]:
@@ -51,7 +52,7 @@ def load(paths: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
                     f"{path}: a second report of app {name!r} on deployment {deployment!r}; "
                     "pass one results.json per app and deployment"
                 )
-                raise ValueError(msg)
+                raise UsageError(msg)
             held["apps"][name] = app
     return out
 

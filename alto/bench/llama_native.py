@@ -39,9 +39,10 @@ from typing import IO, Any
 import anyio
 import anyio.to_thread
 
+from alto.bench.errors import BenchRunError
 from alto.bench.llama_servers import replica_stats
 from alto.bench.loopback import BackgroundServer, bind, stop_child, wait_until_ready
-from alto.errors import AltoError
+from alto.errors import AltoError, StateError, UsageError
 
 BINARY_ENV = "ALTO_LLAMA_SERVER"
 """Environment variable naming a ``llama-server`` binary to use instead of the one in .venv."""
@@ -180,9 +181,9 @@ class NativeLlamaServer(BackgroundServer):
         extra_args: more command-line arguments for the server.
 
     Raises:
-        ValueError: ``slots``, ``threads`` or ``ctx_per_slot`` below 1.
+        UsageError: ``slots``, ``threads`` or ``ctx_per_slot`` below 1.
         LlamaServerMissing: from :meth:`start`, when no binary is found.
-        RuntimeError: from :meth:`start`, when the server exits or does not answer
+        BenchRunError: from :meth:`start`, when the server exits or does not answer
             ``GET /health`` within the timeout; the message holds its log's tail.
     """
 
@@ -201,7 +202,7 @@ class NativeLlamaServer(BackgroundServer):
         for name, value in (("slots", slots), ("threads", threads), ("ctx_per_slot", ctx_per_slot)):
             if type(value) is not int or value < 1:
                 msg = f"{name} must be an int >= 1, got {value!r}"
-                raise ValueError(msg)
+                raise UsageError(msg)
         self.slots = slots
         self.threads = threads
         self.ctx_per_slot = ctx_per_slot
@@ -341,7 +342,7 @@ class NativeLlamaServer(BackgroundServer):
         in the server.
 
         Raises:
-            RuntimeError: the server was not started :attr:`erasable` (it refuses erasing).
+            StateError: the server was not started :attr:`erasable` (it refuses erasing).
         """
         import httpx
 
@@ -350,7 +351,7 @@ class NativeLlamaServer(BackgroundServer):
                 "this llama-server keeps prompts beyond its slots and refuses to erase them: "
                 "make it with NativeLlamaServer(erasable=True)"
             )
-            raise RuntimeError(msg)
+            raise StateError(msg)
         erased = 0
         for state in self.slot_states():
             response = httpx.post(
@@ -365,7 +366,7 @@ class NativeLlamaServer(BackgroundServer):
 
         if not self.url:
             msg = "the llama-server is not running: start() it first"
-            raise RuntimeError(msg)
+            raise StateError(msg)
         response = httpx.get(f"{self.url}{path}", timeout=10)
         response.raise_for_status()
         return response
@@ -412,7 +413,7 @@ class ServerCounts:
         """The counts in ``samples`` (:func:`parse_metrics` of ``GET /metrics``).
 
         Raises:
-            RuntimeError: :data:`EVALUATED` or :data:`PREDICTED` is missing (a server not
+            BenchRunError: :data:`EVALUATED` or :data:`PREDICTED` is missing (a server not
                 started with ``--metrics`` answers 501 before this is reached).
         """
         missing = [name for name in (EVALUATED, PREDICTED) if name not in samples]
@@ -421,7 +422,7 @@ class ServerCounts:
                 f"llama-server's /metrics lacks {', '.join(missing)}: expected the counters "
                 f"of llama.cpp's server, found {', '.join(sorted(samples)) or 'none'}"
             )
-            raise RuntimeError(msg)
+            raise BenchRunError(msg)
         return cls(
             requests=requests,
             evaluated_tokens=round(samples[EVALUATED]),

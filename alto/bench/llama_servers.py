@@ -33,6 +33,7 @@ import anyio
 import anyio.to_thread
 
 from alto.bench.loopback import BackgroundServer, bind, wait_until_ready
+from alto.errors import UsageError
 
 _HIT = re.compile(r"Llama\.generate: (\d+) prefix-match hit, remaining (\d+) prompt tokens")
 _FULL = re.compile(r"Llama\.generate: full prompt already cached")
@@ -141,7 +142,7 @@ class LlamaServers(BackgroundServer):
     ) -> None:
         if count < 1:
             msg = f"count must be at least 1, got {count}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         self.count = count
         self.model_path = Path(model_path) if model_path else None
         self.threads = threads

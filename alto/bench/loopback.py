@@ -20,6 +20,8 @@ from typing import Any, Self
 import anyio
 import anyio.to_thread
 
+from alto.bench.errors import BenchRunError
+
 _READY = re.compile(r"serving (http://\S+)")
 
 
@@ -81,7 +83,7 @@ def start_child(cmd: list[str], what: str, timeout: float) -> tuple[subprocess.P
         The process and the URL it printed.
 
     Raises:
-        RuntimeError: it exited or printed no such line within ``timeout`` seconds; the
+        BenchRunError: it exited or printed no such line within ``timeout`` seconds; the
             message ends with the tail of its standard error.
     """
     errors = tempfile.TemporaryFile(mode="w+")  # closed below
@@ -97,7 +99,7 @@ def start_child(cmd: list[str], what: str, timeout: float) -> tuple[subprocess.P
         tail = errors.read()[-2000:]
         errors.close()
         msg = f"{what} did not start within {timeout:g} s: {tail}"
-        raise RuntimeError(msg)
+        raise BenchRunError(msg)
     errors.close()
     return proc, match.group(1)
 
@@ -138,7 +140,7 @@ def wait_until_ready(
         every: seconds between polls.
 
     Raises:
-        RuntimeError: ``process`` exited, or the deadline passed; the message ends with
+        BenchRunError: ``process`` exited, or the deadline passed; the message ends with
             ``log()``.
     """
     import httpx
@@ -146,7 +148,7 @@ def wait_until_ready(
     while True:
         if process.poll() is not None:
             msg = f"{what} exited with status {process.returncode}: {log()}"
-            raise RuntimeError(msg)
+            raise BenchRunError(msg)
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
@@ -154,7 +156,7 @@ def wait_until_ready(
             pass
         if time.monotonic() > deadline:
             msg = f"{what} did not answer GET {url} within {timeout:g} s: {log()}"
-            raise RuntimeError(msg)
+            raise BenchRunError(msg)
         time.sleep(every)
 
 

@@ -32,6 +32,7 @@ import anyio
 
 from alto.bench.emulator.balancer import EVICTION_INTERVAL_S, POLICIES, Balancer, Policy
 from alto.bench.loopback import BackgroundServer, serve_until_interrupted, start_child, stop_child
+from alto.errors import UsageError
 
 # RFC 9110 7.6.1: connection-specific fields a proxy must not forward
 _HOP_BY_HOP = frozenset(
@@ -80,7 +81,7 @@ def create_app(
     (0: none).
 
     Raises:
-        ValueError: no upstreams, or an unknown policy.
+        UsageError: no upstreams, or an unknown policy.
     """
     import httpx
     from starlette.applications import Starlette
@@ -90,7 +91,7 @@ def create_app(
 
     if not upstreams:
         msg = "the proxy needs at least one upstream base URL"
-        raise ValueError(msg)
+        raise UsageError(msg)
     bases = [u.rstrip("/") for u in upstreams]
     balancer = Balancer(policy, len(bases), eviction_interval_s=eviction_interval_s)
     in_flight = [0] * len(bases)
@@ -209,13 +210,13 @@ class BalancerProxy(BackgroundServer):
         if self.policy not in POLICIES:
             known = ", ".join(POLICIES)
             msg = f"policy must be one of {known}, got {self.policy!r}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if not self.upstreams:
             msg = "the proxy needs at least one upstream base URL"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if self.eviction_interval_s < 0:
             msg = f"eviction_interval_s must be >= 0, got {self.eviction_interval_s}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         self.upstreams = list(self.upstreams)
 
     def start(self, timeout: float = 30.0) -> str:

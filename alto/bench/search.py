@@ -83,7 +83,9 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from alto.bench.errors import BenchRunError
 from alto.bench.machine import saturation
+from alto.errors import UsageError
 
 if TYPE_CHECKING:
     from alto.bench.session import Session
@@ -130,7 +132,7 @@ def verdict(n: int, k: int) -> str:
     """
     if not 0 <= k <= n:
         msg = f"need 0 <= k <= n, got n={n}, k={k}"
-        raise ValueError(msg)
+        raise UsageError(msg)
     if n and binom_cdf(k, n) <= ALPHA:
         return PASS
     if n and binom_sf(k, n) <= ALPHA:
@@ -204,19 +206,19 @@ class SearchPlan:
     def __post_init__(self) -> None:
         if not self.start > 0 or (self.floor is not None and not self.floor > 0):
             msg = "the start rate and the floor must be positive"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if self.repeats < 1 or self.rounds < 1 or self.warmup < 0 or self.max_trials < 1:
             msg = "repeats, rounds and max_trials must be >= 1, warmup >= 0"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if self.arrivals < min_arrivals(0):
             msg = (
                 f"arrivals per round must be at least {min_arrivals(0)}: with fewer, even "
                 "a trial without a miss cannot pass at 95% confidence"
             )
-            raise ValueError(msg)
+            raise UsageError(msg)
         if not self.factor > 1 or not self.width > 0:
             msg = "factor must be > 1 and width > 0"
-            raise ValueError(msg)
+            raise UsageError(msg)
 
     @property
     def lowest(self) -> float:
@@ -591,7 +593,7 @@ async def search_session(
     settings = session.settings
     if sweep["slo_s"] is None:
         msg = "the rate search needs an SLO: the bound pass timed no input"
-        raise RuntimeError(msg)
+        raise BenchRunError(msg)
     plan = settings.search_plan(sweep["levels"][0])
     # about 4 trials a search: two of all repeats, two stopped after one run
     bar = tqdm(

@@ -26,6 +26,8 @@ import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from alto.errors import UsageError
+
 
 def percentile(values: Iterable[float], q: float) -> float:
     """The ``q``-th percentile (0-100) with linear interpolation; NaN for no values.
@@ -36,7 +38,7 @@ def percentile(values: Iterable[float], q: float) -> float:
     """
     if not 0 <= q <= 100:
         msg = f"q must be within 0..100, got {q}"
-        raise ValueError(msg)
+        raise UsageError(msg)
     xs = sorted(values)
     if not xs:
         return math.nan
@@ -96,10 +98,10 @@ def poisson_schedule(n: int, rate: float, seed: int) -> list[float]:
     """
     if n < 0:
         msg = f"n must be >= 0, got {n}"
-        raise ValueError(msg)
+        raise UsageError(msg)
     if not rate > 0:
         msg = f"rate must be > 0 requests per second, got {rate}"
-        raise ValueError(msg)
+        raise UsageError(msg)
     rng = random.Random(f"alto-bench-poisson:{seed}")
     t = 0.0
     out = []

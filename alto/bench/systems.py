@@ -38,6 +38,7 @@ from types import ModuleType
 from typing import Any, Protocol
 
 from alto.bench.record import Recorder, current_root
+from alto.errors import UsageError
 
 ALTO = "alto"
 REFERENCE = "asyncio-reference"
@@ -233,7 +234,7 @@ def make_server(
         )
         return PerRoot(runner, recorder, step)
     msg = f"unknown system {given!r}; choose from {', '.join(ALL_SYSTEMS)}"
-    raise ValueError(msg)
+    raise UsageError(msg)
 
 
 def now() -> float:

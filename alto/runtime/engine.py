@@ -39,7 +39,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from alto.ancestry.ancestry import key_length, parent_key, root
 from alto.compiler.plan import INPUT_PREFIX, Node, Plan, PortMode
-from alto.errors import InputError, StageError
+from alto.errors import InputError, StageError, UsageError
 from alto.result import Result
 from alto.runtime.assemble import Assembler
 from alto.runtime.batching import BatchPolicy
@@ -446,10 +446,10 @@ class Engine:
     ) -> None:
         if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
             msg = f"concurrency={concurrency!r} is invalid; expected None or an int >= 1"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if deadline is not None and not deadline > 0:
             msg = f"deadline={deadline!r} is invalid; expected None or seconds > 0"
-            raise ValueError(msg)
+            raise UsageError(msg)
         self.plan = plan
         self.executor = executor
         self.trace = trace

@@ -61,6 +61,7 @@ from dataclasses import dataclass
 from typing import Iterator, Literal, Protocol, Sequence
 
 from alto.ancestry.ancestry import Ancestry
+from alto.errors import UsageTypeError
 
 CallKind = Literal["value", "split", "batch"]
 """A call that returns one value, a split (yields children), or a batched call."""
@@ -136,7 +137,7 @@ def observing(*observers: CallObserver) -> Iterator[None]:
         observers: objects with a ``call(StageCall)`` method (see :class:`CallObserver`).
 
     Raises:
-        TypeError: one of ``observers`` has no ``call`` method.
+        UsageTypeError: one of ``observers`` has no ``call`` method.
     """
     for observer in observers:
         if not callable(getattr(observer, "call", None)):
@@ -144,7 +145,7 @@ def observing(*observers: CallObserver) -> Iterator[None]:
                 f"observing() takes call observers (objects with a call(StageCall) method "
                 f"returning a context manager); got {observer!r:.80}"
             )
-            raise TypeError(msg)
+            raise UsageTypeError(msg)
     token = _REGISTERED.set(_REGISTERED.get() + observers)
     try:
         yield

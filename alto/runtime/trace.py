@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from alto.ancestry.ancestry import format_ancestry
+from alto.errors import UsageError
 from alto.runtime.metrics import RunStats
 
 
@@ -19,7 +20,7 @@ def chrome_trace(stats: RunStats, *, process: str = "alto") -> dict[str, Any]:
     """
     if stats.spans is None:
         msg = "the run recorded no spans; run it with trace=True"
-        raise ValueError(msg)
+        raise UsageError(msg)
     t0 = stats.started
     tracks: dict[tuple[str, int], int] = {}
     events: list[dict[str, Any]] = [

@@ -19,7 +19,7 @@ import pydantic
 from alto.compiler.plan import Node, Plan
 from alto.compiler.spec import ParamKind, element_type_for_batch
 from alto.compiler.typecheck import describe, value_fits
-from alto.errors import AltoError, InputError
+from alto.errors import AltoError, InputError, UsageError
 
 
 class ArgumentError(AltoError, TypeError):
@@ -48,7 +48,7 @@ def _validated(model: type[pydantic.BaseModel], value: Any) -> Any:
             for e in exc.errors(include_url=False)
         )
         msg = f"is not a valid {model.__name__}: {problems}"
-        raise ValueError(msg) from None
+        raise UsageError(msg) from None
 
 
 def check_inputs(plan: Plan, index: int, args: dict[str, Any]) -> dict[str, Any]:

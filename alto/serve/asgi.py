@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from alto.errors import UsageError
 from alto.serve.metrics import ServiceMetrics
 from alto.serve.pipeline import (
     Batch,
@@ -90,11 +91,11 @@ class Service:
         if deadline is not None:
             if not deadline > 0:
                 msg = f"deadline={deadline!r} is invalid; expected seconds > 0"
-                raise ValueError(msg)
+                raise UsageError(msg)
             options["deadline"] = deadline
         if not grace >= 0:
             msg = f"grace={grace!r} is invalid; expected seconds >= 0"
-            raise ValueError(msg)
+            raise UsageError(msg)
         self.flow = flow
         self.grace = grace
         self.schema = RequestSchema(flow.plan, max_inputs=max_inflight)

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import anyio
 from anyio.abc import TaskStatus
 
-from alto.errors import AltoError, InputCancelled
+from alto.errors import AltoError, InputCancelled, UsageError
 from alto.result import Result
 from alto.runtime.metrics import RunStats
 
@@ -119,7 +119,7 @@ class _Slots:
     def __init__(self, max_inflight: int) -> None:
         if not isinstance(max_inflight, int) or max_inflight < 1:
             msg = f"max_inflight={max_inflight!r} is invalid; expected an int >= 1"
-            raise ValueError(msg)
+            raise UsageError(msg)
         self.max_inflight = max_inflight
         self.inflight = 0
         self.closing = False

@@ -53,6 +53,8 @@ from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal
 
+from alto.errors import UsageError
+
 Policy = Literal["round-robin", "least-loaded", "prefix-aware"]
 POLICIES: tuple[Policy, ...] = ("round-robin", "least-loaded", "prefix-aware")
 
@@ -223,13 +225,13 @@ class Balancer:
         if self.policy not in POLICIES:
             known = ", ".join(POLICIES)
             msg = f"balancer policy must be one of {known}; got {self.policy!r}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if self.replicas < 1:
             msg = f"replicas must be at least 1, got {self.replicas}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if self.eviction_interval_s < 0:
             msg = f"eviction_interval_s must be >= 0, got {self.eviction_interval_s}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         self.trees = [RadixTree() for _ in range(self.replicas)]
         kinds = DECISION_KINDS[self.policy]
         self.decisions = [dict.fromkeys(kinds, 0) for _ in range(self.replicas)]

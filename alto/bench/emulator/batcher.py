@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from alto.bench.emulator.config import BLOCK_TOKENS, EmulatorConfig
 from alto.bench.emulator.prefix_cache import BlockPool, block_hashes
+from alto.errors import UsageError
 
 
 def blocks_for(tokens: int) -> int:
@@ -130,7 +131,7 @@ class ContinuousBatcher:
         """Queue a request at the current modeled time.
 
         Raises:
-            ValueError: its prompt and answer cannot fit in the KV cache even alone.
+            UsageError: its prompt and answer cannot fit in the KV cache even alone.
         """
         total = len(prompt) + len(output)
         if blocks_for(total) > self.pool.num_blocks:
@@ -138,7 +139,7 @@ class ContinuousBatcher:
                 f"a request of {total} tokens does not fit the emulated KV cache of "
                 f"{self.pool.num_blocks * BLOCK_TOKENS} tokens (kv_cache_tokens)"
             )
-            raise ValueError(msg)
+            raise UsageError(msg)
         seq = Sequence(list(prompt), list(output), priority=priority, order=next(self._order))
         seq.entered_at = self.now
         seq.hashes = block_hashes(seq.prompt + seq.output) if self.config.prefix_caching else []

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from alto.bench.emulator.balancer import EVICTION_INTERVAL_S, POLICIES, Policy
 from alto.bench.emulator.config import EmulatorConfig
 from alto.bench.emulator.server import SCHEDULING_POLICIES, SchedulingPolicy, create_app
+from alto.bench.errors import BenchRunError
 from alto.bench.loopback import (
     BackgroundServer,
     bind,
@@ -36,6 +37,7 @@ from alto.bench.loopback import (
     url_host,
     uvicorn_config,
 )
+from alto.errors import UsageError
 
 
 @dataclass(eq=False, repr=False)
@@ -80,20 +82,20 @@ class EmulatorServer(BackgroundServer):
     def __post_init__(self) -> None:
         if self.mode not in ("thread", "process"):
             msg = f"mode must be 'thread' or 'process', got {self.mode!r}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if self.balancer not in POLICIES:
             known = ", ".join(POLICIES)
             msg = f"balancer must be one of {known}, got {self.balancer!r}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if self.replicas < 1:
             msg = f"replicas must be at least 1, got {self.replicas}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if self.scheduling_policy not in SCHEDULING_POLICIES:
             msg = f"scheduling_policy must be 'fcfs' or 'priority', got {self.scheduling_policy!r}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if self.eviction_interval_s < 0:
             msg = f"eviction_interval_s must be >= 0, got {self.eviction_interval_s}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if self.config is None:  # given as None: the defaults
             self.config = EmulatorConfig()
 
@@ -130,7 +132,7 @@ class EmulatorServer(BackgroundServer):
                 server.should_exit = True
                 sock.close()
                 msg = f"the emulator did not start on {self.host}:{port}"
-                raise RuntimeError(msg)
+                raise BenchRunError(msg)
             time.sleep(0.01)
         self._server, self._thread = server, thread
         self.port = port

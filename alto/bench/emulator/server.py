@@ -61,6 +61,7 @@ from alto.bench.emulator.text import (
     truncate,
     varied_count,
 )
+from alto.errors import UsageError
 
 EMULATOR_MODEL = "alto-timing-emulator"
 SchedulingPolicy = Literal["fcfs", "priority"]
@@ -184,7 +185,7 @@ def create_app(
             (SGLang router's launcher default, 120 s; 0: no timer pass).
 
     Raises:
-        ValueError: an unknown scheduling policy.
+        UsageError: an unknown scheduling policy.
     """
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -196,7 +197,7 @@ def create_app(
             f"scheduling_policy must be 'fcfs' or 'priority' (vLLM's --scheduling-policy), "
             f"got {scheduling_policy!r}"
         )
-        raise ValueError(msg)
+        raise UsageError(msg)
     state = _State(
         config or EmulatorConfig(), replicas, balancer, scheduling_policy, eviction_interval_s
     )

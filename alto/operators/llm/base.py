@@ -28,6 +28,7 @@ from typing import Any, Literal, Self, TypeVar
 
 import pydantic
 
+from alto.errors import UsageError, UsageTypeError
 from alto.operators.llm.errors import StructuredOutputError
 
 Message = Mapping[str, str]
@@ -240,7 +241,7 @@ class LLM(abc.ABC):
         """
         if reasks < 0:
             msg = f"reasks must be >= 0, got {reasks}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         json_schema = schema.model_json_schema()
         conversation = with_schema_instruction(normalize_messages(messages), json_schema)
         raw, error = "", ""
@@ -293,31 +294,31 @@ def normalize_messages(messages: Sequence[Message]) -> list[dict[str, str]]:
     """Check chat messages and copy them into plain dicts.
 
     Raises:
-        TypeError: ``messages`` is a string, or a message is not a mapping.
-        ValueError: a message lacks a known ``role`` or a string ``content``.
+        UsageTypeError: ``messages`` is a string, or a message is not a mapping.
+        UsageError: a message lacks a known ``role`` or a string ``content``.
     """
     if isinstance(messages, (str, bytes)):
         msg = (
             "messages must be a list of {'role', 'content'} dicts, got a string; "
             "use complete(prompt) or wrap it: [{'role': 'user', 'content': prompt}]"
         )
-        raise TypeError(msg)
+        raise UsageTypeError(msg)
     out: list[dict[str, str]] = []
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping):
             msg = f"message {i} must be a dict with 'role' and 'content', got {message!r}"
-            raise TypeError(msg)
+            raise UsageTypeError(msg)
         role, content = message.get("role"), message.get("content")
         if role not in _ROLES:
             msg = f"message {i} has role {role!r}; expected one of {sorted(_ROLES)}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if not isinstance(content, str):
             msg = f"message {i} content must be a string, got {type(content).__name__}"
-            raise TypeError(msg)
+            raise UsageTypeError(msg)
         out.append({"role": role, "content": content})
     if not out:
         msg = "messages is empty; give at least one {'role': 'user', ...} message"
-        raise ValueError(msg)
+        raise UsageError(msg)
     return out
 
 

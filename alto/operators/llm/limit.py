@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+from alto.errors import UsageError
+
 MAX_LIMIT = 64
 START_LIMIT = 4
 
@@ -73,7 +75,7 @@ class VegasLimit:
     def __init__(self, start: int = START_LIMIT, max_limit: int = MAX_LIMIT, probe: int = 30):
         if not 1 <= start <= max_limit:
             msg = f"start must be within 1..max_limit ({max_limit}), got {start}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         self.limit = start
         self.max_limit = max_limit
         self.probe = probe

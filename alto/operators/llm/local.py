@@ -34,6 +34,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
+from alto.errors import MissingFile, UsageError
 from alto.lineage import current_call
 from alto.operators._model_spans import model_call, traced_stream
 from alto.operators.llm.base import LLM, Request, Stop, normalize_messages, normalize_stop
@@ -161,7 +162,7 @@ class LocalLLM(LLM):
     Raises:
         LLMError: llama-cpp-python or the default model is not installed, or the installed
             llama.cpp build dies on this CPU (see ``llama_build.check_build``).
-        FileNotFoundError: ``model_path`` does not exist.
+        MissingFile: ``model_path`` does not exist.
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -185,7 +186,7 @@ class LocalLLM(LLM):
     ) -> None:
         if instances < 1:
             msg = f"instances must be >= 1, got {instances}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         check_knobs(1, order, route)
         path = Path(model_path) if model_path is not None else default_model_path()
         self._settings: dict[str, Any] = dict(
@@ -195,7 +196,7 @@ class LocalLLM(LLM):
         )
         if not path.is_file():
             msg = f"no GGUF model file at {str(path)!r}"
-            raise FileNotFoundError(msg)
+            raise MissingFile(msg)
         llama_cls = _import_llama()
         check_build(path)
         threads = n_threads or default_threads(instances)
@@ -660,7 +661,7 @@ def _rebuild_local(settings: dict[str, Any]) -> LocalLLM:
 def _check_max_tokens(max_tokens: int) -> None:
     if max_tokens < 1:
         msg = f"max_tokens must be >= 1, got {max_tokens}"
-        raise ValueError(msg)
+        raise UsageError(msg)
 
 
 def _call_on_loop(fn: Callable[[], None], token: anyio.lowlevel.EventLoopToken | None) -> None:

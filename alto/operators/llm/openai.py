@@ -25,6 +25,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 
+from alto.errors import UsageError, UsageTypeError
 from alto.operators._model_spans import UNTRACED, model_call, traced_stream
 from alto.operators.llm.base import LLM, Request, normalize_messages, normalize_stop
 from alto.operators.llm.dispatch import (
@@ -160,25 +161,25 @@ class OpenAIClient(LLM):
         self._identity = uuid.uuid4().hex
         if max_retries < 0:
             msg = f"max_retries must be >= 0, got {max_retries}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if max_concurrency is not None and (
             type(max_concurrency) is not int or max_concurrency < 1
         ):
             msg = f"max_concurrency must be an int >= 1 or None, got {max_concurrency!r}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if json_mode not in ("auto", "json_schema", "json_object", "none"):
             msg = f"json_mode must be auto, json_schema, json_object or none, got {json_mode!r}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         check_knobs(max_inflight, order, route)
         if not urls:
             msg = "base_url must be a URL or a non-empty list of URLs, got []"
-            raise ValueError(msg)
+            raise UsageError(msg)
         bases = []
         for url in urls:
             base = str(url).rstrip("/")
             if not base.startswith(("http://", "https://")):
                 msg = f"base_url must start with http:// or https://, got {url!r}"
-                raise ValueError(msg)
+                raise UsageError(msg)
             bases.append(base.removesuffix("/v1") + "/v1")
         self.base_urls: tuple[str, ...] = tuple(bases)
         self.model = model
@@ -237,7 +238,7 @@ class OpenAIClient(LLM):
         """
         if self._custom_transport:
             msg = "an OpenAIClient with a custom transport cannot be pickled"
-            raise TypeError(msg)
+            raise UsageTypeError(msg)
         adopt = sharing.shipped(self)  # e.g. on Ray: the copies share a dispatcher actor
         return (_rebuild_client, (self._settings, self.max_concurrency, self._identity, adopt))
 
@@ -253,7 +254,7 @@ class OpenAIClient(LLM):
                 f"this client has {len(self.base_urls)} replicas: make a new client to change "
                 "their URLs"
             )
-            raise ValueError(msg)
+            raise UsageError(msg)
         self.base_urls = (url,)
         self.dispatcher.set_target(0, url)
 
@@ -363,7 +364,7 @@ class OpenAIClient(LLM):
         """The request body: the model, ``body`` (the prompt or the messages), the limits."""
         if request.max_tokens < 1:
             msg = f"max_tokens must be >= 1, got {request.max_tokens}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         payload: dict[str, Any] = {
             "model": self.model,
             **body,

@@ -26,7 +26,7 @@ import ray
 import sniffio
 
 from alto.compiler.plan import Node, Plan
-from alto.errors import ActorLostError
+from alto.errors import ActorLostError, StateError, UsageError
 from alto.result import Result
 from alto.runtime.engine import Engine, StagePorts, StageTask, StageWiring
 from alto.runtime.metrics import RunStats
@@ -368,7 +368,7 @@ async def run_ray(
     """
     if sniffio.current_async_library() != "asyncio":
         msg = "backend='ray' runs on asyncio; run the flow from an asyncio event loop"
-        raise RuntimeError(msg)
+        raise StateError(msg)
     if registered():
         msg = (
             f"call observers are registered (alto.runtime.observe.observing: "
@@ -377,7 +377,7 @@ async def run_ray(
             "run with backend='local', or start the run outside the observing() block "
             "(OpenTelemetry, otel=..., traces Ray runs too)"
         )
-        raise ValueError(msg)
+        raise UsageError(msg)
     # ray.init belongs on the main thread (signal handlers); it blocks only when it starts Ray
     with connected(address, init=init):
         ray_options = {k: options.pop(k) for k in _RAY_OPTIONS if k in options}

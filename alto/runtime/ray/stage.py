@@ -40,7 +40,7 @@ from ray.exceptions import ObjectLostError, RayActorError, WorkerCrashedError
 
 from alto.ancestry.ancestry import Ancestry, root_of
 from alto.compiler.plan import Node, PortMode
-from alto.errors import ActorLostError, StageError
+from alto.errors import ActorLostError, StageError, UsageError
 from alto.runtime.assemble import Assembler
 from alto.runtime.engine import assemble_calls
 from alto.runtime.metrics import CallSpan, now
@@ -137,10 +137,10 @@ class DriverOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 msg = f"{name}={value!r} is invalid; expected an int >= {low}"
-                raise ValueError(msg)
+                raise UsageError(msg)
         if not self.start_timeout > 0:
             msg = f"start_timeout={self.start_timeout!r} is invalid; expected seconds > 0"
-            raise ValueError(msg)
+            raise UsageError(msg)
 
 
 class StageDriver:

@@ -16,6 +16,7 @@ import anyio
 import anyio.lowlevel
 
 from alto.ancestry.ancestry import Ancestry
+from alto.errors import UsageError
 from alto.lineage import current_call, on_root_end
 from alto.operators.llm.dispatch.knobs import (
     AGING,
@@ -96,7 +97,7 @@ class Dispatcher:
         clock: the clock (``time.monotonic``; tests pass a virtual one).
 
     Raises:
-        ValueError: a knob outside its allowed values (named in the message).
+        UsageError: a knob outside its allowed values (named in the message).
     """
 
     def __init__(
@@ -120,14 +121,14 @@ class Dispatcher:
         targets = [targets] if isinstance(targets, str) else list(targets)
         if not targets:
             msg = "a Dispatcher needs at least one target (replica)"
-            raise ValueError(msg)
+            raise UsageError(msg)
         check_knobs(max_inflight, order, route)
         if max_limit < 1:
             msg = f"max_limit must be >= 1, got {max_limit}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if type(default_limit) is not int or default_limit < 1:
             msg = f"default_limit must be an int >= 1, got {default_limit!r}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         self.name = name
         self.order_policy = order_policy(order, aging=aging, remember=remember)
         self.route_policy = route_policy(route, remember=remember)
@@ -233,10 +234,10 @@ class Dispatcher:
         rep = self._replicas[replica]
         if rep.vegas is not None:
             msg = "the limit of an 'auto' replica is learned; it cannot be set"
-            raise ValueError(msg)
+            raise UsageError(msg)
         if type(limit) is not int or limit < 1:
             msg = f"a limit must be an int >= 1, got {limit!r}"
-            raise ValueError(msg)
+            raise UsageError(msg)
         rep.limit = limit
         rep.source = source
         if self._queued:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
+from alto.errors import UsageError
+
 Order = Literal["root-first", "least-attained", "fifo"]
 """Which waiting call goes first (see :mod:`alto.operators.llm.dispatch.order`)."""
 
@@ -53,16 +55,16 @@ def check_knobs(max_inflight: Any, order: Any, route: Any) -> None:
             f"max_inflight must be an int >= 1, 'auto', 'server' or None (no limit), "
             f"got {max_inflight!r}"
         )
-        raise ValueError(msg)
+        raise UsageError(msg)
     if order not in ORDERS and not isinstance(order, OrderPolicy):
         msg = (
             f"order must be one of {', '.join(map(repr, ORDERS))} or an OrderPolicy, "
             f"got {order!r}"
         )
-        raise ValueError(msg)
+        raise UsageError(msg)
     if route not in ROUTES and not isinstance(route, RoutePolicy):
         msg = (
             f"route must be one of {', '.join(map(repr, ROUTES))} or a RoutePolicy, "
             f"got {route!r}"
         )
-        raise ValueError(msg)
+        raise UsageError(msg)
