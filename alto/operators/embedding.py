@@ -81,14 +81,22 @@ class TextEmbedder(Protocol):
         ...
 
 
-def _check_texts(texts: Sequence[str], method: str) -> list[str]:
-    if isinstance(texts, str):
-        msg = f"{method}() takes a list of strings, got a single str; wrap it: {method}([text])"
+def check_strings(values: Sequence[str], name: str, call: str) -> list[str]:
+    """``values`` as a list, every item a str; ``name`` and ``call`` are what the errors say.
+
+    Raises:
+        UsageTypeError: ``values`` is a single str, or holds an item that is not a str.
+    """
+    if isinstance(values, str):
+        msg = f"{call}() takes {name} as a list of strings, got a single str; wrap it: [{name}]"
         raise UsageTypeError(msg)
-    items = list(texts)
-    for i, text in enumerate(items):
-        if not isinstance(text, str):
-            msg = f"{method}() takes a list of strings; item {i} is {type(text).__name__}: {text!r}"
+    items = list(values)
+    for i, value in enumerate(items):
+        if not isinstance(value, str):
+            msg = (
+                f"{call}() takes {name} as a list of strings; {name}[{i}] is "
+                f"{type(value).__name__}, expected str: {value!r}"
+            )
             raise UsageTypeError(msg)
     return items
 
@@ -214,7 +222,7 @@ class Embedder:
         Raises:
             UsageTypeError: if ``texts`` is a str or holds a non-str item.
         """
-        items = _check_texts(texts, "embed")
+        items = check_strings(texts, "texts", "embed")
         if not items:
             return np.zeros((0, self._dim), dtype=np.float32)
         with self._lock:
@@ -229,7 +237,7 @@ class Embedder:
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         """Embed texts on a worker thread; see :meth:`embed_sync`."""
-        items = _check_texts(texts, "embed")
+        items = check_strings(texts, "texts", "embed")
         if not items:
             return np.zeros((0, self._dim), dtype=np.float32)
         with model_call("embeddings", self.name, "sentence_transformers") as call:
@@ -244,7 +252,7 @@ class Embedder:
             one float32 array of shape ``(tokens, dim)`` per text, special tokens ([CLS],
             [SEP]) included, padding removed, every row scaled to unit norm.
         """
-        items = _check_texts(texts, "token_embeddings")
+        items = check_strings(texts, "texts", "token_embeddings")
         if not items:
             return []
         with self._lock:
@@ -258,7 +266,7 @@ class Embedder:
 
     async def token_embeddings(self, texts: list[str]) -> list[np.ndarray]:
         """Per-token embeddings on a worker thread; see :meth:`token_embeddings_sync`."""
-        items = _check_texts(texts, "token_embeddings")
+        items = check_strings(texts, "texts", "token_embeddings")
         if not items:
             return []
         return await anyio.to_thread.run_sync(self.token_embeddings_sync, items)
@@ -326,7 +334,7 @@ class HashEmbedder:
 
     def embed_sync(self, texts: list[str]) -> np.ndarray:
         """Hashed bag of words: float32 ``(len(texts), dim)``, unit rows (zero if no word)."""
-        items = _check_texts(texts, "embed")
+        items = check_strings(texts, "texts", "embed")
         out = np.zeros((len(items), self._dim), dtype=np.float32)
         for row, text in enumerate(items):
             for word in self._words(text):
@@ -343,7 +351,7 @@ class HashEmbedder:
 
     def token_embeddings_sync(self, texts: list[str]) -> list[np.ndarray]:
         """One signed one-hot row per word of each text (a text without words gives 0 rows)."""
-        items = _check_texts(texts, "token_embeddings")
+        items = check_strings(texts, "texts", "token_embeddings")
         out: list[np.ndarray] = []
         for text in items:
             words = self._words(text)

@@ -41,7 +41,7 @@ import numpy as np
 
 from alto.errors import MissingDependency, MissingFile, UsageError, UsageTypeError
 from alto.operators._model_spans import model_call
-from alto.operators.embedding import TextEmbedder, describe_embedder
+from alto.operators.embedding import TextEmbedder, check_strings, describe_embedder
 
 if TYPE_CHECKING:
     import faiss
@@ -247,29 +247,15 @@ class Retriever:
         ids: Sequence[str] | None,
         metadata: Sequence[Mapping[str, Any] | None] | None,
     ) -> tuple[list[str], list[str], list[dict[str, Any] | None]]:
-        if isinstance(texts, str):
-            msg = "texts must be a list of strings, got a single str; wrap it: [text]"
-            raise UsageTypeError(msg)
-        items = list(texts)
-        for i, text in enumerate(items):
-            if not isinstance(text, str):
-                msg = f"texts[{i}] is {type(text).__name__}, expected str: {text!r}"
-                raise UsageTypeError(msg)
+        items = check_strings(texts, "texts", "add")
         if ids is None:
             start = len(self._ids)
             new_ids = [str(start + i) for i in range(len(items))]
         else:
-            if isinstance(ids, str):
-                msg = "ids must be a list of strings, got a single str"
-                raise UsageTypeError(msg)
-            new_ids = list(ids)
+            new_ids = check_strings(ids, "ids", "add")
             if len(new_ids) != len(items):
                 msg = f"got {len(items)} texts but {len(new_ids)} ids; pass one id per text"
                 raise UsageError(msg)
-            for i, pid in enumerate(new_ids):
-                if not isinstance(pid, str):
-                    msg = f"ids[{i}] is {type(pid).__name__}, expected str: {pid!r}"
-                    raise UsageTypeError(msg)
         seen: set[str] = set()
         for pid in new_ids:
             if pid in self._positions:
@@ -476,14 +462,7 @@ class Retriever:
             UsageTypeError: if ``queries`` is a str or holds a non-str item.
             UsageError: if the index is empty or ``k`` is not a positive int.
         """
-        if isinstance(queries, str):
-            msg = "search() takes a list of queries, got a single str; wrap it: [query]"
-            raise UsageTypeError(msg)
-        items = list(queries)
-        for i, query in enumerate(items):
-            if not isinstance(query, str):
-                msg = f"queries[{i}] is {type(query).__name__}, expected str: {query!r}"
-                raise UsageTypeError(msg)
+        items = check_strings(queries, "queries", "search")
         self._check_k(k)
         if not items:
             return []
