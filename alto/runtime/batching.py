@@ -2,10 +2,12 @@
 
 A full batch (``batch`` calls) runs at once. A partial batch waits for more inputs,
 at most ``batch_timeout`` seconds after it started waiting, and only while more can
-come without a new root input arriving: the source is admitting an input, or a stage
-upstream (or this stage's own inbox) still holds or works on records. Otherwise
-nothing can come, so it runs now: one input through a ``batch=32`` stage does not
-wait out the timeout. A stage with ``batch_timeout=0`` never waits.
+come without a new root input arriving: the source is admitting an input (not waiting
+for a free place under the run's ``concurrency``), or a stage upstream (or this stage's
+own inbox) still holds or works on records. Otherwise nothing can come, so it runs now:
+one input through a ``batch=32`` stage does not wait out the timeout, nor does a run
+with ``concurrency=1``, whose next input waits for this one to end. A stage with
+``batch_timeout=0`` never waits.
 """
 
 from __future__ import annotations

@@ -580,7 +580,12 @@ class Engine:
                     run.slots.acquire_nowait()
                 except anyio.WouldBlock:
                     await flush_all()
-                    await run.slots.acquire()
+                    # no input comes in until a root ends: a partial batch must not wait on it
+                    self.feeding = False
+                    try:
+                        await run.slots.acquire()
+                    finally:
+                        self.feeding = True
             try:
                 args = bind_input(plan, index, item)
             except InputError as exc:

@@ -58,6 +58,30 @@ async def test_a_partial_batch_waits_while_the_split_upstream_works(backend, sha
     assert await shared.get("batches", []) == [[0, 1, 2, 3]]
 
 
+async def test_inputs_held_back_by_the_concurrency_cap_do_not_make_a_batch_wait(
+    backend, shared
+):
+    # the source has more inputs, but none can enter until a root ends: a batch that waited
+    # for them would wait out its hour-long timeout once per input
+    @alto.stage(batch=32, batch_timeout=3600)
+    async def doubled(xs: list[int]) -> list[int]:
+        await shared.append("batches", list(xs))
+        return [2 * x for x in xs]
+
+    @alto.flow
+    def f(x: int):
+        return doubled(x)
+
+    async def arriving():
+        for x in (1, 2, 3):
+            yield x
+
+    with anyio.fail_after(HANG):
+        assert await f.run([1, 2, 3], backend=backend, concurrency=1) == [2, 4, 6]
+        assert await f.run(arriving(), backend=backend, concurrency=1) == [2, 4, 6]
+    assert await shared.get("batches", []) == [[1], [2], [3]] * 2
+
+
 def test_the_policy():
     upstream = [True]
     policy = BatchPolicy(4, 10.0, lambda: upstream[0])
