@@ -159,7 +159,8 @@ def check_native_llm(args: argparse.Namespace) -> None:
     Either its options are out of range, or the server is not built (the message names the
     command that builds it).
     """
-    from alto.bench.llama_native import LlamaServerMissing, find_binary
+    from alto.bench.errors import LlamaServerMissing
+    from alto.bench.llama_native import find_binary
 
     for option, value in (("--llm-slots", args.llm_slots), ("--llm-threads", args.llm_threads)):
         if value < 1:
@@ -374,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list()
         if args.command == "bench":
             from alto.bench.cli import run as bench
-            from alto.bench.settings import BenchError
+            from alto.bench.errors import BenchError
 
             try:
                 return bench(args)

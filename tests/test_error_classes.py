@@ -65,8 +65,8 @@ SAMPLES: dict[str, Callable[[type[Any]], BaseException]] = {
         "inputs[0].q: missing", "inputs[0].q", [{"field": "inputs[0].q", "message": "missing"}]
     ),
     "alto.apps.CLIError": lambda cls: cls("unknown app 'x'"),
-    "alto.bench.settings.BenchError": lambda cls: cls("--concurrency must be positive"),
-    "alto.bench.llama_native.LlamaServerMissing": lambda cls: cls("no llama-server"),
+    "alto.bench.errors.BenchError": lambda cls: cls("--concurrency must be positive"),
+    "alto.bench.errors.LlamaServerMissing": lambda cls: cls("no llama-server"),
     "alto.bench.errors.BenchRunError": lambda cls: cls("the emulator did not start"),
 }
 """One instance of each public exception class, by where it is defined."""
@@ -84,8 +84,8 @@ BUILTIN_BASES = {
     "alto.runtime.invoke.BatchShapeError": TypeError,
     "alto.operators.llm.errors.LLMConnectionError": ConnectionError,
     "alto.operators.llm.errors.LLMTimeoutError": TimeoutError,
-    "alto.bench.settings.BenchError": ValueError,
-    "alto.bench.llama_native.LlamaServerMissing": RuntimeError,
+    "alto.bench.errors.BenchError": ValueError,
+    "alto.bench.errors.LlamaServerMissing": RuntimeError,
     "alto.bench.errors.BenchRunError": RuntimeError,
 }
 """Builtins that ``except`` clauses (Alto's, and users') catch these errors by."""
@@ -148,7 +148,7 @@ def test_the_walk_finds_errors_in_every_part_of_the_package():
     found = public_exceptions()
     for name in ("alto.errors.StageError", "alto.operators.llm.errors.LLMError",
                  "alto.runtime.validate.ArgumentError", "alto.apps.CLIError",
-                 "alto.bench.settings.BenchError"):
+                 "alto.bench.errors.BenchError"):
         assert name in found
     # private control flow is not public
     assert not any(name.rpartition(".")[2].startswith("_") for name in found)

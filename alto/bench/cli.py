@@ -24,6 +24,7 @@ from typing import Any
 
 from alto.bench.controls import ALL_SYSTEMS, CONTROL_SYSTEMS
 from alto.bench.endpoints import ALTO_ENDPOINTS
+from alto.bench.errors import BenchError
 from alto.bench.settings import (
     APPS,
     DEPLOYMENTS,
@@ -34,7 +35,6 @@ from alto.bench.settings import (
     LOADS,
     NATIVE_SLOTS,
     NATIVE_THREADS,
-    BenchError,
     Settings,
     check_available,
 )

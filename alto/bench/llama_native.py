@@ -39,10 +39,10 @@ from typing import IO, Any
 import anyio
 import anyio.to_thread
 
-from alto.bench.errors import BenchRunError
+from alto.bench.errors import BenchRunError, LlamaServerMissing
 from alto.bench.llama_servers import replica_stats
 from alto.bench.loopback import BackgroundServer, bind, stop_child, wait_until_ready
-from alto.errors import AltoError, StateError, UsageError
+from alto.errors import StateError, UsageError
 
 BINARY_ENV = "ALTO_LLAMA_SERVER"
 """Environment variable naming a ``llama-server`` binary to use instead of the one in .venv."""
@@ -60,12 +60,6 @@ CACHED = "llamacpp:prompt_tokens_cached_total"
 """Prompt tokens it took from a slot's KV cache instead (not in every llama.cpp build)."""
 PREDICTED = "llamacpp:tokens_predicted_total"
 """Tokens it generated."""
-
-
-class LlamaServerMissing(AltoError, RuntimeError):
-    """No ``llama-server`` binary was found; the message says how to build one."""
-
-    code = "llama-server-missing"
 
 
 def find_binary() -> Path:

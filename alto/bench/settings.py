@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from alto.bench.controls import ALL_SYSTEMS, CONTROL_SYSTEMS
 from alto.bench.endpoints import ALTO_ENDPOINTS
+from alto.bench.errors import BenchError
 from alto.bench.systems import SYSTEMS
-from alto.errors import AltoError
 from alto.operators.llm.dispatch import ORDERS, ROUTES
 
 if TYPE_CHECKING:
@@ -62,15 +62,6 @@ each). Several servers stand behind the balancer proxy (:mod:`alto.bench.proxy`)
 policy; on ``single`` the one server is called directly."""
 
 
-class BenchError(AltoError, ValueError):
-    """A mistake in the settings of ``alto bench``: one line for the user, exit status 2.
-
-    The settings are its arguments, or :class:`Settings` made in code.
-    """
-
-    code = "bench"
-
-
 @dataclass
 class Settings:
     """What ``alto bench`` was asked to do (recorded verbatim in ``results.json``).
@@ -81,7 +72,7 @@ class Settings:
         >>> Settings(apps=["factcheck"], concurrency=[0])
         Traceback (most recent call last):
         ...
-        alto.bench.settings.BenchError: --concurrency must be positive numbers, got '0'
+        alto.bench.errors.BenchError: --concurrency must be positive numbers, got '0'
     """
 
     apps: list[str]
@@ -394,7 +385,8 @@ def check_available(settings: Settings) -> None:
     builds it), or the server at ``--llm-url`` not answering (``--llm openai``).
     """
     if settings.llm == "llama-server-native":
-        from alto.bench.llama_native import LlamaServerMissing, find_binary
+        from alto.bench.errors import LlamaServerMissing
+        from alto.bench.llama_native import find_binary
 
         try:
             find_binary()

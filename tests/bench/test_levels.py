@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from alto.bench.errors import BenchError
 from alto.bench.levels import plan_levels
-from alto.bench.settings import BenchError, Settings
+from alto.bench.settings import Settings
 
 
 def bounds(unloaded_s: float, ceiling: float | None = None) -> dict[str, Any]:

@@ -16,13 +16,14 @@ import pytest
 
 from alto.bench.cli import add_arguments, settings_from
 from alto.bench.endpoints import client_plan, replica_deltas
+from alto.bench.errors import BenchError
 from alto.bench.llama_native import (
     INSTALL_COMMAND,
     ServerCounts,
     missing,
     parse_metrics,
 )
-from alto.bench.settings import BenchError, Settings
+from alto.bench.settings import Settings
 
 MISSING = missing()
 

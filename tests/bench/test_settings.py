@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from alto.bench.cli import add_arguments, settings_from
-from alto.bench.settings import BenchError, Settings
+from alto.bench.errors import BenchError
+from alto.bench.settings import Settings
 
 
 def parsed(*argv: str) -> Settings:
