@@ -43,7 +43,10 @@ def build(ops: Operators, config: Config | None = None) -> alto.Flow:
             yield chunk
 
     # Throughput comes from batching: chunks of many documents share one forward pass.
-    @alto.stage(batch=64, batch_timeout=0.01)
+    # No batch timeout: a partial batch runs as soon as the stage is free, and the next one
+    # fills while it runs. Under load a timeout only made chunks wait: other corpora keep
+    # the stages upstream busy, so a partial batch waited out the whole timeout.
+    @alto.stage(batch=64)
     async def embed(chunk: list[Chunk]) -> list[EmbeddedChunk]:
         return await steps.embed(ops, chunk)
 
