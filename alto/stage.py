@@ -125,9 +125,10 @@ def stage(
             calls as ``bisections``).
         batch_timeout: at most how many seconds a partial batch waits for more
             inputs, and only while a stage upstream is still working (when none
-            is, nothing more can come before the next input, so it runs at once;
-            the Ray backend always waits the full time). 0: take whatever has
-            arrived.
+            is, nothing more can come before the next input, so it runs at once).
+            Under steady load a stage upstream is nearly always working, so a
+            partial batch waits the whole timeout; batches still fill while the
+            stage is busy. 0 (the default): take whatever has arrived.
         buffer: capacity of the stage's input, in chunks of up to 64 fragments.
         timeout: seconds one call may take before it fails with
             :class:`~alto.StageTimeout` (a split's whole run).

@@ -43,10 +43,10 @@ def build(ops: Operators, config: Config | None = None) -> alto.Flow:
             yield chunk
 
     # Throughput comes from batching: chunks of many documents share one forward pass.
-    # No batch timeout: a partial batch runs as soon as the stage is free, and the next one
-    # fills while it runs. Under load a timeout only made chunks wait: other corpora keep
-    # the stages upstream busy, so a partial batch waited out the whole timeout.
-    @alto.stage(batch=64)
+    # No batch timeout by default: a partial batch runs as soon as the stage is free, and the
+    # next one fills while it runs. Under load a timeout only makes chunks wait: other
+    # corpora keep the stages upstream busy, so a partial batch waits out the whole timeout.
+    @alto.stage(batch=64, batch_timeout=config.embed_batch_timeout)
     async def embed(chunk: list[Chunk]) -> list[EmbeddedChunk]:
         return await steps.embed(ops, chunk)
 

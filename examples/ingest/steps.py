@@ -28,6 +28,12 @@ class Config(BaseModel):
     chunk_words: int = Field(80, description="words per chunk")
     threshold: float = Field(0.92, description="cosine similarity of near duplicates")
     k: int = Field(8, description="neighbours checked per chunk")
+    embed_batch_timeout: float = Field(
+        0.0,
+        ge=0.0,
+        description="seconds a partial batch of the Alto flow's embed stage waits for more "
+        "chunks (0: it runs as soon as the stage is free)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
