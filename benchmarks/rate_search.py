@@ -30,8 +30,9 @@ listed with its time in ``timings.json``):
 With every deployment and every system the set takes about 3 hours.
 
 Each ``alto bench`` runs in its own process. ``timings.json`` beside the reports gets each
-command's wall time as it ends, with the commit and the machine; ``--resume`` skips the
-reports already written (their times kept), so an interrupted set can be finished.
+command's wall time and commit as it ends, with the machine; ``--resume`` skips the reports
+already written (their times kept), so an interrupted set can be finished, or one report
+redone after deleting its ``results.json`` (its entry is replaced).
 
 Usage: python benchmarks/rate_search.py [--out docs/benchmarks/search] [--apps ...]
        [--resume] [--dry-run]
@@ -89,6 +90,8 @@ class Log:
         self.path, self.dry = path, dry
         held = json.loads(path.read_text()) if resume and path.exists() else {}
         self.commands: list[dict[str, Any]] = held.get("commands", [])
+        for held_command in self.commands:  # a set made before commits were kept per command
+            held_command.setdefault("commit", held.get("commit"))
 
     def run(self, cmd: list[str]) -> None:
         """Run one command, recording its wall time; stop the whole set if it fails."""
@@ -98,8 +101,10 @@ class Log:
         start = time.monotonic()
         done = subprocess.run(cmd, check=False)
         wall = round(time.monotonic() - start, 1)
+        line = shlex.join(cmd)
+        self.commands = [c for c in self.commands if c["command"] != line]  # a report redone
         self.commands.append(
-            {"command": shlex.join(cmd), "wall_s": wall, "returncode": done.returncode}
+            {"command": line, "wall_s": wall, "returncode": done.returncode, "commit": commit()}
         )
         self.save()
         print(f"  {wall:.0f} s, exit {done.returncode}", flush=True)
@@ -110,7 +115,7 @@ class Log:
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         record = {
-            "commit": commit(),
+            "commit": ", ".join(dict.fromkeys(c["commit"] for c in self.commands)),
             "machine": f"{os.cpu_count()} cores, {platform.machine()}, "
             f"Python {platform.python_version()}",
             "total_s": round(sum(c["wall_s"] for c in self.commands), 1),
