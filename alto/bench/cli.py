@@ -269,9 +269,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--controls",
         action="store_true",
         help="also run every control (Alto behind the balancer, with lineage off, without "
-        "priority; the baselines with a client of their own over the replica URLs); needs "
-        "an OpenAI-compatible LLM: --llm emulated, llama-server, llama-server-native or "
-        "openai",
+        "priority, without spans; the baselines with a client of their own over the replica "
+        "URLs); those that change how a system reaches the LLM need an OpenAI-compatible "
+        "LLM: --llm emulated, llama-server, llama-server-native or openai",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the Poisson schedules")
     p.add_argument(

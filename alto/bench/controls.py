@@ -19,6 +19,11 @@ reference answers:
   ``priority`` (the priority is the root's age: lineage too).
 * ``alto-no-priority``: Alto as configured, sending no ``priority``: the servers serve
   waiting requests by arrival.
+* ``alto-untraced``: Alto keeping no span per stage call (``trace=False``). The bench
+  traces Alto's runs, for its timelines, for the check that no call of an input ends after
+  its result, and for first-fragment times; the other systems keep no spans. This control
+  shows what that costs Alto; the bench cannot run those two checks on it. It needs no
+  server, so it runs on ingest too.
 * ``asyncio-reference+client``, ``langgraph-flat+client``, ``langgraph-subgraph+client``,
   ``langgraph-functional+client``: the baseline with the best a user can do without lineage:
   one client over the replica URLs, shared by all of the system's calls, holding the cap per
@@ -59,6 +64,7 @@ from alto.bench.systems import ALTO, LANGGRAPH_VARIANTS, REFERENCE, SYSTEMS
 ALTO_AT_BALANCER = "alto@balancer"
 ALTO_NO_LINEAGE = "alto-no-lineage"
 ALTO_NO_PRIORITY = "alto-no-priority"
+ALTO_UNTRACED = "alto-untraced"
 CLIENT = "+client"
 """The suffix of a baseline's control with a client of its own."""
 BASELINES = (REFERENCE, *(f"langgraph-{v}" for v in LANGGRAPH_VARIANTS))
@@ -72,17 +78,21 @@ class Control:
         name: the system's name (``--systems``).
         base: the main system it is built like (the same flow, graph or coroutine).
         change: what differs from ``base``, in words for the report.
+        needs_server: whether it changes how the system reaches an LLM server (and so
+            runs only where the app calls one).
     """
 
     name: str
     base: str
     change: str
+    needs_server: bool = True
 
 
 CONTROLS: tuple[Control, ...] = (
     Control(ALTO_AT_BALANCER, ALTO, "its client on the balancer's URL, like the others"),
     Control(ALTO_NO_LINEAGE, ALTO, "lineage off: order `fifo`, route `least-loaded`, no priority"),
     Control(ALTO_NO_PRIORITY, ALTO, "no `priority` sent"),
+    Control(ALTO_UNTRACED, ALTO, "no span per stage call (`trace=False`)", needs_server=False),
     *(
         Control(
             f"{base}{CLIENT}",
@@ -108,6 +118,12 @@ def base_system(system: str) -> str:
 def is_control(system: str) -> bool:
     """Whether ``system`` is one of the controls rather than a main system."""
     return system in _BY_NAME
+
+
+def needs_server(system: str) -> bool:
+    """Whether control ``system`` runs only where the app calls an LLM server."""
+    control = _BY_NAME.get(system)
+    return control is not None and control.needs_server
 
 
 def holds_client(system: str) -> bool:
@@ -166,7 +182,7 @@ def client_plans(
         if not holds_client(system):
             continue
         knobs: dict[str, Any]
-        if system == ALTO:
+        if system in (ALTO, ALTO_UNTRACED):
             knobs = {**alto, "send_priority": priority}
         elif system == ALTO_AT_BALANCER:  # the whole cap on the one URL (or learned under it)
             limit = "auto" if max_inflight == "auto" else None
@@ -272,9 +288,11 @@ def controls_section(name: str, app: dict[str, Any], load: str) -> list[str]:
         f"### Controls: what each ingredient buys{tag}",
         "",
         "Each control changes one thing about the system it follows (see "
-        "`alto/bench/controls.py`). How each system's LLM calls were held to the cap:",
-        "",
+        "`alto/bench/controls.py`)."
+        + (" How each system's LLM calls were held to the cap:" if held else ""),
     ]
+    if held:
+        lines.append("")
     for system in systems:
         if system in held:
             lines.append(f"- `{system}`: {held[system]}")

@@ -34,7 +34,7 @@ import random
 from types import ModuleType
 from typing import Any
 
-from alto.bench.controls import is_control
+from alto.bench.controls import is_control, needs_server
 from alto.bench.emulated import probe_emulator
 from alto.bench.levels import plan_levels
 from alto.bench.operators import fairness, llm_stages, open_bench_operators
@@ -114,7 +114,9 @@ async def bench_app(name: str, settings: Settings, *, progress: bool = True) -> 
     async with open_bench_operators(app, settings, systems) as bench:
         ops, emulator = bench.ops, bench.emulator
         # a control is its client: without one (no LLM calls, no server) it is not run
-        for system in [s for s in systems if is_control(s) and s not in bench.clients]:
+        for system in [
+            s for s in systems if is_control(s) and needs_server(s) and s not in bench.clients
+        ]:
             skipped[system] = (
                 "the app makes no LLM calls"
                 if not llm_stages(app)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alto.bench.controls import ALL_SYSTEMS, CONTROL_SYSTEMS
+from alto.bench.controls import ALL_SYSTEMS, CONTROL_SYSTEMS, needs_server
 from alto.bench.endpoints import ALTO_ENDPOINTS
 from alto.bench.errors import BenchError
 from alto.bench.systems import SYSTEMS
@@ -160,7 +160,7 @@ class Settings:
         if unknown or not self.systems:
             msg = f"unknown systems {unknown}; choose from {', '.join(ALL_SYSTEMS)}"
             raise BenchError(msg)
-        controls = [s for s in self.systems if s in CONTROL_SYSTEMS]
+        controls = [s for s in self.systems if s in CONTROL_SYSTEMS and needs_server(s)]
         if controls and self.llm not in SERVER_LLMS:
             msg = (
                 f"the controls ({', '.join(dict.fromkeys(controls))}) hold LLM clients of their "

@@ -17,6 +17,7 @@ one of those and change one thing, to show what each ingredient buys:
 * ``alto-no-lineage``: Alto, its client ordering ``fifo`` and routing ``least-loaded``, no
   ``priority`` sent.
 * ``alto-no-priority``: Alto, no ``priority`` sent.
+* ``alto-untraced``: Alto keeping no span per stage call.
 * ``asyncio-reference+client``, ``langgraph-flat+client``, ``langgraph-subgraph+client``,
   ``langgraph-functional+client``: the baseline, its calls through one client of its own
   over the replica URLs (the cap per replica, ``fifo``, ``least-loaded``, no semaphore).
@@ -137,10 +138,11 @@ class PerRoot:
 class AltoServer:
     """The Alto flow, one streaming run fed by the arrivals."""
 
-    def __init__(self, flow: Any, fragment_stage: str | None) -> None:
+    def __init__(self, flow: Any, fragment_stage: str | None, *, trace: bool = True) -> None:
         import alto
 
         self.flow = flow
+        self.trace = trace  # without spans, no late-work check and no first-fragment times
         self.stats = alto.RunStats()
         self.order: list[int] = []  # Alto's root index -> the run's root index
         self.fragment_stage = fragment_stage
@@ -152,7 +154,7 @@ class AltoServer:
                 self.order.append(arrival.index)
                 yield arrival.value
 
-        async with self.flow.stream(inputs(), stats=self.stats, trace=True) as results:
+        async with self.flow.stream(inputs(), stats=self.stats, trace=self.trace) as results:
             async for result in results:
                 done(self.order[result.index], result.value, result.error)
 
@@ -214,14 +216,16 @@ def make_server(
         langgraph_concurrency: LangGraph's ``max_concurrency``.
         config: the app's ``Config`` (its defaults when None).
     """
-    from alto.bench.controls import ALL_SYSTEMS, base_system
+    from alto.bench.controls import ALL_SYSTEMS, ALTO_UNTRACED, base_system
 
     name = app.NAME
     fragment = FRAGMENT_OUTPUT.get(name)
     step = fragment[0] if fragment else None
     given, system = system, base_system(system)
     if system == ALTO:
-        return AltoServer(app.build(ops, config), fragment[1] if fragment else None)
+        return AltoServer(
+            app.build(ops, config), fragment[1] if fragment else None, trace=given != ALTO_UNTRACED
+        )
     if system == REFERENCE:
         reference = load_reference(app)
         return PerRoot(lambda value: reference(ops, value, config), recorder, step)

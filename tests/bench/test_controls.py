@@ -20,6 +20,7 @@ from alto.bench.controls import (
     ALTO_AT_BALANCER,
     ALTO_NO_LINEAGE,
     ALTO_NO_PRIORITY,
+    ALTO_UNTRACED,
     BASELINES,
     CONTROL_SYSTEMS,
     anonymous_calls,
@@ -47,6 +48,7 @@ def test_every_control_is_named_and_built_like_a_main_system() -> None:
         "alto@balancer",
         "alto-no-lineage",
         "alto-no-priority",
+        "alto-untraced",
         "asyncio-reference+client",
         "langgraph-flat+client",
         "langgraph-subgraph+client",
@@ -70,6 +72,7 @@ def test_the_plans_say_what_each_control_changes() -> None:
     assert got[ALTO_AT_BALANCER] == ((BASE,), 64, "root-first", "lineage", True)
     assert got[ALTO_NO_LINEAGE] == (urls, 16, "fifo", "least-loaded", False)
     assert got[ALTO_NO_PRIORITY] == (urls, 16, "root-first", "lineage", False)
+    assert got[ALTO_UNTRACED] == got[ALTO]  # only its spans differ
     for system in CLIENTS:
         assert got[system] == (urls, 16, "fifo", "least-loaded", False)
     # a server that does not honour priority gets none from anyone
@@ -291,9 +294,10 @@ def test_every_control_runs_and_matches_the_reference(tmp_path: Path) -> None:
     assert app["systems"] == list(ALL_SYSTEMS) and app["skipped"] == {}
     cap = app["fairness"]["llm_cap"]
     assert cap == 64
-    # the bench's emulator honours priority: Alto sends it, behind the balancer too; no other
+    # the bench's emulator honours priority: Alto sends it, behind the balancer and untraced
+    # too; no other
     sent = {s for s, c in app["fairness"]["clients"].items() if c["send_priority"]}
-    assert sent == {ALTO, ALTO_AT_BALANCER}
+    assert sent == {ALTO, ALTO_AT_BALANCER, ALTO_UNTRACED}
     runs = {r["system"]: r for r in app["runs"]}
     assert set(runs) == set(ALL_SYSTEMS)
     for system, run in runs.items():
@@ -380,5 +384,62 @@ def test_controls_are_chosen_by_name_or_all_at_once() -> None:
     assert named.systems == [ALTO, ALTO_NO_PRIORITY, "langgraph-flat+client"]
     with pytest.raises(BenchError, match="hold LLM clients of their own"):
         _settings("--llm", "fake", "--controls")
+    # a control that does not change how Alto reaches the LLM needs no server
+    untraced = _settings("--llm", "fake", "--systems", "alto,alto-untraced")
+    assert untraced.systems == [ALTO, ALTO_UNTRACED]
     with pytest.raises(BenchError, match="unknown systems"):
         _settings(*emulated, "--systems", "alto@nowhere")
+
+
+def test_the_untraced_control_runs_where_no_llm_is_called(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "alto.cli", "bench", "ingest", "--llm", "fake",
+            "--embedder", "hash", "--systems", "alto,alto-untraced,asyncio-reference",
+            "--load", "closed", "--concurrency", "2", "--closed-inputs", "4",
+            "--no-progress", "--out", str(tmp_path),
+        ],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    app = json.loads((tmp_path / "results.json").read_text())["apps"]["ingest"]
+    assert set(app["systems"]) == {ALTO, ALTO_UNTRACED, "asyncio-reference"}
+    assert app["skipped"] == {}
+    for run in app["runs"]:
+        assert run["completed"] == 4 and run["failed"] == run["mismatched"] == 0, run["system"]
+    report = (tmp_path / "report.md").read_text()
+    table = report.split("### Controls: what each ingredient buys")[1].split("Table: ingest")[0]
+    assert "held to the cap" not in table  # ingest makes no LLM calls
+    assert "| alto-untraced | no span per stage call (`trace=False`) |" in table
+
+
+@pytest.mark.anyio
+async def test_alto_untraced_keeps_no_spans_and_claims_no_call_ends() -> None:
+    from alto.bench.systems import Arrival, make_server
+    from alto.operators.embedding import HashEmbedder
+    from examples.common import Operators
+    from examples.ingest.steps import Corpus, Doc
+
+    app = load_app("ingest")
+    corpus = Corpus("c", (Doc("d", "one two three four five"),))
+    ends: dict[str, tuple[bool, dict[int, float]]] = {}
+    for system in (ALTO, ALTO_UNTRACED):
+        recorder = Recorder()
+        server = make_server(
+            system, app, Operators(embedder=HashEmbedder()), recorder=recorder,
+            langgraph_concurrency=1,
+        )
+
+        async def arrivals() -> AsyncGenerator[Arrival, None]:
+            yield Arrival(0, corpus, 0.0)
+
+        got: list[Any] = []
+
+        def done(i: int, value: Any, error: BaseException | None, got: list[Any] = got) -> None:
+            got.append((i, error))
+
+        await server.serve(arrivals(), done)
+        assert got == [(0, None)], system
+        ends[system] = (server.stats.spans is not None, server.span_ends())
+    assert ends[ALTO][0] and set(ends[ALTO][1]) == {0}  # traced: its calls' ends, by root
+    assert ends[ALTO_UNTRACED] == (False, {})  # no spans: nothing to check late work against
