@@ -95,7 +95,7 @@ def build_flat(ops: Operators, config: Config) -> alto.Flow:
             for chunk in steps.chunks(replace(doc, job=job), config):
                 yield chunk
 
-    @alto.stage(batch=64, batch_timeout=0.01)
+    @alto.stage(batch=64, batch_timeout=config.embed_batch_timeout)  # as in the flow
     async def embed(chunk: list[Chunk]) -> list[EmbeddedChunk]:
         return await steps.embed(ops, chunk)
 
