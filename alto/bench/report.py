@@ -126,7 +126,8 @@ def render(results: dict[str, Any]) -> str:
             else " (every input fans out alike: the old reports' mode)"
         ),
         f"- Machine: {env['cpu_count']} CPUs ({env['machine']}), Python {env['python']}, "
-        f"{env['platform']}; commit `{env.get('git_commit') or 'unknown'}`; load average "
+        f"{env['platform']}; BLAS threads {env.get('blas_threads') or 'as OpenBLAS chose'}; "
+        f"commit `{env.get('git_commit') or 'unknown'}`; load average "
         f"(1 min) {_load(env.get('load_average'))} at the start, "
         f"{_load(results.get('load_average_at_end'))} at the end (the machine is shared)",
         "",
