@@ -21,6 +21,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     The status is 0, or 1 when the benchmark failed: then the result is ``{"error": ...}``
     and the traceback goes to stderr.
     """
+    from alto.bench.environment import one_blas_thread
+
+    one_blas_thread()  # before numpy loads
+
     import anyio
 
     from alto.bench.runner import bench_app

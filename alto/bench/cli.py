@@ -363,9 +363,12 @@ def _read_emulator_config(text: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """``alto bench``: benchmark, then write the results, report and plots."""
+    from alto.bench.environment import environment, one_blas_thread
+
+    one_blas_thread()  # before numpy loads
+
     import anyio
 
-    from alto.bench.environment import environment
     from alto.bench.runner import bench_app
 
     settings = settings_from(args)

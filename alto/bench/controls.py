@@ -19,11 +19,10 @@ reference answers:
   ``priority`` (the priority is the root's age: lineage too).
 * ``alto-no-priority``: Alto as configured, sending no ``priority``: the servers serve
   waiting requests by arrival.
-* ``alto-untraced``: Alto keeping no span per stage call (``trace=False``). The bench
-  traces Alto's runs, for its timelines, for the check that no call of an input ends after
-  its result, and for first-fragment times; the other systems keep no spans. This control
-  shows what that costs Alto; the bench cannot run those two checks on it. It needs no
-  server, so it runs on ingest too.
+* ``alto-traced``: Alto keeping a span per stage call (``trace=True``), as a user who
+  traces a run does; Alto runs untraced, as by default, and no other system keeps spans.
+  Its spans' ends count in the check that no work of an input ends after its result. It
+  needs no server, so it runs on ingest too.
 * ``asyncio-reference+client``, ``langgraph-flat+client``, ``langgraph-subgraph+client``,
   ``langgraph-functional+client``: the baseline with the best a user can do without lineage:
   one client over the replica URLs, shared by all of the system's calls, holding the cap per
@@ -64,7 +63,7 @@ from alto.bench.systems import ALTO, LANGGRAPH_VARIANTS, REFERENCE, SYSTEMS
 ALTO_AT_BALANCER = "alto@balancer"
 ALTO_NO_LINEAGE = "alto-no-lineage"
 ALTO_NO_PRIORITY = "alto-no-priority"
-ALTO_UNTRACED = "alto-untraced"
+ALTO_TRACED = "alto-traced"
 CLIENT = "+client"
 """The suffix of a baseline's control with a client of its own."""
 BASELINES = (REFERENCE, *(f"langgraph-{v}" for v in LANGGRAPH_VARIANTS))
@@ -92,7 +91,7 @@ CONTROLS: tuple[Control, ...] = (
     Control(ALTO_AT_BALANCER, ALTO, "its client on the balancer's URL, like the others"),
     Control(ALTO_NO_LINEAGE, ALTO, "lineage off: order `fifo`, route `least-loaded`, no priority"),
     Control(ALTO_NO_PRIORITY, ALTO, "no `priority` sent"),
-    Control(ALTO_UNTRACED, ALTO, "no span per stage call (`trace=False`)", needs_server=False),
+    Control(ALTO_TRACED, ALTO, "a span per stage call (`trace=True`)", needs_server=False),
     *(
         Control(
             f"{base}{CLIENT}",
@@ -182,7 +181,7 @@ def client_plans(
         if not holds_client(system):
             continue
         knobs: dict[str, Any]
-        if system in (ALTO, ALTO_UNTRACED):
+        if system in (ALTO, ALTO_TRACED):
             knobs = {**alto, "send_priority": priority}
         elif system == ALTO_AT_BALANCER:  # the whole cap on the one URL (or learned under it)
             limit = "auto" if max_inflight == "auto" else None

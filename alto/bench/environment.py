@@ -8,6 +8,21 @@ from typing import Any
 
 from alto.bench.settings import Settings
 
+BLAS_THREADS = "1"
+"""BLAS threads in the bench process and the servers it starts (unless the user set some)."""
+
+
+def one_blas_thread() -> None:
+    """Give the bench, and the servers it starts, one BLAS thread unless the user set a number.
+
+    OpenBLAS's idle workers busy-wait after each small matrix product (the near-duplicate
+    check's, the retriever's): they burn a second core, which the emulator's process needs
+    on a small machine, and count as the bench process's CPU, for every system alike.
+    OpenBLAS reads the setting once, when numpy loads, so this runs before anything
+    imports numpy.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", BLAS_THREADS)
+
 
 def environment(settings: Settings) -> dict[str, Any]:
     """Where the benchmark ran: machine, Python, package versions, git commit."""
@@ -63,4 +78,5 @@ def environment(settings: Settings) -> dict[str, Any]:
         "llm": settings.llm,
         "seed": settings.seed,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
     }

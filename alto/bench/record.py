@@ -11,7 +11,10 @@ Two more things ride on the same proxies:
 
 * **Root attribution.** The load driver runs each root input of a per-input system
   in its own task with :data:`current_root` set; calls made on its behalf (in that
-  task or the tasks it spawns, which copy the context) carry the root's index.
+  task or the tasks it spawns, which copy the context) carry the root's index. A call
+  made inside an Alto stage call carries the roots of the call's fragments instead
+  (:func:`alto.current_call`; a batched call serves several): Alto's own root indexes,
+  which its system maps to the run's.
 * **Causal dependencies** (only while :func:`tracking_dependencies` is active): each
   call records the earlier calls whose results the code making it had consumed, and
   for a token stream how many tokens it had read. A task starts with what its parent
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+from alto.lineage import current_call
 from alto.operators.llm.base import LLM, Message, Request, normalize_messages
 
 FULL = -1
@@ -43,6 +47,17 @@ current_root: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "alto_bench_root", default=None
 )
 """The root input the code now running works for (set by the load driver)."""
+
+def stage_roots() -> tuple[int, ...]:
+    """The roots of the fragments of the Alto stage call running now, each once, in order.
+
+    Empty outside a stage call (and under :data:`current_root`, whose systems have none).
+    """
+    if current_root.get() is not None:
+        return ()
+    call = current_call()
+    return tuple(dict.fromkeys(call.roots)) if call is not None else ()
+
 
 _SKIP = ("alto.operators", "alto.bench", "contextlib", "asyncio", "anyio")
 
@@ -57,7 +72,9 @@ class Call:
         method: the method called (``chat``, ``stream``, ``json``, ``embed``, ``search`` ...).
         step: the app's function that made the call (e.g. ``judge``).
         start / end: ``time.perf_counter()`` at the call's start and end.
-        root: the root input it worked for, when known.
+        root: the root input it worked for, when known (a per-input system's).
+        roots: the Alto roots of the fragments of the stage call that made it (Alto's own
+            root indexes; several for a batched call); empty outside a stage call.
         items: texts (or vectors) in the call; 1 for an LLM call.
         prompt_chars: LLM only: characters of the prompt as the server reads it.
         tokens: LLM only: completion tokens received (pieces, as the emulator cuts text).
@@ -81,6 +98,7 @@ class Call:
     deps: tuple[tuple[int, int], ...] = ()
     queued_s: float = 0.0
     error: str | None = None
+    roots: tuple[int, ...] = ()
 
     @property
     def duration(self) -> float:
@@ -103,6 +121,7 @@ class Call:
             "deps": [list(d) for d in self.deps],
             "queued_s": round(self.queued_s, 6),
             "error": self.error,
+            "roots": list(self.roots),
         }
 
 
@@ -262,6 +281,7 @@ class Recorder:
                 self.calls.append(Call(
                     opened.id, operator, method, step, start, end, current_root.get(), items,
                     prompt_chars, opened.tokens, deps, start - asked if waited else 0.0, error,
+                    stage_roots(),
                 ))  # fmt: skip
                 if node is not None and error is None:
                     node.note(opened.id, FULL)
@@ -475,6 +495,7 @@ class RecordingRetriever:
                     deps,
                     0.0,
                     error,
+                    stage_roots(),
                 )
             )
             if node is not None and error is None:

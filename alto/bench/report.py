@@ -126,7 +126,8 @@ def render(results: dict[str, Any]) -> str:
             else " (every input fans out alike: the old reports' mode)"
         ),
         f"- Machine: {env['cpu_count']} CPUs ({env['machine']}), Python {env['python']}, "
-        f"{env['platform']}; commit `{env.get('git_commit') or 'unknown'}`; load average "
+        f"{env['platform']}; BLAS threads {env.get('blas_threads') or 'as OpenBLAS chose'}; "
+        f"commit `{env.get('git_commit') or 'unknown'}`; load average "
         f"(1 min) {_load(env.get('load_average'))} at the start, "
         f"{_load(results.get('load_average_at_end'))} at the end (the machine is shared)",
         "",
@@ -590,13 +591,16 @@ def _method_section(results: dict[str, Any]) -> list[str]:
         "(an OpenAI-compatible server), by that client's dispatcher, whose per-replica "
         "limits sum to at most the cap, and not by the semaphore, whose FIFO would hide "
         "the dispatcher's order. Each system's own limits are lifted above the cap.",
-        "- Alto runs each measured run as one streaming run fed by the load driver; the "
+        "- Alto runs each measured run as one streaming run fed by the load driver, keeping "
+        "no span per stage call, as by default (each recorded call carries the roots of the "
+        "stage call that made it; the `alto-traced` control keeps spans); the "
         "LangGraph variants (`baselines_langgraph`) run one graph invocation per input; the "
         "asyncio reference (`examples/<app>/asyncio_reference.py`) runs one coroutine per "
         "input. The asyncio reference is not an optimum: it schedules nothing across inputs.",
         "- Latency, every system alike: the driver puts each input in the system's queue at "
         "its submission time and reads the clock again when the result reaches it "
-        "(`time.perf_counter`). No recorded operator or stage call of an input may end "
+        "(`time.perf_counter`). No recorded operator call (or traced stage call) of an "
+        "input may end "
         "after that (checked per run; a violation is listed above).",
         "- Every system is built afresh for each run (not timed) and answers one input "
         "unmeasured before the measured runs. Every output is compared with the asyncio "

@@ -176,7 +176,5 @@ def read_config(app: ModuleType, path: str) -> Any:
 def _fragment_doc(name: str) -> dict[str, Any] | None:
     from alto.bench.systems import FRAGMENT_OUTPUT
 
-    spec = FRAGMENT_OUTPUT.get(name)
-    if spec is None:
-        return None
-    return {"step": spec[0], "alto_stage": spec[1]}
+    step = FRAGMENT_OUTPUT.get(name)
+    return None if step is None else {"step": step}

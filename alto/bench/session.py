@@ -73,11 +73,12 @@ class Session:
         """The watch on ``system``'s own client's dispatcher (None: it has none)."""
         return self.watches.get(system)
 
-    def server(self, system: str, recorder: Recorder) -> Any:
+    def server(self, system: str, recorder: Recorder, *, trace: bool = False) -> Any:
         """``system`` ready for one run, its operator calls going to ``recorder``.
 
         A system with a client of its own calls the LLM through it (its dispatcher holds the
         cap); every other one calls it behind the shared semaphore of ``llm_cap`` permits.
+        ``trace``: Alto keeps a span per stage call.
         """
         client = self.clients.get(system)
         if client is not None:
@@ -94,6 +95,7 @@ class Session:
             recorder=recorder,
             langgraph_concurrency=self.knobs["langgraph_max_concurrency"],
             config=self.config,
+            trace=trace,
         )
 
     async def bound_pass(self, emulator: Any) -> dict[str, Any]:
@@ -341,9 +343,9 @@ class Session:
         }
 
     async def timeline(self, system: str) -> dict[str, Any]:
-        """The first input alone through ``system``, every operator call kept."""
+        """The first input alone through ``system``, every call kept (Alto's stage calls too)."""
         recorder = Recorder()
-        server = self.server(system, recorder)
+        server = self.server(system, recorder, trace=True)
         watch = self.watch_for(system)
         if watch is not None:
             watch.start()

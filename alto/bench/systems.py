@@ -17,7 +17,7 @@ one of those and change one thing, to show what each ingredient buys:
 * ``alto-no-lineage``: Alto, its client ordering ``fifo`` and routing ``least-loaded``, no
   ``priority`` sent.
 * ``alto-no-priority``: Alto, no ``priority`` sent.
-* ``alto-untraced``: Alto keeping no span per stage call.
+* ``alto-traced``: Alto keeping a span per stage call (``trace=True``).
 * ``asyncio-reference+client``, ``langgraph-flat+client``, ``langgraph-subgraph+client``,
   ``langgraph-functional+client``: the baseline, its calls through one client of its own
   over the replica URLs (the cap per replica, ``fifo``, ``least-loaded``, no semaphore).
@@ -33,12 +33,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol
 
-from alto.bench.record import Recorder, current_root
+from alto.bench.record import Call, Recorder, current_root
 from alto.errors import UsageError
 
 ALTO = "alto"
@@ -46,14 +46,14 @@ REFERENCE = "asyncio-reference"
 LANGGRAPH_VARIANTS = ("flat", "subgraph", "functional")
 SYSTEMS = (ALTO, *(f"langgraph-{v}" for v in LANGGRAPH_VARIANTS), REFERENCE)
 
-FRAGMENT_OUTPUT: dict[str, tuple[str, str] | None] = {
-    "factcheck": ("judge", "verdict"),
-    "multihop": ("answer", "answer"),
-    "summarize": ("summarize_section", "section_summary"),
+FRAGMENT_OUTPUT: dict[str, str | None] = {
+    "factcheck": "judge",
+    "multihop": "answer",
+    "summarize": "summarize_section",
     "ingest": None,
 }
-"""Per app, the first per-fragment result: (the step function making its operator call,
-the Alto stage calling that function). Ingest's outputs are per corpus only."""
+"""Per app, the first per-fragment result: the step function making its operator call.
+Ingest's outputs are per corpus only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,16 +136,37 @@ class PerRoot:
 
 
 class AltoServer:
-    """The Alto flow, one streaming run fed by the arrivals."""
+    """The Alto flow, one streaming run fed by the arrivals.
 
-    def __init__(self, flow: Any, fragment_stage: str | None, *, trace: bool = True) -> None:
+    It runs as a user runs it, keeping no span per stage call (``trace=False``, the
+    default). What it did for each input is read from the recorded operator calls, as for
+    the other systems: each call carries the roots of the stage call that made it
+    (:func:`~alto.bench.record.stage_roots`). With ``trace=True`` (the ``alto-traced``
+    control, and the one-input timeline) it keeps spans too, and their ends count as work.
+
+    Args:
+        flow: the app's flow.
+        recorder: the recorder of the operators the flow calls.
+        fragment_step: the step function whose operator call makes a per-fragment output.
+        trace: keep a span per stage call.
+    """
+
+    def __init__(
+        self,
+        flow: Any,
+        recorder: Recorder | None,
+        fragment_step: str | None,
+        *,
+        trace: bool = False,
+    ) -> None:
         import alto
 
         self.flow = flow
-        self.trace = trace  # without spans, no late-work check and no first-fragment times
+        self.recorder = recorder
+        self.fragment_step = fragment_step
+        self.trace = trace
         self.stats = alto.RunStats()
         self.order: list[int] = []  # Alto's root index -> the run's root index
-        self.fragment_stage = fragment_stage
 
     async def serve(self, arrivals: AsyncIterator[Arrival], done: Done) -> None:
         """Feed the arrivals to one streaming run of the flow; report each outcome with ``done``."""
@@ -158,9 +179,18 @@ class AltoServer:
             async for result in results:
                 done(self.order[result.index], result.value, result.error)
 
+    def _calls_by_root(self) -> Iterator[tuple[int, Call]]:
+        """Each recorded call once per run root it worked for."""
+        order = self.order
+        for call in self.recorder.calls if self.recorder is not None else ():
+            for root in call.roots:
+                yield order[root], call
+
     def span_ends(self) -> dict[int, float]:
-        """Per root index, the end of the last of Alto's stage calls for it (its spans)."""
+        """Per root index, the end of the last operator call (or stage span) for it."""
         ends: dict[int, float] = {}
+        for root, call in self._calls_by_root():
+            ends[root] = max(ends.get(root, call.end), call.end)
         for span in self.stats.spans or ():
             if span.ancestry:
                 root = self.order[span.ancestry[0]]
@@ -168,15 +198,13 @@ class AltoServer:
         return ends
 
     def fragment_ends(self) -> dict[int, float]:
-        """From Alto's own stage spans: the end of the root's first call of the stage."""
+        """From the recorded operator calls: the end of the root's first call of the step."""
         ends: dict[int, float] = {}
-        stage = self.fragment_stage
-        if stage is None or stage not in self.stats.stages:
+        if self.fragment_step is None:
             return ends
-        for span in self.stats.spans or ():
-            if span.stage == stage and span.ancestry:
-                root = self.order[span.ancestry[0]]
-                ends[root] = min(ends.get(root, span.end), span.end)
+        for root, call in self._calls_by_root():
+            if call.step == self.fragment_step and call.error is None:
+                ends[root] = min(ends.get(root, call.end), call.end)
         return ends
 
 
@@ -204,6 +232,7 @@ def make_server(
     recorder: Recorder,
     langgraph_concurrency: int,
     config: Any = None,
+    trace: bool = False,
 ) -> Server:
     """A fresh ``system`` for ``app`` on ``ops``.
 
@@ -215,17 +244,16 @@ def make_server(
         recorder: their recorder.
         langgraph_concurrency: LangGraph's ``max_concurrency``.
         config: the app's ``Config`` (its defaults when None).
+        trace: Alto keeps a span per stage call (as the ``alto-traced`` control does).
     """
-    from alto.bench.controls import ALL_SYSTEMS, ALTO_UNTRACED, base_system
+    from alto.bench.controls import ALL_SYSTEMS, ALTO_TRACED, base_system
 
     name = app.NAME
-    fragment = FRAGMENT_OUTPUT.get(name)
-    step = fragment[0] if fragment else None
+    step = FRAGMENT_OUTPUT.get(name)
     given, system = system, base_system(system)
     if system == ALTO:
-        return AltoServer(
-            app.build(ops, config), fragment[1] if fragment else None, trace=given != ALTO_UNTRACED
-        )
+        traced = trace or given == ALTO_TRACED
+        return AltoServer(app.build(ops, config), recorder, step, trace=traced)
     if system == REFERENCE:
         reference = load_reference(app)
         return PerRoot(lambda value: reference(ops, value, config), recorder, step)

@@ -20,7 +20,7 @@ from alto.bench.controls import (
     ALTO_AT_BALANCER,
     ALTO_NO_LINEAGE,
     ALTO_NO_PRIORITY,
-    ALTO_UNTRACED,
+    ALTO_TRACED,
     BASELINES,
     CONTROL_SYSTEMS,
     anonymous_calls,
@@ -48,7 +48,7 @@ def test_every_control_is_named_and_built_like_a_main_system() -> None:
         "alto@balancer",
         "alto-no-lineage",
         "alto-no-priority",
-        "alto-untraced",
+        "alto-traced",
         "asyncio-reference+client",
         "langgraph-flat+client",
         "langgraph-subgraph+client",
@@ -72,7 +72,7 @@ def test_the_plans_say_what_each_control_changes() -> None:
     assert got[ALTO_AT_BALANCER] == ((BASE,), 64, "root-first", "lineage", True)
     assert got[ALTO_NO_LINEAGE] == (urls, 16, "fifo", "least-loaded", False)
     assert got[ALTO_NO_PRIORITY] == (urls, 16, "root-first", "lineage", False)
-    assert got[ALTO_UNTRACED] == got[ALTO]  # only its spans differ
+    assert got[ALTO_TRACED] == got[ALTO]  # only its spans differ
     for system in CLIENTS:
         assert got[system] == (urls, 16, "fifo", "least-loaded", False)
     # a server that does not honour priority gets none from anyone
@@ -294,10 +294,10 @@ def test_every_control_runs_and_matches_the_reference(tmp_path: Path) -> None:
     assert app["systems"] == list(ALL_SYSTEMS) and app["skipped"] == {}
     cap = app["fairness"]["llm_cap"]
     assert cap == 64
-    # the bench's emulator honours priority: Alto sends it, behind the balancer and untraced
+    # the bench's emulator honours priority: Alto sends it, behind the balancer and traced
     # too; no other
     sent = {s for s, c in app["fairness"]["clients"].items() if c["send_priority"]}
-    assert sent == {ALTO, ALTO_AT_BALANCER, ALTO_UNTRACED}
+    assert sent == {ALTO, ALTO_AT_BALANCER, ALTO_TRACED}
     runs = {r["system"]: r for r in app["runs"]}
     assert set(runs) == set(ALL_SYSTEMS)
     for system, run in runs.items():
@@ -385,17 +385,17 @@ def test_controls_are_chosen_by_name_or_all_at_once() -> None:
     with pytest.raises(BenchError, match="hold LLM clients of their own"):
         _settings("--llm", "fake", "--controls")
     # a control that does not change how Alto reaches the LLM needs no server
-    untraced = _settings("--llm", "fake", "--systems", "alto,alto-untraced")
-    assert untraced.systems == [ALTO, ALTO_UNTRACED]
+    traced = _settings("--llm", "fake", "--systems", "alto,alto-traced")
+    assert traced.systems == [ALTO, ALTO_TRACED]
     with pytest.raises(BenchError, match="unknown systems"):
         _settings(*emulated, "--systems", "alto@nowhere")
 
 
-def test_the_untraced_control_runs_where_no_llm_is_called(tmp_path: Path) -> None:
+def test_the_traced_control_runs_where_no_llm_is_called(tmp_path: Path) -> None:
     done = subprocess.run(
         [
             sys.executable, "-m", "alto.cli", "bench", "ingest", "--llm", "fake",
-            "--embedder", "hash", "--systems", "alto,alto-untraced,asyncio-reference",
+            "--embedder", "hash", "--systems", "alto,alto-traced,asyncio-reference",
             "--load", "closed", "--concurrency", "2", "--closed-inputs", "4",
             "--no-progress", "--out", str(tmp_path),
         ],
@@ -403,35 +403,37 @@ def test_the_untraced_control_runs_where_no_llm_is_called(tmp_path: Path) -> Non
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     app = json.loads((tmp_path / "results.json").read_text())["apps"]["ingest"]
-    assert set(app["systems"]) == {ALTO, ALTO_UNTRACED, "asyncio-reference"}
+    assert set(app["systems"]) == {ALTO, ALTO_TRACED, "asyncio-reference"}
     assert app["skipped"] == {}
     for run in app["runs"]:
         assert run["completed"] == 4 and run["failed"] == run["mismatched"] == 0, run["system"]
+        assert run["late_spans"] == 0, run["system"]
     report = (tmp_path / "report.md").read_text()
     table = report.split("### Controls: what each ingredient buys")[1].split("Table: ingest")[0]
     assert "held to the cap" not in table  # ingest makes no LLM calls
-    assert "| alto-untraced | no span per stage call (`trace=False`) |" in table
+    assert "| alto-traced | a span per stage call (`trace=True`) |" in table
 
 
 @pytest.mark.anyio
-async def test_alto_untraced_keeps_no_spans_and_claims_no_call_ends() -> None:
+async def test_alto_reads_its_work_per_input_from_the_recorded_calls() -> None:
+    from alto.bench.record import recording_operators
     from alto.bench.systems import Arrival, make_server
     from alto.operators.embedding import HashEmbedder
     from examples.common import Operators
     from examples.ingest.steps import Corpus, Doc
 
     app = load_app("ingest")
-    corpus = Corpus("c", (Doc("d", "one two three four five"),))
-    ends: dict[str, tuple[bool, dict[int, float]]] = {}
-    for system in (ALTO, ALTO_UNTRACED):
+    words = " ".join(f"w{i}" for i in range(200))  # 3 chunks: a batched embed call
+    corpora = [Corpus(f"c{i}", (Doc(f"d{i}", words),)) for i in range(3)]
+    seen: dict[str, Any] = {}
+    for system in (ALTO, ALTO_TRACED):
         recorder = Recorder()
-        server = make_server(
-            system, app, Operators(embedder=HashEmbedder()), recorder=recorder,
-            langgraph_concurrency=1,
-        )
+        ops = recording_operators(Operators(embedder=HashEmbedder()), recorder)
+        server = make_server(system, app, ops, recorder=recorder, langgraph_concurrency=1)
 
         async def arrivals() -> AsyncGenerator[Arrival, None]:
-            yield Arrival(0, corpus, 0.0)
+            for i, corpus in enumerate(corpora):
+                yield Arrival(10 + i, corpus, 0.0)  # the run's indexes, not Alto's
 
         got: list[Any] = []
 
@@ -439,7 +441,35 @@ async def test_alto_untraced_keeps_no_spans_and_claims_no_call_ends() -> None:
             got.append((i, error))
 
         await server.serve(arrivals(), done)
-        assert got == [(0, None)], system
-        ends[system] = (server.stats.spans is not None, server.span_ends())
-    assert ends[ALTO][0] and set(ends[ALTO][1]) == {0}  # traced: its calls' ends, by root
-    assert ends[ALTO_UNTRACED] == (False, {})  # no spans: nothing to check late work against
+        assert sorted(got) == [(10, None), (11, None), (12, None)], system
+        roots = {r for call in recorder.calls for r in call.roots}
+        assert roots == {0, 1, 2} and all(c.root is None for c in recorder.calls)
+        seen[system] = (server.stats.spans is not None, server.span_ends())
+    traced, ends = seen[ALTO_TRACED]
+    assert traced and set(ends) == {10, 11, 12}
+    untraced, ends = seen[ALTO]
+    assert not untraced and set(ends) == {10, 11, 12}  # from the operator calls alone
+
+
+def test_a_call_in_a_stage_call_carries_the_roots_of_its_fragments() -> None:
+    from alto.bench.record import current_root, stage_roots
+
+    seen: list[tuple[int, ...]] = []
+
+    @alto.stage(batch=8)
+    async def embed(texts: list[str]) -> list[str]:
+        seen.append(stage_roots())
+        return texts
+
+    @alto.flow
+    def one(text: str):
+        return embed(text)
+
+    assert stage_roots() == ()  # outside a stage call
+    alto.run(one, ["a", "b", "c"])
+    assert sorted(r for batch in seen for r in batch) == [0, 1, 2]
+    token = current_root.set(7)  # a per-input system's call: its root, not a stage's
+    try:
+        assert stage_roots() == ()
+    finally:
+        current_root.reset(token)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -83,3 +87,45 @@ def test_the_emulator_serves_its_step_lag_per_replica() -> None:
     lags = [r["step_lag"] for r in per]
     assert sum(x["steps"] for x in lags) >= 4  # one replica stepped the request through
     assert all(sum(x["bucket_counts"]) == x["steps"] for x in lags)
+
+
+def test_the_bench_takes_one_blas_thread_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from alto.bench.environment import environment, one_blas_thread
+    from alto.bench.settings import Settings
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    one_blas_thread()
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    assert environment(Settings(apps=["ingest"], llm="fake"))["blas_threads"] == "1"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")  # the user's number is kept
+    one_blas_thread()
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "2"
+
+
+def test_the_bench_process_reads_one_blas_thread_before_numpy_loads(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "alto.cli", "bench", "ingest", "--llm", "fake",
+            "--embedder", "hash", "--systems", "alto", "--load", "closed",
+            "--concurrency", "1", "--closed-inputs", "2", "--no-progress",
+            "--out", str(tmp_path),
+        ],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["environment"]["blas_threads"] == "1"
+    assert "BLAS threads 1;" in (tmp_path / "report.md").read_text()
+
+
+def test_nothing_the_bench_command_imports_first_loads_numpy() -> None:
+    # OpenBLAS reads its thread count once, when numpy loads: it must load after the setting
+    code = (
+        "import sys, alto.cli, alto.bench.cli, alto.bench.__main__, alto.bench.environment;"
+        "print('numpy' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
