@@ -12,12 +12,15 @@ deployment and rate each system's p95 and p50 with intervals and its p95 and thr
 Alto's (parity where the interval holds 1).
 
 By default it runs the one-server reports (``single``), where every system shares one
-loaded server and only the order of the calls can differ. What is cut to fit a 2-core
-machine, and why: the replica deployments (``--reports factcheck:ll4 ...`` runs them; the
-search's own reports give every system's p95 at each rate it tried there); the two LangGraph
-versions slower in the search (the search already separates them); and summarize on
-``single`` runs fewer arrivals in fewer repeats (``--slow-inputs``, ``--slow-repeats``), its
-rates being below one input per second.
+loaded server and only the order of the calls can differ, and ingest's (it makes no LLM
+calls, so it has one deployment), where the event loop's CPU is what is loaded. A run
+measures at least ``--inputs`` arrivals and at least ``--seconds`` of them (at ingest's
+hundreds per second, 60 arrivals would be a burst of a quarter second, not a steady state).
+What is cut to fit a 2-core machine, and why: the replica deployments (``--reports
+factcheck:ll4 ...`` runs them; the search's own reports give every system's p95 at each rate it
+tried there); the two LangGraph versions slower in the search (the search already separates
+them); and summarize on ``single`` runs fewer arrivals in fewer repeats (``--slow-inputs``,
+``--slow-repeats``), its rates being below one input per second.
 
 Usage: python benchmarks/loaded.py [--search docs/benchmarks/search]
        [--out docs/benchmarks/loaded] [--reports factcheck:single ...] [--summary-only]
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -35,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 ALTO_CLI = shutil.which("alto", path=str(Path(sys.executable).parent)) or "alto"
-REPORTS = ("factcheck:single", "summarize:single")
+REPORTS = ("factcheck:single", "summarize:single", "ingest:single")
 LOADS = (0.8, 0.9)
 MAIN = ("alto", "asyncio-reference")
 LANGGRAPH = ("langgraph-flat", "langgraph-subgraph", "langgraph-functional")
@@ -60,8 +64,11 @@ def searched(search: Path, app: str, deployment: str) -> dict[str, Any]:
 
 
 def command(app: str, deployment: str, found: dict[str, Any], out: Path,
-            inputs: int, repeats: int) -> list[str]:
+            inputs: int, repeats: int, seconds: float = 0.0) -> list[str]:
+    """The ``alto bench`` command of one report: at least ``inputs`` measured arrivals per
+    run, and at least ``seconds`` of them at the lower rate."""
     rates = [round(found["reference_rate"] * load, 4) for load in LOADS]
+    inputs = max(inputs, math.ceil(seconds * min(rates)))
     systems = [MAIN[0], *([found["langgraph"]] if found["langgraph"] else []), MAIN[1]]
     return [
         ALTO_CLI, "bench", app, "--llm", "emulated", "--deployment", deployment,
@@ -121,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inputs", type=int, default=60, help="measured arrivals per run")
     p.add_argument("--slow-inputs", type=int, default=30,
                    help="measured arrivals per run where the reference's rate is below 1/s")
+    p.add_argument("--seconds", type=float, default=5.0,
+                   help="at least this many seconds of measured arrivals per run")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--slow-repeats", type=int, default=2,
                    help="repeats where the reference's rate is below 1/s")
@@ -135,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             slow = found["reference_rate"] < 1.0
             cmd = command(app, deployment, found, args.out,
                           args.slow_inputs if slow else args.inputs,
-                          args.slow_repeats if slow else args.repeats)
+                          args.slow_repeats if slow else args.repeats, args.seconds)
             print("$", " ".join(cmd), flush=True)
             if args.dry_run:
                 continue
