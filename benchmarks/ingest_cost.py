@@ -21,12 +21,17 @@ are interleaved (round x in-flight x system, the order of systems rotating per r
 each figure is the median of the rounds with [min, max]; a ratio's interval is the min and
 max of the per-round ratios, and one that holds 1 is parity.
 
+``--embedder one-hot`` swaps the hashing embedder for one that costs almost nothing (each
+chunk's vector is a fixed unit vector plus one coordinate picked by a CRC of its text, so
+equal chunks still match and others do not), leaving what orchestration costs: the
+systems' CPU per corpus then differs only by their own code, not by the model's work.
+
 OpenBLAS's worker threads busy-wait after each small matrix product of the duplicate check
 and burn a second core, which CPU time then counts for every system alike; the script runs
 with one BLAS thread unless --blas-threads says otherwise.
 
 Usage: python benchmarks/ingest_cost.py [--corpora 600] [--in-flight 1,16,64] [--rounds 5]
-       [--blas-threads 1]
+       [--blas-threads 1] [--embedder hash|one-hot]
 """
 
 from __future__ import annotations
@@ -55,14 +60,18 @@ if __name__ == "__main__":
 import asyncio  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
+import zlib  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from typing import Any, Awaitable, Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 import alto  # noqa: E402
 from alto import Gather, Split  # noqa: E402
 from alto.apps import load_app  # noqa: E402
 from alto.bench.runner import bench_inputs  # noqa: E402
 from alto.bench.stats import rotation  # noqa: E402
+from alto.operators.embedding import HashEmbedder  # noqa: E402
 
 ingest = load_app("ingest")  # puts the repository's examples/ on the path
 from examples.common import Operators, make_embedder  # noqa: E402
@@ -81,6 +90,19 @@ from examples.ingest.steps import (  # noqa: E402, I001
 SYSTEMS = ("reference", "alto", "alto-flat")
 
 Runner = Callable[[list[Corpus], int], Awaitable[list[CorpusReport]]]
+
+
+class OneHotEmbedder(HashEmbedder):
+    """An embedder that costs almost nothing: a fixed unit vector plus one coordinate chosen
+    by the text's CRC-32, normalised (equal texts score 1, others at most 0.5)."""
+
+    def embed_sync(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        out[:, 0] = 1.0
+        for row, text in enumerate(texts):
+            out[row, 1 + zlib.crc32(text.encode()) % (self.dim - 1)] += 1.0
+        out /= np.linalg.norm(out, axis=1, keepdims=True)
+        return out
 
 
 def build_flat(ops: Operators, config: Config) -> alto.Flow:
@@ -162,10 +184,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--in-flight", default="1,16,64", help="corpora in flight, comma-separated")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--blas-threads", default="1", help="BLAS threads, or 'default'")
+    p.add_argument(
+        "--embedder",
+        choices=("hash", "one-hot"),
+        default="hash",
+        help="hash: the bench's hashing embedder; one-hot: one that costs almost "
+        "nothing (orchestration alone)",
+    )
     args = p.parse_args(argv)
     levels = [int(x) for x in args.in_flight.split(",")]
 
-    ops = Operators(embedder=make_embedder("hash"), labels={"embedder": "hashing"})
+    embedder = make_embedder("hash") if args.embedder == "hash" else OneHotEmbedder()
+    ops = Operators(embedder=embedder, labels={"embedder": args.embedder})
     config = Config(**getattr(steps, "VARIED_FANOUT", {}))
     # as many distinct corpora as the shipped documents make, then reused in turn, as
     # ``alto bench`` does (each use under a name of its own, so each gets its own index)
@@ -195,11 +225,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 cpu.setdefault((name, in_flight), []).append(c)
                 wall.setdefault((name, in_flight), []).append(w)
 
-    print(f"{len(corpora)} corpora ({len(distinct)} distinct, 1 to 32 documents each), "
-          f"{chunks / len(corpora):.1f} chunks per corpus on average; "
-          f"{args.rounds} rounds; BLAS threads: {args.blas_threads}")
-    print("ms per corpus: median of the rounds [min, max]; / reference: per-round ratios, "
-          "median [min, max]\n")
+    print(
+        f"{len(corpora)} corpora ({len(distinct)} distinct, 1 to 32 documents each), "
+        f"{chunks / len(corpora):.1f} chunks per corpus on average; "
+        f"{args.rounds} rounds; BLAS threads: {args.blas_threads}; embedder: {args.embedder}"
+    )
+    print(
+        "ms per corpus: median of the rounds [min, max]; / reference: per-round ratios, "
+        "median [min, max]\n"
+    )
     print("| in flight | system | CPU | wall | CPU / reference |")
     print("|---|---|---|---|---|")
 
@@ -214,11 +248,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ratios = [m / b for m, b in zip(mine, base)]
             low, high = min(ratios), max(ratios)
             verdict = "parity" if low <= 1 <= high else ("higher" if low > 1 else "lower")
-            shown = "–" if name == "reference" else (
-                f"{statistics.median(ratios):.2f}x [{low:.2f}, {high:.2f}] {verdict}"
+            shown = (
+                "–"
+                if name == "reference"
+                else (f"{statistics.median(ratios):.2f}x [{low:.2f}, {high:.2f}] {verdict}")
             )
-            print(f"| {in_flight} | {name} | {cell(mine)} | {cell(wall[(name, in_flight)])} "
-                  f"| {shown} |")
+            print(
+                f"| {in_flight} | {name} | {cell(mine)} | {cell(wall[(name, in_flight)])} "
+                f"| {shown} |"
+            )
     return {"cpu": cpu, "wall": wall}
 
 
