@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rate_search import ALTO, LANGGRAPH, LLM_APPS, REFERENCE, Log, bench  # noqa: E402
+from rate_search import ALTO, LANGGRAPH, LLM_APPS, REFERENCE, Log, bench, headline  # noqa: E402
 
 MAIN = ",".join([ALTO, *LANGGRAPH, REFERENCE])
 
@@ -66,10 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         report(app, "ll4", MAIN + extra)
     if "ingest" in args.apps:
         report("ingest", "single", MAIN)
-    reports = sorted(str(p) for p in out.glob("*/*/results.json"))
-    log.run(
-        [sys.executable, "-m", "alto.bench.headline", *reports, "--out", str(out / "headline.md")]
-    )
+    headline(log, out)
     return 0
 
 

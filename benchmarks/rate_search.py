@@ -124,6 +124,14 @@ class Log:
         self.path.write_text(json.dumps(record, indent=2) + "\n")
 
 
+def headline(log: Log, out: Path) -> None:
+    """Write ``headline.md``: the best-against-best table over every report under ``out``."""
+    reports = sorted(str(p) for p in out.glob("*/*/results.json"))
+    log.run(
+        [sys.executable, "-m", "alto.bench.headline", *reports, "--out", str(out / "headline.md")]
+    )
+
+
 def commit() -> str:
     """The commit the reports are made at (with ``+dirty`` when ``alto/`` has changes)."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
@@ -162,10 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             else best_langgraph(out / app / "ll4" / "results.json", app)
         )
         report(app, deployment, "--systems", ",".join([ALTO, version, REFERENCE]))
-    reports = sorted(str(p) for p in out.glob("*/*/results.json"))
-    log.run(
-        [sys.executable, "-m", "alto.bench.headline", *reports, "--out", str(out / "headline.md")]
-    )
+    headline(log, out)
     return 0
 
 

@@ -3,22 +3,16 @@ the arrivals and the seed it is given, and Alto without ``priority`` on factchec
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
+from typing import Callable
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "knee_search.py"
-
 
 @pytest.fixture(scope="module")
-def knee() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("knee_search", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def knee(benchmark_script: Callable[[str], ModuleType]) -> ModuleType:
+    return benchmark_script("knee_search")
 
 
 def commands(

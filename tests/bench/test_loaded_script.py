@@ -3,23 +3,17 @@ and its summary calls a ratio parity exactly when the interval holds 1."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
+from typing import Callable
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "loaded.py"
-
 
 @pytest.fixture(scope="module")
-def loaded() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("loaded", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def loaded(benchmark_script: Callable[[str], ModuleType]) -> ModuleType:
+    return benchmark_script("loaded")
 
 
 def search_report(root: Path, app: str, deployment: str, rates: dict[str, float]) -> None:
